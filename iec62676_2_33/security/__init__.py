@@ -1,0 +1,1 @@
+"""Access control of the service interfaces (SEC-1..4)."""
