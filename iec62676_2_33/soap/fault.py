@@ -18,7 +18,7 @@ from ..namespaces import SOAP_ENV, TER, WSA
 FAULT_ACTION = "http://www.onvif.org/ver10/fault"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, eq=False)
 class SoapFault(Exception):
     """A SOAP 1.2 fault as data.
 
