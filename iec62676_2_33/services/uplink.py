@@ -1,0 +1,168 @@
+"""Layer 5: the uplink configuration service on Spyne (clause 8.2).
+
+GetServiceCapabilities, GetUplinks, SetUplink and DeleteUplink
+(CFG-1 … CFG-6). The Spyne models mirror ``xsd/uplink.xsd`` element for
+element (a test compares the two); the rules live in
+:mod:`..uplinkconfig`, the persistence in :mod:`..store`; the runtime tells the
+service the live Status/Error of each uplink and is told of every change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from spyne import Boolean, ComplexModel, Integer, Unicode, XmlAttribute, rpc
+
+from ..namespaces import TUP
+from ..soap.fault import SoapFault
+from ..soap.spyne_glue import SoapEndpoint, SoapService, service_context
+from ..store import DeviceStore
+from ..uplinkconfig import (
+    OFFLINE,
+    UplinkCapabilities,
+    UplinkConfigError,
+    UplinkConfiguration,
+    normalise_address,
+    split_levels,
+    unknown_address,
+    validate,
+)
+
+#: SEC-1: access class of each operation of the uplink service.
+OPERATION_ACCESS = {
+    "GetServiceCapabilities": "PRE_AUTH",
+    "GetUplinks": "READ_SYSTEM",
+    "SetUplink": "WRITE_SYSTEM",
+    "DeleteUplink": "WRITE_SYSTEM",
+}
+
+StatusProvider = Callable[[str], tuple[str, str | None]]
+
+
+def _offline(_address: str) -> tuple[str, str | None]:
+    return OFFLINE, None
+
+
+@dataclass
+class UplinkServiceContext:
+    """What the uplink service works with: the store, the capabilities, and the runtime's hooks."""
+
+    store: DeviceStore
+    capabilities: UplinkCapabilities = field(default_factory=UplinkCapabilities)
+    status: StatusProvider = _offline
+    changed: Callable[[], None] = lambda: None
+
+    def set_uplink(self, cfg: UplinkConfiguration) -> UplinkConfiguration:
+        """Validate and store (CFG-3); shared by SOAP and the CLI."""
+        checked = validate(cfg, self.store, self.capabilities)
+        self.store.put_uplink(checked, max_uplinks=self.capabilities.max_uplinks)
+        self.changed()
+        return checked
+
+    def delete_uplink(self, remote_address: str) -> None:
+        """CFG-4: remove by RemoteAddress or fault ``ter:InvalidArgVal/ter:Address``."""
+        address = normalise_address(remote_address)
+        if not self.store.delete_uplink(address):
+            raise unknown_address(address)
+        self.changed()
+
+    def uplinks(self) -> list[UplinkConfiguration]:
+        """CFG-2: every configuration with its live Status and Error."""
+        result = []
+        for cfg in self.store.list_uplinks():
+            status, error = self.status(cfg.remote_address)
+            result.append(UplinkConfiguration(
+                remote_address=cfg.remote_address, user_level=cfg.user_level,
+                certificate_id=cfg.certificate_id,
+                cert_path_validation_policy_id=cfg.cert_path_validation_policy_id,
+                authorization_server=cfg.authorization_server, status=status, error=error))
+        return result
+
+
+class Capabilities(ComplexModel):  # type: ignore[misc]
+    """tup:Capabilities — every field an attribute (CFG-5)."""
+
+    __namespace__ = TUP
+    _type_info = [
+        ("MaxUplinks", XmlAttribute(Integer)),
+        ("Protocols", XmlAttribute(Unicode)),
+        ("AuthorizationModes", XmlAttribute(Unicode)),
+        ("StreamingOverUplink", XmlAttribute(Boolean)),
+    ]
+
+
+class Configuration(ComplexModel):  # type: ignore[misc]
+    """tup:Configuration (CFG-1); UserLevel is a tt:StringList carried as text."""
+
+    __namespace__ = TUP
+    _type_info = [
+        ("RemoteAddress", Unicode(min_occurs=1, nillable=False)),
+        ("CertificateID", Unicode),
+        ("UserLevel", Unicode(min_occurs=1, nillable=False)),
+        ("Status", Unicode),
+        ("CertPathValidationPolicyID", Unicode),
+        ("AuthorizationServer", Unicode),
+        ("Error", Unicode),
+    ]
+
+
+def _to_model(cfg: UplinkConfiguration) -> Configuration:
+    return Configuration(
+        RemoteAddress=cfg.remote_address, CertificateID=cfg.certificate_id,
+        UserLevel=" ".join(cfg.user_level), Status=cfg.status,
+        CertPathValidationPolicyID=cfg.cert_path_validation_policy_id,
+        AuthorizationServer=cfg.authorization_server, Error=cfg.error)
+
+
+def _from_model(model: Configuration) -> UplinkConfiguration:
+    return UplinkConfiguration(
+        remote_address=model.RemoteAddress or "", user_level=split_levels(model.UserLevel),
+        certificate_id=model.CertificateID or None,
+        cert_path_validation_policy_id=model.CertPathValidationPolicyID or None,
+        authorization_server=model.AuthorizationServer or None)
+
+
+def _fault(exc: UplinkConfigError) -> SoapFault:
+    return SoapFault(code=exc.code, subcodes=exc.subcodes, reason=str(exc))
+
+
+class UplinkService(SoapService):
+    """The operations of ``tup:UplinkPort``."""
+
+    __service_name__ = "UplinkService"
+    __port_types__ = ["UplinkPort"]
+
+    @rpc(_returns=Capabilities, _out_variable_name="Capabilities")  # type: ignore[misc]
+    def GetServiceCapabilities(ctx: Any) -> Capabilities:  # noqa: N802,N805
+        caps: UplinkCapabilities = service_context(ctx).capabilities
+        return Capabilities(MaxUplinks=caps.max_uplinks, Protocols=" ".join(caps.protocols),
+                            AuthorizationModes=" ".join(caps.authorization_modes),
+                            StreamingOverUplink=caps.streaming_over_uplink)
+
+    @rpc(_returns=Configuration.customize(max_occurs="unbounded"),  # type: ignore[misc]
+         _out_variable_name="Configuration")
+    def GetUplinks(ctx: Any) -> list[Configuration]:  # noqa: N802,N805
+        return [_to_model(cfg) for cfg in service_context(ctx).uplinks()]
+
+    @rpc(Configuration.customize(min_occurs=1), _returns=None,  # type: ignore[misc]
+         _in_variable_names={"configuration": "Configuration"})
+    def SetUplink(ctx: Any, configuration: Configuration) -> None:  # noqa: N802,N805
+        try:
+            service_context(ctx).set_uplink(_from_model(configuration))
+        except UplinkConfigError as exc:
+            raise _fault(exc) from None
+
+    @rpc(Unicode(min_occurs=1), _returns=None,  # type: ignore[misc]
+         _in_variable_names={"remote_address": "RemoteAddress"})
+    def DeleteUplink(ctx: Any, remote_address: str) -> None:  # noqa: N802,N805
+        try:
+            service_context(ctx).delete_uplink(remote_address)
+        except UplinkConfigError as exc:
+            raise _fault(exc) from None
+
+
+def uplink_endpoint(context: UplinkServiceContext) -> SoapEndpoint:
+    """The WSGI app of the uplink service (no access control: see :mod:`.app`)."""
+    return SoapEndpoint([UplinkService], TUP, xsd="uplink", context=context, name="UplinkService")
