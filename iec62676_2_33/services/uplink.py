@@ -16,6 +16,7 @@ from typing import Any
 from spyne import Boolean, ComplexModel, Integer, Unicode, XmlAttribute, rpc
 
 from ..namespaces import TUP
+from ..security.access import AccessClass
 from ..soap.fault import SoapFault
 from ..soap.spyne_glue import SoapEndpoint, SoapService, service_context
 from ..store import DeviceStore
@@ -32,10 +33,10 @@ from ..uplinkconfig import (
 
 #: SEC-1: access class of each operation of the uplink service.
 OPERATION_ACCESS = {
-    "GetServiceCapabilities": "PRE_AUTH",
-    "GetUplinks": "READ_SYSTEM",
-    "SetUplink": "WRITE_SYSTEM",
-    "DeleteUplink": "WRITE_SYSTEM",
+    (TUP, "GetServiceCapabilities"): AccessClass.PRE_AUTH,
+    (TUP, "GetUplinks"): AccessClass.READ_SYSTEM,
+    (TUP, "SetUplink"): AccessClass.WRITE_SYSTEM,
+    (TUP, "DeleteUplink"): AccessClass.WRITE_SYSTEM,
 }
 
 StatusProvider = Callable[[str], tuple[str, str | None]]

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from ..errors import Iec62676Error
 from ..namespaces import SOAP_ENV, TER, WSA
 
 FAULT_ACTION = "http://www.onvif.org/ver10/fault"
 
 
 @dataclass(kw_only=True, eq=False)
-class SoapFault(Exception):
+class SoapFault(Iec62676Error):
     """A SOAP 1.2 fault as data.
 
     ``code`` is ``"Sender"`` or ``"Receiver"``; ``subcodes`` are local names in

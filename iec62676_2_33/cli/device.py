@@ -1,0 +1,216 @@
+"""``iec62676 device …``: the device side — users, keystore, policies, uplinks, serve.
+
+Every change goes through the same validation as the SOAP operations
+(CFG-3, CFG-4) and lands in the durable store (CFG-6); a running
+``device serve`` picks it up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from ..pki import check_key_matches, load_certs_pem, load_key_pem
+from ..security.access import UserLevel, parse_level
+from ..services.uplink import UplinkServiceContext
+from ..store import DeviceStore
+from ..uplinkconfig import UplinkCapabilities, UplinkConfiguration, split_levels
+
+LEVELS = [lvl.value for lvl in UserLevel if lvl is not UserLevel.ANONYMOUS]
+
+
+def _data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, type=Path, metavar="DIR", help="the device's data folder")
+
+
+def _group(sub: Any, name: str, help_: str) -> Any:
+    parser = sub.add_parser(name, help=help_)
+    return parser.add_subparsers(dest=f"{name}_command", required=True, parser_class=type(parser))
+
+
+def register(sub: Any) -> None:
+    device = sub.add_parser("device", help="device side: store, uplinks, serve")
+    dsub = device.add_subparsers(dest="device_command", required=True, parser_class=type(device))
+
+    users = _group(dsub, "user", "users for direct access (WS-Security / HTTP Digest)")
+    p = users.add_parser("add", help="add or replace a user")
+    _data(p)
+    p.add_argument("--name", required=True)
+    p.add_argument("--password", required=True)
+    p.add_argument("--level", required=True, choices=LEVELS)
+    p.set_defaults(handler=user_add)
+    p = users.add_parser("list", help="list users and levels")
+    _data(p)
+    p.set_defaults(handler=user_list)
+    p = users.add_parser("remove", help="remove a user")
+    _data(p)
+    p.add_argument("--name", required=True)
+    p.set_defaults(handler=user_remove)
+
+    keystore = _group(dsub, "keystore", "client certificates with their keys (CertificateID)")
+    p = keystore.add_parser("add", help="store a certificate and its private key under an ID")
+    _data(p)
+    p.add_argument("--id", required=True)
+    p.add_argument("--cert", required=True, type=Path, metavar="CERT.pem")
+    p.add_argument("--key", required=True, type=Path, metavar="KEY.pem")
+    p.set_defaults(handler=keystore_add)
+    p = keystore.add_parser("list", help="list stored CertificateIDs")
+    _data(p)
+    p.set_defaults(handler=keystore_list)
+
+    policy = _group(dsub, "policy", "certification path validation policies (trust anchors)")
+    p = policy.add_parser("add", help="store trust anchors under a CertPathValidationPolicyID")
+    _data(p)
+    p.add_argument("--id", required=True)
+    p.add_argument("--trust", required=True, action="append", type=Path, metavar="CA.pem")
+    p.set_defaults(handler=policy_add)
+    p = policy.add_parser("list", help="list stored policy IDs")
+    _data(p)
+    p.set_defaults(handler=policy_list)
+
+    uplink = _group(dsub, "uplink", "uplink configurations (same rules as SetUplink)")
+    p = uplink.add_parser("set", help="add or replace the uplink keyed by --remote")
+    _data(p)
+    p.add_argument("--remote", required=True, metavar="URI", help="RemoteAddress, e.g. https://cloud:8443/uplink")
+    p.add_argument("--cert-id", help="CertificateID (mTLS)")
+    p.add_argument("--policy-id", help="CertPathValidationPolicyID for the cloud's certificate")
+    p.add_argument("--auth-server", help="AuthorizationServer token (access-token mode)")
+    p.add_argument("--user-level", action="append", metavar="LEVEL",
+                   help="UserLevel of tunnelled requests (repeatable; default Administrator)")
+    p.set_defaults(handler=uplink_set)
+    p = uplink.add_parser("list", help="list uplink configurations")
+    _data(p)
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(handler=uplink_list)
+    p = uplink.add_parser("delete", help="delete the uplink keyed by --remote")
+    _data(p)
+    p.add_argument("--remote", required=True, metavar="URI")
+    p.set_defaults(handler=uplink_delete)
+
+    p = dsub.add_parser("serve", help="serve the device's web services (and run its uplinks)")
+    _data(p)
+    p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
+    p.set_defaults(handler=serve)
+
+
+def _store(args: argparse.Namespace) -> DeviceStore:
+    return DeviceStore(args.data)
+
+
+def _context(store: DeviceStore) -> UplinkServiceContext:
+    return UplinkServiceContext(store=store, capabilities=UplinkCapabilities())
+
+
+def user_add(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        store.put_user(args.name, args.password, parse_level(args.level))
+    print(f"user {args.name} ({args.level}) stored")
+    return 0
+
+
+def user_list(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        for name, level in store.list_users():
+            print(f"{name}\t{level}")
+    return 0
+
+
+def user_remove(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        if not store.delete_user(args.name):
+            print(f"iec62676: error: no user named {args.name!r}", file=sys.stderr)
+            return 2
+    print(f"user {args.name} removed")
+    return 0
+
+
+def keystore_add(args: argparse.Namespace) -> int:
+    certs = load_certs_pem(args.cert)
+    key = load_key_pem(args.key)
+    check_key_matches(certs[0], key, cert_name=str(args.cert), key_name=str(args.key))
+    chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    with _store(args) as store:
+        store.put_certificate(args.id, chain, key_pem)
+    print(f"certificate {args.id} stored ({len(certs)} certificate(s) in the chain)")
+    return 0
+
+
+def keystore_list(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        for cid in store.list_certificates():
+            print(cid)
+    return 0
+
+
+def policy_add(args: argparse.Namespace) -> int:
+    anchors = [c.public_bytes(serialization.Encoding.PEM) for path in args.trust for c in load_certs_pem(path)]
+    with _store(args) as store:
+        store.put_policy(args.id, anchors)
+    print(f"policy {args.id} stored with {len(anchors)} trust anchor(s)")
+    return 0
+
+
+def policy_list(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        for pid in store.list_policies():
+            print(pid)
+    return 0
+
+
+def uplink_set(args: argparse.Namespace) -> int:
+    cfg = UplinkConfiguration(
+        remote_address=args.remote, user_level=split_levels(args.user_level or ["Administrator"]),
+        certificate_id=args.cert_id, cert_path_validation_policy_id=args.policy_id,
+        authorization_server=args.auth_server)
+    with _store(args) as store:
+        stored = _context(store).set_uplink(cfg)
+    print(f"uplink {stored.remote_address} stored")
+    return 0
+
+
+def uplink_list(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        uplinks = _context(store).uplinks()
+    if args.format == "json":
+        print(json.dumps([{
+            "RemoteAddress": u.remote_address, "CertificateID": u.certificate_id,
+            "UserLevel": list(u.user_level), "Status": u.status,
+            "CertPathValidationPolicyID": u.cert_path_validation_policy_id,
+            "AuthorizationServer": u.authorization_server, "Error": u.error} for u in uplinks], indent=2))
+        return 0
+    for u in uplinks:
+        auth = f"cert={u.certificate_id}" if u.certificate_id else f"auth-server={u.authorization_server}"
+        policy = f" policy={u.cert_path_validation_policy_id}" if u.cert_path_validation_policy_id else ""
+        print(f"{u.remote_address}\t{auth}{policy}\tlevel={' '.join(u.user_level)}\t{u.status}")
+    return 0
+
+
+def uplink_delete(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        _context(store).delete_uplink(args.remote)
+    print(f"uplink {args.remote} deleted")
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    from ..runtime.device import run_device
+
+    return asyncio.run(_serve(args, run_device))
+
+
+async def _serve(args: argparse.Namespace, run_device: Any) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run_device(args.data, args.listen, stop, announce=lambda text: print(text, flush=True))
+    return 0

@@ -1,0 +1,67 @@
+"""Layer 5: the device's web-service application — every service at its path,
+each behind access control (SEC-1 … SEC-4).
+
+The same WSGI callable serves direct HTTP clients (``device serve``) and every
+request tunnelled over an uplink (the runtime marks those with the uplink's
+UserLevel, UPL-12). Routing is by path only, the conventional ONVIF paths.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..security.access import AccessClass, operation_access_from
+from ..security.httpdigest import DigestAuthenticator
+from ..security.middleware import AccessControlMiddleware
+from ..security.wsse import UsernameTokenVerifier
+from ..store import DeviceStore
+from .uplink import OPERATION_ACCESS as UPLINK_ACCESS
+from .uplink import UplinkServiceContext, uplink_endpoint
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+UPLINK_PATH = "/onvif/uplink_service"
+DEVICE_PATH = "/onvif/device_service"
+EVENT_PATH = "/onvif/event_service"
+
+REALM = "iec62676-2-33"
+
+
+@dataclass
+class DeviceApplication:
+    """The WSGI app of a device plus the contexts the runtime talks to."""
+
+    store: DeviceStore
+    uplink: UplinkServiceContext
+    routes: Mapping[str, WsgiApp]
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        app = self.routes.get(environ.get("PATH_INFO") or "/")
+        if app is None:
+            body = b"not found: the device serves " + ", ".join(sorted(self.routes)).encode() + b"\n"
+            start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+            return [body]
+        return app(environ, start_response)
+
+
+def _protect(app: WsgiApp, store: DeviceStore, table: Mapping[tuple[str, str], AccessClass],
+             clock: Callable[[], float]) -> WsgiApp:
+    return AccessControlMiddleware(
+        app,
+        operation_access=operation_access_from(table),
+        wsse=UsernameTokenVerifier(store.get_user),
+        digest=DigestAuthenticator(store.get_user, REALM),
+        clock=clock,
+    )
+
+
+def build_device_app(uplink: UplinkServiceContext, *, clock: Callable[[], float] = time.time) -> DeviceApplication:
+    """Compose the services of a device around one store."""
+    store = uplink.store
+    routes: dict[str, WsgiApp] = {
+        UPLINK_PATH: _protect(uplink_endpoint(uplink), store, UPLINK_ACCESS, clock),
+    }
+    return DeviceApplication(store=store, uplink=uplink, routes=routes)
