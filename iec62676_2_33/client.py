@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import zeep
 import zeep.exceptions
+from zeep.proxy import AsyncServiceProxy
 from zeep.transports import AsyncTransport, Transport
 from zeep.wsse.username import UsernameToken
 
@@ -140,7 +141,8 @@ class AsyncUplinkClient:
         self.zeep = zeep.AsyncClient(str(wsdl_path("uplink")), settings=SETTINGS,
                                      transport=transport or AsyncTransport(timeout=timeout),
                                      wsse=_wsse(username, password, time_offset))
-        self.service = self.zeep.create_service(f"{{{TUP}}}UplinkBinding", url)
+        binding = self.zeep.wsdl.bindings[f"{{{TUP}}}UplinkBinding"]
+        self.service = AsyncServiceProxy(self.zeep, binding, address=url)
 
     async def _call(self, coro_fn: Callable[[], Any]) -> Any:
         try:

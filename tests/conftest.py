@@ -37,3 +37,57 @@ def _guarded(real):  # type: ignore[no-untyped-def]
 def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", _guarded(_real_connect))
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded(_real_connect_ex))
+
+
+# -- a running device (direct HTTP access) ------------------------------------
+import re  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from iec62676_2_33 import pki  # noqa: E402
+from iec62676_2_33.runtime.background import BackgroundService  # noqa: E402
+from iec62676_2_33.runtime.device import run_device  # noqa: E402
+from iec62676_2_33.store import DeviceStore  # noqa: E402
+
+ADMIN = ("admin", "admin-pw")
+OPERATOR = ("operator", "operator-pw")
+USER = ("viewer", "viewer-pw")
+
+
+@dataclass
+class RunningDevice:
+    data: Path
+    url: str
+    ca: pki.CertKey
+
+    @property
+    def base(self) -> str:
+        return self.url.rsplit("/onvif/", 1)[0]
+
+
+def seed_device(data: Path) -> pki.CertKey:
+    """Users of every level, one keystore certificate (cert-1) and one policy (policy-1)."""
+    ca = pki.make_ca("test CA")
+    leaf = pki.make_leaf(ca, "device-1", kind="client")
+    with DeviceStore(data) as store:
+        store.put_user(*ADMIN, "Administrator")
+        store.put_user(*OPERATOR, "Operator")
+        store.put_user(*USER, "User")
+        store.put_certificate("cert-1", leaf.cert_pem(), leaf.key_pem())
+        store.put_policy("policy-1", [ca.cert_pem()])
+    return ca
+
+
+@pytest.fixture
+def device(tmp_path: Path) -> Iterator[RunningDevice]:
+    data = tmp_path / "device"
+    ca = seed_device(data)
+    service = BackgroundService(lambda stop, announce: run_device(data, "127.0.0.1:0", stop, announce),
+                                name="device").start()
+    try:
+        match = re.search(r"(http://\S+)", service.messages[0])
+        assert match, service.messages
+        yield RunningDevice(data=data, url=match.group(1), ca=ca)
+    finally:
+        service.stop()
