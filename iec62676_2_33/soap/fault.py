@@ -71,7 +71,7 @@ class SoapFault(Iec62676Error):
         etree.SubElement(header, f"{{{WSA}}}Action").text = FAULT_ACTION
         body = etree.SubElement(env, f"{{{SOAP_ENV}}}Body")
         body.append(self.to_element())
-        return etree.tostring(env, xml_declaration=True, encoding="utf-8")
+        return bytes(etree.tostring(env, xml_declaration=True, encoding="utf-8"))
 
 
 def not_authorized(reason: str = "The action requested requires authorization and the sender is not authorized") -> SoapFault:

@@ -1,0 +1,387 @@
+"""WSGI access-control middleware for the SOAP services (SEC-1..SEC-4, UPL-12).
+
+Layer 5 (services): wraps the service WSGI application; the clock is
+injected (``clock``), so tests drive it with a fake time.
+
+Theory of operation
+-------------------
+For each ``POST`` the middleware, *before* the application sees anything:
+
+1. reads the body: ``Content-Length`` larger than ``max_body`` is refused
+   with 413 without reading; without ``Content-Length`` the body is read up
+   to the cap only when the server marks the input as terminated
+   (``wsgi.input_terminated``), else 411;
+2. parses it with a locked-down lxml parser (no entities, no network, no
+   DTD, no huge trees; any DOCTYPE is refused) and takes the operation = the
+   first element child of ``env:Body`` (SOAP 1.2; a SOAP 1.1 envelope is
+   tolerated), mapped by ``operation_access(namespace, local_name)`` to an
+   :class:`~.access.AccessClass` (``None`` = unknown operation: the
+   application answers it with its own fault, after authentication);
+3. decides the user levels:
+
+   * ``environ["iec62676.user_level"]`` set (the uplink runtime marks every
+     tunnelled request with the uplink's ``UserLevel``, a list of names) →
+     those levels; any credential in the request is ignored (UPL-12, SEC-4);
+   * else a ``wsse:UsernameToken`` header → the verified user's level (SEC-2);
+   * else an ``Authorization`` header → HTTP Digest (SEC-2 alternative);
+   * else ``["Anonymous"]``.
+
+   Credentials that are present but invalid refuse the request; they are
+   never downgraded to Anonymous — with one exception, ``lenient_pre_auth``
+   (on by default): an operation of class PRE_AUTH, which needs no
+   credentials at all, still runs, as Anonymous. This lets a client whose
+   token is refused because its clock is off call GetSystemDateAndTime to
+   learn the device time (ONVIF Core: PRE_AUTH operations need no
+   authentication). The failure is logged all the same.
+4. allowed by :func:`~.access.is_allowed` → the application is called with
+   the body re-attached (``wsgi.input``/``CONTENT_LENGTH``) and
+   ``environ["iec62676.user"]`` (user name or ``None``),
+   ``environ["iec62676.levels"]`` (list of level names) and
+   ``environ["iec62676.access_class"]``; otherwise it is **not called**
+   (SEC-3) and the middleware answers:
+
+   ==========================================================  ==========================
+   situation                                                   answer
+   ==========================================================  ==========================
+   Digest configured, no credentials, operation not allowed    401 + Digest challenges
+   Digest credentials refused (stale nonce → ``stale=true``)    401 + Digest challenges
+   anything else (bad UsernameToken, level too low, uplink)    400 ``env:Sender``/``ter:NotAuthorized``
+   ==========================================================  ==========================
+
+   The 401 responses carry the same SOAP fault as body. Faults are always
+   SOAP 1.2 envelopes, also in answer to a (tolerated) SOAP 1.1 request. 400 is the SOAP 1.2
+   HTTP binding's status for a Sender fault. Asking an authenticated user
+   or an uplink for credentials again would not help, hence 400 there.
+
+Requests of other methods are passed to the application unchanged when they
+are in ``passthrough_methods`` (GET and HEAD: WSDL and XSD retrieval; they
+carry no SOAP operation), with ``iec62676.levels`` set to the uplink levels
+or ``["Anonymous"]``; any other method gets 405.
+
+Logging goes to ``logging.getLogger(__name__)``: refused credentials and
+insufficient levels at WARNING with the local reason (which names the user,
+``repr``-escaped, but never a password, digest, nonce or the Authorization
+header); stale Digest nonces and anonymous requests that need credentials at
+INFO; successes at DEBUG.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from http import HTTPStatus
+from typing import Any, Final, Protocol
+from urllib.parse import quote
+
+from lxml import etree
+
+from ..namespaces import SOAP12_CONTENT_TYPE, SOAP_ENV
+from ..soap.fault import SoapFault, not_authorized
+from .access import AccessClass, CredentialRejected, UserLevel, is_allowed
+from .httpdigest import DigestAuthenticator, StaleNonce
+from .wsse import (
+    SOAP11_ENV,
+    UnsafeXml,
+    UsernameTokenVerifier,
+    parse_username_token,
+    safe_fromstring,
+)
+
+__all__ = [
+    "ENVIRON_ACCESS_CLASS",
+    "ENVIRON_LEVELS",
+    "ENVIRON_UPLINK_LEVEL",
+    "ENVIRON_USER",
+    "AccessControlMiddleware",
+    "StartResponse",
+    "WSGIApplication",
+]
+
+log = logging.getLogger(__name__)
+
+#: Set by the uplink runtime: the uplink's UserLevel (list of names) (UPL-12).
+ENVIRON_UPLINK_LEVEL: Final = "iec62676.user_level"
+#: Set by the middleware for the application: the authenticated user name or None.
+ENVIRON_USER: Final = "iec62676.user"
+#: Set by the middleware for the application: the list of level names in force.
+ENVIRON_LEVELS: Final = "iec62676.levels"
+#: Set by the middleware for the application: the operation's access class (or None).
+ENVIRON_ACCESS_CLASS: Final = "iec62676.access_class"
+
+
+class StartResponse(Protocol):
+    def __call__(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = ..., /
+    ) -> Callable[[bytes], object]: ...
+
+
+WSGIApplication = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+_ANONYMOUS: Final = [UserLevel.ANONYMOUS.value]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Identity:
+    user: str | None
+    levels: list[str]
+    source: str  # "uplink" | "wsse" | "digest" | "anonymous"
+    failure: CredentialRejected | None = None
+
+
+class _Reject(Exception):
+    """Internal: answer ``status`` with ``reason`` without calling the application."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class AccessControlMiddleware:
+    """Enforce the access policy in front of a SOAP WSGI application (SEC-1..SEC-4)."""
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *,
+        operation_access: Callable[[str, str], AccessClass | None],
+        wsse: UsernameTokenVerifier | None,
+        digest: DigestAuthenticator | None,
+        clock: Callable[[], float] = time.time,
+        max_body: int = 1024 * 1024,
+        lenient_pre_auth: bool = True,
+        passthrough_methods: Collection[str] = ("GET", "HEAD"),
+    ) -> None:
+        self.app = app
+        self.operation_access = operation_access
+        self.wsse = wsse
+        self.digest = digest
+        self.clock = clock
+        self.max_body = max_body
+        self.lenient_pre_auth = lenient_pre_auth
+        self.passthrough_methods = frozenset(m.upper() for m in passthrough_methods)
+
+    # ------------------------------------------------------------------ WSGI entry
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        if method != "POST":
+            if method in self.passthrough_methods:
+                environ[ENVIRON_USER] = None
+                environ[ENVIRON_LEVELS] = self._uplink_levels(environ) or list(_ANONYMOUS)
+                environ[ENVIRON_ACCESS_CLASS] = None
+                return self.app(environ, start_response)
+            return _plain(start_response, 405, "Only POST is accepted here.", [("Allow", "POST")])
+        try:
+            body = self._read_body(environ)
+        except _Reject as exc:
+            log.info("request refused before parsing: %s", exc.reason)
+            return _plain(start_response, exc.status, exc.reason)
+        now = self.clock()
+
+        if not body.strip() and self.digest is not None and self._no_credentials(environ):
+            # An empty probe (curl --digest sends one) → challenge straight away.
+            return _challenge(start_response, self.digest, now, stale=False)
+        try:
+            root, operation = _operation_of(body)
+        except _Reject as exc:
+            log.info("request refused: %s", exc.reason)
+            return _fault(start_response, SoapFault(code="Sender", reason=exc.reason))
+        access_class = self.operation_access(*operation)
+        op_name = repr(f"{{{operation[0]}}}{operation[1]}")  # repr: no log injection
+
+        identity = self._identify(environ, root, method, now)
+        if identity.failure is not None:
+            failure = identity.failure
+            if access_class is AccessClass.PRE_AUTH and self.lenient_pre_auth:
+                log.warning(
+                    "credentials refused (%s: %s); PRE_AUTH operation %s runs as Anonymous",
+                    type(failure).__name__,
+                    failure,
+                    op_name,
+                )
+                identity = _Identity(user=None, levels=list(_ANONYMOUS), source="anonymous")
+            else:
+                log.log(
+                    logging.INFO if isinstance(failure, StaleNonce) else logging.WARNING,
+                    "refused %s from %s: %s: %s",
+                    op_name,
+                    environ.get("REMOTE_ADDR", "?"),
+                    type(failure).__name__,
+                    failure,
+                )
+                if identity.source == "digest" and self.digest is not None:
+                    stale = isinstance(failure, StaleNonce)
+                    return _challenge(start_response, self.digest, now, stale=stale)
+                return _fault(start_response, not_authorized(failure.peer_reason))
+
+        if access_class is not None and not is_allowed(identity.levels, access_class):
+            log.log(
+                logging.INFO if identity.source == "anonymous" else logging.WARNING,
+                "refused %s (%s) from %s: levels %s (%s) not allowed",
+                op_name,
+                access_class.value,
+                environ.get("REMOTE_ADDR", "?"),
+                identity.levels,
+                identity.source,
+            )
+            if identity.source == "anonymous" and self.digest is not None:
+                return _challenge(start_response, self.digest, now, stale=False)
+            return _fault(start_response, not_authorized())
+
+        log.debug(
+            "%s (%s) allowed for %s levels %s",
+            op_name,
+            access_class.value if access_class else "unknown operation",
+            identity.source,
+            identity.levels,
+        )
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ[ENVIRON_USER] = identity.user
+        environ[ENVIRON_LEVELS] = identity.levels
+        environ[ENVIRON_ACCESS_CLASS] = access_class
+        return self.app(environ, start_response)
+
+    # ------------------------------------------------------------------ steps
+    def _read_body(self, environ: dict[str, Any]) -> bytes:
+        stream = environ.get("wsgi.input")
+        raw_length = str(environ.get("CONTENT_LENGTH") or "").strip()
+        if raw_length:
+            if not raw_length.isdigit() or not raw_length.isascii():
+                raise _Reject(400, "Content-Length is not a number.")
+            length = int(raw_length)
+            if length > self.max_body:
+                raise _Reject(413, f"Request body larger than {self.max_body} bytes.")
+            limit, exact = length, True
+        elif environ.get("wsgi.input_terminated"):
+            limit, exact = self.max_body + 1, False
+        else:
+            raise _Reject(411, "Content-Length is required.")
+        chunks: list[bytes] = []
+        got = 0
+        while got < limit and stream is not None:
+            chunk = stream.read(min(65536, limit - got))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        if got > self.max_body:
+            raise _Reject(413, f"Request body larger than {self.max_body} bytes.")
+        if exact and got < limit:
+            raise _Reject(400, "Request body shorter than its Content-Length.")
+        return b"".join(chunks)
+
+    @staticmethod
+    def _uplink_levels(environ: dict[str, Any]) -> list[str] | None:
+        value = environ.get(ENVIRON_UPLINK_LEVEL)
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return [value]
+        return [str(level) for level in value]
+
+    @staticmethod
+    def _no_credentials(environ: dict[str, Any]) -> bool:
+        return environ.get(ENVIRON_UPLINK_LEVEL) is None and not environ.get("HTTP_AUTHORIZATION")
+
+    def _identify(self, environ: dict[str, Any], root: Any, method: str, now: float) -> _Identity:
+        uplink = self._uplink_levels(environ)
+        if uplink is not None:
+            return _Identity(user=None, levels=uplink, source="uplink")
+        try:
+            token = parse_username_token(root)
+        except CredentialRejected as exc:
+            return _Identity(user=None, levels=[], source="wsse", failure=exc)
+        if token is not None:
+            if self.wsse is None:
+                failure = CredentialRejected(
+                    "a UsernameToken was sent but WS-Security is not enabled"
+                )
+                return _Identity(user=None, levels=[], source="wsse", failure=failure)
+            try:
+                user, level = self.wsse.verify(token, datetime.fromtimestamp(now, tz=timezone.utc))
+            except CredentialRejected as exc:
+                return _Identity(user=None, levels=[], source="wsse", failure=exc)
+            return _Identity(user=user, levels=[level], source="wsse")
+        header = environ.get("HTTP_AUTHORIZATION")
+        if header:
+            if self.digest is None:
+                failure = CredentialRejected(
+                    "an Authorization header was sent but HTTP Digest is not enabled"
+                )
+                return _Identity(user=None, levels=[], source="digest", failure=failure)
+            try:
+                user, level = self.digest.verify(
+                    method, str(header), now, request_uri=_request_uri(environ)
+                )
+            except CredentialRejected as exc:
+                return _Identity(user=None, levels=[], source="digest", failure=exc)
+            return _Identity(user=user, levels=[level], source="digest")
+        return _Identity(user=None, levels=list(_ANONYMOUS), source="anonymous")
+
+
+# ---------------------------------------------------------------------- helpers
+def _operation_of(body: bytes) -> tuple[Any, tuple[str, str]]:
+    """Parse safely; return the envelope and (namespace, local name) of the operation."""
+    try:
+        root = safe_fromstring(body)
+    except UnsafeXml as exc:
+        raise _Reject(400, str(exc)) from None
+    tag = etree.QName(root)
+    if tag.localname != "Envelope" or tag.namespace not in (SOAP_ENV, SOAP11_ENV):
+        raise _Reject(400, "the request is not a SOAP envelope")
+    bodies = root.findall(f"{{{tag.namespace}}}Body")
+    if len(bodies) != 1:
+        raise _Reject(400, "the SOAP envelope must have exactly one Body")
+    first = next((child for child in bodies[0] if isinstance(child.tag, str)), None)
+    if first is None:
+        raise _Reject(400, "the SOAP Body names no operation")
+    qname = etree.QName(first)
+    return root, (qname.namespace or "", qname.localname)
+
+
+def _request_uri(environ: dict[str, Any]) -> str:
+    path = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
+    target = quote(path or "/", safe="/;=,:@!$&'()*+~", encoding="latin-1")
+    query = environ.get("QUERY_STRING")
+    return f"{target}?{query}" if query else target
+
+
+def _challenge(
+    start_response: StartResponse, digest: DigestAuthenticator, now: float, *, stale: bool
+) -> list[bytes]:
+    headers = [("WWW-Authenticate", value) for value in digest.challenges(now, stale=stale)]
+    return _fault(start_response, not_authorized(), status=401, extra=headers)
+
+
+def _status(code: int) -> str:
+    return f"{code} {HTTPStatus(code).phrase}"
+
+
+def _fault(
+    start_response: StartResponse,
+    fault: SoapFault,
+    *,
+    status: int | None = None,
+    extra: list[tuple[str, str]] | None = None,
+) -> list[bytes]:
+    payload = fault.to_envelope()
+    headers = [("Content-Type", SOAP12_CONTENT_TYPE), ("Content-Length", str(len(payload)))]
+    start_response(_status(status or fault.http_status), headers + (extra or []))
+    return [payload]
+
+
+def _plain(
+    start_response: StartResponse,
+    status: int,
+    text: str,
+    extra: list[tuple[str, str]] | None = None,
+) -> list[bytes]:
+    payload = (text + "\n").encode("utf-8")
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(payload)))]
+    start_response(_status(status), headers + (extra or []))
+    return [payload]
