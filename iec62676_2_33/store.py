@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS auth_servers (
     policy_id TEXT
 );
 INSERT OR IGNORE INTO meta (key, value) VALUES ('generation', '0');
+INSERT OR IGNORE INTO meta (key, value) VALUES ('device_salt', lower(hex(randomblob(16))));
 """
 
 
@@ -124,6 +125,10 @@ class DeviceStore:
     def generation(self) -> int:
         """A counter that grows with every committed change (also by other processes)."""
         return int(str(self._read("SELECT value FROM meta WHERE key = 'generation'")[0][0]))
+
+    def device_salt(self) -> str:
+        """A random value drawn once per device store: seeds the device's own backoff (UPL-9)."""
+        return str(self._read("SELECT value FROM meta WHERE key = 'device_salt'")[0][0])
 
     # -- uplinks (CFG-2, CFG-3, CFG-4, CFG-6) --------------------------------
     def list_uplinks(self) -> list[UplinkConfiguration]:

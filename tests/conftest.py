@@ -33,10 +33,21 @@ def _guarded(real):  # type: ignore[no-untyped-def]
     return connect
 
 
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+    name = host.decode() if isinstance(host, bytes) else host
+    if name is not None and not _is_local((name, 0)):
+        raise socket.gaierror(socket.EAI_NONAME, f"tests may not resolve {name!r}")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
 @pytest.fixture(autouse=True)
 def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", _guarded(_real_connect))
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded(_real_connect_ex))
+    monkeypatch.setattr(socket, "getaddrinfo", _getaddrinfo)
 
 
 # -- a running device (direct HTTP access) ------------------------------------
@@ -83,7 +94,8 @@ def seed_device(data: Path) -> pki.CertKey:
 def device(tmp_path: Path) -> Iterator[RunningDevice]:
     data = tmp_path / "device"
     ca = seed_device(data)
-    service = BackgroundService(lambda stop, announce: run_device(data, "127.0.0.1:0", stop, announce),
+    # The configuration service alone: its tests store addresses nobody should dial.
+    service = BackgroundService(lambda stop, announce: run_device(data, "127.0.0.1:0", stop, announce, uplinks=False),
                                 name="device").start()
     try:
         match = re.search(r"(http://\S+)", service.messages[0])

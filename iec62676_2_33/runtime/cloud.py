@@ -1,0 +1,419 @@
+"""Layer 4: the cloud side of the uplink — accept devices, authenticate them, and call
+their services over the reversed HTTP/2 connection (UPL-2, UPL-3, UPL-11 … UPL-13,
+UPL-15, UPL-16).
+
+A device dials in over TLS; the listener reads its upgrade request (deadline
+and 16 KiB cap), authenticates it (mTLS identity from the client certificate;
+an access-token authenticator plugs in the same way), answers ``101`` and
+becomes the HTTP/2 *client* on that connection, sending the preface first. The
+device must answer with its SETTINGS before a deadline. A reconnect of the
+same identity replaces the old channel.
+
+VMS code calls :meth:`CloudListener.request` (or uses the zeep transport of
+:mod:`.zeep_transport`) and watches :meth:`CloudListener.events`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..errors import AuthenticationError, Iec62676Error, LocalProtocolError, ProtocolError, TransportError
+from ..http2.client import H2ClientRole
+from ..http2.limits import DEFAULT_LIMITS, H2Limits
+from ..http2.role import (
+    ConnectionTerminated,
+    DataReceived,
+    Event,
+    RemoteSettingsChanged,
+    ResponseReceived,
+    StreamEnded,
+    StreamReset,
+)
+from ..sansio.link import LinkMonitor
+from ..sansio.upgrade import BadUpgradeRequest, UpgradeRequest, UpgradeServer
+from ..transport.base import ByteStream
+from ..transport.tls import peer_identity
+from .h2driver import H2Driver
+
+log = logging.getLogger(__name__)
+
+
+class UnknownDevice(TransportError):
+    """No device with that identity is connected (the proxy answers 404)."""
+
+
+class UpgradeRejected(Iec62676Error):
+    """The authenticator refused a device: ``status`` and a short public ``reason``."""
+
+    def __init__(self, status: int, reason: str, *, headers: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.headers = list(headers)
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        return next((v for k, v in self.headers if k == name), None)
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What the cloud knows of a connected device (the proxy's ``GET /devices``)."""
+
+    device_id: str
+    peer: str
+    connected_since: float
+    auth_mode: str
+
+    def as_json(self) -> dict[str, object]:
+        return {"id": self.device_id, "peer": self.peer,
+                "connected_since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.connected_since)),
+                "auth_mode": self.auth_mode}
+
+
+@dataclass(frozen=True)
+class DeviceEvent:
+    kind: str  # "connected" | "disconnected"
+    device: DeviceInfo
+    reason: str | None = None
+
+
+class Authenticator(Protocol):
+    """Decides who a connecting device is (UPL-11 … UPL-14): ``(device_id, auth_mode)`` or raise."""
+
+    async def authenticate(self, stream: ByteStream, request: UpgradeRequest) -> tuple[str, str]: ...
+
+
+class MtlsAuthenticator:
+    """UPL-13: the device is the subject of its verified client certificate (cn, serial or san)."""
+
+    def __init__(self, identity: str = "cn") -> None:
+        if identity not in ("cn", "serial", "san"):
+            raise ValueError(f"identity must be cn, serial or san, not {identity!r}")
+        self.identity = identity
+
+    async def authenticate(self, stream: ByteStream, request: UpgradeRequest) -> tuple[str, str]:
+        device_id = peer_identity(stream, self.identity)  # type: ignore[arg-type]
+        if not device_id:
+            raise UpgradeRejected(401, "a client certificate is required")
+        return device_id, "mTLS"
+
+
+@dataclass
+class _Pending:
+    future: asyncio.Future[tuple[int, list[tuple[str, str]]]]
+    chunks: asyncio.Queue[bytes | BaseException | None] = field(default_factory=asyncio.Queue)
+    status: int = 0
+
+
+class DeviceChannel:
+    """One connected device: the HTTP/2 client role on its uplink."""
+
+    def __init__(self, info: DeviceInfo, stream: ByteStream, *, limits: H2Limits, monitor: LinkMonitor) -> None:
+        loop = asyncio.get_running_loop()
+        self.info = info
+        self.role = H2ClientRole(now=loop.time(), limits=limits)
+        self.driver = H2Driver(stream, self.role, self._on_event, monitor=monitor, name=f"device {info.device_id}")
+        self.settings_seen = asyncio.Event()
+        self._pending: dict[int, _Pending] = {}
+        self._acks: dict[int, deque[int]] = {}
+        self._capacity = asyncio.Condition()
+        self._closed = False
+
+    @property
+    def device_id(self) -> str:
+        return self.info.device_id
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, RemoteSettingsChanged):
+            self.settings_seen.set()
+        elif isinstance(event, ResponseReceived):
+            pending = self._pending.get(event.stream_id)
+            if pending is not None and not pending.future.done():
+                status = int(dict(event.headers).get(":status", "0"))
+                pending.future.set_result((status, [(k, v) for k, v in event.headers if not k.startswith(":")]))
+        elif isinstance(event, DataReceived):
+            pending = self._pending.get(event.stream_id)
+            if pending is not None:
+                pending.chunks.put_nowait(event.data)
+            # Flow control: handed back when the consumer takes the chunk (see _take).
+            if pending is None:
+                self.role.acknowledge(event.stream_id, event.flow_controlled_length)
+            else:
+                self._unacked(event.stream_id, event.flow_controlled_length)
+        elif isinstance(event, StreamEnded):
+            pending = self._pending.get(event.stream_id)
+            if pending is not None:
+                pending.chunks.put_nowait(None)
+                self._release(event.stream_id)
+        elif isinstance(event, StreamReset):
+            self._fail(event.stream_id, TransportError(
+                f"device {self.device_id} reset the stream (HTTP/2 error {event.error_code})"))
+        elif isinstance(event, ConnectionTerminated):
+            self._fail_all(TransportError(f"uplink of device {self.device_id} ended: {event.reason or event.error_code}"))
+
+    def _unacked(self, stream_id: int, n: int) -> None:
+        self._acks.setdefault(stream_id, deque()).append(n)
+
+    def _take_ack(self, stream_id: int) -> None:
+        queue = self._acks.get(stream_id)
+        if queue:
+            self.role.acknowledge(stream_id, queue.popleft())
+            self.driver.kick()
+
+    def _release(self, stream_id: int) -> None:
+        async def notify() -> None:
+            async with self._capacity:
+                self._capacity.notify_all()
+        asyncio.get_running_loop().create_task(notify())
+
+    def _fail(self, stream_id: int, exc: BaseException) -> None:
+        pending = self._pending.get(stream_id)
+        if pending is None:
+            return
+        if not pending.future.done():
+            pending.future.set_exception(exc)
+        pending.chunks.put_nowait(exc)
+        self._release(stream_id)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        self._closed = True
+        for stream_id in list(self._pending):
+            self._fail(stream_id, exc)
+
+    async def run(self, trailing: bytes) -> str:
+        try:
+            return await self.driver.run(trailing)
+        finally:
+            self._fail_all(TransportError(f"uplink of device {self.device_id} closed"))
+
+    def close(self, reason: str) -> None:
+        self.driver.close(reason)
+
+    async def open(self, method: str, path: str, headers: Iterable[tuple[str, str]] = (),
+                   body: bytes = b"", *, authority: str | None = None,
+                   timeout: float = 30.0) -> tuple[int, int, list[tuple[str, str]]]:
+        """Send a request; returns (stream id, status, headers) once the response head is in."""
+        async with asyncio.timeout(timeout):
+            while True:
+                if self._closed or self.role.is_closed:
+                    raise TransportError(f"uplink of device {self.device_id} is closed")
+                try:
+                    stream_id = self.role.send_request(method, path, list(headers), body or None,
+                                                       authority=authority or self.device_id)
+                    break
+                except LocalProtocolError as exc:
+                    if exc.status_hint != 503:
+                        raise
+                    async with self._capacity:
+                        await self._capacity.wait()
+            pending = _Pending(future=asyncio.get_running_loop().create_future())
+            self._pending[stream_id] = pending
+            self.driver.kick()
+            try:
+                status, head = await pending.future
+            except BaseException:
+                self.role.reset_stream(stream_id)
+                self._pending.pop(stream_id, None)
+                self.driver.kick()
+                raise
+            return stream_id, status, head
+
+    async def body(self, stream_id: int, *, timeout: float = 30.0) -> AsyncIterator[bytes]:
+        """The response body of an open stream, chunk by chunk (flow control follows the reader)."""
+        pending = self._pending[stream_id]
+        try:
+            while True:
+                async with asyncio.timeout(timeout):
+                    item = await pending.chunks.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                self._take_ack(stream_id)
+                yield item
+        finally:
+            self._pending.pop(stream_id, None)
+            self._acks.pop(stream_id, None)
+            if not self.role.is_closed:
+                self.role.reset_stream(stream_id)
+                self.driver.kick()
+
+    async def request(self, method: str, path: str, headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
+                      *, timeout: float = 30.0) -> HttpResponse:
+        stream_id, status, head = await self.open(method, path, headers, body, timeout=timeout)
+        parts = [chunk async for chunk in self.body(stream_id, timeout=timeout)]
+        return HttpResponse(status=status, headers=head, body=b"".join(parts))
+
+
+@dataclass
+class ListenerSettings:
+    """Deadlines and caps of every pre-HTTP/2 phase, and the cloud's link monitoring."""
+
+    handshake_timeout: float = 10.0
+    upgrade_timeout: float = 10.0
+    preface_timeout: float = 10.0
+    max_head_bytes: int = 16384
+    idle_ping_after: float = 20.0
+    dead_after: float = 60.0
+    limits: H2Limits = DEFAULT_LIMITS
+
+
+class CloudListener:
+    """Accepts uplinks and keeps a registry of live device channels."""
+
+    def __init__(self, authenticator: Authenticator | None = None, *, settings: ListenerSettings | None = None,
+                 path: str | None = None) -> None:
+        self.authenticator: Authenticator = authenticator or MtlsAuthenticator()
+        self.settings = settings or ListenerSettings()
+        self.path = path
+        self._channels: dict[str, DeviceChannel] = {}
+        self._subscribers: set[asyncio.Queue[DeviceEvent]] = set()
+        self._changed = asyncio.Condition()
+        self.stats = {"upgrades": 0, "rejected": 0, "replaced": 0}
+
+    # -- API for VMS code --------------------------------------------------------
+    def devices(self) -> list[DeviceInfo]:
+        return sorted((c.info for c in self._channels.values()), key=lambda d: d.device_id)
+
+    def channel(self, device_id: str) -> DeviceChannel:
+        channel = self._channels.get(device_id)
+        if channel is None:
+            raise UnknownDevice(f"device {device_id!r} is not connected")
+        return channel
+
+    async def request(self, device_id: str, method: str, path: str, headers: Iterable[tuple[str, str]] = (),
+                      body: bytes = b"", *, timeout: float = 30.0) -> HttpResponse:
+        """Call the device over its uplink (UPL-16)."""
+        return await self.channel(device_id).request(method, path, headers, body, timeout=timeout)
+
+    async def wait_for(self, device_id: str, *, timeout: float = 30.0) -> DeviceInfo:
+        """Until the device is connected (bounded)."""
+        async with asyncio.timeout(timeout):
+            async with self._changed:
+                await self._changed.wait_for(lambda: device_id in self._channels)
+        return self._channels[device_id].info
+
+    async def events(self) -> AsyncIterator[DeviceEvent]:
+        """Connect/disconnect events from now on."""
+        queue: asyncio.Queue[DeviceEvent] = asyncio.Queue()
+        self._subscribers.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.discard(queue)
+
+    def close_all(self, reason: str = "cloud shutting down") -> None:
+        for channel in list(self._channels.values()):
+            channel.close(reason)
+
+    # -- the connection handler (pass to a TLS server) -------------------------
+    async def handle(self, stream: ByteStream) -> None:
+        peer = _peer(stream)
+        try:
+            server, request = await self._read_upgrade(stream)
+            device_id, mode = await self.authenticator.authenticate(stream, request)
+        except UpgradeRejected as exc:
+            self.stats["rejected"] += 1
+            log.info("upgrade from %s refused: %s %s", peer, exc.status, exc)
+            await _send_and_close(stream, UpgradeServer().reject(exc.status, str(exc), headers=exc.headers,
+                                                                 body=f"{exc}\n".encode()))
+            return
+        except BadUpgradeRequest as exc:
+            self.stats["rejected"] += 1
+            log.info("bad upgrade request from %s: %s", peer, exc)
+            await _send_and_close(stream, UpgradeServer().reject_error(exc))
+            return
+        except (ProtocolError, AuthenticationError, TransportError, TimeoutError) as exc:
+            self.stats["rejected"] += 1
+            log.info("upgrade from %s failed: %s", peer, exc or "deadline passed")
+            await stream.close()
+            return
+        await stream.write(server.accept())
+        trailing = server.trailing_data
+        loop = asyncio.get_running_loop()
+        info = DeviceInfo(device_id=device_id, peer=peer, connected_since=time.time(), auth_mode=mode)
+        monitor = LinkMonitor(loop.time(), idle_ping_after=self.settings.idle_ping_after,
+                              dead_after=self.settings.dead_after)
+        channel = DeviceChannel(info, stream, limits=self.settings.limits, monitor=monitor)
+        runner = asyncio.create_task(channel.run(trailing))
+        try:
+            async with asyncio.timeout(self.settings.preface_timeout):
+                await asyncio.shield(channel.settings_seen.wait())
+        except TimeoutError:
+            channel.close("no HTTP/2 SETTINGS from the device before the deadline")
+            await runner
+            return
+        if runner.done():
+            return
+        await self._register(channel)
+        reason = await runner
+        await self._unregister(channel, reason)
+
+    async def _read_upgrade(self, stream: ByteStream) -> tuple[UpgradeServer, UpgradeRequest]:
+        server = UpgradeServer(max_head_bytes=self.settings.max_head_bytes,
+                               accepted_paths=None if self.path is None else (lambda p: p == self.path))
+        async with asyncio.timeout(self.settings.upgrade_timeout):
+            while True:
+                data = await stream.read(self.settings.max_head_bytes + 1)
+                if not data:
+                    server.receive_eof()
+                request = server.receive_data(data)
+                if request is not None:
+                    break
+        if request.kind != "h2c-reverse":
+            raise UpgradeRejected(400, f"upgrade {request.kind!r} is not accepted here; use h2c-reverse",
+                                  headers=[("Upgrade", "h2c-reverse")])
+        self.stats["upgrades"] += 1
+        return server, request
+
+    async def _register(self, channel: DeviceChannel) -> None:
+        old = self._channels.get(channel.device_id)
+        if old is not None:
+            self.stats["replaced"] += 1
+            old.close("replaced by a new connection of the same device")
+        self._channels[channel.device_id] = channel
+        log.info("device %s connected from %s (%s)", channel.device_id, channel.info.peer, channel.info.auth_mode)
+        self._publish(DeviceEvent("connected", channel.info))
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _unregister(self, channel: DeviceChannel, reason: str) -> None:
+        if self._channels.get(channel.device_id) is channel:
+            del self._channels[channel.device_id]
+        log.info("device %s disconnected: %s", channel.device_id, reason)
+        self._publish(DeviceEvent("disconnected", channel.info, reason))
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _publish(self, event: DeviceEvent) -> None:
+        for queue in self._subscribers:
+            queue.put_nowait(event)
+
+
+def _peer(stream: ByteStream) -> str:
+    peer = stream.extra("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer or "?")
+
+
+async def _send_and_close(stream: ByteStream, data: bytes) -> None:
+    try:
+        await stream.write(data)
+    except TransportError:
+        pass
+    await stream.close()

@@ -1,0 +1,140 @@
+"""Layer 4: drive one sans-IO HTTP/2 role over one byte stream (both uplink ends).
+
+The driver owns no protocol logic. It
+
+* feeds bytes read from the stream (first the bytes read past the ``101``,
+  UPL-3) to the role and hands the events to the owner's callback;
+* writes what the role produces, one ``await stream.write`` at a time, so a
+  peer that does not read slows us down instead of growing our memory;
+* runs the link monitor's timers (UPL-7, UPL-8): PING when idle, close when
+  nothing arrived for too long; the clock is the event loop's.
+
+``kick()`` is called by the owner after it changed the role (a response, a
+request, a PING) to wake the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from ..errors import TransportError
+from ..http2.role import ConnectionTerminated, Event, H2Role, PingAcknowledged
+from ..sansio.link import CloseLink, LinkMonitor, SendPing
+from ..transport.base import ByteStream
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 65536
+
+
+class H2Driver:
+    """Bytes ↔ role ↔ events for one connection; ``run()`` returns when the connection is over."""
+
+    def __init__(self, stream: ByteStream, role: H2Role, on_event: Callable[[Event], None], *,
+                 monitor: LinkMonitor | None = None, name: str = "uplink",
+                 on_progress: Callable[[], None] | None = None) -> None:
+        self.stream = stream
+        self.role = role
+        self.on_event = on_event
+        self.monitor = monitor
+        self.name = name
+        self.on_progress = on_progress or (lambda: None)
+        self.close_reason: str | None = None
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._done = False
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    def kick(self) -> None:
+        """The role has (or may have) output: wake the writer."""
+        self._wake.set()
+
+    def close(self, reason: str, error_code: int = 0) -> None:
+        """End the connection with GOAWAY; ``run()`` then returns."""
+        if self.close_reason is None:
+            self.close_reason = reason
+        self.role.close(error_code, reason)
+        self._done = True
+        self.kick()
+
+    async def run(self, initial: bytes = b"") -> str:
+        """Serve the connection; returns why it ended."""
+        self.role.initiate()
+        writer = asyncio.create_task(self._writer(), name=f"{self.name} writer")
+        try:
+            if initial:
+                self._feed(initial)
+            await self._reader()
+        except TransportError as exc:
+            self.close_reason = self.close_reason or str(exc)
+        finally:
+            self._done = True
+            self._wake.set()
+            try:
+                await asyncio.wait_for(writer, 5.0)
+            except (asyncio.TimeoutError, TransportError):
+                writer.cancel()
+            await self.stream.close()
+        return self.close_reason or "connection closed"
+
+    def _feed(self, data: bytes) -> None:
+        now = self.now()
+        if self.monitor is not None:
+            self.monitor.data_received(now)
+        for event in self.role.receive_data(data, now):
+            if isinstance(event, PingAcknowledged) and self.monitor is not None:
+                self.monitor.ping_acked(event.opaque, now)
+            elif isinstance(event, ConnectionTerminated):
+                self.close_reason = self.close_reason or (
+                    f"HTTP/2 connection ended ({'by us' if event.local else 'by the peer'}):"
+                    f" error {event.error_code} {event.reason}".rstrip())
+                self._done = True
+            self.on_event(event)
+        self.on_progress()
+        self.kick()
+
+    async def _reader(self) -> None:
+        while not self._done:
+            deadline = self.monitor.next_deadline() if self.monitor is not None else None
+            try:
+                if deadline is not None and deadline != float("inf"):
+                    async with asyncio.timeout_at(deadline):
+                        data = await self.stream.read(READ_SIZE)
+                else:
+                    data = await self.stream.read(READ_SIZE)
+            except TimeoutError:
+                self._on_timer()
+                continue
+            if not data:
+                self.close_reason = self.close_reason or "the peer closed the connection"
+                return
+            self._feed(data)
+
+    def _on_timer(self) -> None:
+        assert self.monitor is not None
+        for action in self.monitor.on_timer(self.now()):
+            if isinstance(action, SendPing):
+                if not self.role.is_closed:
+                    self.role.ping(action.opaque)
+                    self.kick()
+            elif isinstance(action, CloseLink):
+                log.info("%s: %s", self.name, action.reason)
+                self.close(action.reason)
+
+    async def _writer(self) -> None:
+        while True:
+            out = self.role.data_to_send()
+            if out:
+                await self.stream.write(out)
+                self.on_progress()
+                continue
+            if self._done:
+                return
+            self._wake.clear()
+            if self.role.outbound_pending:
+                continue
+            await self._wake.wait()

@@ -1,0 +1,45 @@
+"""Layer 2: byte transports (UPL-1, UPL-6, UPL-11, UPL-13).
+
+A transport is one small interface, :class:`ByteStream` (read / write /
+close / connection information), and its implementations:
+
+* :mod:`.tls` — TLS over TCP driven through :class:`ssl.MemoryBIO` from a
+  plain :class:`asyncio.Protocol`, a few KiB per idle connection
+  (:func:`connect_tls` for the device, :func:`start_tls_server` for the
+  cloud, and the context helpers :func:`client_context` /
+  :func:`server_context`);
+* :mod:`.memory` — an in-memory connected pair for tests (:func:`memory_pipe`).
+
+The layers above pick a transport by URI scheme and see nothing else of it;
+failures reach them as :class:`~iec62676_2_33.errors.TransportError`,
+:class:`TlsHandshakeError` or :class:`PeerClosed`.
+"""
+
+from __future__ import annotations
+
+from .base import ByteStream, PeerClosed, TlsHandshakeError
+from .memory import MemoryStream, memory_pipe
+from .tls import (
+    TlsServer,
+    TlsStream,
+    client_context,
+    connect_tls,
+    peer_identity,
+    server_context,
+    start_tls_server,
+)
+
+__all__ = [
+    "ByteStream",
+    "MemoryStream",
+    "PeerClosed",
+    "TlsHandshakeError",
+    "TlsServer",
+    "TlsStream",
+    "client_context",
+    "connect_tls",
+    "memory_pipe",
+    "peer_identity",
+    "server_context",
+    "start_tls_server",
+]

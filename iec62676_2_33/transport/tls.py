@@ -1,0 +1,1167 @@
+"""Layer 2 (byte transports): TLS over TCP, lean per idle connection (UPL-1, UPL-6, UPL-11, UPL-13).
+
+The device is the TLS client and dials out (UPL-1); TLS 1.2 is the floor
+(UPL-6); the device checks the cloud's identity as RFC 6125/9525 say — the
+subjectAltName only, never the subject CN (UPL-11); either side may require a
+client certificate, mutual TLS (UPL-13).
+
+Theory of operation
+-------------------
+Python's asyncio SSL transport gives every connection a 256 KiB read buffer,
+about 300 KiB of RSS per idle connection; the cloud must hold thousands of
+idle device connections in at most 64 KiB each (TLS and HTTP/2 together). So
+:class:`_TlsProtocol` drives OpenSSL itself: an
+:class:`asyncio.BufferedProtocol` over a plain TCP transport, an
+:class:`ssl.SSLObject` between two :class:`ssl.MemoryBIO`::
+
+    socket -> recv_into(shared buffer) -> incoming BIO -> SSLObject.read -> plaintext -> read()
+    write() -> SSLObject.write -> outgoing BIO -> transport.write -> socket
+
+* The socket is read into one :data:`RECV_BUFFER` per thread, shared by all
+  connections (the transport hands it back at once, before any other
+  protocol runs); only ciphertext that cannot be consumed right away is
+  copied out. A plain :class:`asyncio.Protocol` would get a fresh 256 KiB
+  ``recv()`` result on every read.
+* Ciphertext is decrypted eagerly, as it arrives, so TLS 1.3 post-handshake
+  messages (session tickets, key updates) and the peer's alerts are handled
+  even when nobody reads.
+* Ciphertext enters the incoming BIO and plaintext enters the SSLObject in
+  slices of :data:`BIO_CHUNK` bytes: OpenSSL's memory BIO never gives back
+  memory once it grew, so the slice size is the most either BIO ever holds.
+  OpenSSL's own record buffers are released when idle (CPython sets
+  ``SSL_MODE_RELEASE_BUFFERS``).
+* The plaintext buffer holds at most about :data:`READ_HIGH_WATER` bytes:
+  above it the protocol stops decrypting and pauses the socket, and resumes
+  when the reader has taken it below :data:`READ_LOW_WATER`. An emptied
+  buffer is replaced by a new one, so an idle connection keeps no grown
+  buffer. :meth:`TlsStream.buffer_stats` shows every buffer.
+* :meth:`TlsStream.write` waits while the TCP transport's write buffer is
+  above its high-water mark (``pause_writing``/``resume_writing``).
+* End of stream: the peer's close_notify answers ours and closes the socket;
+  a TCP FIN without close_notify (a "ragged EOF", common in the wild) is an
+  end of stream too, except on a client that has not received one byte of
+  application data yet (see below).
+
+A TLS 1.3 server rejects a client certificate *after* the client's handshake
+has ended (the client sends its certificate in its last flight and does not
+wait for an answer), so :func:`connect_tls` succeeds and the rejection shows
+on the first :meth:`TlsStream.read`: as :class:`TlsHandshakeError` with the
+server's alert in ``reason`` (``"TLSV13_ALERT_CERTIFICATE_REQUIRED"`` for no
+certificate, ``"SSLV3_ALERT_BAD_CERTIFICATE"``/``"TLSV1_ALERT_UNKNOWN_CA"``
+... for one it does not accept), or, when the alert was lost (a reset, a peer
+that closes without one), as :class:`PeerClosed` with ``reason`` ``"closed by
+peer right after the handshake"``. With TLS 1.2 the same rejection fails the
+handshake itself.
+
+The server side (:func:`start_tls_server`) runs the handshake inside the
+protocol, under a deadline, before it creates anything else; a peer that
+never finishes it costs a socket and this protocol object until then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import re
+import socket
+import ssl
+import sys
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from ..errors import ConfigurationError, TransportError
+from .base import ByteStream, PeerClosed, TlsHandshakeError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = [
+    "BIO_CHUNK",
+    "READ_HIGH_WATER",
+    "READ_LOW_WATER",
+    "RECV_BUFFER",
+    "WRITE_HIGH_WATER",
+    "WRITE_LOW_WATER",
+    "TlsServer",
+    "TlsStream",
+    "client_context",
+    "connect_tls",
+    "peer_identity",
+    "server_context",
+    "start_tls_server",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Size of the receive buffer all connections of a thread share (one recv_into).
+RECV_BUFFER = 64 * 1024
+#: Most bytes fed to the incoming BIO, or encrypted into the outgoing one, at a time.
+BIO_CHUNK = 4096
+#: Plaintext buffered for the reader before the socket is paused.
+READ_HIGH_WATER = 64 * 1024
+#: Plaintext level below which a paused socket is resumed.
+READ_LOW_WATER = 16 * 1024
+#: TCP write buffer level above which :meth:`TlsStream.write` waits.
+WRITE_HIGH_WATER = 64 * 1024
+#: TCP write buffer level at which waiting writers are released.
+WRITE_LOW_WATER = 16 * 1024
+#: Plaintext encrypted per :meth:`TlsStream.write` step before it checks back-pressure.
+_WRITE_STEP = 64 * 1024
+#: Largest plaintext of one TLS record.
+_RECORD = 16384
+#: How long :meth:`TlsStream.close` waits for buffered data to leave before it aborts.
+CLOSE_TIMEOUT = 5.0
+
+_RECV = threading.local()
+_AFTER_HANDSHAKE = "closed by peer right after the handshake"
+_RESET = "connection reset by peer"
+_OPENSSL_NOISE = re.compile(r"^\[[A-Z0-9_]+: [A-Z0-9_]+\]\s*|\s*\(_ssl\.c:\d+\)$")
+
+#: Hints for certificate verification failures, by OpenSSL verify code.
+_VERIFY_HINTS = {
+    2: "give the issuer's certificate in the trust anchors",
+    9: "check the clocks of both ends, or wait until the certificate is valid",
+    10: "renew the certificate",
+    18: "a self-signed certificate must be given as a trust anchor itself",
+    19: "add the root of the peer's chain to the trust anchors",
+    20: "add the CA that issued the peer's certificate to the trust anchors",
+    21: "the peer must send its intermediate certificates",
+    26: "the certificate's extendedKeyUsage does not allow this role: "
+    "a server needs serverAuth, a client clientAuth",
+    62: "the certificate must name this host in its subjectAltName, the CN is not used",
+    64: "the certificate must name this address in an IP subjectAltName",
+}
+
+
+def _ssl_text(exc: BaseException) -> str:
+    """OpenSSL's message without the ``[SSL: X]`` prefix and the ``(_ssl.c:N)`` suffix."""
+    if isinstance(exc, ssl.SSLError) and len(exc.args) >= 2 and isinstance(exc.args[1], str):
+        text = exc.args[1]
+    else:
+        text = str(exc) or type(exc).__name__
+    return _OPENSSL_NOISE.sub("", text).strip() or type(exc).__name__
+
+
+def _handshake_error(label: str, exc: BaseException) -> TlsHandshakeError:
+    """A :class:`TlsHandshakeError` for *exc* raised by the handshake with *label*."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code, message = exc.verify_code, exc.verify_message
+        hint = _VERIFY_HINTS.get(code)
+        return TlsHandshakeError(
+            f"TLS handshake with {label} failed: certificate verify failed: "
+            f"{message.rstrip('.')}" + (f"; {hint}" if hint else ""),
+            verify_code=code,
+            verify_message=message,
+            reason=exc.reason,
+        )
+    if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        return TlsHandshakeError(
+            f"TLS handshake with {label} failed: the peer closed the connection during "
+            "the handshake (is it a TLS endpoint, and does it accept our TLS versions "
+            "and certificate?)",
+            reason="closed by peer during the handshake",
+        )
+    if isinstance(exc, ssl.SSLError):
+        return TlsHandshakeError(
+            f"TLS handshake with {label} failed: {_ssl_text(exc)}", reason=exc.reason
+        )
+    if isinstance(exc, TlsHandshakeError):
+        return exc
+    if isinstance(exc, OSError):
+        return TlsHandshakeError(
+            f"TLS handshake with {label} failed: {exc.strerror or exc}",
+            reason=_RESET if isinstance(exc, ConnectionResetError) else None,
+        )
+    return TlsHandshakeError(f"TLS handshake with {label} failed: {exc}")
+
+
+def _cert_alert(reason: str | None) -> bool:
+    """Whether an alert *reason* is about our certificate."""
+    return reason is not None and any(
+        word in reason for word in ("CERTIFICATE", "UNKNOWN_CA", "ACCESS_DENIED")
+    )
+
+
+class _TlsProtocol(asyncio.BufferedProtocol):
+    """One TLS connection: TCP transport + SSLObject + bounded buffers (module docstring)."""
+
+    __slots__ = (
+        "_app_data_seen",
+        "_cipher",
+        "_close_waiter",
+        "_closing",
+        "_ctx",
+        "_drain_waiters",
+        "_eof",
+        "_eof_pending",
+        "_error",
+        "_handshake_done",
+        "_handshake_waiter",
+        "_incoming",
+        "_label",
+        "_loop",
+        "_lost",
+        "_outgoing",
+        "_rbuf",
+        "_read_waiter",
+        "_reading_paused",
+        "_server",
+        "_server_hostname",
+        "_server_side",
+        "_sslobj",
+        "_timer",
+        "_transport",
+        "_writing_paused",
+    )
+
+    def __init__(
+        self,
+        ctx: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+        label: str = "peer",
+        server: TlsServer | None = None,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._ctx = ctx
+        self._server_side = server_side
+        self._server_hostname = server_hostname
+        self._label = label
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._sslobj: ssl.SSLObject | None = None
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._handshake_done = False
+        self._handshake_waiter: asyncio.Future[None] | None = (
+            None if server_side else self._loop.create_future()
+        )
+        self._timer: asyncio.TimerHandle | None = None
+        self._rbuf = bytearray()
+        self._cipher: memoryview | None = None
+        self._eof_pending = False
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._drain_waiters: list[asyncio.Future[None]] | None = None
+        self._close_waiter: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self._eof = False
+        self._lost = False
+        self._closing = False
+        self._error: TransportError | None = None
+        self._app_data_seen = False
+
+    # ------------------------------------------------------------------ asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        if self._server is not None:
+            peer = transport.get_extra_info("peername")
+            self._label = f"client {_format_addr(peer)}"
+            if not self._server._admit(self):
+                self._handshake_done = True  # never started
+                self._error = TransportError(f"refused {self._label}: server busy")
+                transport.abort()
+                return
+        try:
+            self._sslobj = self._ctx.wrap_bio(
+                self._incoming,
+                self._outgoing,
+                server_side=self._server_side,
+                server_hostname=self._server_hostname,
+            )
+        except (ssl.SSLError, ValueError) as exc:
+            self._fail_handshake(exc)
+            return
+        self._process()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # One receive buffer per thread, shared by every connection: the transport
+        # calls buffer_updated() right after recv_into(), before any other protocol
+        # runs, and buffer_updated() copies out whatever it cannot consume at once.
+        buf: memoryview | None = getattr(_RECV, "buf", None)
+        if buf is None:
+            buf = _RECV.buf = memoryview(bytearray(RECV_BUFFER))
+        return buf
+
+    def buffer_updated(self, nbytes: int) -> None:
+        received = _RECV.buf[:nbytes]
+        if self._cipher is not None:  # not expected: reading is paused while data waits
+            self._cipher = memoryview(bytes(self._cipher) + bytes(received))
+        else:
+            self._cipher = received
+        try:
+            self._process()
+        finally:
+            cipher = self._cipher
+            if cipher is not None and cipher.obj is received.obj:
+                self._cipher = memoryview(bytes(cipher))  # the shared buffer is reused
+
+    def eof_received(self) -> bool:
+        self._eof_pending = True
+        self._process()
+        return False  # let the transport close itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._handshake_done:
+            self._fail_handshake(exc or ssl.SSLEOFError("EOF during the handshake"))
+        elif not self._eof and self._error is None:
+            if isinstance(exc, ConnectionResetError):
+                early = not self._server_side and not self._app_data_seen
+                self._error = self._peer_closed(_AFTER_HANDSHAKE if early else _RESET)
+            elif exc is not None:
+                self._error = TransportError(f"TLS connection with {self._label} failed: {exc}")
+            elif self._eof_pending and not self._closing:
+                # The peer's FIN: ciphertext may still wait behind a full plaintext
+                # buffer; it is decrypted as the reader drains (see _take).
+                self._process()
+            else:  # we closed or aborted it
+                self._eof = True
+        if self._eof or self._error is not None:
+            self._cipher = None
+        self._wake_reader()
+        self._wake_writers()
+        if self._close_waiter is not None and not self._close_waiter.done():
+            self._close_waiter.set_result(None)
+        if self._server is not None:
+            self._server._forget(self)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._wake_writers()
+
+    # ------------------------------------------------------------------ the engine
+
+    def _next_slice(self) -> bool:
+        """Move up to :data:`BIO_CHUNK` ciphertext bytes into the incoming BIO."""
+        cipher = self._cipher
+        if cipher is not None:
+            self._incoming.write(cipher[:BIO_CHUNK])
+            rest = cipher[BIO_CHUNK:]
+            self._cipher = rest if len(rest) else None
+            return True
+        if self._eof_pending and not self._incoming.eof:
+            self._incoming.write_eof()
+            return True
+        return False
+
+    def _process(self) -> None:
+        """Run the handshake, decrypt what came in, send what OpenSSL produced."""
+        sslobj = self._sslobj
+        if sslobj is None or self._error is not None:
+            return
+        try:
+            if not self._handshake_done and (self._lost or not self._handshake_step(sslobj)):
+                return
+            self._decrypt(sslobj)
+        finally:
+            self._flush()
+
+    def _handshake_step(self, sslobj: ssl.SSLObject) -> bool:
+        """Advance the handshake; ``True`` once it is done."""
+        while True:
+            try:
+                sslobj.do_handshake()
+            except ssl.SSLWantReadError:
+                if self._next_slice():
+                    continue
+                return False
+            except (ssl.SSLError, OSError) as exc:
+                self._fail_handshake(exc)
+                return False
+            break
+        self._handshake_done = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._handshake_waiter is not None and not self._handshake_waiter.done():
+            self._handshake_waiter.set_result(None)
+        if self._server is not None:
+            self._server._established(self)
+        return True
+
+    def _decrypt(self, sslobj: ssl.SSLObject) -> None:
+        """Decrypt until the input runs out, the buffer is full, or the stream ends."""
+        rbuf = self._rbuf
+        try:
+            while not self._eof:
+                if len(rbuf) >= READ_HIGH_WATER:
+                    self._pause_reading()
+                    break
+                try:
+                    chunk = sslobj.read(_RECORD)
+                except ssl.SSLWantReadError:
+                    if self._next_slice():
+                        continue
+                    self._resume_reading()
+                    break
+                if not chunk:  # the peer's close_notify (CPython returns b"" for it)
+                    raise ssl.SSLZeroReturnError("close_notify")
+                rbuf += chunk
+                self._app_data_seen = True
+        except ssl.SSLZeroReturnError:  # the peer's close_notify
+            self._eof = True
+            self._cipher = None
+            self._shutdown()
+        except ssl.SSLEOFError:  # TCP FIN without close_notify
+            self._cipher = None
+            if self._server_side or self._app_data_seen:
+                self._eof = True
+            else:
+                self._error = self._peer_closed(_AFTER_HANDSHAKE)
+        except ssl.SSLError as exc:
+            self._cipher = None
+            self._error = self._read_error(exc)
+            self._flush()
+            self._abort_transport()
+        if rbuf or self._eof or self._error is not None:
+            self._wake_reader()
+
+    def _flush(self) -> None:
+        """Hand what OpenSSL wrote to the outgoing BIO to the TCP transport."""
+        if self._outgoing.pending and self._transport is not None and not self._lost:
+            self._transport.write(self._outgoing.read())
+
+    def _shutdown(self) -> None:
+        """Send close_notify (best effort) and close the TCP transport gracefully."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._sslobj is not None and self._handshake_done and not self._lost:
+            with contextlib.suppress(ssl.SSLError, ValueError):
+                self._sslobj.unwrap()
+            self._flush()
+        if self._transport is not None:
+            self._transport.close()
+
+    def _abort_transport(self) -> None:
+        self._closing = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    # ------------------------------------------------------------------ errors
+
+    def _fail_handshake(self, exc: BaseException) -> None:
+        if self._handshake_done:
+            return
+        error = _handshake_error(self._label, exc)
+        self._handshake_done = True  # no second attempt
+        self._error = error
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._flush()  # our alert, if OpenSSL wrote one
+        if self._transport is not None and not self._lost:
+            self._closing = True
+            self._transport.close()
+        if self._handshake_waiter is not None and not self._handshake_waiter.done():
+            self._handshake_waiter.set_exception(error)
+        if self._server is not None:
+            self._server._handshake_failed(self, error)
+
+    def _on_handshake_timeout(self) -> None:
+        self._timer = None
+        if self._handshake_done:
+            return
+        if self._server is not None:
+            self._server.stats["handshake_timeout"] += 1
+        self._handshake_done = True
+        self._error = TlsHandshakeError(
+            f"TLS handshake with {self._label} timed out", reason="handshake timeout"
+        )
+        self._abort_transport()
+
+    def _peer_closed(self, reason: str) -> PeerClosed:
+        if reason == _AFTER_HANDSHAKE:
+            return PeerClosed(
+                f"TLS connection with {self._label} was closed by the peer right after the "
+                "handshake, before any data (a TLS 1.3 server that rejects our client "
+                "certificate can look like this: check the certificate we present)",
+                reason=reason,
+            )
+        return PeerClosed(f"TLS connection with {self._label}: {reason}", reason=reason)
+
+    def _read_error(self, exc: ssl.SSLError) -> TransportError:
+        text = _ssl_text(exc)
+        if not self._server_side and not self._app_data_seen and "ALERT" in (exc.reason or ""):
+            hint = (
+                " (with TLS 1.3 the server rejects a client certificate after the "
+                "handshake: check the certificate we present and that the server trusts "
+                "its issuer)"
+                if _cert_alert(exc.reason)
+                else ""
+            )
+            return TlsHandshakeError(
+                f"TLS peer {self._label} rejected the connection right after the "
+                f"handshake: {text}{hint}",
+                reason=exc.reason,
+            )
+        return TransportError(f"TLS connection with {self._label} failed: {text}")
+
+    # ------------------------------------------------------------------ flow control
+
+    def _pause_reading(self) -> None:
+        """Stop decrypting (and reading the socket) until the reader drains the buffer."""
+        if not self._reading_paused:
+            self._reading_paused = True
+            if self._transport is not None and not self._lost:
+                self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused:
+            self._reading_paused = False
+            if self._transport is not None and not self._lost:
+                self._transport.resume_reading()
+
+    def _wake_reader(self) -> None:
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_writers(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+def _format_addr(addr: Any) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = str(addr[0])
+        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+    return str(addr)
+
+
+class TlsStream:
+    """A TLS connection as a :class:`~.base.ByteStream` (see the module docstring)."""
+
+    __slots__ = ("_p",)
+
+    def __init__(self, protocol: _TlsProtocol) -> None:
+        self._p = protocol
+
+    def __repr__(self) -> str:
+        return f"<TlsStream {self._p._label}>"
+
+    @property
+    def label(self) -> str:
+        """Who is at the other end, for messages: ``"host:port"`` or ``"client addr:port"``."""
+        return self._p._label
+
+    # ------------------------------------------------------------------ reading
+
+    async def read(self, max_bytes: int = 65536) -> bytes:
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
+        p = self._p
+        while True:
+            if p._rbuf:
+                return self._take(max_bytes)
+            if p._error is not None:
+                raise p._error
+            if p._eof or (p._lost and not p._reading_paused):
+                return b""
+            if p._read_waiter is not None:
+                raise RuntimeError(f"read() on {p._label} is already waiting in another task")
+            waiter = p._read_waiter = p._loop.create_future()
+            try:
+                await waiter
+            finally:
+                p._read_waiter = None
+
+    def _take(self, max_bytes: int) -> bytes:
+        p = self._p
+        rbuf = p._rbuf
+        if len(rbuf) <= max_bytes:
+            data = bytes(rbuf)
+            p._rbuf = bytearray()  # give the grown buffer back
+        else:
+            data = bytes(rbuf[:max_bytes])
+            del rbuf[:max_bytes]
+        if p._reading_paused and len(p._rbuf) < READ_LOW_WATER:
+            p._process()
+        return data
+
+    @property
+    def at_eof(self) -> bool:
+        p = self._p
+        return not p._rbuf and (p._eof or p._error is not None)
+
+    # ------------------------------------------------------------------ writing
+
+    def write_nowait(self, data: bytes) -> None:
+        self._write(memoryview(data))
+
+    def _write(self, view: memoryview) -> None:
+        p = self._p
+        sslobj, transport = p._sslobj, p._transport
+        if p._error is not None:
+            raise p._error
+        if sslobj is None or transport is None or p._lost or p._closing:
+            raise TransportError(f"cannot write to {p._label}: the TLS connection is closed")
+        out: list[bytes] = []
+        try:
+            for start in range(0, len(view), BIO_CHUNK):
+                sslobj.write(view[start : start + BIO_CHUNK])
+                out.append(p._outgoing.read())
+        except ssl.SSLError as exc:
+            raise TransportError(f"cannot write to {p._label}: {_ssl_text(exc)}") from None
+        if out:
+            transport.write(b"".join(out) if len(out) > 1 else out[0])
+
+    async def drain(self) -> None:
+        p = self._p
+        while p._writing_paused and not p._lost:
+            waiter = p._loop.create_future()
+            if p._drain_waiters is None:
+                p._drain_waiters = []
+            p._drain_waiters.append(waiter)
+            await waiter
+        if p._lost and p._error is not None:
+            raise p._error
+
+    async def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        for start in range(0, max(len(view), 1), _WRITE_STEP):
+            self._write(view[start : start + _WRITE_STEP])
+            await self.drain()
+
+    # ------------------------------------------------------------------ closing
+
+    async def close(self) -> None:
+        p = self._p
+        if p._lost:
+            return
+        p._shutdown()
+        if p._lost:
+            return
+        if p._close_waiter is None:
+            p._close_waiter = p._loop.create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(p._close_waiter), CLOSE_TIMEOUT)
+        except asyncio.TimeoutError:
+            self.abort()
+
+    def abort(self) -> None:
+        p = self._p
+        p._closing = True
+        p._cipher = None
+        if p._transport is not None and not p._lost:
+            p._transport.abort()
+
+    # ------------------------------------------------------------------ information
+
+    def extra(self, name: str, default: Any = None) -> Any:
+        p = self._p
+        sslobj = p._sslobj
+        if name in _SSL_EXTRA:
+            if sslobj is None:
+                return default
+            try:
+                value = _SSL_EXTRA[name](sslobj)
+            except (ValueError, AttributeError, ssl.SSLError):
+                return default
+            return default if value is None else value
+        if p._transport is None:
+            return default
+        return p._transport.get_extra_info(name, default)
+
+    def buffer_stats(self) -> dict[str, int | bool]:
+        """Bytes held in every buffer of this connection, and the flow-control state.
+
+        ``plaintext`` (decrypted, unread) and ``plaintext_capacity`` (bytes
+        allocated beyond an empty buffer), ``ciphertext`` (received, not yet
+        fed to OpenSSL), ``bio_in``/``bio_out`` (in the memory BIOs),
+        ``ssl_pending`` (decrypted inside OpenSSL), ``transport_write`` (the
+        TCP write buffer); ``reading_paused``/``writing_paused``.
+        """
+        p = self._p
+        transport = p._transport
+        return {
+            "plaintext": len(p._rbuf),
+            "plaintext_capacity": sys.getsizeof(p._rbuf) - _EMPTY_BYTEARRAY_SIZE,
+            "ciphertext": 0 if p._cipher is None else len(p._cipher),
+            "bio_in": p._incoming.pending,
+            "bio_out": p._outgoing.pending,
+            "ssl_pending": p._sslobj.pending() if p._sslobj is not None else 0,
+            "transport_write": (
+                transport.get_write_buffer_size() if transport is not None and not p._lost else 0
+            ),
+            "reading_paused": p._reading_paused,
+            "writing_paused": p._writing_paused,
+        }
+
+
+_EMPTY_BYTEARRAY_SIZE = sys.getsizeof(bytearray())
+
+
+def _peercert_chain(sslobj: ssl.SSLObject) -> list[bytes] | None:
+    getter = getattr(sslobj, "get_verified_chain", None)  # public from Python 3.13
+    if getter is None:
+        getter = getattr(getattr(sslobj, "_sslobj", None), "get_verified_chain", None)
+    if getter is None:
+        return None
+    chain = getter()
+    if not chain:
+        return None
+    return [
+        c if isinstance(c, bytes) else ssl.PEM_cert_to_DER_cert(c.public_bytes()) for c in chain
+    ]
+
+
+_SSL_EXTRA: dict[str, Callable[[ssl.SSLObject], Any]] = {
+    "peercert": lambda s: s.getpeercert(binary_form=True),
+    "peercert_chain": _peercert_chain,
+    "cipher": lambda s: s.cipher(),
+    "version": lambda s: s.version(),
+    "server_hostname": lambda s: s.server_hostname,
+    "alpn": lambda s: s.selected_alpn_protocol(),
+    "ssl_object": lambda s: s,
+}
+
+
+# --------------------------------------------------------------------------- client
+
+
+async def connect_tls(
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext,
+    *,
+    server_hostname: str | None = None,
+    timeout: float = 15.0,
+    local_addr: tuple[str, int] | None = None,
+) -> TlsStream:
+    """Open TCP to *host*:*port* and run the TLS handshake, all within *timeout* seconds.
+
+    *server_hostname* is the name sent in SNI and checked against the
+    server's certificate; ``None`` means *host*. Raises
+    :class:`TlsHandshakeError` when the handshake fails (with OpenSSL's
+    ``verify_code``/``verify_message`` when the certificate did not verify)
+    and :class:`~iec62676_2_33.errors.TransportError` when TCP does.
+    """
+    name = host if server_hostname is None else server_hostname
+    label = f"{name}:{port}" if name == host else f"{name}:{port} (at {host})"
+    loop = asyncio.get_running_loop()
+    transport: asyncio.Transport | None = None
+    protocol: _TlsProtocol | None = None
+
+    async def run() -> None:
+        nonlocal transport, protocol
+        tcp, protocol = await loop.create_connection(
+            lambda: _TlsProtocol(
+                ssl_context, server_side=False, server_hostname=name or None, label=label
+            ),
+            host,
+            port,
+            local_addr=local_addr,
+        )
+        assert isinstance(tcp, asyncio.Transport)
+        transport = tcp
+        assert protocol._handshake_waiter is not None
+        await protocol._handshake_waiter
+        protocol._handshake_waiter = None
+
+    try:
+        await asyncio.wait_for(run(), timeout)
+    except asyncio.TimeoutError:
+        if transport is not None:
+            transport.abort()
+            raise TlsHandshakeError(
+                f"TLS handshake with {label} timed out after {timeout:g} s: is it a TLS "
+                "server, and is the network path open?",
+                reason="handshake timeout",
+            ) from None
+        raise TransportError(
+            f"TCP connection to {label} timed out after {timeout:g} s: check the address "
+            "and that the network path is open"
+        ) from None
+    except TransportError:
+        raise
+    except OSError as exc:
+        raise TransportError(f"cannot connect to {label}: {exc.strerror or exc}") from None
+    except BaseException:
+        if transport is not None:
+            transport.abort()
+        raise
+    assert protocol is not None
+    return TlsStream(protocol)
+
+
+# --------------------------------------------------------------------------- server
+
+
+class TlsServer:
+    """A listening TLS server made by :func:`start_tls_server`.
+
+    ``stats`` counts ``accepted`` TCP connections, ``rejected`` ones (over
+    ``max_pending_handshakes``), ``handshake_failed``, ``handshake_timeout``,
+    ``handler_failed`` (handlers that raised) and ``active`` (handlers running).
+    """
+
+    def __init__(
+        self,
+        handler: Callable[[TlsStream], Awaitable[None]],
+        ssl_context: ssl.SSLContext,
+        *,
+        handshake_timeout: float,
+        max_pending_handshakes: int,
+    ) -> None:
+        self._handler = handler
+        self._ctx = ssl_context
+        self._handshake_timeout = handshake_timeout
+        self._max_pending = max_pending_handshakes
+        self._server: asyncio.Server | None = None
+        self._pending: set[_TlsProtocol] = set()
+        self._handlers: dict[asyncio.Task[None], TlsStream] = {}
+        self._closed = False
+        self.stats: dict[str, int] = {
+            "accepted": 0,
+            "rejected": 0,
+            "handshake_failed": 0,
+            "handshake_timeout": 0,
+            "handler_failed": 0,
+            "active": 0,
+        }
+
+    def _protocol(self) -> _TlsProtocol:
+        return _TlsProtocol(self._ctx, server_side=True, server=self)
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        """The listening sockets."""
+        return tuple(self._server.sockets) if self._server is not None else ()
+
+    # ------------------------------------------------------------------ protocol hooks
+
+    def _admit(self, protocol: _TlsProtocol) -> bool:
+        self.stats["accepted"] += 1
+        if self._closed or len(self._pending) >= self._max_pending:
+            self.stats["rejected"] += 1
+            logger.warning(
+                "refused %s: %d TLS handshakes already pending (max_pending_handshakes)",
+                protocol._label,
+                len(self._pending),
+            )
+            return False
+        self._pending.add(protocol)
+        protocol._timer = protocol._loop.call_later(
+            self._handshake_timeout, protocol._on_handshake_timeout
+        )
+        return True
+
+    def _forget(self, protocol: _TlsProtocol) -> None:
+        self._pending.discard(protocol)
+
+    def _handshake_failed(self, protocol: _TlsProtocol, error: TlsHandshakeError) -> None:
+        self._pending.discard(protocol)
+        self.stats["handshake_failed"] += 1
+        logger.info("%s", error)
+
+    def _established(self, protocol: _TlsProtocol) -> None:
+        self._pending.discard(protocol)
+        stream = TlsStream(protocol)
+        task = protocol._loop.create_task(self._run(stream))
+        self._handlers[task] = stream
+
+    async def _run(self, stream: TlsStream) -> None:
+        self.stats["active"] += 1
+        try:
+            try:
+                await self._handler(stream)
+            except Exception as exc:
+                self.stats["handler_failed"] += 1
+                logger.exception(
+                    "connection handler for %s failed: %s", stream.label, type(exc).__name__
+                )
+                stream.abort()
+            await stream.close()
+        except BaseException:
+            stream.abort()
+            raise
+        finally:
+            self.stats["active"] -= 1
+            task = asyncio.current_task()
+            if task is not None:
+                self._handlers.pop(task, None)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Stop accepting and drop connections still in their handshake.
+
+        Established connections keep running: :meth:`abort_connections` ends
+        them, :meth:`aclose` does everything.
+        """
+        self._closed = True
+        if self._server is not None:
+            self._server.close()
+        for protocol in list(self._pending):
+            protocol._abort_transport()
+
+    def abort_connections(self) -> None:
+        """Abort every established connection (their handlers see the end of stream)."""
+        for stream in list(self._handlers.values()):
+            stream.abort()
+
+    async def wait_closed(self) -> None:
+        """Wait until the listener is closed and every handler has returned."""
+        if self._server is not None:
+            await self._server.wait_closed()
+        while self._handlers:
+            await asyncio.gather(*list(self._handlers), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Close, abort every connection, cancel the handlers and wait for them."""
+        self.close()
+        self.abort_connections()
+        for task in list(self._handlers):
+            task.cancel()
+        await self.wait_closed()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+async def start_tls_server(
+    handler: Callable[[TlsStream], Awaitable[None]],
+    sock: socket.socket | tuple[str, int] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    *,
+    host: str | None = None,
+    port: int = 0,
+    handshake_timeout: float = 10.0,
+    max_pending_handshakes: int = 1024,
+    backlog: int = 1024,
+) -> TlsServer:
+    """Accept TLS connections and run ``handler(stream)`` for each, as its own task.
+
+    Listen on *sock* (a bound, listening socket), a ``(host, port)`` tuple, or
+    *host*/*port*. The handshake runs before the handler, under
+    *handshake_timeout* seconds; a peer that does not finish it in time is
+    disconnected (``stats["handshake_timeout"]``). Over
+    *max_pending_handshakes* connections in their handshake, new ones are
+    refused (``stats["rejected"]``). A handler's exception is logged and
+    counted; it never stops the server. The stream is closed when the
+    handler returns.
+    """
+    if ssl_context is None:
+        raise ConfigurationError(
+            "start_tls_server needs an ssl_context: build one with server_context()"
+        )
+    if isinstance(sock, tuple):
+        host, port = sock
+        sock = None
+    server = TlsServer(
+        handler,
+        ssl_context,
+        handshake_timeout=handshake_timeout,
+        max_pending_handshakes=max_pending_handshakes,
+    )
+    loop = asyncio.get_running_loop()
+    try:
+        if sock is not None:
+            server._server = await loop.create_server(server._protocol, sock=sock, backlog=backlog)
+        else:
+            server._server = await loop.create_server(server._protocol, host, port, backlog=backlog)
+    except OSError as exc:
+        where = _format_addr(sock.getsockname()) if sock is not None else f"{host}:{port}"
+        raise TransportError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+    return server
+
+
+# --------------------------------------------------------------------------- contexts
+
+
+def client_context(
+    *,
+    cafile_pems: list[bytes] | None,
+    certfile_pem: bytes | None = None,
+    keyfile_pem: bytes | None = None,
+    minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+    alpn_protocols: list[str] | None = None,
+) -> ssl.SSLContext:
+    """A TLS client context for the device (UPL-6, UPL-11, UPL-13).
+
+    Verification is always on: the server's chain must lead to one of
+    *cafile_pems* (PEM certificates; ``None`` means the system's trust store)
+    and its subjectAltName must name the host (no CN fallback, RFC 6125/9525).
+    *certfile_pem* (the certificate, optionally followed by its chain) and
+    *keyfile_pem* are our client certificate for mutual TLS.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.check_hostname = True
+    ctx.hostname_checks_common_name = False
+    _common(ctx, minimum_version, alpn_protocols)
+    if cafile_pems is None:
+        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    else:
+        _load_cas(ctx, cafile_pems, "trust anchors for the server certificate")
+    if certfile_pem is not None or keyfile_pem is not None:
+        _load_chain(ctx, certfile_pem, keyfile_pem)
+    return ctx
+
+
+def server_context(
+    certfile_pem: bytes,
+    keyfile_pem: bytes,
+    *,
+    client_ca_pems: list[bytes] | None = None,
+    require_client_cert: bool = False,
+    minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+    alpn_protocols: list[str] | None = None,
+) -> ssl.SSLContext:
+    """A TLS server context for the cloud listener (UPL-6, UPL-13).
+
+    With *require_client_cert* a client must present a certificate that
+    chains to *client_ca_pems* (CERT_REQUIRED); with CAs but not required, a
+    certificate is asked for and verified if sent (CERT_OPTIONAL); else none
+    is asked for.
+    """
+    if require_client_cert and not client_ca_pems:
+        raise ConfigurationError(
+            "a server that requires client certificates needs client_ca_pems: "
+            "give the CA certificates that issue the devices' certificates"
+        )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _common(ctx, minimum_version, alpn_protocols)
+    _load_chain(ctx, certfile_pem, keyfile_pem)
+    if client_ca_pems:
+        _load_cas(ctx, client_ca_pems, "trust anchors for client certificates")
+        ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    else:
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _common(ctx: ssl.SSLContext, minimum_version: ssl.TLSVersion, alpn: list[str] | None) -> None:
+    if minimum_version not in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        raise ConfigurationError(
+            f"minimum TLS version {minimum_version.name} is not allowed (UPL-6: TLS 1.2 or "
+            "later): use TLSv1_2 or TLSv1_3"
+        )
+    ctx.minimum_version = minimum_version
+    ctx.options |= ssl.OP_NO_COMPRESSION | getattr(ssl, "OP_NO_RENEGOTIATION", 0)
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+
+
+def _load_cas(ctx: ssl.SSLContext, pems: list[bytes], what: str) -> None:
+    if not pems:
+        raise ConfigurationError(
+            f"no {what} given: give at least one CA certificate (or None for the system store)"
+        )
+    try:
+        ctx.load_verify_locations(cadata=b"\n".join(pems).decode("ascii"))
+    except (ssl.SSLError, ValueError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(
+            f"cannot load the {what}: {_ssl_text(exc)}; give PEM certificates"
+        ) from None
+
+
+def _load_chain(ctx: ssl.SSLContext, cert_pem: bytes | None, key_pem: bytes | None) -> None:
+    """Load a certificate (chain) and its key from PEM bytes; they never touch a disk.
+
+    :meth:`ssl.SSLContext.load_cert_chain` only reads files: on Linux the PEM
+    goes into an anonymous memory file (``memfd_create``) read through
+    ``/proc/self/fd``; elsewhere into a private (0700) temporary directory as
+    a 0600 file, removed at once.
+    """
+    if cert_pem is None or key_pem is None:
+        raise ConfigurationError("a TLS certificate needs both its PEM certificate and its PEM key")
+    try:
+        with _pem_file(cert_pem.rstrip(b"\n") + b"\n" + key_pem) as path:
+            ctx.load_cert_chain(path)
+    except ssl.SSLError as exc:
+        raise ConfigurationError(
+            f"cannot load the TLS certificate and key: {_ssl_text(exc)}; give a PEM "
+            "certificate and the unencrypted PEM private key that belongs to it"
+        ) from None
+
+
+@contextlib.contextmanager
+def _pem_file(data: bytes) -> Iterator[str]:
+    memfd_create = getattr(os, "memfd_create", None)
+    if memfd_create is not None and os.path.isdir("/proc/self/fd"):
+        try:
+            fd = memfd_create("iec62676-tls", getattr(os, "MFD_CLOEXEC", 1))
+        except OSError:
+            pass
+        else:
+            try:
+                os.write(fd, data)
+                yield f"/proc/self/fd/{fd}"
+            finally:
+                os.close(fd)
+            return
+    with tempfile.TemporaryDirectory(prefix="iec62676-tls-") as tmp:
+        path = Path(tmp) / "chain.pem"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            yield str(path)
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def peer_identity(stream: ByteStream, mode: Literal["cn", "serial", "san"]) -> str | None:
+    """The peer certificate's identity, or ``None`` when it sent none (or has none).
+
+    ``"cn"``: the first subject commonName; ``"serial"``: the serial number in
+    lower-case hex without ``0x``; ``"san"``: the first DNS name, URI or IP
+    address of its subjectAltName, in the certificate's order.
+    """
+    der = stream.extra("peercert")
+    if not der:
+        return None
+    cert = x509.load_der_x509_certificate(der)
+    if mode == "cn":
+        attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if not attrs:
+            return None
+        value = attrs[0].value
+        return value if isinstance(value, str) else value.decode("utf-8", "replace")
+    if mode == "serial":
+        return format(cert.serial_number, "x")
+    if mode == "san":
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return None
+        for name in san:
+            if isinstance(name, (x509.DNSName, x509.UniformResourceIdentifier)):
+                return name.value
+            if isinstance(name, x509.IPAddress) and isinstance(
+                name.value, (ipaddress.IPv4Address, ipaddress.IPv6Address)
+            ):
+                return str(name.value)
+        return None
+    raise ValueError(f"identity mode must be 'cn', 'serial' or 'san', not {mode!r}")
