@@ -1,7 +1,7 @@
 """Layer 4: run an asyncio service in a background thread (demo, tests, benchmarks).
 
 The service coroutine gets an :class:`asyncio.Event` to stop on; ``start()``
-returns once the service has said it is ready (bounded wait), ``stop()``
+returns once the service has announced itself ``ready_after`` times (bounded wait), ``stop()``
 sets the event and joins the thread (bounded wait).
 """
 
@@ -20,9 +20,10 @@ Service = Callable[[asyncio.Event, Callable[[str], None]], Awaitable[Any]]
 class BackgroundService:
     """One asyncio service in its own thread and loop."""
 
-    def __init__(self, service: Service, *, name: str = "service") -> None:
+    def __init__(self, service: Service, *, name: str = "service", ready_after: int = 1) -> None:
         self._service = service
         self._name = name
+        self._ready_after = ready_after
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -32,7 +33,8 @@ class BackgroundService:
 
     def _announce(self, text: str) -> None:
         self.messages.append(text)
-        self._ready.set()
+        if len(self.messages) >= self._ready_after:
+            self._ready.set()
 
     def _run(self) -> None:
         async def main() -> None:
@@ -55,10 +57,16 @@ class BackgroundService:
             raise self._error
         return self
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The service's event loop (for ``run_coroutine_threadsafe`` and the sync zeep transport)."""
+        if self._loop is None:
+            raise Iec62676Error(f"{self._name} is not running")
+        return self._loop
+
     def call(self, fn: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
         """Run a coroutine on the service's loop from another thread (bounded wait)."""
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(fn(), self._loop).result(timeout)
+        return asyncio.run_coroutine_threadsafe(fn(), self.loop).result(timeout)
 
     def stop(self, timeout: float = 15.0) -> None:
         if self._loop is not None and self._stop is not None and not self._loop.is_closed():

@@ -55,6 +55,8 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
     cloud = CloudListener(MtlsAuthenticator(options.identity), settings=settings, path=options.path)
     server = await start_tls_server(cloud.handle, sock, context,
                                     handshake_timeout=cloud.settings.handshake_timeout)
+    if ready is not None:
+        ready(cloud)
     bound = server.sockets[0].getsockname()
     announce(f"cloud listening for uplinks on https://{bound[0]}:{bound[1]}{options.path or '/'}")
     tasks = []
@@ -65,8 +67,6 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
         announce(f"cloud proxy on http://{pbound[0]}:{pbound[1]}/devices")
         tasks.append(asyncio.create_task(serve(UplinkProxy(cloud), hypercorn_config(proxy_sock),  # type: ignore[arg-type]
                                                shutdown_trigger=lambda: wait_event(stop), mode="asgi")))
-    if ready is not None:
-        ready(cloud)
     try:
         await stop.wait()
     finally:

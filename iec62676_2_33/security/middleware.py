@@ -219,8 +219,8 @@ class AccessControlMiddleware:
                 return _fault(start_response, not_authorized(failure.peer_reason))
 
         if access_class is not None and not is_allowed(identity.levels, access_class):
-            log.log(
-                logging.INFO if identity.source == "anonymous" else logging.WARNING,
+            # Valid credentials with too few rights are routine; failed credentials are warned above.
+            log.info(
                 "refused %s (%s) from %s: levels %s (%s) not allowed",
                 op_name,
                 access_class.value,
