@@ -174,7 +174,7 @@ def part_uplink(material: Material, tmp: Path, out: Print) -> None:
         operator = UplinkClient(f"http://{DEVICES[0]}/onvif/uplink_service",
                                 transport=UplinkTransport(listener, DEVICES[0], cloud.loop))
         _expect_fault(lambda: operator.delete_uplink(f"https://localhost:{port}/uplink"), ("NotAuthorized",), out)
-        with urllib.request.urlopen(f"{proxy}/devices", timeout=10) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(f"{proxy}/devices", timeout=10) as response:
             listing = json.loads(response.read())
         out(f"  proxy GET /devices: {[(d['id'], d['auth_mode']) for d in listing]}")
         out("  killing the cloud …")

@@ -44,7 +44,10 @@ def xsd_path(name: str) -> Path:
 
 
 def safe_parser() -> etree.XMLParser:
-    """An lxml parser that loads no DTD, resolves no entity and reaches no network."""
+    """An lxml parser that loads no DTD, resolves no entity and reaches no network.
+
+    A new parser per call: lxml parsers are not meant to be shared between threads.
+    """
     return etree.XMLParser(
         resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
         huge_tree=False, remove_comments=False,
@@ -56,14 +59,16 @@ def parse_xml(data: bytes) -> etree._Element:
     try:
         tree = etree.fromstring(data, safe_parser())
     except etree.XMLSyntaxError as exc:
-        raise SchemaError(f"not well-formed XML: {exc}") from exc
+        raise SchemaError(f"not well-formed XML: {exc.msg}") from None
+    if tree is None:
+        raise SchemaError("the XML document is empty")
     docinfo = tree.getroottree().docinfo
-    if docinfo.doctype or docinfo.internalDTD is not None:
-        raise SchemaError("XML with a document type declaration is not accepted")
+    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+        raise SchemaError("XML with a DOCTYPE is not accepted; DTDs and entities are refused")
     return tree
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def schema(name: str) -> etree.XMLSchema:
     """The compiled XSD ``xsd/<name>.xsd`` (its imports resolved from local files only)."""
     path = xsd_path(name)

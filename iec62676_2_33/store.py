@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ConfigurationError
 from .uplinkconfig import UplinkConfiguration, too_many
@@ -57,6 +58,9 @@ CREATE TABLE IF NOT EXISTS auth_servers (
 INSERT OR IGNORE INTO meta (key, value) VALUES ('generation', '0');
 INSERT OR IGNORE INTO meta (key, value) VALUES ('device_salt', lower(hex(randomblob(16))));
 """
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,7 +102,7 @@ class DeviceStore:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> DeviceStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

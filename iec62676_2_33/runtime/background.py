@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import Iec62676Error
 
 Service = Callable[[asyncio.Event, Callable[[str], None]], Awaitable[Any]]
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 class BackgroundService:
@@ -78,7 +81,7 @@ class BackgroundService:
         if self._thread.is_alive():
             raise Iec62676Error(f"{self._name} did not stop within {timeout} s")
 
-    def __enter__(self) -> BackgroundService:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

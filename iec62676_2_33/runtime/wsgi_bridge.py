@@ -28,6 +28,7 @@ from ..http2.role import (
     StreamReset,
 )
 from ..http2.server import H2ServerRole
+from ..security.middleware import ENVIRON_UPLINK_LEVEL
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class WsgiOnH2:
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
             "CONTENT_LENGTH": str(len(body)),
-            "iec62676.user_level": list(self.user_level),
+            ENVIRON_UPLINK_LEVEL: list(self.user_level),
             "iec62676.transport": "uplink",
         }
         for name, value in headers:

@@ -93,6 +93,7 @@ from .wsse import (
 
 __all__ = [
     "ENVIRON_ACCESS_CLASS",
+    "ENVIRON_ENVELOPE",
     "ENVIRON_LEVELS",
     "ENVIRON_UPLINK_LEVEL",
     "ENVIRON_USER",
@@ -111,6 +112,8 @@ ENVIRON_USER: Final = "iec62676.user"
 ENVIRON_LEVELS: Final = "iec62676.levels"
 #: Set by the middleware for the application: the operation's access class (or None).
 ENVIRON_ACCESS_CLASS: Final = "iec62676.access_class"
+#: environ key: the envelope already parsed here (the SOAP endpoint need not parse it again).
+ENVIRON_ENVELOPE: Final = "iec62676.envelope"
 
 
 class StartResponse(Protocol):
@@ -244,6 +247,7 @@ class AccessControlMiddleware:
         environ[ENVIRON_USER] = identity.user
         environ[ENVIRON_LEVELS] = identity.levels
         environ[ENVIRON_ACCESS_CLASS] = access_class
+        environ[ENVIRON_ENVELOPE] = root
         return self.app(environ, start_response)
 
     # ------------------------------------------------------------------ steps

@@ -60,8 +60,9 @@ from typing import Any, Final
 
 from lxml import etree
 
-from ..errors import ConfigurationError, RemoteProtocolError
+from ..errors import ConfigurationError, RemoteProtocolError, SchemaError
 from ..namespaces import SOAP_ENV, WSSE, WSU
+from ..schemas import parse_xml
 from .access import (
     CredentialRejected,
     ExpiredCredentials,
@@ -137,35 +138,16 @@ class UnsafeXml(RemoteProtocolError):
 
 
 # --------------------------------------------------------------------------- safe XML
-def _safe_parser() -> Any:
-    # A new parser per call: lxml parsers are not meant to be shared between threads.
-    return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        remove_pis=False,
-    )
-
-
 def safe_fromstring(data: bytes) -> Any:
-    """Parse ``data`` with a locked-down parser; refuse any DOCTYPE.
+    """Parse ``data`` with the library's locked-down parser (:func:`..schemas.parse_xml`).
 
     No entity is resolved, nothing is fetched, no DTD is loaded, and a
-    document carrying a DOCTYPE (internal subset or not) is refused with
-    :class:`UnsafeXml`.
+    document carrying a DOCTYPE is refused — all as :class:`UnsafeXml`.
     """
     try:
-        root = etree.fromstring(data, parser=_safe_parser())
-    except etree.XMLSyntaxError as exc:
-        raise UnsafeXml(f"request is not well-formed XML: {exc.msg}") from None
-    if root is None:
-        raise UnsafeXml("request is empty")
-    docinfo = root.getroottree().docinfo
-    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
-        raise UnsafeXml("request carries a DOCTYPE; DTDs and entities are refused")
-    return root
+        return parse_xml(data)
+    except SchemaError as exc:
+        raise UnsafeXml(f"request refused: {exc}") from None
 
 
 # --------------------------------------------------------------------------- token

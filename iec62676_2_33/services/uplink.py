@@ -136,7 +136,7 @@ class UplinkService(SoapService):
     __port_types__ = ["UplinkPort"]
 
     @rpc(_returns=Capabilities, _out_variable_name="Capabilities")  # type: ignore[misc]
-    def GetServiceCapabilities(ctx: Any) -> Capabilities:  # noqa: N802,N805
+    def GetServiceCapabilities(ctx: Any) -> Capabilities:
         caps: UplinkCapabilities = service_context(ctx).capabilities
         return Capabilities(MaxUplinks=caps.max_uplinks, Protocols=" ".join(caps.protocols),
                             AuthorizationModes=" ".join(caps.authorization_modes),
@@ -144,12 +144,12 @@ class UplinkService(SoapService):
 
     @rpc(_returns=Configuration.customize(max_occurs="unbounded"),  # type: ignore[misc]
          _out_variable_name="Configuration")
-    def GetUplinks(ctx: Any) -> list[Configuration]:  # noqa: N802,N805
+    def GetUplinks(ctx: Any) -> list[Configuration]:
         return [_to_model(cfg) for cfg in service_context(ctx).uplinks()]
 
     @rpc(Configuration.customize(min_occurs=1), _returns=None,  # type: ignore[misc]
          _in_variable_names={"configuration": "Configuration"})
-    def SetUplink(ctx: Any, configuration: Configuration) -> None:  # noqa: N802,N805
+    def SetUplink(ctx: Any, configuration: Configuration) -> None:
         try:
             service_context(ctx).set_uplink(_from_model(configuration))
         except UplinkConfigError as exc:
@@ -157,7 +157,7 @@ class UplinkService(SoapService):
 
     @rpc(Unicode(min_occurs=1), _returns=None,  # type: ignore[misc]
          _in_variable_names={"remote_address": "RemoteAddress"})
-    def DeleteUplink(ctx: Any, remote_address: str) -> None:  # noqa: N802,N805
+    def DeleteUplink(ctx: Any, remote_address: str) -> None:
         try:
             service_context(ctx).delete_uplink(remote_address)
         except UplinkConfigError as exc:

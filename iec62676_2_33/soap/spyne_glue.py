@@ -29,6 +29,7 @@ from spyne.server.wsgi import WsgiApplication
 from .. import schemas
 from ..errors import SchemaError
 from ..namespaces import SOAP12_CONTENT_TYPE, SOAP_ENV
+from ..security.middleware import ENVIRON_ENVELOPE
 from .fault import SoapFault
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class SoapEndpoint:
         except SoapFault as fault:
             return fault_response(fault, start_response)
         try:
-            self._check(data)
+            self._check(data, environ.get(ENVIRON_ENVELOPE))
         except SoapFault as fault:
             log.info("refused request: %s", fault)
             return fault_response(fault, start_response)
@@ -125,9 +126,9 @@ class SoapEndpoint:
                                   start_response)
         return _respond(start_response, "200 OK", body)
 
-    def _check(self, data: bytes) -> None:
+    def _check(self, data: bytes, parsed: etree._Element | None) -> None:
         try:
-            envelope = schemas.parse_xml(data)
+            envelope = parsed if parsed is not None else schemas.parse_xml(data)
         except SchemaError as exc:
             raise SoapFault(code="Sender", subcodes=("WellFormed",), reason=str(exc)) from None
         if envelope.tag != f"{{{SOAP_ENV}}}Envelope":
