@@ -111,7 +111,7 @@ def validate(cfg: UplinkConfiguration, refs: ReferenceLookup, caps: UplinkCapabi
             f"RemoteAddress {address!r} must name a host and carry no user info or fragment",
             "InvalidArgVal", "RemoteAddress")
     try:
-        parts.port
+        _ = parts.port
     except ValueError:
         raise UplinkConfigError(f"RemoteAddress {address!r} has an invalid port",
                                 "InvalidArgVal", "RemoteAddress") from None
