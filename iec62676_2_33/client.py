@@ -18,7 +18,8 @@ device through its uplink with the same client code (GEN-2).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
@@ -63,15 +64,22 @@ def fault_from_zeep(exc: zeep.exceptions.Fault) -> SoapFault:
     return SoapFault(code=code, subcodes=subcodes, reason=str(exc.message or ""), detail=None)
 
 
-def _call(fn: Callable[[], T], what: str) -> T:
+@contextmanager
+def _mapped_errors(what: str) -> Iterator[None]:
+    """zeep's faults and transport failures as the library's exceptions."""
     try:
-        return fn()
+        yield
     except zeep.exceptions.Fault as exc:
         raise fault_from_zeep(exc) from None
     except zeep.exceptions.TransportError as exc:
         raise TransportError(f"{what}: HTTP {exc.status_code}: {exc.message}") from None
     except OSError as exc:
         raise TransportError(f"{what}: {exc}") from None
+
+
+def _call(fn: Callable[[], T], what: str) -> T:
+    with _mapped_errors(what):
+        return fn()
 
 
 def _capabilities(obj: Any) -> UplinkCapabilities:
@@ -145,14 +153,8 @@ class AsyncUplinkClient:
         self.service = AsyncServiceProxy(self.zeep, binding, address=url)
 
     async def _call(self, coro_fn: Callable[[], Any]) -> Any:
-        try:
+        with _mapped_errors(self.url):
             return await coro_fn()
-        except zeep.exceptions.Fault as exc:
-            raise fault_from_zeep(exc) from None
-        except zeep.exceptions.TransportError as exc:
-            raise TransportError(f"{self.url}: HTTP {exc.status_code}: {exc.message}") from None
-        except OSError as exc:
-            raise TransportError(f"{self.url}: {exc}") from None
 
     async def get_service_capabilities(self) -> UplinkCapabilities:
         return _capabilities(await self._call(self.service.GetServiceCapabilities))
