@@ -76,7 +76,7 @@ def test_full_device_setup_and_uplink_lifecycle_cfg_3_cfg_4_cfg_6(capsys: pytest
     (["uplink", "set", "--remote", "https://c.example/", "--cert-id", "nope"],
      "no certificate is stored under CertificateID 'nope'"),
     (["uplink", "set", "--remote", "ftp://c.example/", "--cert-id", "dev-7"],
-     "protocol 'ftp' of RemoteAddress is not supported; supported: https"),
+     "protocol 'ftp' of RemoteAddress is not supported; supported: https wss"),
     (["uplink", "set", "--remote", "https://c.example/"],
      "neither CertificateID nor AuthorizationServer is given; set exactly one"),
     (["uplink", "set", "--remote", "https://c.example/", "--cert-id", "dev-7", "--policy-id", "nope"],

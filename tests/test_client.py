@@ -30,7 +30,7 @@ def test_sync_client_all_operations_cfg_2_cfg_3_cfg_4_cfg_5(device: RunningDevic
     client = UplinkClient(device.url, username=ADMIN[0], password=ADMIN[1])
     caps = client.get_service_capabilities()
     assert (caps.max_uplinks, caps.protocols, caps.authorization_modes, caps.streaming_over_uplink) == (
-        8, ("https",), ("mTLS",), False)
+        8, ("https", "wss"), ("mTLS", "AccessToken"), False)  # issue 5: wss, access tokens
     client.set_uplink(CFG)
     [got] = client.get_uplinks()
     assert got == UplinkConfiguration(

@@ -72,7 +72,7 @@ def test_official_uplink_wsdl_client_all_operations_cfg_2_cfg_3_cfg_4_cfg_5(devi
     client = zeep.Client(str(wsdl), settings=settings, wsse=UsernameToken(*ADMIN, use_digest=True))
     service = client.create_service("{http://www.onvif.org/ver10/uplink/wsdl}UplinkBinding", device.url)
     caps = service.GetServiceCapabilities()
-    assert (caps.MaxUplinks, caps.Protocols, caps.AuthorizationModes) == (8, ["https"], ["mTLS"])
+    assert (caps.MaxUplinks, caps.Protocols, caps.AuthorizationModes) == (8, ["https", "wss"], ["mTLS", "AccessToken"])
     service.SetUplink(Configuration={"RemoteAddress": "https://cloud.example.com/up", "CertificateID": "cert-1",
                                      "UserLevel": ["Operator"], "Status": "Connected"})
     [cfg] = service.GetUplinks()

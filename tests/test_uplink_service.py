@@ -88,8 +88,8 @@ def test_get_service_capabilities_attributes_cfg_5(device: RunningDevice) -> Non
     schemas.validate(response, "uplink")
     caps = response.find("tup:Capabilities", NS)
     assert caps.get("MaxUplinks") == "8"
-    assert caps.get("Protocols").split() == ["https"]
-    assert caps.get("AuthorizationModes").split() == ["mTLS"]
+    assert caps.get("Protocols").split() == ["https", "wss"]  # UPL-4, UPL-5 (issue 5)
+    assert caps.get("AuthorizationModes").split() == ["mTLS", "AccessToken"]  # UPL-14 (issue 5)
     assert caps.get("StreamingOverUplink") == "false"
     assert len(caps) == 0
 

@@ -28,7 +28,7 @@ from ..sansio.backoff import ReconnectBackoff
 from ..sansio.link import LinkMonitor, UplinkSupervisor
 from ..store import DeviceStore
 from ..uplinkconfig import OFFLINE, UplinkConfiguration
-from .dial import DialResult, dial_uplink
+from .dial import DialResult, UplinkRefused, dial_uplink
 from .h2driver import H2Driver
 from .wsgi_bridge import WsgiApp, WsgiOnH2
 
@@ -48,6 +48,9 @@ class AgentSettings:
     dead_after: float = 30.0
     stable_after: float = 30.0
     limits: H2Limits = DEFAULT_LIMITS
+    #: The reconnection intervals (UPL-9): first one in [min, max), doubling up to the cap.
+    backoff_first: tuple[float, float] = (1.0, 4.0)
+    backoff_cap: float = 30.0
 
 
 class _Link:
@@ -57,8 +60,10 @@ class _Link:
         self.agent = agent
         self.cfg = cfg
         loop = asyncio.get_running_loop()
-        backoff = ReconnectBackoff(f"{agent.store.device_salt()} {cfg.remote_address}")
-        self.supervisor = UplinkSupervisor(backoff, loop.time(), stable_after=agent.settings.stable_after)
+        settings = agent.settings
+        backoff = ReconnectBackoff(f"{agent.store.device_salt()} {cfg.remote_address}", cap=settings.backoff_cap,
+                                   first_min=settings.backoff_first[0], first_max=settings.backoff_first[1])
+        self.supervisor = UplinkSupervisor(backoff, loop.time(), stable_after=settings.stable_after)
         self.driver: H2Driver | None = None
         self.task = asyncio.create_task(self._maintain(), name=f"uplink {cfg.remote_address}")
 
@@ -79,8 +84,7 @@ class _Link:
                 await asyncio.sleep(max(0.0, (deadline or loop.time() + 1.0) - loop.time()))
                 continue
             try:
-                headers = await self.agent.auth_headers(self.cfg)
-                result = await self.agent.dial(self.agent.store, self.cfg, headers)
+                result = await self._dial()
             except (Iec62676Error, OSError) as exc:
                 sup.connect_failed(loop.time(), _describe(exc))
                 log.info("uplink %s: %s; next attempt in %.1f s", self.cfg.remote_address, sup.error,
@@ -91,6 +95,20 @@ class _Link:
             reason = await self._serve(result)
             sup.disconnected(loop.time(), reason)
             log.info("uplink %s closed: %s", self.cfg.remote_address, reason)
+
+    async def _dial(self) -> DialResult:
+        """Dial with the hook's authorization headers; a 401 refetches the token once (UPL-14)."""
+        agent = self.agent
+        headers = await agent.auth_headers(self.cfg)
+        try:
+            return await agent.dial(agent.store, self.cfg, headers)
+        except UplinkRefused as exc:
+            if exc.status != 401 or not headers or agent.auth_refresh is None:
+                raise
+            log.info("uplink %s: 401 at the upgrade; fetching a new access token once",
+                     self.cfg.remote_address)
+            headers = await agent.auth_refresh(self.cfg)
+            return await agent.dial(agent.store, self.cfg, headers)
 
     async def _serve(self, result: DialResult) -> str:
         loop = asyncio.get_running_loop()
@@ -129,6 +147,7 @@ class UplinkAgent:
     def __init__(self, store: DeviceStore, app: WsgiApp, *, executor: Executor | None = None,
                  settings: AgentSettings | None = None, dial: Dial = dial_uplink,
                  auth_headers: Callable[[UplinkConfiguration], Awaitable[list[tuple[str, str]]]] = _no_auth_headers,
+                 auth_refresh: Callable[[UplinkConfiguration], Awaitable[list[tuple[str, str]]]] | None = None,
                  ) -> None:
         self.store = store
         self.app = app
@@ -136,6 +155,8 @@ class UplinkAgent:
         self.settings = settings or AgentSettings()
         self.dial = dial
         self.auth_headers = auth_headers
+        #: Called once after a 401 at the upgrade: fresh headers (a new access token), UPL-14.
+        self.auth_refresh = auth_refresh
         self._links: dict[str, _Link] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None

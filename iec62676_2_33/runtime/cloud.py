@@ -1,11 +1,16 @@
 """Layer 4: the cloud side of the uplink — accept devices, authenticate them, and call
-their services over the reversed HTTP/2 connection (UPL-2, UPL-3, UPL-11 … UPL-13,
+their services over the reversed HTTP/2 connection (UPL-2, UPL-3, UPL-4, UPL-11 … UPL-14,
 UPL-15, UPL-16).
 
 A device dials in over TLS; the listener reads its upgrade request (deadline
 and 16 KiB cap), authenticates it (mTLS identity from the client certificate;
-an access-token authenticator plugs in the same way), answers ``101`` and
-becomes the HTTP/2 *client* on that connection, sending the preface first. The
+the access-token authenticator of :mod:`iec62676_2_33.security.jwt_auth`
+plugs in the same way, and :class:`EitherAuthenticator` enables both on one
+listener), answers ``101`` and becomes the HTTP/2 *client* on that
+connection, sending the preface first. One port takes both upgrades: native
+``Upgrade: h2c-reverse`` and ``Upgrade: websocket`` with subprotocol
+``h2c-reverse`` (UPL-4), whose HTTP/2 bytes then travel in WebSocket binary
+frames (:mod:`iec62676_2_33.transport.websocket`). The
 device must answer with its SETTINGS before a deadline. A reconnect of the
 same identity replaces the old channel.
 
@@ -18,12 +23,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..errors import AuthenticationError, Iec62676Error, LocalProtocolError, ProtocolError, TransportError
+from ..errors import (
+    AuthenticationError,
+    Iec62676Error,
+    LocalProtocolError,
+    ProtocolError,
+    TransportError,
+)
 from ..http2.client import H2ClientRole
 from ..http2.limits import DEFAULT_LIMITS, H2Limits
 from ..http2.role import (
@@ -39,6 +51,7 @@ from ..sansio.link import LinkMonitor
 from ..sansio.upgrade import BadUpgradeRequest, UpgradeRequest, UpgradeServer
 from ..transport.base import ByteStream
 from ..transport.tls import peer_identity
+from ..transport.websocket import check_websocket_request, websocket_accept
 from .h2driver import H2Driver
 
 log = logging.getLogger(__name__)
@@ -109,6 +122,31 @@ class MtlsAuthenticator:
         if not device_id:
             raise UpgradeRejected(401, "a client certificate is required")
         return device_id, "mTLS"
+
+
+class EitherAuthenticator:
+    """mTLS and access tokens on one listener (UPL-13, UPL-14).
+
+    A request that carries a bearer token (``Authorization`` or, for
+    WebSocket, ``access_token``) is judged by *token* alone — a bad token is
+    refused even when a client certificate came too; otherwise a verified
+    client certificate is judged by *mtls*; with neither the answer is 401.
+    The TLS server must then ask for client certificates without requiring
+    them (``CERT_OPTIONAL``).
+    """
+
+    def __init__(self, mtls: Authenticator, token: Authenticator) -> None:
+        self.mtls = mtls
+        self.token = token
+
+    async def authenticate(self, stream: ByteStream, request: UpgradeRequest) -> tuple[str, str]:
+        query = urllib.parse.parse_qs(request.query, keep_blank_values=True)
+        if request.authorization is not None or "access_token" in query:
+            return await self.token.authenticate(stream, request)
+        if stream.extra("peercert"):
+            return await self.mtls.authenticate(stream, request)
+        raise UpgradeRejected(401, "a client certificate or an access token is required",
+                              headers=[("WWW-Authenticate", 'Bearer realm="iec62676-uplink"')])
 
 
 @dataclass
@@ -325,6 +363,7 @@ class CloudListener:
         peer = _peer(stream)
         try:
             server, request = await self._read_upgrade(stream)
+            websocket = check_websocket_request(request) if request.kind == "websocket" else None
             device_id, mode = await self.authenticator.authenticate(stream, request)
         except UpgradeRejected as exc:
             self.stats["rejected"] += 1
@@ -342,8 +381,13 @@ class CloudListener:
             log.info("upgrade from %s failed: %s", peer, exc or "deadline passed")
             await stream.close()
             return
-        await stream.write(server.accept())
-        trailing = server.trailing_data
+        if websocket is not None:  # UPL-4: the HTTP/2 bytes travel in binary frames
+            stream = await websocket_accept(stream, websocket, trailing=server.trailing_data,
+                                            label=f"device {device_id} at {peer}")
+            trailing = b""
+        else:
+            await stream.write(server.accept())
+            trailing = server.trailing_data
         loop = asyncio.get_running_loop()
         info = DeviceInfo(device_id=device_id, peer=peer, connected_since=time.time(), auth_mode=mode)
         monitor = LinkMonitor(loop.time(), idle_ping_after=self.settings.idle_ping_after,
@@ -374,9 +418,6 @@ class CloudListener:
                 request = server.receive_data(data)
                 if request is not None:
                     break
-        if request.kind != "h2c-reverse":
-            raise UpgradeRejected(400, f"upgrade {request.kind!r} is not accepted here; use h2c-reverse",
-                                  headers=[("Upgrade", "h2c-reverse")])
         self.stats["upgrades"] += 1
         return server, request
 

@@ -1,5 +1,13 @@
 """Layer 4: the cloud process — the uplink listener and, optionally, the HTTP proxy
-front, on one event loop (``iec62676 cloud serve``)."""
+front, on one event loop (``iec62676 cloud serve``).
+
+Authentication (UPL-13, UPL-14): with ``client_cas`` only, a client
+certificate is required (mTLS); with the ``jwt_*`` options only, an access
+token is required (no client certificate is asked for); with both, either
+one is accepted (:class:`~.cloud.EitherAuthenticator`, client certificates
+asked for but optional). The listener takes native and WebSocket upgrades
+(UPL-2, UPL-4) on the same port.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +19,16 @@ from pathlib import Path
 
 from hypercorn.asyncio import serve
 
+from ..errors import ConfigurationError
 from ..pki import load_certs_pem
 from ..transport.tls import server_context, start_tls_server
-from .cloud import CloudListener, ListenerSettings, MtlsAuthenticator
+from .cloud import (
+    Authenticator,
+    CloudListener,
+    EitherAuthenticator,
+    ListenerSettings,
+    MtlsAuthenticator,
+)
 from .http_server import bind_listen, hypercorn_config, parse_listen, wait_event
 
 
@@ -26,22 +41,53 @@ class CloudOptions:
     identity: str = "cn"
     proxy: str | None = None
     path: str | None = None
+    jwt_issuers: Sequence[str] = ()
+    jwt_audience: str | None = None
+    jwt_keys: str | None = None
+    jwt_keys_ca: Sequence[Path] = ()
+    jwt_identity_claim: str = "sub"
 
 
 def _read(path: Path) -> bytes:
     return Path(path).read_bytes()
 
 
+def _pems(paths: Sequence[Path]) -> list[bytes]:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return [c.public_bytes(Encoding.PEM) for path in paths for c in load_certs_pem(path)]
+
+
+def build_authenticator(options: CloudOptions) -> Authenticator:
+    """mTLS, access token (JWT) or either, from the options (UPL-13, UPL-14)."""
+    mtls = MtlsAuthenticator(options.identity) if options.client_cas else None
+    token = None
+    if options.jwt_keys or options.jwt_issuers or options.jwt_audience:
+        if not (options.jwt_keys and options.jwt_issuers and options.jwt_audience):
+            raise ConfigurationError(
+                "access-token mode needs --jwt-keys, --jwt-issuer and --jwt-audience together")
+        from ..security.jwt_auth import TokenAuthenticator, jwks_source
+
+        keys = jwks_source(options.jwt_keys, cafile_pems=_pems(options.jwt_keys_ca) or None)
+        token = TokenAuthenticator(keys, issuers=options.jwt_issuers, audience=options.jwt_audience,
+                                   identity_claim=options.jwt_identity_claim)
+    if mtls is not None and token is not None:
+        return EitherAuthenticator(mtls, token)
+    if token is not None:
+        return token
+    if mtls is not None:
+        return mtls
+    raise ConfigurationError("give --client-ca (mTLS) or the --jwt-* options (access tokens), or both")
+
+
 async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callable[[str], None] = lambda _t: None,
                     *, settings: ListenerSettings | None = None,
                     ready: Callable[[CloudListener], None] | None = None) -> None:
     """Run until ``stop`` is set."""
-    cas = [c for path in options.client_cas for c in load_certs_pem(path)]
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    context = server_context(_read(options.cert), _read(options.key),
-                             client_ca_pems=[c.public_bytes(Encoding.PEM) for c in cas],
-                             require_client_cert=True)
+    authenticator = build_authenticator(options)
+    cas = _pems(options.client_cas)
+    context = server_context(_read(options.cert), _read(options.key), client_ca_pems=cas or None,
+                             require_client_cert=bool(cas) and not options.jwt_keys)
     host, port = parse_listen(options.listen)
     sock = bind_listen(host, port)
     proxy_sock: socket.socket | None = None
@@ -52,13 +98,14 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
         except BaseException:
             sock.close()
             raise
-    cloud = CloudListener(MtlsAuthenticator(options.identity), settings=settings, path=options.path)
+    cloud = CloudListener(authenticator, settings=settings, path=options.path)
     server = await start_tls_server(cloud.handle, sock, context,
                                     handshake_timeout=cloud.settings.handshake_timeout)
     if ready is not None:
         ready(cloud)
     bound = server.sockets[0].getsockname()
-    announce(f"cloud listening for uplinks on https://{bound[0]}:{bound[1]}{options.path or '/'}")
+    announce(f"cloud listening for uplinks on https://{bound[0]}:{bound[1]}{options.path or '/'}"
+             f" (and wss://{bound[0]}:{bound[1]}{options.path or '/'})")
     tasks = []
     if proxy_sock is not None:
         from .proxy import UplinkProxy

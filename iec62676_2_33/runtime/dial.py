@@ -1,17 +1,29 @@
 """Layer 4: how a device reaches the cloud for one uplink configuration — TLS,
-then the upgrade (UPL-1, UPL-2, UPL-6, UPL-11, UPL-13).
+then the upgrade (UPL-1, UPL-2, UPL-4, UPL-6, UPL-11, UPL-13, UPL-14).
 
 ``dial_uplink`` picks the byte transport by the RemoteAddress scheme (the
-registry :data:`DIALERS`; ``https`` is native h2c-reverse), verifies the cloud
+registry :data:`DIALERS`; ``https`` is native h2c-reverse, ``wss`` the
+WebSocket handshake with subprotocol ``h2c-reverse``), verifies the cloud
 per RFC 6125 against the trust anchors of the configured
 CertPathValidationPolicy (the system store without one — verification is
 never skipped), presents the keystore certificate for mTLS, sends the upgrade
 and returns the stream plus the bytes read past the ``101``.
+
+Access tokens (UPL-14) arrive as an ``Authorization: Bearer`` header from the
+agent's ``auth_headers`` hook. For ``wss`` the token goes into the
+``access_token`` query parameter instead (RFC 6750 §2.3, UPL-4) when the
+RemoteAddress itself asks for it with an *empty* ``access_token`` parameter,
+e.g. ``wss://cloud.example.com/uplink?access_token=``: the configuration
+shows where the token goes and never holds it. A refusal of the upgrade with
+401/403 raises :class:`UplinkRefused` (an
+:class:`~iec62676_2_33.errors.AuthenticationError` with the ``status``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -20,10 +32,19 @@ from ..sansio.upgrade import Switched, UpgradeClient, UpgradeRefused, parse_remo
 from ..store import DeviceStore
 from ..transport.base import ByteStream
 from ..transport.tls import client_context, connect_tls
+from ..transport.websocket import websocket_connect
 from ..uplinkconfig import UplinkConfiguration
 
 HANDSHAKE_TIMEOUT = 15.0
 MAX_UPGRADE_RESPONSE = 16384
+
+
+class UplinkRefused(AuthenticationError):
+    """The cloud refused the upgrade with 401 or 403; ``status`` says which (UPL-13, UPL-14)."""
+
+    def __init__(self, msg: str, *, status: int) -> None:
+        super().__init__(msg)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -91,7 +112,7 @@ async def dial_https(store: DeviceStore, cfg: UplinkConfiguration,
     except UpgradeRefused as exc:
         await stream.close()
         if exc.status in (401, 403):
-            raise AuthenticationError(str(exc)) from exc
+            raise UplinkRefused(str(exc), status=exc.status) from exc
         raise
     except BaseException:
         await stream.close()
@@ -99,10 +120,62 @@ async def dial_https(store: DeviceStore, cfg: UplinkConfiguration,
     return DialResult(stream=stream, trailing=trailing, peer=f"{target.host}:{target.port}")
 
 
+def _token_in_query(target: str, headers: Sequence[tuple[str, str]]) -> tuple[str, list[tuple[str, str]]]:
+    """Move a bearer token from the header into an empty ``access_token`` query parameter (RFC 6750 §2.3)."""
+    path, sep, query = target.partition("?")
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True) if sep else []
+    if not any(name == "access_token" and not value for name, value in pairs):
+        return target, list(headers)
+    token = next((v[7:].strip() for n, v in headers
+                  if n.lower() == "authorization" and v[:7].lower() == "bearer "), None)
+    if token is None:
+        return target, list(headers)
+    pairs = [(n, token if n == "access_token" and not v else v) for n, v in pairs]
+    rest = [(n, v) for n, v in headers if n.lower() != "authorization"]
+    return f"{path}?{urllib.parse.urlencode(pairs)}", rest
+
+
+async def dial_wss(store: DeviceStore, cfg: UplinkConfiguration,
+                   headers: Sequence[tuple[str, str]] = ()) -> DialResult:
+    """WebSocket h2c-reverse over TLS (UPL-4): same TLS, roles, liveness and backoff as native."""
+    target = parse_remote_address(cfg.remote_address)
+    context = tls_context(store, cfg)
+    request_target, request_headers = _token_in_query(target.target, headers)
+    stream = await connect_tls(target.host, target.port, context, server_hostname=target.host,
+                               timeout=HANDSHAKE_TIMEOUT)
+    peer = f"{target.host}:{target.port}"
+    try:
+        try:
+            ws = await asyncio.wait_for(
+                websocket_connect(stream, host=target.host_header, target=request_target,
+                                  extra_headers=request_headers, label=f"the cloud {peer}"),
+                HANDSHAKE_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise TransportError(
+                f"the cloud {peer} did not answer the WebSocket upgrade within {HANDSHAKE_TIMEOUT:g} s"
+            ) from None
+        except TransportError as exc:  # nothing came back: TLS 1.3 client-certificate refusal
+            what = ("the client certificate" if cfg.certificate_id is not None
+                    else "this device (no client certificate)")
+            raise AuthenticationError(
+                f"the cloud closed the connection right after the TLS handshake: it refused {what} "
+                f"({exc})") from exc
+    except UpgradeRefused as exc:
+        await stream.close()
+        if exc.status in (401, 403):
+            raise UplinkRefused(str(exc), status=exc.status) from exc
+        raise
+    except BaseException:
+        await stream.close()
+        raise
+    return DialResult(stream=ws, trailing=b"", peer=peer)
+
+
+
 Dialer = Callable[[DeviceStore, UplinkConfiguration, Sequence[tuple[str, str]]], Awaitable[DialResult]]
 
 #: RemoteAddress scheme → dialer. Adding a transport (``wss``) adds an entry here only.
-DIALERS: dict[str, Dialer] = {"https": dial_https}
+DIALERS: dict[str, Dialer] = {"https": dial_https, "wss": dial_wss}
 
 
 def supported_protocols() -> tuple[str, ...]:
