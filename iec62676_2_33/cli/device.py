@@ -14,14 +14,17 @@ import signal
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 
+from ..errors import ConfigurationError
 from ..pki import check_key_matches, load_certs_pem, load_key_pem
 from ..security.access import UserLevel, parse_level
 from ..services.uplink import UplinkServiceContext
-from ..store import DeviceStore
-from ..uplinkconfig import UplinkCapabilities, UplinkConfiguration, split_levels
+from ..store import AuthServerConfig, DeviceStore
+from ..uplinkconfig import UplinkConfiguration, split_levels
+from .resources import register_device_group
 
 LEVELS = [lvl.value for lvl in UserLevel if lvl is not UserLevel.ANONYMOUS]
 
@@ -75,6 +78,20 @@ def register(sub: Any) -> None:
     _data(p)
     p.set_defaults(handler=policy_list)
 
+    authserver = _group(dsub, "authserver", "authorization server configurations (access tokens, UPL-14)")
+    p = authserver.add_parser("add", help="store an OAuth2 client-credentials configuration under a token")
+    _data(p)
+    p.add_argument("--token", required=True, help="the configuration's token (AuthorizationServer of an uplink)")
+    p.add_argument("--url", required=True, metavar="URL", help="the token endpoint, https://…/token")
+    p.add_argument("--client-id", required=True)
+    p.add_argument("--client-secret", required=True)
+    p.add_argument("--policy-id", help="CertPathValidationPolicyID for the server's certificate "
+                   "(default: the system trust store)")
+    p.set_defaults(handler=authserver_add)
+    p = authserver.add_parser("list", help="list stored authorization server configurations")
+    _data(p)
+    p.set_defaults(handler=authserver_list)
+
     uplink = _group(dsub, "uplink", "uplink configurations (same rules as SetUplink)")
     p = uplink.add_parser("set", help="add or replace the uplink keyed by --remote")
     _data(p)
@@ -94,6 +111,8 @@ def register(sub: Any) -> None:
     p.add_argument("--remote", required=True, metavar="URI")
     p.set_defaults(handler=uplink_delete)
 
+    register_device_group(dsub)  # resources load / list / remove (cli/resources.py)
+
     p = dsub.add_parser("serve", help="serve the device's web services (and run its uplinks)")
     _data(p)
     p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
@@ -105,7 +124,9 @@ def _store(args: argparse.Namespace) -> DeviceStore:
 
 
 def _context(store: DeviceStore) -> UplinkServiceContext:
-    return UplinkServiceContext(store=store, capabilities=UplinkCapabilities())
+    from ..runtime.device import device_capabilities
+
+    return UplinkServiceContext(store=store, capabilities=device_capabilities())
 
 
 def user_add(args: argparse.Namespace) -> int:
@@ -163,6 +184,30 @@ def policy_list(args: argparse.Namespace) -> int:
     with _store(args) as store:
         for pid in store.list_policies():
             print(pid)
+    return 0
+
+
+def authserver_add(args: argparse.Namespace) -> int:
+    parts = urlsplit(args.url)
+    if parts.scheme.lower() != "https" or not parts.hostname:
+        raise ConfigurationError(f"--url {args.url!r}: the token endpoint must be an https URL")
+    with _store(args) as store:
+        if args.policy_id is not None and not store.has_policy(args.policy_id):
+            raise ConfigurationError(f"no certification path validation policy is stored under "
+                                     f"{args.policy_id!r}; add it with 'device policy add'")
+        store.put_auth_server(AuthServerConfig(token=args.token, url=args.url, client_id=args.client_id,
+                                               client_secret=args.client_secret, policy_id=args.policy_id))
+    print(f"authorization server {args.token} stored ({parts.netloc}, client {args.client_id})")
+    return 0
+
+
+def authserver_list(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        for token in store.list_auth_servers():
+            cfg = store.get_auth_server(token)
+            assert cfg is not None
+            policy = f"\tpolicy={cfg.policy_id}" if cfg.policy_id else ""
+            print(f"{cfg.token}\t{cfg.url}\tclient={cfg.client_id}{policy}")  # never the secret
     return 0
 
 

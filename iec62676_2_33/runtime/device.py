@@ -6,11 +6,15 @@ the blocking Spyne/SQLite work.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..domain.registry import ResourceRegistry
+from ..security.oauth import AccessTokenProvider
 from ..services.app import UPLINK_PATH, build_device_app
+from ..services.events import EventServiceContext
 from ..services.uplink import UplinkServiceContext
 from ..store import DeviceStore
 from ..uplinkconfig import UplinkCapabilities
@@ -21,10 +25,33 @@ from .http_server import bind_listen, parse_listen, serve_wsgi, wait_event
 #: Worker threads for the services (Spyne and SQLite block).
 WORKERS = 16
 
+#: How often the registry's change log is checked for changes (also those of other processes).
+RESOURCE_POLL_INTERVAL = 0.2
+
+log = logging.getLogger(__name__)
+
+
+async def follow_resource_changes(events: EventServiceContext, executor: ThreadPoolExecutor,
+                                  stop: asyncio.Event, interval: float = RESOURCE_POLL_INTERVAL) -> None:
+    """RQ-4, RQ-5: wake waiting PullMessages when the resource change log moves (any process)."""
+    loop = asyncio.get_running_loop()
+    try:
+        while not stop.is_set():
+            try:
+                await loop.run_in_executor(executor, events.poll_changes)
+            except Exception:
+                log.exception("following the resource change log failed")
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        events.close()  # waiting pulls answer now, so no worker thread outlives the server
+
 
 def device_capabilities() -> UplinkCapabilities:
     """CFG-5: what this device implements — the protocols are the registered dialers."""
-    return UplinkCapabilities(protocols=supported_protocols())
+    return UplinkCapabilities(protocols=supported_protocols(), authorization_modes=("mTLS", "AccessToken"))
 
 
 async def run_device(data_dir: str | Path, listen: str | None, stop: asyncio.Event,
@@ -37,12 +64,16 @@ async def run_device(data_dir: str | Path, listen: str | None, stop: asyncio.Eve
         host, port = parse_listen(listen)
         sock = bind_listen(host, port)
     store = DeviceStore(data_dir)
+    registry = ResourceRegistry(Path(data_dir) / "resources.db")
+    events = EventServiceContext.create(registry)
     executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="device")
     try:
         context = UplinkServiceContext(store=store, capabilities=device_capabilities())
-        app = build_device_app(context)
-        agent = UplinkAgent(store, app, executor=executor, settings=settings)
-        tasks = []
+        app = build_device_app(context, events=events)
+        tokens = AccessTokenProvider(store)  # UPL-14: OAuth2 client credentials
+        agent = UplinkAgent(store, app, executor=executor, settings=settings,
+                            auth_headers=tokens.auth_headers, auth_refresh=tokens.refresh)
+        tasks = [asyncio.create_task(follow_resource_changes(events, executor, stop), name="resource changes")]
         if uplinks:
             context.status = agent.status
             context.changed = agent.changed
@@ -58,5 +89,7 @@ async def run_device(data_dir: str | Path, listen: str | None, stop: asyncio.Eve
     finally:
         if sock is not None and sock.fileno() != -1:
             sock.close()
+        events.close()
         executor.shutdown(wait=False, cancel_futures=True)
+        registry.close()
         store.close()

@@ -18,6 +18,10 @@ from ..security.httpdigest import DigestAuthenticator
 from ..security.middleware import AccessControlMiddleware
 from ..security.wsse import UsernameTokenVerifier
 from ..store import DeviceStore
+from .device import OPERATION_ACCESS as DEVICE_ACCESS
+from .device import device_context, device_endpoint
+from .events import OPERATION_ACCESS as EVENT_ACCESS
+from .events import SUBSCRIPTION_PATH, EventServiceContext, event_endpoints
 from .uplink import OPERATION_ACCESS as UPLINK_ACCESS
 from .uplink import UplinkServiceContext, uplink_endpoint
 
@@ -39,7 +43,10 @@ class DeviceApplication:
     routes: Mapping[str, WsgiApp]
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        app = self.routes.get(environ.get("PATH_INFO") or "/")
+        path = environ.get("PATH_INFO") or "/"
+        app = self.routes.get(path)
+        if app is None:  # a route ending in "/" serves everything below it (event subscriptions)
+            app = next((a for p, a in self.routes.items() if p.endswith("/") and path.startswith(p)), None)
         if app is None:
             body = b"not found: the device serves " + ", ".join(sorted(self.routes)).encode() + b"\n"
             start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
@@ -58,10 +65,18 @@ def _protect(app: WsgiApp, store: DeviceStore, table: Mapping[tuple[str, str], A
     )
 
 
-def build_device_app(uplink: UplinkServiceContext, *, clock: Callable[[], float] = time.time) -> DeviceApplication:
-    """Compose the services of a device around one store."""
+def build_device_app(uplink: UplinkServiceContext, *, clock: Callable[[], float] = time.time,
+                     events: EventServiceContext | None = None) -> DeviceApplication:
+    """Compose the services of a device around one store (``events``: the event service, clause 7)."""
     store = uplink.store
     routes: dict[str, WsgiApp] = {
         UPLINK_PATH: _protect(uplink_endpoint(uplink), store, UPLINK_ACCESS, clock),
     }
+    if events is not None:
+        event_app, subscription_app = event_endpoints(events)
+        routes[EVENT_PATH] = _protect(event_app, store, EVENT_ACCESS, clock)
+        routes[SUBSCRIPTION_PATH] = _protect(subscription_app, store, EVENT_ACCESS, clock)
+    # GEN-2: the device service lists only the services routed here (checked per request).
+    routes[DEVICE_PATH] = _protect(device_endpoint(device_context(uplink, clock=clock, served=routes)),
+                                   store, DEVICE_ACCESS, clock)
     return DeviceApplication(store=store, uplink=uplink, routes=routes)

@@ -1,0 +1,495 @@
+"""Layer 6 (domain): pull-point subscriptions of resource queries.
+
+Implements the server side of RQ-4 (Initialized / Changed / Deleted per
+subscriber), RQ-5 (first every matching resource, then only changes), EVT-1
+(termination times, absolute or relative), EVT-3 (MessageLimit pages,
+keep-alive by PullMessages) and EVT-4 (Renew, Unsubscribe,
+SetSynchronizationPoint, faults for unknown or expired subscriptions), plus
+the MaxPullPoints limit. Sans-IO: no socket, no asyncio, no clock — every
+call takes ``now`` (seconds since the epoch, UTC); waiting for news is the
+caller's business (:mod:`..services.events`).
+
+Theory of operation
+-------------------
+A :class:`Subscription` has two phases.
+
+*Enumerating.* At creation it remembers the registry's change-log position
+``last_seq()`` and then streams the matching resources page by page from
+:meth:`~.registry.ResourceRegistry.query` (keyset pagination on the token),
+each as ``Initialized``. A page is read only when a pull asks for it and is
+never larger than the pull's MessageLimit, so a million-resource enumeration
+is never in memory.
+
+*Following.* When the last page is shorter than asked, the subscription
+replays the change log from the remembered position (``changes_since``) and
+turns each change into what *this* subscriber must see:
+
+====================  ======================  ================================
+registry change       resource matches now    message for this subscription
+====================  ======================  ================================
+Initialized/Changed   yes, already signalled  Changed
+Initialized/Changed   yes, not signalled      Initialized (new, or moved in)
+Initialized/Changed   no, signalled           Deleted (it no longer matches)
+Initialized/Changed   no, not signalled       nothing
+Deleted               —, signalled            Deleted
+Deleted               —, not signalled        nothing
+====================  ======================  ================================
+
+A change that raced the enumeration (made after the position was taken but
+before its page was read) is seen twice: once in the page, once from the log,
+where it gives ``Changed`` with the current data — harmless, since ``Changed``
+always carries the full current state of the selected items.
+
+The set of signalled tokens is kept compactly (:class:`_TokenSet`: 8-byte
+BLAKE2b digests in sorted ``array`` runs, about 8 MB per million tokens);
+a digest collision (probability ~1e-8 for a million tokens) could at worst
+turn one ``Initialized`` into ``Changed``.
+
+``SetSynchronizationPoint`` (EVT-4) first turns every change already logged
+into pending messages (so no ``Deleted`` is lost), then restarts the
+enumeration from the current log position: every matching resource is sent
+again as ``Initialized``. If the change log was pruned past a subscription's
+position, the subscription re-synchronises the same way (and logs a warning).
+
+Termination: ``InitialTerminationTime`` and ``Renew`` take an absolute
+``xs:dateTime`` or a relative ``xs:duration`` (:func:`parse_termination`);
+absent means ``default_termination`` seconds; later than
+``max_termination`` seconds from now is clamped to that maximum (WS-BaseNotification
+lets the producer pick the time it reports back); not after ``now`` is
+refused (:class:`UnacceptableTermination`). A PullMessages keeps the
+subscription alive for at least its Timeout after the answer (ONVIF Core).
+A subscription whose time has passed is gone: every call on it raises
+:class:`UnknownSubscription`, never an empty answer (EVT-4).
+
+Thread safety: the manager may be called from several worker threads; the
+table of subscriptions has one lock, each subscription another.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import heapq
+import logging
+import re
+import secrets
+import threading
+from array import array
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Protocol
+
+from ..errors import ConfigurationError
+from .filters import ResourceQuery
+from .registry import ChangesPruned
+from .resources import PropertyOperation, Resource, ResourceEvent
+
+__all__ = [
+    "InvalidTime",
+    "Notification",
+    "PullResult",
+    "ResourceSource",
+    "Subscription",
+    "SubscriptionError",
+    "SubscriptionManager",
+    "TooManySubscriptions",
+    "UnacceptableTermination",
+    "UnknownSubscription",
+    "format_datetime",
+    "format_duration",
+    "parse_datetime",
+    "parse_duration",
+    "parse_termination",
+]
+
+log = logging.getLogger(__name__)
+
+#: Changes read from the log per database round trip.
+_LOG_BATCH = 1000
+
+
+class SubscriptionError(ConfigurationError):
+    """A pull-point subscription request cannot be honoured."""
+
+
+class UnknownSubscription(SubscriptionError, LookupError):
+    """No live subscription has that id (never created, unsubscribed or expired)."""
+
+
+class TooManySubscriptions(SubscriptionError):
+    """MaxPullPoints subscriptions are alive already."""
+
+
+class InvalidTime(SubscriptionError):
+    """A termination time or duration is not a valid ``xs:dateTime`` / ``xs:duration``."""
+
+
+class UnacceptableTermination(SubscriptionError):
+    """A termination time is not in the future; ``minimum``/``maximum`` bound what is accepted."""
+
+    def __init__(self, message: str, *, minimum: float, maximum: float) -> None:
+        super().__init__(message)
+        self.minimum = minimum
+        self.maximum = maximum
+
+
+# --------------------------------------------------------------------------- times
+
+_DURATION = re.compile(
+    r"^(?P<sign>-)?P(?!$)(?:(?P<Y>\d+)Y)?(?:(?P<M>\d+)M)?(?:(?P<D>\d+)D)?"
+    r"(?:T(?=\d)(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
+)
+_UNIT_SECONDS = {"Y": 365 * 86400.0, "M": 30 * 86400.0, "D": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """An ``xs:duration`` in seconds (a year counts 365 days, a month 30); negative allowed."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise InvalidTime(f"{text!r} is not an xs:duration (e.g. PT60S, PT1M, P1DT2H)")
+    total = sum(float(match[unit]) * seconds for unit, seconds in _UNIT_SECONDS.items() if match[unit])
+    return -total if match["sign"] else total
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as an ``xs:duration`` (``PT60S``, ``PT0.5S``)."""
+    sign = "-" if seconds < 0 else ""
+    value = abs(seconds)
+    text = f"{value:.3f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
+    return f"{sign}PT{text}S"
+
+
+def parse_datetime(text: str) -> float:
+    """An ``xs:dateTime`` as seconds since the epoch; without a zone it is taken as UTC."""
+    raw = text.strip()
+    if raw.endswith(("Z", "z")):
+        raw = raw[:-1] + "+00:00"
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidTime(f"{text!r} is not an xs:dateTime (e.g. 2024-05-01T12:00:00Z)") from None
+    if "T" not in raw:
+        raise InvalidTime(f"{text!r} is not an xs:dateTime: the time part is missing")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+def format_datetime(epoch: float) -> str:
+    """Seconds since the epoch as an ``xs:dateTime`` in UTC with the ``Z`` indicator."""
+    when = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=epoch)
+    millis = when.microsecond // 1000
+    base = when.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{base}.{millis:03d}Z" if millis else f"{base}Z"
+
+
+def parse_termination(text: str, now: float) -> float:
+    """EVT-1: an absolute ``xs:dateTime`` or a relative ``xs:duration`` → absolute epoch seconds."""
+    raw = text.strip()
+    if raw.startswith(("P", "-P")):
+        return now + parse_duration(raw)
+    return parse_datetime(raw)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One resource event for one subscriber (EVT-6): topic ``tns1:Resource/<resource.kind>``.
+
+    ``resource`` is already projected by the Select filter; for ``Deleted`` it
+    carries only the token and the kind.
+    """
+
+    operation: PropertyOperation
+    resource: Resource
+    utc_time: float
+
+
+@dataclass(frozen=True, slots=True)
+class PullResult:
+    """What a PullMessages answers: the messages and the (possibly extended) termination time."""
+
+    messages: list[Notification]
+    termination: float
+
+
+class ResourceSource(Protocol):
+    """What a subscription reads: the resource registry's query and change log."""
+
+    def query(self, query: ResourceQuery, *, after_token: str | None = None,
+              limit: int = 100) -> list[Resource]: ...
+
+    def last_seq(self) -> int: ...
+
+    def changes_since(self, seq: int, limit: int = 1000) -> list[ResourceEvent]: ...
+
+
+# --------------------------------------------------------------------------- token set
+
+
+def _digest(token: str) -> int:
+    return int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
+
+
+class _TokenSet:
+    """A compact set of tokens: 8-byte digests in sorted ``array('q')`` runs."""
+
+    _RUN = 65536
+    _MAX_RUNS = 8
+
+    def __init__(self) -> None:
+        self._runs: list[array[int]] = []
+        self._buffer: set[int] = set()
+        self._removed: set[int] = set()
+
+    def _in_runs(self, h: int) -> bool:
+        for run in self._runs:
+            i = bisect.bisect_left(run, h)
+            if i < len(run) and run[i] == h:
+                return True
+        return False
+
+    def __contains__(self, token: str) -> bool:
+        h = _digest(token)
+        if h in self._buffer:
+            return True
+        return h not in self._removed and self._in_runs(h)
+
+    def add(self, token: str) -> None:
+        h = _digest(token)
+        if h in self._removed:
+            self._removed.discard(h)
+            return
+        if h in self._buffer or self._in_runs(h):
+            return
+        self._buffer.add(h)
+        if len(self._buffer) >= self._RUN:
+            self._runs.append(array("q", sorted(self._buffer)))
+            self._buffer.clear()
+            if len(self._runs) > self._MAX_RUNS:
+                self._compact()
+
+    def discard(self, token: str) -> None:
+        h = _digest(token)
+        if h in self._buffer:
+            self._buffer.discard(h)
+        elif self._in_runs(h):
+            self._removed.add(h)
+
+    def _compact(self) -> None:
+        removed = self._removed
+        merged = array("q", (h for h in heapq.merge(*self._runs) if h not in removed))
+        self._runs = [merged]
+        self._removed = set()
+
+
+# --------------------------------------------------------------------------- subscription
+
+
+class Subscription:
+    """One pull point: its query, termination time and delivery state (see the module docstring)."""
+
+    def __init__(self, sub_id: str, query: ResourceQuery, termination: float, source: ResourceSource) -> None:
+        self.id = sub_id
+        self.query = query
+        self.termination = termination
+        self._source = source
+        self._lock = threading.Lock()
+        self._pending: deque[Notification] = deque()
+        self._signalled = _TokenSet()
+        self._seq = source.last_seq()
+        self._enumerating = True
+        self._cursor: str | None = None
+        #: bumped by every PullMessages; a waiting pull whose number is outdated gives up (EVT-3).
+        self.pull_number = 0
+
+    def pull(self, limit: int, now: float) -> list[Notification]:
+        """Up to ``limit`` messages: pending ones, then the enumeration, then the change log."""
+        with self._lock:
+            out: list[Notification] = []
+            while self._pending and len(out) < limit:
+                out.append(self._pending.popleft())
+            if self._enumerating and len(out) < limit:
+                self._enumerate(limit - len(out), now, out)
+            if not self._enumerating and len(out) < limit:
+                self._follow(limit, now, out)
+            return out
+
+    def synchronize(self, now: float) -> None:
+        """EVT-4: keep every logged change as pending, then enumerate everything again."""
+        with self._lock:
+            if not self._enumerating:
+                sink: list[Notification] = []
+                self._follow(None, now, sink)
+                self._pending.extend(sink)
+            self._enumerating = True
+            self._cursor = None
+
+    def _enumerate(self, want: int, now: float, out: list[Notification]) -> None:
+        page = self._source.query(self.query, after_token=self._cursor, limit=want)
+        for resource in page:
+            self._signalled.add(resource.token)
+            out.append(Notification("Initialized", resource, now))
+        if page:
+            self._cursor = page[-1].token
+        if len(page) < want:
+            self._enumerating = False
+            self._cursor = None
+
+    def _follow(self, limit: int | None, now: float, out: list[Notification]) -> None:
+        while limit is None or len(out) < limit:
+            try:
+                changes = self._source.changes_since(self._seq, _LOG_BATCH)
+            except ChangesPruned:
+                log.warning("subscription %s: the change log was pruned past its position; "
+                            "re-enumerating every matching resource", self.id)
+                self._seq = self._source.last_seq()
+                self._enumerating = True
+                self._cursor = None
+                if limit is not None:
+                    self._enumerate(limit - len(out), now, out)
+                return
+            if not changes:
+                return
+            for change in changes:
+                self._seq = change.seq
+                message = self._translate(change, now)
+                if message is not None:
+                    out.append(message)
+                    if limit is not None and len(out) >= limit:
+                        return
+
+    def _translate(self, change: ResourceEvent, now: float) -> Notification | None:
+        resource = change.resource
+        known = resource.token in self._signalled
+        if change.operation == "Deleted" or not self.query.matches(resource):
+            if not known:
+                return None
+            self._signalled.discard(resource.token)
+            return Notification("Deleted", Resource(resource.token, resource.kind), now)
+        if known:
+            return Notification("Changed", self.query.project(resource), now)
+        self._signalled.add(resource.token)
+        return Notification("Initialized", self.query.project(resource), now)
+
+
+# --------------------------------------------------------------------------- manager
+
+
+def _new_id() -> str:
+    return secrets.token_hex(16)
+
+
+class SubscriptionManager:
+    """The live pull-point subscriptions of one server (EVT-1 … EVT-4, MaxPullPoints)."""
+
+    def __init__(self, source: ResourceSource, *, max_pull_points: int = 32,
+                 default_termination: float = 60.0, max_termination: float = 24 * 3600.0,
+                 new_id: Callable[[], str] = _new_id) -> None:
+        if max_pull_points < 1:
+            raise ConfigurationError(f"max_pull_points must be >= 1, got {max_pull_points!r}")
+        if not 0 < default_termination <= max_termination:
+            raise ConfigurationError("need 0 < default_termination <= max_termination "
+                                     f"(got {default_termination!r}, {max_termination!r})")
+        self.source = source
+        self.max_pull_points = max_pull_points
+        self.default_termination = default_termination
+        self.max_termination = max_termination
+        self._new_id = new_id
+        self._lock = threading.Lock()
+        self._subs: dict[str, Subscription] = {}
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._subs)
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return list(self._subs)
+
+    def _termination(self, termination: float | None, now: float, what: str) -> float:
+        if termination is None:
+            return now + self.default_termination
+        maximum = now + self.max_termination
+        if termination <= now:
+            raise UnacceptableTermination(
+                f"{what} {format_datetime(termination)} is not after the current time "
+                f"{format_datetime(now)}; give a later time or a positive duration such as PT60S",
+                minimum=now, maximum=maximum)
+        return min(termination, maximum)
+
+    def create(self, query: ResourceQuery, now: float, termination: float | None = None) -> Subscription:
+        """EVT-1: a new pull point; raises :class:`TooManySubscriptions` or :class:`UnacceptableTermination`."""
+        ends = self._termination(termination, now, "InitialTerminationTime")
+        self.expire(now)
+        with self._lock:
+            if len(self._subs) >= self.max_pull_points:
+                raise TooManySubscriptions(
+                    f"{self.max_pull_points} pull points (MaxPullPoints) are in use; "
+                    "unsubscribe one or wait until one expires")
+            sub_id = self._new_id()
+            sub = Subscription(sub_id, query, ends, self.source)
+            self._subs[sub_id] = sub
+        log.info("subscription %s created, kinds=%s, ends %s", sub_id,
+                 "all" if query.kinds is None else ",".join(sorted(query.kinds)), format_datetime(ends))
+        return sub
+
+    def get(self, sub_id: str, now: float) -> Subscription:
+        """The live subscription ``sub_id``; :class:`UnknownSubscription` if absent or expired."""
+        with self._lock:
+            sub = self._subs.get(sub_id)
+            if sub is not None and sub.termination <= now:
+                del self._subs[sub_id]
+                log.info("subscription %s expired", sub_id)
+                sub = None
+        if sub is None:
+            raise UnknownSubscription(
+                f"no subscription {sub_id!r}: it was never created, was unsubscribed or has expired; "
+                "create a new one with CreatePullPointSubscription")
+        return sub
+
+    def renew(self, sub_id: str, termination: float | None, now: float) -> float:
+        """EVT-4 Renew: the new termination time."""
+        sub = self.get(sub_id, now)
+        sub.termination = self._termination(termination, now, "TerminationTime")
+        return sub.termination
+
+    def unsubscribe(self, sub_id: str, now: float) -> None:
+        """EVT-4 Unsubscribe: the subscription ends now."""
+        self.get(sub_id, now)
+        with self._lock:
+            self._subs.pop(sub_id, None)
+        log.info("subscription %s unsubscribed", sub_id)
+
+    def synchronize(self, sub_id: str, now: float) -> None:
+        """EVT-4 SetSynchronizationPoint: every matching resource again as Initialized."""
+        self.get(sub_id, now).synchronize(now)
+
+    def pull(self, sub_id: str, limit: int, now: float, *, keep_alive: float = 0.0) -> PullResult:
+        """EVT-3: up to ``limit`` messages; the subscription then lives at least ``keep_alive`` more seconds."""
+        if limit < 1:
+            raise ConfigurationError(f"limit must be >= 1, got {limit!r}")
+        sub = self.get(sub_id, now)
+        messages = sub.pull(limit, now)
+        sub.termination = max(sub.termination, min(now + keep_alive, now + self.max_termination))
+        return PullResult(messages, sub.termination)
+
+    def expire(self, now: float) -> list[str]:
+        """Drop every subscription whose termination time has passed; their ids."""
+        with self._lock:
+            gone = [sub_id for sub_id, sub in self._subs.items() if sub.termination <= now]
+            for sub_id in gone:
+                del self._subs[sub_id]
+        for sub_id in gone:
+            log.info("subscription %s expired", sub_id)
+        return gone
+
+    def next_expiry(self) -> float | None:
+        """The earliest termination time of the live subscriptions (for the runtime's timer)."""
+        with self._lock:
+            return min((sub.termination for sub in self._subs.values()), default=None)
+

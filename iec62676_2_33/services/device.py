@@ -1,0 +1,606 @@
+"""Layer 5: the minimal ONVIF device service on Spyne (GEN-2, SEC-1).
+
+Standard ONVIF clients bootstrap through the device service before they use
+any other: they read the clock (GetSystemDateAndTime, PRE_AUTH, so a client
+can correct its WS-Security timestamps first), find the other services
+(GetServices / GetCapabilities), then identify the device
+(GetDeviceInformation, GetScopes). This module serves exactly that subset at
+``/onvif/device_service``, so the same clients reach the uplink and event
+services of a device directly or through the cloud proxy (GEN-2).
+
+The Spyne models mirror ``xsd/device.xsd`` (tds) and ``xsd/device-common.xsd``
+(the tt types only this service uses) element for element; a test compares the
+two, and every answer validates against them.
+
+Theory of operation
+-------------------
+*Addresses.* Every XAddr is built from the request, as ONVIF Core asks ("the
+scheme and IP part shall match the one used in the request"): scheme and host
+from ``X-Forwarded-Proto`` / ``X-Forwarded-Host`` when present and well formed,
+else from the WSGI environ (``wsgi.url_scheme``, ``Host``, ``SERVER_NAME`` /
+``SERVER_PORT``); then the ``X-Forwarded-Prefix`` (the cloud proxy sends
+``/devices/<id>``), then ``SCRIPT_NAME``, then the service path. With
+comma-separated values (a chain of proxies) the first proto and host are the
+client-facing ones and the prefixes are joined in order. A malformed
+forwarded value is ignored, never copied into an address. Trusting these
+headers is safe here: they only shape the addresses in the answer to the very
+client that sent them.
+
+*Services.* :class:`ServiceEntry` describes one service (namespace, path,
+version, capabilities provider). GetServices and GetCapabilities list only the
+services whose path the device application actually routes (``served``), so
+the device never advertises an address that answers 404.
+
+*Device information* comes from :class:`DeviceInfo`: given directly, or read
+from ``<data>/device-info.json`` (re-read when the file changes; missing file
+= defaults). GetScopes derives the fixed ``onvif://www.onvif.org/…`` scopes
+(name, hardware, location) from it; no ``Profile`` scope is claimed, since the
+device conforms to no ONVIF profile.
+
+*Clock.* GetSystemDateAndTime reads the injected ``clock`` (seconds since the
+epoch, like :func:`time.time`), so tests pin the time.
+"""
+
+# Spyne declares models and ports with class-level lists:
+# ruff: noqa: RUF012
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Container, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from lxml import etree
+from spyne import AnyXml, Boolean, ComplexModel, Integer, Unicode, XmlAttribute, rpc
+from spyne.util.xml import get_object_as_xml
+
+from .. import __version__
+from ..errors import ConfigurationError
+from ..namespaces import TDS, TEV, TT, TUP
+from ..security.access import AccessClass
+from ..soap.fault import SoapFault
+from ..soap.spyne_glue import SoapEndpoint, SoapService, service_context
+from .uplink import Capabilities as UplinkCapabilitiesModel
+from .uplink import UplinkServiceContext
+
+__all__ = [
+    "DEVICE_INFO_FILE",
+    "DEVICE_PATH",
+    "EVENT_PATH",
+    "OPERATION_ACCESS",
+    "UPLINK_PATH",
+    "DeviceInfo",
+    "DeviceInfoFile",
+    "DeviceService",
+    "DeviceServiceContext",
+    "EventFlags",
+    "ServiceEntry",
+    "capabilities_element",
+    "default_serial",
+    "device_context",
+    "device_endpoint",
+    "device_service_capabilities",
+    "request_base_url",
+    "scopes_of",
+]
+
+#: Conventional paths (wire contract); the same values as in :mod:`.app`.
+DEVICE_PATH = "/onvif/device_service"
+UPLINK_PATH = "/onvif/uplink_service"
+EVENT_PATH = "/onvif/event_service"
+
+#: File name of the device information inside the device's data folder.
+DEVICE_INFO_FILE = "device-info.json"
+
+#: SEC-1: access class of each operation (ONVIF Core device management).
+OPERATION_ACCESS = {
+    (TDS, "GetServices"): AccessClass.PRE_AUTH,
+    (TDS, "GetServiceCapabilities"): AccessClass.PRE_AUTH,
+    (TDS, "GetCapabilities"): AccessClass.PRE_AUTH,
+    (TDS, "GetSystemDateAndTime"): AccessClass.PRE_AUTH,
+    (TDS, "GetDeviceInformation"): AccessClass.READ_SYSTEM,
+    (TDS, "GetScopes"): AccessClass.READ_SYSTEM,
+}
+
+#: Service versions (Major, Minor = release month): the ONVIF release whose
+#: features we implement (the uplink's Error item arrived with 24.06).
+SERVICE_VERSION = (24, 6)
+
+_SCOPE_BASE = "onvif://www.onvif.org/"
+
+
+# --------------------------------------------------------------------------- device information
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What GetDeviceInformation and GetScopes report.
+
+    ``locations`` are scope paths such as ``"city/frankfurt"`` (each becomes
+    ``onvif://www.onvif.org/location/city/frankfurt``). JSON form: the same
+    field names, all optional, e.g. ``{"name": "Gate 3", "locations": ["city/frankfurt"]}``.
+    """
+
+    manufacturer: str = "IEC 62676-2-33 reference implementation"
+    model: str = "iec62676-device"
+    firmware_version: str = __version__
+    serial_number: str = "0"
+    hardware_id: str = "iec62676-2-33"
+    name: str = "iec62676-device"
+    locations: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "locations":
+                if isinstance(value, str) or not isinstance(value, (list, tuple)):
+                    raise ConfigurationError(f"device information: locations must be a list of strings, "
+                                             f"got {value!r}")
+                for item in value:
+                    if not isinstance(item, str) or not item.strip("/"):
+                        raise ConfigurationError(f"device information: each location must be a non-empty "
+                                                 f"string such as 'city/frankfurt', got {item!r}")
+                object.__setattr__(self, "locations", tuple(value))
+            elif not isinstance(value, str) or not value:
+                raise ConfigurationError(f"device information: {f.name} must be a non-empty string, "
+                                         f"got {value!r}")
+
+    @classmethod
+    def from_json(cls, obj: object, *, defaults: DeviceInfo | None = None) -> DeviceInfo:
+        """Build from a JSON object; absent keys keep ``defaults``; unknown keys are an error."""
+        if not isinstance(obj, dict):
+            raise ConfigurationError(f"device information must be a JSON object, got {type(obj).__name__}")
+        allowed = [f.name for f in fields(cls)]
+        unknown = [k for k in obj if k not in allowed]
+        if unknown:
+            raise ConfigurationError(f"device information: unknown key(s) {', '.join(map(repr, unknown))}; "
+                                     f"allowed: {', '.join(allowed)}")
+        base = defaults or cls()
+        values = {name: obj.get(name, getattr(base, name)) for name in allowed}
+        return cls(**values)
+
+
+def default_serial(seed: str) -> str:
+    """A stable serial number derived from a per-device random value (the value is not revealed)."""
+    return hashlib.sha256(f"iec62676 serial {seed}".encode()).hexdigest()[:12].upper()
+
+
+class DeviceInfoFile:
+    """``<data>/device-info.json``, re-read whenever it changes; a missing file gives ``defaults``.
+
+    A malformed file raises :class:`ConfigurationError` naming the file (at
+    construction, so a device does not start with a broken file, and on the
+    request that first sees a broken edit).
+    """
+
+    def __init__(self, path: str | Path, defaults: DeviceInfo | None = None) -> None:
+        self.path = Path(path)
+        self.defaults = defaults or DeviceInfo()
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._info = self.defaults
+        self.get()
+
+    def get(self) -> DeviceInfo:
+        with self._lock:
+            try:
+                st = self.path.stat()
+            except FileNotFoundError:
+                self._stamp, self._info = None, self.defaults
+                return self._info
+            stamp = (st.st_mtime_ns, st.st_size)
+            if stamp != self._stamp:
+                try:
+                    obj = json.loads(self.path.read_text(encoding="utf-8"))
+                except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    raise ConfigurationError(f"cannot read device information {str(self.path)!r}: {exc}") from exc
+                try:
+                    self._info = DeviceInfo.from_json(obj, defaults=self.defaults)
+                except ConfigurationError as exc:
+                    raise ConfigurationError(f"{str(self.path)!r}: {exc}") from exc
+                self._stamp = stamp
+            return self._info
+
+
+def scopes_of(info: DeviceInfo) -> list[str]:
+    """The fixed discovery scopes: name, hardware (the model) and every location."""
+    scopes = [f"{_SCOPE_BASE}name/{quote(info.name, safe='')}",
+              f"{_SCOPE_BASE}hardware/{quote(info.model, safe='')}"]
+    for location in info.locations:
+        path = "/".join(quote(part, safe="") for part in location.strip("/").split("/"))
+        scopes.append(f"{_SCOPE_BASE}location/{path}")
+    return scopes
+
+
+# --------------------------------------------------------------------------- addresses
+
+_PROTO = re.compile(r"^https?$", re.IGNORECASE)
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?$")
+_PREFIX = re.compile(r"^(/[A-Za-z0-9._~%!$&'()*+,;=:@-]*)+$")
+
+
+def _first(value: str | None) -> str | None:
+    if not value:
+        return None
+    head = value.split(",", 1)[0].strip()
+    return head or None
+
+
+def _forwarded_prefix(value: str | None) -> str:
+    if not value:
+        return ""
+    parts = [p.strip().rstrip("/") for p in value.split(",")]
+    if not all(p == "" or _PREFIX.match(p) for p in parts):
+        return ""
+    return "".join(parts)
+
+
+def request_base_url(environ: dict[str, Any]) -> str:
+    """``scheme://host[:port][prefix]`` that the client used to reach us (see the module docstring)."""
+    proto = _first(environ.get("HTTP_X_FORWARDED_PROTO"))
+    scheme = proto.lower() if proto and _PROTO.match(proto) else str(environ.get("wsgi.url_scheme") or "http")
+    host = _first(environ.get("HTTP_X_FORWARDED_HOST"))
+    if not host or not _HOST.match(host):
+        host = environ.get("HTTP_HOST")
+        if not host or not _HOST.match(host):
+            name = str(environ.get("SERVER_NAME") or "localhost")
+            if ":" in name and not name.startswith("["):
+                name = f"[{name}]"
+            port = str(environ.get("SERVER_PORT") or "")
+            default = "443" if scheme == "https" else "80"
+            host = name if port in ("", default) else f"{name}:{port}"
+    prefix = _forwarded_prefix(environ.get("HTTP_X_FORWARDED_PREFIX"))
+    script = str(environ.get("SCRIPT_NAME") or "").rstrip("/")
+    return f"{scheme}://{host}{prefix}{script}"
+
+
+# --------------------------------------------------------------------------- context
+
+CapabilitiesProvider = Callable[[], "etree._Element | None"]
+
+
+@dataclass(frozen=True)
+class ServiceEntry:
+    """One service of the device as GetServices lists it."""
+
+    namespace: str
+    path: str
+    version: tuple[int, int] = SERVICE_VERSION
+    #: The service's capabilities element (e.g. ``tup:Capabilities``) for
+    #: ``IncludeCapability``; ``None`` (or a provider returning ``None``) leaves it out.
+    capabilities: CapabilitiesProvider | None = None
+
+
+@dataclass(frozen=True)
+class EventFlags:
+    """The event capability flags GetCapabilities reports (tt:EventCapabilities)."""
+
+    ws_subscription_policy_support: bool = False
+    ws_pull_point_support: bool = True
+    ws_pausable_subscription_manager_interface_support: bool = False
+
+
+def _always(_path: str) -> bool:
+    return True
+
+
+@dataclass
+class DeviceServiceContext:
+    """What the device service works with.
+
+    ``info`` is a :class:`DeviceInfo` or a :class:`DeviceInfoFile`; ``served``
+    tells which paths the device application routes (a container or a
+    predicate; default: every listed service); ``clock`` gives seconds since
+    the epoch.
+    """
+
+    info: DeviceInfo | DeviceInfoFile = field(default_factory=DeviceInfo)
+    services: Sequence[ServiceEntry] = ()
+    served: Container[str] | Callable[[str], bool] = _always
+    clock: Callable[[], float] = time.time
+    events: EventFlags = field(default_factory=EventFlags)
+
+    def device_info(self) -> DeviceInfo:
+        return self.info.get() if isinstance(self.info, DeviceInfoFile) else self.info
+
+    def is_served(self, path: str) -> bool:
+        served = self.served
+        return served(path) if callable(served) else path in served
+
+    def live_services(self) -> list[ServiceEntry]:
+        return [s for s in self.services if self.is_served(s.path)]
+
+    def service(self, namespace: str) -> ServiceEntry | None:
+        return next((s for s in self.live_services() if s.namespace == namespace), None)
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(int(self.clock()), timezone.utc)
+
+
+# --------------------------------------------------------------------------- Spyne models (mirror the XSD)
+
+class NetworkCapabilities(ComplexModel):  # type: ignore[misc]
+    __namespace__ = TDS
+    _type_info = [
+        ("IPFilter", XmlAttribute(Boolean)),
+        ("ZeroConfiguration", XmlAttribute(Boolean)),
+        ("IPVersion6", XmlAttribute(Boolean)),
+        ("DynDNS", XmlAttribute(Boolean)),
+    ]
+
+
+class SecurityCapabilities(ComplexModel):  # type: ignore[misc]
+    __namespace__ = TDS
+    _type_info = [
+        ("DefaultAccessPolicy", XmlAttribute(Boolean)),
+        ("UsernameToken", XmlAttribute(Boolean)),
+        ("HttpDigest", XmlAttribute(Boolean)),
+    ]
+
+
+class SystemCapabilities(ComplexModel):  # type: ignore[misc]
+    __namespace__ = TDS
+    _type_info = [
+        ("DiscoveryResolve", XmlAttribute(Boolean)),
+        ("DiscoveryBye", XmlAttribute(Boolean)),
+        ("RemoteDiscovery", XmlAttribute(Boolean)),
+        ("SystemBackup", XmlAttribute(Boolean)),
+        ("SystemLogging", XmlAttribute(Boolean)),
+        ("DiscoveryNotSupported", XmlAttribute(Boolean)),
+        ("NetworkConfigNotSupported", XmlAttribute(Boolean)),
+        ("UserConfigNotSupported", XmlAttribute(Boolean)),
+    ]
+
+
+class DeviceServiceCapabilities(ComplexModel):  # type: ignore[misc]
+    """tds:DeviceServiceCapabilities."""
+
+    __namespace__ = TDS
+    _type_info = [
+        ("Network", NetworkCapabilities.customize(min_occurs=1)),
+        ("Security", SecurityCapabilities.customize(min_occurs=1)),
+        ("System", SystemCapabilities.customize(min_occurs=1)),
+    ]
+
+
+class OnvifVersion(ComplexModel):  # type: ignore[misc]
+    __namespace__ = TT
+    _type_info = [("Major", Integer(min_occurs=1)), ("Minor", Integer(min_occurs=1))]
+
+
+class Service(ComplexModel):  # type: ignore[misc]
+    """tds:Service; ``Capabilities`` wraps the service's own capabilities element."""
+
+    __namespace__ = TDS
+    _type_info = [
+        ("Namespace", Unicode(min_occurs=1)),
+        ("XAddr", Unicode(min_occurs=1)),
+        ("Capabilities", AnyXml),
+        ("Version", OnvifVersion.customize(min_occurs=1)),
+    ]
+
+
+class TimeZone(ComplexModel):  # type: ignore[misc]
+    __namespace__ = TT
+    _type_info = [("TZ", Unicode(min_occurs=1))]
+
+
+class Time(ComplexModel):  # type: ignore[misc]
+    __namespace__ = TT
+    _type_info = [("Hour", Integer(min_occurs=1)), ("Minute", Integer(min_occurs=1)),
+                  ("Second", Integer(min_occurs=1))]
+
+
+class Date(ComplexModel):  # type: ignore[misc]
+    __namespace__ = TT
+    _type_info = [("Year", Integer(min_occurs=1)), ("Month", Integer(min_occurs=1)),
+                  ("Day", Integer(min_occurs=1))]
+
+
+class DateTime(ComplexModel):  # type: ignore[misc]
+    __namespace__ = TT
+    _type_info = [("Time", Time.customize(min_occurs=1)), ("Date", Date.customize(min_occurs=1))]
+
+
+class SystemDateTime(ComplexModel):  # type: ignore[misc]
+    __namespace__ = TT
+    _type_info = [
+        ("DateTimeType", Unicode(min_occurs=1)),
+        ("DaylightSavings", Boolean(min_occurs=1)),
+        ("TimeZone", TimeZone),
+        ("UTCDateTime", DateTime),
+        ("LocalDateTime", DateTime),
+    ]
+
+
+class Scope(ComplexModel):  # type: ignore[misc]
+    __namespace__ = TT
+    _type_info = [("ScopeDef", Unicode(min_occurs=1)), ("ScopeItem", Unicode(min_occurs=1))]
+
+
+class DeviceCapabilities(ComplexModel):  # type: ignore[misc]
+    __namespace__ = TT
+    _type_info = [("XAddr", Unicode(min_occurs=1))]
+
+
+class EventCapabilities(ComplexModel):  # type: ignore[misc]
+    __namespace__ = TT
+    _type_info = [
+        ("XAddr", Unicode(min_occurs=1)),
+        ("WSSubscriptionPolicySupport", Boolean(min_occurs=1)),
+        ("WSPullPointSupport", Boolean(min_occurs=1)),
+        ("WSPausableSubscriptionManagerInterfaceSupport", Boolean(min_occurs=1)),
+    ]
+
+
+class Capabilities(ComplexModel):  # type: ignore[misc]
+    """tt:Capabilities (the backward compatible GetCapabilities answer)."""
+
+    __namespace__ = TT
+    _type_info = [("Device", DeviceCapabilities), ("Events", EventCapabilities)]
+
+
+class DeviceInformation(ComplexModel):  # type: ignore[misc]
+    """The content of tds:GetDeviceInformationResponse (answered bare: these are its children)."""
+
+    __namespace__ = TDS
+    __type_name__ = "GetDeviceInformationResponse"
+    _type_info = [
+        ("Manufacturer", Unicode(min_occurs=1)),
+        ("Model", Unicode(min_occurs=1)),
+        ("FirmwareVersion", Unicode(min_occurs=1)),
+        ("SerialNumber", Unicode(min_occurs=1)),
+        ("HardwareId", Unicode(min_occurs=1)),
+    ]
+
+
+def device_service_capabilities() -> DeviceServiceCapabilities:
+    """What this device implements: the default access policy, UsernameToken and HTTP Digest (SEC-1, SEC-2);
+    no discovery, network or user configuration over ONVIF."""
+    return DeviceServiceCapabilities(
+        Network=NetworkCapabilities(IPFilter=False, ZeroConfiguration=False, IPVersion6=False, DynDNS=False),
+        Security=SecurityCapabilities(DefaultAccessPolicy=True, UsernameToken=True, HttpDigest=True),
+        System=SystemCapabilities(DiscoveryResolve=False, DiscoveryBye=False, RemoteDiscovery=False,
+                                  SystemBackup=False, SystemLogging=False, DiscoveryNotSupported=True,
+                                  NetworkConfigNotSupported=True, UserConfigNotSupported=True),
+    )
+
+
+def capabilities_element(instance: ComplexModel, namespace: str) -> etree._Element:
+    """A Spyne capabilities instance as the ``<ns>:Capabilities`` element GetServices embeds."""
+    element = get_object_as_xml(instance, type(instance), "Capabilities")
+    element.tag = f"{{{namespace}}}Capabilities"
+    return element
+
+
+def _datetime(moment: datetime) -> DateTime:
+    return DateTime(Time=Time(Hour=moment.hour, Minute=moment.minute, Second=moment.second),
+                    Date=Date(Year=moment.year, Month=moment.month, Day=moment.day))
+
+
+# --------------------------------------------------------------------------- the service
+
+def _context(ctx: Any) -> DeviceServiceContext:
+    context: DeviceServiceContext = service_context(ctx)
+    return context
+
+
+def _base(ctx: Any) -> str:
+    return request_base_url(ctx.transport.req_env)
+
+
+def _info(ctx: Any) -> DeviceInfo:
+    try:
+        return _context(ctx).device_info()
+    except ConfigurationError as exc:
+        raise SoapFault(code="Receiver", subcodes=("Action",),
+                        reason=f"the device information is misconfigured: {exc}") from None
+
+
+class DeviceService(SoapService):
+    """The operations of ``tds:Device`` that a client needs to bootstrap (GEN-2)."""
+
+    __service_name__ = "DeviceService"
+    __port_types__ = ["Device"]
+
+    @rpc(Boolean(min_occurs=1), _returns=Service.customize(max_occurs="unbounded"),  # type: ignore[misc]
+         _in_variable_names={"include_capability": "IncludeCapability"}, _out_variable_name="Service")
+    def GetServices(ctx: Any, include_capability: bool) -> list[Service]:
+        context, base = _context(ctx), _base(ctx)
+        out = []
+        for entry in context.live_services():
+            caps = entry.capabilities() if include_capability and entry.capabilities is not None else None
+            out.append(Service(Namespace=entry.namespace, XAddr=base + entry.path, Capabilities=caps,
+                               Version=OnvifVersion(Major=entry.version[0], Minor=entry.version[1])))
+        return out
+
+    @rpc(_returns=DeviceServiceCapabilities, _out_variable_name="Capabilities")  # type: ignore[misc]
+    def GetServiceCapabilities(ctx: Any) -> DeviceServiceCapabilities:
+        return device_service_capabilities()
+
+    @rpc(Unicode(max_occurs="unbounded"), _returns=Capabilities,  # type: ignore[misc]
+         _in_variable_names={"category": "Category"}, _out_variable_name="Capabilities")
+    def GetCapabilities(ctx: Any, category: list[str] | None) -> Capabilities:
+        context, base = _context(ctx), _base(ctx)
+        device = context.service(TDS)
+        events = context.service(TEV)
+        available = {"Device": device, "Events": events}
+        wanted = set(category or ["All"])
+        if "All" in wanted:  # all that exist; only a category named explicitly must exist
+            wanted = {name for name, entry in available.items() if entry is not None} | (wanted - {"All"})
+        missing = sorted(name for name in wanted if available.get(name) is None)
+        if missing:
+            raise SoapFault(code="Receiver", subcodes=("ActionNotSupported", "NoSuchService"),
+                            reason=f"this device has no {', '.join(missing)} service; it offers "
+                                   f"{', '.join(n for n, s in available.items() if s is not None)}")
+        result = Capabilities()
+        if "Device" in wanted and device is not None:
+            result.Device = DeviceCapabilities(XAddr=base + device.path)
+        if "Events" in wanted and events is not None:
+            flags = context.events
+            result.Events = EventCapabilities(
+                XAddr=base + events.path,
+                WSSubscriptionPolicySupport=flags.ws_subscription_policy_support,
+                WSPullPointSupport=flags.ws_pull_point_support,
+                WSPausableSubscriptionManagerInterfaceSupport=(
+                    flags.ws_pausable_subscription_manager_interface_support))
+        return result
+
+    @rpc(_returns=SystemDateTime, _out_variable_name="SystemDateAndTime")  # type: ignore[misc]
+    def GetSystemDateAndTime(ctx: Any) -> SystemDateTime:
+        now = _context(ctx).now()
+        return SystemDateTime(DateTimeType="Manual", DaylightSavings=False, TimeZone=TimeZone(TZ="UTC0"),
+                              UTCDateTime=_datetime(now), LocalDateTime=_datetime(now))
+
+    @rpc(_returns=DeviceInformation, _body_style="bare")  # type: ignore[misc]
+    def GetDeviceInformation(ctx: Any) -> DeviceInformation:
+        info = _info(ctx)
+        return DeviceInformation(Manufacturer=info.manufacturer, Model=info.model,
+                                 FirmwareVersion=info.firmware_version, SerialNumber=info.serial_number,
+                                 HardwareId=info.hardware_id)
+
+    @rpc(_returns=Scope.customize(max_occurs="unbounded"), _out_variable_name="Scopes")  # type: ignore[misc]
+    def GetScopes(ctx: Any) -> list[Scope]:
+        return [Scope(ScopeDef="Fixed", ScopeItem=item) for item in scopes_of(_info(ctx))]
+
+
+def device_endpoint(context: DeviceServiceContext) -> SoapEndpoint:
+    """The WSGI app of the device service (no access control: see :mod:`.app`)."""
+    return SoapEndpoint([DeviceService], TDS, xsd="device", context=context, name="DeviceService")
+
+
+def device_context(uplink: UplinkServiceContext, *, clock: Callable[[], float] = time.time,
+                   served: Container[str] | Callable[[str], bool] = _always,
+                   info: DeviceInfo | DeviceInfoFile | None = None,
+                   event_capabilities: CapabilitiesProvider | None = None) -> DeviceServiceContext:
+    """The device service of a device around an :class:`~.uplink.UplinkServiceContext`.
+
+    Device information: ``info`` or ``<data>/device-info.json`` (defaults with
+    a serial number derived from the store). Services: device, uplink (with
+    its capabilities) and event (capabilities from ``event_capabilities``).
+    """
+    store = uplink.store
+    if info is None:
+        info = DeviceInfoFile(Path(store.data_dir) / DEVICE_INFO_FILE,
+                              DeviceInfo(serial_number=default_serial(store.device_salt())))
+
+    def uplink_caps() -> etree._Element:
+        caps = uplink.capabilities
+        return capabilities_element(UplinkCapabilitiesModel(
+            MaxUplinks=caps.max_uplinks, Protocols=" ".join(caps.protocols),
+            AuthorizationModes=" ".join(caps.authorization_modes),
+            StreamingOverUplink=caps.streaming_over_uplink), TUP)
+
+    services = [
+        ServiceEntry(TDS, DEVICE_PATH, capabilities=lambda: capabilities_element(device_service_capabilities(), TDS)),
+        ServiceEntry(TUP, UPLINK_PATH, capabilities=uplink_caps),
+        ServiceEntry(TEV, EVENT_PATH, capabilities=event_capabilities),
+    ]
+    return DeviceServiceContext(info=info, services=services, served=served, clock=clock)
