@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from ..domain.filters import PrefixFilter, ResourceQuery
-from ..domain.registry import ResourceRegistry
+from ..domain.registry import REGISTRY_FILE, ResourceRegistry
 from ..domain.resources import Resource
 
 __all__ = ["PAGE", "REGISTRY_FILE", "format_row", "open_registry", "register_device_group"]
 
 #: File name of the resource registry inside a device's data folder.
-REGISTRY_FILE = "resources.db"
 #: Resources read per registry query while listing.
 PAGE = 1000
 

@@ -76,7 +76,10 @@ from .resources import (
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["SCHEMA_VERSION", "ChangesPruned", "ResourceRegistry", "UnknownResource"]
+__all__ = ["REGISTRY_FILE", "SCHEMA_VERSION", "ChangesPruned", "ResourceRegistry", "UnknownResource"]
+
+#: The registry's file name inside a device's data folder.
+REGISTRY_FILE = "resources.db"
 
 log = logging.getLogger(__name__)
 

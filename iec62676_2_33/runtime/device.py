@@ -11,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..domain.registry import ResourceRegistry
+from ..domain.registry import REGISTRY_FILE, ResourceRegistry
 from ..security.oauth import AccessTokenProvider
 from ..services.app import UPLINK_PATH, build_device_app
 from ..services.events import EventServiceContext
@@ -22,8 +22,10 @@ from .agent import AgentSettings, UplinkAgent
 from .dial import supported_protocols
 from .http_server import bind_listen, parse_listen, serve_wsgi, wait_event
 
-#: Worker threads for the services (Spyne and SQLite block).
-WORKERS = 16
+#: Worker threads for the services (Spyne and SQLite block). A waiting PullMessages holds
+#: one thread for up to its Timeout, and up to MaxPullPoints (32) may wait at once, so the
+#: pool leaves room for them beside the other requests.
+WORKERS = 64
 
 #: How often the registry's change log is checked for changes (also those of other processes).
 RESOURCE_POLL_INTERVAL = 0.2
@@ -64,9 +66,11 @@ async def run_device(data_dir: str | Path, listen: str | None, stop: asyncio.Eve
         host, port = parse_listen(listen)
         sock = bind_listen(host, port)
     store = DeviceStore(data_dir)
-    registry = ResourceRegistry(Path(data_dir) / "resources.db")
+    registry = ResourceRegistry(Path(data_dir) / REGISTRY_FILE)
     events = EventServiceContext.create(registry)
     executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="device")
+    # One pool for everything: hypercorn runs WSGI on the loop's default executor.
+    asyncio.get_running_loop().set_default_executor(executor)
     try:
         context = UplinkServiceContext(store=store, capabilities=device_capabilities())
         app = build_device_app(context, events=events)

@@ -22,6 +22,7 @@ from .device import OPERATION_ACCESS as DEVICE_ACCESS
 from .device import device_context, device_endpoint
 from .events import OPERATION_ACCESS as EVENT_ACCESS
 from .events import SUBSCRIPTION_PATH, EventServiceContext, event_endpoints
+from .events import capabilities_element as event_capabilities
 from .uplink import OPERATION_ACCESS as UPLINK_ACCESS
 from .uplink import UplinkServiceContext, uplink_endpoint
 
@@ -77,6 +78,8 @@ def build_device_app(uplink: UplinkServiceContext, *, clock: Callable[[], float]
         routes[EVENT_PATH] = _protect(event_app, store, EVENT_ACCESS, clock)
         routes[SUBSCRIPTION_PATH] = _protect(subscription_app, store, EVENT_ACCESS, clock)
     # GEN-2: the device service lists only the services routed here (checked per request).
-    routes[DEVICE_PATH] = _protect(device_endpoint(device_context(uplink, clock=clock, served=routes)),
-                                   store, DEVICE_ACCESS, clock)
+    event_caps = None if events is None else (lambda: event_capabilities(events))
+    routes[DEVICE_PATH] = _protect(
+        device_endpoint(device_context(uplink, clock=clock, served=routes, event_capabilities=event_caps)),
+        store, DEVICE_ACCESS, clock)
     return DeviceApplication(store=store, uplink=uplink, routes=routes)

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import threading
 import time
 from collections.abc import Callable, Container, Sequence
@@ -68,6 +67,7 @@ from ..namespaces import TDS, TEV, TT, TUP
 from ..security.access import AccessClass
 from ..soap.fault import SoapFault
 from ..soap.spyne_glue import SoapEndpoint, SoapService, service_context
+from .forwarded import request_base_url
 from .uplink import Capabilities as UplinkCapabilitiesModel
 from .uplink import UplinkServiceContext
 
@@ -217,48 +217,6 @@ def scopes_of(info: DeviceInfo) -> list[str]:
         path = "/".join(quote(part, safe="") for part in location.strip("/").split("/"))
         scopes.append(f"{_SCOPE_BASE}location/{path}")
     return scopes
-
-
-# --------------------------------------------------------------------------- addresses
-
-_PROTO = re.compile(r"^https?$", re.IGNORECASE)
-_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?$")
-_PREFIX = re.compile(r"^(/[A-Za-z0-9._~%!$&'()*+,;=:@-]*)+$")
-
-
-def _first(value: str | None) -> str | None:
-    if not value:
-        return None
-    head = value.split(",", 1)[0].strip()
-    return head or None
-
-
-def _forwarded_prefix(value: str | None) -> str:
-    if not value:
-        return ""
-    parts = [p.strip().rstrip("/") for p in value.split(",")]
-    if not all(p == "" or _PREFIX.match(p) for p in parts):
-        return ""
-    return "".join(parts)
-
-
-def request_base_url(environ: dict[str, Any]) -> str:
-    """``scheme://host[:port][prefix]`` that the client used to reach us (see the module docstring)."""
-    proto = _first(environ.get("HTTP_X_FORWARDED_PROTO"))
-    scheme = proto.lower() if proto and _PROTO.match(proto) else str(environ.get("wsgi.url_scheme") or "http")
-    host = _first(environ.get("HTTP_X_FORWARDED_HOST"))
-    if not host or not _HOST.match(host):
-        host = environ.get("HTTP_HOST")
-        if not host or not _HOST.match(host):
-            name = str(environ.get("SERVER_NAME") or "localhost")
-            if ":" in name and not name.startswith("["):
-                name = f"[{name}]"
-            port = str(environ.get("SERVER_PORT") or "")
-            default = "443" if scheme == "https" else "80"
-            host = name if port in ("", default) else f"{name}:{port}"
-    prefix = _forwarded_prefix(environ.get("HTTP_X_FORWARDED_PREFIX"))
-    script = str(environ.get("SCRIPT_NAME") or "").rstrip("/")
-    return f"{scheme}://{host}{prefix}{script}"
 
 
 # --------------------------------------------------------------------------- context

@@ -115,6 +115,7 @@ from ..security.access import AccessClass
 from ..security.middleware import ENVIRON_ENVELOPE
 from ..soap.fault import SoapFault
 from ..soap.spyne_glue import SoapEndpoint, SoapService, fault_response, service_context
+from .forwarded import request_base_url
 
 __all__ = [
     "DIALECT_ONVIF_CONCRETE_SET",
@@ -123,6 +124,7 @@ __all__ = [
     "DIALECT_WSN_SIMPLE",
     "EVENT_PATH",
     "OPERATION_ACCESS",
+    "capabilities_element",
     "SUBSCRIPTION_PATH",
     "EventFault",
     "EventServiceContext",
@@ -587,31 +589,12 @@ def _event_properties(kinds: Iterable[str]) -> etree._Element:
 # --------------------------------------------------------------------------- addresses
 
 
-_HOST_RE = re.compile(r"^[A-Za-z0-9.\-_~%]+(?::\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$")
-
-
-def _first(value: str | None) -> str | None:
-    if not value:
-        return None
-    head = value.split(",")[0].strip()
-    return head or None
-
-
-def external_base(environ: dict[str, Any]) -> str:
-    """``scheme://host[:port][prefix]`` as the client sees this server (``X-Forwarded-*`` honoured)."""
-    proto = _first(environ.get("HTTP_X_FORWARDED_PROTO"))
-    if proto not in ("http", "https"):
-        proto = environ.get("wsgi.url_scheme", "http")
-    host = _first(environ.get("HTTP_X_FORWARDED_HOST")) or environ.get("HTTP_HOST")
-    if not host or not _HOST_RE.match(host):
-        name, port = environ.get("SERVER_NAME", "localhost"), str(environ.get("SERVER_PORT", ""))
-        name = f"[{name}]" if ":" in name else name
-        default = "443" if proto == "https" else "80"
-        host = name if port in ("", default) else f"{name}:{port}"
-    prefix = _first(environ.get("HTTP_X_FORWARDED_PREFIX")) or ""
-    if not re.fullmatch(r"(/[A-Za-z0-9._~%!$&'()*+,;=:@\-]*)*", prefix):
-        prefix = ""
-    return f"{proto}://{host}{prefix.rstrip('/')}{environ.get('SCRIPT_NAME', '').rstrip('/')}"
+def capabilities_element(context: EventServiceContext) -> etree._Element:
+    """``tev:Capabilities`` of this event service (GetServiceCapabilities, and GetServices' IncludeCapability)."""
+    return etree.Element(f"{{{TEV}}}Capabilities", WSSubscriptionPolicySupport="false",
+                         WSPausableSubscriptionManagerInterfaceSupport="false", MaxNotificationProducers="0",
+                         MaxPullPoints=str(context.manager.max_pull_points),
+                         PersistentNotificationStorage="false")
 
 
 def _subscription_id(ctx: Any) -> str:
@@ -634,12 +617,8 @@ class EventService(SoapService):
 
     @rpc(_returns=None, _body_style="bare")  # type: ignore[misc]
     def GetServiceCapabilities(ctx: Any) -> None:
-        context: EventServiceContext = service_context(ctx)
         response = etree.Element(f"{{{TEV}}}GetServiceCapabilitiesResponse")
-        etree.SubElement(response, f"{{{TEV}}}Capabilities", WSSubscriptionPolicySupport="false",
-                         WSPausableSubscriptionManagerInterfaceSupport="false", MaxNotificationProducers="0",
-                         MaxPullPoints=str(context.manager.max_pull_points),
-                         PersistentNotificationStorage="false")
+        response.append(capabilities_element(service_context(ctx)))
         _answer(ctx, _EVENT_ACTION + "GetServiceCapabilitiesResponse", response)
 
     @rpc(_returns=None, _body_style="bare")  # type: ignore[misc]
@@ -666,7 +645,7 @@ class EventService(SoapService):
                          f"{{{WSNT}}}SubscribeCreationFailedFault", code="Receiver") from None
         response = etree.Element(f"{{{TEV}}}CreatePullPointSubscriptionResponse")
         reference = etree.SubElement(response, f"{{{TEV}}}SubscriptionReference")
-        address = external_base(ctx.transport.req_env) + SUBSCRIPTION_PATH + sub.id
+        address = request_base_url(ctx.transport.req_env) + SUBSCRIPTION_PATH + sub.id
         etree.SubElement(reference, f"{{{WSA}}}Address").text = address
         etree.SubElement(response, f"{{{WSNT}}}CurrentTime").text = format_datetime(now)
         etree.SubElement(response, f"{{{WSNT}}}TerminationTime").text = format_datetime(sub.termination)
