@@ -65,7 +65,7 @@ def fault_from_zeep(exc: zeep.exceptions.Fault) -> SoapFault:
 
 
 @contextmanager
-def _mapped_errors(what: str) -> Iterator[None]:
+def mapped_errors(what: str) -> Iterator[None]:
     """zeep's faults and transport failures as the library's exceptions."""
     try:
         yield
@@ -78,7 +78,7 @@ def _mapped_errors(what: str) -> Iterator[None]:
 
 
 def _call(fn: Callable[[], T], what: str) -> T:
-    with _mapped_errors(what):
+    with mapped_errors(what):
         return fn()
 
 
@@ -108,7 +108,9 @@ def _configuration_arg(cfg: UplinkConfiguration) -> dict[str, Any]:
     return arg
 
 
-def _wsse(username: str | None, password: str | None, time_offset: timedelta) -> OffsetUsernameToken | None:
+def username_token(username: str | None, password: str | None,
+                   time_offset: timedelta) -> OffsetUsernameToken | None:
+    """The WS-Security plugin for zeep, or None without a user name (SEC-2)."""
     if username is None:
         return None
     return OffsetUsernameToken(username, password or "", time_offset)
@@ -123,7 +125,7 @@ class UplinkClient:
         self.url = url
         self.zeep = zeep.Client(str(wsdl_path("uplink")), settings=SETTINGS,
                                 transport=transport or Transport(timeout=timeout, operation_timeout=timeout),
-                                wsse=_wsse(username, password, time_offset))
+                                wsse=username_token(username, password, time_offset))
         self.service = self.zeep.create_service(f"{{{TUP}}}UplinkBinding", url)
 
     def get_service_capabilities(self) -> UplinkCapabilities:
@@ -148,12 +150,12 @@ class AsyncUplinkClient:
         self.url = url
         self.zeep = zeep.AsyncClient(str(wsdl_path("uplink")), settings=SETTINGS,
                                      transport=transport or AsyncTransport(timeout=timeout),
-                                     wsse=_wsse(username, password, time_offset))
+                                     wsse=username_token(username, password, time_offset))
         binding = self.zeep.wsdl.bindings[f"{{{TUP}}}UplinkBinding"]
         self.service = AsyncServiceProxy(self.zeep, binding, address=url)
 
     async def _call(self, coro_fn: Callable[[], Any]) -> Any:
-        with _mapped_errors(self.url):
+        with mapped_errors(self.url):
             return await coro_fn()
 
     async def get_service_capabilities(self) -> UplinkCapabilities:

@@ -37,7 +37,7 @@ from lxml import etree
 from zeep.transports import Transport
 
 from . import schemas
-from .client import SETTINGS, _wsse, fault_from_zeep
+from .client import SETTINGS, fault_from_zeep, mapped_errors, username_token
 from .domain.filters import LocationFilter
 from .domain.resources import GeoLocation, PropertyOperation, Resource
 from .domain.subscriptions import format_duration
@@ -159,18 +159,12 @@ class ResourceQueryClient:
         self.zeep = zeep.Client(str(wsdl_path("event")), settings=SETTINGS,
                                 transport=transport or Transport(timeout=timeout,
                                                                  operation_timeout=pull_timeout + grace),
-                                wsse=_wsse(username, password, time_offset))
+                                wsse=username_token(username, password, time_offset))
         self.events = self.zeep.create_service(f"{{{TEV}}}EventBinding", url)
 
     def _call(self, fn: Callable[[], Any], what: str) -> Any:
-        try:
+        with mapped_errors(what):
             return fn()
-        except zeep.exceptions.Fault as exc:
-            raise fault_from_zeep(exc) from None
-        except zeep.exceptions.TransportError as exc:
-            raise TransportError(f"{what}: HTTP {exc.status_code}: {exc.message}") from None
-        except OSError as exc:
-            raise TransportError(f"{what}: {exc}") from None
 
     def raw(self, service: Any, operation: str, what: str, **kwargs: Any) -> etree._Element:
         """Call ``operation`` and return the Body's answer element, parsed locked-down (the fast path)."""
