@@ -2,12 +2,16 @@
 
 Part 1 drives a device's uplink configuration service directly with the zeep
 client: capabilities, SetUplink, GetUplinks, the faults a vendor must handle
-and access control. Part 2 is the cloud uplink: a cloud and two devices with
-their own certificates; the devices dial out, the cloud calls their services
-*through the uplink* with the same zeep client, the HTTP proxy lists them,
-then the cloud is killed and restarted and the devices come back on their
-own. Every step prints what it shows; the run exits 0 only when every step
-behaved as the standard says.
+and access control. Part 2 is the cloud uplink: a cloud and three devices —
+two with their own client certificates (native h2c-reverse), one over
+WebSocket with an access token from an OAuth2 authorization server; the
+devices dial out, the cloud calls their services *through the uplink* with
+the same zeep client, the HTTP proxy lists them, then the cloud is killed and
+restarted and the devices come back on their own. Part 3 is remote
+management access: a lower VSS with a few hundred resources around a city,
+reached through its uplink, answers a 100 m location query and then signals
+an Offline change live. Every step prints what it shows; the run exits 0
+only when every step behaved as the standard says.
 """
 
 from __future__ import annotations
@@ -22,19 +26,26 @@ from pathlib import Path
 
 from . import pki
 from .client import UplinkClient
+from .domain.filters import LocationFilter, token_prefix
+from .domain.registry import REGISTRY_FILE, ResourceRegistry
 from .errors import Iec62676Error
+from .query import ResourceQueryClient
+from .runtime.authserver import DEFAULT_AUDIENCE, AuthServerOptions, OAuthClient, run_authserver
 from .runtime.background import BackgroundService
 from .runtime.cloud import CloudListener
 from .runtime.cloud_server import CloudOptions, run_cloud
 from .runtime.device import run_device
 from .runtime.zeep_transport import UplinkTransport
+from .sampledata import NANJING, generate
 from .soap.fault import SoapFault
-from .store import DeviceStore
+from .store import AuthServerConfig, DeviceStore
 from .uplinkconfig import UplinkConfiguration
 
 Print = Callable[[str], None]
 
 DEVICES = ("camera-0001", "camera-0002")
+TOKEN_DEVICE = "camera-0003"
+ALL_DEVICES = (*DEVICES, TOKEN_DEVICE)
 ADMIN = ("admin", "admin-password")
 VIEWER = ("viewer", "viewer-password")
 
@@ -66,13 +77,29 @@ def _url(messages: list[str], pattern: str) -> str:
 class Material:
     ca: pki.CertKey
     folder: Path
+    issuer: str = ""
+    token_url: str = ""
 
 
 def _pki(folder: Path) -> Material:
     ca = pki.make_ca("demo CA")
     ca.write(folder, "ca")
     pki.make_leaf(ca, "cloud.localhost", kind="server", sans=["localhost", "127.0.0.1"]).write(folder, "cloud")
+    pki.make_ca("demo token signer").write(folder, "signer")
     return Material(ca=ca, folder=folder)
+
+
+def _start_authserver(material: Material) -> BackgroundService:
+    """An OAuth2 authorization server on loopback (TLS) that knows the token device (UPL-14)."""
+    options = AuthServerOptions(listen="127.0.0.1:0", cert=material.folder / "cloud.pem",
+                                key=material.folder / "cloud.key", signing_key=material.folder / "signer.key",
+                                clients=[OAuthClient(TOKEN_DEVICE, "demo-secret", TOKEN_DEVICE)])
+    service = BackgroundService(lambda stop, announce: run_authserver(options, stop, announce),
+                                name="authorization server").start()
+    base = _url(service.messages, r"on (https://\S+) \(")
+    material.issuer = _url(service.messages, r"issuer (\S+),")
+    material.token_url = f"{base}/token"
+    return service
 
 
 def _seed_device(data: Path, name: str, material: Material, cloud_port: int | None) -> None:
@@ -82,10 +109,19 @@ def _seed_device(data: Path, name: str, material: Material, cloud_port: int | No
         store.put_user(*VIEWER, "User")
         store.put_certificate(name, cert.cert_pem(), cert.key_pem())
         store.put_policy("cloud-ca", [material.ca.cert_pem()])
-        if cloud_port is not None:
-            store.put_uplink(UplinkConfiguration(
-                remote_address=f"https://localhost:{cloud_port}/uplink", user_level=("Operator",),
-                certificate_id=name, cert_path_validation_policy_id="cloud-ca"), max_uplinks=8)
+        if cloud_port is None:
+            return
+        if name == TOKEN_DEVICE:  # WebSocket uplink, access token instead of a client certificate
+            store.put_auth_server(AuthServerConfig(token="demo-as", url=material.token_url, client_id=name,
+                                                   client_secret="demo-secret", policy_id="cloud-ca"))
+            uplink = UplinkConfiguration(remote_address=f"wss://localhost:{cloud_port}/uplink",
+                                         user_level=("Operator",), authorization_server="demo-as",
+                                         cert_path_validation_policy_id="cloud-ca")
+        else:
+            uplink = UplinkConfiguration(remote_address=f"https://localhost:{cloud_port}/uplink",
+                                         user_level=("Operator",), certificate_id=name,
+                                         cert_path_validation_policy_id="cloud-ca")
+        store.put_uplink(uplink, max_uplinks=8)
 
 
 def _start_device(data: Path, name: str) -> BackgroundService:
@@ -96,7 +132,9 @@ def _start_device(data: Path, name: str) -> BackgroundService:
 def _start_cloud(material: Material, listen: str, proxy: str) -> tuple[BackgroundService, CloudListener]:
     ready: list[CloudListener] = []
     options = CloudOptions(listen=listen, cert=material.folder / "cloud.pem", key=material.folder / "cloud.key",
-                           client_cas=[material.folder / "ca.pem"], proxy=proxy)
+                           client_cas=[material.folder / "ca.pem"], proxy=proxy,
+                           jwt_issuers=[material.issuer], jwt_audience=DEFAULT_AUDIENCE,
+                           jwt_keys=f"{material.issuer}/jwks.json", jwt_keys_ca=[material.folder / "ca.pem"])
     service = BackgroundService(lambda stop, announce: run_cloud(options, stop, announce, ready=ready.append),
                                 name="cloud", ready_after=2).start()
     return service, ready[0]
@@ -143,18 +181,21 @@ def part_configuration(material: Material, tmp: Path, out: Print) -> None:
 
 
 def _show_through_uplink(cloud: CloudListener, service: BackgroundService, out: Print) -> None:
-    for name in DEVICES:
+    for name in ALL_DEVICES:
         client = UplinkClient(f"http://{name}/onvif/uplink_service",
                               transport=UplinkTransport(cloud, name, service.loop))
         caps = client.get_service_capabilities()
         [cfg] = client.get_uplinks()
-        out(f"  {name} via its uplink: MaxUplinks={caps.max_uplinks}, uplink {cfg.remote_address} is {cfg.status}")
+        out(f"  {name} via its uplink: MaxUplinks={caps.max_uplinks}, Protocols={' '.join(caps.protocols)},"
+            f" uplink {cfg.remote_address} is {cfg.status}")
         if cfg.status != "Connected":
             raise DemoFailure(f"{name} reports {cfg.status} over a live uplink")
 
 
 def part_uplink(material: Material, tmp: Path, out: Print) -> None:
     out("Part 2 — the cloud uplink: devices behind NAT dial out, the cloud calls them")
+    authserver = _start_authserver(material)
+    out(f"  {authserver.messages[0].split(' (')[0]}")
     cloud, listener = _start_cloud(material, "127.0.0.1:0", "127.0.0.1:0")
     devices: list[BackgroundService] = []
     try:
@@ -162,13 +203,13 @@ def part_uplink(material: Material, tmp: Path, out: Print) -> None:
         proxy = _url(cloud.messages, r"(http://\S+)/devices")
         out(f"  {cloud.messages[0]}")
         out(f"  {cloud.messages[1]}")
-        for name in DEVICES:
+        for name in ALL_DEVICES:
             data = tmp / name
             _seed_device(data, name, material, port)
             devices.append(_start_device(data, name))
-        for name in DEVICES:
+        for name in ALL_DEVICES:
             cloud.call(lambda name=name: listener.wait_for(name, timeout=30), timeout=35)
-        out(f"  both devices connected: {', '.join(d.device_id for d in listener.devices())}")
+        out("  all devices connected: " + ", ".join(f"{d.device_id} ({d.auth_mode})" for d in listener.devices()))
         _show_through_uplink(listener, cloud, out)
         out("  UserLevel of the uplink applies (UPL-12): an Operator uplink may not write")
         operator = UplinkClient(f"http://{DEVICES[0]}/onvif/uplink_service",
@@ -184,14 +225,51 @@ def part_uplink(material: Material, tmp: Path, out: Print) -> None:
         out(f"  {DEVICES[0]} (asked directly) reports {cfg.status}: {cfg.error}")
         out("  restarting the cloud on the same port …")
         cloud, listener = _start_cloud(material, f"127.0.0.1:{port}", proxy.rsplit("/", 1)[-1].replace("//", ""))
-        for name in DEVICES:
+        for name in ALL_DEVICES:
             cloud.call(lambda name=name: listener.wait_for(name, timeout=60), timeout=65)
-        out("  both devices came back on their own (individual ascending backoff, UPL-9)")
+        out("  all devices came back on their own (individual ascending backoff, UPL-9)")
         _show_through_uplink(listener, cloud, out)
+        part_resources(listener, cloud, tmp / DEVICES[0], out)
     finally:
         for device in devices:
             device.stop()
         cloud.stop()
+        authserver.stop()
+
+
+def part_resources(cloud: CloudListener, service: BackgroundService, data: Path, out: Print) -> None:
+    """Clause 7 through the uplink: a location query, then a live Offline change (RQ-4 … RQ-6, RQ-10)."""
+    out(f"Part 3 — remote management access: {DEVICES[0]} acts as a lower VSS with resources around Nanjing")
+    with ResourceRegistry(data / REGISTRY_FILE) as registry:
+        registry.upsert_many(generate(400))
+        total = registry.count()
+    out(f"  {total} resources loaded into its registry (what `iec62676 device resources load` does)")
+    client = ResourceQueryClient(f"http://{DEVICES[0]}/onvif/event_service",
+                                 transport=UplinkTransport(cloud, DEVICES[0], service.loop), pull_timeout=5.0)
+    near = LocationFilter(lon=NANJING.lon, lat=NANJING.lat, radius=100.0)
+    with client.subscribe(["MediaProfile"], location=near) as subscription:
+        found = list(subscription.resources())
+        out(f"  MediaProfiles within 100 m of ({NANJING.lat}, {NANJING.lon}), asked through the uplink:")
+        for resource in found[:5]:
+            where = resource.location
+            out(f"    {resource.token}  {resource.name}  at ({where.lat:.5f}, {where.lon:.5f})" if where else
+                f"    {resource.token}  {resource.name}")
+        if len(found) > 5:
+            out(f"    … {len(found) - 5} more")
+        if not found:
+            raise DemoFailure("no resource within 100 m of the city centre")
+        prefix = token_prefix(found[0].token) or ""
+        with ResourceRegistry(data / REGISTRY_FILE) as other_process:
+            other_process.set_prefix_offline(prefix, True)
+        out(f"  device {prefix} goes offline (written by another connection, as the CLI would) …")
+        for _ in range(6):
+            changes = [c for c in subscription.pull() if c.resource.offline]
+            if changes:
+                for change in changes[:3]:
+                    out(f"    live: {change.operation} {change.resource.token} Offline={change.resource.offline}")
+                return
+            out("    (empty pull at its timeout: the server is alive, RQ-10)")
+        raise DemoFailure("the Offline change did not arrive")
 
 
 def run(out: Print = print) -> int:
