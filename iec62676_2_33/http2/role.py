@@ -91,6 +91,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import hyperframe.frame
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
 from h2.utilities import (
@@ -138,6 +139,22 @@ _FRAME_HEADER = 9
 _H2_DEFAULT_WINDOW = 65535
 _UNLIMITED_STREAMS = 2**31 - 1
 _MAX_REASON = 1024
+
+
+def _data_frame_body_repr(self: hyperframe.frame.DataFrame) -> str:
+    """hyperframe's DataFrame repr, hexlifying 10 bytes instead of the whole payload.
+
+    h2 formats ``repr(frame)`` for its trace log on *every* received frame, whether
+    anyone listens or not, and hyperframe hexlifies the entire DATA payload to show
+    its first 20 hex digits: that was more than half the CPU of a bulk download
+    (benchmark 3 of issue 3). Same text, bounded cost.
+    """
+    data = self.data
+    shown = "None" if not data else "<hex:" + data[:10].hex() + ("..." if len(data) > 10 else "") + ">"
+    return f"padding_length={self.pad_length}, data={shown}"
+
+
+hyperframe.frame.DataFrame._body_repr = _data_frame_body_repr  # type: ignore[method-assign]
 
 
 # ------------------------------------------------------------------------ events

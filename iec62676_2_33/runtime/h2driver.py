@@ -27,6 +27,9 @@ from ..transport.base import ByteStream
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
+#: Bytes taken from the role per write: slices keep the role's output buffer from being
+#: freed and regrown (4 MiB at a time) on every write during a bulk transfer.
+WRITE_SIZE = 256 * 1024
 
 
 class H2Driver:
@@ -45,6 +48,7 @@ class H2Driver:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._done = False
+        self._timer: asyncio.TimerHandle | None = None
 
     def now(self) -> float:
         return self._loop.time()
@@ -64,16 +68,31 @@ class H2Driver:
     async def run(self, initial: bytes = b"") -> str:
         """Serve the connection; returns why it ended."""
         self.role.initiate()
+        self._arm_timer()
         writer = asyncio.create_task(self._writer(), name=f"{self.name} writer")
+        reader: asyncio.Task[None] | None = None
         try:
             if initial:
                 self._feed(initial)
-            await self._reader()
+            reader = asyncio.create_task(self._reader(), name=f"{self.name} reader")
+            # The writer ends first only after close() (its GOAWAY is written) or when a write
+            # failed: then the connection is over even if the peer keeps it open and silent.
+            await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
+            if reader.done():
+                reader.result()
+            elif writer.exception() is not None:
+                raise writer.exception()  # type: ignore[misc]
         except TransportError as exc:
             self.close_reason = self.close_reason or str(exc)
         finally:
             self._done = True
             self._wake.set()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if reader is not None and not reader.done():
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
             try:
                 await asyncio.wait_for(writer, 5.0)
             except (asyncio.TimeoutError, TransportError):
@@ -99,23 +118,26 @@ class H2Driver:
 
     async def _reader(self) -> None:
         while not self._done:
-            deadline = self.monitor.next_deadline() if self.monitor is not None else None
-            try:
-                if deadline is not None and deadline != float("inf"):
-                    async with asyncio.timeout_at(deadline):
-                        data = await self.stream.read(READ_SIZE)
-                else:
-                    data = await self.stream.read(READ_SIZE)
-            except TimeoutError:
-                self._on_timer()
-                continue
+            data = await self.stream.read(READ_SIZE)
             if not data:
                 self.close_reason = self.close_reason or "the peer closed the connection"
                 return
             self._feed(data)
 
+    def _arm_timer(self) -> None:
+        """Schedule the link monitor's next deadline (lazily: data arriving only moves it later,
+        so a timer that fires early finds nothing due and re-arms; no per-read timeout)."""
+        if self.monitor is None or self._done:
+            return
+        deadline = self.monitor.next_deadline()
+        if deadline is not None and deadline != float("inf"):
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
     def _on_timer(self) -> None:
         assert self.monitor is not None
+        self._timer = None
+        if self._done:
+            return
         for action in self.monitor.on_timer(self.now()):
             if isinstance(action, SendPing):
                 if not self.role.is_closed:
@@ -124,10 +146,11 @@ class H2Driver:
             elif isinstance(action, CloseLink):
                 log.info("%s: %s", self.name, action.reason)
                 self.close(action.reason)
+        self._arm_timer()
 
     async def _writer(self) -> None:
         while True:
-            out = self.role.data_to_send()
+            out = self.role.data_to_send(WRITE_SIZE)
             if out:
                 await self.stream.write(out)
                 self.on_progress()

@@ -798,7 +798,10 @@ async def connect_tls(
     except TransportError:
         raise
     except OSError as exc:
-        raise TransportError(f"cannot connect to {label}: {exc.strerror or exc}") from None
+        # asyncio's strerror is "Connect call failed (addr)": name the errno instead
+        # ("Connection refused"), which is what the uplink's Error must show (CFG-2).
+        text = f"{os.strerror(exc.errno)} ({exc.strerror})" if exc.errno else str(exc)
+        raise TransportError(f"cannot connect to {label}: {text}") from None
     except BaseException:
         if transport is not None:
             transport.abort()
