@@ -126,7 +126,7 @@ def _verify_error(exc: BaseException | None) -> ssl.SSLCertVerificationError:
     return exc
 
 
-def _expect_ok(outcome: Outcome) -> None:
+def expect_ok(outcome: Outcome) -> None:
     assert outcome.client_error is None, repr(outcome.client_error)
     assert outcome.server_error is None, repr(outcome.server_error)
 
@@ -147,14 +147,14 @@ def test_server_leaf_verifies_by_san(
 ) -> None:
     """UPL-11: a server leaf is accepted by a SAN-only, strict-X.509 client."""
     leaf = pki.make_leaf(ca, "device.example", kind="server", sans=sans)
-    _expect_ok(_serve_leaf(tmp_path, ca, leaf, hostname))
+    expect_ok(_serve_leaf(tmp_path, ca, leaf, hostname))
 
 
 def test_rsa_server_leaf_verifies(tmp_path: Path, ca: pki.CertKey) -> None:
     """UPL-11: key_type="rsa" gives an RSA 2048 leaf that handshakes too."""
     leaf = pki.make_leaf(ca, "localhost", kind="server", sans=["localhost"], key_type="rsa")
     assert isinstance(leaf.key, rsa.RSAPrivateKey) and leaf.key.key_size == 2048
-    _expect_ok(_serve_leaf(tmp_path, ca, leaf, "localhost"))
+    expect_ok(_serve_leaf(tmp_path, ca, leaf, "localhost"))
 
 
 def test_mutual_tls_with_client_certificate(tmp_path: Path, ca: pki.CertKey) -> None:
@@ -166,7 +166,7 @@ def test_mutual_tls_with_client_certificate(tmp_path: Path, ca: pki.CertKey) -> 
         _client_context(tmp_path, ca, client),
         "localhost",
     )
-    _expect_ok(outcome)
+    expect_ok(outcome)
     assert outcome.server_saw_client_cn == "device-0001"
 
 
@@ -489,7 +489,7 @@ def test_cli_end_to_end_mtls(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     client_ctx.load_cert_chain(dev / "cert.pem", dev / "key.pem")
     for host in ("localhost", "127.0.0.1"):
         outcome = _handshake(server_ctx, client_ctx, host)
-        _expect_ok(outcome)
+        expect_ok(outcome)
         assert outcome.server_saw_client_cn == "device-1"
 
 
