@@ -189,8 +189,10 @@ def test_official_event_wsdl_pull_point_workflow_evt_1_evt_3_evt_4_gen_2(
 
 
 def test_query_through_uplink_and_cloud_proxy_gen_2_rq_5(tmp_path: Path) -> None:
-    """GEN-2, GEN-3, RQ-5: the same client code queries a device through its uplink (UplinkTransport)
-    and through the cloud's HTTP proxy, whose X-Forwarded-* headers keep the subscription address reachable."""
+    """GEN-1, GEN-2, GEN-3, RQ-5, RQ-11: hierarchical access (client → cloud → lower system): the same
+    client code and query work through the device's uplink (UplinkTransport) and through the cloud's HTTP
+    proxy, whose X-Forwarded-* headers keep the subscription address reachable — the query does not
+    depend on what carries it."""
     from uplink_env import Cloud, Device, Pki, seed_device
 
     from iec62676_2_33.runtime.zeep_transport import UplinkTransport
