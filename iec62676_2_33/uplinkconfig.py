@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from .errors import ConfigurationError
 
@@ -98,6 +98,8 @@ def validate(cfg: UplinkConfiguration, refs: ReferenceLookup, caps: UplinkCapabi
     """
     address = normalise_address(cfg.remote_address)
     parts = urlsplit(address)
+    # First: a token in the address must not be echoed by any later message.
+    _check_token_parameter(address, parts.scheme.lower(), cfg.authorization_server is not None)
     if not parts.scheme:
         raise UplinkConfigError(
             f"RemoteAddress {address!r} is not an absolute URI; give e.g. https://cloud.example.com/uplink",
@@ -146,6 +148,24 @@ def validate(cfg: UplinkConfiguration, refs: ReferenceLookup, caps: UplinkCapabi
         cert_path_validation_policy_id=cfg.cert_path_validation_policy_id,
         authorization_server=cfg.authorization_server,
     )
+
+
+def _check_token_parameter(address: str, scheme: str, token_mode: bool) -> None:
+    """UPL-4, UPL-14: ``access_token=`` may only ask for the token to go in the query (wss, token mode).
+
+    The parameter must be empty: a configuration never holds a token, since
+    GetUplinks shows it to every READ_SYSTEM user and it would reach logs.
+    """
+    values = [v for name, v in parse_qsl(urlsplit(address).query, keep_blank_values=True) if name == "access_token"]
+    if not values:
+        return
+    if any(values):
+        raise UplinkConfigError("RemoteAddress must not carry an access token; leave access_token= empty and "
+                                "configure an AuthorizationServer", "InvalidArgVal", "RemoteAddress")
+    if scheme != "wss" or not token_mode:
+        raise UplinkConfigError("an empty access_token= asks for the access token in the query string; it "
+                                "needs a wss RemoteAddress and an AuthorizationServer", "InvalidArgVal",
+                                "RemoteAddress")
 
 
 def too_many(max_uplinks: int) -> UplinkConfigError:

@@ -643,3 +643,12 @@ class TestInMemory:
         answers = cloud_h2.receive_data(device_h2.data_to_send())
         responses = [e for e in answers if isinstance(e, h2.events.ResponseReceived)]
         assert [(r.stream_id, dict(r.headers)[b":status"]) for r in responses] == [(1, b"200")]
+
+
+def test_malformed_request_never_echoes_its_bytes_upl_14() -> None:
+    """UPL-14: h11 quotes an illegal header line; a token in it must not reach the error (logs, 400 body)."""
+    raw = b"GET /uplink HTTP/1.1\r\nHost: c\r\nAuthorization : Bearer SECRET-TOKEN\r\nUpgrade: h2c-reverse\r\n\r\n"
+    _, exc = bad(raw)
+    assert exc.status_hint == 400
+    assert str(exc) == "malformed upgrade request: not valid HTTP/1.1"
+    assert "SECRET" not in str(exc)

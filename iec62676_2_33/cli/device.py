@@ -14,13 +14,13 @@ import signal
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 
 from ..errors import ConfigurationError
 from ..pki import check_key_matches, load_certs_pem, load_key_pem
 from ..security.access import UserLevel, parse_level
+from ..security.oauth import token_endpoint
 from ..services.uplink import UplinkServiceContext
 from ..store import AuthServerConfig, DeviceStore
 from ..uplinkconfig import UplinkConfiguration, split_levels
@@ -188,16 +188,17 @@ def policy_list(args: argparse.Namespace) -> int:
 
 
 def authserver_add(args: argparse.Namespace) -> int:
-    parts = urlsplit(args.url)
-    if parts.scheme.lower() != "https" or not parts.hostname:
-        raise ConfigurationError(f"--url {args.url!r}: the token endpoint must be an https URL")
+    try:
+        endpoint = token_endpoint(args.url)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"--url: {exc}") from None
     with _store(args) as store:
         if args.policy_id is not None and not store.has_policy(args.policy_id):
             raise ConfigurationError(f"no certification path validation policy is stored under "
                                      f"{args.policy_id!r}; add it with 'device policy add'")
         store.put_auth_server(AuthServerConfig(token=args.token, url=args.url, client_id=args.client_id,
                                                client_secret=args.client_secret, policy_id=args.policy_id))
-    print(f"authorization server {args.token} stored ({parts.netloc}, client {args.client_id})")
+    print(f"authorization server {args.token} stored ({endpoint}, client {args.client_id})")
     return 0
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -28,13 +28,12 @@ from ..sansio.backoff import ReconnectBackoff
 from ..sansio.link import LinkMonitor, UplinkSupervisor
 from ..store import DeviceStore
 from ..uplinkconfig import OFFLINE, UplinkConfiguration
-from .dial import DialResult, UplinkRefused, dial_uplink
+from .dial import Dialer, DialResult, UplinkRefused, dial_uplink
 from .h2driver import H2Driver
 from .wsgi_bridge import WsgiApp, WsgiOnH2
 
 log = logging.getLogger(__name__)
 
-Dial = Callable[[DeviceStore, UplinkConfiguration, Sequence[tuple[str, str]]], Awaitable[DialResult]]
 
 #: How often the agent looks for changes made by another process.
 POLL_INTERVAL = 1.0
@@ -74,6 +73,8 @@ class _Link:
             await self.task
         except asyncio.CancelledError:
             pass
+        except Exception:  # noqa: BLE001 - already logged by _maintain; stopping must not fail
+            log.debug("uplink %s stopped after an error", self.cfg.remote_address)
 
     async def _maintain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -90,9 +91,17 @@ class _Link:
                 log.info("uplink %s: %s; next attempt in %.1f s", self.cfg.remote_address, sup.error,
                          sup.last_delay or 0.0)
                 continue
+            except Exception as exc:  # a bug must not stop this uplink, nor the others
+                log.exception("uplink %s: unexpected failure while connecting", self.cfg.remote_address)
+                sup.connect_failed(loop.time(), f"internal error: {_describe(exc)}")
+                continue
             sup.connected(loop.time())
             log.info("uplink %s connected", self.cfg.remote_address)
-            reason = await self._serve(result)
+            try:
+                reason = await self._serve(result)
+            except Exception as exc:  # as above: keep the uplink alive, say what happened
+                log.exception("uplink %s: unexpected failure while serving", self.cfg.remote_address)
+                reason = f"internal error: {_describe(exc)}"
             sup.disconnected(loop.time(), reason)
             log.info("uplink %s closed: %s", self.cfg.remote_address, reason)
 
@@ -145,7 +154,7 @@ class UplinkAgent:
     """Keeps every stored uplink configuration connected (UPL-10)."""
 
     def __init__(self, store: DeviceStore, app: WsgiApp, *, executor: Executor | None = None,
-                 settings: AgentSettings | None = None, dial: Dial = dial_uplink,
+                 settings: AgentSettings | None = None, dial: Dialer = dial_uplink,
                  auth_headers: Callable[[UplinkConfiguration], Awaitable[list[tuple[str, str]]]] = _no_auth_headers,
                  auth_refresh: Callable[[UplinkConfiguration], Awaitable[list[tuple[str, str]]]] | None = None,
                  ) -> None:
@@ -208,7 +217,3 @@ class UplinkAgent:
         for address, cfg in wanted.items():
             if address not in self._links:
                 self._links[address] = _Link(self, cfg)
-
-    def connected(self) -> list[str]:
-        """RemoteAddresses whose uplink is up now."""
-        return [a for a, link in self._links.items() if link.supervisor.status == "Connected"]

@@ -272,10 +272,16 @@ class DeviceChannel:
     async def body(self, stream_id: int, *, timeout: float = 30.0) -> AsyncIterator[bytes]:
         """The response body of an open stream, chunk by chunk (flow control follows the reader)."""
         pending = self._pending[stream_id]
+        chunks = pending.chunks
         try:
             while True:
-                async with asyncio.timeout(timeout):
-                    item = await pending.chunks.get()
+                # Chunks already queued are taken without a wait (one read of the uplink
+                # often delivers several DATA frames); only an empty queue arms the timeout.
+                if chunks.empty():
+                    async with asyncio.timeout(timeout):
+                        item = await chunks.get()
+                else:
+                    item = chunks.get_nowait()
                 if item is None:
                     return
                 if isinstance(item, BaseException):
@@ -365,6 +371,7 @@ class CloudListener:
             server, request = await self._read_upgrade(stream)
             websocket = check_websocket_request(request) if request.kind == "websocket" else None
             device_id, mode = await self.authenticator.authenticate(stream, request)
+            self._check_identity(device_id, mode)
         except UpgradeRejected as exc:
             self.stats["rejected"] += 1
             log.info("upgrade from %s refused: %s %s", peer, exc.status, exc)
@@ -406,6 +413,14 @@ class CloudListener:
         await self._register(channel)
         reason = await runner
         await self._unregister(channel, reason)
+
+    def _check_identity(self, device_id: str, mode: str) -> None:
+        """A reconnect replaces a channel only when it proves the identity the same way (UPL-13, UPL-14):
+        a token whose subject equals a certificate's CN must not take that device's place."""
+        current = self._channels.get(device_id)
+        if current is not None and current.info.auth_mode != mode:
+            raise UpgradeRejected(409, f"device identity {device_id!r} is connected with {current.info.auth_mode}; "
+                                       f"it cannot be taken over with {mode}")
 
     async def _read_upgrade(self, stream: ByteStream) -> tuple[UpgradeServer, UpgradeRequest]:
         server = UpgradeServer(max_head_bytes=self.settings.max_head_bytes,

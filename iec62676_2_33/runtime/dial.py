@@ -26,16 +26,18 @@ import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
-from ..errors import AuthenticationError, ConfigurationError, RemoteProtocolError, TransportError
+from ..errors import AuthenticationError, ConfigurationError, TransportError
 from ..sansio.upgrade import Switched, UpgradeClient, UpgradeRefused, parse_remote_address
 from ..store import DeviceStore
-from ..transport.base import ByteStream
+from ..transport.base import ByteStream, PeerClosed, TlsHandshakeError
 from ..transport.tls import client_context, connect_tls
 from ..transport.websocket import websocket_connect
 from ..uplinkconfig import UplinkConfiguration
 
 HANDSHAKE_TIMEOUT = 15.0
+T = TypeVar("T")
 MAX_UPGRADE_RESPONSE = 16384
 
 
@@ -71,53 +73,57 @@ def tls_context(store: DeviceStore, cfg: UplinkConfiguration) -> ssl.SSLContext:
     return client_context(cafile_pems=anchors, certfile_pem=cert, keyfile_pem=key)
 
 
-async def upgrade(stream: ByteStream, remote_address: str, headers: Sequence[tuple[str, str]] = (), *,
-                  client_certificate: bool = False) -> bytes:
-    """Send the upgrade request and wait for the ``101``; returns the bytes read past it.
+async def upgrade(stream: ByteStream, remote_address: str, headers: Sequence[tuple[str, str]] = ()) -> bytes:
+    """Send the native upgrade request and wait for the ``101``; returns the bytes read past it (UPL-2, UPL-3)."""
+    client = UpgradeClient(remote_address, extra_headers=headers)
+    await stream.write(client.initiate())
+    while True:
+        data = await stream.read(MAX_UPGRADE_RESPONSE)
+        if not data:
+            client.receive_eof()
+        event = client.receive_data(data)
+        if isinstance(event, Switched):
+            return event.trailing_data
+
+
+async def _handshake(stream: ByteStream, step: Awaitable[T], cfg: UplinkConfiguration, peer: str) -> T:
+    """Run the upgrade ``step`` on a fresh TLS stream with a deadline; on any failure close the stream.
 
     With TLS 1.3 a cloud that refuses the client certificate does so after the
-    handshake has completed on our side: the first read ends the connection.
-    That case is reported as an authentication failure (UPL-13).
+    handshake has completed on our side: the first read fails with the alert or
+    a bare close. That is reported as an authentication failure (UPL-13); a
+    401/403 answer as :class:`UplinkRefused` (UPL-14).
     """
-    client = UpgradeClient(remote_address, extra_headers=headers)
-    received = False
     try:
-        await stream.write(client.initiate())
-        while True:
-            data = await stream.read(MAX_UPGRADE_RESPONSE)
-            if not data:
-                client.receive_eof()
-            received = True
-            event = client.receive_data(data)
-            if isinstance(event, Switched):
-                return event.trailing_data
-    except (RemoteProtocolError, TransportError) as exc:
-        if received or isinstance(exc, UpgradeRefused):
+        try:
+            return await asyncio.wait_for(step, HANDSHAKE_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise TransportError(f"the cloud {peer} did not answer the upgrade within {HANDSHAKE_TIMEOUT:g} s") \
+                from None
+        except (PeerClosed, TlsHandshakeError) as exc:
+            what = ("the client certificate" if cfg.certificate_id is not None
+                    else "this device (no client certificate)")
+            raise AuthenticationError(
+                f"the cloud closed the connection right after the TLS handshake: it refused {what} ({exc})") \
+                from exc
+        except UpgradeRefused as exc:
+            if exc.status in (401, 403):
+                raise UplinkRefused(str(exc), status=exc.status) from exc
             raise
-        what = "the client certificate" if client_certificate else "this device (no client certificate)"
-        raise AuthenticationError(
-            f"the cloud closed the connection right after the TLS handshake: it refused {what} ({exc})") from exc
+    except BaseException:
+        await stream.close()
+        raise
 
 
 async def dial_https(store: DeviceStore, cfg: UplinkConfiguration,
                      headers: Sequence[tuple[str, str]] = ()) -> DialResult:
     """Native h2c-reverse over TLS (UPL-2)."""
     target = parse_remote_address(cfg.remote_address)
-    context = tls_context(store, cfg)
-    stream = await connect_tls(target.host, target.port, context, server_hostname=target.host,
+    stream = await connect_tls(target.host, target.port, tls_context(store, cfg), server_hostname=target.host,
                                timeout=HANDSHAKE_TIMEOUT)
-    try:
-        trailing = await upgrade(stream, cfg.remote_address, headers,
-                                 client_certificate=cfg.certificate_id is not None)
-    except UpgradeRefused as exc:
-        await stream.close()
-        if exc.status in (401, 403):
-            raise UplinkRefused(str(exc), status=exc.status) from exc
-        raise
-    except BaseException:
-        await stream.close()
-        raise
-    return DialResult(stream=stream, trailing=trailing, peer=f"{target.host}:{target.port}")
+    peer = f"{target.host}:{target.port}"
+    trailing = await _handshake(stream, upgrade(stream, cfg.remote_address, headers), cfg, peer)
+    return DialResult(stream=stream, trailing=trailing, peer=peer)
 
 
 def _token_in_query(target: str, headers: Sequence[tuple[str, str]]) -> tuple[str, list[tuple[str, str]]]:
@@ -139,37 +145,14 @@ async def dial_wss(store: DeviceStore, cfg: UplinkConfiguration,
                    headers: Sequence[tuple[str, str]] = ()) -> DialResult:
     """WebSocket h2c-reverse over TLS (UPL-4): same TLS, roles, liveness and backoff as native."""
     target = parse_remote_address(cfg.remote_address)
-    context = tls_context(store, cfg)
     request_target, request_headers = _token_in_query(target.target, headers)
-    stream = await connect_tls(target.host, target.port, context, server_hostname=target.host,
+    stream = await connect_tls(target.host, target.port, tls_context(store, cfg), server_hostname=target.host,
                                timeout=HANDSHAKE_TIMEOUT)
     peer = f"{target.host}:{target.port}"
-    try:
-        try:
-            ws = await asyncio.wait_for(
-                websocket_connect(stream, host=target.host_header, target=request_target,
-                                  extra_headers=request_headers, label=f"the cloud {peer}"),
-                HANDSHAKE_TIMEOUT)
-        except asyncio.TimeoutError:
-            raise TransportError(
-                f"the cloud {peer} did not answer the WebSocket upgrade within {HANDSHAKE_TIMEOUT:g} s"
-            ) from None
-        except TransportError as exc:  # nothing came back: TLS 1.3 client-certificate refusal
-            what = ("the client certificate" if cfg.certificate_id is not None
-                    else "this device (no client certificate)")
-            raise AuthenticationError(
-                f"the cloud closed the connection right after the TLS handshake: it refused {what} "
-                f"({exc})") from exc
-    except UpgradeRefused as exc:
-        await stream.close()
-        if exc.status in (401, 403):
-            raise UplinkRefused(str(exc), status=exc.status) from exc
-        raise
-    except BaseException:
-        await stream.close()
-        raise
+    ws = await _handshake(stream, websocket_connect(stream, host=target.host_header, target=request_target,
+                                                    extra_headers=request_headers, label=f"the cloud {peer}"),
+                          cfg, peer)
     return DialResult(stream=ws, trailing=b"", peer=peer)
-
 
 
 Dialer = Callable[[DeviceStore, UplinkConfiguration, Sequence[tuple[str, str]]], Awaitable[DialResult]]

@@ -525,6 +525,14 @@ _SERVER_CALLS: dict[str, frozenset[_ServerState]] = {
 }
 
 
+def _safe_reason(exc: h11.RemoteProtocolError) -> str:
+    """h11's reason, unless it quotes the offending bytes (which may hold a token or a password)."""
+    text = str(exc)
+    if "bytearray(" in text or "b'" in text or 'b"' in text or len(text) > 120:
+        return "not valid HTTP/1.1"
+    return text
+
+
 class UpgradeServer:
     """The cloud side of the h2c-reverse handshake (UPL-2, UPL-3, UPL-4, UPL-14).
 
@@ -712,7 +720,7 @@ class UpgradeServer:
                         f"the upgrade request head is larger than {self._max_head} bytes", 431
                     ) from None
                 raise self._bad(
-                    f"malformed upgrade request: {exc}", exc.error_status_hint
+                    f"malformed upgrade request: {_safe_reason(exc)}", exc.error_status_hint
                 ) from None
             size = self._progress.step()
             if event is h11.NEED_DATA:

@@ -93,13 +93,34 @@ def _context(anchors: list[bytes] | None) -> ssl.SSLContext:
     return client_context(cafile_pems=anchors)
 
 
+def token_endpoint(url: str) -> str:
+    """Check a token endpoint URL (https, a host, no user info); returns ``https://host[:port]/path`` for messages.
+
+    User info is refused so that no password can sit in the URL and reach a
+    message, a log or GetUplinks' Error.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ConfigurationError("the token endpoint URL is malformed; give e.g. https://auth.example.com/token") \
+            from None
+    if parts.scheme.lower() != "https" or not parts.hostname:
+        raise ConfigurationError("the token endpoint must be an https URL, e.g. https://auth.example.com/token")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigurationError("the token endpoint URL must not carry user info; the client id and secret "
+                                 "are configured separately")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"https://{host}{f':{port}' if port else ''}{parts.path}"
+
+
 async def fetch_token(cfg: AuthServerConfig, anchors: list[bytes] | None, *,
                       timeout: float = 10.0) -> FetchedToken:
     """One client-credentials grant at ``cfg.url`` (RFC 6749 §4.4), verified HTTPS only."""
-    parts = urllib.parse.urlsplit(cfg.url)
-    where = f"authorization server {parts.scheme}://{parts.netloc}{parts.path}"
-    if parts.scheme.lower() != "https" or not parts.hostname:
-        raise TokenError(f"{where}: the token endpoint must be an https URL")
+    try:
+        where = f"authorization server {token_endpoint(cfg.url)}"
+    except ConfigurationError as exc:
+        raise TokenError(str(exc)) from None
     auth = httpx.BasicAuth(urllib.parse.quote(cfg.client_id, safe=""),
                            urllib.parse.quote(cfg.client_secret, safe=""))
     try:
@@ -109,6 +130,8 @@ async def fetch_token(cfg: AuthServerConfig, anchors: list[bytes] | None, *,
                                          headers={"Accept": "application/json"})
     except ConfigurationError:
         raise
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise TokenError(f"{where}: the URL cannot be used: {_short(str(exc) or type(exc).__name__)}") from None
     except httpx.HTTPError as exc:
         cause = _ssl_cause(exc)
         if isinstance(cause, ssl.SSLCertVerificationError):
@@ -158,7 +181,6 @@ def _jwt_lifetime(token: str) -> float:
 @dataclass
 class _Cached:
     token: str
-    expires_at: float
     refresh_at: float
     fingerprint: str
 
@@ -202,9 +224,6 @@ class AccessTokenProvider:
         return [("Authorization",
                  f"Bearer {await self.token(cfg.authorization_server, force=True)}")]
 
-    def invalidate(self, token: str) -> None:
-        self._cache.pop(token, None)
-
     async def token(self, as_token: str, *, force: bool = False) -> str:
         """A valid access token from the authorization server configuration *as_token*."""
         loop = asyncio.get_running_loop()
@@ -230,9 +249,9 @@ class AccessTokenProvider:
             self.fetches += 1
             now = self.clock()
             margin = min(self.refresh_margin, fetched.lifetime / 5)
-            self._cache[as_token] = _Cached(token=fetched.value, expires_at=now + fetched.lifetime,
+            self._cache[as_token] = _Cached(token=fetched.value,
                                             refresh_at=now + fetched.lifetime - margin,
                                             fingerprint=fingerprint)
             log.info("access token for %r obtained from %s (valid %.0f s)", as_token,
-                     urllib.parse.urlsplit(cfg.url).netloc, fetched.lifetime)
+                     token_endpoint(cfg.url), fetched.lifetime)
             return fetched.value
