@@ -21,7 +21,11 @@ def register(sub: Any) -> None:
                    help="CA(s) that issue device certificates (repeatable; mTLS mode)")
     p.add_argument("--identity", choices=("cn", "serial", "san"), default="cn",
                    help="which certificate field names the device (default cn)")
-    p.add_argument("--proxy", metavar="HOST:PORT", help="also serve the HTTP front: GET /devices, /devices/<id>/…")
+    p.add_argument("--proxy", metavar="HOST:PORT",
+                   help="also serve the HTTP front: GET /devices, /devices/<id>/… (it acts with each device's "
+                        "uplink UserLevel: loopback only unless --proxy-allow-remote)")
+    p.add_argument("--proxy-allow-remote", action="store_true",
+                   help="let --proxy bind a non-loopback address (put your own authentication in front)")
     p.add_argument("--path", help="accept upgrades only for this request path")
     p.add_argument("--jwt-issuer", action="append", default=[], metavar="ISS",
                    help="trusted access-token issuer (repeatable; access-token mode)")
@@ -38,7 +42,8 @@ def serve(args: argparse.Namespace) -> int:
     from ..runtime.cloud_server import CloudOptions, run_cloud
 
     options = CloudOptions(listen=args.listen, cert=args.cert, key=args.key, client_cas=args.client_ca,
-                           identity=args.identity, proxy=args.proxy, path=args.path,
+                           identity=args.identity, proxy=args.proxy, proxy_allow_remote=args.proxy_allow_remote,
+                           path=args.path,
                            jwt_issuers=args.jwt_issuer, jwt_audience=args.jwt_audience, jwt_keys=args.jwt_keys,
                            jwt_keys_ca=args.jwt_keys_ca, jwt_identity_claim=args.jwt_identity_claim)
 

@@ -167,7 +167,7 @@ class DeviceChannel:
         self.settings_seen = asyncio.Event()
         self._pending: dict[int, _Pending] = {}
         self._acks: dict[int, deque[int]] = {}
-        self._capacity = asyncio.Condition()
+        self._capacity = asyncio.Event()  # set whenever a stream of ours ends: a waiting request may go
         self._closed = False
 
     @property
@@ -195,7 +195,7 @@ class DeviceChannel:
             pending = self._pending.get(event.stream_id)
             if pending is not None:
                 pending.chunks.put_nowait(None)
-                self._release(event.stream_id)
+                self._capacity.set()
         elif isinstance(event, StreamReset):
             self._fail(event.stream_id, TransportError(
                 f"device {self.device_id} reset the stream (HTTP/2 error {event.error_code})"))
@@ -209,13 +209,17 @@ class DeviceChannel:
         queue = self._acks.get(stream_id)
         if queue:
             self.role.acknowledge(stream_id, queue.popleft())
-            self.driver.kick()
+            if self.role.outbound_pending:  # h2 sends WINDOW_UPDATE only now and then
+                self.driver.kick()
 
-    def _release(self, stream_id: int) -> None:
-        async def notify() -> None:
-            async with self._capacity:
-                self._capacity.notify_all()
-        asyncio.get_running_loop().create_task(notify())
+    def cancel(self, stream_id: int) -> None:
+        """Forget a request: drop what is queued for it and reset its stream if still open."""
+        self._pending.pop(stream_id, None)
+        self._acks.pop(stream_id, None)
+        if not self.role.is_closed:
+            self.role.reset_stream(stream_id)
+            self.driver.kick()
+        self._capacity.set()
 
     def _fail(self, stream_id: int, exc: BaseException) -> None:
         pending = self._pending.get(stream_id)
@@ -224,7 +228,7 @@ class DeviceChannel:
         if not pending.future.done():
             pending.future.set_exception(exc)
         pending.chunks.put_nowait(exc)
-        self._release(stream_id)
+        self._capacity.set()
 
     def _fail_all(self, exc: BaseException) -> None:
         self._closed = True
@@ -248,6 +252,7 @@ class DeviceChannel:
             while True:
                 if self._closed or self.role.is_closed:
                     raise TransportError(f"uplink of device {self.device_id} is closed")
+                self._capacity.clear()  # before trying, so an end in between is not missed
                 try:
                     stream_id = self.role.send_request(method, path, list(headers), body or None,
                                                        authority=authority or self.device_id)
@@ -255,17 +260,14 @@ class DeviceChannel:
                 except LocalProtocolError as exc:
                     if exc.status_hint != 503:
                         raise
-                    async with self._capacity:
-                        await self._capacity.wait()
+                    await self._capacity.wait()
             pending = _Pending(future=asyncio.get_running_loop().create_future())
             self._pending[stream_id] = pending
             self.driver.kick()
             try:
                 status, head = await pending.future
             except BaseException:
-                self.role.reset_stream(stream_id)
-                self._pending.pop(stream_id, None)
-                self.driver.kick()
+                self.cancel(stream_id)
                 raise
             return stream_id, status, head
 
@@ -289,11 +291,7 @@ class DeviceChannel:
                 self._take_ack(stream_id)
                 yield item
         finally:
-            self._pending.pop(stream_id, None)
-            self._acks.pop(stream_id, None)
-            if not self.role.is_closed:
-                self.role.reset_stream(stream_id)
-                self.driver.kick()
+            self.cancel(stream_id)
 
     async def request(self, method: str, path: str, headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
                       *, timeout: float = 30.0) -> HttpResponse:

@@ -12,6 +12,7 @@ asked for but optional). The listener takes native and WebSocket upgrades
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,12 +41,22 @@ class CloudOptions:
     client_cas: Sequence[Path]
     identity: str = "cn"
     proxy: str | None = None
+    proxy_allow_remote: bool = False
     path: str | None = None
     jwt_issuers: Sequence[str] = ()
     jwt_audience: str | None = None
     jwt_keys: str | None = None
     jwt_keys_ca: Sequence[Path] = ()
     jwt_identity_claim: str = "sub"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _read(path: Path) -> bytes:
@@ -89,18 +100,24 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
     context = server_context(_read(options.cert), _read(options.key), client_ca_pems=cas or None,
                              require_client_cert=bool(cas) and not options.jwt_keys)
     host, port = parse_listen(options.listen)
-    sock = bind_listen(host, port)
-    proxy_sock: socket.socket | None = None
-    if options.proxy is not None:
-        phost, pport = parse_listen(options.proxy)
-        try:
-            proxy_sock = bind_listen(phost, pport)
-        except BaseException:
-            sock.close()
-            raise
-    cloud = CloudListener(authenticator, settings=settings, path=options.path)
-    server = await start_tls_server(cloud.handle, sock, context,
-                                    handshake_timeout=cloud.settings.handshake_timeout)
+    proxy_at = None if options.proxy is None else parse_listen(options.proxy)
+    if proxy_at is not None and not options.proxy_allow_remote and not _loopback(proxy_at[0]):
+        raise ConfigurationError(
+            f"--proxy {options.proxy}: the proxy gives whoever reaches it each device's uplink UserLevel; "
+            "bind it to loopback (e.g. 127.0.0.1:8081) or, behind your own authentication, add --proxy-allow-remote")
+    sockets: list[socket.socket] = []
+    try:
+        sockets.append(sock := bind_listen(host, port))
+        if proxy_at is not None:
+            sockets.append(bind_listen(*proxy_at))
+        cloud = CloudListener(authenticator, settings=settings, path=options.path)
+        server = await start_tls_server(cloud.handle, sock, context,
+                                        handshake_timeout=cloud.settings.handshake_timeout)
+    except BaseException:
+        for s in sockets:
+            s.close()
+        raise
+    proxy_sock = sockets[1] if len(sockets) > 1 else None
     if ready is not None:
         ready(cloud)
     bound = server.sockets[0].getsockname()
@@ -114,9 +131,15 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
         announce(f"cloud proxy on http://{pbound[0]}:{pbound[1]}/devices")
         tasks.append(asyncio.create_task(serve(UplinkProxy(cloud), hypercorn_config(proxy_sock),  # type: ignore[arg-type]
                                                shutdown_trigger=lambda: wait_event(stop), mode="asgi")))
+    stopped = asyncio.ensure_future(stop.wait())
     try:
-        await stop.wait()
+        done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done - {stopped}:
+            task.result()  # the proxy ended on its own: say why
+            raise ConfigurationError("the proxy stopped unexpectedly")
     finally:
+        stopped.cancel()
+        stop.set()
         server.close()
         cloud.close_all()
         await server.wait_closed()

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote, unquote
 
-from ..errors import TransportError
+from ..errors import Iec62676Error, TransportError
 from .cloud import CloudListener, UnknownDevice
 
 log = logging.getLogger(__name__)
@@ -66,9 +66,12 @@ class UplinkProxy:
         if not path.startswith("/devices/"):
             await _plain(send, 404, "not found: use GET /devices or /devices/<id>/<path>\n")
             return
-        device_id, _, rest = path[len("/devices/"):].partition("/")
-        device_id = unquote(device_id)
-        await self._forward(scope, receive, send, device_id, "/" + rest)
+        # Split the path as the client sent it: an encoded "/" in the id stays in the id, and the
+        # rest is forwarded exactly as received (decoding and re-encoding would change its meaning).
+        raw: bytes = scope.get("raw_path") or path.encode("utf-8")
+        encoded_id, _, rest = raw[len(b"/devices/"):].partition(b"/")
+        device_id = unquote(encoded_id.decode("latin-1"))
+        await self._forward(scope, receive, send, device_id, "/" + rest.decode("latin-1"))
 
     async def _read_body(self, receive: Receive) -> bytes | None:
         body = bytearray()
@@ -92,10 +95,10 @@ class UplinkProxy:
         if body is None:
             await _plain(send, 413, f"request body over {self.max_body} bytes\n")
             return
-        target = quote(rest, safe="/:@!$&'()*+,;=-._~%") + (
-            "?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
+        target = rest + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
+        # Names with "_" are dropped: WSGI maps x_forwarded_host and x-forwarded-host to one key.
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
-                   if k.lower() not in _HOP_BY_HOP and not k.lower().startswith(b"x-forwarded-")]
+                   if k.lower() not in _HOP_BY_HOP and not k.lower().startswith(b"x-forwarded-") and b"_" not in k]
         host = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() in (b"host", b":authority")), "")
         client = scope.get("client") or ("", 0)
         headers += [("x-forwarded-for", str(client[0])), ("x-forwarded-host", host),
@@ -105,17 +108,20 @@ class UplinkProxy:
             headers.append(("content-length", str(len(body))))
         try:
             stream_id, status, head = await channel.open(scope["method"], target, headers, body, timeout=self.timeout)
-        except (TransportError, TimeoutError) as exc:
+        except (Iec62676Error, TimeoutError) as exc:
             await _plain(send, 502, f"device {device_id!r} did not answer: {exc or 'timeout'}\n")
             return
-        out_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in head
-                       if k.encode() not in _HOP_BY_HOP or k == "content-length"]
-        await send({"type": "http.response.start", "status": status, "headers": out_headers})
         try:
-            async for chunk in channel.body(stream_id, timeout=self.timeout):
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except (TransportError, TimeoutError) as exc:
-            # Never pass a truncated body off as complete: abort the client's connection.
-            log.info("device %s broke off a response: %s", device_id, exc or "timeout")
-            raise
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            out_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in head
+                           if k.encode() not in _HOP_BY_HOP or k == "content-length"]
+            await send({"type": "http.response.start", "status": status, "headers": out_headers})
+            try:
+                async for chunk in channel.body(stream_id, timeout=self.timeout):
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except (TransportError, TimeoutError) as exc:
+                # Never pass a truncated body off as complete: abort the client's connection.
+                log.info("device %s broke off a response: %s", device_id, exc or "timeout")
+                raise
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            channel.cancel(stream_id)  # the client went away or sending failed: free the device's stream
