@@ -32,7 +32,7 @@ from .errors import Iec62676Error
 from .query import ResourceQueryClient
 from .runtime.authserver import DEFAULT_AUDIENCE, AuthServerOptions, OAuthClient, run_authserver
 from .runtime.background import BackgroundService
-from .runtime.cloud import CloudListener
+from .runtime.cloud import CloudListener, DeviceInfo
 from .runtime.cloud_server import CloudOptions, run_cloud
 from .runtime.device import run_device
 from .runtime.zeep_transport import UplinkTransport
@@ -140,6 +140,11 @@ def _start_cloud(material: Material, listen: str, proxy: str) -> tuple[Backgroun
     return service, ready[0]
 
 
+async def _devices(listener: CloudListener) -> list[DeviceInfo]:
+    """The listener's device list, read on its own event loop."""
+    return listener.devices()
+
+
 def part_configuration(material: Material, tmp: Path, out: Print) -> None:
     out("Part 1 — the uplink configuration service, called directly")
     data = tmp / "standalone"
@@ -209,7 +214,8 @@ def part_uplink(material: Material, tmp: Path, out: Print) -> None:
             devices.append(_start_device(data, name))
         for name in ALL_DEVICES:
             cloud.call(lambda name=name: listener.wait_for(name, timeout=30), timeout=35)
-        out("  all devices connected: " + ", ".join(f"{d.device_id} ({d.auth_mode})" for d in listener.devices()))
+        connected = cloud.call(lambda: _devices(listener))
+        out("  all devices connected: " + ", ".join(f"{d.device_id} ({d.auth_mode})" for d in connected))
         _show_through_uplink(listener, cloud, out)
         out("  UserLevel of the uplink applies (UPL-12): an Operator uplink may not write")
         operator = UplinkClient(f"http://{DEVICES[0]}/onvif/uplink_service",

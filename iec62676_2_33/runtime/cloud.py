@@ -399,18 +399,29 @@ class CloudListener:
                               dead_after=self.settings.dead_after)
         channel = DeviceChannel(info, stream, limits=self.settings.limits, monitor=monitor)
         runner = asyncio.create_task(channel.run(trailing))
+        settings_seen = asyncio.ensure_future(channel.settings_seen.wait())
         try:
-            async with asyncio.timeout(self.settings.preface_timeout):
-                await asyncio.shield(channel.settings_seen.wait())
-        except TimeoutError:
-            channel.close("no HTTP/2 SETTINGS from the device before the deadline")
-            await runner
-            return
-        if runner.done():
-            return
-        await self._register(channel)
-        reason = await runner
-        await self._unregister(channel, reason)
+            await asyncio.wait([runner, settings_seen], timeout=self.settings.preface_timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if not settings_seen.done():
+                channel.close("no HTTP/2 SETTINGS from the device before the deadline")
+            if runner.done() or not settings_seen.done():
+                log.info("device %s from %s: %s", device_id, peer, await runner)
+                return
+            await self._register(channel)
+            try:
+                reason = await runner
+            except Exception as exc:
+                log.exception("the uplink of device %s failed", device_id)
+                reason = f"internal error: {exc}"
+            finally:
+                if not runner.done():  # the handler itself was cancelled (cloud shutting down)
+                    channel.close("cloud shutting down")
+                    runner.cancel()
+                    reason = "cloud shutting down"
+                await self._unregister(channel, reason)
+        finally:
+            settings_seen.cancel()
 
     def _check_identity(self, device_id: str, mode: str) -> None:
         """A reconnect replaces a channel only when it proves the identity the same way (UPL-13, UPL-14):

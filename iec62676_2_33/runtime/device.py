@@ -89,7 +89,13 @@ async def run_device(data_dir: str | Path, listen: str | None, stop: asyncio.Eve
             tasks.append(asyncio.create_task(serve_wsgi(app, sock, lambda: wait_event(stop)), name="http"))
         else:
             announce(f"device running {len(store.list_uplinks())} uplink(s)")
-        await asyncio.gather(*tasks)
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # a failed part stops the device with its reason
+        finally:
+            stop.set()  # the other parts end before the store and the pool go away
+            await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         if sock is not None and sock.fileno() != -1:
             sock.close()

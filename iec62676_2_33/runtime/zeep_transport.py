@@ -47,7 +47,12 @@ class UplinkTransport(Transport):  # type: ignore[misc]
     def post(self, address: str, message: bytes, headers: dict[str, str]) -> requests.Response:
         call = self.cloud.request(self.device_id, "POST", _target(address), _headers(headers, message), message,
                                   timeout=self.timeout)
-        result: HttpResponse = asyncio.run_coroutine_threadsafe(call, self.loop).result(self.timeout + 5)
+        future = asyncio.run_coroutine_threadsafe(call, self.loop)
+        try:
+            result: HttpResponse = future.result(self.timeout + 5)
+        except BaseException:
+            future.cancel()  # do not leave the request running on the cloud's loop
+            raise
         response = requests.Response()
         response.status_code = result.status
         response.headers = CaseInsensitiveDict(result.headers)

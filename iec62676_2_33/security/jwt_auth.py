@@ -190,7 +190,7 @@ class UrlJwks:
                 response = await client.get(self.url, headers={"Accept": "application/json"})
             response.raise_for_status()
             keys = _parse_jwks(response.json(), f"the JWKS at {self.url}")
-        except (httpx.HTTPError, json.JSONDecodeError, ConfigurationError) as exc:
+        except (httpx.HTTPError, ValueError, ConfigurationError) as exc:  # ValueError: JSON and UTF-8 errors
             log.warning("cannot fetch the JWKS at %s: %s", self.url, exc)
             self._fetched_at = self.clock()  # do not hammer it
             return
