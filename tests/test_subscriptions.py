@@ -231,3 +231,25 @@ def test_token_set_many_tokens_and_removals_rq_4(registry: ResourceRegistry) -> 
     tokens.add("d:3")
     assert [f"d:{i}" in tokens for i in range(10)] == [False, True, True, True, True, True, False, True, True, False]
     assert "d:1050" not in tokens
+
+
+def test_signalled_set_stays_exact_when_a_synchronization_point_restarts_the_first_enumeration_rq_4_evt_4(
+        registry: ResourceRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RQ-4, EVT-4: the first enumeration adds tokens unchecked (each comes once); a synchronization point
+    in its middle switches back to checked adds. Otherwise a token would sit both in a sorted run and in
+    the buffer, a removal would forget only one copy, and the resource added again would come as Changed."""
+    from iec62676_2_33.domain import subscriptions
+
+    monkeypatch.setattr(subscriptions._TokenSet, "_RUN", 4)  # small runs: the sorted-run paths at test scale
+    registry.upsert_many([near(i) for i in range(11)])
+    manager = SubscriptionManager(registry)
+    sub = manager.create(ResourceQuery(), T0)
+    assert len(manager.pull(sub.id, 11, T0).messages) == 11  # a full page: the enumeration is not over
+    manager.synchronize(sub.id, T0)
+    assert len(manager.pull(sub.id, 100, T0).messages) == 11
+    registry.remove("dev1:r009")
+    registry.remove("dev1:r002")
+    assert ops(manager.pull(sub.id, 100, T0).messages) == [("Deleted", "dev1:r009"), ("Deleted", "dev1:r002")]
+    registry.upsert_many([near(9), near(2)])
+    assert ops(manager.pull(sub.id, 100, T0).messages) == [("Initialized", "dev1:r009"),
+                                                           ("Initialized", "dev1:r002")]

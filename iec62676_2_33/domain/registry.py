@@ -52,6 +52,8 @@ and guarded by a lock, so an asyncio runtime may call it from a thread pool.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import heapq
 import json
 import logging
@@ -85,7 +87,8 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 _CHUNK = 20_000  # rows per executemany batch in bulk writes
-_CACHE_KIB = 64 * 1024  # page cache per connection: keeps index upkeep of bulk loads in memory
+_CACHE_KIB = 8 * 1024  # page cache per connection; a streamed enumeration of 1M rows fills it
+_BULK_CACHE_KIB = 64 * 1024  # page cache during upsert_many: keeps index upkeep of bulk loads in memory
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -124,16 +127,39 @@ class ChangesPruned(ConfigurationError):
     """The change log no longer reaches back to the requested position; re-read with query()."""
 
 
+_new = object.__new__
+_set = object.__setattr__
+
+
+@functools.lru_cache(maxsize=4096)
+def _scopes(text: str) -> tuple[str, ...]:
+    """The scopes column (a JSON list); the resources of one device share it, so it is cached."""
+    return tuple(json.loads(text))
+
+
 def _row_to_resource(row: Sequence[Any]) -> Resource:
+    """A stored row as a :class:`Resource`, built without validating it again.
+
+    Every row was validated when it was written (``upsert_many`` takes
+    ``Resource`` objects only), and validation was most of the cost of
+    streaming a large enumeration, so reads fill the frozen dataclasses
+    directly.
+    """
     token, kind, name, lon, lat, elevation, scopes, offline = row
-    return Resource(
-        token,
-        kind,
-        name,
-        None if lon is None else GeoLocation(lon, lat, elevation),
-        () if scopes == "[]" else tuple(json.loads(scopes)),
-        None if offline is None else bool(offline),
-    )
+    location = None
+    if lon is not None:
+        location = _new(GeoLocation)
+        _set(location, "lon", lon)
+        _set(location, "lat", lat)
+        _set(location, "elevation", elevation)
+    resource = _new(Resource)
+    _set(resource, "token", token)
+    _set(resource, "kind", kind)
+    _set(resource, "name", name)
+    _set(resource, "location", location)
+    _set(resource, "scopes", () if scopes == "[]" else _scopes(scopes))
+    _set(resource, "offline", None if offline is None else bool(offline))
+    return resource
 
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -200,6 +226,15 @@ class ResourceRegistry:
 
     def _read(self) -> _Transaction:
         return _Transaction(self._db, "BEGIN")
+
+    @contextlib.contextmanager
+    def _bulk_cache(self) -> Iterator[None]:
+        """The larger page cache for the duration of a bulk write (a server's reads keep the small one)."""
+        self._db.execute(f"PRAGMA cache_size={-_BULK_CACHE_KIB}")
+        try:
+            yield
+        finally:
+            self._db.execute(f"PRAGMA cache_size={-_CACHE_KIB}")
 
     def _next_seq(self) -> int:
         row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
@@ -306,7 +341,7 @@ class ResourceRegistry:
         A token given twice is applied twice (the second gives ``Changed`` or
         nothing). Raises :class:`InvalidResource` if a token would change kind.
         """
-        with self._lock, self._write():
+        with self._lock, self._bulk_cache(), self._write():
             empty = self._db.execute("SELECT 1 FROM resources LIMIT 1").fetchone() is None
             state: dict[str, tuple[int | None, Resource | None]] = {}
             events: list[tuple[PropertyOperation, Resource]] = []
