@@ -8,14 +8,14 @@ was wrong and what to do. Protocol errors say whose fault it was (``local`` or
 from __future__ import annotations
 
 __all__ = [
-    "Iec62676Error",
-    "ConfigurationError",
-    "ProtocolError",
-    "LocalProtocolError",
-    "RemoteProtocolError",
     "AuthenticationError",
-    "TransportError",
+    "ConfigurationError",
+    "Iec62676Error",
+    "LocalProtocolError",
+    "ProtocolError",
+    "RemoteProtocolError",
     "SchemaError",
+    "TransportError",
 ]
 
 

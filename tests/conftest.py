@@ -51,15 +51,15 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # -- a running device (direct HTTP access) ------------------------------------
-import re  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
-from iec62676_2_33 import pki  # noqa: E402
-from iec62676_2_33.runtime.background import BackgroundService  # noqa: E402
-from iec62676_2_33.runtime.device import run_device  # noqa: E402
-from iec62676_2_33.store import DeviceStore  # noqa: E402
+from iec62676_2_33 import pki
+from iec62676_2_33.runtime.background import BackgroundService
+from iec62676_2_33.runtime.device import run_device
+from iec62676_2_33.store import DeviceStore
 
 ADMIN = ("admin", "admin-pw")
 OPERATOR = ("operator", "operator-pw")

@@ -9,8 +9,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-
 from conftest import ADMIN, USER, RunningDevice, seed_device
+
 from iec62676_2_33.client import AsyncUplinkClient, UplinkClient
 from iec62676_2_33.errors import TransportError
 from iec62676_2_33.runtime.background import BackgroundService

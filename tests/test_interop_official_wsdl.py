@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import zeep
 import zeep.exceptions
-
 from conftest import ADMIN, RunningDevice
 
 SPECS = os.environ.get("ONVIF_SPECS_DIR")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from uplink_env import FAST, Pki, seed_device
 
 from iec62676_2_33.cli import main
 from iec62676_2_33.runtime import dial as dial_module
@@ -15,7 +16,6 @@ from iec62676_2_33.runtime.agent import UplinkAgent
 from iec62676_2_33.runtime.cloud import CloudListener, DeviceInfo, UpgradeRejected
 from iec62676_2_33.store import DeviceStore
 from iec62676_2_33.transport.tls import server_context, start_tls_server
-from uplink_env import FAST, Pki, seed_device
 
 
 def _app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -108,8 +108,8 @@ def test_identity_cannot_be_taken_over_by_another_authentication_mode_upl_13_upl
     ("wss://cloud.example/up?access_token=SECRET-TOKEN", ["--auth-server", "as"],
      "RemoteAddress must not carry an access token; leave access_token= empty and configure an AuthorizationServer"),
     ("wss://cloud.example/up?access_token=", ["--cert-id", "c"],
-     "an empty access_token= asks for the access token in the query string; it needs a wss RemoteAddress "
-     "and an AuthorizationServer"),
+     ("an empty access_token= asks for the access token in the query string; it needs a wss RemoteAddress "
+     "and an AuthorizationServer")),
 ])
 def test_remote_address_never_holds_a_token_cfg_3_upl_14(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                                           remote: str, extra: list[str], message: str) -> None:

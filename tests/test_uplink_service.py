@@ -11,9 +11,9 @@ import http.client
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import ADMIN, RunningDevice
 from lxml import etree
 
-from conftest import ADMIN, RunningDevice
 from iec62676_2_33 import schemas
 from iec62676_2_33.namespaces import SOAP_ENV, TER, TUP
 from iec62676_2_33.security.wsse import build_username_token

@@ -42,7 +42,6 @@ epoch, like :func:`time.time`), so tests pin the time.
 """
 
 # Spyne declares models and ports with class-level lists:
-# ruff: noqa: RUF012
 
 from __future__ import annotations
 
