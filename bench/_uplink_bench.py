@@ -124,7 +124,7 @@ async def sim_connect(port: int, ctx: object, url: str) -> H2Driver:
     """Dial, upgrade and start serving HTTP/2 (no services); returns the running driver."""
     loop = asyncio.get_running_loop()
     stream = await connect_tls("127.0.0.1", port, ctx, server_hostname="localhost", timeout=60)  # type: ignore[arg-type]
-    trailing = await upgrade(stream, url, client_certificate=True)
+    trailing = await upgrade(stream, url)
     role = H2ServerRole(now=loop.time())
     driver = H2Driver(stream, role, lambda _ev: None, name="sim")
     driver.task = asyncio.create_task(driver.run(trailing))  # type: ignore[attr-defined]

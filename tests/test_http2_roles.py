@@ -33,7 +33,9 @@ from iec62676_2_33.http2 import (
 )
 
 NOW = 1000.0
-FRAME = 16384 + 9
+# One DATA frame as the roles send it by default (header included): the bounds below are
+# "buffer limit + one frame", so they follow the default SETTINGS_MAX_FRAME_SIZE.
+FRAME = H2Limits().max_frame_size + 9
 
 
 def pair(
@@ -208,8 +210,11 @@ def test_auto_acknowledge_keeps_the_body_flowing_upl15() -> None:
 
 def test_100_concurrent_streams_interleave_upl16() -> None:
     """UPL-16: 100 requests in flight at once; responses are framed round-robin."""
-    # A small outbound buffer: the role frames only as the link drains, fairly.
-    client, server, _, _ = pair(server_limits=H2Limits(max_outbound_buffer=20_000))
+    # A small outbound buffer: the role frames only as the link drains, fairly. 16 KiB
+    # frames (the default is 64 KiB) so that each ~36 KiB body takes 3 frames.
+    client, server, _, _ = pair(
+        server_limits=H2Limits(max_outbound_buffer=20_000, max_frame_size=16384)
+    )
     bodies = {}
     for i in range(100):
         payload = f"request {i} ".encode() * 300

@@ -154,7 +154,7 @@ def _data_frame_body_repr(self: hyperframe.frame.DataFrame) -> str:
     return f"padding_length={self.pad_length}, data={shown}"
 
 
-hyperframe.frame.DataFrame._body_repr = _data_frame_body_repr  # type: ignore[method-assign]
+hyperframe.frame.DataFrame._body_repr = _data_frame_body_repr  # type: ignore[method-assign,assignment]
 
 
 # ------------------------------------------------------------------------ events
@@ -333,7 +333,11 @@ class H2Role:
         self._initiated = False
         self._closed = False
         self._inbuf = bytearray()
-        self._outbuf = bytearray()
+        # Output waiting for data_to_send(): the chunks h2 produced, in order, and their
+        # total. A list, not one bytearray: taking from the front of a multi-MiB
+        # bytearray while appending at its back copied all of it again and again.
+        self._outbuf: list[bytes] = []
+        self._outlen = 0
         self._preface_left = b"" if client_side else PREFACE
         self._seen_settings = False
         self._block_size = 0
@@ -378,43 +382,122 @@ class H2Role:
         self._now = now
         events: list[Event] = []
         buf = self._inbuf
-        buf += data
-        if self._preface_left and not self._take_preface(events):
-            return events
-        max_frame = self._conn.max_inbound_frame_size
-        while len(buf) >= _FRAME_HEADER and not self._closed:
-            length = int.from_bytes(buf[0:3], "big")
-            if length > max_frame:
-                self._terminate(
-                    ErrorCodes.FRAME_SIZE_ERROR,
-                    f"frame of {length} bytes exceeds SETTINGS_MAX_FRAME_SIZE {max_frame}",
-                    events,
-                )
-                break
-            end = _FRAME_HEADER + length
-            if len(buf) < end:
-                break
-            with memoryview(buf) as view:
-                frame = bytes(view[:end])
-            del buf[:end]
-            self._receive_frame(frame, events)
+        if self._preface_left:
+            buf += data
+            if not self._take_preface(events):
+                return events
+            data = bytes(buf)  # what followed the preface (once per connection)
+            buf.clear()
+        # Frames are cut straight out of ``data``; only a frame that straddles two reads is
+        # assembled in ``_inbuf`` (one copy less per byte than buffering every read).
+        with memoryview(data) as view:
+            self._split(data, view, events)
         if not self._closed:
             self._pump()
         return events
 
+    def _split(self, data: bytes, view: memoryview, events: list[Event]) -> None:
+        """Feed the complete frames of ``_inbuf`` + ``data`` to h2; keep the incomplete rest."""
+        buf = self._inbuf
+        max_frame = self._conn.max_inbound_frame_size
+        pos, size = 0, len(view)
+        while not self._closed:
+            if buf:  # finish the frame begun in an earlier read
+                if len(buf) < _FRAME_HEADER:
+                    take = min(_FRAME_HEADER - len(buf), size - pos)
+                    buf += view[pos : pos + take]
+                    pos += take
+                    if len(buf) < _FRAME_HEADER:
+                        return
+                length = int.from_bytes(buf[0:3], "big")
+                if length > max_frame:
+                    self._frame_too_large(length, max_frame, events)
+                    return
+                take = min(_FRAME_HEADER + length - len(buf), size - pos)
+                buf += view[pos : pos + take]
+                pos += take
+                if len(buf) < _FRAME_HEADER + length:
+                    return
+                frame = bytes(buf)
+                buf.clear()  # an emptied bytearray gives its memory back
+                self._receive_frame(frame, events)
+                continue
+            left = size - pos
+            if left < _FRAME_HEADER:
+                if left:
+                    buf += view[pos:]
+                return
+            length = int.from_bytes(view[pos : pos + 3], "big")
+            if length > max_frame:
+                self._frame_too_large(length, max_frame, events)
+                return
+            end = pos + _FRAME_HEADER + length
+            if end > size:
+                buf += view[pos:]
+                return
+            if pos == 0 and end == size and type(data) is bytes:
+                frame = data  # the read is exactly one frame: no copy
+            else:
+                frame = bytes(view[pos:end])
+            pos = end
+            self._receive_frame(frame, events)
+
+    def _frame_too_large(self, length: int, max_frame: int, events: list[Event]) -> None:
+        self._terminate(
+            ErrorCodes.FRAME_SIZE_ERROR,
+            f"frame of {length} bytes exceeds SETTINGS_MAX_FRAME_SIZE {max_frame}",
+            events,
+        )
+
     def data_to_send(self, max_bytes: int | None = None) -> bytes:
         """Take up to ``max_bytes`` (all when None) of the bytes waiting to be written."""
         buf = self._outbuf
-        if max_bytes is None or max_bytes >= len(buf):
-            out = bytes(buf)
+        if max_bytes is None or max_bytes >= self._outlen:
+            out = buf[0] if len(buf) == 1 else b"".join(buf)
             buf.clear()
+            self._outlen = 0
         else:
-            out = bytes(buf[:max_bytes])
-            del buf[:max_bytes]
-        if len(buf) <= self.limits.max_outbound_buffer:
+            parts: list[bytes] = []
+            need = max_bytes
+            taken = 0
+            while need:
+                head = buf[taken]
+                if len(head) <= need:
+                    parts.append(head)
+                    need -= len(head)
+                    taken += 1
+                else:
+                    parts.append(head[:need])
+                    buf[taken] = head[need:]
+                    need = 0
+            del buf[:taken]
+            self._outlen -= max_bytes
+            out = parts[0] if len(parts) == 1 else b"".join(parts)
+        if self._outlen <= self.limits.max_outbound_buffer:
             self._backlog = 0
         self._pump()
         return out
+
+    def data_to_send_parts(self, max_bytes: int) -> list[bytes]:
+        """Take waiting bytes as the chunks h2 produced them, without joining (no copy).
+
+        Whole chunks are taken while their total stays within ``max_bytes``, but
+        always at least one (a chunk is one DATA frame, or a few control frames).
+        Writing the parts one by one saves the copy ``data_to_send`` makes to join
+        them: one large allocation per write during a bulk transfer.
+        """
+        buf = self._outbuf
+        taken = total = 0
+        while taken < len(buf) and (not taken or total + len(buf[taken]) <= max_bytes):
+            total += len(buf[taken])
+            taken += 1
+        parts = buf[:taken]
+        del buf[:taken]
+        self._outlen -= total
+        if self._outlen <= self.limits.max_outbound_buffer:
+            self._backlog = 0
+        self._pump()
+        return parts
 
     def ping(self, opaque: bytes) -> None:
         """Queue a PING with an 8-byte payload; :class:`PingAcknowledged` reports the answer."""
@@ -481,7 +564,7 @@ class H2Role:
     @property
     def outbound_pending(self) -> int:
         """Bytes produced and waiting for ``data_to_send``."""
-        return len(self._outbuf)
+        return self._outlen
 
     @property
     def inbound_pending(self) -> int:
@@ -523,7 +606,7 @@ class H2Role:
             code, reason = violation
             self._terminate(code, reason, events)
             return
-        before = len(self._outbuf)
+        before = self._outlen
         try:
             h2_events = self._conn.receive_data(frame)
         except h2.exceptions.ProtocolError as e:
@@ -549,8 +632,8 @@ class H2Role:
             self._translate(ev, events)
         if self._closed:
             return
-        grown = len(self._outbuf) - before
-        if grown > 0 and len(self._outbuf) > self.limits.max_outbound_buffer:
+        grown = self._outlen - before
+        if grown > 0 and self._outlen > self.limits.max_outbound_buffer:
             self._backlog += grown
             if self._backlog > self.limits.max_control_backlog:
                 self._terminate(
@@ -699,7 +782,10 @@ class H2Role:
     # ----------------------------------------------------------- output path
 
     def _flush(self) -> None:
-        self._outbuf += self._conn.data_to_send()
+        data = self._conn.data_to_send()
+        if data:
+            self._outbuf.append(data)
+            self._outlen += len(data)
 
     def _queue(self, stream_id: int, st: _Stream, data: bytes, end_stream: bool) -> None:
         if data:
@@ -719,10 +805,10 @@ class H2Role:
         cap = min(conn.max_outbound_frame_size, self.limits.max_frame_size)
         limit = self.limits.max_outbound_buffer
         progressed = True
-        while progressed and self._sendable and len(self._outbuf) < limit:
+        while progressed and self._sendable and self._outlen < limit:
             progressed = False
             for sid in list(self._sendable):
-                if len(self._outbuf) >= limit:
+                if self._outlen >= limit:
                     break
                 st = self._streams.get(sid)
                 if st is None:

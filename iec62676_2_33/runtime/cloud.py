@@ -409,6 +409,7 @@ class CloudListener:
                 log.info("device %s from %s: %s", device_id, peer, await runner)
                 return
             await self._register(channel)
+            reason = "cloud shutting down"  # what stands if this handler is cancelled while waiting
             try:
                 reason = await runner
             except Exception as exc:
@@ -416,9 +417,8 @@ class CloudListener:
                 reason = f"internal error: {exc}"
             finally:
                 if not runner.done():  # the handler itself was cancelled (cloud shutting down)
-                    channel.close("cloud shutting down")
+                    channel.close(reason)
                     runner.cancel()
-                    reason = "cloud shutting down"
                 await self._unregister(channel, reason)
         finally:
             settings_seen.cancel()

@@ -26,9 +26,10 @@ from ..transport.base import ByteStream
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 65536
-#: Bytes taken from the role per write: slices keep the role's output buffer from being
-#: freed and regrown (4 MiB at a time) on every write during a bulk transfer.
+#: Bytes asked of the stream per read: all the TLS layer buffers at most (READ_HIGH_WATER).
+READ_SIZE = 256 * 1024
+#: Bytes (whole frames) taken from the role and written before the writer waits for the
+#: stream to drain: what one write adds to the transport's buffer at most.
 WRITE_SIZE = 256 * 1024
 
 
@@ -114,7 +115,8 @@ class H2Driver:
                 self._done = True
             self.on_event(event)
         self.on_progress()
-        self.kick()
+        if self.role.outbound_pending or self._done:
+            self.kick()  # only when there is something to write: no idle writer wake-up per read
 
     async def _reader(self) -> None:
         while not self._done:
@@ -150,9 +152,11 @@ class H2Driver:
 
     async def _writer(self) -> None:
         while True:
-            out = self.role.data_to_send(WRITE_SIZE)
-            if out:
-                await self.stream.write(out)
+            parts = self.role.data_to_send_parts(WRITE_SIZE)
+            if parts:
+                for part in parts:  # frames as h2 made them: no join into one big buffer
+                    self.stream.write_nowait(part)
+                await self.stream.drain()
                 self.on_progress()
                 continue
             if self._done:

@@ -36,7 +36,8 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te"})
 
-#: Response bodies are sent in slices of this size with back-pressure.
+#: A response body up to this size goes out with its HEADERS in one call; a larger one is
+#: queued whole after them and framed by the role as flow control allows.
 CHUNK = 65536
 
 
@@ -59,7 +60,6 @@ class WsgiOnH2:
         self.kick = kick
         self._requests: dict[int, _Request] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._drained = asyncio.Event()
 
     def on_event(self, event: Event) -> None:
         if isinstance(event, RequestReceived):
@@ -79,7 +79,6 @@ class WsgiOnH2:
             self._requests.pop(event.stream_id, None)
         elif isinstance(event, ConnectionTerminated):
             self._requests.clear()
-        self._drained.set()
 
     def cancel(self) -> None:
         for task in list(self._tasks):
@@ -126,7 +125,7 @@ class WsgiOnH2:
         loop = asyncio.get_running_loop()
         try:
             status, headers, chunks = await loop.run_in_executor(self.executor, _call_app, self.app, env)
-        except Exception:  # noqa: BLE001 - the app failed: answer 500, keep the connection
+        except Exception:  # the app failed: answer 500, keep the connection
             log.exception("the device application failed on stream %d", stream_id)
             self.role.send_response(stream_id, 500, [("content-type", "text/plain")], b"internal error\n")
             self.kick()
@@ -137,21 +136,16 @@ class WsgiOnH2:
             self.kick()
             return
         self.role.send_response(stream_id, status, headers, None, end_stream=False)
-        view = memoryview(body)
-        for offset in range(0, len(body), CHUNK):
-            while self.role.queued_outbound(stream_id) > 4 * CHUNK and not self.role.is_closed:
-                self._drained.clear()
-                self.kick()
-                await self._drained.wait()
-            if self.role.is_closed:
-                return
-            self.role.send_data(stream_id, bytes(view[offset:offset + CHUNK]),
-                                end_stream=offset + CHUNK >= len(body))
-            self.kick()
+        # The whole body is in memory already and the role only references what it is
+        # given (no copy): queue it at once. The role frames it as the peer's windows and
+        # its outbound-buffer cap allow, so the peer's reading still paces the transfer,
+        # without a wake-up of this task per 64 KiB.
+        self.role.send_data(stream_id, body, end_stream=True)
+        self.kick()
 
     def writable(self) -> None:
-        """The driver wrote: queued data may have been framed."""
-        self._drained.set()
+        """The driver wrote (its ``on_progress`` hook). Response bodies are queued whole and
+        paced by the role itself, so nothing waits for this any more."""
 
 
 def _call_app(app: WsgiApp, env: dict[str, Any]) -> tuple[int, list[tuple[str, str]], list[bytes]]:

@@ -102,14 +102,18 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Size of the receive buffer all connections of a thread share (one recv_into).
-RECV_BUFFER = 64 * 1024
+#: Size of the receive buffer all connections of a thread share (one recv_into); shared,
+#: so its size costs nothing per connection.
+RECV_BUFFER = 256 * 1024
 #: Most bytes fed to the incoming BIO, or encrypted into the outgoing one, at a time.
 BIO_CHUNK = 4096
-#: Plaintext buffered for the reader before the socket is paused.
-READ_HIGH_WATER = 64 * 1024
+#: Plaintext buffered for the reader before the socket is paused. At 64 KiB a bulk
+#: transfer paused and resumed the socket (two epoll_ctl calls) every 64 KiB; the buffer
+#: exists only while data waits (an emptied one is replaced), so idle connections keep
+#: nothing of it.
+READ_HIGH_WATER = 256 * 1024
 #: Plaintext level below which a paused socket is resumed.
-READ_LOW_WATER = 16 * 1024
+READ_LOW_WATER = 64 * 1024
 #: TCP write buffer level above which :meth:`TlsStream.write` waits.
 WRITE_HIGH_WATER = 64 * 1024
 #: TCP write buffer level at which waiting writers are released.

@@ -37,13 +37,17 @@ module only moves bytes:
   any broken link (no crash). A CLOSE from the peer is answered and is the
   end of stream (``b""``).
 * :meth:`WebSocketStream.write` sends binary frames of at most
-  :data:`MAX_SEND_FRAME` bytes (masked by wsproto on the device side, as
-  RFC 6455 requires of clients).
+  :data:`MAX_SEND_FRAME` bytes, masked on the device side as RFC 6455
+  requires of clients. Plain binary frames (no extension, no fragmented
+  message in progress: always, on the uplink) are built by this module in
+  one buffer and masked in place; wsproto's ``send`` copies every payload
+  several times. Control frames and anything else still go through wsproto.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
@@ -267,26 +271,38 @@ class WebSocketStream:
     # ------------------------------------------------------------------ writing
 
     def write_nowait(self, data: bytes) -> None:
+        with memoryview(data) as view:
+            self._send(view)
+
+    def _send(self, view: memoryview) -> None:
         if self._error is not None:
             raise self._error
         if self._closed or self._conn.state is not ConnectionState.OPEN:
             raise TransportError(f"cannot write to {self._label}: the WebSocket is closed")
-        if not data:
+        if not view:
             return
-        view = memoryview(data)
-        out = [self._conn.send(BytesMessage(data=bytes(view[i:i + MAX_SEND_FRAME])))
-               for i in range(0, len(view), MAX_SEND_FRAME)]
-        self._inner.write_nowait(out[0] if len(out) == 1 else b"".join(out))
+        proto = self._conn._proto
+        if not proto.extensions and getattr(proto, "_outbound_opcode", None) is None:
+            # Plain final binary frames, built here in one buffer: wsproto's
+            # send() copies each payload about six times on its way to the wire.
+            out = bytearray()
+            for i in range(0, len(view), MAX_SEND_FRAME):
+                _append_binary_frame(out, view[i:i + MAX_SEND_FRAME], mask=self._conn.client)
+            self._inner.write_nowait(out)  # type: ignore[arg-type]  # any bytes-like
+            return
+        frames = [self._conn.send(BytesMessage(data=bytes(view[i:i + MAX_SEND_FRAME])))
+                  for i in range(0, len(view), MAX_SEND_FRAME)]
+        self._inner.write_nowait(frames[0] if len(frames) == 1 else b"".join(frames))
 
     async def drain(self) -> None:
         await self._inner.drain()
 
     async def write(self, data: bytes) -> None:
         step = 4 * MAX_SEND_FRAME
-        view = memoryview(data)
-        for start in range(0, len(view), step):
-            self.write_nowait(bytes(view[start:start + step]))
-            await self._inner.drain()
+        with memoryview(data) as view:
+            for start in range(0, len(view), step):
+                self._send(view[start:start + step])
+                await self._inner.drain()
 
     # ------------------------------------------------------------------ closing
 
@@ -320,6 +336,39 @@ class WebSocketStream:
         if name == "websocket_subprotocol":
             return SUBPROTOCOL
         return self._inner.extra(name, default)
+
+
+#: XOR tables for masking: ``_XOR[k]`` maps every byte ``b`` to ``b ^ k``.
+_XOR = [bytes(b ^ k for b in range(256)) for k in range(256)]
+
+
+def _append_binary_frame(out: bytearray, payload: memoryview, *, mask: bool) -> None:
+    """Append one final binary frame carrying *payload* to *out* (RFC 6455 §5.2).
+
+    With *mask* (we are the client, §5.3) a fresh key from ``os.urandom`` masks
+    the payload in place, one ``bytes.translate`` per key byte over a strided
+    slice of *out*: the same XOR as wsproto's masker, on the one copy of the
+    payload that goes to the wire.
+    """
+    n = len(payload)
+    bit = 0x80 if mask else 0
+    if n < 126:
+        out += bytes((0x82, bit | n))
+    elif n < 0x10000:
+        out += bytes((0x82, bit | 126)) + n.to_bytes(2, "big")
+    else:
+        out += bytes((0x82, bit | 127)) + n.to_bytes(8, "big")
+    if not mask:
+        out += payload
+        return
+    key = os.urandom(4)
+    out += key
+    start = len(out)
+    out += payload
+    end = len(out)
+    for i in range(4):
+        lane = slice(start + i, end, 4)
+        out[lane] = out[lane].translate(_XOR[key[i]])
 
 
 # --------------------------------------------------------------------------- device
