@@ -10,9 +10,6 @@
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +19,7 @@ import zeep
 import zeep.exceptions
 from conftest import ADMIN, RunningDevice
 from lxml import etree
+from onvif_specs import SKIP_REASON, SPECS, stage
 
 from iec62676_2_33.domain.filters import LocationFilter
 from iec62676_2_33.domain.registry import ResourceRegistry
@@ -98,61 +96,13 @@ def test_dead_server_is_reported_rq_10(device: RunningDevice, registry: Resource
 
 # -- the official ONVIF event WSDL, staged offline --------------------------------
 
-SPECS = os.environ.get("ONVIF_SPECS_DIR")
-
-SOAP12_STUB = """<?xml version="1.0" encoding="utf-8"?>
-<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="http://www.w3.org/2003/05/soap-envelope"
-           elementFormDefault="qualified">
-  <xs:complexType name="Envelope"><xs:sequence>
-    <xs:any namespace="##any" processContents="lax" minOccurs="0" maxOccurs="unbounded"/>
-  </xs:sequence></xs:complexType>
-  <xs:complexType name="Fault"><xs:sequence>
-    <xs:any namespace="##any" processContents="lax" minOccurs="0" maxOccurs="unbounded"/>
-  </xs:sequence></xs:complexType>
-</xs:schema>
-"""
-
-
-def stage_event_wsdl(specs: Path, into: Path) -> Path:
-    """The official event WSDL with onvif.xsd and every remote import pointed at local copies."""
-    import onvif
-
-    local = Path(onvif.__file__).parent / "wsdl"
-    (into / "ver10/events/wsdl").mkdir(parents=True)
-    (into / "ver10/schema").mkdir(parents=True)
-    for name in ("b-2.xsd", "bf-2.xsd", "t-1.xsd", "ws-addr.xsd", "xml.xsd", "xmlmime", "include", "r-2.xsd",
-                 "rw-2.wsdl", "bw-2.wsdl", "ws-addr.xsd"):
-        if (local / name).exists():
-            shutil.copy(local / name, into / "ver10/schema" / name)
-    (into / "ver10/schema/soap12.xsd").write_text(SOAP12_STUB)
-    shutil.copy(specs / "ver10/schema/common.xsd", into / "ver10/schema/common.xsd")
-    text = (specs / "ver10/schema/onvif.xsd").read_text(encoding="utf-8")
-    for remote, name in (("https://www.w3.org/2005/05/xmlmime", "xmlmime"),
-                         ("https://www.w3.org/2003/05/soap-envelope", "soap12.xsd"),
-                         ("http://docs.oasis-open.org/wsn/b-2.xsd", "b-2.xsd"),
-                         ("https://www.w3.org/2004/08/xop/include", "include")):
-        text = text.replace(f'schemaLocation="{remote}"', f'schemaLocation="{name}"')
-    (into / "ver10/schema/onvif.xsd").write_text(text, encoding="utf-8")
-    wsdl = (specs / "ver10/events/wsdl/event.wsdl").read_text(encoding="utf-8")
-    for remote, name in (("http://docs.oasis-open.org/wsn/bw-2.wsdl", "../../schema/bw-2.wsdl"),
-                         ("http://docs.oasis-open.org/wsrf/rw-2.wsdl", "../../schema/rw-2.wsdl"),
-                         ("http://docs.oasis-open.org/wsn/b-2.xsd", "../../schema/b-2.xsd"),
-                         ("http://www.w3.org/2005/08/addressing/ws-addr.xsd", "../../schema/ws-addr.xsd"),
-                         ("http://docs.oasis-open.org/wsn/t-1.xsd", "../../schema/t-1.xsd")):
-        wsdl = wsdl.replace(f'ocation="{remote}"', f'ocation="{name}"')  # location= and schemaLocation=
-    remaining = re.findall(r'(?:schemaL|l)ocation="(https?:[^"]+)"', wsdl)
-    assert not remaining, f"remote imports left in event.wsdl: {remaining}"
-    (into / "ver10/events/wsdl/event.wsdl").write_text(wsdl, encoding="utf-8")
-    return into / "ver10/events/wsdl/event.wsdl"
-
-
-@pytest.mark.skipif(not SPECS, reason="ONVIF_SPECS_DIR (a checkout of onvif/specs wsdl/) is not set")
+@pytest.mark.skipif(not SPECS, reason=SKIP_REASON)
 def test_official_event_wsdl_pull_point_workflow_evt_1_evt_3_evt_4_gen_2(
         device: RunningDevice, registry: ResourceRegistry, tmp_path: Path) -> None:
     """EVT-1, EVT-3, EVT-4, GEN-2: plain zeep on the official event WSDL subscribes, pulls, renews, unsubscribes."""
     from zeep.wsse.username import UsernameToken
 
-    wsdl = stage_event_wsdl(Path(str(SPECS)), tmp_path / "onvif")
+    wsdl = stage(Path(str(SPECS)), tmp_path / "onvif", "events/wsdl/event.wsdl")
     settings = zeep.Settings(strict=False, forbid_dtd=True, forbid_external=True)
     official = zeep.Client(str(wsdl), settings=settings, wsse=UsernameToken(*ADMIN, use_digest=True))
     events = official.create_service(f"{{{TEV}}}EventBinding", device.base + "/onvif/event_service")
