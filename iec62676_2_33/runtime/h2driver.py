@@ -154,8 +154,7 @@ class H2Driver:
         while True:
             parts = self.role.data_to_send_parts(WRITE_SIZE)
             if parts:
-                for part in parts:  # frames as h2 made them: no join into one big buffer
-                    self.stream.write_nowait(part)
+                self.stream.writelines(parts)  # one flush for all frames, none joined first
                 await self.stream.drain()
                 self.on_progress()
                 continue

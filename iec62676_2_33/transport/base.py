@@ -23,6 +23,7 @@ classifies on:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import TransportError
@@ -86,6 +87,14 @@ class ByteStream(Protocol):
 
     def write_nowait(self, data: bytes) -> None:
         """Queue *data* for sending without waiting (pair with :meth:`drain`)."""
+        ...
+
+    def writelines(self, parts: Sequence[bytes]) -> None:
+        """Queue several buffers as *one* write (one TLS flush, one TCP send) without joining them.
+
+        Writing them one by one would put each in a segment of its own; a response
+        split over several small segments met the peer's delayed ACK (about 40 ms).
+        """
         ...
 
     async def drain(self) -> None:

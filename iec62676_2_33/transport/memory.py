@@ -12,7 +12,7 @@ of stream for the peer; writing to an end whose peer has gone raises
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import TransportError
@@ -93,6 +93,9 @@ class MemoryStream:
                 await chan.read_waiter
             finally:
                 chan.read_waiter = None
+
+    def writelines(self, parts: Sequence[bytes]) -> None:
+        self.write_nowait(b"".join(parts))
 
     def write_nowait(self, data: bytes) -> None:
         chan = self._out

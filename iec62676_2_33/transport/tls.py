@@ -71,7 +71,7 @@ import ssl
 import sys
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -613,9 +613,12 @@ class TlsStream:
     # ------------------------------------------------------------------ writing
 
     def write_nowait(self, data: bytes) -> None:
-        self._write(memoryview(data))
+        self._write((memoryview(data),))
 
-    def _write(self, view: memoryview) -> None:
+    def writelines(self, parts: Sequence[bytes]) -> None:
+        self._write([memoryview(part) for part in parts])
+
+    def _write(self, views: Sequence[memoryview]) -> None:
         p = self._p
         sslobj, transport = p._sslobj, p._transport
         if p._error is not None:
@@ -624,9 +627,10 @@ class TlsStream:
             raise TransportError(f"cannot write to {p._label}: the TLS connection is closed")
         out: list[bytes] = []
         try:
-            for start in range(0, len(view), BIO_CHUNK):
-                sslobj.write(view[start : start + BIO_CHUNK])
-                out.append(p._outgoing.read())
+            for view in views:
+                for start in range(0, len(view), BIO_CHUNK):
+                    sslobj.write(view[start : start + BIO_CHUNK])
+                    out.append(p._outgoing.read())
         except ssl.SSLError as exc:
             raise TransportError(f"cannot write to {p._label}: {_ssl_text(exc)}") from None
         if out:
@@ -646,7 +650,7 @@ class TlsStream:
     async def write(self, data: bytes) -> None:
         view = memoryview(data)
         for start in range(0, max(len(view), 1), _WRITE_STEP):
-            self._write(view[start : start + _WRITE_STEP])
+            self._write((view[start : start + _WRITE_STEP],))
             await self.drain()
 
     # ------------------------------------------------------------------ closing

@@ -272,24 +272,30 @@ class WebSocketStream:
 
     def write_nowait(self, data: bytes) -> None:
         with memoryview(data) as view:
-            self._send(view)
+            self._send((view,))
 
-    def _send(self, view: memoryview) -> None:
+    def writelines(self, parts: Sequence[bytes]) -> None:
+        self._send([memoryview(part) for part in parts])
+
+    def _send(self, views: Sequence[memoryview]) -> None:
         if self._error is not None:
             raise self._error
         if self._closed or self._conn.state is not ConnectionState.OPEN:
             raise TransportError(f"cannot write to {self._label}: the WebSocket is closed")
-        if not view:
+        views = [v for v in views if v]
+        if not views:
             return
         proto = self._conn._proto
         if not proto.extensions and getattr(proto, "_outbound_opcode", None) is None:
             # Plain final binary frames, built here in one buffer: wsproto's
             # send() copies each payload about six times on its way to the wire.
             out = bytearray()
-            for i in range(0, len(view), MAX_SEND_FRAME):
-                _append_binary_frame(out, view[i:i + MAX_SEND_FRAME], mask=self._conn.client)
+            for view in views:
+                for i in range(0, len(view), MAX_SEND_FRAME):
+                    _append_binary_frame(out, view[i:i + MAX_SEND_FRAME], mask=self._conn.client)
             self._inner.write_nowait(out)  # type: ignore[arg-type]  # any bytes-like
             return
+        view = views[0] if len(views) == 1 else memoryview(b"".join(views))
         frames = [self._conn.send(BytesMessage(data=bytes(view[i:i + MAX_SEND_FRAME])))
                   for i in range(0, len(view), MAX_SEND_FRAME)]
         self._inner.write_nowait(frames[0] if len(frames) == 1 else b"".join(frames))
@@ -301,7 +307,7 @@ class WebSocketStream:
         step = 4 * MAX_SEND_FRAME
         with memoryview(data) as view:
             for start in range(0, len(view), step):
-                self._send(view[start:start + step])
+                self._send((view[start:start + step],))
                 await self._inner.drain()
 
     # ------------------------------------------------------------------ closing
