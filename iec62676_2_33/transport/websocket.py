@@ -50,7 +50,7 @@ import asyncio
 import os
 from collections.abc import Sequence
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal
 
 from wsproto import ConnectionType, frame_protocol
 from wsproto.connection import Connection, ConnectionState
@@ -140,6 +140,7 @@ class WebSocketStream:
         "_inner",
         "_label",
         "_max_message",
+        "_pending",
     )
 
     def __init__(self, inner: ByteStream, conn: Connection, *, max_message: int = DEFAULT_MAX_MESSAGE,
@@ -153,6 +154,7 @@ class WebSocketStream:
         self._eof = False
         self._closed = False
         self._error: WebSocketClosed | None = None
+        self._pending = bytearray()  # bytes not yet handed on: the start of a plain binary frame
 
     def __repr__(self) -> str:
         return f"<WebSocketStream {self._label}>"
@@ -202,10 +204,38 @@ class WebSocketStream:
         return bytes(out)
 
     def receive(self, data: bytes) -> None:
-        """Feed bytes from the inner stream (also used for bytes read past the handshake)."""
+        """Feed bytes from the inner stream (also used for bytes read past the handshake).
+
+        Plain frames (final, binary, no RSV bits, masked exactly when the peer must
+        mask, within the size cap) are taken here, unmasked in C; everything else —
+        control, text and fragmented frames, anything malformed — goes to wsproto,
+        which keeps the protocol's rules and close codes. wsproto only ever sees
+        whole frames from this path, so its state is never half-way through one.
+        """
         if self._conn.state in (ConnectionState.CLOSED, ConnectionState.REMOTE_CLOSING):
             return
-        self._conn.receive_data(data)
+        pending = self._pending
+        pending += data
+        pos = 0
+        while pos < len(pending):
+            if self._in_message or not _wsproto_idle(self._conn):  # wsproto is inside a frame or message
+                break
+            frame = _plain_frame(pending, pos, masked=not self._conn.client, limit=self._max_message)
+            if frame is None:  # incomplete: wait for more
+                del pending[:pos]
+                return
+            if frame is False:  # not plain: wsproto's turn
+                break
+            start, end, key = frame
+            payload = bytes(pending[start:end])
+            if payload:
+                self._buffer.append(apply_mask(payload, key) if key else payload)
+            pos = end
+        rest = bytes(pending[pos:])
+        pending.clear()
+        if not rest:
+            return
+        self._conn.receive_data(rest)
         for event in self._conn.events():
             if self._handle(event):
                 break
@@ -368,6 +398,45 @@ class _FastMasker:
 
 # Every wsproto frame decoder of this process unmasks with the fast masker (identical results).
 frame_protocol.XorMaskerSimple = _FastMasker  # type: ignore[misc,assignment]
+
+
+def _wsproto_idle(conn: Connection) -> bool:
+    """wsproto holds no part of a frame and no fragmented message (its decoders are private)."""
+    proto = conn._proto
+    frames, messages = proto._frame_decoder, proto._message_decoder
+    return frames.header is None and not len(frames.buffer) and messages.opcode is None
+
+
+def _plain_frame(buf: bytearray, pos: int, *, masked: bool,
+                 limit: int) -> tuple[int, int, bytes] | Literal[False] | None:
+    """Parse a plain frame at ``buf[pos:]``: (payload start, end, mask key or b""); None if incomplete;
+    False when the frame is anything but a final binary frame we may take ourselves."""
+    if buf[pos] != 0x82:  # FIN, no RSV bits, opcode binary
+        return False
+    if len(buf) - pos < 2:
+        return None
+    second = buf[pos + 1]
+    if bool(second & 0x80) != masked:
+        return False
+    length, head = second & 0x7F, 2
+    if length >= 126:
+        size = 2 if length == 126 else 8
+        if len(buf) - pos < 2 + size:
+            return None
+        length = int.from_bytes(buf[pos + 2:pos + 2 + size], "big")
+        head += size
+    if length > limit:
+        return False
+    key = b""
+    if masked:
+        if len(buf) - pos < head + 4:
+            return None
+        key = bytes(buf[pos + head:pos + head + 4])
+        head += 4
+    start = pos + head
+    if len(buf) < start + length:
+        return None
+    return start, start + length, key
 
 
 def _append_binary_frame(out: bytearray, payload: memoryview, *, mask: bool) -> None:
