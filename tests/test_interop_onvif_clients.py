@@ -411,11 +411,17 @@ def test_notification_text_writer_matches_lxml_writer_evt_6(resource: Resource, 
 
 
 def test_notification_text_writer_refuses_what_xml_cannot_carry_evt_6() -> None:
-    """EVT-6: a control character in a value fails like lxml (ValueError), never yields broken XML."""
+    """EVT-6, RQ-3: a control character is refused when a resource is made; should one get past that,
+    the text writer still fails like lxml (ValueError) and never yields broken XML."""
+    from iec62676_2_33.domain.resources import InvalidResource
     from iec62676_2_33.domain.subscriptions import Notification
     from iec62676_2_33.services.events import notification_element, notification_xml
 
-    message = Notification("Initialized", Resource("dev7:bell", "VideoSource", "ring\x07"), 0.0)
+    with pytest.raises(InvalidResource, match="a character XML cannot carry"):
+        Resource("dev7:bell", "VideoSource", "ring\x07")
+    smuggled = Resource("dev7:bell", "VideoSource", "ring")
+    object.__setattr__(smuggled, "name", "ring\x07")  # past the validation, as a bug might
+    message = Notification("Initialized", smuggled, 0.0)
     with pytest.raises(ValueError):
         notification_element(etree.Element("holder"), message)
     with pytest.raises(ValueError, match="XML does not allow"):

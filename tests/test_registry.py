@@ -587,3 +587,20 @@ def test_rq4_registry_state_survives_reopening(tmp_path):
         assert r.get("d:a") == cam("d:a", location=GeoLocation(1, 1))
         assert r.query(ResourceQuery(location=LocationFilter(1, 1, 1))) == [r.get("d:a")]
         assert r.upsert(cam("d:b")).seq == 2
+
+
+def test_characters_xml_cannot_carry_are_refused_at_load_rq_3(tmp_path: Path) -> None:
+    """RQ-3: every item travels in an XML event message, so a control character in a token, name or
+    scope is refused when the resource is loaded (with its line), never at PullMessages time."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        json.dumps({"token": "d:1", "kind": "MediaProfile", "name": "ok"}) + "\n"
+        + json.dumps({"token": "d:2", "kind": "MediaProfile", "name": "bad\u0001"}) + "\n"
+        + json.dumps({"token": "d:3", "kind": "MediaProfile", "scopes": ["onvif://x/\u0000"]}) + "\n")
+    with ResourceRegistry(tmp_path / "r.db") as registry:
+        with pytest.raises(InvalidResource) as info:
+            registry.load_jsonl(bad)
+        message = str(info.value)
+        assert "line 2: name of 'd:2' holds '\\x01', a character XML cannot carry" in message
+        assert "line 3: scope of 'd:3' holds '\\x00', a character XML cannot carry" in message
+        assert registry.count() == 0

@@ -253,3 +253,11 @@ def test_signalled_set_stays_exact_when_a_synchronization_point_restarts_the_fir
     registry.upsert_many([near(9), near(2)])
     assert ops(manager.pull(sub.id, 100, T0).messages) == [("Initialized", "dev1:r009"),
                                                            ("Initialized", "dev1:r002")]
+
+
+@pytest.mark.parametrize("text", ["-P3000Y", "P9000Y", "0001-01-01T00:00:00Z"])
+def test_termination_outside_the_representable_years_is_invalid_evt_1_evt_4(text: str) -> None:
+    """EVT-1, EVT-4: a termination no xs:dateTime answer could name is an InvalidTime, not a crash."""
+    with pytest.raises(InvalidTime) as info:
+        parse_termination(text, 1_800_000_000.0)
+    assert str(info.value) == f"termination time {text!r} lies outside the years 1 to 9999"

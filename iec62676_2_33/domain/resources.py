@@ -22,6 +22,7 @@ JSON form (one object; only ``token`` and ``kind`` are required)::
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -68,6 +69,16 @@ PROPERTY_OPERATIONS: tuple[PropertyOperation, ...] = ("Initialized", "Changed", 
 
 _JSON_KEYS = ("token", "kind", "name", "location", "scopes", "offline")
 _LOCATION_KEYS = ("lon", "lat", "elevation")
+
+
+#: Characters XML 1.0 cannot carry (RQ-3: every item travels in an event message).
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_text(value: str, what: str, token: str) -> None:
+    bad = _NOT_XML.search(value)
+    if bad is not None:
+        raise InvalidResource(f"{what} of {token!r} holds {bad.group()!r}, a character XML cannot carry")
 
 
 class InvalidResource(ConfigurationError):
@@ -165,6 +176,9 @@ class Resource:
             )
         if self.name is not None and not isinstance(self.name, str):
             raise InvalidResource(f"name of {token!r} must be a string, got {self.name!r}")
+        _xml_text(token, "token", token)
+        if self.name is not None:
+            _xml_text(self.name, "name", token)
         if self.location is not None and not isinstance(self.location, GeoLocation):
             raise InvalidResource(
                 f"location of {token!r} must be a GeoLocation, got {self.location!r}"
@@ -177,6 +191,7 @@ class Resource:
                 raise InvalidResource(
                     f"each scope of {token!r} must be a non-empty string, got {scope!r}"
                 )
+            _xml_text(scope, "scope", token)
         if not isinstance(scopes, tuple):
             object.__setattr__(self, "scopes", tuple(scopes))
         if self.offline is not None and not isinstance(self.offline, bool):

@@ -188,12 +188,19 @@ def format_datetime(epoch: float) -> str:
     return f"{base}.{millis:03d}Z" if millis else f"{base}Z"
 
 
+#: The instants an ``xs:dateTime`` answer can name (years 1 … 9999).
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_FIRST = (datetime(1, 1, 2, tzinfo=timezone.utc) - _EPOCH).total_seconds()
+_LAST = (datetime(9999, 12, 30, tzinfo=timezone.utc) - _EPOCH).total_seconds()
+
+
 def parse_termination(text: str, now: float) -> float:
     """EVT-1: an absolute ``xs:dateTime`` or a relative ``xs:duration`` → absolute epoch seconds."""
     raw = text.strip()
-    if raw.startswith(("P", "-P")):
-        return now + parse_duration(raw)
-    return parse_datetime(raw)
+    when = now + parse_duration(raw) if raw.startswith(("P", "-P")) else parse_datetime(raw)
+    if not _FIRST <= when <= _LAST:
+        raise InvalidTime(f"termination time {raw!r} lies outside the years 1 to 9999")
+    return when
 
 
 # --------------------------------------------------------------------------- data
