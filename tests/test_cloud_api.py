@@ -7,12 +7,12 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from uplink_env import Device, Pki, seed_device, wait_until
 
 from iec62676_2_33 import pki
 from iec62676_2_33.runtime.background import BackgroundService
 from iec62676_2_33.runtime.cloud import CloudListener, DeviceEvent
 from iec62676_2_33.runtime.cloud_server import CloudOptions, run_cloud
-from uplink_env import Device, Pki, seed_device, wait_until
 
 
 @pytest.mark.parametrize("identity", ["cn", "serial", "san"])
