@@ -10,23 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import one_line_error, run
 
 from iec62676_2_33 import pki
-from iec62676_2_33.cli import main
 from iec62676_2_33.store import DeviceStore
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("iec62676: error: ")
-    return lines[0]
 
 
 @pytest.fixture

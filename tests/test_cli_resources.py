@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import one_line_error, run
 
-from iec62676_2_33.cli import main
 from iec62676_2_33.cli.resources import REGISTRY_FILE, format_row
 from iec62676_2_33.domain.registry import ResourceRegistry
 from iec62676_2_33.domain.resources import RESOURCE_KINDS, GeoLocation, Resource
@@ -21,17 +21,8 @@ EXAMPLE = ROOT / "examples" / "resources-city.jsonl"
 FIRST = "32010003071321000001"
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def one_line_error(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("iec62676: error: ")
-    return lines[0]
 
 
 def example_lines(prefix: str | None = None) -> list[dict]:

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import ADMIN, USER, RunningDevice
+from helpers import fault_chain
 from lxml import etree
 
 from iec62676_2_33 import schemas
@@ -85,17 +86,6 @@ def ok(url: str, body: str, *, user: tuple[str, str] | None = None,
     return response
 
 
-def fault_chain(root: etree._Element) -> list[str]:
-    fault = answer(root)
-    assert fault.tag == f"{{{SOAP_ENV}}}Fault"
-    chain, node = [], fault.find("env:Code", NS)
-    while node is not None:
-        value = node.find("env:Value", NS)
-        prefix, local = value.text.split(":")
-        assert value.nsmap[prefix] in (SOAP_ENV, TER)
-        chain.append(f"{prefix}:{local}")
-        node = node.find("env:Subcode", NS)
-    return chain
 
 
 def services_of(response: etree._Element) -> list[tuple[str, str, str, str]]:

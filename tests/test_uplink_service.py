@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import ADMIN, RunningDevice
+from helpers import fault_chain
 from lxml import etree
 
 from iec62676_2_33 import schemas
@@ -50,19 +51,6 @@ def answer(root: etree._Element) -> etree._Element:
     return body[0]
 
 
-def fault_chain(root: etree._Element) -> list[str]:
-    """The Code/Value and Subcode/Value texts, resolved through the in-scope prefixes."""
-    fault = answer(root)
-    assert fault.tag == f"{{{SOAP_ENV}}}Fault"
-    chain = []
-    node = fault.find("env:Code", NS)
-    while node is not None:
-        value = node.find("env:Value", NS)
-        prefix, local = value.text.split(":")
-        assert value.nsmap[prefix] in (SOAP_ENV, TER), f"prefix {prefix} is not declared in scope"
-        chain.append(f"{prefix}:{local}")
-        node = node.find("env:Subcode", NS)
-    return chain
 
 
 def set_uplink(address: str, *, cert: str | None = "cert-1", policy: str | None = None,
