@@ -28,7 +28,8 @@ from lxml import etree
 from iec62676_2_33 import schemas
 from iec62676_2_33.errors import ConfigurationError
 from iec62676_2_33.namespaces import SOAP_ENV, TDS, TER, TEV, TT, TUP
-from iec62676_2_33.security.access import AccessClass
+from iec62676_2_33.security.access import AccessClass, operation_access_from
+from iec62676_2_33.security.middleware import ENVIRON_UPLINK_LEVEL, AccessControlMiddleware
 from iec62676_2_33.security.wsse import build_username_token
 from iec62676_2_33.services import app as app_module
 from iec62676_2_33.services import device as device_module
@@ -346,9 +347,10 @@ def test_only_routed_services_are_listed_gen_2() -> None:
     served = {DEVICE_PATH, UPLINK_PATH}
     context = DeviceServiceContext(services=[ServiceEntry(TDS, DEVICE_PATH), ServiceEntry(TUP, UPLINK_PATH),
                                              ServiceEntry(TEV, EVENT_PATH, version=(2, 60))], served=served)
-    app = device_endpoint(context)
+    app = AccessControlMiddleware(device_endpoint(context), operation_access=operation_access_from(OPERATION_ACCESS),
+                                  wsse=None, digest=None)
     status, root = wsgi_call(app, "<tds:GetServices><tds:IncludeCapability>true</tds:IncludeCapability>"
-                                  "</tds:GetServices>")
+                                  "</tds:GetServices>", **{ENVIRON_UPLINK_LEVEL: "Administrator"})
     assert status == "200 OK"
     assert services_of(answer(root)) == [(TDS, "http://cam.local/onvif/device_service", "24", "6"),
                                          (TUP, "http://cam.local/onvif/uplink_service", "24", "6")]

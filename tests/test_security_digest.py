@@ -338,14 +338,14 @@ def digest_server() -> Iterator[Callable[..., tuple[str, list[dict[str, Any]]]]]
         calls: list[dict[str, Any]] = []
 
         def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-            body = environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"]))
+            request = environ["iec62676.request"]
             m = re.search(r"algorithm=\"?([\w-]+)", environ.get("HTTP_AUTHORIZATION", ""))
             calls.append(
                 {
                     "user": environ["iec62676.user"],
                     "levels": environ["iec62676.levels"],
                     "algorithm": m.group(1) if m else None,
-                    "body": body,
+                    "operation": request.operation_name,
                 }
             )
             start_response("200 OK", [("Content-Type", "text/plain")])
@@ -422,7 +422,7 @@ def test_sec2_curl_digest_md5_and_sha256(
             "user": "admin",
             "levels": ["Administrator"],
             "algorithm": algorithms[0],
-            "body": BODY.format(op="Write").encode(),
+            "operation": (NS, "Write"),
         }
     ]
 

@@ -129,13 +129,15 @@ class SpyApp:
         self.calls: list[dict[str, Any]] = []
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
+        request = environ.get("iec62676.request")
         self.calls.append(
             {
                 "user": environ.get("iec62676.user"),
                 "levels": environ.get("iec62676.levels"),
                 "access_class": environ.get("iec62676.access_class"),
-                "body": environ["wsgi.input"].read(length),
+                # the application gets the parsed request and no bytes to read again
+                "operation": None if request is None else request.operation_name,
+                "unread": environ["wsgi.input"].read(),
             }
         )
         start_response("200 OK", [("Content-Type", "application/soap+xml")])
@@ -188,6 +190,7 @@ class Harness:
         env: dict[str, Any] = {"REQUEST_METHOD": method, "PATH_INFO": "/onvif/device_service"}
         setup_testing_defaults(env)
         env["wsgi.input"] = io.BytesIO(body)
+        env["CONTENT_TYPE"] = "application/soap+xml; charset=utf-8"
         if content_length:
             env["CONTENT_LENGTH"] = str(len(body))
         for name, value in (headers or {}).items():
@@ -255,7 +258,8 @@ def test_sec2_wsse_user_levels_applied(user: str, op: str, allowed: bool) -> Non
     if allowed:
         assert status == 200 and body == b"<ok/>"
         assert h.app.calls == [
-            {"user": user, "levels": [USERS[user][1]], "access_class": OPS[op], "body": request}
+            {"user": user, "levels": [USERS[user][1]], "access_class": OPS[op], "operation": (NS, op),
+             "unread": b""}
         ]
     else:
         assert status == 400 and fault_codes(body) == NOT_AUTHORIZED
@@ -456,8 +460,8 @@ def test_sec3_body_cap_413_without_reading() -> None:
     h = Harness(max_body=1000)
     env = {"wsgi.input": Exploding(), "CONTENT_LENGTH": "1001"}
     status, headers, body = h.call(environ=env)
-    assert status == 413 and headers["content-type"] == ["text/plain; charset=utf-8"]
-    assert b"1000" in body and h.app.calls == []
+    assert status == 413 and headers["content-type"] == ["application/soap+xml; charset=utf-8"]
+    assert fault_codes(body)[0] == "env:Sender" and b"1000" in body and h.app.calls == []
 
 
 def test_sec3_body_cap_without_content_length() -> None:
@@ -514,7 +518,7 @@ def test_sec3_doctype_and_entities_refused(payload: bytes) -> None:
     "payload, reason",
     [
         (b"not xml", b"not well-formed"),
-        (b"<a/>", b"not a SOAP envelope"),
+        (b"<a/>", b"not a SOAP 1.2 envelope"),
         (
             b'<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body/></s:Envelope>',
             b"no operation",
@@ -527,14 +531,16 @@ def test_sec3_not_an_operation_refused(payload: bytes, reason: bytes) -> None:
     assert status == 400 and reason in body and h.app.calls == []
 
 
-def test_sec1_soap11_envelope_tolerated() -> None:
+def test_sec3_soap11_envelope_gets_version_mismatch() -> None:
+    """SEC-3: a SOAP 1.1 envelope is answered env:VersionMismatch (SOAP 1.2 §5.4.7) and never executed,
+    even with valid credentials."""
     h = Harness()
     soap11 = "http://schemas.xmlsoap.org/soap/envelope/"
-    assert h.call(envelope("Write", env_ns=soap11))[0] == 400
-    assert (
-        h.call(envelope("Write", env_ns=soap11, security=token("admin", "Adm1n-Pa55word")))[0]
-        == 200
-    )
+    for request in (envelope("Write", env_ns=soap11),
+                    envelope("Write", env_ns=soap11, security=token("admin", "Adm1n-Pa55word"))):
+        status, _, body = h.call(request)
+        assert status == 500 and fault_codes(body)[0] == "env:VersionMismatch"
+    assert h.app.calls == []
 
 
 def test_sec1_get_passes_through_other_methods_405() -> None:

@@ -8,15 +8,18 @@ Theory of operation
 For each ``POST`` the middleware, *before* the application sees anything:
 
 1. reads the body: ``Content-Length`` larger than ``max_body`` is refused
-   with 413 without reading; without ``Content-Length`` the body is read up
-   to the cap only when the server marks the input as terminated
-   (``wsgi.input_terminated``), else 411;
-2. parses it with a locked-down lxml parser (no entities, no network, no
-   DTD, no huge trees; any DOCTYPE is refused) and takes the operation = the
-   first element child of ``env:Body`` (SOAP 1.2; a SOAP 1.1 envelope is
-   tolerated), mapped by ``operation_access(namespace, local_name)`` to an
-   :class:`~.access.AccessClass` (``None`` = unknown operation: the
-   application answers it with its own fault, after authentication);
+   with 413 (and a SOAP fault) without reading; without ``Content-Length``
+   the body is read up to the cap only when the server marks the input as
+   terminated (``wsgi.input_terminated``), else 411; reading stops one byte
+   past the cap;
+2. decodes, parses and identifies it **once** with
+   :func:`~..soap.envelope.parse_request` (UTF-8/UTF-16 only, no MIME, no
+   DTD, exactly one operation element in the Body: see that module) — a
+   request it refuses is answered with its fault before any authentication;
+   the operation, ``(namespace, local_name)`` of the Body's one element, is
+   mapped by ``operation_access`` to an :class:`~.access.AccessClass`
+   (``None`` = unknown operation: the application answers it with its own
+   fault, after authentication);
 3. decides the user levels:
 
    * ``environ["iec62676.user_level"]`` set (the uplink runtime marks every
@@ -34,8 +37,9 @@ For each ``POST`` the middleware, *before* the application sees anything:
    learn the device time (ONVIF Core: PRE_AUTH operations need no
    authentication). The failure is logged all the same.
 4. allowed by :func:`~.access.is_allowed` → the application is called with
-   the body re-attached (``wsgi.input``/``CONTENT_LENGTH``) and
-   ``environ["iec62676.user"]`` (user name or ``None``),
+   the parsed request in ``environ["iec62676.request"]`` — the very tree the
+   decision was taken on, and no body to read again (``wsgi.input`` is
+   empty) — and ``environ["iec62676.user"]`` (user name or ``None``),
    ``environ["iec62676.levels"]`` (list of level names) and
    ``environ["iec62676.access_class"]``; otherwise it is **not called**
    (SEC-3) and the middleware answers:
@@ -77,24 +81,16 @@ from http import HTTPStatus
 from typing import Any, Final, Protocol
 from urllib.parse import quote
 
-from lxml import etree
-
-from ..namespaces import SOAP12_CONTENT_TYPE, SOAP_ENV
-from ..soap.fault import SoapFault, not_authorized
+from ..soap.envelope import parse_request
+from ..soap.fault import SoapFault, fault_response, not_authorized
 from .access import AccessClass, CredentialRejected, UserLevel, is_allowed
 from .httpdigest import DigestAuthenticator, StaleNonce
-from .wsse import (
-    SOAP11_ENV,
-    UnsafeXml,
-    UsernameTokenVerifier,
-    parse_username_token,
-    safe_fromstring,
-)
+from .wsse import UsernameTokenVerifier, parse_username_token
 
 __all__ = [
     "ENVIRON_ACCESS_CLASS",
-    "ENVIRON_ENVELOPE",
     "ENVIRON_LEVELS",
+    "ENVIRON_REQUEST",
     "ENVIRON_UPLINK_LEVEL",
     "ENVIRON_USER",
     "AccessControlMiddleware",
@@ -112,8 +108,8 @@ ENVIRON_USER: Final = "iec62676.user"
 ENVIRON_LEVELS: Final = "iec62676.levels"
 #: Set by the middleware for the application: the operation's access class (or None).
 ENVIRON_ACCESS_CLASS: Final = "iec62676.access_class"
-#: environ key: the envelope already parsed here (the SOAP endpoint need not parse it again).
-ENVIRON_ENVELOPE: Final = "iec62676.envelope"
+#: Set by the middleware for the application: the one parsed request (:class:`~..soap.envelope.SoapRequest`).
+ENVIRON_REQUEST: Final = "iec62676.request"
 
 
 class StartResponse(Protocol):
@@ -182,17 +178,20 @@ class AccessControlMiddleware:
             body = self._read_body(environ)
         except _Reject as exc:
             log.info("request refused before parsing: %s", exc.reason)
-            return _plain(start_response, exc.status, exc.reason)
+            return fault_response(SoapFault(code="Sender", reason=exc.reason), start_response, status=exc.status)
         now = self.clock()
 
         if not body.strip() and self.digest is not None and self._no_credentials(environ):
             # An empty probe (curl --digest sends one) → challenge straight away.
             return _challenge(start_response, self.digest, now, stale=False)
         try:
-            root, operation = _operation_of(body)
-        except _Reject as exc:
-            log.info("request refused: %s", exc.reason)
-            return _fault(start_response, SoapFault(code="Sender", reason=exc.reason))
+            request = parse_request(environ.get("CONTENT_TYPE"), body)
+        except SoapFault as fault:
+            log.info("request refused: %s", fault)
+            return fault_response(fault, start_response)
+        del body  # from here on only the parsed request exists
+        operation = request.operation_name
+        root = request.envelope
         access_class = self.operation_access(*operation)
         op_name = repr(f"{{{operation[0]}}}{operation[1]}")  # repr: no log injection
 
@@ -219,7 +218,7 @@ class AccessControlMiddleware:
                 if identity.source == "digest" and self.digest is not None:
                     stale = isinstance(failure, StaleNonce)
                     return _challenge(start_response, self.digest, now, stale=stale)
-                return _fault(start_response, not_authorized(failure.peer_reason))
+                return fault_response(not_authorized(failure.peer_reason), start_response)
 
         if access_class is not None and not is_allowed(identity.levels, access_class):
             # Valid credentials with too few rights are routine; failed credentials are warned above.
@@ -233,7 +232,7 @@ class AccessControlMiddleware:
             )
             if identity.source == "anonymous" and self.digest is not None:
                 return _challenge(start_response, self.digest, now, stale=False)
-            return _fault(start_response, not_authorized())
+            return fault_response(not_authorized(), start_response)
 
         log.debug(
             "%s (%s) allowed for %s levels %s",
@@ -242,12 +241,13 @@ class AccessControlMiddleware:
             identity.source,
             identity.levels,
         )
-        environ["wsgi.input"] = io.BytesIO(body)
-        environ["CONTENT_LENGTH"] = str(len(body))
+        # The application gets the parsed request and nothing it could read again.
+        environ["wsgi.input"] = io.BytesIO()
+        environ["CONTENT_LENGTH"] = "0"
         environ[ENVIRON_USER] = identity.user
         environ[ENVIRON_LEVELS] = identity.levels
         environ[ENVIRON_ACCESS_CLASS] = access_class
-        environ[ENVIRON_ENVELOPE] = root
+        environ[ENVIRON_REQUEST] = request
         return self.app(environ, start_response)
 
     # ------------------------------------------------------------------ steps
@@ -329,25 +329,6 @@ class AccessControlMiddleware:
 
 
 # ---------------------------------------------------------------------- helpers
-def _operation_of(body: bytes) -> tuple[Any, tuple[str, str]]:
-    """Parse safely; return the envelope and (namespace, local name) of the operation."""
-    try:
-        root = safe_fromstring(body)
-    except UnsafeXml as exc:
-        raise _Reject(400, str(exc)) from None
-    tag = etree.QName(root)
-    if tag.localname != "Envelope" or tag.namespace not in (SOAP_ENV, SOAP11_ENV):
-        raise _Reject(400, "the request is not a SOAP envelope")
-    bodies = root.findall(f"{{{tag.namespace}}}Body")
-    if len(bodies) != 1:
-        raise _Reject(400, "the SOAP envelope must have exactly one Body")
-    first = next((child for child in bodies[0] if isinstance(child.tag, str)), None)
-    if first is None:
-        raise _Reject(400, "the SOAP Body names no operation")
-    qname = etree.QName(first)
-    return root, (qname.namespace or "", qname.localname)
-
-
 def _request_uri(environ: dict[str, Any]) -> str:
     path = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
     target = quote(path or "/", safe="/;=,:@!$&'()*+~", encoding="latin-1")
@@ -359,24 +340,7 @@ def _challenge(
     start_response: StartResponse, digest: DigestAuthenticator, now: float, *, stale: bool
 ) -> list[bytes]:
     headers = [("WWW-Authenticate", value) for value in digest.challenges(now, stale=stale)]
-    return _fault(start_response, not_authorized(), status=401, extra=headers)
-
-
-def _status(code: int) -> str:
-    return f"{code} {HTTPStatus(code).phrase}"
-
-
-def _fault(
-    start_response: StartResponse,
-    fault: SoapFault,
-    *,
-    status: int | None = None,
-    extra: list[tuple[str, str]] | None = None,
-) -> list[bytes]:
-    payload = fault.to_envelope()
-    headers = [("Content-Type", SOAP12_CONTENT_TYPE), ("Content-Length", str(len(payload)))]
-    start_response(_status(status or fault.http_status), headers + (extra or []))
-    return [payload]
+    return fault_response(not_authorized(), start_response, status=401, extra=headers)
 
 
 def _plain(
@@ -387,5 +351,5 @@ def _plain(
 ) -> list[bytes]:
     payload = (text + "\n").encode("utf-8")
     headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(payload)))]
-    start_response(_status(status), headers + (extra or []))
+    start_response(f"{status} {HTTPStatus(status).phrase}", headers + (extra or []))
     return [payload]

@@ -78,7 +78,6 @@ through the proxy pulls through it too.
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import re
@@ -91,7 +90,6 @@ from typing import Any, ClassVar
 from lxml import etree
 from spyne import rpc
 
-from .. import schemas
 from ..domain.filters import (
     InvalidFilter,
     LocationFilter,
@@ -116,9 +114,10 @@ from ..domain.subscriptions import (
 )
 from ..namespaces import SOAP12_CONTENT_TYPE, SOAP_ENV, TEV, TNS1, TT, WSA, WSNT, WSTOP
 from ..security.access import AccessClass
-from ..security.middleware import ENVIRON_ENVELOPE
+from ..security.middleware import ENVIRON_REQUEST
+from ..soap.envelope import SoapRequest
 from ..soap.fault import SoapFault
-from ..soap.spyne_glue import SoapEndpoint, SoapService, fault_response, service_context
+from ..soap.spyne_glue import SoapEndpoint, SoapService, service_context
 from .forwarded import request_base_url
 
 __all__ = [
@@ -876,38 +875,9 @@ class _ByNamespace:
         self.default = default
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        endpoint = self.endpoints[self.default]
-        if environ.get("REQUEST_METHOD") == "POST":
-            envelope = environ.get(ENVIRON_ENVELOPE)
-            if envelope is None:
-                data = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0) or endpoint.max_body + 1)
-                if len(data) > endpoint.max_body:
-                    return fault_response(SoapFault(code="Sender", subcodes=("InvalidArgs",),
-                                                    reason=f"request body over {endpoint.max_body} bytes"),
-                                          start_response)
-                environ["wsgi.input"] = _rewind(data)
-                environ["CONTENT_LENGTH"] = str(len(data))
-                namespace = _operation_namespace(data)
-            else:
-                body = envelope.find(f"{{{SOAP_ENV}}}Body")
-                first = next((c for c in body if isinstance(c.tag, str)), None) if body is not None else None
-                namespace = etree.QName(first).namespace if first is not None else None
-            endpoint = self.endpoints.get(namespace or "", endpoint)
-        return endpoint(environ, start_response)
-
-
-def _rewind(data: bytes) -> Any:
-    return io.BytesIO(data)
-
-
-def _operation_namespace(data: bytes) -> str | None:
-    try:
-        envelope = schemas.parse_xml(data)
-    except Exception:  # noqa: BLE001 - the endpoint answers the malformed request itself
-        return None
-    body = envelope.find(f"{{{SOAP_ENV}}}Body")
-    first = next((c for c in body if isinstance(c.tag, str)), None) if body is not None else None
-    return etree.QName(first).namespace if first is not None else None
+        request = environ.get(ENVIRON_REQUEST)
+        namespace = request.operation_name[0] if isinstance(request, SoapRequest) else self.default
+        return self.endpoints.get(namespace, self.endpoints[self.default])(environ, start_response)
 
 
 def event_endpoints(context: EventServiceContext) -> tuple[SoapEndpoint, Any]:

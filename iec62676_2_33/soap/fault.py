@@ -8,24 +8,31 @@ the envelope, so strict clients (zeep) can resolve it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
 
 from lxml import etree
 
 from ..errors import Iec62676Error
-from ..namespaces import SOAP_ENV, TER, WSA
+from ..namespaces import SOAP12_CONTENT_TYPE, SOAP_ENV, TER, WSA
 
 FAULT_ACTION = "http://www.onvif.org/ver10/fault"
+#: The longest Reason or Detail text a fault carries (longer ones are cut).
+MAX_TEXT = 300
+_CODES = ("Sender", "Receiver", "VersionMismatch", "MustUnderstand")
 
 
 @dataclass(kw_only=True, eq=False)
 class SoapFault(Iec62676Error):
     """A SOAP 1.2 fault as data.
 
-    ``code`` is ``"Sender"`` or ``"Receiver"``; ``subcodes`` are local names in
-    the ``ter`` namespace, outermost first; ``http_status`` is what the HTTP
-    binding answers with (400 for Sender, 500 for Receiver by SOAP 1.2).
+    ``code`` is ``"Sender"`` or ``"Receiver"`` (or ``"VersionMismatch"``,
+    ``"MustUnderstand"``); ``subcodes`` are local names in the ``ter``
+    namespace, outermost first; ``http_status`` is what the HTTP binding
+    answers with (400 for Sender, 500 otherwise, by SOAP 1.2). Reason and
+    detail are cut to :data:`MAX_TEXT` characters.
     """
 
     code: str = "Sender"
@@ -34,8 +41,13 @@ class SoapFault(Iec62676Error):
     detail: str | None = None
 
     def __post_init__(self) -> None:
-        if self.code not in ("Sender", "Receiver"):
-            raise ValueError(f"SOAP fault code must be Sender or Receiver, not {self.code!r}")
+        if self.code not in _CODES:
+            raise ValueError(f"SOAP fault code must be one of {', '.join(_CODES)}, not {self.code!r}")
+        # A reason or detail may quote the client's input: never echo more than a short prefix.
+        if len(self.reason) > MAX_TEXT:
+            self.reason = self.reason[:MAX_TEXT] + "…"
+        if self.detail is not None and len(self.detail) > MAX_TEXT:
+            self.detail = self.detail[:MAX_TEXT] + "…"
 
     def __str__(self) -> str:
         chain = "/".join([f"env:{self.code}", *(f"ter:{s}" for s in self.subcodes)])
@@ -77,3 +89,13 @@ class SoapFault(Iec62676Error):
 def not_authorized(reason: str = "The action requested requires authorization and the sender is not authorized") -> SoapFault:
     """SEC-3: ``env:Sender`` / ``ter:NotAuthorized``."""
     return SoapFault(code="Sender", subcodes=("NotAuthorized",), reason=reason)
+
+
+def fault_response(fault: SoapFault, start_response: Callable[..., Any], *, status: int | None = None,
+                   extra: Iterable[tuple[str, str]] = ()) -> list[bytes]:
+    """Answer a WSGI request with ``fault`` (status: the fault's own unless given; standard reason phrase)."""
+    code = status or fault.http_status
+    payload = fault.to_envelope()
+    start_response(f"{code} {HTTPStatus(code).phrase}",
+                   [("Content-Type", SOAP12_CONTENT_TYPE), ("Content-Length", str(len(payload))), *extra])
+    return [payload]

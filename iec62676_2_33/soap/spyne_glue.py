@@ -3,9 +3,12 @@
 Spyne serialises the happy path; everything around it is ours so that all
 services behave the same on the wire:
 
-* requests are parsed with the locked-down parser of :mod:`..schemas` and the
-  Body child is validated against the *authored* XSD before Spyne sees it, so
-  a malformed request is a precise ``env:Sender/ter:InvalidArgs`` fault;
+* a request arrives already decoded, parsed and authorised (:mod:`.envelope`,
+  :mod:`..security.middleware`); its operation element is validated against
+  the *authored* XSD and the same tree is handed to Spyne's deserialiser —
+  Spyne never reads request bytes, so what access control decided on is what
+  runs (one message, one parse); a malformed request is a precise
+  ``env:Sender/ter:InvalidArgs`` fault;
 * a service method raises :class:`~.fault.SoapFault`; :class:`SoapService`
   catches it and the endpoint answers with our own fault envelope, which
   carries the full subcode chain with every prefix declared (CFG-3, CFG-4,
@@ -16,21 +19,22 @@ services behave the same on the wire:
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from lxml import etree
-from spyne import Application, ServiceBase
+from spyne import Application, MethodContext, ServiceBase
+from spyne.protocol import ProtocolBase
 from spyne.protocol.soap import Soap12
-from spyne.server.wsgi import WsgiApplication
+from spyne.server import ServerBase
 
 from .. import schemas
 from ..errors import SchemaError
-from ..namespaces import SOAP12_CONTENT_TYPE, SOAP_ENV
-from ..security.middleware import ENVIRON_ENVELOPE
-from .fault import SoapFault
+from ..namespaces import SOAP12_CONTENT_TYPE
+from ..security.middleware import ENVIRON_REQUEST
+from .envelope import SoapRequest, excerpt
+from .fault import SoapFault, fault_response
 
 log = logging.getLogger(__name__)
 logging.getLogger("spyne").setLevel(logging.CRITICAL)
@@ -64,21 +68,53 @@ def _respond(start_response: StartResponse, status: str, body: bytes,
     return [body]
 
 
-def fault_response(fault: SoapFault, start_response: StartResponse) -> list[bytes]:
-    """Answer a WSGI request with a SOAP 1.2 fault."""
-    status = "400 Bad Request" if fault.http_status == 400 else "500 Internal Server Error"
-    return _respond(start_response, status, fault.to_envelope())
+class _TreeServer(ServerBase):  # type: ignore[misc]
+    """Spyne as the deserialiser and serialiser of an envelope parsed by :mod:`.envelope`.
+
+    Spyne's own transports read request bytes (with the Content-Type charset,
+    taking the root part of ``multipart/related``); this one never sees bytes:
+    it starts after Spyne's ``create_in_document`` with our tree, and with no
+    ``xmlid`` table, so SOAP-encoding ``href`` references are not resolved.
+    """
+
+    transport = "urn:iec62676-2-33:parsed-envelope"
+
+    def run(self, request: SoapRequest, environ: dict[str, Any]) -> bytes:
+        ctx = MethodContext(self, MethodContext.SERVER)
+        ctx.transport.req_env = environ
+        ctx.in_document = (request.envelope, {})
+        self.app.in_protocol.decompose_incoming_envelope(ctx, ProtocolBase.REQUEST)
+        if ctx.in_body_doc is not request.operation:  # the guarantee this class exists for
+            raise RuntimeError("Spyne chose another element than the identified operation")
+        call = self.app.in_protocol.generate_method_contexts(ctx)[0]
+        self.get_in_object(call)
+        if call.in_error is not None:
+            raise SoapFault(code="Sender", subcodes=("InvalidArgs",),
+                            reason=f"the request could not be read: {call.in_error.faultstring}")
+        self.get_out_object(call)
+        if call.out_error is not None:
+            if FAULT_KEY in environ:
+                return b""
+            raise _ServiceFailed(str(call.out_error.faultstring))
+        self.get_out_string(call)
+        return b"".join(call.out_string)
+
+
+class _ServiceFailed(Exception):
+    """A service method raised something other than :class:`SoapFault`."""
 
 
 class SoapEndpoint:
     """A WSGI app serving one Spyne service at one path.
 
+    It serves only requests that passed the access control, which parsed them
+    (:data:`~..security.middleware.ENVIRON_REQUEST`); it never reads the body.
     ``xsd`` names the authored schema of the service's messages; ``context``
     is any object the service methods reach through :func:`service_context`.
     """
 
     def __init__(self, services: Sequence[type[SoapService]], tns: str, *, xsd: str, context: object,
-                 name: str | None = None, max_body: int = 1 << 20) -> None:
+                 name: str | None = None) -> None:
         app = Application(list(services), tns, name=name, in_protocol=Soap12(), out_protocol=Soap12())
         self.operations = frozenset(
             etree.QName(tns, method.name).text
@@ -86,8 +122,7 @@ class SoapEndpoint:
         self.tns = tns
         self.xsd = xsd
         self.context = context
-        self.max_body = max_body
-        self._spyne = WsgiApplication(app)
+        self._server = _TreeServer(app)
         schemas.schema(xsd)  # fail at start-up, not at the first request
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -96,65 +131,34 @@ class SoapEndpoint:
             start_response("405 Method Not Allowed", [("Allow", "POST"), ("Content-Type", "text/plain"),
                                                       ("Content-Length", str(len(body)))])
             return [body]
+        request = environ.get(ENVIRON_REQUEST)
+        if not isinstance(request, SoapRequest):
+            log.error("a request reached %s without passing access control", self.tns)
+            return fault_response(SoapFault(code="Receiver", subcodes=("Action",),
+                                            reason="the service is not configured"), start_response)
+        environ[CONTEXT_KEY] = self.context
         try:
-            data = _read_body(environ, self.max_body)
-        except SoapFault as fault:
-            return fault_response(fault, start_response)
-        try:
-            self._check(data, environ.get(ENVIRON_ENVELOPE))
+            self._check(request)
+            body = self._server.run(request, environ)
         except SoapFault as fault:
             log.info("refused request: %s", fault)
             return fault_response(fault, start_response)
-        environ["wsgi.input"] = io.BytesIO(data)
-        environ["CONTENT_LENGTH"] = str(len(data))
-        environ[CONTEXT_KEY] = self.context
-        captured: dict[str, Any] = {}
-
-        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
-            captured["status"], captured["headers"] = status, headers
-            return lambda _chunk: None
-
-        body = b"".join(self._spyne(environ, capture))
+        except _ServiceFailed as exc:
+            log.warning("service error: %s", exc)
+            return fault_response(SoapFault(code="Receiver", subcodes=("Action",),
+                                            reason="the service failed to process the request"), start_response)
         fault = environ.get(FAULT_KEY)
         if isinstance(fault, SoapFault):
             log.info("%s", fault)
             return fault_response(fault, start_response)
-        if not captured["status"].startswith("200"):
-            log.warning("service error %s", captured["status"])
-            return fault_response(SoapFault(code="Receiver", subcodes=("Action",),
-                                            reason="the service failed to process the request"),
-                                  start_response)
         return _respond(start_response, "200 OK", body)
 
-    def _check(self, data: bytes, parsed: etree._Element | None) -> None:
-        try:
-            envelope = parsed if parsed is not None else schemas.parse_xml(data)
-        except SchemaError as exc:
-            raise SoapFault(code="Sender", subcodes=("WellFormed",), reason=str(exc)) from None
-        if envelope.tag != f"{{{SOAP_ENV}}}Envelope":
-            raise SoapFault(code="Sender", subcodes=("InvalidArgs",), reason="expected a SOAP 1.2 envelope")
-        body = envelope.find(f"{{{SOAP_ENV}}}Body")
-        operation = next((child for child in body if isinstance(child.tag, str)), None) if body is not None else None
-        if operation is None:
-            raise SoapFault(code="Sender", subcodes=("InvalidArgs",), reason="the SOAP Body is empty")
+    def _check(self, request: SoapRequest) -> None:
+        operation = request.operation
         if operation.tag not in self.operations:
             raise SoapFault(code="Receiver", subcodes=("ActionNotSupported",),
-                            reason=f"operation {operation.tag} is not supported at this address")
+                            reason=f"operation {excerpt(operation.tag)} is not supported at this address")
         try:
             schemas.validate(operation, self.xsd)
         except SchemaError as exc:
             raise SoapFault(code="Sender", subcodes=("InvalidArgs",), reason=str(exc)) from None
-
-
-def _read_body(environ: dict[str, Any], limit: int) -> bytes:
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        raise SoapFault(code="Sender", subcodes=("InvalidArgs",), reason="bad Content-Length") from None
-    if length > limit:
-        raise SoapFault(code="Sender", subcodes=("InvalidArgs",), reason=f"request body over {limit} bytes")
-    stream = environ["wsgi.input"]
-    data: bytes = stream.read(length) if length else stream.read(limit + 1)
-    if len(data) > limit:
-        raise SoapFault(code="Sender", subcodes=("InvalidArgs",), reason=f"request body over {limit} bytes")
-    return data
