@@ -15,7 +15,6 @@ serve``) notices changes made by the CLI.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .domain.private_files import private_database
 from .errors import ConfigurationError
 from .uplinkconfig import UplinkConfiguration, too_many
 
@@ -79,15 +79,10 @@ class DeviceStore:
 
     def __init__(self, data_dir: str | Path) -> None:
         self.data_dir = Path(data_dir)
-        try:
-            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            raise ConfigurationError(f"cannot create the data folder {self.data_dir}: {exc.strerror}") from exc
         self.path = self.data_dir / DB_NAME
+        private_database(self.path)
         self._lock = threading.RLock()
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")

@@ -24,6 +24,8 @@ CONNECTION_STATUSES = (OFFLINE, CONNECTING, CONNECTED)
 
 #: The user levels an uplink may be given (SEC-1 levels that can be authenticated).
 UPLINK_LEVELS = ("Administrator", "Operator", "User")
+#: The longest RemoteAddress stored (an anyURI on the wire; a configuration is shown to every reader).
+MAX_ADDRESS = 2048
 
 
 class UplinkConfigError(ConfigurationError):
@@ -97,6 +99,9 @@ def validate(cfg: UplinkConfiguration, refs: ReferenceLookup, caps: UplinkCapabi
     user level.
     """
     address = normalise_address(cfg.remote_address)
+    if len(address) > MAX_ADDRESS:
+        raise UplinkConfigError(f"RemoteAddress is {len(address)} characters long; at most {MAX_ADDRESS} are stored",
+                                "InvalidArgVal", "RemoteAddress")
     parts = urlsplit(address)
     # First: a token in the address must not be echoed by any later message.
     _check_token_parameter(address, parts.scheme.lower(), cfg.authorization_server is not None)
@@ -138,6 +143,10 @@ def validate(cfg: UplinkConfiguration, refs: ReferenceLookup, caps: UplinkCapabi
             f"no certification path validation policy is stored under {cfg.cert_path_validation_policy_id!r}",
             "InvalidArgVal", "CertPathValidationPolicyID")
     levels = tuple(cfg.user_level)
+    if len(levels) > len(UPLINK_LEVELS) or len(set(levels)) != len(levels):
+        raise UplinkConfigError(
+            f"UserLevel has {len(levels)} entries; give each of {' '.join(UPLINK_LEVELS)} at most once",
+            "InvalidArgVal", "UserLevel")
     unknown = [lvl for lvl in levels if lvl not in UPLINK_LEVELS]
     if not levels or unknown:
         raise UplinkConfigError(

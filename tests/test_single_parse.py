@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import ADMIN, RunningDevice
+from conftest import ADMIN, RunningDevice, seed_device
 from helpers import fault_chain
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
@@ -384,3 +384,44 @@ def test_sec2_admin_still_works_end_to_end(device: RunningDevice) -> None:
     status, _ = post(device.url, ('<?xml version="1.0" encoding="UTF-8"?>' + wrap(DANGEROUS, header)).encode(),
                      SOAP_CT)
     assert status == 200 and EVIL in stored_uplinks(device.data)
+
+
+# --------------------------------------------------------------------------- stored state is bounded and private
+
+
+def test_sec1_user_level_list_is_bounded(tmp_path: Path) -> None:
+    """SEC-1 (CFG-3 shape): a UserLevel of thousands of entries, or repeated entries, is refused, not stored;
+    the fault does not repeat the list."""
+    seed_device(tmp_path / "d")  # cert-1 exists, so UserLevel is what is checked
+    with DeviceStore(tmp_path / "d") as store:
+        app = build_device_app(UplinkServiceContext(store=store))
+        levels = " ".join(["Administrator"] * 50_000)  # about 700 KB: under the 1 MiB body limit
+        request = DANGEROUS.replace("<tup:UserLevel>Administrator</tup:UserLevel>",
+                                    f"<tup:UserLevel>{levels}</tup:UserLevel>")
+        status, body = call(app, wrap(request).encode(), SOAP_CT, **{ENVIRON_UPLINK_LEVEL: ["Administrator"]})
+        assert status == 400 and len(body) < 2_000
+        assert fault_chain(etree.fromstring(body))[-1] == "ter:UserLevel"
+        assert store.list_uplinks() == []
+
+
+def test_sec2_device_files_are_owner_only(tmp_path: Path) -> None:
+    """SEC-2: the databases holding passwords, keys, configuration and resources are 0600 in a 0700 folder,
+    whatever the umask, and an older, wider file is narrowed when opened."""
+    import os
+
+    from iec62676_2_33.domain.registry import REGISTRY_FILE, ResourceRegistry
+
+    data = tmp_path / "d"
+    old = os.umask(0o022)
+    try:
+        with DeviceStore(data):
+            pass
+        (data / REGISTRY_FILE).touch(mode=0o644)
+        os.chmod(data / REGISTRY_FILE, 0o644)
+        with ResourceRegistry(data / REGISTRY_FILE):
+            pass
+    finally:
+        os.umask(old)
+    assert data.stat().st_mode & 0o777 == 0o700
+    for item in data.iterdir():
+        assert item.stat().st_mode & 0o777 == 0o600, item

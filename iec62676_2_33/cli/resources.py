@@ -34,7 +34,6 @@ PAGE = 1000
 
 def open_registry(data: Path) -> ResourceRegistry:
     """The registry of the device whose data folder is ``data`` (created when missing)."""
-    data.mkdir(parents=True, exist_ok=True)
     return ResourceRegistry(data / REGISTRY_FILE)
 
 

@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ConfigurationError
 from .filters import PrefixFilter, ResourceQuery
+from .private_files import private_database
 from .resources import (
     GeoLocation,
     InvalidResource,
@@ -180,6 +181,8 @@ class ResourceRegistry:
     def __init__(self, path: str | Path, *, timeout: float = 30.0) -> None:
         self.path = str(path)
         self._lock = threading.RLock()
+        if self.path != ":memory:":
+            private_database(Path(path))
         try:
             self._db = sqlite3.connect(
                 self.path, timeout=timeout, isolation_level=None, check_same_thread=False
