@@ -41,6 +41,7 @@ name (:attr:`SoapRequest.operation_name`); WS-Addressing ``Action`` and HTTP
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from email.message import Message
@@ -116,6 +117,7 @@ def _sender(reason: str, *subcodes: str) -> SoapFault:
     return SoapFault(code="Sender", subcodes=subcodes or ("InvalidArgs",), reason=reason)
 
 
+@functools.lru_cache(maxsize=64)  # clients send one or two distinct values; the parse costs ~40 µs
 def _media_type(content_type: str | None) -> str | None:
     """The ``charset`` parameter (lower case) of an acceptable Content-Type, else a fault."""
     if not content_type:
