@@ -425,3 +425,81 @@ def test_sec2_device_files_are_owner_only(tmp_path: Path) -> None:
     assert data.stat().st_mode & 0o777 == 0o700
     for item in data.iterdir():
         assert item.stat().st_mode & 0o777 == 0o600, item
+
+
+# --------------------------------------------------------------------------- found by the attack pass
+
+
+def admin_header(now: float | None = None) -> str:
+    from datetime import datetime, timezone
+
+    from iec62676_2_33.security.wsse import build_username_token
+
+    token = build_username_token(ADMIN[0], ADMIN[1], datetime.now(timezone.utc))
+    return f"<env:Header>{etree.tostring(token).decode()}</env:Header>"
+
+
+def test_sec2_a_nonce_is_spent_on_every_route(tmp_path: Path) -> None:
+    """SEC-2: a UsernameToken used on the device service is a replay on the uplink and event services too
+    (one nonce cache for the whole device, not one per route)."""
+    from iec62676_2_33.services.events import EventServiceContext  # noqa: F401  (the event route exists)
+
+    seed_device(tmp_path / "d")
+    with DeviceStore(tmp_path / "d") as store:
+        app = build_device_app(UplinkServiceContext(store=store))
+        header = admin_header()
+        status, _ = call(app, wrap("<tds:GetDeviceInformation xmlns:tds='http://www.onvif.org/ver10/device/wsdl'/>",
+                                   header).encode(), SOAP_CT, PATH_INFO="/onvif/device_service")
+        assert status == 200
+        status, body = call(app, wrap(DANGEROUS, header).encode(), SOAP_CT)
+        assert status == 400 and fault_chain(etree.fromstring(body))[-1] == "ter:NotAuthorized"
+        assert store.list_uplinks() == []
+
+
+def test_sec3_thousands_of_namespace_declarations_refused(tmp_path: Path) -> None:
+    """SEC-3: 60,000 namespace declarations (under 1 MiB) around a PRE_AUTH operation are refused at once
+    (copying them for validation cost seconds of CPU a request)."""
+    with DeviceStore(tmp_path / "d") as store:
+        app = build_device_app(UplinkServiceContext(store=store))
+        declarations = " ".join(f'xmlns:n{i}="u"' for i in range(60_000))  # under the 1 MiB limit
+        text = wrap(HARMLESS).replace("<env:Envelope ", f"<env:Envelope {declarations} ", 1)
+        status, body = call(app, text.encode(), SOAP_CT)
+        assert status == 400 and b"namespaces" in body
+
+
+def test_sec1_extension_element_cannot_shadow_a_field(tmp_path: Path) -> None:
+    """SEC-1: an xs:any extension element with a modelled field's local name (which Spyne would read
+    instead of the field the XSD checked) is refused; nothing is stored."""
+    seed_device(tmp_path / "d")
+    with DeviceStore(tmp_path / "d") as store:
+        app = build_device_app(UplinkServiceContext(store=store))
+        shadowed = DANGEROUS.replace(
+            "<tup:UserLevel>Administrator</tup:UserLevel>",
+            '<tup:UserLevel>User</tup:UserLevel><o:UserLevel xmlns:o="urn:x">Administrator</o:UserLevel>')
+        status, body = call(app, wrap(shadowed, admin_header()).encode(), SOAP_CT)
+        assert status == 400 and b"two namespaces" in body
+        assert store.list_uplinks() == []
+
+
+def test_sec3_request_spyne_cannot_read_gets_a_fault(tmp_path: Path) -> None:
+    """SEC-3: an attribute that makes Spyne's deserialiser raise is a Sender fault, not a server error."""
+    seed_device(tmp_path / "d")
+    with DeviceStore(tmp_path / "d") as store:
+        app = build_device_app(UplinkServiceContext(store=store))
+        odd = DANGEROUS.replace("<tup:Configuration>", '<tup:Configuration Configuration="zzz">')
+        status, body = call(app, wrap(odd, admin_header()).encode(), SOAP_CT)
+        assert status == 400 and fault_chain(etree.fromstring(body))[:2] == ["env:Sender", "ter:InvalidArgs"]
+        assert store.list_uplinks() == []
+
+
+def test_sec3_mandatory_unknown_header_gets_must_understand() -> None:
+    """SEC-3: a header block marked mustUnderstand that no one here processes is env:MustUnderstand
+    (SOAP 1.2 §5.2.3); WS-Addressing and WS-Security blocks are understood."""
+    from iec62676_2_33.soap.fault import SoapFault
+
+    signed = wrap(HARMLESS, '<env:Header><x:Signature xmlns:x="urn:sig" env:mustUnderstand="true"/></env:Header>')
+    with pytest.raises(SoapFault) as info:
+        parse_request(SOAP_CT, signed.encode())
+    assert info.value.code == "MustUnderstand"
+    addressed = wrap(HARMLESS, f'<env:Header><wsa:Action env:mustUnderstand="1">{TUP}/x</wsa:Action></env:Header>')
+    assert parse_request(SOAP_CT, addressed.encode()).operation_name == (TUP, "GetServiceCapabilities")

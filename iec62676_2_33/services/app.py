@@ -55,31 +55,36 @@ class DeviceApplication:
         return app(environ, start_response)
 
 
-def _protect(app: WsgiApp, store: DeviceStore, table: Mapping[tuple[str, str], AccessClass],
-             clock: Callable[[], float]) -> WsgiApp:
-    return AccessControlMiddleware(
-        app,
-        operation_access=operation_access_from(table),
-        wsse=UsernameTokenVerifier(store.get_user),
-        digest=DigestAuthenticator(store.get_user, REALM),
-        clock=clock,
-    )
+@dataclass(frozen=True)
+class _Credentials:
+    """One WS-Security verifier and one Digest authenticator for every route: a nonce seen on one
+    service is a replay on all of them (separate caches let a captured token run once per route)."""
+
+    wsse: UsernameTokenVerifier
+    digest: DigestAuthenticator
+    clock: Callable[[], float]
+
+    def protect(self, app: WsgiApp, table: Mapping[tuple[str, str], AccessClass]) -> WsgiApp:
+        return AccessControlMiddleware(app, operation_access=operation_access_from(table),
+                                       wsse=self.wsse, digest=self.digest, clock=self.clock)
 
 
 def build_device_app(uplink: UplinkServiceContext, *, clock: Callable[[], float] = time.time,
                      events: EventServiceContext | None = None) -> DeviceApplication:
     """Compose the services of a device around one store (``events``: the event service, clause 7)."""
     store = uplink.store
+    credentials = _Credentials(UsernameTokenVerifier(store.get_user), DigestAuthenticator(store.get_user, REALM),
+                               clock)
     routes: dict[str, WsgiApp] = {
-        UPLINK_PATH: _protect(uplink_endpoint(uplink), store, UPLINK_ACCESS, clock),
+        UPLINK_PATH: credentials.protect(uplink_endpoint(uplink), UPLINK_ACCESS),
     }
     if events is not None:
         event_app, subscription_app = event_endpoints(events)
-        routes[EVENT_PATH] = _protect(event_app, store, EVENT_ACCESS, clock)
-        routes[SUBSCRIPTION_PATH] = _protect(subscription_app, store, EVENT_ACCESS, clock)
+        routes[EVENT_PATH] = credentials.protect(event_app, EVENT_ACCESS)
+        routes[SUBSCRIPTION_PATH] = credentials.protect(subscription_app, EVENT_ACCESS)
     # GEN-2: the device service lists only the services routed here (checked per request).
     event_caps = None if events is None else (lambda: event_capabilities(events))
-    routes[DEVICE_PATH] = _protect(
+    routes[DEVICE_PATH] = credentials.protect(
         device_endpoint(device_context(uplink, clock=clock, served=routes, event_capabilities=event_caps)),
-        store, DEVICE_ACCESS, clock)
+        DEVICE_ACCESS)
     return DeviceApplication(store=store, uplink=uplink, routes=routes)

@@ -32,7 +32,10 @@ Every rule below refuses rather than guesses, with an ``env:Sender`` fault,
   ``env:VersionMismatch``); its children are at most one ``Header`` and then
   exactly one ``Body``, and nothing else; the Body holds exactly one element
   (the operation) and no character data. Whitespace is the only text allowed
-  between these elements.
+  between these elements. At most :data:`MAX_NAMESPACES` namespaces are in
+  scope at the operation. A header block marked ``mustUnderstand`` outside
+  WS-Security and WS-Addressing gets ``env:MustUnderstand`` (SOAP 1.2 §5.2.3):
+  a client that relies on, say, a signature header learns it was not checked.
 
 The operation is the Body's one element, named by its namespace and local
 name (:attr:`SoapRequest.operation_name`); WS-Addressing ``Action`` and HTTP
@@ -48,7 +51,7 @@ from email.message import Message
 
 from lxml import etree
 
-from ..namespaces import SOAP_ENV
+from ..namespaces import SOAP_ENV, WSA, WSSE
 from .fault import SoapFault
 
 __all__ = ["SOAP11_ENV", "SoapRequest", "UnsupportedMediaType", "parse_request"]
@@ -79,6 +82,13 @@ _DECLARATION = re.compile(
 
 #: How much of a client's own input a fault repeats at most.
 ECHO_LIMIT = 80
+#: Namespaces in scope at the operation: ONVIF messages use about 15; each one in scope is re-declared
+#: whenever the operation is serialised for XSD validation (which must keep them: QName values such as
+#: ``xs:string`` use them), and 75,000 declarations (1 MiB) cost 19 s of CPU there.
+MAX_NAMESPACES = 64
+#: Header blocks the services process (WS-Security, read by access control; WS-Addressing).
+UNDERSTOOD_HEADERS = frozenset({WSSE, WSA})
+_MUST_UNDERSTAND = f"{{{SOAP_ENV}}}mustUnderstand"
 
 
 class UnsupportedMediaType(SoapFault):
@@ -210,4 +220,17 @@ def parse_request(content_type: str | None, data: bytes) -> SoapRequest:
     operation = parts[0]
     if not etree.QName(operation).namespace:
         raise _sender("the operation element has no namespace")
+    if len(operation.nsmap) > MAX_NAMESPACES:
+        raise _sender(f"more than {MAX_NAMESPACES} namespaces are declared around the operation")
+    if header is not None:
+        _check_must_understand(header)
     return SoapRequest(envelope=envelope, header=header, operation=operation)
+
+
+def _check_must_understand(header: etree._Element) -> None:
+    """SOAP 1.2 Part 1 §5.2.3: a mandatory header block we do not process is a MustUnderstand fault."""
+    for block in header:
+        if block.get(_MUST_UNDERSTAND, "").strip() in ("true", "1") \
+                and etree.QName(block).namespace not in UNDERSTOOD_HEADERS:
+            raise SoapFault(code="MustUnderstand",
+                            reason=f"header block {excerpt(block.tag)} is mandatory and not understood here")

@@ -147,6 +147,10 @@ class SoapEndpoint:
             log.warning("service error: %s", exc)
             return fault_response(SoapFault(code="Receiver", subcodes=("Action",),
                                             reason="the service failed to process the request"), start_response)
+        except Exception as exc:  # noqa: BLE001 - a request Spyne cannot handle must not take the server's 500
+            log.warning("Spyne failed on %s: %s: %s", request.operation.tag, type(exc).__name__, excerpt(str(exc)))
+            return fault_response(SoapFault(code="Sender", subcodes=("InvalidArgs",),
+                                            reason="the request could not be processed"), start_response)
         fault = environ.get(FAULT_KEY)
         if isinstance(fault, SoapFault):
             log.info("%s", fault)
@@ -162,3 +166,24 @@ class SoapEndpoint:
             schemas.validate(operation, self.xsd)
         except SchemaError as exc:
             raise SoapFault(code="Sender", subcodes=("InvalidArgs",), reason=str(exc)) from None
+        _unambiguous_for_spyne(operation)
+
+
+def _unambiguous_for_spyne(operation: etree._Element) -> None:
+    """Refuse siblings that share a local name across namespaces.
+
+    Spyne matches child elements by local name only and a later one wins, so
+    ``<tup:UserLevel>User</tup:UserLevel><o:UserLevel xmlns:o="urn:x">Administrator</o:UserLevel>``
+    passes the XSD (the second is an ``xs:any`` extension) yet Spyne reads
+    Administrator. What the XSD checked must be what the service reads.
+    """
+    for parent in operation.iter():
+        seen: dict[str, str | None] = {}
+        for child in parent:
+            if not isinstance(child.tag, str):
+                continue
+            qname = etree.QName(child)
+            namespace = seen.setdefault(qname.localname, qname.namespace)
+            if namespace != qname.namespace:
+                raise SoapFault(code="Sender", subcodes=("InvalidArgs",),
+                                reason=f"{excerpt(qname.localname)} appears in two namespaces in one element")
