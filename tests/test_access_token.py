@@ -1,7 +1,7 @@
 """UPL-14, UPL-4, UPL-13, CFG-3, CFG-1: access-token authentication of the uplink, end to end.
 
 A real authorization server (:mod:`iec62676_2_33.runtime.authserver` on
-hypercorn, loopback TLS, RSA-signed JWTs, JWKS over HTTPS) issues tokens with
+the library's HTTP server, loopback TLS, RSA-signed JWTs, JWKS over HTTPS) issues tokens with
 the client-credentials grant; the device agent fetches them over verified
 HTTPS and sends them in the upgrade (header, or the ``access_token`` query
 parameter for wss); the cloud validates them with PyJWT against the JWKS URL.

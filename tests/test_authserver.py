@@ -1,6 +1,6 @@
 """UPL-14, CFG-3: the test/demo authorization server and the CLI that configures access tokens.
 
-The server (hypercorn, loopback TLS) is exercised over real HTTPS with httpx:
+The server (the library's own HTTP server, loopback TLS) is exercised over real HTTPS with httpx:
 client-credentials grant with client_secret_basic and client_secret_post,
 RFC 6749 §5.2 errors, the JWKS and RFC 8414 metadata; its tokens verify with
 PyJWT against its own JWKS. The CLI stores authorization server

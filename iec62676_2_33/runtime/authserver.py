@@ -1,8 +1,9 @@
 """Layer 4: a small OAuth2 authorization server for tests and the demo (UPL-14).
 
-Not a mock: an ASGI application served by hypercorn over TLS, issuing signed
-JWT access tokens with the client-credentials grant (RFC 6749 §4.4) and
-publishing its public key as a JWK Set (RFC 7517), so the device's token
+Not a mock: an ASGI application served over TLS by the library's own HTTP
+server (:mod:`.httpd`), issuing signed JWT access tokens with the
+client-credentials grant (RFC 6749 §4.4) and publishing its public key as a
+JWK Set (RFC 7517), so the device's token
 client (:mod:`iec62676_2_33.security.oauth`) and the cloud's validator
 (:mod:`iec62676_2_33.security.jwt_auth`) are exercised against real HTTP,
 real TLS and real signatures.
@@ -40,11 +41,11 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from hypercorn.asyncio import serve
 
 from ..errors import ConfigurationError
 from ..pki import load_key_pem
-from .http_server import bind_listen, hypercorn_config, parse_listen, wait_event
+from ..transport.tls import server_context
+from .http_server import bind_listen, parse_listen, serve_asgi, wait_event
 
 __all__ = ["AuthServerApp", "AuthServerOptions", "OAuthClient", "parse_client", "run_authserver"]
 
@@ -265,6 +266,8 @@ async def run_authserver(options: AuthServerOptions, stop: asyncio.Event,
     for path in (options.cert, options.key):
         if not Path(path).is_file():
             raise ConfigurationError(f"{path} does not exist: give the TLS certificate and key as PEM files")
+    context = server_context(Path(options.cert).read_bytes(), Path(options.key).read_bytes(),
+                             alpn_protocols=["h2", "http/1.1"])
     host, port = parse_listen(options.listen)
     sock = bind_listen(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
@@ -272,12 +275,9 @@ async def run_authserver(options: AuthServerOptions, stop: asyncio.Event,
     issuer = options.issuer or f"https://{shown}:{bound_port}"
     app = AuthServerApp(signing_key, options.clients, issuer=issuer, audience=options.audience,
                         lifetime=options.lifetime)
-    config = hypercorn_config(sock)
-    config.certfile = str(options.cert)
-    config.keyfile = str(options.key)
     base = f"https://{shown}:{bound_port}"
     announce(f"authorization server on {base} (token endpoint {base}/token, JWKS {base}/jwks.json, "
              f"issuer {issuer}, audience {options.audience})")
     if ready is not None:
         ready(app)
-    await serve(app, config, shutdown_trigger=lambda: wait_event(stop))  # type: ignore[arg-type]
+    await serve_asgi(app, sock, lambda: wait_event(stop), ssl_context=context)

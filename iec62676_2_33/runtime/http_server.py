@@ -1,24 +1,25 @@
-"""Layer 4: direct (non-uplink) HTTP/1.1 and h2c access to the device's WSGI app.
+"""Layer 4: direct (non-uplink) HTTP/1.1 and h2c access to the device's WSGI app, and the
+listening-socket helpers the device, the cloud's proxy and the test auth server share.
 
-Hypercorn serves the app on the same event loop as the uplink agent; the
-blocking Spyne/SQLite work runs in its thread pool. Its request cap per
-connection is lifted (it closes after 1,000 requests by default).
+The server is the library's own (:mod:`.httpd`): the same hardened HTTP/2
+role and limits as the uplink, HTTP/1.1 on h11, bodies streamed under a
+budget. The blocking Spyne/SQLite work runs in the given executor (by
+default the loop's, which the device sets to its bounded pool).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 from typing import Any
 
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
-
 from ..errors import ConfigurationError
-
-log = logging.getLogger(__name__)
+from .asgi_handler import AsgiApp, AsgiHandler
+from .httpd import HttpSettings, serve
+from .wsgi_handler import WsgiApp, WsgiHandler
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -43,22 +44,17 @@ def bind_listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def hypercorn_config(sock: socket.socket, *, max_body: int = 1 << 20) -> Config:
-    """Hypercorn settings for one pre-bound socket (the socket's descriptor is handed over)."""
-    config = Config()
-    config.bind = [f"fd://{sock.detach()}"]
-    config.keep_alive_max_requests = 1 << 62
-    config.wsgi_max_body_size = max_body
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = 1.0
-    return config
+async def serve_wsgi(app: WsgiApp, sock: socket.socket, shutdown: Callable[[], Awaitable[Any]], *,
+                     executor: Executor | None = None, settings: HttpSettings | None = None) -> None:
+    """Serve the WSGI ``app`` on the listening ``sock`` (HTTP/1.1 and h2c) until ``shutdown()`` returns."""
+    await serve(WsgiHandler(app, executor=executor), sock, shutdown, settings=settings)
 
 
-async def serve_wsgi(app: Callable[..., Any], sock: socket.socket,
-                     shutdown: Callable[[], Awaitable[None]]) -> None:
-    """Serve ``app`` on the listening ``sock`` (HTTP/1.1 and h2c) until ``shutdown()`` returns."""
-    await serve(app, hypercorn_config(sock), shutdown_trigger=shutdown, mode="wsgi")  # type: ignore[arg-type]
+async def serve_asgi(app: AsgiApp, sock: socket.socket, shutdown: Callable[[], Awaitable[Any]], *,
+                     settings: HttpSettings | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
+    """Serve the ASGI ``app`` (``http`` scope) on ``sock``, over TLS with ``ssl_context``, until
+    ``shutdown()`` returns."""
+    await serve(AsgiHandler(app), sock, shutdown, settings=settings, ssl_context=ssl_context)
 
 
 async def wait_event(event: asyncio.Event) -> None:
