@@ -11,19 +11,36 @@ import pytest
 
 from iec62676_2_33.cli import main
 from iec62676_2_33.runtime.cloud import UnknownDevice
-from iec62676_2_33.runtime.proxy import UplinkProxy
+from iec62676_2_33.runtime.proxy import ProxyLimits, UplinkProxy
 
 
 class FakeChannel:
-    def __init__(self, chunks: list[bytes], fail_after: int | None = None) -> None:
-        self.opened: list[tuple[str, str, list[tuple[str, str]], bytes]] = []
+    """The streaming calls of a DeviceChannel, recorded; the answer is 200 with ``chunks``."""
+
+    def __init__(self, chunks: list[bytes], fail_after: int | None = None, takes: int | None = None) -> None:
+        self.opened: list[tuple[str, str, list[tuple[str, str]], bool, int | None]] = []
+        self.sent: list[tuple[bytes, bool]] = []
         self.cancelled: list[int] = []
         self.chunks = chunks
         self.fail_after = fail_after
+        self.takes = takes  # body chunks the device takes before it answers early (None: all)
+        self.window = asyncio.Event()  # send() waits for it, as for a device's flow-control window
+        self.window.set()
+        self.in_send = asyncio.Event()  # set once send() was called
 
-    async def open(self, method: str, target: str, headers: Any, body: bytes, *, timeout: float) -> Any:
-        self.opened.append((method, target, list(headers), body))
-        return 7, 200, [("content-type", "text/plain")]
+    async def open_stream(self, method: str, target: str, headers: Any, *, end_stream: bool,
+                          content_length: int | None, timeout: float) -> int:
+        self.opened.append((method, target, list(headers), end_stream, content_length))
+        return 7
+
+    async def send(self, stream_id: int, data: bytes, *, end_stream: bool, timeout: float) -> bool:
+        self.sent.append((data, end_stream))
+        self.in_send.set()
+        await self.window.wait()
+        return self.takes is None or len(self.sent) < self.takes
+
+    async def response(self, stream_id: int, *, timeout: float) -> Any:
+        return 200, [("content-type", "text/plain")]
 
     async def body(self, stream_id: int, *, timeout: float) -> AsyncIterator[bytes]:
         for i, chunk in enumerate(self.chunks):
@@ -49,16 +66,19 @@ class FakeCloud:
 
 
 async def call(app: UplinkProxy, raw_path: bytes, headers: list[tuple[bytes, bytes]] = (),
-               query: bytes = b"") -> tuple[int, bytes]:
+               query: bytes = b"", *, method: str = "GET", body: list[bytes] = ()) -> tuple[int, bytes]:
+    """One request through the ASGI app; ``body`` is delivered in these chunks. (status, body)."""
     from urllib.parse import unquote_to_bytes
 
-    scope = {"type": "http", "method": "GET", "path": unquote_to_bytes(raw_path).decode("latin-1"),
+    scope = {"type": "http", "method": method, "path": unquote_to_bytes(raw_path).decode("latin-1"),
              "raw_path": raw_path, "query_string": query, "headers": [(b"host", b"cloud:8081"), *headers],
              "scheme": "http", "client": ("127.0.0.1", 5000)}
     sent: list[dict[str, Any]] = []
+    chunks = list(body) or [b""]
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        chunk = chunks.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
@@ -74,8 +94,8 @@ async def test_device_id_and_path_come_from_the_raw_path_gen_3() -> None:
     app = UplinkProxy(FakeCloud({"spiffe://cam/1": channel}))  # type: ignore[arg-type]
     status, body = await call(app, b"/devices/spiffe:%2F%2Fcam%2F1/onvif/a%2Fb%25c", query=b"x=1")
     assert (status, body) == (200, b"ok")
-    [(method, target, headers, _)] = channel.opened
-    assert (method, target) == ("GET", "/onvif/a%2Fb%25c?x=1")
+    [(method, target, headers, end_stream, _)] = channel.opened
+    assert (method, target, end_stream) == ("GET", "/onvif/a%2Fb%25c?x=1", True)
     assert ("x-forwarded-prefix", "/devices/spiffe%3A%2F%2Fcam%2F1") in headers
     status, body = await call(app, b"/devices/a%252Fb/x")
     assert status == 404
@@ -88,7 +108,7 @@ async def test_forwarded_headers_cannot_be_spoofed_upl_16() -> None:
     app = UplinkProxy(FakeCloud({"cam": channel}))  # type: ignore[arg-type]
     await call(app, b"/devices/cam/onvif/device_service",
                [(b"x-forwarded-host", b"evil"), (b"x_forwarded_host", b"evil"), (b"x-custom", b"kept")])
-    [(_, _, headers, _)] = channel.opened
+    [(_, _, headers, _, _)] = channel.opened
     assert [v for k, v in headers if "forwarded" in k.replace("_", "-")] == [
         "127.0.0.1", "cloud:8081", "http", "/devices/cam"]
     assert ("x-custom", "kept") in headers
@@ -101,6 +121,89 @@ async def test_device_stream_freed_when_the_response_breaks_off_upl_16() -> None
     with pytest.raises(asyncio.CancelledError):
         await call(app, b"/devices/cam/big")
     assert channel.cancelled == [7]
+
+
+async def test_body_streamed_in_the_clients_chunks_upl_16() -> None:
+    """UPL-16: each chunk the ASGI server delivers goes to the device as it comes, the last one
+    ending the stream; a body complete in its first chunk declares its length."""
+    channel = FakeChannel([b"done"])
+    app = UplinkProxy(FakeCloud({"cam": channel}))  # type: ignore[arg-type]
+    status, _ = await call(app, b"/devices/cam/up", method="POST", body=[b"ab", b"", b"cd", b""])
+    assert status == 200
+    assert channel.sent == [(b"ab", False), (b"", False), (b"cd", False), (b"", True)]
+    assert channel.opened[0][3:] == (False, None)  # not ended with the head, length unknown
+    single = FakeChannel([b"done"])
+    app = UplinkProxy(FakeCloud({"cam": single}))  # type: ignore[arg-type]
+    await call(app, b"/devices/cam/up", method="POST", body=[b"whole"])
+    assert single.opened[0][3:] == (False, 5)
+    assert single.sent == [(b"whole", True)]
+    assert app.stats.body_bytes == 5 and app.stats.in_flight == 0
+
+
+async def test_early_answer_stops_the_upload_upl_16() -> None:
+    """UPL-16: once the device takes no more of the body (it answered early), the proxy reads no
+    more of the client's body and forwards the device's answer."""
+    channel = FakeChannel([b"early"], takes=2)
+    app = UplinkProxy(FakeCloud({"cam": channel}))  # type: ignore[arg-type]
+    status, body = await call(app, b"/devices/cam/up", method="POST", body=[b"1", b"2", b"3", b"4"])
+    assert (status, body) == (200, b"early")
+    assert [data for data, _ in channel.sent] == [b"1", b"2"]
+
+
+async def test_body_contradicting_its_length_resets_the_stream_upl_16() -> None:
+    """UPL-16: a body longer than its content-length never reaches the device past that length:
+    the stream is reset and the client gets 400; a malformed content-length is 400 at once."""
+    channel = FakeChannel([b"never"])
+    app = UplinkProxy(FakeCloud({"cam": channel}))  # type: ignore[arg-type]
+    status, _ = await call(app, b"/devices/cam/up", [(b"content-length", b"3")], method="POST",
+                           body=[b"ab", b"cd"])
+    assert status == 400
+    assert channel.sent == [(b"ab", False)]
+    assert channel.cancelled == [7, 7]  # reset at once, and again (a no-op) when the request ends
+    status, body = await call(app, b"/devices/cam/up", [(b"content-length", b"-1")], method="POST", body=[b"x"])
+    assert (status, body) == (400, b"a request needs one content-length, a decimal number\n")
+    assert len(channel.opened) == 1
+
+
+async def test_streamed_body_over_the_limit_is_413_upl_16() -> None:
+    """UPL-16: a body without a declared length that grows past max_body is answered 413 and its
+    device stream reset; what was over the limit is never sent."""
+    channel = FakeChannel([b"never"])
+    app = UplinkProxy(FakeCloud({"cam": channel}), limits=ProxyLimits(max_body=5))  # type: ignore[arg-type]
+    status, _ = await call(app, b"/devices/cam/up", method="POST", body=[b"abc", b"def", b"g"])
+    assert status == 413
+    assert channel.sent == [(b"abc", False)]
+    assert channel.cancelled[0] == 7
+    assert (app.stats.refused_too_large, app.stats.in_flight, app.stats.active) == (1, 0, 0)
+
+
+async def test_full_budget_answers_503_at_once_upl_16() -> None:
+    """UPL-16: while the in-flight bytes are at the budget a new request is refused with 503 and
+    Retry-After before anything is read or sent; it is admitted again once bytes drain."""
+    channel = FakeChannel([b"ok"])
+    app = UplinkProxy(FakeCloud({"cam": channel}), limits=ProxyLimits(max_in_flight=4))  # type: ignore[arg-type]
+    channel.window.clear()  # the device takes nothing: the first request holds its 4 bytes
+    first = asyncio.ensure_future(call(app, b"/devices/cam/x", method="POST", body=[b"abcd", b"e"]))
+    await asyncio.wait_for(channel.in_send.wait(), 5)
+    assert app.stats.in_flight == 4
+    sent: list[dict[str, Any]] = []
+
+    async def record(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def nothing() -> dict[str, Any]:
+        raise AssertionError("a refused request must not be read")
+
+    scope = {"type": "http", "method": "POST", "path": "/devices/cam/x", "raw_path": b"/devices/cam/x",
+             "query_string": b"", "headers": [], "scheme": "http", "client": ("127.0.0.1", 1)}
+    await app(scope, nothing, record)
+    assert sent[0]["status"] == 503 and (b"retry-after", b"1") in sent[0]["headers"]
+    assert len(channel.opened) == 1 and app.stats.refused_busy == 1
+    channel.window.set()
+    assert (await first)[0] == 200
+    status, _ = await call(app, b"/devices/cam/x", method="POST", body=[b"abc"])
+    assert status == 200
+    assert app.stats.peak_in_flight == 4 and app.stats.in_flight == 0
 
 
 def test_proxy_refuses_a_public_address_without_opt_in_gen_3(capsys: pytest.CaptureFixture[str],

@@ -4,48 +4,259 @@
 ``/devices/<id>/…`` is forwarded to that device over its uplink and the answer
 streamed back (flow control follows the slow side). The device learns where
 the client came from through ``X-Forwarded-For/-Host/-Proto/-Prefix`` so it can
-build addresses that point back through the proxy. Served by hypercorn
-(HTTP/1.1, h2c by upgrade or prior knowledge, and HTTP/2 over TLS with ALPN).
+build addresses that point back through the proxy. The app speaks ASGI only and
+knows nothing of the server that ``run_cloud`` runs it on.
+
+Theory of operation: budgets and back-pressure
+----------------------------------------------
+The proxy asks for no credentials (it binds loopback unless
+``--proxy-allow-remote``), so everything a request can make it spend is
+bounded by :class:`ProxyLimits`, and every wait has a deadline:
+
+* **Refused early, never queued.** A declared ``Content-Length`` over
+  ``max_body`` is answered 413 before the device is contacted. A forwarded
+  request is then admitted only while fewer than ``max_requests`` are being
+  forwarded and the in-flight bytes (below) are under ``max_in_flight``;
+  otherwise it gets 503 with ``Retry-After`` at once. ``GET /devices`` and
+  404s are not counted.
+* **Request bodies are streamed.** The first ASGI message is read before the
+  device's stream is opened: a request without a body ends with its HEADERS,
+  one whose body fits in that message declares its length. Each chunk from
+  ``receive()`` then goes to :meth:`DeviceChannel.send`, which returns only
+  once the HTTP/2 role has framed it -- when the device's stream and
+  connection windows and the uplink's outbound buffer had room -- and only
+  then is the next chunk read. So a request holds one chunk at a time, and a
+  device that reads slowly slows the client through the ASGI server's own
+  flow control (TCP, or the client's HTTP/2 windows) instead of filling memory.
+* **In-flight budget.** :attr:`ProxyStats.in_flight` counts body bytes taken
+  from ``receive()`` and not yet framed, over all requests. A request reads
+  its next chunk only while ``in_flight < max_in_flight`` (else it waits,
+  bounded, for others to drain), so ``in_flight`` stays below
+  ``max_in_flight`` plus one chunk per request reading at that moment, and
+  never exceeds ``max_requests`` chunks. The ASGI server sets the chunk size
+  (the library's server and hypercorn: at most 64 KiB); a client that is slow to send
+  holds nothing while the proxy waits for it. :class:`ProxyStats` keeps the
+  peaks for tests and operators.
+  Beyond the proxy, each uplink frames at most ``H2Limits.max_outbound_buffer``
+  ahead of its socket, whatever the number of requests.
+* **Size.** A body that grows past ``max_body`` resets the device's stream and
+  is answered 413. A body longer or shorter than its declared length resets the
+  stream and is answered 400: the device never sees DATA that contradicts a
+  ``content-length`` (h2 would end the whole uplink with PROTOCOL_ERROR).
+* **Early answers.** A device may answer before the body is complete (RFC 9113
+  §8.1: a complete response, then RST_STREAM NO_ERROR); the proxy stops
+  reading the client and forwards that answer.
+* **Deadlines.** Each wait -- for a chunk from the client (408), for budget
+  (503), for the device to take a chunk or to answer (502), for each chunk of
+  the answer and for the client to take it -- is bounded by ``timeout``.
+  Once the response has started, a missed deadline or a broken uplink aborts
+  the client's connection: a truncated body is never passed off as complete.
+* **Responses** are streamed as before: the device's DATA is acknowledged
+  (its window reopened) only as the client takes each chunk.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
-from ..errors import Iec62676Error, TransportError
-from .cloud import CloudListener, UnknownDevice
+from ..errors import ConfigurationError, Iec62676Error, TransportError
+from .cloud import CloudListener, DeviceChannel, UnknownDevice
 
 log = logging.getLogger(__name__)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+RawHeaders = list[tuple[bytes, bytes]]
 
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
                          b"te", b"host", b"http2-settings", b"content-length"})
 
-MAX_BODY = 16 << 20
+MIB = 1 << 20
+#: The largest request body forwarded (the device's own HTTP/2 limit is 16 MiB too).
+MAX_BODY = 16 * MIB
+#: Requests forwarded at once: half the 128 streams a device allows by default (H2Limits),
+#: so one busy proxy never takes all of a device's streams.
+MAX_REQUESTS = 64
+#: Request-body bytes held at once over all requests: MAX_REQUESTS chunks of 64 KiB (what the
+#: ASGI servers here deliver; 60 concurrent 15 MiB uploads peaked at 3.2-3.75 MiB in
+#: bench_proxy_memory.py). It bites when a server delivers larger chunks; SOAP requests are
+#: far smaller anyway.
+MAX_IN_FLIGHT = 4 * MIB
 TIMEOUT = 30.0
 
 
-async def _plain(send: Send, status: int, text: str, content_type: bytes = b"text/plain; charset=utf-8") -> None:
+@dataclass(frozen=True)
+class ProxyLimits:
+    """What one proxy may spend on its clients (see the module docstring)."""
+
+    max_body: int = MAX_BODY
+    max_requests: int = MAX_REQUESTS
+    max_in_flight: int = MAX_IN_FLIGHT
+    timeout: float = TIMEOUT
+    #: Seconds a 503 asks the client to wait (``Retry-After``).
+    retry_after: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("max_body", "max_requests", "max_in_flight", "retry_after"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"ProxyLimits.{name} must be at least 1")
+        if not self.timeout > 0:
+            raise ConfigurationError("ProxyLimits.timeout must be positive (seconds)")
+
+
+@dataclass
+class ProxyStats:
+    """The proxy's bookkeeping, live: read it, the proxy writes it."""
+
+    active: int = 0  # requests being forwarded now
+    peak_active: int = 0
+    in_flight: int = 0  # body bytes taken from clients and not yet framed for a device
+    peak_in_flight: int = 0
+    largest_chunk: int = 0  # the largest body chunk the ASGI server delivered
+    body_bytes: int = 0  # request-body bytes handed to devices, in total
+    refused_busy: int = 0  # 503s: max_requests or max_in_flight reached
+    refused_too_large: int = 0  # 413s: declared or streamed body over max_body
+
+
+class _Answer(Iec62676Error):
+    """The proxy answers the client itself instead of forwarding (a limit, a bad body, a deadline)."""
+
+    def __init__(self, status: int, text: str, headers: RawHeaders | None = None) -> None:
+        super().__init__(text)
+        self.status = status
+        self.headers = headers or []
+
+
+class _ClientGone(Iec62676Error):
+    """The client disconnected: there is nobody to answer."""
+
+
+class _Aborted(TransportError, OSError):
+    """A response broke off part-way (device or client side): the client's connection is cut.
+    An ``OSError``, as ASGI servers expect from an application whose peer failed."""
+
+
+class _Budget:
+    """Admission (``max_requests``) and the in-flight byte budget (``max_in_flight``) of one proxy."""
+
+    def __init__(self, limits: ProxyLimits, stats: ProxyStats) -> None:
+        self.limits = limits
+        self.stats = stats
+        self._freed = asyncio.Event()
+
+    def admit(self) -> bool:
+        stats = self.stats
+        if stats.active >= self.limits.max_requests or stats.in_flight >= self.limits.max_in_flight:
+            stats.refused_busy += 1
+            return False
+        stats.active += 1
+        stats.peak_active = max(stats.peak_active, stats.active)
+        return True
+
+    def leave(self) -> None:
+        self.stats.active -= 1
+
+    async def room(self) -> None:
+        """Until the in-flight bytes are under budget (the caller bounds the wait)."""
+        while self.stats.in_flight >= self.limits.max_in_flight:
+            self._freed.clear()
+            await self._freed.wait()
+
+    def hold(self, n: int) -> None:
+        stats = self.stats
+        stats.in_flight += n
+        stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
+        stats.largest_chunk = max(stats.largest_chunk, n)
+
+    def free(self, n: int) -> None:
+        if n:
+            self.stats.in_flight -= n
+            self._freed.set()
+
+
+class _Body:
+    """One request body, read from ``receive()`` a chunk at a time under the budget and limits."""
+
+    def __init__(self, receive: Receive, budget: _Budget, declared: int | None) -> None:
+        self.receive = receive
+        self.budget = budget
+        self.declared = declared
+        self.received = 0
+        self.held = 0  # bytes of the current chunk counted in the budget
+        self.more = True
+
+    async def next(self) -> bytes:
+        """The next chunk, counted in the budget until :meth:`release`."""
+        limits = self.budget.limits
+        try:
+            async with asyncio.timeout(limits.timeout):
+                await self.budget.room()
+        except TimeoutError:
+            self.budget.stats.refused_busy += 1
+            raise _Answer(503, "the proxy is busy; retry later\n", _retry_after(limits)) from None
+        try:
+            async with asyncio.timeout(limits.timeout):
+                message = await self.receive()
+        except TimeoutError:
+            raise _Answer(408, f"no request body arrived for {limits.timeout:g} s\n") from None
+        if message["type"] == "http.disconnect":
+            raise _ClientGone("the client disconnected")
+        chunk: bytes = message.get("body", b"")
+        self.more = bool(message.get("more_body"))
+        self.received += len(chunk)
+        self.budget.hold(len(chunk))
+        self.held += len(chunk)
+        if self.received > limits.max_body:
+            self.budget.stats.refused_too_large += 1
+            raise _Answer(413, f"request body over {limits.max_body} bytes\n")
+        if self.declared is not None and (self.received > self.declared or
+                                          (not self.more and self.received < self.declared)):
+            raise _Answer(400, f"the request body does not match its content-length ({self.declared})\n")
+        return chunk
+
+    def release(self) -> None:
+        self.budget.free(self.held)
+        self.held = 0
+
+
+def _retry_after(limits: ProxyLimits) -> RawHeaders:
+    return [(b"retry-after", str(limits.retry_after).encode())]
+
+
+def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    values = {v.strip() for k, v in headers if k.lower() == b"content-length"}
+    if not values:
+        return None
+    value = values.pop()
+    if values or not value.isdigit():
+        raise _Answer(400, "a request needs one content-length, a decimal number\n")
+    return int(value)
+
+
+async def _plain(send: Send, status: int, text: str, content_type: bytes = b"text/plain; charset=utf-8",
+                 headers: RawHeaders | None = None) -> None:
     body = text.encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
 
 
 class UplinkProxy:
     """ASGI application forwarding ``/devices/<id>/…`` to the devices of a :class:`CloudListener`."""
 
-    def __init__(self, cloud: CloudListener, *, max_body: int = MAX_BODY, timeout: float = TIMEOUT) -> None:
+    def __init__(self, cloud: CloudListener, *, limits: ProxyLimits | None = None) -> None:
         self.cloud = cloud
-        self.max_body = max_body
-        self.timeout = timeout
+        self.limits = limits or ProxyLimits()
+        self.stats = ProxyStats()
+        self._budget = _Budget(self.limits, self.stats)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -73,28 +284,30 @@ class UplinkProxy:
         device_id = unquote(encoded_id.decode("latin-1"))
         await self._forward(scope, receive, send, device_id, "/" + rest.decode("latin-1"))
 
-    async def _read_body(self, receive: Receive) -> bytes | None:
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            body += message.get("body", b"")
-            if len(body) > self.max_body:
-                return None
-            if not message.get("more_body"):
-                return bytes(body)
-
     async def _forward(self, scope: Scope, receive: Receive, send: Send, device_id: str, rest: str) -> None:
         try:
             channel = self.cloud.channel(device_id)
         except UnknownDevice:
             await _plain(send, 404, f"device {device_id!r} is not connected; GET /devices lists the connected ones\n")
             return
-        body = await self._read_body(receive)
-        if body is None:
-            await _plain(send, 413, f"request body over {self.max_body} bytes\n")
+        try:
+            declared = _content_length(scope["headers"])
+            if declared is not None and declared > self.limits.max_body:
+                self.stats.refused_too_large += 1
+                raise _Answer(413, f"request body of {declared} bytes is over the limit of {self.limits.max_body}\n")
+            if not self._budget.admit():
+                raise _Answer(503, "the proxy is busy; retry later\n", _retry_after(self.limits))
+        except _Answer as answer:
+            log.debug("proxy refused %s %s for device %s: %s", scope["method"], rest, device_id, answer.status)
+            await _plain(send, answer.status, str(answer), headers=answer.headers)
             return
+        try:
+            await self._relay(scope, _Body(receive, self._budget, declared), send, channel, device_id, rest)
+        finally:
+            self._budget.leave()
+
+    def _request_head(self, scope: Scope, device_id: str, rest: str) -> tuple[str, list[tuple[str, str]]]:
+        """The target and headers sent to the device: hop-by-hop and client X-Forwarded-* dropped, ours added."""
         target = rest + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
         # Names with "_" are dropped: WSGI maps x_forwarded_host and x-forwarded-host to one key.
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
@@ -104,24 +317,70 @@ class UplinkProxy:
         headers += [("x-forwarded-for", str(client[0])), ("x-forwarded-host", host),
                     ("x-forwarded-proto", scope.get("scheme", "http")),
                     ("x-forwarded-prefix", f"/devices/{quote(device_id, safe='')}")]
-        if body:
-            headers.append(("content-length", str(len(body))))
+        return target, headers
+
+    async def _relay(self, scope: Scope, body: _Body, send: Send, channel: DeviceChannel, device_id: str,
+                     rest: str) -> None:
+        timeout = self.limits.timeout
+        stream_id: int | None = None
         try:
-            stream_id, status, head = await channel.open(scope["method"], target, headers, body, timeout=self.timeout)
-        except (Iec62676Error, TimeoutError) as exc:
-            await _plain(send, 502, f"device {device_id!r} did not answer: {exc or 'timeout'}\n")
-            return
-        try:
-            out_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in head
-                           if k.encode() not in _HOP_BY_HOP or k == "content-length"]
-            await send({"type": "http.response.start", "status": status, "headers": out_headers})
             try:
-                async for chunk in channel.body(stream_id, timeout=self.timeout):
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except (TransportError, TimeoutError) as exc:
-                # Never pass a truncated body off as complete: abort the client's connection.
-                log.info("device %s broke off a response: %s", device_id, exc or "timeout")
-                raise
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                chunk = await body.next()
+                target, headers = self._request_head(scope, device_id, rest)
+                length = body.declared if body.declared is not None else (None if body.more else len(chunk))
+                has_body = bool(chunk) or body.more
+                stream_id = await channel.open_stream(scope["method"], target, headers, end_stream=not has_body,
+                                                      content_length=length or None, timeout=timeout)
+                while has_body:
+                    taken = await channel.send(stream_id, chunk, end_stream=not body.more, timeout=timeout)
+                    body.release()
+                    if not taken:
+                        break  # the device answered without the rest
+                    self.stats.body_bytes += len(chunk)
+                    if not body.more:
+                        break
+                    chunk = await body.next()
+                status, head = await channel.response(stream_id, timeout=timeout)
+            except _Answer as answer:
+                log.debug("proxy answered %s for device %s: %s", answer.status, device_id, str(answer).strip())
+                if stream_id is not None:
+                    channel.cancel(stream_id)
+                await _plain(send, answer.status, str(answer), headers=answer.headers)
+                return
+            except _ClientGone:
+                return
+            except (Iec62676Error, TimeoutError) as exc:
+                await _plain(send, 502, f"device {device_id!r} did not answer: {exc or 'timeout'}\n")
+                return
+            finally:
+                body.release()
+            await self._respond(send, channel, device_id, stream_id, status, head)
         finally:
-            channel.cancel(stream_id)  # the client went away or sending failed: free the device's stream
+            if stream_id is not None:
+                channel.cancel(stream_id)  # the client went away or sending failed: free the device's stream
+
+    async def _respond(self, send: Send, channel: DeviceChannel, device_id: str, stream_id: int, status: int,
+                       head: list[tuple[str, str]]) -> None:
+        """Stream the device's answer to the client; a failure part-way aborts the client's connection."""
+        timeout = self.limits.timeout
+        out_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in head
+                       if k.encode() not in _HOP_BY_HOP or k == "content-length"]
+
+        async def to_client(message: dict[str, Any]) -> None:
+            try:
+                async with asyncio.timeout(timeout):
+                    await send(message)
+            except (OSError, TransportError) as exc:  # gone, or not reading (TimeoutError is an OSError)
+                raise _Aborted(f"the client did not take the answer: {exc or 'timeout'}") from exc
+
+        try:
+            await to_client({"type": "http.response.start", "status": status, "headers": out_headers})
+            async for chunk in channel.body(stream_id, timeout=timeout):
+                await to_client({"type": "http.response.body", "body": chunk, "more_body": True})
+            await to_client({"type": "http.response.body", "body": b"", "more_body": False})
+        except _Aborted:
+            raise
+        except (TransportError, TimeoutError) as exc:
+            # Never pass a truncated body off as complete: abort the client's connection.
+            log.info("answer of device %s broken off: %s", device_id, exc or "timeout")
+            raise _Aborted(f"device {device_id!r} broke off its answer: {exc or 'timeout'}") from exc
