@@ -2,7 +2,7 @@
 
 The names a device vendor, a VMS vendor or a conformance engineer needs first
 are importable from here; each is loaded on first use (PEP 562), so importing
-the sans-IO core does not pull in zeep, Spyne or hypercorn.
+the sans-IO core does not pull in zeep or Spyne.
 
 * Device side: :class:`DeviceStore`, :func:`run_device`, :class:`UplinkAgent`.
 * Cloud side: :class:`CloudListener`, :func:`run_cloud`, :class:`CloudOptions`,

@@ -69,7 +69,7 @@ async def run_device(data_dir: str | Path, listen: str | None, stop: asyncio.Eve
     registry = ResourceRegistry(Path(data_dir) / REGISTRY_FILE)
     events = EventServiceContext.create(registry)
     executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="device")
-    # One pool for everything: hypercorn runs WSGI on the loop's default executor.
+    # One pool for everything: the direct port's WSGI calls run on the loop's default executor.
     asyncio.get_running_loop().set_default_executor(executor)
     try:
         context = UplinkServiceContext(store=store, capabilities=device_capabilities())
