@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from base64 import b64encode
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -146,7 +146,7 @@ class DeviceProcess:
 def username_token() -> str:
     """A WS-Security UsernameToken with PasswordDigest (OASIS UsernameToken Profile 1.0)."""
     nonce = secrets.token_bytes(16)
-    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     digest = b64encode(hashlib.sha1(nonce + created.encode() + USER[1].encode()).digest()).decode()
     return (f'<wsse:Security xmlns:wsse="{WSSE}" xmlns:wsu="{WSU}"><wsse:UsernameToken>'
             f"<wsse:Username>{USER[0]}</wsse:Username>"

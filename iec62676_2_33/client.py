@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import zeep
@@ -52,7 +52,7 @@ class OffsetUsernameToken(UsernameToken):  # type: ignore[misc]
 
     def apply(self, envelope: Any, headers: Any) -> Any:
         with self._lock:
-            self.created = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0) + self.time_offset
+            self.created = datetime.now(UTC).replace(tzinfo=None, microsecond=0) + self.time_offset
             self.nonce = None
             return super().apply(envelope, headers)
 

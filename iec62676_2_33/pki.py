@@ -188,7 +188,7 @@ def _validity(
     days: int, not_before: dt.datetime | None, not_after: dt.datetime | None
 ) -> tuple[dt.datetime, dt.datetime]:
     """The validity period: explicit bounds win, else now (backdated) plus *days*."""
-    start = dt.datetime.now(dt.timezone.utc) - _BACKDATE if not_before is None else not_before
+    start = dt.datetime.now(dt.UTC) - _BACKDATE if not_before is None else not_before
     end = start + dt.timedelta(days=days) if not_after is None else not_after
     if end <= start:
         raise ConfigurationError(

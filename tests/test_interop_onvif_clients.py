@@ -52,7 +52,7 @@ import secrets
 import uuid
 from base64 import b64encode
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -250,7 +250,7 @@ def test_onvif_zeep_async_and_raw_soap_through_cloud_proxy_gen_2_gen_3_rq_5_rq_6
 def security_header(user: str, password: str) -> str:
     """WS-Security UsernameToken, PasswordDigest = Base64(SHA-1(nonce + created + password))."""
     nonce = secrets.token_bytes(16)
-    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     digest = b64encode(hashlib.sha1(nonce + created.encode() + password.encode()).digest()).decode()
     return f"""
     <wsse:Security s:mustUnderstand="true">

@@ -192,7 +192,7 @@ def test_wrong_san_is_refused(tmp_path: Path, ca: pki.CertKey) -> None:
 
 def test_expired_certificate_is_refused(tmp_path: Path, ca: pki.CertKey) -> None:
     """UPL-11: an expired server certificate is refused."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     leaf = pki.make_leaf(
         ca,
         "x",
@@ -210,7 +210,7 @@ def test_expired_certificate_is_refused(tmp_path: Path, ca: pki.CertKey) -> None
 
 def test_not_yet_valid_certificate_is_refused(tmp_path: Path, ca: pki.CertKey) -> None:
     """UPL-11: a certificate whose validity starts tomorrow is refused."""
-    start = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+    start = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
     leaf = pki.make_leaf(ca, "x", kind="server", sans=["localhost"], not_before=start)
     err = _verify_error(_serve_leaf(tmp_path, ca, leaf, "localhost").client_error)
     assert (err.verify_code, err.verify_message) == (

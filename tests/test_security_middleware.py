@@ -11,7 +11,7 @@ import base64
 import io
 import logging
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
@@ -112,7 +112,7 @@ USERS = {
     "operator": ("0perat0r-Pa55", "Operator"),
     "viewer": ("V1ewer-Pa55", "User"),
 }
-T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc).timestamp()
+T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC).timestamp()
 REALM = "device@test"
 
 
@@ -154,7 +154,7 @@ def envelope(op: str = "Read", ns: str = NS, security: Any = None, env_ns: str =
 
 
 def token(user: str, password: str, now: float = T0, nonce: bytes | None = None) -> Any:
-    return build_username_token(user, password, datetime.fromtimestamp(now, tz=timezone.utc), nonce)
+    return build_username_token(user, password, datetime.fromtimestamp(now, tz=UTC), nonce)
 
 
 class Harness:

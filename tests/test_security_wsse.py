@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from lxml import etree
@@ -42,7 +42,7 @@ from iec62676_2_33.security.wsse import (
     password_digest,
 )
 
-NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 USERS = {"admin": ("s3cr3t-Pässword", "Administrator"), "viewer": ("view-pw", "User")}
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import http.client
 import io
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -375,11 +376,11 @@ def test_sec1_application_gets_the_tree_access_control_parsed(tmp_path: Path) ->
 
 def test_sec2_admin_still_works_end_to_end(device: RunningDevice) -> None:
     """SEC-2: a well-formed, authenticated SetUplink still runs (the strict reader refuses only the odd)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from iec62676_2_33.security.wsse import build_username_token
 
-    token = build_username_token(ADMIN[0], ADMIN[1], datetime.now(timezone.utc))
+    token = build_username_token(ADMIN[0], ADMIN[1], datetime.now(UTC))
     header = f"<env:Header>{etree.tostring(token).decode()}</env:Header>"
     status, _ = post(device.url, ('<?xml version="1.0" encoding="UTF-8"?>' + wrap(DANGEROUS, header)).encode(),
                      SOAP_CT)
@@ -431,11 +432,11 @@ def test_sec2_device_files_are_owner_only(tmp_path: Path) -> None:
 
 
 def admin_header(now: float | None = None) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from iec62676_2_33.security.wsse import build_username_token
 
-    token = build_username_token(ADMIN[0], ADMIN[1], datetime.now(timezone.utc))
+    token = build_username_token(ADMIN[0], ADMIN[1], datetime.now(UTC))
     return f"<env:Header>{etree.tostring(token).decode()}</env:Header>"
 
 

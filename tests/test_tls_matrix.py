@@ -26,7 +26,7 @@ from iec62676_2_33 import pki
 from iec62676_2_33.store import AuthServerConfig
 from iec62676_2_33.transport.tls import start_tls_server
 
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 SANS = ["localhost", "IP:127.0.0.1"]
 
 authserver = test_access_token.authserver  # the fixture (a real authorization server)

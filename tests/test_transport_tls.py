@@ -500,7 +500,7 @@ async def test_closed_right_after_handshake_is_peer_closed(certs: Pki) -> None:
 
 
 def _past(days: int) -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)
+    return dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
 
 
 BAD_SERVERS: dict[str, tuple[Callable[[Pki], pki.CertKey], int, str]] = {

@@ -8,6 +8,7 @@ the raw XML, and every answer is validated against the authored XSD.
 from __future__ import annotations
 
 import http.client
+from datetime import UTC
 from urllib.parse import urlsplit
 
 import pytest
@@ -26,9 +27,9 @@ NS = {"env": SOAP_ENV, "tup": TUP, "ter": TER}
 def envelope(body: str, *, user: tuple[str, str] | None = ADMIN) -> bytes:
     header = ""
     if user is not None:
-        from datetime import datetime, timezone
+        from datetime import datetime
 
-        token = build_username_token(user[0], user[1], datetime.now(timezone.utc))
+        token = build_username_token(user[0], user[1], datetime.now(UTC))
         header = f"<env:Header>{etree.tostring(token).decode()}</env:Header>"
     return (f'<?xml version="1.0" encoding="utf-8"?><env:Envelope xmlns:env="{SOAP_ENV}" '
             f'xmlns:tup="{TUP}">{header}<env:Body>{body}</env:Body></env:Envelope>').encode()

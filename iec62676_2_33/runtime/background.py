@@ -17,7 +17,7 @@ from ..errors import Iec62676Error
 Service = Callable[[asyncio.Event, Callable[[str], None]], Awaitable[Any]]
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
 
 class BackgroundService:

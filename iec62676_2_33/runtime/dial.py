@@ -97,7 +97,7 @@ async def _handshake(stream: ByteStream, step: Awaitable[T], cfg: UplinkConfigur
     try:
         try:
             return await asyncio.wait_for(step, HANDSHAKE_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise TransportError(f"the cloud {peer} did not answer the upgrade within {HANDSHAKE_TIMEOUT:g} s") \
                 from None
         except (PeerClosed, TlsHandshakeError) as exc:

@@ -76,7 +76,7 @@ import logging
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, Final, Protocol
 from urllib.parse import quote
@@ -307,7 +307,7 @@ class AccessControlMiddleware:
                 )
                 return _Identity(user=None, levels=[], source="wsse", failure=failure)
             try:
-                user, level = self.wsse.verify(token, datetime.fromtimestamp(now, tz=timezone.utc))
+                user, level = self.wsse.verify(token, datetime.fromtimestamp(now, tz=UTC))
             except CredentialRejected as exc:
                 return _Identity(user=None, levels=[], source="wsse", failure=exc)
             return _Identity(user=user, levels=[level], source="wsse")

@@ -55,7 +55,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Final
 
 from lxml import etree
@@ -284,7 +284,7 @@ def parse_created(text: str) -> datetime:
     m = _DATETIME.fullmatch(text)
     if m is None:
         raise MalformedCredentials("UsernameToken Created is not an xs:dateTime")
-    tz = timezone.utc
+    tz = UTC
     zone = m["tz"]
     if zone and zone != "Z":
         sign = -1 if zone[0] == "-" else 1
@@ -306,11 +306,11 @@ def parse_created(text: str) -> datetime:
         )
     except ValueError:
         raise MalformedCredentials("UsernameToken Created is not a valid date and time") from None
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 def _format_created(moment: datetime) -> str:
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 

@@ -42,7 +42,7 @@ from ..errors import TransportError
 from .base import PeerClosed
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
 __all__ = [
     "READ_CHUNK",
@@ -290,7 +290,7 @@ class TcpStream:
             p._close_waiter = p._loop.create_future()
         try:
             await asyncio.wait_for(asyncio.shield(p._close_waiter), CLOSE_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.abort()
 
     def abort(self) -> None:

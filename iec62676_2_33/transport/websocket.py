@@ -356,7 +356,7 @@ class WebSocketStream:
                 self._send_raw(self._conn.send(CloseConnection(code=CloseReason.NORMAL_CLOSURE)))
                 try:
                     await asyncio.wait_for(self._await_close_answer(), _CLOSE_WAIT)
-                except (asyncio.TimeoutError, TransportError):
+                except (TimeoutError, TransportError):
                     pass
         finally:
             self._closed = True
