@@ -88,9 +88,14 @@ def cloud_main(conn: object, certs_dir: str, port: int, proxy: bool = False) -> 
     """Run ``run_cloud`` on ``port``; answer "count" with (devices, rss, accepted) on ``conn``."""
     import gc
 
+    from iec62676_2_33.runtime.cloud import ListenerSettings
     from iec62676_2_33.runtime.cloud_server import CloudOptions, run_cloud
+    from iec62676_2_33.sansio.admission import AdmissionLimits
 
     raise_nofile()
+    # The whole simulated fleet dials from 127.0.0.1, one source: the per-source limits, meant for
+    # floods, would throttle it; the global cap and eviction stay as in production.
+    settings = ListenerSettings(admission=AdmissionLimits(per_source_pending=None, rate=None))
     d = Path(certs_dir)
     options = CloudOptions(listen=f"127.0.0.1:{port}", cert=d / "cloud.pem", key=d / "cloud.key",
                            client_cas=[d / "ca.pem"], proxy="127.0.0.1:0" if proxy else None)
@@ -99,7 +104,8 @@ def cloud_main(conn: object, certs_dir: str, port: int, proxy: bool = False) -> 
     async def main() -> None:
         stop = asyncio.Event()
         holder: list[object] = []
-        task = asyncio.create_task(run_cloud(options, stop, lambda _t: None, ready=holder.append))
+        task = asyncio.create_task(run_cloud(options, stop, lambda _t: None, settings=settings,
+                                             ready=holder.append))
         while not holder:
             await asyncio.sleep(0.01)
         cloud = holder[0]

@@ -55,7 +55,19 @@ handshake itself.
 
 The server side (:func:`start_tls_server`) runs the handshake inside the
 protocol, under a deadline, before it creates anything else; a peer that
-never finishes it costs a socket and this protocol object until then.
+never finishes it costs a socket and this protocol object until then. Which
+connections may start a handshake at all is decided at accept, before any
+TLS work, by the sans-IO :class:`~iec62676_2_33.sansio.admission.Admission`
+policy (per-source rate and handshakes in progress, a global cap with a
+reserve for sources that recently authenticated, eviction of the heaviest
+source's oldest handshake instead of refusing another source): a refused
+connection is closed at once, an evicted one is aborted, both only counted
+in :attr:`TlsServer.stats` and summed up in at most one INFO line per
+:data:`ADMISSION_LOG_INTERVAL`, together with the failed handshakes (anyone
+can fail one at will, so each gets only a DEBUG line). The cloud calls
+:func:`report_authenticated` once a device authenticated. An optional
+first-byte deadline closes a connection that sends nothing (no ClientHello)
+sooner than the handshake deadline.
 """
 
 from __future__ import annotations
@@ -79,12 +91,14 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from ..errors import ConfigurationError, TransportError
+from ..sansio.admission import Admission, AdmissionLimits
 from .base import ByteStream, PeerClosed, TlsHandshakeError
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
 __all__ = [
+    "ADMISSION_LOG_INTERVAL",
     "BIO_CHUNK",
     "READ_HIGH_WATER",
     "READ_LOW_WATER",
@@ -96,6 +110,7 @@ __all__ = [
     "client_context",
     "connect_tls",
     "peer_identity",
+    "report_authenticated",
     "server_context",
     "start_tls_server",
 ]
@@ -124,6 +139,9 @@ _WRITE_STEP = 64 * 1024
 _RECORD = 16384
 #: How long :meth:`TlsStream.close` waits for buffered data to leave before it aborts.
 CLOSE_TIMEOUT = 5.0
+#: A server sums up refused and evicted connections and failed handshakes in at most one INFO
+#: line per this many seconds (a flood must not write a line per connection).
+ADMISSION_LOG_INTERVAL = 10.0
 
 _RECV = threading.local()
 _AFTER_HANDSHAKE = "closed by peer right after the handshake"
@@ -204,6 +222,7 @@ class _TlsProtocol(asyncio.BufferedProtocol):
         "_close_waiter",
         "_closing",
         "_ctx",
+        "_deadline",
         "_drain_waiters",
         "_eof",
         "_eof_pending",
@@ -251,6 +270,7 @@ class _TlsProtocol(asyncio.BufferedProtocol):
             None if server_side else self._loop.create_future()
         )
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None  # handshake deadline while waiting for the first byte
         self._rbuf = bytearray()
         self._cipher: memoryview | None = None
         self._eof_pending = False
@@ -274,7 +294,7 @@ class _TlsProtocol(asyncio.BufferedProtocol):
         if self._server is not None:
             peer = transport.get_extra_info("peername")
             self._label = f"client {_format_addr(peer)}"
-            if not self._server._admit(self):
+            if not self._server._admit(self, peer):
                 self._handshake_done = True  # never started
                 self._error = TransportError(f"refused {self._label}: server busy")
                 transport.abort()
@@ -301,6 +321,8 @@ class _TlsProtocol(asyncio.BufferedProtocol):
         return buf
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self._deadline is not None:
+            self._first_bytes()
         received = _RECV.buf[:nbytes]
         if self._cipher is not None:  # not expected: reading is paused while data waits
             self._cipher = memoryview(bytes(self._cipher) + bytes(received))
@@ -482,17 +504,37 @@ class _TlsProtocol(asyncio.BufferedProtocol):
         if self._server is not None:
             self._server._handshake_failed(self, error)
 
+    def _first_bytes(self) -> None:
+        """The peer spoke: from now on only the whole handshake deadline applies."""
+        deadline, self._deadline = self._deadline, None
+        if self._timer is not None and deadline is not None:
+            self._timer.cancel()
+            self._timer = self._loop.call_at(deadline, self._on_handshake_timeout)
+
     def _on_handshake_timeout(self) -> None:
         self._timer = None
+        self._give_up("handshake_timeout", "timed out", "handshake timeout")
+
+    def _on_first_byte_timeout(self) -> None:
+        self._timer = None
+        self._give_up(
+            "first_byte_timeout", "timed out: the client sent nothing", "first byte timeout"
+        )
+
+    def _give_up(self, counter: str | None, what: str, reason: str) -> None:
+        """Abort a server-side handshake we stop waiting for: counted (in *counter*), never logged."""
         if self._handshake_done:
             return
-        if self._server is not None:
-            self._server.stats["handshake_timeout"] += 1
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._handshake_done = True
-        self._error = TlsHandshakeError(
-            f"TLS handshake with {self._label} timed out", reason="handshake timeout"
-        )
+        self._error = TlsHandshakeError(f"TLS handshake with {self._label} {what}", reason=reason)
         self._abort_transport()
+        if self._server is not None:
+            if counter is not None:
+                self._server.stats[counter] += 1
+            self._server._forget(self)
 
     def _peer_closed(self, reason: str) -> PeerClosed:
         if reason == _AFTER_HANDSHAKE:
@@ -666,7 +708,7 @@ class TlsStream:
             p._close_waiter = p._loop.create_future()
         try:
             await asyncio.wait_for(asyncio.shield(p._close_waiter), CLOSE_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.abort()
 
     def abort(self) -> None:
@@ -791,7 +833,7 @@ async def connect_tls(
 
     try:
         await asyncio.wait_for(run(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         if transport is not None:
             transport.abort()
             raise TlsHandshakeError(
@@ -824,9 +866,16 @@ async def connect_tls(
 class TlsServer:
     """A listening TLS server made by :func:`start_tls_server`.
 
-    ``stats`` counts ``accepted`` TCP connections, ``rejected`` ones (over
-    ``max_pending_handshakes``), ``handshake_failed``, ``handshake_timeout``,
-    ``handler_failed`` (handlers that raised) and ``active`` (handlers running).
+    ``stats`` counts ``accepted`` TCP connections; ``rejected`` ones, closed
+    at once before any TLS work, and among them by the admission rule that
+    refused them (:class:`~iec62676_2_33.sansio.admission.Refusal`):
+    ``refused_rate``, ``refused_source``, ``refused_full`` (a connection that
+    arrives while the server closes is only ``rejected``); ``evicted``
+    handshakes, closed to make room for another source's;
+    ``first_byte_timeout`` (the client sent nothing before the first-byte
+    deadline), ``handshake_timeout``, ``handshake_failed``,
+    ``handler_failed`` (handlers that raised) and ``active`` (handlers
+    running).
     """
 
     def __init__(
@@ -835,24 +884,33 @@ class TlsServer:
         ssl_context: ssl.SSLContext,
         *,
         handshake_timeout: float,
-        max_pending_handshakes: int,
+        first_byte_timeout: float | None,
+        admission: AdmissionLimits,
     ) -> None:
         self._handler = handler
         self._ctx = ssl_context
         self._handshake_timeout = handshake_timeout
-        self._max_pending = max_pending_handshakes
+        self._first_byte_timeout = first_byte_timeout
+        self._admission: Admission[_TlsProtocol] = Admission(admission)
         self._server: asyncio.Server | None = None
-        self._pending: set[_TlsProtocol] = set()
         self._handlers: dict[asyncio.Task[None], TlsStream] = {}
         self._closed = False
+        self._summary: asyncio.TimerHandle | None = None
+        self._last_failure = ""
         self.stats: dict[str, int] = {
             "accepted": 0,
             "rejected": 0,
+            "refused_rate": 0,
+            "refused_source": 0,
+            "refused_full": 0,
+            "evicted": 0,
+            "first_byte_timeout": 0,
             "handshake_failed": 0,
             "handshake_timeout": 0,
             "handler_failed": 0,
             "active": 0,
         }
+        self._summed_up = dict(self.stats)  # the counters at the last summary line
 
     def _protocol(self) -> _TlsProtocol:
         return _TlsProtocol(self._ctx, server_side=True, server=self)
@@ -862,34 +920,100 @@ class TlsServer:
         """The listening sockets."""
         return tuple(self._server.sockets) if self._server is not None else ()
 
+    @property
+    def admission(self) -> Admission[Any]:
+        """The admission policy and its state (handshakes in progress, known sources)."""
+        return self._admission
+
     # ------------------------------------------------------------------ protocol hooks
 
-    def _admit(self, protocol: _TlsProtocol) -> bool:
+    def _source(self, peer: Any) -> str:
+        """The admission source of a peer address (``peername``).
+
+        Hook for a balancer front: behind a balancer that speaks the PROXY
+        protocol, the source must be the client address of the PROXY header,
+        and admission must wait for that header (see
+        :mod:`iec62676_2_33.sansio.admission`); not implemented here.
+        """
+        host = peer[0] if isinstance(peer, tuple) and peer else None
+        return self._admission.source_key(host if isinstance(host, str) else None)
+
+    def _admit(self, protocol: _TlsProtocol, peer: Any) -> bool:
+        """Admit a new connection to its handshake, and arm its deadlines; else refuse it."""
         self.stats["accepted"] += 1
-        if self._closed or len(self._pending) >= self._max_pending:
+        if self._closed:
             self.stats["rejected"] += 1
-            logger.warning(
-                "refused %s: %d TLS handshakes already pending (max_pending_handshakes)",
-                protocol._label,
-                len(self._pending),
-            )
             return False
-        self._pending.add(protocol)
-        protocol._timer = protocol._loop.call_later(
-            self._handshake_timeout, protocol._on_handshake_timeout
-        )
+        loop = protocol._loop
+        now = loop.time()
+        verdict = self._admission.admit(protocol, self._source(peer), now)
+        if verdict.refusal is not None:
+            self.stats["rejected"] += 1
+            self.stats[f"refused_{verdict.refusal.value}"] += 1
+            self._sum_up_later(loop)
+            return False
+        if verdict.evict is not None:
+            verdict.evict._give_up("evicted", "evicted to make room for another source", "evicted")
+            self._sum_up_later(loop)
+        deadline = now + self._handshake_timeout
+        first = self._first_byte_timeout
+        if first is not None and first < self._handshake_timeout:
+            protocol._deadline = deadline
+            protocol._timer = loop.call_at(now + first, protocol._on_first_byte_timeout)
+        else:
+            protocol._timer = loop.call_at(deadline, protocol._on_handshake_timeout)
         return True
 
+    def _sum_up_later(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._summary is None and not self._closed:
+            self._summary = loop.call_later(ADMISSION_LOG_INTERVAL, self._sum_up)
+
+    def _sum_up(self) -> None:
+        """One INFO line for the refusals, evictions and failed handshakes since the last one."""
+        self._summary = None
+        stats, last = self.stats, self._summed_up
+        self._summed_up = dict(stats)
+        since = {name: stats[name] - last[name] for name in stats}
+        parts = []
+        if since["rejected"]:
+            parts.append(
+                f"refused {since['rejected']} connections (per-source rate {since['refused_rate']}, "
+                f"per-source handshakes {since['refused_source']}, server full {since['refused_full']})"
+            )
+        if since["evicted"]:
+            parts.append(f"evicted {since['evicted']} handshakes")
+        if since["handshake_failed"]:
+            parts.append(f"{since['handshake_failed']} handshakes failed (last: {self._last_failure})")
+        if not parts:
+            return
+        busiest = self._admission.busiest()
+        logger.info(
+            "TLS server, since the last report: %s; %d handshakes in progress%s",
+            "; ".join(parts),
+            self._admission.pending,
+            "" if busiest is None else f", most from {busiest[0]} ({busiest[1]})",
+        )
+
     def _forget(self, protocol: _TlsProtocol) -> None:
-        self._pending.discard(protocol)
+        self._admission.release(protocol)
+
+    def _authenticated(self, protocol: _TlsProtocol) -> None:
+        transport = protocol._transport
+        if transport is not None:
+            source = self._source(transport.get_extra_info("peername"))
+            self._admission.authenticated(source, protocol._loop.time())
 
     def _handshake_failed(self, protocol: _TlsProtocol, error: TlsHandshakeError) -> None:
-        self._pending.discard(protocol)
+        # Anyone can fail a handshake at will (a scanner, a flood): one DEBUG line each, and
+        # the INFO summary names the count and the last reason (a misconfigured device).
+        self._admission.release(protocol)
         self.stats["handshake_failed"] += 1
-        logger.info("%s", error)
+        self._last_failure = str(error)
+        logger.debug("%s", error)
+        self._sum_up_later(protocol._loop)
 
     def _established(self, protocol: _TlsProtocol) -> None:
-        self._pending.discard(protocol)
+        self._admission.release(protocol)
         stream = TlsStream(protocol)
         task = protocol._loop.create_task(self._run(stream))
         self._handlers[task] = stream
@@ -926,8 +1050,11 @@ class TlsServer:
         self._closed = True
         if self._server is not None:
             self._server.close()
-        for protocol in list(self._pending):
-            protocol._abort_transport()
+        if self._summary is not None:
+            self._summary.cancel()
+            self._sum_up()
+        for protocol in self._admission.connections():
+            protocol._give_up(None, "aborted: the server is closing", "server closing")
 
     def abort_connections(self) -> None:
         """Abort every established connection (their handlers see the end of stream)."""
@@ -964,7 +1091,9 @@ async def start_tls_server(
     host: str | None = None,
     port: int = 0,
     handshake_timeout: float = 10.0,
-    max_pending_handshakes: int = 1024,
+    first_byte_timeout: float | None = None,
+    max_pending_handshakes: int | None = None,
+    admission: AdmissionLimits | None = None,
     backlog: int = 1024,
 ) -> TlsServer:
     """Accept TLS connections and run ``handler(stream)`` for each, as its own task.
@@ -972,16 +1101,32 @@ async def start_tls_server(
     Listen on *sock* (a bound, listening socket), a ``(host, port)`` tuple, or
     *host*/*port*. The handshake runs before the handler, under
     *handshake_timeout* seconds; a peer that does not finish it in time is
-    disconnected (``stats["handshake_timeout"]``). Over
-    *max_pending_handshakes* connections in their handshake, new ones are
-    refused (``stats["rejected"]``). A handler's exception is logged and
-    counted; it never stops the server. The stream is closed when the
-    handler returns.
+    disconnected (``stats["handshake_timeout"]``); with *first_byte_timeout*
+    (shorter), a peer that sends nothing at all is disconnected after that
+    many seconds (``stats["first_byte_timeout"]``).
+
+    Which connections may start a handshake: *admission* (see
+    :mod:`iec62676_2_33.sansio.admission`; the cloud passes
+    ``ListenerSettings.admission``, limits for the open internet); without
+    it only a global cap of *max_pending_handshakes* (default 1024)
+    connections in their handshake, with eviction between sources but no
+    per-source limits — for servers that face no strangers. Give one of the two, not both. Refused
+    connections are closed at once (``stats["rejected"]``).
+
+    A handler's exception is logged and counted; it never stops the server.
+    The stream is closed when the handler returns.
     """
     if ssl_context is None:
         raise ConfigurationError(
             "start_tls_server needs an ssl_context: build one with server_context()"
         )
+    if admission is not None and max_pending_handshakes is not None:
+        raise ConfigurationError(
+            "give start_tls_server either admission or max_pending_handshakes, not both: "
+            "the global cap is admission.max_pending"
+        )
+    if admission is None:
+        admission = AdmissionLimits.global_cap(1024 if max_pending_handshakes is None else max_pending_handshakes)
     if isinstance(sock, tuple):
         host, port = sock
         sock = None
@@ -989,7 +1134,8 @@ async def start_tls_server(
         handler,
         ssl_context,
         handshake_timeout=handshake_timeout,
-        max_pending_handshakes=max_pending_handshakes,
+        first_byte_timeout=first_byte_timeout,
+        admission=admission,
     )
     loop = asyncio.get_running_loop()
     try:
@@ -1001,6 +1147,18 @@ async def start_tls_server(
         where = _format_addr(sock.getsockname()) if sock is not None else f"{host}:{port}"
         raise TransportError(f"cannot listen on {where}: {exc.strerror or exc}") from None
     return server
+
+
+def report_authenticated(stream: ByteStream) -> None:
+    """Tell the server that accepted *stream* that its peer authenticated.
+
+    The peer's source is then *known* for a while: its next connections are
+    admitted ahead of strangers', into the known-device reserve
+    (:mod:`iec62676_2_33.sansio.admission`). A stream no :class:`TlsServer`
+    accepted (a client's, an in-memory one) is ignored.
+    """
+    if isinstance(stream, TlsStream) and stream._p._server is not None:
+        stream._p._server._authenticated(stream._p)
 
 
 # --------------------------------------------------------------------------- contexts
