@@ -17,7 +17,17 @@ Nothing buffers a whole body:
   socket again only while the pipe is below its ``capacity``;
 * when the application is done, :meth:`~BodyPipe.discard` drops whatever it did
   not read and reports it consumed; bytes that still arrive are reported at once
-  and never stored.
+  and never stored;
+* a worker thread that takes bytes of a body that is already *complete* does not
+  wake the loop to report them: nothing more can arrive, so the report would
+  change nothing but the counters. Up to :data:`DEFERRED_REPORT` such bytes are
+  reported with the worker's next hand-over of response bytes
+  (:meth:`~BodyPipe.report_taken`, so they are released before the answer goes
+  out), by :meth:`~BodyPipe.discard`, or with the worker's next report; more are
+  reported at once. Measured reason: each ``call_soon_threadsafe`` from a worker
+  is a loop wake-up and a GIL hand-over, and a typical SOAP request (one complete
+  body, read whole) paid one (``bench/bench_edge.py``, docs/benchmarks.md
+  "Service edge").
 
 The budget does not refuse bytes (a peer may send what its window allows);
 the *readers* consult it: a connection reads more body bytes only while its
@@ -53,6 +63,10 @@ __all__ = ["BodyBudget", "BodyError", "BodyPipe", "WsgiInput"]
 READ_CHUNK = 64 * 1024
 #: Seconds a consumer waits for the next body bytes before its read fails with 408.
 READ_TIMEOUT = 30.0
+#: Bytes of a complete body a worker thread may take before it reports them to the loop. Only a
+#: running application holds such bytes, so all of them are at most this many per worker thread
+#: (64 workers on a device: 1 MiB of the 32 MiB body budget); a SOAP request is far smaller.
+DEFERRED_REPORT = 16 * 1024
 
 
 class BodyError(TransportError, OSError):
@@ -135,10 +149,13 @@ class BodyPipe:
         self.received = 0
         self.peak = 0
         self._lock = threading.Lock()
-        self._ready = threading.Condition(self._lock)
+        # Made by the first consumer that has to wait (most bodies are complete before the
+        # application reads them): a Condition per request cost more than the rest of the pipe.
+        self._ready: threading.Condition | None = None
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._charged = 0  # fed and not yet reported consumed (loop side; lags _buffered by a hand-over)
+        self._unreported = 0  # taken by a worker from a complete body, not yet reported (lock held)
         self._ended = False
         self._error: BodyError | None = None
         self._discarding = False
@@ -204,7 +221,7 @@ class BodyPipe:
             self._buffered += n
             self.peak = max(self.peak, self._buffered)
             self._starving = False
-            self._ready.notify()
+            self._notify()
         self._charged += n
         self.budget.charge(n)
         self._wake_async()
@@ -212,7 +229,7 @@ class BodyPipe:
     def end(self) -> None:
         with self._lock:
             self._ended = True
-            self._ready.notify()
+            self._notify()
         self._wake_async()
 
     def fail(self, reason: str, *, status: int | None = None) -> None:
@@ -221,7 +238,7 @@ class BodyPipe:
             return
         with self._lock:
             self._error = BodyError(reason, status=status)
-            self._ready.notify()
+            self._notify()
         self._wake_async()
         self.budget.wake()
 
@@ -230,14 +247,23 @@ class BodyPipe:
         with self._lock:
             self._discarding = True
             dropped, self._buffered = self._buffered, 0
+            dropped += self._unreported
+            self._unreported = 0
             self._chunks.clear()
             self._starving = False
-            self._ready.notify()
+            self._notify()
         self._wake_async()
         if dropped:
             self._consumed(dropped)
         else:
             self.budget.wake()
+
+    def report_taken(self) -> None:
+        """Report what a worker took from the complete body without telling the loop (on the loop)."""
+        with self._lock:
+            taken, self._unreported = self._unreported, 0
+        if taken:
+            self._consumed(taken)
 
     # ------------------------------------------------------------------ consumer
 
@@ -255,9 +281,17 @@ class BodyPipe:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise self._time_out()
+                if self._ready is None:
+                    self._ready = threading.Condition(self._lock)
                 self._ready.wait(left)
             data = self._take(max_bytes)
-        self.loop.call_soon_threadsafe(self._consumed, len(data))
+            report = self._unreported + len(data)
+            if self._ended and report <= DEFERRED_REPORT:
+                self._unreported, report = report, 0  # discard() reports it (module docstring)
+            else:
+                self._unreported = 0
+        if report:
+            self.loop.call_soon_threadsafe(self._consumed, report)
         return data
 
     async def read_async(self, max_bytes: int = READ_CHUNK) -> bytes:
@@ -272,7 +306,7 @@ class BodyPipe:
             self._async_waiter = self.loop.create_future()
             try:
                 await asyncio.wait_for(self._async_waiter, self.timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 with self._lock:
                     raise self._time_out() from None
             finally:
@@ -281,6 +315,11 @@ class BodyPipe:
             data = self._take(max_bytes)
         self._consumed(len(data))
         return data
+
+    def _notify(self) -> None:
+        """Wake a consumer waiting in :meth:`read` (lock held)."""
+        if self._ready is not None:
+            self._ready.notify()
 
     def _time_out(self) -> BodyError:
         """The consumer waited ``timeout`` for bytes (lock held): the body fails with 408."""

@@ -96,7 +96,7 @@ class H2Driver:
                 await asyncio.gather(reader, return_exceptions=True)
             try:
                 await asyncio.wait_for(writer, 5.0)
-            except (asyncio.TimeoutError, TransportError):
+            except (TimeoutError, TransportError):
                 writer.cancel()
             await self.stream.close()
         return self.close_reason or "connection closed"

@@ -59,7 +59,7 @@ from .h1conn import H1Connection
 from .h2conn import H2cConnection
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
 __all__ = ["HttpServer", "HttpSettings", "serve", "start_http_server"]
 
@@ -179,7 +179,7 @@ class HttpServer:
                 if not chunk:
                     return b""
                 data += chunk
-        except (asyncio.TimeoutError, TransportError):
+        except (TimeoutError, TransportError):
             return b""
         return data
 
@@ -200,7 +200,7 @@ class HttpServer:
             return
         try:
             await asyncio.wait_for(self._transport.wait_closed(), grace)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self._transport.aclose()
 
     async def __aenter__(self) -> Self:

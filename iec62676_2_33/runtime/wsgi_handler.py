@@ -2,7 +2,8 @@
 
 One code path for the device's direct port (HTTP/1.1 and h2c) and its
 uplinks (:mod:`.wsgi_bridge`). The application runs in the given bounded
-executor (Spyne and SQLite block); the event loop only moves bytes.
+executor (Spyne and SQLite block) -- or, for the requests it declares quick,
+on the event loop itself.
 
 Theory of operation
 -------------------
@@ -17,8 +18,29 @@ Theory of operation
   run at all.
 * The response is handed to the loop in pieces of at least :data:`CHUNK`
   bytes (a typical SOAP answer: one hand-over with head, body and end, so it
-  gets a ``content-length``); each hand-over returns when the connection can
-  take more, so a client that does not read holds the worker, not memory.
+  gets a ``content-length``); each hand-over but the last returns when the
+  connection can take more, so a client that does not read holds the worker,
+  not memory. The last piece (at most about :data:`CHUNK` bytes) travels with
+  the worker's "done": the worker is free at once and the loop writes it.
+* **Two thread hand-overs per request, fewer in a burst.** The worker is given
+  the request with ``executor.submit`` and tells the loop once, through the
+  handler's inbox, with the last piece of the response (or the application's
+  exception); one ``call_soon_threadsafe`` wakes the loop for everything that
+  reaches the inbox before the loop empties it. Measured reason: on a 2-core VM
+  each cross-thread wake-up cost about 100-150 us of CPU (futex, GIL hand-over,
+  cache), and ``run_in_executor`` plus a waited hand-over per response plus a
+  body-consumption report made five of them per SOAP call
+  (``bench/bench_edge.py``, docs/benchmarks.md "Service edge").
+* **Inline, by the application's choice.** An application object with a
+  ``runs_inline(environ) -> bool`` method (or the ``inline`` argument) is asked,
+  on the event loop, about each request whose body is already complete and at
+  most :data:`~.body.DEFERRED_REPORT` bytes; when it says True the application runs
+  right there, on the loop, with no thread hand-over at all, and its response is
+  collected whole. Only for operations that never block (no waiting for events,
+  no disk writes) and answer briefly: the loop serves every connection. The
+  predicate gets the very environ the application will get; if it reads
+  ``wsgi.input`` (to parse the body once), it must leave what it read, or its
+  parse, in the environ for the application.
 * A client that goes away while the application reads or writes shows as a
   :class:`~.body.BodyError` / :class:`~.exchange.ClientDisconnected`
   (``OSError``) in the application; it is logged at debug level, never with a
@@ -34,19 +56,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from typing import Any
 from urllib.parse import unquote
 
-from .body import BodyError, WsgiInput
+from .body import DEFERRED_REPORT, BodyError, WsgiInput
 from .exchange import ClientDisconnected, Exchange
 
-__all__ = ["CHUNK", "WsgiApp", "WsgiHandler"]
+__all__ = ["CHUNK", "InlinePredicate", "WsgiApp", "WsgiHandler"]
 
 log = logging.getLogger(__name__)
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+#: ``environ -> True`` to run the application on the event loop (see the module docstring).
+InlinePredicate = Callable[[dict[str, Any]], bool]
+#: A response head as the worker hands it over: status, reason phrase, headers.
+_Head = tuple[int, bytes, list[tuple[str, str]]]
+#: What the worker's "done" carries: the head (unless already handed over) and the last bytes.
+_Final = tuple[_Head | None, bytes]
 
 #: Response bytes collected in the worker before they are handed to the loop.
 CHUNK = 64 * 1024
@@ -57,19 +86,24 @@ class WsgiHandler:
 
     ``extra_environ()`` adds keys to every environ (the uplink adds its
     UserLevel); ``executor`` is where the application runs (``None``: the
-    loop's default executor).
+    loop's default executor); ``inline`` picks the requests that run on the
+    loop instead (default: the application's ``runs_inline`` method, if any).
     """
 
     def __init__(self, app: WsgiApp, *, executor: Executor | None = None,
-                 extra_environ: Callable[[], Mapping[str, Any]] | None = None) -> None:
+                 extra_environ: Callable[[], Mapping[str, Any]] | None = None,
+                 inline: InlinePredicate | None = None) -> None:
         self.app = app
         self.executor = executor
         self.extra_environ = extra_environ
+        self.inline: InlinePredicate | None = inline if inline is not None else getattr(app, "runs_inline", None)
+        self._inbox: _Inbox | None = None
 
     async def __call__(self, ex: Exchange) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self.executor, self._run, ex, loop)
+            final = await self._dispatch(ex)
+            if final is not None:
+                await _deliver(ex, final[0], final[1], True)
         except (BodyError, ClientDisconnected) as exc:
             log.debug("%s: %s", ex.describe(), exc)
             status = exc.status if isinstance(exc, BodyError) else None
@@ -77,6 +111,26 @@ class WsgiHandler:
         except Exception:
             log.exception("the application failed on %s", ex.describe())
             await _answer_error(ex, 500, "internal error")
+
+    async def _dispatch(self, ex: Exchange) -> _Final | None:
+        """Run the application (inline or in a worker); returns the response's last piece."""
+        loop = asyncio.get_running_loop()
+        if ex.gone:
+            return None  # reset before it started: do not run the application at all
+        body = ex.body
+        if self.inline is not None and body.complete and body.buffered <= DEFERRED_REPORT:
+            environ = self.environ(ex)
+            if self.inline(environ):
+                return _Responder(ex, loop, inline=True).run(self.app, environ)
+        inbox = self._inbox
+        if inbox is None or inbox.loop is not loop:
+            inbox = self._inbox = _Inbox(loop)
+        done: asyncio.Future[_Final | None] = loop.create_future()
+        if self.executor is not None:
+            self.executor.submit(self._work, ex, inbox, done)
+        else:  # the default executor has no public handle: its own future is left alone
+            loop.run_in_executor(None, self._work, ex, inbox, done)
+        return await done
 
     def environ(self, ex: Exchange) -> dict[str, Any]:
         host = next((v for k, v in ex.headers if k == "host"), "")
@@ -115,31 +169,79 @@ class WsgiHandler:
 
     # ------------------------------------------------------------------ worker thread
 
-    def _run(self, ex: Exchange, loop: asyncio.AbstractEventLoop) -> None:
-        if ex.gone:
-            return  # reset before a worker was free: do not run the application at all
-        out = _Responder(ex, loop)
-        result = self.app(self.environ(ex), out.start_response)
+    def _work(self, ex: Exchange, inbox: _Inbox, done: asyncio.Future[_Final | None]) -> None:
+        """The worker's whole job: run the application, then one hand-over to the loop."""
+        final: _Final | None = None
+        error: BaseException | None = None
+        try:
+            if not ex.gone:  # reset while it waited for a worker: do not run the application
+                final = _Responder(ex, inbox.loop, inline=False).run(self.app, self.environ(ex))
+        except BaseException as exc:  # noqa: BLE001 - handed to the loop, which reports it
+            error = exc
+        inbox.put(done, final, error)
+
+
+class _Inbox:
+    """Outcomes of worker jobs on their way to the loop: one wake-up for all that arrive before
+    the loop empties the inbox (a burst of requests finishing in a row wakes it once)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._items: list[tuple[asyncio.Future[_Final | None], _Final | None, BaseException | None]] = []
+
+    def put(self, done: asyncio.Future[_Final | None], final: _Final | None, error: BaseException | None) -> None:
+        """From a worker thread."""
+        with self._lock:
+            self._items.append((done, final, error))
+            first = len(self._items) == 1
+        if first:
+            try:
+                self.loop.call_soon_threadsafe(self._empty)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+    def _empty(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+        for done, final, error in items:
+            if done.done():  # the request's task was cancelled (its connection is over)
+                continue
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(final)
+
+
+class _Responder:
+    """One response as the application produces it: ``start_response``, buffering, hand-overs.
+
+    In a worker (``inline=False``) full pieces are handed to the loop and waited
+    for (back-pressure); inline everything is collected. :meth:`run` returns the
+    last piece either way.
+    """
+
+    def __init__(self, ex: Exchange, loop: asyncio.AbstractEventLoop, *, inline: bool) -> None:
+        self.ex = ex
+        self.loop = loop
+        self.inline = inline
+        self.head: _Head | None = None
+        self.head_handed = False
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def run(self, app: WsgiApp, environ: dict[str, Any]) -> _Final:
+        result = app(environ, self.start_response)
         try:
             for chunk in result:
-                out.write(chunk)
-            out.finish()
+                self.write(chunk)
         finally:
             close = getattr(result, "close", None)
             if close is not None:
                 close()
-
-
-class _Responder:
-    """The worker thread's side of one response: ``start_response``, buffering, hand-over."""
-
-    def __init__(self, ex: Exchange, loop: asyncio.AbstractEventLoop) -> None:
-        self.ex = ex
-        self.loop = loop
-        self.head: tuple[int, bytes, list[tuple[str, str]]] | None = None
-        self.head_handed = False
-        self.parts: list[bytes] = []
-        self.size = 0
+        if self.head is None:
+            raise RuntimeError("the WSGI application returned without calling start_response()")
+        return self._take()
 
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
         if exc_info is not None and self.head_handed:
@@ -154,24 +256,21 @@ class _Responder:
         if data:
             self.parts.append(bytes(data))
             self.size += len(data)
-            if self.size >= CHUNK:
-                self._hand(end=False)
+            if self.size >= CHUNK and not self.inline:
+                head, piece = self._take()
+                asyncio.run_coroutine_threadsafe(_deliver(self.ex, head, piece, False), self.loop).result()
 
-    def finish(self) -> None:
-        if self.head is None:
-            raise RuntimeError("the WSGI application returned without calling start_response()")
-        self._hand(end=True)
-
-    def _hand(self, *, end: bool) -> None:
+    def _take(self) -> _Final:
+        """The collected bytes, with the head the first time."""
         data = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
         self.parts, self.size = [], 0
         head = None if self.head_handed else self.head
         self.head_handed = True
-        asyncio.run_coroutine_threadsafe(_deliver(self.ex, head, data, end), self.loop).result()
+        return head, data
 
 
-async def _deliver(ex: Exchange, head: tuple[int, bytes, list[tuple[str, str]]] | None,
-                   data: bytes, end: bool) -> None:
+async def _deliver(ex: Exchange, head: _Head | None, data: bytes, end: bool) -> None:
+    ex.body.report_taken()  # the body bytes the worker read are released before the answer goes out
     if head is not None:
         ex.start_response(head[0], head[2], head[1])
     await ex.write(data, end)

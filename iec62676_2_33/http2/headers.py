@@ -1,0 +1,123 @@
+"""Layer 3 (sans-IO): the checks of a received HTTP/2 header block, in one pass (UPL-16; issue 8).
+
+:func:`check_received` applies exactly the rules of h2's ``validate_headers``
+(RFC 9113 §8.2 and §8.3; h2 4.x, ``h2.utilities``) to a decoded header block:
+
+* field names: no byte in 0x00-0x20, 0x41-0x5a (upper case) or 0x7f-0xff,
+  not empty, no ``:`` except as the first byte;
+* field values: no NUL, CR or LF, no leading or trailing SP/HTAB;
+* ``te`` only ``trailers``; no connection-specific field (``connection``,
+  ``proxy-connection``, ``keep-alive``, ``transfer-encoding``, ``upgrade``);
+* pseudo-header fields: only the six known ones, each at most once, all
+  before the regular fields, none in trailers; a request has ``:method`` and
+  (unless it is an ordinary CONNECT, which must have neither) ``:scheme`` and
+  a non-empty ``:path``, never ``:status``, ``:protocol`` only with CONNECT; a
+  response has ``:status`` and no request pseudo-header;
+* a request (not trailers) has ``:authority`` or ``host``, at most one
+  ``host``, and equal values when it has both.
+
+Measured reason: h2 runs these as a chain of eight generators, each looping
+over every field and h2 looping over every byte of every name and value in
+Python; that was about 18 us of the ~130 us our server role spends on one
+small request (``bench/bench_edge.py``, docs/benchmarks.md "Service edge").
+Here the byte rules are two compiled regular expressions and the rest one
+loop. The roles turn h2's own checks off (``validate_inbound_headers=False``)
+and call this on every header block h2 hands them; a property test
+(``tests/test_http2_headers.py``) checks that it refuses exactly what h2's
+``validate_headers`` refuses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+__all__ = ["MalformedHeaders", "check_received"]
+
+#: A field name: an optional leading ``:``, then at least one byte that is not a control, space,
+#: upper-case letter, colon, DEL or non-ASCII byte.
+_NAME = re.compile(rb":?[\x21-\x39\x3b-\x40\x5b-\x7e]+")
+#: What a field value must not contain: NUL, LF or CR anywhere, SP/HTAB first or last.
+_BAD_VALUE = re.compile(rb"[\x00\n\r]|\A[ \t]|[ \t]\Z")
+_CONNECTION = frozenset({b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade"})
+_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b":status", b":protocol"})
+_REQUEST_ONLY = frozenset({b":scheme", b":path", b":authority", b":method", b":protocol"})
+_COLON = 0x3A
+
+
+class MalformedHeaders(ValueError):
+    """The header block breaks RFC 9113 §8.2/§8.3 (a connection error, as h2 treats it)."""
+
+
+def check_received(headers: Sequence[tuple[bytes, bytes]], *, response: bool, trailer: bool) -> None:
+    """Raise :class:`MalformedHeaders` unless h2's ``validate_headers`` would accept ``headers``.
+
+    ``response``: a response (or informational response) head; ``trailer``:
+    a trailer block; neither: a request head.
+    """
+    pseudo: set[bytes] = set()
+    regular = False
+    method: bytes | None = None
+    authority: bytes | None = None
+    host: bytes | None = None
+    request = not response and not trailer
+    for name, value in headers:
+        if not _NAME.fullmatch(name):
+            raise MalformedHeaders(f"illegal header name {name[:64]!r}")
+        if value and _BAD_VALUE.search(value):
+            raise MalformedHeaders(f"illegal value of header {name[:64]!r}")
+        if name[0] == _COLON:
+            if name in pseudo:
+                raise MalformedHeaders(f"duplicate pseudo-header field {name!r}")
+            if regular:
+                raise MalformedHeaders(f"pseudo-header field out of sequence: {name!r}")
+            if name not in _PSEUDO:
+                raise MalformedHeaders(f"unknown pseudo-header field {name[:64]!r}")
+            pseudo.add(name)
+            if name == b":method":
+                method = value
+            elif name == b":authority":
+                authority = value
+            elif name == b":path" and request and not value:
+                raise MalformedHeaders("empty :path")
+            continue
+        regular = True
+        if name in _CONNECTION:
+            raise MalformedHeaders(f"connection-specific header field {name!r}")
+        if name == b"te" and value.lower() != b"trailers":
+            raise MalformedHeaders("te other than 'trailers'")
+        if name == b"host" and request:
+            if host is not None:
+                raise MalformedHeaders("several host header fields")
+            host = value
+    _check_pseudo(pseudo, method, response=response, trailer=trailer)
+    if request:
+        if authority is None and host is None:
+            raise MalformedHeaders("a request without :authority or host")
+        if authority is not None and host is not None and authority != host:
+            raise MalformedHeaders("a request whose :authority and host differ")
+
+
+def _check_pseudo(pseudo: set[bytes], method: bytes | None, *, response: bool, trailer: bool) -> None:
+    if trailer:
+        if pseudo:
+            raise MalformedHeaders("pseudo-header fields in trailers")
+        return
+    if response:
+        if b":status" not in pseudo:
+            raise MalformedHeaders("a response without :status")
+        if pseudo & _REQUEST_ONLY:
+            raise MalformedHeaders("request pseudo-header fields in a response")
+        return
+    if b":method" not in pseudo:
+        raise MalformedHeaders("a request without :method")
+    connect = method == b"CONNECT"
+    if connect and b":protocol" not in pseudo:  # ordinary CONNECT (RFC 9113 §8.5)
+        if b":scheme" in pseudo or b":path" in pseudo:
+            raise MalformedHeaders("an ordinary CONNECT with :scheme or :path")
+    elif b":scheme" not in pseudo or b":path" not in pseudo:
+        raise MalformedHeaders("a request without :scheme or :path")
+    if b":status" in pseudo:
+        raise MalformedHeaders(":status in a request")
+    if not connect and b":protocol" in pseudo:
+        raise MalformedHeaders(":protocol in a request other than CONNECT")
