@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ MESSAGE_LIMIT = 1000
 
 def spyne_subscription_app(context: Any) -> Any:
     """The subscription address served with Spyne object serialisation for PullMessages (baseline)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from spyne import ComplexModel, DateTime, Double, Unicode, XmlAttribute, XmlData, rpc
 
@@ -102,7 +103,7 @@ def spyne_subscription_app(context: Any) -> Any:
                       ("NotificationMessage", NotificationMessage.customize(max_occurs="unbounded", sub_ns=WSNT))]
 
     def when(epoch: float) -> datetime:
-        return datetime.fromtimestamp(epoch, timezone.utc)
+        return datetime.fromtimestamp(epoch, UTC)
 
     def message_object(n: Any) -> NotificationMessage:
         res = n.resource
@@ -211,7 +212,7 @@ def raw_events(answer: Any) -> list[tuple[Any, ...]]:
     """Every event of a PullMessagesResponse as (topic, operation, [(item name, value)], location)."""
     out = []
     for holder in answer.iterchildren(_NOTIFICATION):
-        topic, message = holder[0], holder[1][0]
+        topic, message = holder[0], holder[-1][0]  # wsnt:Message is last (after ProducerReference)
         geo = next(message.iter(_GEO), None)
         out.append((topic.text, message.get("PropertyOperation"),
                     [(item.get("Name"), item.get("Value")) for item in message.iter(_SIMPLE)],

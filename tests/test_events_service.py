@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -45,7 +45,7 @@ def registry(device: RunningDevice) -> Iterator[ResourceRegistry]:
 def envelope(body: str, *, user: tuple[str, str] | None = ADMIN, extra_ns: str = "") -> bytes:
     header = ""
     if user is not None:
-        token = build_username_token(user[0], user[1], datetime.now(timezone.utc))
+        token = build_username_token(user[0], user[1], datetime.now(UTC))
         header = f"<s:Header>{etree.tostring(token).decode()}</s:Header>"
     return (f'<?xml version="1.0" encoding="UTF-8"?>'
             f'<s:Envelope xmlns:s="{SOAP_ENV}" xmlns:tev="{TEV}" xmlns:wsnt="{WSNT}" xmlns:tns1="{TNS1}" '
@@ -227,7 +227,7 @@ def test_include_unknown_and_absolute_termination_rq_6_evt_1(
         device: RunningDevice, registry: ResourceRegistry) -> None:
     """RQ-6: includeUnknown adds unlocated resources; EVT-1: an absolute InitialTerminationTime."""
     sample(registry)
-    later = datetime.fromtimestamp(datetime.now(timezone.utc).timestamp() + 120, timezone.utc)
+    later = datetime.fromtimestamp(datetime.now(UTC).timestamp() + 120, UTC)
     address = subscribe(device, "<tt:LocationFilter><tt:lon>8.6821</tt:lon><tt:lat>50.1109</tt:lat>"
                                 "<tt:radius>50</tt:radius><tt:includeUnknown>true</tt:includeUnknown>"
                                 "</tt:LocationFilter>", termination=later.strftime("%Y-%m-%dT%H:%M:%SZ"))
@@ -274,8 +274,10 @@ def test_set_synchronization_point_renew_unsubscribe_evt_4(device: RunningDevice
     (topic("nope:Resource/MediaProfile"), "PT60S", ["InvalidArgVal", "InvalidTopicExpression"]),
     (topic("tns1:Resource/MediaProfile", "urn:made-up"), "PT60S", ["InvalidArgVal", "TopicExpressionDialectUnknown"]),
     (('<wsnt:MessageContent Dialect="http://www.onvif.org/ver10/tev/messageContentFilter/ItemFilter">'
-     'boolean(//tt:SimpleItem[@Name="Token"])</wsnt:MessageContent>'), "PT60S",
+     'count(//tt:SimpleItem[@Name="Token"]) &gt; 1</wsnt:MessageContent>'), "PT60S",
      ["InvalidArgVal", "InvalidMessageContentExpression"]),
+    (('<wsnt:MessageContent Dialect="urn:made-up">boolean(//tt:SimpleItem[@Name="Token"])</wsnt:MessageContent>'),
+     "PT60S", ["InvalidArgVal", "InvalidMessageContentExpression"]),
     ("<LocationFilter><lon>8</lon><lat>95</lat><radius>10</radius></LocationFilter>", "PT60S",
      ["InvalidArgVal", "InvalidFilter"]),
     ("<LocationFilter><lon>8</lon><radius>10</radius></LocationFilter>", "PT60S", ["InvalidArgVal", "InvalidFilter"]),

@@ -390,7 +390,6 @@ def test_rq7_query_by_prefix_kind_scope_and_select(reg):
             cam("dev1:b", name="B", kind="VideoSource", scopes=(f"{LOC}/country/china",)),
             cam("dev1:c", name="C", scopes=(f"{LOC}/countryside",)),
             cam("dev10:a", name="D", scopes=(f"{LOC}/country/china",)),
-            cam("dev1", name="E"),
         ]
     )
     q = ResourceQuery(

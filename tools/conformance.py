@@ -21,8 +21,8 @@ from pathlib import Path
 #: What the matrix must say beside an ID that tests cannot (or do not yet) cover in full.
 NOTES = {
     "GEN-4": "scope statement of the standard; nothing to test",
-    "RQ-11": "transport independence tested (direct, uplink, proxy); base notification and "
-             "notification streaming are not implemented — pull points only",
+    "RQ-11": "transport independence tested (direct, uplink, proxy) and base notification (Subscribe, "
+             "Notify, tests/test_events_push.py); notification streaming is not implemented",
     "STR-1": "not implemented: Capabilities report StreamingOverUplink=false",
     **{f"ANX-B-{n}": "informative annex; the VSS gateway with token adaption is not built yet "
                      "(domain/tokens.py TokenMapper is its base)" for n in range(1, 6)},

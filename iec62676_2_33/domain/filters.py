@@ -1,8 +1,9 @@
 """Layer 6 (domain): the resource query filters, pure functions of a :class:`Resource`.
 
-Implements RQ-6 (Location filter), RQ-7 (Prefix filter), RQ-8 (Scope filter)
-and RQ-9 (Select filter); :class:`ResourceQuery` combines them with the topic
-(resource kind, RQ-1/RQ-2) for the registry. No I/O, no clock.
+Implements RQ-6 (Location filter), RQ-7 (Prefix filter), RQ-8 (Scope filter),
+RQ-9 (Select filter) and the resource side of EVT-9 (MessageContent);
+:class:`ResourceQuery` combines them with the topic (resource kind,
+RQ-1/RQ-2) for the registry. No I/O, no clock.
 
 Theory of operation
 -------------------
@@ -49,13 +50,22 @@ With several ``Scope`` entries, a resource matches when *every* filter scope
 matches *some* scope of the resource — the semantics of a WS-Discovery Probe,
 whose Scopes must all be satisfied by a Target Service.
 
-*Select (RQ-9).* Each ``Path`` names one data item of the event:
-``/Name``, ``/Location``, ``/Scope``, ``/Offline``, or ``/Scope/<Category>``
-for only the ONVIF scopes of that category (``onvif://www.onvif.org/<Category>/...``,
-category compared case-insensitively; the standard's example ``/Scope/Location``
-keeps the location scopes). The same paths may be written under ``/Data``
-(``/Data/Name``), the element that holds the items in the event message. Item
-names are case-sensitive, as in XML. The Source ``Token`` is always kept.
+*Select (RQ-9).* Each ``Path`` is an XPath expression over the event
+message, in the subset :mod:`.event_filters` parses and evaluates (child and
+``//`` steps over ``tt:Message/tt:Source|tt:Data/tt:SimpleItem|tt:ElementItem``,
+predicates on ``@Name``/``@Value``); the data items it reaches are kept. The
+standard's own short forms stay: ``/Name``, ``/Location``, ``/Scope``,
+``/Offline``, and ``/Scope/<Category>`` for only the ONVIF scopes of that
+category (``onvif://www.onvif.org/<Category>/...``, category compared
+case-insensitively; the standard's example ``/Scope/Location`` keeps the
+location scopes), each also under ``/Data``. Item names are case-sensitive, as
+in XML. The Source ``Token`` is always kept. At most
+:data:`MAX_SELECT_PATHS` paths of :data:`MAX_SELECT_PATH` characters.
+
+*MessageContent (EVT-2, EVT-9).* :class:`ResourceQuery` may carry a
+:class:`~.event_filters.MessageContentFilter`, evaluated on the full
+(unprojected) resource event (:func:`resource_view`), so a subscription can
+follow one source token.
 """
 
 from __future__ import annotations
@@ -67,6 +77,17 @@ from functools import lru_cache
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigurationError
+from .event_filters import (
+    EventItem,
+    EventView,
+    InvalidExpression,
+    MessageContentFilter,
+    Target,
+    all_of,
+    compile_path,
+    name_is,
+    value_test,
+)
 from .resources import RESOURCE_KINDS, GeoLocation, Resource
 
 __all__ = [
@@ -74,7 +95,8 @@ __all__ = [
     "MATCH_RFC3986",
     "MATCH_RULES",
     "MATCH_STRCMP0",
-    "SELECT_PATHS",
+    "MAX_SELECT_PATH",
+    "MAX_SELECT_PATHS",
     "Box",
     "InvalidFilter",
     "LocationFilter",
@@ -83,6 +105,7 @@ __all__ = [
     "ScopeFilter",
     "SelectFilter",
     "great_circle_distance",
+    "resource_view",
     "scope_matches",
     "token_prefix",
 ]
@@ -103,9 +126,6 @@ MATCH_RULES: tuple[str, ...] = (
     _MATCH_STRCMP0_2009,
 )
 _RFC3986_RULES = frozenset({MATCH_RFC3986, _MATCH_RFC3986_2009})
-
-#: The data items a Select filter may name (``/Scope/<Category>`` is also accepted).
-SELECT_PATHS: tuple[str, ...] = ("/Name", "/Location", "/Scope", "/Offline")
 
 #: ``(min_lon, min_lat, max_lon, max_lat)`` in degrees.
 Box = tuple[float, float, float, float]
@@ -326,13 +346,47 @@ def _onvif_category(scope: str) -> str | None:
     return parsed[2][0].lower()
 
 
+#: Most Path entries in one Select filter, and the longest Path (characters).
+MAX_SELECT_PATHS = 16
+MAX_SELECT_PATH = 256
+
+_SHORT_ITEMS = {"Name": False, "Scope": False, "Offline": False, "Location": True}  # name -> element item?
+
+
+def _shorthand(path: str) -> Target | None:
+    """The standard's own path forms: ``/Name``, ``/Scope/<Category>`` …, optionally under ``/Data``."""
+    if path.startswith("/Data/"):
+        path = path[len("/Data"):]
+    head, _, category = path[1:].partition("/") if path.startswith("/") else ("", "", "")
+    if head not in _SHORT_ITEMS or (category and head != "Scope") or "/" in category or path.endswith("/"):
+        return None
+    kind = "Data/ElementItem" if _SHORT_ITEMS[head] else "Data/SimpleItem"
+    if not category:
+        return Target(kind, name_is(head))
+    wanted = category.lower()
+    return Target(kind, all_of(name_is(head), value_test(lambda scope: _onvif_category(scope) == wanted)))
+
+
+def resource_view(resource: Resource) -> EventView:
+    """The items of the resource event message of ``resource`` (RQ-3), for the event filters."""
+    items = [EventItem("Source", "Token", resource.token)]
+    if resource.name is not None:
+        items.append(EventItem("Data", "Name", resource.name))
+    items += [EventItem("Data", "Scope", scope) for scope in resource.scopes]
+    if resource.offline is not None:
+        items.append(EventItem("Data", "Offline", "true" if resource.offline else "false"))
+    if resource.location is not None:
+        items.append(EventItem("Data", "Location", element=True))
+    return EventView(tuple(items))
+
+
 @dataclass(frozen=True)
 class SelectFilter:
-    """RQ-9: keep only the selected data items of each resource event."""
+    """RQ-9: keep only the data items the Select paths reach (see the module docstring)."""
 
     paths: Sequence[str]
-    _items: frozenset[str] = field(init=False, repr=False, compare=False)
-    _categories: frozenset[str] = field(init=False, repr=False, compare=False)
+    _targets: tuple[Target, ...] = field(init=False, repr=False, compare=False)
+    _all: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.paths, str):
@@ -340,43 +394,44 @@ class SelectFilter:
         paths = tuple(self.paths)
         if not paths:
             raise InvalidFilter("a select filter needs at least one Path")
-        items: set[str] = set()
-        categories: set[str] = set()
+        if len(paths) > MAX_SELECT_PATHS:
+            raise InvalidFilter(f"a select filter holds at most {MAX_SELECT_PATHS} Path entries, got {len(paths)}")
+        targets: list[Target] = []
+        keep_all = False
         for raw in paths:
             if not isinstance(raw, str):
                 raise InvalidFilter(f"a select Path must be a string, got {raw!r}")
             path = raw.strip()
-            if path.startswith("/Data/"):
-                path = path[len("/Data") :]
-            if path in SELECT_PATHS:
-                items.add(path[1:])
+            short = _shorthand(path)
+            if short is not None:
+                targets.append(short)
                 continue
-            head, _, category = path[1:].partition("/")
-            if path.startswith("/") and head == "Scope" and category and "/" not in category:
-                categories.add(category.lower())
-                continue
-            raise InvalidFilter(
-                f"unsupported select Path {raw!r}; allowed: {', '.join(SELECT_PATHS)}, "
-                "/Scope/<Category> (each optionally under /Data)"
-            )
+            try:
+                compiled = compile_path(path, limit=MAX_SELECT_PATH)
+            except InvalidExpression as exc:
+                raise InvalidFilter(
+                    f"unsupported select Path {raw[:MAX_SELECT_PATH]!r}: {exc}; use /Name, /Location, /Scope, "
+                    "/Offline, /Scope/<Category> (each optionally under /Data) or an XPath over the message "
+                    "such as //tt:SimpleItem[@Name=\"Scope\"]") from None
+            keep_all = keep_all or compiled.keeps_all_data()
+            targets.extend(compiled.targets)
         object.__setattr__(self, "paths", paths)
-        object.__setattr__(self, "_items", frozenset(items))
-        object.__setattr__(self, "_categories", frozenset(categories))
+        object.__setattr__(self, "_targets", tuple(targets))
+        object.__setattr__(self, "_all", keep_all)
 
     def apply(self, resource: Resource) -> Resource:
-        items = self._items
-        if "Scope" in items:
-            scopes = resource.scopes
-        elif self._categories:
-            scopes = tuple(s for s in resource.scopes if _onvif_category(s) in self._categories)
-        else:
-            scopes = ()
+        if self._all:
+            return resource
+        view = resource_view(resource)
+        kept = {id(item) for target in self._targets for item in target.items(view)}
+        chosen = [item for item in view.items if id(item) in kept and item.part == "Data"]
+        names = {item.name for item in chosen}
         return replace(
             resource,
-            name=resource.name if "Name" in items else None,
-            location=resource.location if "Location" in items else None,
-            scopes=scopes,
-            offline=resource.offline if "Offline" in items else None,
+            name=resource.name if "Name" in names else None,
+            location=resource.location if "Location" in names else None,
+            scopes=tuple(item.value for item in chosen if item.name == "Scope" and item.value is not None),
+            offline=resource.offline if "Offline" in names else None,
         )
 
 
@@ -395,6 +450,8 @@ class ResourceQuery:
     prefix: PrefixFilter | None = None
     scope: ScopeFilter | None = None
     select: SelectFilter | None = None
+    #: EVT-2, EVT-9: a MessageContent filter, evaluated on the full (unprojected) resource event.
+    content: MessageContentFilter | None = None
 
     def __post_init__(self) -> None:
         if self.kinds is not None:
@@ -415,6 +472,7 @@ class ResourceQuery:
             and (self.prefix is None or self.prefix.matches(resource))
             and (self.location is None or self.location.matches(resource))
             and (self.scope is None or self.scope.matches(resource))
+            and (self.content is None or self.content.matches(resource_view(resource)))
         )
 
     def project(self, resource: Resource) -> Resource:

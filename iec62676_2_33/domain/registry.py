@@ -29,6 +29,11 @@ Every change runs in one ``BEGIN IMMEDIATE`` transaction that updates
 table. The database is in WAL mode, so readers in other processes are never
 blocked by the writer and see only committed changes.
 
+Tokens (ADR-2, ADR-3): every resource entering the registry (``upsert_many``,
+``load_jsonl``) must carry a remote token ``Prefix:LocalToken`` by the rule of
+:mod:`.tokens` (:func:`check_remote_token`): a token without a prefix, or with
+a local part over 36 characters, is refused and nothing is stored.
+
 Events: :meth:`upsert` gives ``Initialized`` for a new token, ``Changed`` when
 any data item differs (a change of ``offline`` is only visible when the new
 resource carries the ``Offline`` item, as RQ-4 asks) and ``None`` when nothing
@@ -75,11 +80,13 @@ from .resources import (
     Resource,
     ResourceEvent,
 )
+from .tokens import InvalidToken, RemoteToken
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
-__all__ = ["REGISTRY_FILE", "SCHEMA_VERSION", "ChangesPruned", "ResourceRegistry", "UnknownResource"]
+__all__ = ["REGISTRY_FILE", "SCHEMA_VERSION", "ChangesPruned", "ResourceRegistry", "UnknownResource",
+           "check_remote_token"]
 
 #: The registry's file name inside a device's data folder.
 REGISTRY_FILE = "resources.db"
@@ -168,6 +175,19 @@ _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 def _snapshot(resource: Resource) -> str:
     return _encode(resource.to_json())
+
+
+def check_remote_token(token: str) -> None:
+    """ADR-2, ADR-3 where resources enter the registry: the token is ``Prefix:LocalToken``.
+
+    The rule is :meth:`.tokens.RemoteToken.parse` (prefix required, local part at most 36 and the
+    whole token at most 64 characters); a colon inside the local part is allowed, because an upper
+    VSS of a hierarchy (GEN-1) serves ``Upper:Lower:token``.
+    """
+    try:
+        RemoteToken.parse(token, allow_colon_in_local=True)
+    except InvalidToken as exc:
+        raise InvalidResource(str(exc)) from None
 
 
 def _prefix_range(prefix: str) -> tuple[str, str]:
@@ -351,6 +371,7 @@ class ResourceRegistry:
             for res in resources:
                 if not isinstance(res, Resource):
                     raise InvalidResource(f"upsert expects Resource objects, got {res!r}")
+                check_remote_token(res.token)
                 if res.token in state:
                     row_id, old = state[res.token]
                 elif empty:
@@ -428,6 +449,7 @@ class ResourceRegistry:
                     continue
                 try:
                     resource = Resource.from_json(json.loads(line))
+                    check_remote_token(resource.token)
                 except json.JSONDecodeError as e:
                     errors.append(f"line {number}: not JSON ({e.msg} at column {e.colno})")
                     continue

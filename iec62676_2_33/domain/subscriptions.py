@@ -1,11 +1,12 @@
-"""Layer 6 (domain): pull-point subscriptions of resource queries.
+"""Layer 6 (domain): pull-point subscriptions of resource queries and generic events.
 
 Implements the server side of RQ-4 (Initialized / Changed / Deleted per
 subscriber), RQ-5 (first every matching resource, then only changes), EVT-1
 (termination times, absolute or relative), EVT-3 (MessageLimit pages,
-keep-alive by PullMessages) and EVT-4 (Renew, Unsubscribe,
-SetSynchronizationPoint, faults for unknown or expired subscriptions), plus
-the MaxPullPoints limit. Sans-IO: no socket, no asyncio, no clock — every
+keep-alive by PullMessages), EVT-4 (Renew, Unsubscribe,
+SetSynchronizationPoint, faults for unknown or expired subscriptions), EVT-7
+(one PullMessages at a time), EVT-8 (a change the Select filter hides gives
+no ``Changed``), EVT-9 (``tev:ChangedOnly``) and the MaxPullPoints limit. Sans-IO: no socket, no asyncio, no clock — every
 call takes ``now`` (seconds since the epoch, UTC); waiting for news is the
 caller's business (:mod:`..services.events`).
 
@@ -27,7 +28,8 @@ turns each change into what *this* subscriber must see:
 ====================  ======================  ================================
 registry change       resource matches now    message for this subscription
 ====================  ======================  ================================
-Initialized/Changed   yes, already signalled  Changed
+Initialized/Changed   yes, already signalled  Changed (with a Select filter: only if the
+                                              projected view differs, EVT-8)
 Initialized/Changed   yes, not signalled      Initialized (new, or moved in)
 Initialized/Changed   no, signalled           Deleted (it no longer matches)
 Initialized/Changed   no, not signalled       nothing
@@ -44,7 +46,25 @@ The set of signalled tokens is kept compactly (:class:`_TokenSet`: 64-bit
 digests — Python's keyed string hash, stable within the process — in sorted
 ``array`` runs, about 8 MB per million tokens); a digest collision
 (probability ~1e-8 for a million tokens) could at worst turn one
-``Initialized`` into ``Changed``.
+``Initialized`` into ``Changed``. With a Select filter each token also keeps
+a 64-bit digest of the projected resource the subscriber last got (8 MB more
+per million): an online/offline flip the Select hides (``/Name`` only)
+changes nothing the subscriber sees, so it gives no ``Changed`` (EVT-8;
+the registry's record changed, the projected view did not).
+
+*ChangedOnly* (EVT-9): ``Initialized`` and ``Deleted`` are not delivered.
+The enumeration still runs (silently, page after page within one pull) to
+learn which resources are signalled, so that their later changes are
+``Changed``.
+
+*Generic events* (:class:`~.generic_events.GenericEvent`) are offered by the
+event service (:meth:`Subscription.offer`): a subscription takes those of its
+generic topics that pass its MessageContent filter (and ChangedOnly) into a
+queue of at most :data:`MAX_QUEUED_EVENTS` (a client that does not pull loses
+the oldest, logged); a pull returns them before the resource messages.
+
+*One pull at a time* (EVT-7): :meth:`Subscription.begin_pull` marks a running
+PullMessages; the service refuses a second one while it runs.
 
 ``SetSynchronizationPoint`` (EVT-4) first turns every change already logged
 into pending messages (so no ``Deleted`` is lost), then restarts the
@@ -81,11 +101,13 @@ from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from itertools import repeat
 from typing import Protocol
 
 from ..errors import ConfigurationError
 from .filters import ResourceQuery
+from .generic_events import GenericEvent, topic_matches
 from .registry import ChangesPruned
 from .resources import PropertyOperation, Resource, ResourceEvent
 
@@ -176,22 +198,22 @@ def parse_datetime(text: str) -> float:
     if "T" not in raw:
         raise InvalidTime(f"{text!r} is not an xs:dateTime: the time part is missing")
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return when.timestamp()
 
 
 def format_datetime(epoch: float) -> str:
     """Seconds since the epoch as an ``xs:dateTime`` in UTC with the ``Z`` indicator."""
-    when = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=epoch)
+    when = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=epoch)
     millis = when.microsecond // 1000
     base = when.strftime("%Y-%m-%dT%H:%M:%S")
     return f"{base}.{millis:03d}Z" if millis else f"{base}Z"
 
 
 #: The instants an ``xs:dateTime`` answer can name (years 1 … 9999).
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_FIRST = (datetime(1, 1, 2, tzinfo=timezone.utc) - _EPOCH).total_seconds()
-_LAST = (datetime(9999, 12, 30, tzinfo=timezone.utc) - _EPOCH).total_seconds()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FIRST = (datetime(1, 1, 2, tzinfo=UTC) - _EPOCH).total_seconds()
+_LAST = (datetime(9999, 12, 30, tzinfo=UTC) - _EPOCH).total_seconds()
 
 
 def parse_termination(text: str, now: float) -> float:
@@ -223,7 +245,7 @@ class Notification:
 class PullResult:
     """What a PullMessages answers: the messages and the (possibly extended) termination time."""
 
-    messages: list[Notification]
+    messages: list[Message]
     termination: float
 
 
@@ -258,48 +280,70 @@ _digest = (_builtin_digest if sys.hash_info.width >= 64 and not os.environ.get("
 
 
 class _TokenSet:
-    """A compact set of tokens: 8-byte digests in sorted ``array('q')`` runs."""
+    """A compact map of signalled tokens: 8-byte digests in sorted ``array('q')`` runs.
+
+    With ``views`` each token also keeps an 8-byte digest of the view its subscriber last got (EVT-8:
+    a change the Select filter hides gives no ``Changed``), in a parallel array; without it the set
+    costs 8 bytes per token and every stored view reads as 0.
+    """
 
     _RUN = 65536
     _MAX_RUNS = 8
 
-    def __init__(self) -> None:
-        self._runs: list[array[int]] = []
-        self._buffer: set[int] = set()
+    def __init__(self, *, views: bool = False) -> None:
+        self._views = views
+        self._runs: list[tuple[array[int], array[int] | None]] = []
+        self._buffer: dict[int, int] = {}
         self._removed: set[int] = set()
 
-    def _in_runs(self, h: int) -> bool:
-        for run in self._runs:
-            i = bisect.bisect_left(run, h)
-            if i < len(run) and run[i] == h:
-                return True
-        return False
+    def _find(self, h: int) -> tuple[array[int] | None, int] | None:
+        for keys, values in self._runs:
+            i = bisect.bisect_left(keys, h)
+            if i < len(keys) and keys[i] == h:
+                return values, i
+        return None
+
+    def get(self, token: str) -> int | None:
+        """The stored view digest of ``token``, or ``None`` when it was not signalled."""
+        h = _digest(token)
+        view = self._buffer.get(h)
+        if view is not None or h in self._removed:
+            return view
+        found = self._find(h)
+        if found is None:
+            return None
+        values, i = found
+        return 0 if values is None else values[i]
 
     def __contains__(self, token: str) -> bool:
+        return self.get(token) is not None
+
+    def add(self, token: str, view: int = 0) -> None:
         h = _digest(token)
         if h in self._buffer:
-            return True
-        return h not in self._removed and self._in_runs(h)
-
-    def add(self, token: str) -> None:
-        h = _digest(token)
-        if h in self._removed:
-            self._removed.discard(h)
+            self._buffer[h] = view
             return
-        if h in self._buffer or self._in_runs(h):
+        found = self._find(h)
+        if found is None:
+            self._buffer[h] = view
+            if len(self._buffer) >= self._RUN:
+                self._flush()
             return
-        self._buffer.add(h)
-        if len(self._buffer) >= self._RUN:
-            self._flush()
+        self._removed.discard(h)
+        values, i = found
+        if values is not None:
+            values[i] = view
 
-    def add_new(self, token: str) -> None:
+    def add_new(self, token: str, view: int = 0) -> None:
         """Add a token the caller knows is not in the set (skips the look-up in the runs)."""
-        self._buffer.add(_digest(token))
+        self._buffer[_digest(token)] = view
         if len(self._buffer) >= self._RUN:
             self._flush()
 
     def _flush(self) -> None:
-        self._runs.append(array("q", sorted(self._buffer)))
+        keys = sorted(self._buffer)
+        values = array("q", (self._buffer[k] for k in keys)) if self._views else None
+        self._runs.append((array("q", keys), values))
         self._buffer.clear()
         if len(self._runs) > self._MAX_RUNS:
             self._compact()
@@ -307,46 +351,100 @@ class _TokenSet:
     def discard(self, token: str) -> None:
         h = _digest(token)
         if h in self._buffer:
-            self._buffer.discard(h)
-        elif self._in_runs(h):
+            del self._buffer[h]
+        elif self._find(h) is not None:
             self._removed.add(h)
 
     def _compact(self) -> None:
         removed = self._removed
-        merged = array("q", (h for h in heapq.merge(*self._runs) if h not in removed))
-        self._runs = [merged]
+        pairs = heapq.merge(*(zip(keys, values if values is not None else repeat(0))
+                              for keys, values in self._runs))
+        kept = [(k, v) for k, v in pairs if k not in removed]
+        self._runs = [(array("q", (k for k, _ in kept)),
+                       array("q", (v for _, v in kept)) if self._views else None)]
         self._removed = set()
 
 
 # --------------------------------------------------------------------------- subscription
 
+#: Generic events queued per subscription at most; beyond it the oldest are dropped (and logged).
+MAX_QUEUED_EVENTS = 1000
+
+Message = Notification | GenericEvent
+
 
 class Subscription:
     """One pull point: its query, termination time and delivery state (see the module docstring)."""
 
-    def __init__(self, sub_id: str, query: ResourceQuery, termination: float, source: ResourceSource) -> None:
+    def __init__(self, sub_id: str, query: ResourceQuery, termination: float, source: ResourceSource, *,
+                 topics: frozenset[str] | None = None, changed_only: bool = False,
+                 consumer: str | None = None) -> None:
         self.id = sub_id
+        #: EVT-10: the consumer address a base-notification subscription pushes to (None: a pull point)
+        self.consumer = consumer
         self.query = query
         self.termination = termination
+        #: the generic topics (paths below tns1) this subscription takes; None = all (EVT-2)
+        self.topics = topics
+        #: EVT-9 (tev:ChangedOnly): no Initialized, no Deleted
+        self.changed_only = changed_only
         self._source = source
         self._lock = threading.Lock()
         self._pending: deque[Notification] = deque()
-        self._signalled = _TokenSet()
+        self._events: deque[GenericEvent] = deque(maxlen=MAX_QUEUED_EVENTS)
+        self._dropped = 0
+        self._signalled = _TokenSet(views=query.select is not None)
         #: the first enumeration of an empty set: every token arrives once (keyset pages), none is there yet
         self._fresh = True
         self._seq = source.last_seq()
         self._enumerating = True
         self._cursor: str | None = None
-        #: bumped by every PullMessages; a waiting pull whose number is outdated gives up (EVT-3).
-        self.pull_number = 0
+        self._pulling = False
 
-    def pull(self, limit: int, now: float) -> list[Notification]:
-        """Up to ``limit`` messages: pending ones, then the enumeration, then the change log."""
+    # -- EVT-7: one PullMessages at a time
+    def begin_pull(self) -> bool:
+        """Mark a PullMessages as running; False when another one is running already."""
         with self._lock:
-            out: list[Notification] = []
+            if self._pulling:
+                return False
+            self._pulling = True
+            return True
+
+    def end_pull(self) -> None:
+        with self._lock:
+            self._pulling = False
+
+    # -- generic events
+    def wants(self, event: GenericEvent) -> bool:
+        """Do this subscription's topic, MessageContent and ChangedOnly filters take ``event``?"""
+        if self.changed_only and event.operation in ("Initialized", "Deleted"):
+            return False
+        content = self.query.content
+        return topic_matches(self.topics, event.topic.path) and (content is None or content.matches(event.view))
+
+    def offer(self, event: GenericEvent) -> bool:
+        """Queue ``event`` if :meth:`wants` takes it; True when queued."""
+        if not self.wants(event):
+            return False
+        with self._lock:
+            if len(self._events) == self._events.maxlen:
+                self._dropped += 1
+                if self._dropped == 1 or self._dropped % MAX_QUEUED_EVENTS == 0:
+                    log.warning("subscription %s: %d events dropped; its client does not pull often enough",
+                                self.id, self._dropped)
+            self._events.append(event)
+        return True
+
+    def pull(self, limit: int, now: float) -> list[Message]:
+        """Up to ``limit`` messages: pending ones, queued events, then the enumeration, then the change log."""
+        with self._lock:
+            out: list[Message] = []
             while self._pending and len(out) < limit:
                 out.append(self._pending.popleft())
-            if self._enumerating and len(out) < limit:
+            while self._events and len(out) < limit:
+                out.append(self._events.popleft())
+            # with ChangedOnly an enumeration page yields nothing, so go on until the enumeration ends
+            while self._enumerating and len(out) < limit:
                 self._enumerate(limit - len(out), now, out)
             if not self._enumerating and len(out) < limit:
                 self._follow(limit, now, out)
@@ -356,19 +454,25 @@ class Subscription:
         """EVT-4: keep every logged change as pending, then enumerate everything again."""
         with self._lock:
             if not self._enumerating:
-                sink: list[Notification] = []
+                sink: list[Message] = []
                 self._follow(None, now, sink)
-                self._pending.extend(sink)
+                self._pending.extend(m for m in sink if isinstance(m, Notification))
             self._enumerating = True
             self._fresh = False  # tokens of the pass so far are in the set already
             self._cursor = None
 
-    def _enumerate(self, want: int, now: float, out: list[Notification]) -> None:
+    def _view(self, projected: Resource) -> int:
+        """The digest of what the subscriber sees of a resource (0 without a Select filter)."""
+        return hash(projected) if self.query.select is not None else 0
+
+    def _enumerate(self, want: int, now: float, out: list[Message]) -> None:
         page = self._source.query(self.query, after_token=self._cursor, limit=want)
         add = self._signalled.add_new if self._fresh else self._signalled.add
-        for resource in page:
-            add(resource.token)
-            out.append(Notification("Initialized", resource, now))
+        silent = self.changed_only
+        for resource in page:  # the registry's pages are projected already
+            add(resource.token, self._view(resource))
+            if not silent:
+                out.append(Notification("Initialized", resource, now))
         if page:
             self._cursor = page[-1].token
         if len(page) < want:
@@ -376,7 +480,7 @@ class Subscription:
             self._fresh = False
             self._cursor = None
 
-    def _follow(self, limit: int | None, now: float, out: list[Notification]) -> None:
+    def _follow(self, limit: int | None, now: float, out: list[Message]) -> None:
         while limit is None or len(out) < limit:
             try:
                 changes = self._source.changes_since(self._seq, _LOG_BATCH)
@@ -401,16 +505,24 @@ class Subscription:
 
     def _translate(self, change: ResourceEvent, now: float) -> Notification | None:
         resource = change.resource
-        known = resource.token in self._signalled
+        signalled = self._signalled
+        previous = signalled.get(resource.token)
         if change.operation == "Deleted" or not self.query.matches(resource):
-            if not known:
+            if previous is None:
                 return None
-            self._signalled.discard(resource.token)
-            return Notification("Deleted", Resource(resource.token, resource.kind), now)
-        if known:
-            return Notification("Changed", self.query.project(resource), now)
-        self._signalled.add(resource.token)
-        return Notification("Initialized", self.query.project(resource), now)
+            signalled.discard(resource.token)
+            operation: PropertyOperation = "Deleted"
+            resource = Resource(resource.token, resource.kind)
+        else:
+            resource = self.query.project(resource)
+            view = self._view(resource)
+            if previous is not None and self.query.select is not None and previous == view:
+                return None  # EVT-8, RQ-4: nothing this subscriber sees has changed (e.g. Offline not selected)
+            signalled.add(resource.token, view)
+            operation = "Initialized" if previous is None else "Changed"
+        if self.changed_only and operation != "Changed":
+            return None
+        return Notification(operation, resource, now)
 
 
 # --------------------------------------------------------------------------- manager
@@ -423,11 +535,15 @@ def _new_id() -> str:
 class SubscriptionManager:
     """The live pull-point subscriptions of one server (EVT-1 … EVT-4, MaxPullPoints)."""
 
-    def __init__(self, source: ResourceSource, *, max_pull_points: int = 32,
+    def __init__(self, source: ResourceSource, *, max_pull_points: int = 32, max_push: int = 8,
                  default_termination: float = 60.0, max_termination: float = 24 * 3600.0,
                  new_id: Callable[[], str] = _new_id) -> None:
         if max_pull_points < 1:
             raise ConfigurationError(f"max_pull_points must be >= 1, got {max_pull_points!r}")
+        if max_push < 0:
+            raise ConfigurationError(f"max_push must be >= 0, got {max_push!r}")
+        #: EVT-10: at most this many base-notification (push) subscriptions (MaxNotificationProducers)
+        self.max_push = max_push
         if not 0 < default_termination <= max_termination:
             raise ConfigurationError("need 0 < default_termination <= max_termination "
                                      f"(got {default_termination!r}, {max_termination!r})")
@@ -458,17 +574,29 @@ class SubscriptionManager:
                 minimum=now, maximum=maximum)
         return min(termination, maximum)
 
-    def create(self, query: ResourceQuery, now: float, termination: float | None = None) -> Subscription:
-        """EVT-1: a new pull point; raises :class:`TooManySubscriptions` or :class:`UnacceptableTermination`."""
+    def create(self, query: ResourceQuery, now: float, termination: float | None = None, *,
+               topics: frozenset[str] | None = None, changed_only: bool = False,
+               consumer: str | None = None) -> Subscription:
+        """EVT-1: a new pull point; raises :class:`TooManySubscriptions` or :class:`UnacceptableTermination`.
+
+        ``topics``: the generic topics it takes (``None`` = all); ``changed_only``: EVT-9 ``tev:ChangedOnly``;
+        ``consumer``: EVT-10, a base-notification subscription pushing to that address (limit ``max_push``).
+        """
         ends = self._termination(termination, now, "InitialTerminationTime")
         self.expire(now)
         with self._lock:
-            if len(self._subs) >= self.max_pull_points:
+            pushing = sum(1 for s in self._subs.values() if s.consumer is not None)
+            if consumer is not None and pushing >= self.max_push:
+                raise TooManySubscriptions(
+                    f"{self.max_push} base-notification subscriptions (MaxNotificationProducers) are in use; "
+                    "unsubscribe one or wait until one expires")
+            if consumer is None and len(self._subs) - pushing >= self.max_pull_points:
                 raise TooManySubscriptions(
                     f"{self.max_pull_points} pull points (MaxPullPoints) are in use; "
                     "unsubscribe one or wait until one expires")
             sub_id = self._new_id()
-            sub = Subscription(sub_id, query, ends, self.source)
+            sub = Subscription(sub_id, query, ends, self.source, topics=topics, changed_only=changed_only,
+                               consumer=consumer)
             self._subs[sub_id] = sub
         log.info("subscription %s created, kinds=%s, ends %s", sub_id,
                  "all" if query.kinds is None else ",".join(sorted(query.kinds)), format_datetime(ends))
@@ -487,6 +615,12 @@ class SubscriptionManager:
                 f"no subscription {sub_id!r}: it was never created, was unsubscribed or has expired; "
                 "create a new one with CreatePullPointSubscription")
         return sub
+
+    def live(self, now: float) -> list[Subscription]:
+        """The subscriptions alive at ``now`` (expired ones are dropped first)."""
+        self.expire(now)
+        with self._lock:
+            return list(self._subs.values())
 
     def renew(self, sub_id: str, termination: float | None, now: float) -> float:
         """EVT-4 Renew: the new termination time."""

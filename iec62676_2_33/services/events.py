@@ -1,21 +1,23 @@
-"""Layer 5: resource queries over the ONVIF event service, on Spyne (clause 7).
+"""Layer 5: the ONVIF event service — resource queries and generic events, on Spyne (clause 7).
 
 Implements RQ-1 (resource topics signalled by GetEventProperties), RQ-5
 (subscribe, then pull), RQ-6 … RQ-9 and RQ-12 (the four resource filters, in
-``tt`` or by local name in any namespace), EVT-1 … EVT-6, and the server side
-of RQ-10 (an empty PullMessages at its Timeout is the heartbeat).
+``tt`` or by local name in any namespace), EVT-1 … EVT-10, RQ-11 (base
+notification besides pull points), and the server side of RQ-10 (an empty PullMessages at its Timeout is the heartbeat).
 
 Two WSGI apps, both :class:`~..soap.spyne_glue.SoapEndpoint` (requests parsed
 locked-down and validated against the authored ``xsd/events.xsd`` first):
 
 * the **event service** at ``/onvif/event_service``: GetServiceCapabilities,
-  GetEventProperties, CreatePullPointSubscription;
+  GetEventProperties, CreatePullPointSubscription, WS-BaseNotification
+  ``wsnt:Subscribe`` (EVT-10) — and the subscription operations below when
+  their ``wsa:To`` names a subscription (see *WS-Addressing*);
 * every **subscription** at an address of its own,
   ``/onvif/event_service/subscription/<id>``: PullMessages,
   SetSynchronizationPoint (``tev``), Renew, Unsubscribe (``wsnt``). Spyne
   serves one namespace per application, so a small dispatcher hands each
   request to the ``tev`` or the ``wsnt`` endpoint by the namespace of the
-  Body's first child.
+  operation of the already-parsed request.
 
 Spyne dispatches and hosts; the payloads are read and written here with lxml
 (``xs:any`` filter content and notification messages are awkward as Spyne
@@ -25,7 +27,8 @@ models). The notification messages of PullMessages are written as text by
 envelope: that is the fast path the enumeration benchmark measures (lxml
 elements cost about three times as much per message). Every answer validates
 against the authored XSD (the tests check it) and carries the ONVIF
-``wsa:Action``.
+``wsa:Action``; every notification names this event service (as the client
+reaches it) in ``wsnt:ProducerReference`` (EVT-9).
 
 Faults (each a SOAP 1.2 fault with the full ``ter`` subcode chain plus the
 WS-BaseNotification / WS-Resource fault element in ``env:Detail``, so both
@@ -35,16 +38,27 @@ ONVIF-style and WS-N-style clients recognise them):
 situation                                       Code / Subcode / Subcode (Detail)
 ==============================================  ==================================================
 unknown, unsubscribed or expired subscription   Sender/InvalidArgVal/ResourceUnknown (wsrf-r:ResourceUnknownFault)
+subscription operation at the event service     Sender/InvalidArgVal/ResourceUnknown (wsrf-r:ResourceUnknownFault)
+without a ``wsa:To`` naming a subscription
 MaxPullPoints reached                           Receiver/Action/TooManySubscriptions (wsnt:SubscribeCreationFailedFault)
 termination time not in the future              Sender/InvalidArgVal/UnacceptableInitialTerminationTime
                                                 (Renew: .../UnacceptableTerminationTime), with MinimumTime/MaximumTime
 unknown TopicExpression Dialect                 Sender/InvalidArgVal/TopicExpressionDialectUnknown
 malformed topic expression, unbound prefix      Sender/InvalidArgVal/InvalidTopicExpression
-topic outside ``tns1:Resource/<kind>``          Sender/InvalidArgVal/TopicNotSupported
-MessageContent filter (not supported)           Sender/InvalidArgVal/InvalidMessageContentExpression
+topic neither ``tns1:Resource/<kind>`` nor a    Sender/InvalidArgVal/TopicNotSupported
+declared generic topic
+MessageContent outside the ItemFilter subset    Sender/InvalidArgVal/InvalidMessageContentExpression
+or in another dialect
 malformed or unknown resource filter            Sender/InvalidArgVal/InvalidFilter (wsnt:InvalidFilterFault)
 PullMessages Timeout above MaxTimeout or < 0    Sender/InvalidArgVal/Timeout (tev:PullMessagesFaultResponse)
 PullMessages MessageLimit < 1                   Sender/InvalidArgVal/MessageLimit (tev:PullMessagesFaultResponse)
+PullMessages while another one waits on the     Receiver/Action/TooManyRequests (tev:PullMessagesFaultResponse)
+same subscription (EVT-7)
+``wsa:Action`` naming another operation         Sender/InvalidArgVal/ActionMismatch
+than the Body
+Subscribe: ConsumerReference not http(s)        Sender/InvalidArgVal/SubscribeCreationFailed
+                                                (wsnt:SubscribeCreationFailedFault)
+PullMessages on a push subscription             Receiver/ActionNotSupported
 ==============================================  ==================================================
 
 A syntactically invalid duration or date is refused earlier by the XSD check
@@ -52,24 +66,68 @@ A syntactically invalid duration or date is refused earlier by the XSD check
 MessageLimit above the maximum is not a fault: the answer holds at most the
 maximum (ONVIF Core).
 
-Waiting (EVT-3). A PullMessages with nothing to send waits in its worker
-thread on a :class:`PullWaiter` (a ``threading.Condition`` with a generation
-number) until news arrives or its Timeout (at most ``max_timeout``, 60 s by
-default: ONVIF asks for at least one minute) passes. The runtime follows the
-registry's change log in one background task (:meth:`EventServiceContext.poll_changes`,
-every 0.2 s, also for changes made by another process) and wakes the waiters;
-SetSynchronizationPoint and Unsubscribe wake them directly. At most one pull
-waits per subscription: a newer PullMessages on the same subscription makes
-the older one answer at once (a client that gave up on a pull and retried
-must not find its retry blocked or refused). A waiting pull occupies a worker
-thread for up to ``max_timeout``; MaxPullPoints (default 32) bounds how many
-can wait at once, so size the server's thread pool above it.
+Waiting (EVT-3, EVT-7). A PullMessages with nothing to send waits in its
+worker thread on a :class:`PullWaiter` (a ``threading.Condition`` with a
+generation number) until news arrives or its Timeout (at most
+``max_timeout``, 60 s by default: ONVIF asks for at least one minute)
+passes; it never answers empty before then (unless the server stops). The
+runtime follows the registry's change log in one background task
+(:meth:`EventServiceContext.poll_changes`, every 0.2 s, also for changes
+made by another process) and wakes the waiters; SetSynchronizationPoint,
+Unsubscribe and :meth:`EventServiceContext.publish` wake them directly. One
+PullMessages runs per subscription at a time (EVT-7): a second one that
+arrives while the first waits is refused with the fault above, and the first
+keeps waiting — so a client that pulls in a loop never spins on early empty
+answers. (A client that abandoned a waiting pull is refused until that pull's
+Timeout passes.) A waiting pull occupies a worker thread for up to
+``max_timeout``; MaxPullPoints (default 32) bounds how many can wait at once,
+so size the server's thread pool above it.
 
 Topic expressions: the prefixes are resolved with the namespaces in scope of
 the ``TopicExpression`` element; the conventional prefix ``tns1`` is also
 accepted when the client left it unbound (zeep-based ONVIF clients send
 ``tns1:…`` without declaring it, and cameras accept that). Any other unbound
 prefix is an ``InvalidTopicExpression`` fault.
+
+Generic events (EVT-5, EVT-6, EVT-9). Besides ``tns1:Resource/<kind>`` the
+service carries the topics declared with :meth:`EventServiceContext.declare`
+(the device declares ``tns1:Monitoring/Uplink/Status``,
+:class:`UplinkStatusEvents`); :meth:`EventServiceContext.publish` queues an
+event for every pull point whose topic and MessageContent filters take it
+(each pull point keeps at most ``MAX_QUEUED_EVENTS``; see
+:mod:`..domain.subscriptions`). GetEventProperties describes every declared
+topic. A pull point created without a TopicExpression is a resource query
+(RQ-5: every matching resource, then the changes, paged by MessageLimit) and
+gets no generic events; it names generic topics to receive them (e.g.
+``tns1:Monitoring//.``). On a property topic the service keeps each source's
+current state; a new pull point and SetSynchronizationPoint get it as
+``Initialized``.
+
+Filters (EVT-2, EVT-9, RQ-9). MessageContent in the ItemFilter dialect and
+Select paths are read by :mod:`..domain.event_filters`, a bounded parser of
+the XPath subset the message layout makes meaningful; client text never
+reaches an XPath engine. ``tev:ChangedOnly`` in the SubscriptionPolicy (an
+element or an attribute, ``true``) suppresses ``Initialized`` and
+``Deleted``, so ``WSSubscriptionPolicySupport`` is announced.
+
+Base notification (EVT-10, RQ-11). ``wsnt:Subscribe`` creates a subscription
+like a pull point (same filters, termination, Renew and Unsubscribe at its
+own address; at most ``max_push`` of them, announced as
+MaxNotificationProducers) that *pushes*: :class:`PushDelivery` takes its
+messages in batches and POSTs them as ``wsnt:Notify`` to the
+ConsumerReference address (http or https; the runtime drives it, see
+``runtime/device.py``), retrying a failed batch after 1 s and 2 s and ending
+the subscription when the third try fails too. The ConsumerReference is
+client-chosen: the device will POST to any http(s) address a READ_MEDIA user
+names, as WS-BaseNotification implies.
+
+WS-Addressing. The operation is the Body's (one message, one parse); a
+``wsa:Action`` that names another operation is refused, the WSDL's input
+action and the bare operation name are accepted. PullMessages, Renew,
+Unsubscribe and SetSynchronizationPoint sent to the event service's address
+run on the subscription their ``wsa:To`` names (read from the parsed
+request's header). Answers and faults carry ``wsa:RelatesTo`` when the
+request had a ``wsa:MessageID``.
 
 Subscription addresses honour ``X-Forwarded-Proto``, ``-Host`` and
 ``-Prefix`` (the cloud's HTTP proxy sets them), so a client that subscribed
@@ -78,18 +136,23 @@ through the proxy pulls through it too.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import math
 import re
+import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from http import HTTPStatus
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from lxml import etree
 from spyne import rpc
 
+from ..domain.event_filters import DIALECT_ITEM_FILTER, InvalidExpression, MessageContentFilter, combine_all
 from ..domain.filters import (
     InvalidFilter,
     LocationFilter,
@@ -98,11 +161,13 @@ from ..domain.filters import (
     ScopeFilter,
     SelectFilter,
 )
+from ..domain.generic_events import UPLINK_STATUS, GenericEvent, InvalidEvent, TopicDescription
 from ..domain.registry import ResourceRegistry
-from ..domain.resources import RESOURCE_KINDS
+from ..domain.resources import RESOURCE_KINDS, PropertyOperation
 from ..domain.subscriptions import (
     InvalidTime,
     Notification,
+    Subscription,
     SubscriptionManager,
     TooManySubscriptions,
     UnacceptableTermination,
@@ -115,8 +180,8 @@ from ..domain.subscriptions import (
 from ..namespaces import SOAP12_CONTENT_TYPE, SOAP_ENV, TEV, TNS1, TT, WSA, WSNT, WSTOP
 from ..security.access import AccessClass
 from ..security.middleware import ENVIRON_REQUEST
-from ..soap.envelope import SoapRequest
-from ..soap.fault import SoapFault
+from ..soap.envelope import SoapRequest, excerpt
+from ..soap.fault import SoapFault, fault_response
 from ..soap.spyne_glue import SoapEndpoint, SoapService, service_context
 from .forwarded import request_base_url
 
@@ -129,15 +194,22 @@ __all__ = [
     "OPERATION_ACCESS",
     "SUBSCRIPTION_PATH",
     "EventFault",
+    "EventFilter",
     "EventServiceContext",
     "PullWaiter",
+    "PushDelivery",
+    "TopicSelection",
+    "UplinkStatusEvents",
     "capabilities_element",
     "event_endpoints",
+    "generic_notification_xml",
     "notification_element",
     "notification_xml",
     "notifications_xml",
+    "notify_envelope",
     "parse_filter",
     "parse_topic_expression",
+    "producer_xml",
 ]
 
 log = logging.getLogger(__name__)
@@ -166,11 +238,14 @@ OPERATION_ACCESS = {
     (TEV, "SetSynchronizationPoint"): AccessClass.READ_MEDIA,
     (WSNT, "Renew"): AccessClass.READ_MEDIA,
     (WSNT, "Unsubscribe"): AccessClass.READ_MEDIA,
+    (WSNT, "Subscribe"): AccessClass.READ_MEDIA,
 }
 
 _EVENT_ACTION = "http://www.onvif.org/ver10/events/wsdl/EventPortType/"
 _PULL_ACTION = "http://www.onvif.org/ver10/events/wsdl/PullPointSubscription/"
 _MANAGER_ACTION = "http://docs.oasis-open.org/wsn/bw-2/SubscriptionManager/"
+_PRODUCER_ACTION = "http://docs.oasis-open.org/wsn/bw-2/NotificationProducer/"
+_NOTIFY_ACTION = "http://docs.oasis-open.org/wsn/bw-2/NotificationConsumer/Notify"
 _PULL_FAULT_ACTION = _PULL_ACTION + "PullMessages/Fault/PullMessagesFaultResponse"
 
 _NSMAP = {"env": SOAP_ENV, "wsa": WSA, "tev": TEV, "wsnt": WSNT, "tt": TT, "tns1": TNS1, "wstop": WSTOP,
@@ -258,7 +333,7 @@ class PullWaiter:
 
 @dataclass
 class EventServiceContext:
-    """What the event service works with: the registry, the subscriptions and the limits."""
+    """What the event service works with: the registry, the subscriptions, the generic topics and the limits."""
 
     registry: ResourceRegistry
     manager: SubscriptionManager
@@ -269,6 +344,16 @@ class EventServiceContext:
     waiter: PullWaiter = field(default_factory=PullWaiter)
     closed: bool = False
     _seen_seq: int = -1
+    #: generic topics served (path below tns1 -> description), in declaration order
+    topics: dict[str, TopicDescription] = field(default_factory=dict)
+    #: current state of each source of a property topic: (path, source items) -> last event
+    _states: dict[tuple[str, tuple[tuple[str, str], ...]], GenericEvent] = field(default_factory=dict)
+    _states_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: EVT-10: the delivery of base-notification subscriptions (driven by the runtime)
+    push: PushDelivery = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.push = PushDelivery(self)
 
     @classmethod
     def create(cls, registry: ResourceRegistry, *, max_pull_points: int = 32,
@@ -302,6 +387,80 @@ class EventServiceContext:
             except Exception:
                 log.exception("following the resource change log failed")
 
+    # -- generic events (EVT-5, EVT-6, EVT-9)
+
+    def declare(self, topic: TopicDescription) -> None:
+        """Serve ``topic``: GetEventProperties describes it, subscriptions may select it."""
+        self.topics[topic.path] = topic
+
+    def topic_paths(self) -> tuple[str, ...]:
+        return tuple(self.topics)
+
+    def publish(self, topic: TopicDescription | str, source_items: Mapping[str, str] | Iterable[tuple[str, str]],
+                data_items: Mapping[str, str] | Iterable[tuple[str, str]],
+                property_operation: PropertyOperation | None = None) -> int:
+        """Deliver one event on a declared topic to every subscription whose filters take it.
+
+        On a property topic the operation defaults to ``Initialized`` for a source not seen before and
+        ``Changed`` after; the state is kept so that new subscribers and SetSynchronizationPoint get it
+        (``Deleted`` forgets it). Thread-safe; returns how many subscriptions queued the event.
+        """
+        path = topic if isinstance(topic, str) else topic.path
+        described = self.topics.get(path)
+        if described is None:
+            raise InvalidEvent(f"topic tns1:{path} is not declared; call declare() with its description first")
+        now = self.clock()
+        event = GenericEvent.of(described, now, source_items, data_items, property_operation)
+        if described.is_property:
+            key = (path, event.source)
+            with self._states_lock:
+                known = key in self._states
+                if event.operation is None:
+                    event = replace(event, operation="Changed" if known else "Initialized")
+                if event.operation == "Deleted":
+                    self._states.pop(key, None)
+                else:
+                    self._states[key] = event
+        queued = sum(sub.offer(event) for sub in self.manager.live(now))
+        if queued:
+            self.waiter.notify()
+        return queued
+
+    def offer_states(self, sub: Subscription) -> None:
+        """Give ``sub`` the current state of every property source as ``Initialized`` (new subscription, EVT-4)."""
+        with self._states_lock:
+            states = list(self._states.values())
+        for state in states:
+            sub.offer(replace(state, operation="Initialized"))
+
+
+class UplinkStatusEvents:
+    """Publishes ``tns1:Monitoring/Uplink/Status`` (a property per RemoteAddress) when a Status changes.
+
+    The runtime calls :meth:`update` with every configured uplink's (Status, Error) whenever it looks;
+    only differences become events: a new uplink ``Initialized``, a change ``Changed``, a removed
+    one ``Deleted``.
+    """
+
+    def __init__(self, context: EventServiceContext) -> None:
+        self.context = context
+        self._seen: dict[str, tuple[str, str | None]] = {}
+        context.declare(UPLINK_STATUS)
+
+    def update(self, statuses: Mapping[str, tuple[str, str | None]]) -> None:
+        for address, state in statuses.items():
+            previous = self._seen.get(address)
+            if previous == state:
+                continue
+            self._seen[address] = state
+            status, error = state
+            data = {"Status": status} if error is None else {"Status": status, "Error": error}
+            self.context.publish(UPLINK_STATUS, {"RemoteAddress": address}, data,
+                                 "Initialized" if previous is None else "Changed")
+        for address in [a for a in self._seen if a not in statuses]:
+            status, _error = self._seen.pop(address)
+            self.context.publish(UPLINK_STATUS, {"RemoteAddress": address}, {"Status": status}, "Deleted")
+
 
 # --------------------------------------------------------------------------- request parsing
 
@@ -314,9 +473,27 @@ def _children(element: etree._Element) -> list[etree._Element]:
     return [child for child in element if isinstance(child.tag, str)]
 
 
+@dataclass(frozen=True)
+class TopicSelection:
+    """What topic expressions select: resource kinds (``None`` = every kind) and generic topics.
+
+    ``topics`` holds paths below ``tns1`` (``Monitoring/Uplink/Status``) or subtrees (``Monitoring//.``);
+    ``None`` = every generic topic.
+    """
+
+    kinds: frozenset[str] | None
+    topics: frozenset[str] | None
+
+    def __and__(self, other: TopicSelection) -> TopicSelection:
+        """Several TopicExpression elements: an event must satisfy each (WS-BaseNotification)."""
+        def meet(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:
+            return b if a is None else a if b is None else a & b
+        return TopicSelection(meet(self.kinds, other.kinds), meet(self.topics, other.topics))
+
+
 def parse_topic_expression(text: str, dialect: str, nsmap: dict[str | None, str],
-                           kinds: Iterable[str] = RESOURCE_KINDS) -> frozenset[str] | None:
-    """EVT-2, RQ-1: the resource kinds a topic expression names (``None`` = every kind).
+                           kinds: Iterable[str] = RESOURCE_KINDS, generic: Iterable[str] = ()) -> TopicSelection:
+    """EVT-2, RQ-1: the resource kinds and the generic topics (paths in ``generic``) an expression names.
 
     Raises :class:`ValueError` subclasses turned into faults by the caller:
     ``_DialectUnknown``, ``_InvalidTopic``, ``_TopicNotSupported``.
@@ -325,8 +502,11 @@ def parse_topic_expression(text: str, dialect: str, nsmap: dict[str | None, str]
         raise _DialectUnknown(f"topic expression dialect {dialect!r} is not supported; use one of "
                               + ", ".join(TOPIC_DIALECTS))
     known = frozenset(kinds)
+    declared = tuple(generic)
     alternatives = text.split("|") if dialect in _SET_DIALECTS else [text]
-    result: set[str] = set()
+    every_kind = False
+    chosen_kinds: set[str] = set()
+    chosen_topics: set[str] = set()
     for raw in alternatives:
         alt = raw.strip()
         subtree = alt.endswith("//.")
@@ -348,17 +528,24 @@ def parse_topic_expression(text: str, dialect: str, nsmap: dict[str | None, str]
             if namespace != TNS1:
                 raise _TopicNotSupported(f"topic {raw.strip()!r} is not in the ONVIF topic namespace {TNS1}")
             names.append(local)
-        if names[0] != "Resource":
-            raise _TopicNotSupported(f"topic {raw.strip()!r} is not supported; this service serves "
-                                     "tns1:Resource/<kind> topics only")
         if dialect == DIALECT_WSN_SIMPLE and len(names) > 1:
             raise _InvalidTopic(f"the Simple dialect names root topics only, not {raw.strip()!r}")
-        if len(names) == 1:
-            return None
-        if len(names) > 2 or names[1] not in known:
-            raise _TopicNotSupported(f"topic {raw.strip()!r} is not supported; kinds: {', '.join(sorted(known))}")
-        result.add(names[1])
-    return frozenset(result)
+        if names[0] == "Resource":
+            if len(names) == 1:
+                every_kind = True
+                continue
+            if len(names) > 2 or names[1] not in known:
+                raise _TopicNotSupported(f"topic {raw.strip()!r} is not supported; kinds: {', '.join(sorted(known))}")
+            chosen_kinds.add(names[1])
+            continue
+        path = "/".join(names)
+        if not any(t == path or ((subtree or dialect == DIALECT_WSN_SIMPLE) and t.startswith(path + "/"))
+                   for t in declared):
+            raise _TopicNotSupported(f"topic {raw.strip()!r} is not supported; this service serves "
+                                     "tns1:Resource/<kind> and " + (", ".join(f"tns1:{t}" for t in declared)
+                                                                    or "no other topics"))
+        chosen_topics.add(path + "//." if subtree or dialect == DIALECT_WSN_SIMPLE else path)
+    return TopicSelection(None if every_kind else frozenset(chosen_kinds), frozenset(chosen_topics))
 
 
 class _DialectUnknown(ValueError):
@@ -417,32 +604,40 @@ def _location(element: etree._Element) -> LocationFilter:
                           include_unknown=_TRUE.get(include or "false", False))
 
 
-def parse_filter(element: etree._Element | None, kinds: Iterable[str] = RESOURCE_KINDS) -> ResourceQuery:
-    """EVT-2, RQ-6 … RQ-9, RQ-12: a ``wsnt:Filter`` → :class:`ResourceQuery`.
+@dataclass(frozen=True)
+class EventFilter:
+    """A parsed ``wsnt:Filter``: the resource query (with its MessageContent filter) and the generic topics."""
+
+    query: ResourceQuery
+    topics: frozenset[str] | None
+
+
+def parse_filter(element: etree._Element | None, kinds: Iterable[str] = RESOURCE_KINDS,
+                 generic: Iterable[str] = ()) -> EventFilter:
+    """EVT-2, EVT-9, RQ-6 … RQ-9, RQ-12: a ``wsnt:Filter`` → :class:`EventFilter`.
 
     Filter elements are recognised by local name in any namespace (``tt`` in
     our schema): ``LocationFilter``, ``PrefixFilter``, ``ScopeFilter``,
     ``SelectFilter`` (also without the ``Filter`` suffix). Several topic
     expressions are combined with AND (WS-BaseNotification), several scope
-    filters too. Raises :class:`InvalidFilter` or the topic errors.
+    filters and several MessageContent filters too. ``generic``: the paths of
+    the generic topics served. Raises :class:`InvalidFilter`,
+    ``_MessageContent`` or the topic errors.
     """
     known = tuple(kinds)
     if element is None:
-        return ResourceQuery(kinds=frozenset(known))
-    topic_kinds: frozenset[str] | None = None
+        return EventFilter(ResourceQuery(kinds=frozenset(known)), _NO_GENERIC)
+    selection = TopicSelection(None, None)
     location = prefix = select = None
     scopes: list[tuple[str, str | None]] = []
+    contents: list[MessageContentFilter] = []
     for child in _children(element):
         name = _local(child)
         if name == "TopicExpression":
             dialect = (child.get("Dialect") or "").strip()
-            found = parse_topic_expression(child.text or "", dialect, dict(child.nsmap), known)
-            if found is not None:
-                topic_kinds = found if topic_kinds is None else topic_kinds & found
+            selection &= parse_topic_expression(child.text or "", dialect, dict(child.nsmap), known, generic)
         elif name == "MessageContent":
-            raise _MessageContent("MessageContent filters are not supported by this service "
-                                  "(GetEventProperties lists no MessageContentFilterDialect); "
-                                  "use the resource filters (LocationFilter, PrefixFilter, ScopeFilter)")
+            contents.append(_message_content(child))
         elif name in ("LocationFilter", "Location"):
             if location is not None:
                 raise InvalidFilter("give one LocationFilter")
@@ -465,19 +660,51 @@ def parse_filter(element: etree._Element | None, kinds: Iterable[str] = RESOURCE
                 raise InvalidFilter("SelectFilter may hold Path elements only")
             select = SelectFilter([(p.text or "").strip() for p in paths])
         else:
-            raise InvalidFilter(f"unknown filter element {child.tag}; supported: TopicExpression, "
+            raise InvalidFilter(f"unknown filter element {child.tag}; supported: TopicExpression, MessageContent, "
                                 "LocationFilter, PrefixFilter, ScopeFilter, SelectFilter")
-    return ResourceQuery(kinds=frozenset(known) if topic_kinds is None else topic_kinds, location=location,
-                         prefix=prefix, scope=ScopeFilter(scopes) if scopes else None, select=select)
+    try:
+        content = combine_all(contents)
+    except InvalidExpression as exc:
+        raise _MessageContent(str(exc)) from None
+    query = ResourceQuery(kinds=frozenset(known) if selection.kinds is None else selection.kinds, location=location,
+                          prefix=prefix, scope=ScopeFilter(scopes) if scopes else None, select=select,
+                          content=content)
+    return EventFilter(query, _NO_GENERIC if selection.topics is None else selection.topics)
+
+
+#: Without a TopicExpression a pull point is a resource query (RQ-5: every matching resource, then the
+#: changes, paged by MessageLimit); generic topics are delivered to those that name them.
+_NO_GENERIC: frozenset[str] = frozenset()
+
+
+def _message_content(element: etree._Element) -> MessageContentFilter:
+    dialect = (element.get("Dialect") or "").strip()
+    if dialect != DIALECT_ITEM_FILTER:
+        raise _MessageContent(f"MessageContent dialect {dialect!r} is not supported; use {DIALECT_ITEM_FILTER}")
+    if _children(element):
+        raise _MessageContent("a MessageContent filter is text (an ItemFilter expression), not elements")
+    try:
+        return MessageContentFilter(element.text or "", dict(element.nsmap))
+    except InvalidExpression as exc:
+        raise _MessageContent(f"MessageContent: {exc}") from None
 
 
 class _MessageContent(ValueError):
     pass
 
 
-def _query_or_fault(element: etree._Element | None, context: EventServiceContext, now: float) -> ResourceQuery:
+def _changed_only(policy: etree._Element | None) -> bool:
+    """EVT-9: ``tev:ChangedOnly`` in a SubscriptionPolicy (an element ``true``/``1``, or an attribute)."""
+    if policy is None:
+        return False
+    values = [policy.get("ChangedOnly")] + [c.get("ChangedOnly") for c in _children(policy)]
+    values += [(c.text or "").strip() for c in policy.iter() if isinstance(c.tag, str) and _local(c) == "ChangedOnly"]
+    return any(v in ("true", "1") for v in values if v is not None)
+
+
+def _filter_or_fault(element: etree._Element | None, context: EventServiceContext, now: float) -> EventFilter:
     try:
-        return parse_filter(element, context.kinds)
+        return parse_filter(element, context.kinds, context.topic_paths())
     except _DialectUnknown as exc:
         raise _fault(("InvalidArgVal", "TopicExpressionDialectUnknown"), str(exc), now,
                      f"{{{WSNT}}}TopicExpressionDialectUnknownFault") from None
@@ -513,10 +740,15 @@ def _answer(ctx: Any, action: str, body: etree._Element, tail: bytes = b"") -> N
     ctx.transport.req_env[_RAW_KEY] = (action, body, tail)
 
 
-def _envelope(action: str, body: etree._Element, tail: bytes = b"") -> bytes:
+def _envelope(action: str, body: etree._Element, tail: bytes = b"", relates_to: str | None = None,
+              to: str | None = None) -> bytes:
     env = etree.Element(f"{{{SOAP_ENV}}}Envelope", nsmap=_NSMAP)
     header = etree.SubElement(env, f"{{{SOAP_ENV}}}Header")
     etree.SubElement(header, f"{{{WSA}}}Action").text = action
+    if to:
+        etree.SubElement(header, f"{{{WSA}}}To").text = to
+    if relates_to:
+        etree.SubElement(header, f"{{{WSA}}}RelatesTo").text = relates_to
     etree.SubElement(env, f"{{{SOAP_ENV}}}Body").append(body)
     if tail:
         etree.SubElement(body, "_tail_").text = "_"  # a placeholder whose text is replaced by ``tail``
@@ -543,17 +775,20 @@ _ELEMENT = f"{{{TT}}}ElementItem"
 _GEO = f"{{{TT}}}GeoLocation"
 
 
-def notification_element(parent: etree._Element, message: Notification) -> etree._Element:
+def notification_element(parent: etree._Element, message: Notification, producer: str | None = None) -> etree._Element:
     """EVT-6: append one ``wsnt:NotificationMessage`` for ``message`` to ``parent``.
 
     Data items in the order the ``tt:ItemList`` sequence demands: the simple
     items Name, Scope (one per scope), Offline, then the element item Location.
+    ``producer``: the event service's address, for ``wsnt:ProducerReference`` (EVT-9).
     """
     sub = etree.SubElement
     resource = message.resource
     holder = sub(parent, _NOTIFICATION)
     topic = sub(holder, _TOPIC, Dialect=DIALECT_ONVIF_CONCRETE_SET)
     topic.text = "tns1:Resource/" + resource.kind
+    if producer is not None:
+        sub(sub(holder, f"{{{WSNT}}}ProducerReference"), f"{{{WSA}}}Address").text = producer
     payload = sub(sub(holder, _MESSAGE_HOLDER), _TT_MESSAGE, UtcTime=format_datetime(message.utc_time),
                   PropertyOperation=message.operation)
     sub(sub(payload, _SOURCE), _SIMPLE, Name="Token", Value=resource.token)
@@ -581,7 +816,8 @@ _ATTR_SPECIAL = re.compile('[&<>"\t\n\r\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]')
 _ATTR_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\t": "&#9;", "\n": "&#10;",
                  "\r": "&#13;"}
 _OPEN_TOPIC = f'<wsnt:NotificationMessage><wsnt:Topic Dialect="{DIALECT_ONVIF_CONCRETE_SET}">tns1:Resource/'
-_OPEN_MESSAGE = '</wsnt:Topic><wsnt:Message><tt:Message UtcTime="'
+_CLOSE_TOPIC = "</wsnt:Topic>"
+_OPEN_MESSAGE = '<wsnt:Message><tt:Message UtcTime="'
 _OPEN_SOURCE = '"><tt:Source><tt:SimpleItem Name="Token" Value="'
 _CLOSE = "</tt:Message></wsnt:Message></wsnt:NotificationMessage>"
 
@@ -599,21 +835,32 @@ def _attr(value: str) -> str:
     return _ATTR_SPECIAL.sub(_escape, value)
 
 
-def notification_xml(message: Notification, utc_time: str | None = None) -> str:
+def producer_xml(address: str) -> str:
+    """The ``wsnt:ProducerReference`` of every notification of the event service at ``address`` (EVT-9)."""
+    return f"<wsnt:ProducerReference><wsa:Address>{_text(address)}</wsa:Address></wsnt:ProducerReference>"
+
+
+def _text(value: str) -> str:
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def notification_xml(message: Notification, utc_time: str | None = None, producer: str = "") -> str:
     """EVT-6: the same ``wsnt:NotificationMessage`` as :func:`notification_element`, written as text.
 
     The fast path of PullMessages (a large enumeration spends most of its time
     here): the text is meant for the inside of an element in whose scope the
     prefixes ``wsnt``, ``tt`` and ``tns1`` are bound, as in the envelopes of
     this service. ``utc_time`` is the formatted ``message.utc_time`` when the
-    caller has it. Raises :class:`ValueError` when a value holds a character
-    XML does not allow (as lxml would).
+    caller has it; ``producer`` the :func:`producer_xml` text. Raises
+    :class:`ValueError` when a value holds a character XML does not allow (as
+    lxml would).
     """
     resource = message.resource
     token, name, scopes = resource.token, resource.name, resource.scopes
     # one search over all the values; almost always nothing needs escaping
     plain = _ATTR_SPECIAL.search("".join((token, name or "", *scopes))) is None
-    parts = [_OPEN_TOPIC, resource.kind, _OPEN_MESSAGE, utc_time or format_datetime(message.utc_time),
+    parts = [_OPEN_TOPIC, resource.kind, _CLOSE_TOPIC, producer, _OPEN_MESSAGE,
+             utc_time or format_datetime(message.utc_time),
              '" PropertyOperation="', message.operation, _OPEN_SOURCE, token if plain else _attr(token),
              '"/></tt:Source>']
     if message.operation == "Deleted":
@@ -638,7 +885,21 @@ def notification_xml(message: Notification, utc_time: str | None = None) -> str:
     return "".join(parts)
 
 
-def notifications_xml(messages: Iterable[Notification]) -> bytes:
+def generic_notification_xml(event: GenericEvent, utc_time: str | None = None, producer: str = "") -> str:
+    """EVT-6: the ``wsnt:NotificationMessage`` of a generic event, written as :func:`notification_xml` writes."""
+    operation = f'" PropertyOperation="{event.operation}' if event.operation is not None else ""
+    parts = [f'<wsnt:NotificationMessage><wsnt:Topic Dialect="{DIALECT_ONVIF_CONCRETE_SET}">tns1:',
+             event.topic.path, _CLOSE_TOPIC, producer, _OPEN_MESSAGE, utc_time or format_datetime(event.utc_time),
+             operation, '">']
+    for tag, items in (("tt:Source", event.source), ("tt:Data", event.data)):
+        parts.append(f"<{tag}>")
+        parts += [f'<tt:SimpleItem Name="{_attr(name)}" Value="{_attr(value)}"/>' for name, value in items]
+        parts.append(f"</{tag}>")
+    parts.append(_CLOSE)
+    return "".join(parts)
+
+
+def notifications_xml(messages: Iterable[Notification | GenericEvent], producer: str = "") -> bytes:
     """The ``wsnt:NotificationMessage`` elements of a PullMessagesResponse in UTF-8 (:func:`notification_xml`)."""
     times: dict[float, str] = {}
     parts = []
@@ -646,16 +907,20 @@ def notifications_xml(messages: Iterable[Notification]) -> bytes:
         when = times.get(message.utc_time)
         if when is None:
             when = times[message.utc_time] = format_datetime(message.utc_time)
-        parts.append(notification_xml(message, when))
+        if isinstance(message, GenericEvent):
+            parts.append(generic_notification_xml(message, when, producer))
+        else:
+            parts.append(notification_xml(message, when, producer))
     return "".join(parts).encode("utf-8")
 
 
-def _event_properties(kinds: Iterable[str]) -> etree._Element:
+def _event_properties(kinds: Iterable[str], topics: Iterable[TopicDescription]) -> etree._Element:
     sub = etree.SubElement
     response = etree.Element(f"{{{TEV}}}GetEventPropertiesResponse")
     sub(response, f"{{{TEV}}}TopicNamespaceLocation").text = "http://www.onvif.org/onvif/ver10/topics/topicns.xml"
     sub(response, f"{{{WSNT}}}FixedTopicSet").text = "true"
-    root = sub(sub(response, f"{{{WSTOP}}}TopicSet"), f"{{{TNS1}}}Resource")
+    topic_set = sub(response, f"{{{WSTOP}}}TopicSet")
+    root = sub(topic_set, f"{{{TNS1}}}Resource")
     for kind in kinds:
         topic = sub(root, f"{{{TNS1}}}{kind}", {f"{{{WSTOP}}}topic": "true"})
         description = sub(topic, f"{{{TT}}}MessageDescription", IsProperty="true")
@@ -665,9 +930,20 @@ def _event_properties(kinds: Iterable[str]) -> etree._Element:
         for name, type_ in (("Name", "xs:string"), ("Scope", "xs:string"), ("Offline", "xs:boolean")):
             sub(data, f"{{{TT}}}SimpleItemDescription", Name=name, Type=type_)
         sub(data, f"{{{TT}}}ElementItemDescription", Name="Location", Type="tt:GeoLocation")
+    for generic in topics:
+        node = topic_set
+        for step in generic.path.split("/"):
+            found = node.find(f"{{{TNS1}}}{step}")
+            node = found if found is not None else sub(node, f"{{{TNS1}}}{step}")
+        node.set(f"{{{WSTOP}}}topic", "true")
+        description = sub(node, f"{{{TT}}}MessageDescription", IsProperty=_xml_bool(generic.is_property))
+        for part, items in (("Source", generic.source), ("Data", generic.data)):
+            holder = sub(description, f"{{{TT}}}{part}")
+            for name, type_ in items:
+                sub(holder, f"{{{TT}}}SimpleItemDescription", Name=name, Type=type_)
     for dialect in (DIALECT_ONVIF_CONCRETE_SET, DIALECT_WSN_CONCRETE_SET, DIALECT_WSN_CONCRETE):
         sub(response, f"{{{WSNT}}}TopicExpressionDialect").text = dialect
-    sub(response, f"{{{TEV}}}MessageContentFilterDialect").text = ""
+    sub(response, f"{{{TEV}}}MessageContentFilterDialect").text = DIALECT_ITEM_FILTER
     sub(response, f"{{{TEV}}}MessageContentSchemaLocation").text = "http://www.onvif.org/onvif/ver10/schema/onvif.xsd"
     return response
 
@@ -677,15 +953,29 @@ def _event_properties(kinds: Iterable[str]) -> etree._Element:
 
 def capabilities_element(context: EventServiceContext) -> etree._Element:
     """``tev:Capabilities`` of this event service (GetServiceCapabilities, and GetServices' IncludeCapability)."""
-    return etree.Element(f"{{{TEV}}}Capabilities", WSSubscriptionPolicySupport="false",
-                         WSPausableSubscriptionManagerInterfaceSupport="false", MaxNotificationProducers="0",
+    return etree.Element(f"{{{TEV}}}Capabilities", WSSubscriptionPolicySupport="true",
+                         WSPausableSubscriptionManagerInterfaceSupport="false",
+                         MaxNotificationProducers=str(context.manager.max_push),
                          MaxPullPoints=str(context.manager.max_pull_points),
                          PersistentNotificationStorage="false")
 
 
+#: environ key: the subscription a request addresses (its path, or its ``wsa:To`` at the event service).
+_SUBSCRIPTION_KEY = "iec62676.subscription_id"
+
+
 def _subscription_id(ctx: Any) -> str:
-    path = ctx.transport.req_env.get("PATH_INFO") or ""
+    env = ctx.transport.req_env
+    chosen = env.get(_SUBSCRIPTION_KEY)
+    if chosen is not None:
+        return str(chosen)
+    path = env.get("PATH_INFO") or ""
     return path[len(SUBSCRIPTION_PATH):] if path.startswith(SUBSCRIPTION_PATH) else ""
+
+
+def _producer(ctx: Any) -> str:
+    """``wsnt:ProducerReference`` text naming this event service as the client reaches it (EVT-9)."""
+    return producer_xml(request_base_url(ctx.transport.req_env) + EVENT_PATH)
 
 
 # --------------------------------------------------------------------------- services
@@ -710,18 +1000,20 @@ class EventService(SoapService):
     @rpc(_returns=None, _body_style="bare")  # type: ignore[misc]
     def GetEventProperties(ctx: Any) -> None:
         context: EventServiceContext = service_context(ctx)
-        _answer(ctx, _EVENT_ACTION + "GetEventPropertiesResponse", _event_properties(context.kinds))
+        _answer(ctx, _EVENT_ACTION + "GetEventPropertiesResponse",
+                _event_properties(context.kinds, context.topics.values()))
 
     @rpc(_returns=None, _body_style="bare")  # type: ignore[misc]
     def CreatePullPointSubscription(ctx: Any) -> None:
         context: EventServiceContext = service_context(ctx)
         request = _request(ctx)
         now = context.clock()
-        query = _query_or_fault(request.find(f"{{{TEV}}}Filter"), context, now)
+        chosen = _filter_or_fault(request.find(f"{{{TEV}}}Filter"), context, now)
         text = _time_text(request.find(f"{{{TEV}}}InitialTerminationTime"))
         try:
             termination = None if text is None else parse_termination(text, now)
-            sub = context.manager.create(query, now, termination)
+            sub = context.manager.create(chosen.query, now, termination, topics=chosen.topics,
+                                         changed_only=_changed_only(request.find(f"{{{TEV}}}SubscriptionPolicy")))
         except InvalidTime as exc:
             raise _fault(("InvalidArgVal", "UnacceptableInitialTerminationTime"), str(exc), now, None) from None
         except UnacceptableTermination as exc:
@@ -729,6 +1021,7 @@ class EventService(SoapService):
         except TooManySubscriptions as exc:
             raise _fault(("Action", "TooManySubscriptions"), str(exc), now,
                          f"{{{WSNT}}}SubscribeCreationFailedFault", code="Receiver") from None
+        context.offer_states(sub)
         response = etree.Element(f"{{{TEV}}}CreatePullPointSubscriptionResponse")
         reference = etree.SubElement(response, f"{{{TEV}}}SubscriptionReference")
         address = request_base_url(ctx.transport.req_env) + SUBSCRIPTION_PATH + sub.id
@@ -738,11 +1031,12 @@ class EventService(SoapService):
         _answer(ctx, _EVENT_ACTION + "CreatePullPointSubscriptionResponse", response)
 
 
-def _pull_fault(subcode: str, reason: str, context: EventServiceContext) -> EventFault:
+def _pull_fault(subcode: str, reason: str, context: EventServiceContext, *, code: str = "Sender",
+                first: str = "InvalidArgVal") -> EventFault:
     detail = etree.Element(f"{{{TEV}}}PullMessagesFaultResponse", nsmap={"tev": TEV})
     etree.SubElement(detail, f"{{{TEV}}}MaxTimeout").text = format_duration(context.max_timeout)
     etree.SubElement(detail, f"{{{TEV}}}MaxMessageLimit").text = str(context.max_message_limit)
-    return EventFault(code="Sender", subcodes=("InvalidArgVal", subcode), reason=reason, detail_element=detail,
+    return EventFault(code=code, subcodes=(first, subcode), reason=reason, detail_element=detail,
                       action=_PULL_FAULT_ACTION)
 
 
@@ -774,35 +1068,53 @@ class PullPointService(SoapService):
         deadline = now + timeout
         try:
             sub = manager.get(sub_id, now)
-            sub.pull_number += 1
-            mine = sub.pull_number
-            waiter.notify()  # an older pull of this subscription still waiting answers now
+        except UnknownSubscription as exc:
+            raise _unknown_subscription(exc, clock()) from None
+        if sub.consumer is not None:
+            raise SoapFault(code="Receiver", subcodes=("ActionNotSupported",),
+                            reason="this subscription pushes its messages to its consumer (Notify); "
+                                   "create a pull point to pull")
+        if not sub.begin_pull():  # EVT-7: the waiting pull keeps waiting; this one is refused
+            raise _pull_fault(*_CONCURRENT_PULL, context, code="Receiver", first="Action")
+        try:
             while True:
                 generation = waiter.generation
                 now = clock()
                 result = manager.pull(sub_id, limit, now, keep_alive=timeout)
                 remaining = deadline - now
-                if result.messages or remaining <= 0 or sub.pull_number != mine or context.closed:
+                if result.messages or remaining <= 0 or context.closed:
                     break
                 waiter.wait(generation, remaining)
         except UnknownSubscription as exc:
             raise _unknown_subscription(exc, clock()) from None
+        finally:
+            sub.end_pull()
         response = etree.Element(f"{{{TEV}}}PullMessagesResponse")
         etree.SubElement(response, f"{{{TEV}}}CurrentTime").text = format_datetime(now)
         etree.SubElement(response, f"{{{TEV}}}TerminationTime").text = format_datetime(result.termination)
-        _answer(ctx, _PULL_ACTION + "PullMessagesResponse", response, notifications_xml(result.messages))
+        _answer(ctx, _PULL_ACTION + "PullMessagesResponse", response,
+                notifications_xml(result.messages, _producer(ctx)))
 
     @rpc(_returns=None, _body_style="bare")  # type: ignore[misc]
     def SetSynchronizationPoint(ctx: Any) -> None:
         context: EventServiceContext = service_context(ctx)
         now = context.clock()
         try:
-            context.manager.synchronize(_subscription_id(ctx), now)
+            sub = context.manager.get(_subscription_id(ctx), now)
+            context.manager.synchronize(sub.id, now)
         except UnknownSubscription as exc:
             raise _unknown_subscription(exc, now) from None
+        context.offer_states(sub)
         context.waiter.notify()
         _answer(ctx, _PULL_ACTION + "SetSynchronizationPointResponse",
                 etree.Element(f"{{{TEV}}}SetSynchronizationPointResponse"))
+
+
+#: EVT-7: the fault of a PullMessages sent while another one waits on the same subscription
+#: (``env:Receiver/ter:Action/ter:TooManyRequests`` with the PullMessages fault detail): the device cannot
+#: take the request now, the client did nothing malformed; the first pull keeps waiting until its Timeout.
+_CONCURRENT_PULL = ("TooManyRequests", ("another PullMessages is already waiting on this subscription; "
+                                        "pull again when it has answered (one PullMessages at a time)"))
 
 
 class SubscriptionManagerService(SoapService):
@@ -842,13 +1154,240 @@ class SubscriptionManagerService(SoapService):
         _answer(ctx, _MANAGER_ACTION + "UnsubscribeResponse", etree.Element(f"{{{WSNT}}}UnsubscribeResponse"))
 
 
+class NotificationProducerService(SoapService):
+    """``wsnt:Subscribe`` at the event service's address (EVT-10, WS-BaseNotification)."""
+
+    __service_name__ = "NotificationProducer"
+    __port_types__: ClassVar[list[str]] = ["NotificationProducer"]
+
+    @rpc(_returns=None, _body_style="bare")  # type: ignore[misc]
+    def Subscribe(ctx: Any) -> None:
+        context: EventServiceContext = service_context(ctx)
+        request = _request(ctx)
+        now = context.clock()
+        consumer = _consumer_address(request.findtext(f"{{{WSNT}}}ConsumerReference/{{{WSA}}}Address"), now)
+        chosen = _filter_or_fault(request.find(f"{{{WSNT}}}Filter"), context, now)
+        text = _time_text(request.find(f"{{{WSNT}}}InitialTerminationTime"))
+        try:
+            termination = None if text is None else parse_termination(text, now)
+            sub = context.manager.create(chosen.query, now, termination, topics=chosen.topics,
+                                         changed_only=_changed_only(request.find(f"{{{WSNT}}}SubscriptionPolicy")),
+                                         consumer=consumer)
+        except InvalidTime as exc:
+            raise _fault(("InvalidArgVal", "UnacceptableInitialTerminationTime"), str(exc), now, None) from None
+        except UnacceptableTermination as exc:
+            raise _unacceptable(exc, now, initial=True) from None
+        except TooManySubscriptions as exc:
+            raise _fault(("Action", "TooManySubscriptions"), str(exc), now,
+                         f"{{{WSNT}}}SubscribeCreationFailedFault", code="Receiver") from None
+        context.push.register(sub.id, _producer(ctx))
+        context.offer_states(sub)
+        response = etree.Element(f"{{{WSNT}}}SubscribeResponse")
+        reference = etree.SubElement(response, f"{{{WSNT}}}SubscriptionReference")
+        address = request_base_url(ctx.transport.req_env) + SUBSCRIPTION_PATH + sub.id
+        etree.SubElement(reference, f"{{{WSA}}}Address").text = address
+        etree.SubElement(response, f"{{{WSNT}}}CurrentTime").text = format_datetime(now)
+        etree.SubElement(response, f"{{{WSNT}}}TerminationTime").text = format_datetime(sub.termination)
+        _answer(ctx, _PRODUCER_ACTION + "SubscribeResponse", response)
+
+
+#: The longest consumer address accepted (characters).
+MAX_CONSUMER_ADDRESS = 2048
+
+
+def _consumer_address(text: str | None, now: float) -> str:
+    """EVT-10: the ConsumerReference address: an absolute http or https URL with a host."""
+    address = (text or "").strip()
+    parts = urlsplit(address)
+    if len(address) > MAX_CONSUMER_ADDRESS or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _fault(("InvalidArgVal", "SubscribeCreationFailed"),
+                     f"ConsumerReference address {excerpt(address)} is not an http or https URL "
+                     f"of at most {MAX_CONSUMER_ADDRESS} characters", now, f"{{{WSNT}}}SubscribeCreationFailedFault")
+    return address
+
+
+def notify_envelope(messages: Iterable[Notification | GenericEvent], consumer: str, producer: str = "") -> bytes:
+    """EVT-10: the ``wsnt:Notify`` request pushed to a consumer (its ``wsa:To`` is the consumer address)."""
+    return _envelope(_NOTIFY_ACTION, etree.Element(f"{{{WSNT}}}Notify"), notifications_xml(messages, producer),
+                     to=consumer)
+
+
+def _post(address: str, data: bytes, timeout: float) -> int:
+    """POST ``data`` to ``address``; the HTTP status (the answer's body is read up to 64 KiB and dropped)."""
+    parts = urlsplit(address)
+    connection: http.client.HTTPConnection
+    if parts.scheme == "https":
+        connection = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=timeout,
+                                                 context=ssl.create_default_context())
+    else:
+        connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+    try:
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        connection.request("POST", target, data, {"Content-Type": SOAP12_CONTENT_TYPE})
+        response = connection.getresponse()
+        response.read(64 * 1024)
+        return response.status
+    finally:
+        connection.close()
+
+
+@dataclass
+class _Outbox:
+    """Messages taken from a push subscription and not yet accepted by its consumer."""
+
+    messages: list[Notification | GenericEvent]
+    failures: int = 0
+    next_try: float = 0.0
+
+
+class PushDelivery:
+    """EVT-10: delivers what base-notification subscriptions queue, as ``wsnt:Notify``, to their consumers.
+
+    The runtime calls :meth:`due` about every 0.2 s and runs :meth:`deliver` for each id it returns in a
+    worker thread (one at a time per subscription, so a slow consumer holds only its own). A batch (at
+    most ``batch`` messages, in order) is retried after each ``retry_after`` interval; when the last try
+    fails too, the consumer is taken as dead and the subscription ends (logged once): a dead consumer
+    costs at most ``len(retry_after) + 1`` POSTs of ``timeout`` seconds each.
+    """
+
+    def __init__(self, context: EventServiceContext, *, timeout: float = 5.0,
+                 retry_after: tuple[float, ...] = (1.0, 2.0), batch: int = 100,
+                 post: Callable[[str, bytes, float], int] = _post) -> None:
+        self.context = context
+        self.timeout = timeout
+        self.retry_after = retry_after
+        self.batch = batch
+        self.post = post
+        self._lock = threading.Lock()
+        self._outboxes: dict[str, _Outbox] = {}
+        self._producers: dict[str, str] = {}
+        self._busy: set[str] = set()
+
+    def register(self, sub_id: str, producer: str) -> None:
+        """Remember the ProducerReference text of a new push subscription."""
+        with self._lock:
+            self._producers[sub_id] = producer
+
+    def due(self) -> list[str]:
+        """The push subscriptions to deliver now (each is then marked busy until :meth:`deliver` ends)."""
+        now = self.context.clock()
+        pushing = [sub for sub in self.context.manager.live(now) if sub.consumer is not None]
+        out = []
+        with self._lock:
+            alive = {sub.id for sub in pushing}
+            for gone in [i for i in self._producers if i not in alive]:
+                self._producers.pop(gone, None)
+                self._outboxes.pop(gone, None)
+            for sub in pushing:
+                box = self._outboxes.get(sub.id)
+                if sub.id not in self._busy and (box is None or box.next_try <= now):
+                    self._busy.add(sub.id)
+                    out.append(sub.id)
+        return out
+
+    def deliver(self, sub_id: str) -> None:
+        """Push the pending messages of one subscription (blocking: run it in a worker thread)."""
+        try:
+            self._deliver(sub_id)
+        except Exception:
+            log.exception("delivering the notifications of subscription %s failed", sub_id)
+        finally:
+            with self._lock:
+                self._busy.discard(sub_id)
+
+    def _deliver(self, sub_id: str) -> None:
+        manager, now = self.context.manager, self.context.clock()
+        box = self._outboxes.get(sub_id)
+        try:
+            sub = manager.get(sub_id, now)
+            if box is None:
+                messages = manager.pull(sub_id, self.batch, now).messages
+                if not messages:
+                    return
+                box = self._outboxes[sub_id] = _Outbox(list(messages))
+        except UnknownSubscription:
+            return
+        consumer = sub.consumer or ""
+        data = notify_envelope(box.messages, consumer, self._producers.get(sub_id, ""))
+        try:
+            status = self.post(consumer, data, self.timeout)
+            problem = None if 200 <= status < 300 else f"HTTP {status}"
+        except (OSError, http.client.HTTPException) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        if problem is None:
+            self._outboxes.pop(sub_id, None)
+            return
+        box.failures += 1
+        if box.failures > len(self.retry_after):
+            log.warning("subscription %s ends: its consumer %s failed %d times (last: %s)", sub_id,
+                        excerpt(consumer), box.failures, excerpt(problem))
+            self._outboxes.pop(sub_id, None)
+            try:
+                manager.unsubscribe(sub_id, now)
+            except UnknownSubscription:
+                pass
+            return
+        box.next_try = now + self.retry_after[box.failures - 1]
+        log.info("subscription %s: consumer %s failed (%s); retry in %.1f s", sub_id, excerpt(consumer),
+                 excerpt(problem), self.retry_after[box.failures - 1])
+
+
+# --------------------------------------------------------------------------- WS-Addressing
+
+#: The subscription operations and the last segment of their input ``wsa:Action`` (WSDL, WS-N bw-2).
+_SUBSCRIPTION_OPERATIONS = {
+    (TEV, "PullMessages"): "PullMessagesRequest",
+    (TEV, "SetSynchronizationPoint"): "SetSynchronizationPointRequest",
+    (WSNT, "Renew"): "RenewRequest",
+    (WSNT, "Unsubscribe"): "UnsubscribeRequest",
+}
+
+
+def _header_text(request: SoapRequest, name: str) -> str | None:
+    if request.header is None:
+        return None
+    found = request.header.find(f"{{{WSA}}}{name}")
+    return None if found is None else (found.text or "").strip()
+
+
+def _check_action(request: SoapRequest) -> None:
+    """WS-Addressing 1.0: a ``wsa:Action`` that names another operation than the Body is refused.
+
+    The Body decides what runs (one message, one parse); an Action that contradicts it means client and
+    server disagree about the message, so it is refused rather than guessed. Accepted: the WSDL's input
+    action (``…/<Operation>Request``) and the bare ``…/<Operation>`` some clients send.
+    """
+    action = _header_text(request, "Action")
+    if not action:
+        return
+    _namespace, name = request.operation_name
+    last = action.rstrip("/").rpartition("/")[2]
+    if last not in (name, name + "Request"):
+        raise SoapFault(code="Sender", subcodes=("InvalidArgVal", "ActionMismatch"),
+                        reason=f"wsa:Action {excerpt(action)} does not name the operation {name} in the Body")
+
+
+def _relates_to(data: bytes, message_id: str) -> bytes:
+    """Our own answer ``data`` with ``wsa:RelatesTo`` in its header (WS-Addressing reply rule)."""
+    env = etree.fromstring(data)
+    header = env.find(f"{{{SOAP_ENV}}}Header")
+    if header is None:
+        header = etree.Element(f"{{{SOAP_ENV}}}Header")
+        env.insert(0, header)
+    etree.SubElement(header, f"{{{WSA}}}RelatesTo", nsmap={"wsa": WSA}).text = message_id
+    return bytes(etree.tostring(env, xml_declaration=True, encoding="utf-8"))
+
+
 # --------------------------------------------------------------------------- endpoints
 
 StartResponse = Callable[..., Any]
 
 
 class _EventEndpoint(SoapEndpoint):
-    """A :class:`SoapEndpoint` whose answers are the lxml elements the methods hand over."""
+    """A :class:`SoapEndpoint` whose answers are the lxml elements the methods hand over.
+
+    Every answer (faults too) carries ``wsa:RelatesTo`` when the request had a ``wsa:MessageID``.
+    """
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         captured: dict[str, Any] = {}
@@ -857,14 +1396,29 @@ class _EventEndpoint(SoapEndpoint):
             captured["status"], captured["headers"] = status, headers
             return lambda _chunk: None
 
-        body = b"".join(super().__call__(environ, capture))
+        request = environ.get(ENVIRON_REQUEST)
+        message_id = _header_text(request, "MessageID") if isinstance(request, SoapRequest) else None
+        try:
+            if isinstance(request, SoapRequest):
+                _check_action(request)
+            body = b"".join(super().__call__(environ, capture))
+        except SoapFault as fault:
+            log.info("refused request: %s", fault)
+            body = fault.to_envelope()
+            captured["status"] = f"{fault.http_status} {HTTPStatus(fault.http_status).phrase}"
+            captured["headers"] = [("Content-Type", SOAP12_CONTENT_TYPE)]
         raw = environ.pop(_RAW_KEY, None)
         if raw is not None and captured["status"].startswith("200"):
-            data = _envelope(*raw)
-            start_response("200 OK", [("Content-Type", SOAP12_CONTENT_TYPE), ("Content-Length", str(len(data)))])
-            return [data]
-        start_response(captured["status"], captured["headers"])
-        return [body]
+            status, headers = "200 OK", [("Content-Type", SOAP12_CONTENT_TYPE)]
+            action, element, tail = raw
+            data = _envelope(action, element, tail, relates_to=message_id)
+        else:
+            status, data = captured["status"], body
+            headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+            if message_id and data.startswith(b"<?xml"):
+                data = _relates_to(data, message_id)  # a fault: small, ours, parsed again to add the header
+        start_response(status, [*headers, ("Content-Length", str(len(data)))])
+        return [data]
 
 
 class _ByNamespace:
@@ -880,11 +1434,48 @@ class _ByNamespace:
         return self.endpoints.get(namespace, self.endpoints[self.default])(environ, start_response)
 
 
-def event_endpoints(context: EventServiceContext) -> tuple[SoapEndpoint, Any]:
+class _EventAddress:
+    """The event service's address: its own operations, and subscription operations addressed by ``wsa:To``.
+
+    A client may send PullMessages, Renew, Unsubscribe or SetSynchronizationPoint to the event service
+    address with the subscription's address in ``wsa:To`` (WS-Addressing: To is the destination). Such a
+    request runs on that subscription; without a ``wsa:To`` naming a subscription it gets the
+    ``ResourceUnknown`` fault that names where to send it. The header is read from the one parsed request.
+    """
+
+    def __init__(self, events: SoapEndpoint, producer: SoapEndpoint, subscriptions: _ByNamespace,
+                 context: EventServiceContext) -> None:
+        self.events = events
+        self.producer = producer
+        self.subscriptions = subscriptions
+        self.context = context
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        request = environ.get(ENVIRON_REQUEST)
+        if isinstance(request, SoapRequest) and request.operation_name == (WSNT, "Subscribe"):
+            return self.producer(environ, start_response)
+        if not isinstance(request, SoapRequest) or request.operation_name not in _SUBSCRIPTION_OPERATIONS:
+            return self.events(environ, start_response)
+        to = _header_text(request, "To") or ""
+        path = urlsplit(to).path
+        marker = path.find(SUBSCRIPTION_PATH)
+        if not to or marker < 0:
+            fault = _fault(("InvalidArgVal", "ResourceUnknown"),
+                           f"{request.operation_name[1]} goes to a subscription: send it to the "
+                           "SubscriptionReference address, or give that address in wsa:To",
+                           self.context.clock(), f"{{{WSRF_R}}}ResourceUnknownFault")
+            return fault_response(fault, start_response)
+        environ[_SUBSCRIPTION_KEY] = path[marker + len(SUBSCRIPTION_PATH):]
+        return self.subscriptions(environ, start_response)
+
+
+def event_endpoints(context: EventServiceContext) -> tuple[Any, Any]:
     """The WSGI apps of the event service and of the subscription addresses (no access control: see :mod:`.app`)."""
     events = _EventEndpoint([EventService], TEV, xsd="events", context=context, name="EventService")
     pull = _EventEndpoint([PullPointService], TEV, xsd="events", context=context, name="PullPointSubscription")
     manager = _EventEndpoint([SubscriptionManagerService], WSNT, xsd="events", context=context,
                              name="SubscriptionManager")
-    return events, _ByNamespace({TEV: pull, WSNT: manager}, TEV)
-
+    producer = _EventEndpoint([NotificationProducerService], WSNT, xsd="events", context=context,
+                              name="NotificationProducer")
+    subscriptions = _ByNamespace({TEV: pull, WSNT: manager}, TEV)
+    return _EventAddress(events, producer, subscriptions, context), subscriptions
