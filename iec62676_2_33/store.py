@@ -3,8 +3,8 @@
 Holds what a device must keep across restarts: uplink configurations (CFG-6),
 users and their levels (SEC-1/SEC-2), the keystore (certificates with private
 keys, referenced by CertificateID, UPL-13), certification path validation
-policies (ID → trust anchors, UPL-11) and authorization server configurations
-(UPL-14).
+policies (ID → trust anchors, UPL-11), authorization server configurations
+(UPL-14) and media sources (the Media2 profiles, STR-1; domain/media.py).
 
 Durability: WAL journal with ``synchronous=FULL`` and one ``BEGIN IMMEDIATE``
 transaction per change, so a process killed at any instant leaves either the
@@ -15,6 +15,7 @@ serve``) notices changes made by the CLI.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -23,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .domain.media import MediaSource, validate_media_source
 from .domain.private_files import private_database
+from .domain.sealed import Sealer
 from .errors import ConfigurationError
 from .uplinkconfig import UplinkConfiguration, too_many
 
@@ -57,10 +60,56 @@ CREATE TABLE IF NOT EXISTS auth_servers (
 );
 INSERT OR IGNORE INTO meta (key, value) VALUES ('generation', '0');
 INSERT OR IGNORE INTO meta (key, value) VALUES ('device_salt', lower(hex(randomblob(16))));
+CREATE TABLE IF NOT EXISTS media_sources (
+    token TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    rtsp_url TEXT NOT NULL,
+    snapshot_url TEXT,
+    encoding TEXT NOT NULL,
+    width INTEGER,
+    height INTEGER,
+    username TEXT,
+    password TEXT
+);
+-- keystore objects of the Security service (PROV-1): keys (private part sealed, domain/sealed.py),
+-- the key of each certificate (certificates.key_pem is empty for these), trust anchors by CertificateID,
+-- policy and authorization-server details.
+CREATE TABLE IF NOT EXISTS keystore_keys (
+    id TEXT PRIMARY KEY,
+    alias TEXT,
+    status TEXT NOT NULL,
+    public_der BLOB,
+    private_sealed BLOB,
+    external INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS certificate_keys (
+    certificate_id TEXT PRIMARY KEY REFERENCES certificates(id) ON DELETE CASCADE,
+    key_id TEXT NOT NULL REFERENCES keystore_keys(id),
+    alias TEXT
+);
+CREATE TABLE IF NOT EXISTS policy_anchor_certificates (
+    policy_id TEXT NOT NULL REFERENCES policies(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    certificate_id TEXT NOT NULL REFERENCES certificates(id),
+    PRIMARY KEY (policy_id, position)
+);
+CREATE TABLE IF NOT EXISTS policy_details (
+    policy_id TEXT PRIMARY KEY REFERENCES policies(id) ON DELETE CASCADE,
+    alias TEXT,
+    require_client_auth_eku INTEGER,
+    use_delta_crls INTEGER
+);
+CREATE TABLE IF NOT EXISTS auth_server_details (
+    token TEXT PRIMARY KEY REFERENCES auth_servers(token) ON DELETE CASCADE,
+    type TEXT NOT NULL,
+    client_auth TEXT,
+    scope TEXT,
+    certificate_id TEXT REFERENCES certificates(id)
+);
 """
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +139,8 @@ class DeviceStore:
             with self._write() as db:
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     db.execute(statement)
+            self._sealer: Sealer | None = None
+            self._seal_plaintext_keys()
         except (sqlite3.DatabaseError, OSError) as exc:
             raise ConfigurationError(f"{self.path} is not a usable device store: {exc}") from exc
 
@@ -189,32 +240,180 @@ class DeviceStore:
         with self._write() as db:
             return db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount > 0
 
-    # -- keystore (UPL-13) ----------------------------------------------------
-    def put_certificate(self, certificate_id: str, cert_pem: bytes, key_pem: bytes) -> None:
+    # -- keystore (PROV-1, UPL-13): keys and certificates -------------------
+    # Rules (what may be created, parsed, matched) live in security/keystore.py; this block keeps
+    # the objects, their references and the limits, each change in one transaction. Private keys
+    # are sealed under the device secret (domain/sealed.py) and opened only for on-device use.
+
+    def _seal(self, key_id: str, private_pem: bytes) -> bytes:
+        with self._lock:
+            if self._sealer is None:
+                self._sealer = Sealer(self.data_dir)
+            return self._sealer.seal(key_id, private_pem)
+
+    def _open(self, key_id: str, sealed: bytes) -> bytes:
+        with self._lock:
+            if self._sealer is None:
+                self._sealer = Sealer(self.data_dir)
+            return self._sealer.open(key_id, sealed)
+
+    def _seal_plaintext_keys(self) -> None:
+        """Move private keys an older version kept in the clear (``certificates.key_pem``) under seal."""
+        for certificate_id, cert_pem, key_pem in self._read(
+                "SELECT id, cert_pem, key_pem FROM certificates WHERE length(key_pem) > 0"):
+            self.put_certificate(str(certificate_id), _blob(cert_pem), _blob(key_pem))
+
+    def add_key(self, key_id: str, *, alias: str | None, public_der: bytes | None, private_pem: bytes | None,
+                max_keys: int, generating: bool = False, external: bool = True) -> None:
+        """Store a new key (``generating``: a placeholder whose material :meth:`complete_key` fills in)."""
+        sealed = None if private_pem is None else self._seal(key_id, private_pem)
         with self._write() as db:
-            db.execute("INSERT OR REPLACE INTO certificates (id, cert_pem, key_pem) VALUES (?, ?, ?)",
-                       (certificate_id, cert_pem, key_pem))
+            _check_room(db, "keystore_keys", max_keys, "keys")
+            db.execute("INSERT INTO keystore_keys (id, alias, status, public_der, private_sealed, external)"
+                       " VALUES (?, ?, ?, ?, ?, ?)",
+                       (key_id, alias, KEY_GENERATING if generating else KEY_OK, public_der, sealed, int(external)))
+
+    def complete_key(self, key_id: str, public_der: bytes, private_pem: bytes) -> bool:
+        """A generated key is ready; False when it was deleted meanwhile (then nothing is stored)."""
+        sealed = self._seal(key_id, private_pem)
+        with self._write() as db:
+            return db.execute("UPDATE keystore_keys SET status = ?, public_der = ?, private_sealed = ?"
+                              " WHERE id = ? AND status = ?",
+                              (KEY_OK, public_der, sealed, key_id, KEY_GENERATING)).rowcount > 0
+
+    def discard_generating_keys(self) -> int:
+        """Drop placeholders of generations that never finished (the process died): no half object stays."""
+        with self._write() as db:
+            return db.execute("DELETE FROM keystore_keys WHERE status = ?", (KEY_GENERATING,)).rowcount
+
+    def key(self, key_id: str) -> KeyRecord | None:
+        rows = self._read(f"SELECT {_KEY_COLUMNS} FROM keystore_keys WHERE id = ?", (key_id,))
+        return _key(rows[0]) if rows else None
+
+    def list_keys(self) -> list[KeyRecord]:
+        return [_key(r) for r in self._read(f"SELECT {_KEY_COLUMNS} FROM keystore_keys ORDER BY id")]
+
+    def key_by_public(self, public_der: bytes) -> KeyRecord | None:
+        rows = self._read(f"SELECT {_KEY_COLUMNS} FROM keystore_keys WHERE public_der = ?"
+                          " ORDER BY private_sealed IS NULL, id LIMIT 1", (public_der,))
+        return _key(rows[0]) if rows else None
+
+    def private_key(self, key_id: str) -> bytes | None:
+        """The opened private key (PEM) for use on the device only (signing, TLS); never for an answer."""
+        rows = self._read("SELECT private_sealed FROM keystore_keys WHERE id = ?", (key_id,))
+        if not rows or rows[0][0] is None:
+            return None
+        return self._open(key_id, _blob(rows[0][0]))
+
+    def delete_key(self, key_id: str) -> bool:
+        """Remove a key; :class:`ReferenceExists` while a certificate uses it."""
+        with self._write() as db:
+            used = db.execute("SELECT certificate_id FROM certificate_keys WHERE key_id = ? LIMIT 1",
+                              (key_id,)).fetchone()
+            if used is not None:
+                raise ReferenceExists(f"key {key_id!r} is used by certificate {used[0]!r}; delete that first")
+            return db.execute("DELETE FROM keystore_keys WHERE id = ?", (key_id,)).rowcount > 0
+
+    def add_certificate(self, certificate_id: str, *, key_id: str, alias: str | None, cert_pem: bytes,
+                        max_certificates: int) -> None:
+        """Store a new certificate of a stored key (its private key, if any, stays with the key)."""
+        with self._write() as db:
+            _check_room(db, "certificates", max_certificates, "certificates")
+            db.execute("INSERT INTO certificates (id, cert_pem, key_pem) VALUES (?, ?, ?)",
+                       (certificate_id, cert_pem, b""))
+            db.execute("INSERT INTO certificate_keys (certificate_id, key_id, alias) VALUES (?, ?, ?)",
+                       (certificate_id, key_id, alias))
+
+    def put_certificate(self, certificate_id: str, cert_pem: bytes, key_pem: bytes) -> None:
+        """Add or replace a certificate together with its own private key (``device keystore add``).
+
+        The key is stored as key ``<certificate_id>-key`` (sealed), so the
+        Security service shows it like any other (UPL-13, PROV-1).
+        """
+        key_id = f"{certificate_id}-key"
+        sealed = self._seal(key_id, key_pem)
+        with self._write() as db:
+            db.execute("INSERT INTO keystore_keys (id, status, private_sealed, external) VALUES (?, ?, ?, 1)"
+                       " ON CONFLICT(id) DO UPDATE SET private_sealed = excluded.private_sealed,"
+                       " public_der = NULL, status = excluded.status", (key_id, KEY_OK, sealed))
+            db.execute("INSERT INTO certificates (id, cert_pem, key_pem) VALUES (?, ?, ?)"
+                       " ON CONFLICT(id) DO UPDATE SET cert_pem = excluded.cert_pem, key_pem = excluded.key_pem",
+                       (certificate_id, cert_pem, b""))
+            db.execute("INSERT INTO certificate_keys (certificate_id, key_id) VALUES (?, ?)"
+                       " ON CONFLICT(certificate_id) DO UPDATE SET key_id = excluded.key_id",
+                       (certificate_id, key_id))
+
+    def certificate(self, certificate_id: str) -> CertificateRecord | None:
+        rows = self._read(f"SELECT {_CERT_COLUMNS} FROM certificates c JOIN certificate_keys k"
+                          " ON k.certificate_id = c.id WHERE c.id = ?", (certificate_id,))
+        return _certificate(rows[0]) if rows else None
+
+    def list_certificate_records(self) -> list[CertificateRecord]:
+        return [_certificate(r) for r in self._read(
+            f"SELECT {_CERT_COLUMNS} FROM certificates c JOIN certificate_keys k ON k.certificate_id = c.id"
+            " ORDER BY c.id")]
 
     def get_certificate(self, certificate_id: str) -> tuple[bytes, bytes] | None:
-        """(certificate chain PEM, private key PEM) or None."""
-        rows = self._read("SELECT cert_pem, key_pem FROM certificates WHERE id = ?", (certificate_id,))
-        return (bytes(rows[0][0]), bytes(rows[0][1])) if rows else None  # type: ignore[arg-type]
+        """(certificate chain PEM, private key PEM) of a client credential, or None (no such
+        certificate, or its key has no private part)."""
+        record = self.certificate(certificate_id)
+        if record is None:
+            return None
+        key_pem = self.private_key(record.key_id)
+        return None if key_pem is None else (record.cert_pem, key_pem)
 
     def list_certificates(self) -> list[str]:
         return [str(r[0]) for r in self._read("SELECT id FROM certificates ORDER BY id")]
 
     def has_certificate(self, certificate_id: str) -> bool:
-        return bool(self._read("SELECT 1 FROM certificates WHERE id = ?", (certificate_id,)))
+        """True for a certificate whose key has a private part: one an uplink can authenticate with."""
+        return bool(self._read(
+            "SELECT 1 FROM certificate_keys c JOIN keystore_keys k ON k.id = c.key_id"
+            " WHERE c.certificate_id = ? AND k.private_sealed IS NOT NULL", (certificate_id,)))
 
-    # -- certification path validation policies (UPL-11) ----------------------
+    def delete_certificate(self, certificate_id: str) -> bool:
+        """Remove a certificate; :class:`ReferenceExists` while an uplink, a policy or an
+        authorization server configuration names it."""
+        with self._write() as db:
+            for sql, what in _CERTIFICATE_USERS:
+                row = db.execute(sql, (certificate_id,)).fetchone()
+                if row is not None:
+                    raise ReferenceExists(f"certificate {certificate_id!r} is used by {what} {row[0]!r}")
+            return db.execute("DELETE FROM certificates WHERE id = ?", (certificate_id,)).rowcount > 0
+
+    # -- certification path validation policies (UPL-11, PROV-1) -------------
+    def add_policy(self, policy: PolicyRecord, *, max_policies: int) -> None:
+        """Store a new policy whose trust anchors are stored certificates (by CertificateID)."""
+        with self._write() as db:
+            _check_room(db, "policies", max_policies, "certification path validation policies")
+            db.execute("INSERT INTO policies (id) VALUES (?)", (policy.policy_id,))
+            for position, certificate_id in enumerate(policy.anchors):
+                row = db.execute("SELECT cert_pem FROM certificates WHERE id = ?", (certificate_id,)).fetchone()
+                if row is None:
+                    raise ConfigurationError(f"trust anchor {certificate_id!r} is not a stored certificate")
+                _put_anchor(db, policy.policy_id, position, certificate_id, row[0])
+            db.execute("INSERT INTO policy_details (policy_id, alias, require_client_auth_eku, use_delta_crls)"
+                       " VALUES (?, ?, ?, ?)", (policy.policy_id, policy.alias,
+                                                _flag(policy.require_client_auth_eku), _flag(policy.use_delta_crls)))
+
     def put_policy(self, policy_id: str, anchors_pem: Sequence[bytes]) -> None:
+        """Add or replace a policy from trust-anchor PEMs (``device policy add``); each anchor is kept
+        as a certificate ``anchor-<digest>`` so the Security service lists it by CertificateID."""
         if not anchors_pem:
             raise ConfigurationError(f"policy {policy_id!r} needs at least one trust anchor")
         with self._write() as db:
-            db.execute("INSERT OR REPLACE INTO policies (id) VALUES (?)", (policy_id,))
+            db.execute("INSERT OR IGNORE INTO policies (id) VALUES (?)", (policy_id,))
             db.execute("DELETE FROM policy_anchors WHERE policy_id = ?", (policy_id,))
-            db.executemany("INSERT INTO policy_anchors (policy_id, position, cert_pem) VALUES (?, ?, ?)",
-                           [(policy_id, i, pem) for i, pem in enumerate(anchors_pem)])
+            db.execute("DELETE FROM policy_anchor_certificates WHERE policy_id = ?", (policy_id,))
+            for position, pem in enumerate(anchors_pem):
+                certificate_id = f"anchor-{hashlib.sha256(pem).hexdigest()[:20]}"
+                db.execute("INSERT OR IGNORE INTO keystore_keys (id, status, external) VALUES (?, ?, 1)",
+                           (f"{certificate_id}-key", KEY_OK))
+                db.execute("INSERT OR IGNORE INTO certificates (id, cert_pem, key_pem) VALUES (?, ?, ?)",
+                           (certificate_id, pem, b""))
+                db.execute("INSERT OR IGNORE INTO certificate_keys (certificate_id, key_id) VALUES (?, ?)",
+                           (certificate_id, f"{certificate_id}-key"))
+                _put_anchor(db, policy_id, position, certificate_id, pem)
 
     def get_policy(self, policy_id: str) -> list[bytes] | None:
         if not self.has_policy(policy_id):
@@ -223,11 +422,68 @@ class DeviceStore:
                           (policy_id,))
         return [bytes(r[0]) for r in rows]  # type: ignore[arg-type]
 
+    def policy(self, policy_id: str) -> PolicyRecord | None:
+        rows = self._read("SELECT p.id, d.alias, d.require_client_auth_eku, d.use_delta_crls FROM policies p"
+                          " LEFT JOIN policy_details d ON d.policy_id = p.id WHERE p.id = ?", (policy_id,))
+        if not rows:
+            return None
+        pid, alias, eku, delta = rows[0]
+        anchors = self._read("SELECT certificate_id FROM policy_anchor_certificates WHERE policy_id = ?"
+                             " ORDER BY position", (policy_id,))
+        return PolicyRecord(policy_id=str(pid), alias=None if alias is None else str(alias),
+                            anchors=tuple(str(a[0]) for a in anchors),
+                            require_client_auth_eku=None if eku is None else bool(eku),
+                            use_delta_crls=None if delta is None else bool(delta))
+
     def has_policy(self, policy_id: str) -> bool:
         return bool(self._read("SELECT 1 FROM policies WHERE id = ?", (policy_id,)))
 
     def list_policies(self) -> list[str]:
         return [str(r[0]) for r in self._read("SELECT id FROM policies ORDER BY id")]
+
+    def delete_policy(self, policy_id: str) -> bool:
+        """Remove a policy; :class:`ReferenceExists` while an uplink or an authorization server uses it."""
+        with self._write() as db:
+            for sql, what in _POLICY_USERS:
+                row = db.execute(sql, (policy_id,)).fetchone()
+                if row is not None:
+                    raise ReferenceExists(f"policy {policy_id!r} is used by {what} {row[0]!r}")
+            db.execute("DELETE FROM policy_anchors WHERE policy_id = ?", (policy_id,))
+            return db.execute("DELETE FROM policies WHERE id = ?", (policy_id,)).rowcount > 0
+
+    # -- authorization server configurations of the Security service (PROV-1, PROV-3)
+    def add_auth_server(self, cfg: AuthServerConfig, details: AuthServerDetails, *, max_configurations: int,
+                        replace: bool = False) -> None:
+        """Create (or, with ``replace``, overwrite an existing) configuration and its details."""
+        with self._write() as db:
+            exists = db.execute("SELECT 1 FROM auth_servers WHERE token = ?", (cfg.token,)).fetchone()
+            if replace and exists is None:
+                raise ConfigurationError(f"no authorization server configuration {cfg.token!r}")
+            if not replace:
+                _check_room(db, "auth_servers", max_configurations, "authorization server configurations")
+            db.execute(
+                "INSERT OR REPLACE INTO auth_servers (token, url, client_id, client_secret, policy_id)"
+                " VALUES (?, ?, ?, ?, ?)", (cfg.token, cfg.url, cfg.client_id, cfg.client_secret, cfg.policy_id))
+            db.execute("INSERT OR REPLACE INTO auth_server_details (token, type, client_auth, scope, certificate_id)"
+                       " VALUES (?, ?, ?, ?, ?)",
+                       (cfg.token, details.type, details.client_auth, details.scope, details.certificate_id))
+
+    def auth_server_details(self, token: str) -> AuthServerDetails | None:
+        rows = self._read("SELECT type, client_auth, scope, certificate_id FROM auth_server_details"
+                          " WHERE token = ?", (token,))
+        if not rows:
+            return None
+        kind, auth, scope, cert = (None if v is None else str(v) for v in rows[0])
+        return AuthServerDetails(type=kind or "", client_auth=auth, scope=scope, certificate_id=cert)
+
+    def delete_auth_server(self, token: str) -> bool:
+        """Remove a configuration; :class:`ReferenceExists` while an uplink uses it."""
+        with self._write() as db:
+            row = db.execute("SELECT remote_address FROM uplinks WHERE authorization_server = ? LIMIT 1",
+                             (token,)).fetchone()
+            if row is not None:
+                raise ReferenceExists(f"authorization server {token!r} is used by uplink {row[0]!r}")
+            return db.execute("DELETE FROM auth_servers WHERE token = ?", (token,)).rowcount > 0
 
     # -- authorization servers (UPL-14) ---------------------------------------
     def put_auth_server(self, cfg: AuthServerConfig) -> None:
@@ -251,6 +507,30 @@ class DeviceStore:
     def list_auth_servers(self) -> list[str]:
         return [str(r[0]) for r in self._read("SELECT token FROM auth_servers ORDER BY token")]
 
+    # -- media sources (STR-1, ANX-B-1; domain/media.py) ----------------------
+    def put_media_source(self, src: MediaSource) -> bool:
+        """Validate and add or replace the source keyed by its token; True when it was new."""
+        validate_media_source(src)
+        with self._write() as db:
+            exists = db.execute("SELECT 1 FROM media_sources WHERE token = ?", (src.token,)).fetchone() is not None
+            db.execute(
+                "INSERT OR REPLACE INTO media_sources (token, name, rtsp_url, snapshot_url, encoding, width,"
+                " height, username, password) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (src.token, src.name, src.rtsp_url, src.snapshot_url, src.encoding, src.width, src.height,
+                 src.username, src.password))
+        return not exists
+
+    def get_media_source(self, token: str) -> MediaSource | None:
+        rows = self._read(f"SELECT {_MEDIA_COLUMNS} FROM media_sources WHERE token = ?", (token,))
+        return _media_source(rows[0]) if rows else None
+
+    def list_media_sources(self) -> list[MediaSource]:
+        return [_media_source(r) for r in self._read(f"SELECT {_MEDIA_COLUMNS} FROM media_sources ORDER BY token")]
+
+    def delete_media_source(self, token: str) -> bool:
+        with self._write() as db:
+            return db.execute("DELETE FROM media_sources WHERE token = ?", (token,)).rowcount > 0
+
     def integrity_check(self) -> str:
         return str(self._read("PRAGMA integrity_check")[0][0])
 
@@ -263,3 +543,126 @@ def _uplink(row: tuple[object, ...]) -> UplinkConfiguration:
         cert_path_validation_policy_id=None if policy_id is None else str(policy_id),
         authorization_server=None if auth is None else str(auth),
     )
+
+
+_MEDIA_COLUMNS = "token, name, rtsp_url, snapshot_url, encoding, width, height, username, password"
+
+
+def _media_source(row: tuple[object, ...]) -> MediaSource:
+    token, name, rtsp_url, snapshot_url, encoding, width, height, username, password = row
+
+    def text(value: object) -> str | None:
+        return None if value is None else str(value)
+
+    return MediaSource(
+        token=str(token), name=str(name), rtsp_url=str(rtsp_url), snapshot_url=text(snapshot_url),
+        encoding=str(encoding), width=None if width is None else int(str(width)),
+        height=None if height is None else int(str(height)), username=text(username), password=text(password))
+
+
+# -- keystore records and helpers (PROV-1) -------------------------------------
+
+#: Key status values of the Security service (tas:KeyStatus).
+KEY_OK = "ok"
+KEY_GENERATING = "generating"
+
+
+class ReferenceExists(ConfigurationError):
+    """A keystore object is still used (by an uplink, a policy, a certificate …) and stays."""
+
+
+class CapacityReached(ConfigurationError):
+    """The keystore holds as many objects of a kind as the device supports; nothing was stored."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyRecord:
+    """A key of the keystore; its private part never leaves the store except via ``private_key``."""
+
+    key_id: str
+    alias: str | None
+    status: str
+    public_der: bytes | None
+    has_private_key: bool
+    external: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class CertificateRecord:
+    certificate_id: str
+    key_id: str
+    alias: str | None
+    cert_pem: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyRecord:
+    """A certification path validation policy: trust anchors by CertificateID."""
+
+    policy_id: str
+    alias: str | None
+    anchors: tuple[str, ...]
+    require_client_auth_eku: bool | None = None
+    use_delta_crls: bool | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthServerDetails:
+    """What the Security service keeps beside :class:`AuthServerConfig` (PROV-3)."""
+
+    type: str
+    client_auth: str | None = None
+    scope: str | None = None
+    certificate_id: str | None = None
+
+
+_KEY_COLUMNS = "id, alias, status, public_der, private_sealed IS NOT NULL, external"
+_CERT_COLUMNS = "c.id, k.key_id, k.alias, c.cert_pem"
+_CERTIFICATE_USERS = (
+    ("SELECT remote_address FROM uplinks WHERE certificate_id = ? LIMIT 1", "uplink"),
+    ("SELECT policy_id FROM policy_anchor_certificates WHERE certificate_id = ? LIMIT 1",
+     "certification path validation policy"),
+    ("SELECT token FROM auth_server_details WHERE certificate_id = ? LIMIT 1", "authorization server"),
+)
+_POLICY_USERS = (
+    ("SELECT remote_address FROM uplinks WHERE cert_path_validation_policy_id = ? LIMIT 1", "uplink"),
+    ("SELECT token FROM auth_servers WHERE policy_id = ? LIMIT 1", "authorization server"),
+)
+
+
+def _check_room(db: sqlite3.Connection, table: str, limit: int, what: str) -> None:
+    if db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] >= limit:  # table: one of ours
+        raise CapacityReached(f"the keystore already holds the maximum of {limit} {what}; delete one first")
+
+
+def _put_anchor(db: sqlite3.Connection, policy_id: str, position: int, certificate_id: str, pem: bytes) -> None:
+    db.execute("INSERT INTO policy_anchors (policy_id, position, cert_pem) VALUES (?, ?, ?)",
+               (policy_id, position, pem))
+    db.execute("INSERT OR REPLACE INTO policy_anchor_certificates (policy_id, position, certificate_id)"
+               " VALUES (?, ?, ?)", (policy_id, position, certificate_id))
+
+
+def _blob(value: object) -> bytes:
+    """A BLOB column's value (sqlite3 gives ``bytes``)."""
+    if not isinstance(value, bytes):
+        raise ConfigurationError(f"the device store holds {type(value).__name__} where bytes belong; "
+                                 "it is damaged")
+    return value
+
+
+def _flag(value: bool | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _key(row: tuple[object, ...]) -> KeyRecord:
+    key_id, alias, status, public_der, has_private, external = row
+    return KeyRecord(key_id=str(key_id), alias=None if alias is None else str(alias), status=str(status),
+                     public_der=None if public_der is None else _blob(public_der),
+                     has_private_key=bool(has_private), external=bool(external))
+
+
+def _certificate(row: tuple[object, ...]) -> CertificateRecord:
+    certificate_id, key_id, alias, cert_pem = row
+    return CertificateRecord(certificate_id=str(certificate_id), key_id=str(key_id),
+                             alias=None if alias is None else str(alias),
+                             cert_pem=_blob(cert_pem))

@@ -15,7 +15,7 @@ import http.client
 import io
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -53,7 +53,7 @@ NS = {"env": SOAP_ENV, "tds": TDS, "tt": TT, "tup": TUP, "ter": TER, "tev": TEV}
 def envelope(body: str, *, user: tuple[str, str] | None = None) -> bytes:
     header = ""
     if user is not None:
-        token = build_username_token(user[0], user[1], datetime.now(timezone.utc))
+        token = build_username_token(user[0], user[1], datetime.now(UTC))
         header = f"<env:Header>{etree.tostring(token).decode()}</env:Header>"
     return (f'<?xml version="1.0" encoding="utf-8"?><env:Envelope xmlns:env="{SOAP_ENV}" '
             f'xmlns:tds="{TDS}" xmlns:tt="{TT}">{header}<env:Body>{body}</env:Body></env:Envelope>').encode()
@@ -96,9 +96,11 @@ def services_of(response: etree._Element) -> list[tuple[str, str, str, str]]:
 
 
 def expected_services(base: str) -> list[tuple[str, str, str, str]]:
-    """The device, uplink and event services, each at its conventional path under ``base``."""
+    """The device, uplink, event and Media2 services, each at its conventional path under ``base``."""
     return [(TDS, base + DEVICE_PATH, "24", "6"), (TUP, base + UPLINK_PATH, "24", "6"),
-            (TEV, base + EVENT_PATH, "24", "6")]
+            (TEV, base + EVENT_PATH, "24", "6"),
+            ("http://www.onvif.org/ver20/media/wsdl", base + "/onvif/media2_service", "24", "6"),
+            ("http://www.onvif.org/ver10/advancedsecurity/wsdl", base + "/onvif/security_service", "24", "6")]
 
 
 # -- on the wire ------------------------------------------------------------------------
@@ -112,7 +114,7 @@ def test_bootstrap_sequence_anonymous_raw_envelopes_gen_2(device: RunningDevice)
         "DateTimeType", "DaylightSavings", "TimeZone", "UTCDateTime", "LocalDateTime"]
     assert sdt.findtext("tt:TimeZone/tt:TZ", namespaces=NS) == "UTC0"
     year = int(sdt.findtext("tt:UTCDateTime/tt:Date/tt:Year", namespaces=NS))
-    assert year == datetime.now(timezone.utc).year or year == datetime.now(timezone.utc).year - 1
+    assert year == datetime.now(UTC).year or year == datetime.now(UTC).year - 1
 
     url = device.base + DEVICE_PATH
     services = ok(url, "<tds:GetServices><tds:IncludeCapability>false</tds:IncludeCapability></tds:GetServices>")
@@ -325,7 +327,7 @@ def test_system_date_and_time_from_injected_clock_gen_2(tmp_path: Path) -> None:
     from iec62676_2_33.services.uplink import UplinkServiceContext
     from iec62676_2_33.store import DeviceStore
 
-    moment = datetime(2024, 2, 29, 23, 59, 58, tzinfo=timezone.utc).timestamp() + 0.9
+    moment = datetime(2024, 2, 29, 23, 59, 58, tzinfo=UTC).timestamp() + 0.9
     with DeviceStore(tmp_path / "d") as store:
         app = build_device_app(UplinkServiceContext(store=store), clock=lambda: moment)
         status, root = wsgi_call(app, "<tds:GetSystemDateAndTime/>")

@@ -1,4 +1,4 @@
-"""``iec62676 cloud serve``: the cloud side — accept device uplinks, optionally proxy HTTP to them."""
+"""``iec62676 cloud serve``: the cloud side — accept device uplinks, optionally proxy HTTP and RTSP to them."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import asyncio
 import signal
 from pathlib import Path
 from typing import Any
+
+from .enroll import add_parser as add_enroll_parser
 
 
 def register(sub: Any) -> None:
@@ -26,6 +28,11 @@ def register(sub: Any) -> None:
                         "uplink UserLevel: loopback only unless --proxy-allow-remote)")
     p.add_argument("--proxy-allow-remote", action="store_true",
                    help="let --proxy bind a non-loopback address (put your own authentication in front)")
+    p.add_argument("--rtsp", metavar="HOST:PORT",
+                   help="also serve live video to RTSP players: rtsp://HOST:PORT/devices/<id>/<media token> "
+                        "(RTSP over TCP; loopback only unless --rtsp-allow-remote)")
+    p.add_argument("--rtsp-allow-remote", action="store_true",
+                   help="let --rtsp bind a non-loopback address (put your own authentication in front)")
     p.add_argument("--path", help="accept upgrades only for this request path")
     p.add_argument("--jwt-issuer", action="append", default=[], metavar="ISS",
                    help="trusted access-token issuer (repeatable; access-token mode)")
@@ -36,6 +43,7 @@ def register(sub: Any) -> None:
     p.add_argument("--jwt-identity-claim", default="sub", metavar="CLAIM",
                    help="the claim that names the device (default sub)")
     p.set_defaults(handler=serve)
+    add_enroll_parser(csub)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -43,7 +51,7 @@ def serve(args: argparse.Namespace) -> int:
 
     options = CloudOptions(listen=args.listen, cert=args.cert, key=args.key, client_cas=args.client_ca,
                            identity=args.identity, proxy=args.proxy, proxy_allow_remote=args.proxy_allow_remote,
-                           path=args.path,
+                           path=args.path, rtsp=args.rtsp, rtsp_allow_remote=args.rtsp_allow_remote,
                            jwt_issuers=args.jwt_issuer, jwt_audience=args.jwt_audience, jwt_keys=args.jwt_keys,
                            jwt_keys_ca=args.jwt_keys_ca, jwt_identity_claim=args.jwt_identity_claim)
 

@@ -24,6 +24,7 @@ from ..security.oauth import token_endpoint
 from ..services.uplink import UplinkServiceContext
 from ..store import AuthServerConfig, DeviceStore
 from ..uplinkconfig import UplinkConfiguration, split_levels
+from .media import register_media_group
 from .resources import register_device_group
 
 LEVELS = [lvl.value for lvl in UserLevel if lvl is not UserLevel.ANONYMOUS]
@@ -112,6 +113,7 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=uplink_delete)
 
     register_device_group(dsub)  # resources load / list / remove (cli/resources.py)
+    register_media_group(dsub)  # media add / list / remove (cli/media.py)
 
     p = dsub.add_parser("serve", help="serve the device's web services (and run its uplinks)")
     _data(p)

@@ -61,14 +61,21 @@ class H2ClientRole(H2Role):
         authority: str,
         scheme: str = "https",
         end_stream: bool | None = None,
+        protocol: str | None = None,
     ) -> int:
         """Open a stream with a request; returns its id.
 
         ``end_stream`` None or True ends the request after ``body`` (or after
         the head when there is none); False leaves it open for ``send_data``.
+        ``protocol`` makes it an extended CONNECT (RFC 8441, ``method`` must be
+        ``CONNECT``), allowed once the peer advertised :attr:`peer_accepts_connect_protocol`.
         """
         self._require_open()
         conn = self._conn
+        if protocol is not None and (method != "CONNECT" or not self.peer_accepts_connect_protocol):
+            raise LocalProtocolError(
+                "an extended CONNECT needs method CONNECT and a peer that sent "
+                "SETTINGS_ENABLE_CONNECT_PROTOCOL = 1 (RFC 8441)")
         limit = min(conn.remote_settings.max_concurrent_streams, self.limits.max_concurrent_streams)
         if conn.open_outbound_streams >= limit:
             raise LocalProtocolError(
@@ -80,6 +87,7 @@ class H2ClientRole(H2Role):
         fields = self._with_length(
             [
                 (":method", method),
+                *([(":protocol", protocol)] if protocol is not None else []),
                 (":scheme", scheme),
                 (":authority", authority),
                 (":path", path),
@@ -107,6 +115,11 @@ class H2ClientRole(H2Role):
             self._queue(stream_id, st, body or b"", end)
             self._pump()
         return stream_id
+
+    @property
+    def peer_accepts_connect_protocol(self) -> bool:
+        """The device advertised SETTINGS_ENABLE_CONNECT_PROTOCOL = 1 (RFC 8441 extended CONNECT)."""
+        return bool(self._conn.remote_settings.enable_connect_protocol)
 
     # ------------------------------------------------------------------ hooks
 

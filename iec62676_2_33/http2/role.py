@@ -33,7 +33,10 @@ complete frame at a time. That lets it
   while it is still arriving (h2 only caps the number of CONTINUATIONs, at
   ``h2.frame_buffer.CONTINUATION_BACKLOG`` = 64);
 * never lose the events of earlier frames when a later frame of the same read
-  makes h2 raise (h2 raises out of ``receive_data`` and drops them).
+  makes h2 raise (h2 raises out of ``receive_data`` and drops them);
+* check every received header block with :func:`~.headers.check_received`
+  (h2's own rules in one pass; h2's slower checks are off), a malformed one
+  ending the connection with PROTOCOL_ERROR as h2 would.
 
 h2's ``ProtocolError`` family (and any error of its parsers) becomes GOAWAY
 with h2's error code plus ``ConnectionTerminated(local=True)``; a broken limit
@@ -82,6 +85,7 @@ ISO-8859-1 (lossless for any byte, the WSGI convention).
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -91,6 +95,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import hpack.hpack
 import hyperframe.frame
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
@@ -103,6 +108,7 @@ from hpack.exceptions import HPACKError
 from hyperframe.exceptions import HyperframeError
 
 from ..errors import LocalProtocolError
+from .headers import MalformedHeaders, check_received
 from .limits import DEFAULT_LIMITS, H2Limits, RateLimiter
 
 if TYPE_CHECKING:
@@ -155,6 +161,37 @@ def _data_frame_body_repr(self: hyperframe.frame.DataFrame) -> str:
 
 
 hyperframe.frame.DataFrame._body_repr = _data_frame_body_repr  # type: ignore[method-assign,assignment]
+
+
+class _WithoutDebug:
+    """hpack's module logger without ``debug``.
+
+    hpack logs every header it encodes or decodes, values included, at DEBUG
+    ("Decoded (b'authorization', b'Bearer ...')"): 20-odd calls per request
+    whether anyone listens or not (about 7 us of a small request,
+    docs/benchmarks.md "Service edge"), and with DEBUG on they would put
+    credentials in the log. Everything else goes to the real logger.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def debug(self, *_args: object, **_kwargs: object) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._logger, name)
+
+
+hpack.hpack.log = _WithoutDebug(hpack.hpack.log)  # type: ignore[assignment]
+
+#: The h2 events that carry a received header block, and which kind of block it is.
+_HEADER_BLOCKS: dict[type, str] = {
+    h2.events.RequestReceived: "request",
+    h2.events.ResponseReceived: "response",
+    h2.events.InformationalResponseReceived: "response",
+    h2.events.TrailersReceived: "trailer",
+}
 
 
 # ------------------------------------------------------------------------ events
@@ -309,7 +346,17 @@ class H2Role:
         self.limits = limits
         self.client_side = client_side
         self.auto_acknowledge = auto_acknowledge
-        config = h2.config.H2Configuration(client_side=client_side, header_encoding=None)
+        # Outbound header blocks are normalised and validated once, by _encode(), which every
+        # send_headers() of the roles goes through (h2 doing it again cost about 10 us a
+        # response); inbound ones by headers.check_received() in _translate(), the same rules
+        # as h2's in one pass (see that module).
+        config = h2.config.H2Configuration(
+            client_side=client_side,
+            header_encoding=None,
+            normalize_outbound_headers=False,
+            validate_outbound_headers=False,
+            validate_inbound_headers=False,
+        )
         conn = h2.connection.H2Connection(config=config)
         # Our SETTINGS are the *initial* values, so h2 applies them at once and
         # the peer's ACK changes nothing.
@@ -693,6 +740,14 @@ class H2Role:
         return None
 
     def _translate(self, ev: h2.events.Event, out: list[Event]) -> None:
+        kind = _HEADER_BLOCKS.get(type(ev))
+        if kind is not None:
+            headers = ev.headers  # type: ignore[attr-defined]
+            try:
+                check_received(headers, response=kind == "response", trailer=kind == "trailer")
+            except MalformedHeaders as e:
+                self._terminate(ErrorCodes.PROTOCOL_ERROR, f"peer broke HTTP/2: {e}", out)
+                return
         if isinstance(ev, h2.events.RequestReceived):
             self._on_request(ev.stream_id, ev.headers, ev.stream_ended is not None, out)
         elif isinstance(ev, h2.events.ResponseReceived):
@@ -894,7 +949,8 @@ class H2Role:
     def _encode(
         self, headers: Iterable[tuple[str | bytes, str | bytes]], *, response: bool
     ) -> list[tuple[bytes, bytes]]:
-        """Headers to bytes, lower-cased and checked like h2 will check them."""
+        """Headers to bytes, normalised and checked as h2 would (it does not do it again: see
+        ``__init__``); sensitive fields stay ``NeverIndexedHeaderTuple`` (never HPACK-indexed)."""
         encoded = [(_wire(n, "name"), _wire(v, "value")) for n, v in headers]
         flags = HeaderValidationFlags(
             is_client=self.client_side,
@@ -908,7 +964,7 @@ class H2Role:
             )
         except h2.exceptions.ProtocolError as e:
             raise LocalProtocolError(f"headers not allowed in HTTP/2: {e}") from e
-        return [(bytes(n), bytes(v)) for n, v in checked]
+        return checked
 
     @staticmethod
     def _with_length(

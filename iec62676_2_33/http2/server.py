@@ -18,7 +18,9 @@ a rejected one):
 * more than ``max_concurrent_streams`` open -> RST_STREAM REFUSED_STREAM (the
   client may retry it; counts against ``reset_rate``);
 * decoded header list over ``max_header_list_size`` -> ``431``;
-* ``content-length`` over ``max_body_size`` -> ``413``.
+* ``content-length`` over ``max_body_size`` -> ``413``;
+* an extended CONNECT (``:protocol``, RFC 8441) unless :meth:`enable_connect_protocol`
+  advertised SETTINGS_ENABLE_CONNECT_PROTOCOL -> RST_STREAM PROTOCOL_ERROR.
 
 A body that grows past ``max_body_size`` without a declared length is cut
 off when it does: ``413`` if the response has not started (else RST_STREAM
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING
 
 import h2.exceptions
 from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
 
 from ..errors import LocalProtocolError
 from .limits import DEFAULT_LIMITS, H2Limits
@@ -55,6 +58,18 @@ class H2ServerRole(H2Role):
         super().__init__(
             client_side=False, limits=limits, now=now, auto_acknowledge=auto_acknowledge
         )
+        self._connect_protocol = False
+
+    def enable_connect_protocol(self) -> None:
+        """RFC 8441: advertise SETTINGS_ENABLE_CONNECT_PROTOCOL = 1 and accept extended CONNECT
+        (``:method CONNECT`` with ``:protocol``); call before :meth:`initiate`. Without it an
+        extended CONNECT is refused with RST_STREAM PROTOCOL_ERROR (h2 itself accepts one)."""
+        if self._initiated:
+            raise LocalProtocolError("enable_connect_protocol() must come before initiate()")
+        settings = self._conn.local_settings
+        settings[SettingCodes.ENABLE_CONNECT_PROTOCOL] = 1
+        settings.acknowledge()  # an initial value: sent with our first SETTINGS
+        self._connect_protocol = True
 
     def send_response(
         self,
@@ -98,6 +113,10 @@ class H2ServerRole(H2Role):
         self, stream_id: int, headers: list[Header], ended: bool, out: list[Event]
     ) -> None:
         limits = self.limits
+        if not self._connect_protocol and any(n in (b":protocol", ":protocol") for n, _ in headers):
+            self._reset(stream_id, ErrorCodes.PROTOCOL_ERROR)  # RFC 8441 §3: not advertised
+            self._count_refusal(out)
+            return
         if self._conn.open_inbound_streams > limits.max_concurrent_streams:
             self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
             self._count_refusal(out)

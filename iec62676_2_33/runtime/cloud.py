@@ -47,10 +47,11 @@ from ..http2.role import (
     StreamEnded,
     StreamReset,
 )
+from ..sansio.admission import DEFAULT_ADMISSION, AdmissionLimits
 from ..sansio.link import LinkMonitor
 from ..sansio.upgrade import BadUpgradeRequest, UpgradeRequest, UpgradeServer
 from ..transport.base import ByteStream
-from ..transport.tls import peer_identity
+from ..transport.tls import peer_identity, report_authenticated
 from ..transport.websocket import check_websocket_request, websocket_accept
 from .h2driver import H2Driver
 
@@ -154,16 +155,27 @@ class _Pending:
     future: asyncio.Future[tuple[int, list[tuple[str, str]]]]
     chunks: asyncio.Queue[bytes | BaseException | None] = field(default_factory=asyncio.Queue)
     status: int = 0
+    sending: bool = True  # the device still takes request body bytes on this stream
 
 
 class DeviceChannel:
-    """One connected device: the HTTP/2 client role on its uplink."""
+    """One connected device: the HTTP/2 client role on its uplink.
+
+    A request goes out in three steps, each a bounded wait: :meth:`open_stream` sends the
+    head, :meth:`send` the body chunk by chunk under HTTP/2 flow control, :meth:`response`
+    waits for the answer's head, whose body :meth:`body` then yields. :meth:`open` and
+    :meth:`request` do the steps for a body held whole in memory.
+    """
 
     def __init__(self, info: DeviceInfo, stream: ByteStream, *, limits: H2Limits, monitor: LinkMonitor) -> None:
         loop = asyncio.get_running_loop()
         self.info = info
         self.role = H2ClientRole(now=loop.time(), limits=limits)
-        self.driver = H2Driver(stream, self.role, self._on_event, monitor=monitor, name=f"device {info.device_id}")
+        # Set after every read and write of the uplink (the role frames queued body bytes then)
+        # and whenever a stream stops taking a body: wakes the senders waiting in send().
+        self._progress = asyncio.Event()
+        self.driver = H2Driver(stream, self.role, self._on_event, monitor=monitor, name=f"device {info.device_id}",
+                               on_progress=self._progress.set)
         self.settings_seen = asyncio.Event()
         self._pending: dict[int, _Pending] = {}
         self._acks: dict[int, deque[int]] = {}
@@ -173,6 +185,12 @@ class DeviceChannel:
     @property
     def device_id(self) -> str:
         return self.info.device_id
+
+    @property
+    def held_bytes(self) -> int:
+        """Response bytes received from the device and not yet taken by their readers (each
+        stream holds at most its HTTP/2 receive window of them)."""
+        return sum(sum(queue) for queue in self._acks.values())
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, RemoteSettingsChanged):
@@ -195,6 +213,7 @@ class DeviceChannel:
             pending = self._pending.get(event.stream_id)
             if pending is not None:
                 pending.chunks.put_nowait(None)
+                self._stop_sending(pending)
                 self._capacity.set()
         elif isinstance(event, StreamReset):
             self._fail(event.stream_id, TransportError(
@@ -212,9 +231,16 @@ class DeviceChannel:
             if self.role.outbound_pending:  # h2 sends WINDOW_UPDATE only now and then
                 self.driver.kick()
 
+    def _stop_sending(self, pending: _Pending) -> None:
+        """The device takes no more of this request's body (answered, reset or gone)."""
+        pending.sending = False
+        self._progress.set()
+
     def cancel(self, stream_id: int) -> None:
         """Forget a request: drop what is queued for it and reset its stream if still open."""
-        self._pending.pop(stream_id, None)
+        pending = self._pending.pop(stream_id, None)
+        if pending is not None:
+            self._stop_sending(pending)
         self._acks.pop(stream_id, None)
         if not self.role.is_closed:
             self.role.reset_stream(stream_id)
@@ -228,6 +254,7 @@ class DeviceChannel:
         if not pending.future.done():
             pending.future.set_exception(exc)
         pending.chunks.put_nowait(exc)
+        self._stop_sending(pending)
         self._capacity.set()
 
     def _fail_all(self, exc: BaseException) -> None:
@@ -244,28 +271,86 @@ class DeviceChannel:
     def close(self, reason: str) -> None:
         self.driver.close(reason)
 
-    async def open(self, method: str, path: str, headers: Iterable[tuple[str, str]] = (),
-                   body: bytes = b"", *, authority: str | None = None,
-                   timeout: float = 30.0) -> tuple[int, int, list[tuple[str, str]]]:
-        """Send a request; returns (stream id, status, headers) once the response head is in."""
+    async def open_stream(self, method: str, path: str, headers: Iterable[tuple[str, str]] = (), *,
+                          end_stream: bool = False, content_length: int | None = None,
+                          authority: str | None = None, timeout: float = 30.0,
+                          protocol: str | None = None) -> int:
+        """Send a request head (HEADERS); returns the stream id.
+
+        ``end_stream`` ends the request with its head (no body); otherwise the body follows
+        with :meth:`send`. ``content_length`` is declared unless ``headers`` have one. Waits,
+        bounded, while all the streams the device allows are in use. ``protocol`` makes it an
+        RFC 8441 extended CONNECT (``method`` CONNECT).
+        """
+        fields = list(headers)
+        if content_length is not None and not any(k.lower() == "content-length" for k, _ in fields):
+            fields.append(("content-length", str(content_length)))
         async with asyncio.timeout(timeout):
             while True:
                 if self._closed or self.role.is_closed:
                     raise TransportError(f"uplink of device {self.device_id} is closed")
                 self._capacity.clear()  # before trying, so an end in between is not missed
                 try:
-                    stream_id = self.role.send_request(method, path, list(headers), body or None,
-                                                       authority=authority or self.device_id)
+                    stream_id = self.role.send_request(method, path, fields, None, end_stream=end_stream,
+                                                       authority=authority or self.device_id, protocol=protocol)
                     break
                 except LocalProtocolError as exc:
                     if exc.status_hint != 503:
                         raise
                     await self._capacity.wait()
-            pending = _Pending(future=asyncio.get_running_loop().create_future())
-            self._pending[stream_id] = pending
-            self.driver.kick()
+        self._pending[stream_id] = _Pending(future=asyncio.get_running_loop().create_future())
+        self.driver.kick()
+        return stream_id
+
+    async def send(self, stream_id: int, data: bytes, *, end_stream: bool = False, timeout: float = 30.0) -> bool:
+        """Send request body bytes on a stream of :meth:`open_stream`, under HTTP/2 flow control.
+
+        The role queues ``data`` (referenced, not copied) and frames it as the device's stream
+        and connection windows and the uplink's outbound buffer allow; this returns once all
+        of it is framed (bounded wait), so a caller sending chunk by chunk holds one chunk per
+        stream. False when the device takes no more body on the stream -- it answered
+        completely, reset the stream (RFC 9113 §8.1: RST_STREAM NO_ERROR after an early
+        answer) or the uplink ended: stop sending and read the :meth:`response`.
+        """
+        pending = self._pending.get(stream_id)
+        if pending is None or not pending.sending:
+            return False
+        self.role.send_data(stream_id, data, end_stream)
+        self.driver.kick()
+        async with asyncio.timeout(timeout):
+            while pending.sending and self.role.queued_outbound(stream_id):
+                self._progress.clear()
+                await self._progress.wait()
+        return pending.sending
+
+    async def response(self, stream_id: int, *, timeout: float = 30.0) -> tuple[int, list[tuple[str, str]]]:
+        """The (status, headers) of the answer on an open stream (bounded wait); :meth:`body` yields its body.
+
+        A failure (device reset the stream, uplink ended, deadline) resets the stream.
+        """
+        pending = self._pending.get(stream_id)
+        if pending is None:
+            raise TransportError(f"stream {stream_id} to device {self.device_id} is not open")
+        try:
+            async with asyncio.timeout(timeout):
+                return await pending.future
+        except BaseException:
+            self.cancel(stream_id)
+            raise
+
+    async def open(self, method: str, path: str, headers: Iterable[tuple[str, str]] = (),
+                   body: bytes = b"", *, authority: str | None = None,
+                   timeout: float = 30.0) -> tuple[int, int, list[tuple[str, str]]]:
+        """Send a request whose body is in memory; returns (stream id, status, headers) once the
+        response head is in (``timeout`` bounds the whole)."""
+        async with asyncio.timeout(timeout):
+            stream_id = await self.open_stream(method, path, headers, end_stream=not body,
+                                               content_length=len(body) if body else None,
+                                               authority=authority, timeout=timeout)
             try:
-                status, head = await pending.future
+                if body:
+                    await self.send(stream_id, body, end_stream=True, timeout=timeout)
+                status, head = await self.response(stream_id, timeout=timeout)
             except BaseException:
                 self.cancel(stream_id)
                 raise
@@ -293,6 +378,13 @@ class DeviceChannel:
         finally:
             self.cancel(stream_id)
 
+    async def open_rtsp(self, media_token: str) -> ByteStream:
+        """An RTSP session to one media source through the uplink (STR-1): write the player's
+        bytes, read the camera's (RTSP over WebSocket or over HTTP, see :mod:`.rtsp_front`)."""
+        from .rtsp_front import open_rtsp_stream  # the tunnel module builds on this one
+
+        return await open_rtsp_stream(self, media_token)
+
     async def request(self, method: str, path: str, headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
                       *, timeout: float = 30.0) -> HttpResponse:
         stream_id, status, head = await self.open(method, path, headers, body, timeout=timeout)
@@ -305,6 +397,11 @@ class ListenerSettings:
     """Deadlines and caps of every pre-HTTP/2 phase, and the cloud's link monitoring."""
 
     handshake_timeout: float = 10.0
+    #: A client that sends no byte (no ClientHello) is dropped sooner: a ClientHello lost
+    #: twice still arrives within 3 s (TCP retransmits after 1 s, then 2 s more).
+    first_byte_timeout: float = 4.0
+    #: Who may start a TLS handshake (per-source limits, known devices first): see its module.
+    admission: AdmissionLimits = DEFAULT_ADMISSION
     upgrade_timeout: float = 10.0
     preface_timeout: float = 10.0
     max_head_bytes: int = 16384
@@ -340,6 +437,11 @@ class CloudListener:
                       body: bytes = b"", *, timeout: float = 30.0) -> HttpResponse:
         """Call the device over its uplink (UPL-16)."""
         return await self.channel(device_id).request(method, path, headers, body, timeout=timeout)
+
+    async def open_rtsp(self, device_id: str, media_token: str) -> ByteStream:
+        """An interleaved RTSP session to a media source of a connected device (STR-1):
+        a byte stream; the RTSP requests may name any URL ending in ``/<media_token>``."""
+        return await self.channel(device_id).open_rtsp(media_token)
 
     async def wait_for(self, device_id: str, *, timeout: float = 30.0) -> DeviceInfo:
         """Until the device is connected (bounded)."""
@@ -386,6 +488,7 @@ class CloudListener:
             log.info("upgrade from %s failed: %s", peer, exc or "deadline passed")
             await stream.close()
             return
+        report_authenticated(stream)  # its source is a known device's now: admitted ahead of strangers
         if websocket is not None:  # UPL-4: the HTTP/2 bytes travel in binary frames
             stream = await websocket_accept(stream, websocket, trailing=server.trailing_data,
                                             label=f"device {device_id} at {peer}")

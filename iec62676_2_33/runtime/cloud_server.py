@@ -1,5 +1,5 @@
 """Layer 4: the cloud process — the uplink listener and, optionally, the HTTP proxy
-front, on one event loop (``iec62676 cloud serve``).
+front and the RTSP front (STR-1), on one event loop (``iec62676 cloud serve``).
 
 Authentication (UPL-13, UPL-14): with ``client_cas`` only, a client
 certificate is required (mTLS); with the ``jwt_*`` options only, an access
@@ -18,8 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hypercorn.asyncio import serve
-
 from ..errors import ConfigurationError
 from ..pki import load_certs_pem
 from ..transport.tls import server_context, start_tls_server
@@ -30,7 +28,7 @@ from .cloud import (
     ListenerSettings,
     MtlsAuthenticator,
 )
-from .http_server import bind_listen, hypercorn_config, parse_listen, wait_event
+from .http_server import bind_listen, parse_listen, serve_asgi, wait_event
 
 
 @dataclass
@@ -42,6 +40,8 @@ class CloudOptions:
     identity: str = "cn"
     proxy: str | None = None
     proxy_allow_remote: bool = False
+    rtsp: str | None = None
+    rtsp_allow_remote: bool = False
     path: str | None = None
     jwt_issuers: Sequence[str] = ()
     jwt_audience: str | None = None
@@ -57,6 +57,10 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _read(path: Path) -> bytes:
@@ -105,32 +109,52 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
         raise ConfigurationError(
             f"--proxy {options.proxy}: the proxy gives whoever reaches it each device's uplink UserLevel; "
             "bind it to loopback (e.g. 127.0.0.1:8081) or, behind your own authentication, add --proxy-allow-remote")
+    rtsp_at = None if options.rtsp is None else parse_listen(options.rtsp)
+    if rtsp_at is not None and not options.rtsp_allow_remote and not _loopback(rtsp_at[0]):
+        raise ConfigurationError(
+            f"--rtsp {options.rtsp}: the RTSP front plays each device's cameras with its uplink UserLevel; "
+            "bind it to loopback (e.g. 127.0.0.1:8554) or, behind your own authentication, add --rtsp-allow-remote")
     sockets: list[socket.socket] = []
+    rtsp_sock: socket.socket | None = None
     try:
         sockets.append(sock := bind_listen(host, port))
         if proxy_at is not None:
             sockets.append(bind_listen(*proxy_at))
+        if rtsp_at is not None:
+            sockets.append(rtsp_sock := bind_listen(*rtsp_at))
         cloud = CloudListener(authenticator, settings=settings, path=options.path)
         server = await start_tls_server(cloud.handle, sock, context,
-                                        handshake_timeout=cloud.settings.handshake_timeout)
+                                        handshake_timeout=cloud.settings.handshake_timeout,
+                                        first_byte_timeout=cloud.settings.first_byte_timeout,
+                                        admission=cloud.settings.admission)
     except BaseException:
         for s in sockets:
             s.close()
         raise
-    proxy_sock = sockets[1] if len(sockets) > 1 else None
+    proxy_sock = sockets[1] if proxy_at is not None else None
     if ready is not None:
         ready(cloud)
     bound = server.sockets[0].getsockname()
     announce(f"cloud listening for uplinks on https://{bound[0]}:{bound[1]}{options.path or '/'}"
              f" (and wss://{bound[0]}:{bound[1]}{options.path or '/'})")
     tasks = []
+    rtsp_server = None
+    rtsp_base = None
+    if rtsp_sock is not None:  # STR-1: live video for stock players
+        from ..transport.tcp import start_tcp_server
+        from .rtsp_front import RtspFront
+
+        rbound = rtsp_sock.getsockname()
+        rtsp_base = f"rtsp://{_url_host(rbound[0])}:{rbound[1]}"
+        rtsp_server = await start_tcp_server(RtspFront(cloud).handle, rtsp_sock)
+        announce(f"cloud RTSP front on {rtsp_base}/devices/<id>/<media token>")
     if proxy_sock is not None:
         from .proxy import UplinkProxy
 
         pbound = proxy_sock.getsockname()
         announce(f"cloud proxy on http://{pbound[0]}:{pbound[1]}/devices")
-        tasks.append(asyncio.create_task(serve(UplinkProxy(cloud), hypercorn_config(proxy_sock),  # type: ignore[arg-type]
-                                               shutdown_trigger=lambda: wait_event(stop), mode="asgi")))
+        tasks.append(asyncio.create_task(serve_asgi(UplinkProxy(cloud, rtsp_base=rtsp_base), proxy_sock,
+                                                    lambda: wait_event(stop))))
     stopped = asyncio.ensure_future(stop.wait())
     try:
         done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -142,5 +166,7 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
         stop.set()
         server.close()
         cloud.close_all()
+        if rtsp_server is not None:
+            await rtsp_server.aclose()
         await server.wait_closed()
         await asyncio.gather(*tasks, return_exceptions=True)

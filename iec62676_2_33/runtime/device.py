@@ -8,24 +8,30 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from pathlib import Path
 
 from ..domain.registry import REGISTRY_FILE, ResourceRegistry
+from ..security.keystore import DEVICE_KEYSTORE_LIMITS, KeystoreLimits
 from ..security.oauth import AccessTokenProvider
 from ..services.app import UPLINK_PATH, build_device_app
-from ..services.events import EventServiceContext
+from ..services.events import EventServiceContext, UplinkStatusEvents
 from ..services.uplink import UplinkServiceContext
 from ..store import DeviceStore
 from ..uplinkconfig import UplinkCapabilities
 from .agent import AgentSettings, UplinkAgent
 from .dial import supported_protocols
 from .http_server import bind_listen, parse_listen, serve_wsgi, wait_event
+from .lanes import LaneExecutor
 
 #: Worker threads for the services (Spyne and SQLite block). A waiting PullMessages holds
 #: one thread for up to its Timeout, and up to MaxPullPoints (32) may wait at once, so the
 #: pool leaves room for them beside the other requests.
 WORKERS = 64
+#: Jobs that compute at once (they hold the GIL: more only trade it between CPUs) ...
+LANES = 1
+#: ... besides those running for longer than this many seconds (they wait: see runtime.lanes).
+LANE_GRACE = 0.01
 
 #: How often the registry's change log is checked for changes (also those of other processes).
 RESOURCE_POLL_INTERVAL = 0.2
@@ -33,7 +39,7 @@ RESOURCE_POLL_INTERVAL = 0.2
 log = logging.getLogger(__name__)
 
 
-async def follow_resource_changes(events: EventServiceContext, executor: ThreadPoolExecutor,
+async def follow_resource_changes(events: EventServiceContext, executor: Executor,
                                   stop: asyncio.Event, interval: float = RESOURCE_POLL_INTERVAL) -> None:
     """RQ-4, RQ-5: wake waiting PullMessages when the resource change log moves (any process)."""
     loop = asyncio.get_running_loop()
@@ -45,15 +51,59 @@ async def follow_resource_changes(events: EventServiceContext, executor: ThreadP
                 log.exception("following the resource change log failed")
             try:
                 await asyncio.wait_for(stop.wait(), interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
     finally:
         events.close()  # waiting pulls answer now, so no worker thread outlives the server
 
 
-def device_capabilities() -> UplinkCapabilities:
+#: How often the uplinks' Status is looked at for ``tns1:Monitoring/Uplink/Status`` events.
+UPLINK_STATUS_INTERVAL = 0.5
+#: How often base-notification subscriptions are checked for messages to push (EVT-10).
+PUSH_INTERVAL = 0.2
+
+
+async def deliver_notifications(events: EventServiceContext, executor: Executor, stop: asyncio.Event,
+                                interval: float = PUSH_INTERVAL) -> None:
+    """EVT-10: push what base-notification subscriptions queued to their consumers (``PushDelivery``).
+
+    Each due subscription's delivery runs in the pool on its own, so a slow consumer holds one thread.
+    """
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        try:
+            for sub_id in await loop.run_in_executor(executor, events.push.due):
+                loop.run_in_executor(executor, events.push.deliver, sub_id)  # logs its own failures
+        except Exception:
+            log.exception("pushing notifications failed")
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+        except TimeoutError:
+            pass
+
+
+async def publish_uplink_status(watcher: UplinkStatusEvents, agent: UplinkAgent, store: DeviceStore,
+                                executor: Executor, stop: asyncio.Event,
+                                interval: float = UPLINK_STATUS_INTERVAL) -> None:
+    """EVT-5, EVT-6: every change of an uplink's Status (the agent's status hook) as a generic event."""
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        try:
+            configs = await loop.run_in_executor(executor, store.list_uplinks)
+            watcher.update({cfg.remote_address: agent.status(cfg.remote_address) for cfg in configs})
+        except Exception:
+            log.exception("publishing the uplink status failed")
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+        except TimeoutError:
+            pass
+
+
+def device_capabilities(keystore: KeystoreLimits = DEVICE_KEYSTORE_LIMITS) -> UplinkCapabilities:
     """CFG-5: what this device implements — the protocols are the registered dialers."""
-    return UplinkCapabilities(protocols=supported_protocols(), authorization_modes=("mTLS", "AccessToken"))
+    # PROV-2: AccessToken only while the Security service takes authorization server configurations.
+    modes = ("mTLS", "AccessToken") if keystore.max_auth_servers > 0 else ("mTLS",)
+    return UplinkCapabilities(protocols=supported_protocols(), authorization_modes=modes)
 
 
 async def run_device(data_dir: str | Path, listen: str | None, stop: asyncio.Event,
@@ -68,9 +118,9 @@ async def run_device(data_dir: str | Path, listen: str | None, stop: asyncio.Eve
     store = DeviceStore(data_dir)
     registry = ResourceRegistry(Path(data_dir) / REGISTRY_FILE)
     events = EventServiceContext.create(registry)
-    executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="device")
-    # One pool for everything: the direct port's WSGI calls run on the loop's default executor.
-    asyncio.get_running_loop().set_default_executor(executor)
+    # One pool for the services, the uplinks and the background work (runtime.lanes: a burst of
+    # requests runs as one batch on one thread; 16 HTTP/2 streams: ~1,100 -> ~700 us of CPU a call).
+    executor = LaneExecutor(WORKERS, lanes=LANES, grace=LANE_GRACE, thread_name_prefix="device")
     try:
         context = UplinkServiceContext(store=store, capabilities=device_capabilities())
         app = build_device_app(context, events=events)
@@ -78,15 +128,18 @@ async def run_device(data_dir: str | Path, listen: str | None, stop: asyncio.Eve
         agent = UplinkAgent(store, app, executor=executor, settings=settings,
                             auth_headers=tokens.auth_headers, auth_refresh=tokens.refresh)
         tasks = [asyncio.create_task(follow_resource_changes(events, executor, stop), name="resource changes")]
+        tasks.append(asyncio.create_task(deliver_notifications(events, executor, stop), name="notify"))
         if uplinks:
             context.status = agent.status
             context.changed = agent.changed
             tasks.append(asyncio.create_task(agent.run(stop), name="uplink agent"))
+            tasks.append(asyncio.create_task(publish_uplink_status(UplinkStatusEvents(events), agent, store,
+                                                                   executor, stop), name="uplink status events"))
         if sock is not None:
             host, port = sock.getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host
             announce(f"device serving http://{shown}:{port}{UPLINK_PATH}")
-            tasks.append(asyncio.create_task(serve_wsgi(app, sock, lambda: wait_event(stop)), name="http"))
+            tasks.append(asyncio.create_task(serve_wsgi(app, sock, lambda: wait_event(stop), executor=executor), name="http"))
         else:
             announce(f"device running {len(store.list_uplinks())} uplink(s)")
         try:

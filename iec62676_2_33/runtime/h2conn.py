@@ -82,6 +82,8 @@ class H2Exchange(Exchange):
         super().__init__(**request)
         self.streams = streams
         self.stream_id = stream_id
+        #: ``:protocol`` of an extended CONNECT (RFC 8441), else None.
+        self.protocol: str | None = None
 
     async def _send_head(self, status: int, reason: bytes, headers: RawHeaders, body: bytes, end: bool) -> None:
         self.streams.role.send_response(self.stream_id, status, headers, body or None, end_stream=end)
@@ -209,6 +211,7 @@ class H2Streams:
         ex = H2Exchange(self, stream_id, method=pseudo.get(":method", "GET"), path=path, query=query,
                         headers=fields, http_version="2", scheme=pseudo.get(":scheme", self.scheme),
                         client=self.client, server=self.server, body=pipe)
+        ex.protocol = pseudo.get(":protocol")
         self._exchanges[stream_id] = ex
         task = self._loop.create_task(self._serve(ex))
         self._tasks.add(task)
@@ -257,7 +260,7 @@ class H2Streams:
         waiter = self._writers[stream_id] = self._loop.create_future()
         try:
             await asyncio.wait_for(waiter, self.send_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.info("HTTP/2 stream %d: the peer took nothing for %g s; resetting it", stream_id, self.send_timeout)
             self.role.reset_stream(stream_id, ErrorCodes.CANCEL)
             self.kick()

@@ -78,6 +78,9 @@ RawHeaders = list[tuple[bytes, bytes]]
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
                          b"te", b"host", b"http2-settings", b"content-length"})
 
+#: Where the cloud's RTSP front serves this device (only the proxy sets it).
+_RTSP_BASE = b"x-iec62676-rtsp-base"
+
 MIB = 1 << 20
 #: The largest request body forwarded (the device's own HTTP/2 limit is 16 MiB too).
 MAX_BODY = 16 * MIB
@@ -252,8 +255,12 @@ async def _plain(send: Send, status: int, text: str, content_type: bytes = b"tex
 class UplinkProxy:
     """ASGI application forwarding ``/devices/<id>/…`` to the devices of a :class:`CloudListener`."""
 
-    def __init__(self, cloud: CloudListener, *, limits: ProxyLimits | None = None) -> None:
+    def __init__(self, cloud: CloudListener, *, limits: ProxyLimits | None = None,
+                 rtsp_base: str | None = None) -> None:
         self.cloud = cloud
+        #: ``rtsp://HOST:PORT`` of the cloud's RTSP front, told to devices (``x-iec62676-rtsp-base``)
+        #: so that their Media2 GetStreamUri points players at it (STR-1).
+        self.rtsp_base = rtsp_base
         self.limits = limits or ProxyLimits()
         self.stats = ProxyStats()
         self._budget = _Budget(self.limits, self.stats)
@@ -311,12 +318,15 @@ class UplinkProxy:
         target = rest + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
         # Names with "_" are dropped: WSGI maps x_forwarded_host and x-forwarded-host to one key.
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
-                   if k.lower() not in _HOP_BY_HOP and not k.lower().startswith(b"x-forwarded-") and b"_" not in k]
+                   if k.lower() not in _HOP_BY_HOP and not k.lower().startswith(b"x-forwarded-") and b"_" not in k
+                   and k.lower() != _RTSP_BASE]
         host = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() in (b"host", b":authority")), "")
         client = scope.get("client") or ("", 0)
         headers += [("x-forwarded-for", str(client[0])), ("x-forwarded-host", host),
                     ("x-forwarded-proto", scope.get("scheme", "http")),
                     ("x-forwarded-prefix", f"/devices/{quote(device_id, safe='')}")]
+        if self.rtsp_base is not None:
+            headers.append((_RTSP_BASE.decode(), f"{self.rtsp_base}/devices/{quote(device_id, safe='')}"))
         return target, headers
 
     async def _relay(self, scope: Scope, body: _Body, send: Send, channel: DeviceChannel, device_id: str,

@@ -13,17 +13,24 @@ direct h2c port: the application starts when the request head arrives,
 application reads it), and the budgets are the role's receive windows --
 at most ``initial_window_size`` unread bytes per stream and
 ``connection_window_size`` per connection (``budget.used``/``budget.peak``).
+
+Streams of tunnelled RTSP (extended CONNECT, ``/onvif/rtsp/``) go to
+:class:`~.rtsp_relay.RtspRelay` instead of the WSGI app (STR-1); the role then
+advertises SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, cast
 
+from ..domain.media import MediaBackend, StoreMediaBackend
 from ..http2.server import H2ServerRole
 from ..security.middleware import ENVIRON_UPLINK_LEVEL
+from .exchange import Exchange, Handler
 from .h2conn import H2Streams
+from .rtsp_relay import RtspRelay
 from .wsgi_handler import WsgiApp, WsgiHandler
 
 __all__ = ["WsgiApp", "WsgiOnH2"]
@@ -37,11 +44,32 @@ class WsgiOnH2(H2Streams):
     """
 
     def __init__(self, role: H2ServerRole, app: WsgiApp, *, executor: Executor | None,
-                 user_level: Sequence[str], peer: str, kick: Callable[[], None]) -> None:
+                 user_level: Sequence[str], peer: str, kick: Callable[[], None],
+                 media: MediaBackend | None = None) -> None:
         levels = list(user_level)
 
         def uplink_environ() -> dict[str, Any]:
             return {ENVIRON_UPLINK_LEVEL: list(levels), "iec62676.transport": "uplink", "REMOTE_ADDR": peer}
 
-        super().__init__(role, WsgiHandler(app, executor=executor, extra_environ=uplink_environ), kick=kick,
-                         scheme="https")
+        wsgi = WsgiHandler(app, executor=executor, extra_environ=uplink_environ)
+        handler: Handler = wsgi
+        backend = media if media is not None else _media_of(app)
+        #: Tunnelled RTSP of this uplink (STR-1): ``/onvif/rtsp/`` streams and extended CONNECT.
+        self.rtsp: RtspRelay | None = None
+        if backend is not None:
+            role.enable_connect_protocol()
+            relay = self.rtsp = RtspRelay(backend, levels, executor=executor)
+
+            async def handler(ex: Exchange) -> None:
+                await (relay if relay.handles(ex) else wsgi)(ex)
+
+        super().__init__(role, handler, kick=kick, scheme="https")
+
+
+def _media_of(app: WsgiApp) -> MediaBackend | None:
+    """The media sources behind a device application: its Media2 service's, else its store's."""
+    media2 = getattr(app, "media2", None)
+    if media2 is not None:
+        return cast(MediaBackend, media2.media)
+    store = getattr(app, "store", None)
+    return StoreMediaBackend(store) if store is not None else None

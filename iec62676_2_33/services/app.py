@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..domain.media import MediaBackend, StoreMediaBackend
 from ..security.access import AccessClass, operation_access_from
 from ..security.httpdigest import DigestAuthenticator
+from ..security.keystore import DEVICE_KEYSTORE_LIMITS, Keystore
 from ..security.middleware import AccessControlMiddleware
 from ..security.wsse import UsernameTokenVerifier
 from ..store import DeviceStore
@@ -23,6 +25,12 @@ from .device import device_context, device_endpoint
 from .events import OPERATION_ACCESS as EVENT_ACCESS
 from .events import SUBSCRIPTION_PATH, EventServiceContext, event_endpoints
 from .events import capabilities_element as event_capabilities
+from .media2 import MEDIA2_PATH, Media2ServiceContext, media2_endpoint
+from .media2 import OPERATION_ACCESS as MEDIA2_ACCESS
+from .media2 import capabilities_element as media2_capabilities
+from .security import OPERATION_ACCESS as SECURITY_ACCESS
+from .security import SECURITY_PATH, security_endpoint
+from .security import capabilities_element as security_capabilities
 from .uplink import OPERATION_ACCESS as UPLINK_ACCESS
 from .uplink import UplinkServiceContext, uplink_endpoint
 
@@ -42,6 +50,8 @@ class DeviceApplication:
     store: DeviceStore
     uplink: UplinkServiceContext
     routes: Mapping[str, WsgiApp]
+    #: The Media2 service's context: the RTSP tunnel sets ``rtsp_websocket_path`` on it (STR-3).
+    media2: Media2ServiceContext | None = None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
@@ -70,8 +80,10 @@ class _Credentials:
 
 
 def build_device_app(uplink: UplinkServiceContext, *, clock: Callable[[], float] = time.time,
-                     events: EventServiceContext | None = None) -> DeviceApplication:
-    """Compose the services of a device around one store (``events``: the event service, clause 7)."""
+                     events: EventServiceContext | None = None,
+                     media: MediaBackend | None = None) -> DeviceApplication:
+    """Compose the services of a device around one store (``events``: the event service, clause 7;
+    ``media``: the Media2 profiles, by default the store's media sources)."""
     store = uplink.store
     credentials = _Credentials(UsernameTokenVerifier(store.get_user), DigestAuthenticator(store.get_user, REALM),
                                clock)
@@ -82,9 +94,16 @@ def build_device_app(uplink: UplinkServiceContext, *, clock: Callable[[], float]
         event_app, subscription_app = event_endpoints(events)
         routes[EVENT_PATH] = credentials.protect(event_app, EVENT_ACCESS)
         routes[SUBSCRIPTION_PATH] = credentials.protect(subscription_app, EVENT_ACCESS)
+    media2 = Media2ServiceContext(media=media or StoreMediaBackend(store))
+    routes[MEDIA2_PATH] = credentials.protect(media2_endpoint(media2), MEDIA2_ACCESS)
+    uplink.streaming = lambda: bool(media2.media.media_sources())  # STR-5
+    keystore = Keystore(store, DEVICE_KEYSTORE_LIMITS, clock)  # PROV-1: the Security service's keystore
+    routes[SECURITY_PATH] = credentials.protect(security_endpoint(keystore), SECURITY_ACCESS)
     # GEN-2: the device service lists only the services routed here (checked per request).
     event_caps = None if events is None else (lambda: event_capabilities(events))
     routes[DEVICE_PATH] = credentials.protect(
-        device_endpoint(device_context(uplink, clock=clock, served=routes, event_capabilities=event_caps)),
+        device_endpoint(device_context(uplink, clock=clock, served=routes, event_capabilities=event_caps,
+                                       media2_capabilities=lambda: media2_capabilities(media2),
+                                       security_capabilities=lambda: security_capabilities(keystore))),
         DEVICE_ACCESS)
-    return DeviceApplication(store=store, uplink=uplink, routes=routes)
+    return DeviceApplication(store=store, uplink=uplink, routes=routes, media2=media2)

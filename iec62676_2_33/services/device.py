@@ -51,7 +51,7 @@ import threading
 import time
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -67,6 +67,8 @@ from ..security.access import AccessClass
 from ..soap.fault import SoapFault
 from ..soap.spyne_glue import SoapEndpoint, SoapService, service_context
 from .forwarded import request_base_url
+from .media2 import MEDIA2_PATH, TR2
+from .security import SECURITY_PATH, TAS
 from .uplink import Capabilities as UplinkCapabilitiesModel
 from .uplink import UplinkServiceContext
 
@@ -278,7 +280,7 @@ class DeviceServiceContext:
         return next((s for s in self.live_services() if s.namespace == namespace), None)
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(int(self.clock()), timezone.utc)
+        return datetime.fromtimestamp(int(self.clock()), UTC)
 
 
 # --------------------------------------------------------------------------- Spyne models (mirror the XSD)
@@ -536,12 +538,15 @@ def device_endpoint(context: DeviceServiceContext) -> SoapEndpoint:
 def device_context(uplink: UplinkServiceContext, *, clock: Callable[[], float] = time.time,
                    served: Container[str] | Callable[[str], bool] = _always,
                    info: DeviceInfo | DeviceInfoFile | None = None,
-                   event_capabilities: CapabilitiesProvider | None = None) -> DeviceServiceContext:
+                   event_capabilities: CapabilitiesProvider | None = None,
+                   media2_capabilities: CapabilitiesProvider | None = None,
+                   security_capabilities: CapabilitiesProvider | None = None) -> DeviceServiceContext:
     """The device service of a device around an :class:`~.uplink.UplinkServiceContext`.
 
     Device information: ``info`` or ``<data>/device-info.json`` (defaults with
     a serial number derived from the store). Services: device, uplink (with
-    its capabilities) and event (capabilities from ``event_capabilities``).
+    its capabilities), event (capabilities from ``event_capabilities``) and Media2
+    (from ``media2_capabilities``).
     """
     store = uplink.store
     if info is None:
@@ -549,7 +554,7 @@ def device_context(uplink: UplinkServiceContext, *, clock: Callable[[], float] =
                               DeviceInfo(serial_number=default_serial(store.device_salt())))
 
     def uplink_caps() -> etree._Element:
-        caps = uplink.capabilities
+        caps = uplink.current_capabilities()
         return capabilities_element(UplinkCapabilitiesModel(
             MaxUplinks=caps.max_uplinks, Protocols=" ".join(caps.protocols),
             AuthorizationModes=" ".join(caps.authorization_modes),
@@ -559,5 +564,7 @@ def device_context(uplink: UplinkServiceContext, *, clock: Callable[[], float] =
         ServiceEntry(TDS, DEVICE_PATH, capabilities=lambda: capabilities_element(device_service_capabilities(), TDS)),
         ServiceEntry(TUP, UPLINK_PATH, capabilities=uplink_caps),
         ServiceEntry(TEV, EVENT_PATH, capabilities=event_capabilities),
+        ServiceEntry(TR2, MEDIA2_PATH, capabilities=media2_capabilities),
+        ServiceEntry(TAS, SECURITY_PATH, capabilities=security_capabilities),  # PROV-1
     ]
     return DeviceServiceContext(info=info, services=services, served=served, clock=clock)

@@ -10,7 +10,7 @@ service the live Status/Error of each uplink and is told of every change.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from spyne import Boolean, ComplexModel, Integer, Unicode, XmlAttribute, rpc
@@ -54,6 +54,14 @@ class UplinkServiceContext:
     capabilities: UplinkCapabilities = field(default_factory=UplinkCapabilities)
     status: StatusProvider = _offline
     changed: Callable[[], None] = lambda: None
+    #: STR-5: whether media can stream over the uplink now (the application sets it from its media backend).
+    streaming: Callable[[], bool] = lambda: False
+
+    def current_capabilities(self) -> UplinkCapabilities:
+        """CFG-5 as answered now: StreamingOverUplink is true once a media source exists (STR-5)."""
+        if self.capabilities.streaming_over_uplink or not self.streaming():
+            return self.capabilities
+        return replace(self.capabilities, streaming_over_uplink=True)
 
     def set_uplink(self, cfg: UplinkConfiguration) -> UplinkConfiguration:
         """Validate and store (CFG-3); shared by SOAP and the CLI."""
@@ -137,7 +145,7 @@ class UplinkService(SoapService):
 
     @rpc(_returns=Capabilities, _out_variable_name="Capabilities")  # type: ignore[misc]
     def GetServiceCapabilities(ctx: Any) -> Capabilities:
-        caps: UplinkCapabilities = service_context(ctx).capabilities
+        caps: UplinkCapabilities = service_context(ctx).current_capabilities()
         return Capabilities(MaxUplinks=caps.max_uplinks, Protocols=" ".join(caps.protocols),
                             AuthorizationModes=" ".join(caps.authorization_modes),
                             StreamingOverUplink=caps.streaming_over_uplink)

@@ -1,0 +1,361 @@
+"""Layer 1 (sans-IO): the little RTSP a tunnel through the uplink must know (STR-1 … STR-4).
+
+No asyncio, socket or clock here: bytes in, units out; the caller passes ``now``.
+
+Theory of operation
+-------------------
+An RTSP session through the uplink is a byte stream (DESIGN.md "Media is bytes on
+streams"); the relays parse it only as far as the standard demands:
+
+* :class:`RtspSplitter` cuts one direction of a session into units: whole RTSP
+  messages (head up to :data:`MAX_HEAD` bytes, body by ``Content-Length`` up to
+  :data:`MAX_BODY`) and runs of interleaved binary frames (``$``, channel, 16-bit
+  length, payload: RTP/RTCP over TCP), which pass through untouched and joined.
+  Anything else is garbage: :class:`RtspError` (status 400).
+* :class:`UrlRewriter` maps the URLs a player names (the cloud's front, or the
+  device's own stream URI: whatever ends in ``/<token>``) to the camera's URL in
+  requests, and the camera's URL back in responses (``Content-Base``,
+  ``Content-Location``, ``Location``, ``RTP-Info`` and the SDP body), so the player
+  never sees the camera's address. Camera-side credentials are added to each
+  request where configured (the caller's ``authorization(request)``; never logged).
+* RTSP over HTTP (STR-2): :class:`Base64Decoder` decodes the POST channel (each
+  client write may be a padded base64 piece of its own); :class:`CookieTable`
+  pairs the GET and POST channels by ``x-sessioncookie``, bounded in size and with
+  a deadline for the partner.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+from urllib.parse import urlsplit
+
+from ..errors import RemoteProtocolError
+
+__all__ = [
+    "MAX_BODY",
+    "MAX_HEAD",
+    "POST_CONTENT_LENGTH",
+    "SUBPROTOCOL",
+    "TUNNEL_CONTENT_TYPE",
+    "TUNNEL_PATH",
+    "Base64Decoder",
+    "CookieTable",
+    "Interleaved",
+    "RtspError",
+    "RtspMessage",
+    "RtspSplitter",
+    "UrlRewriter",
+    "basic_authorization",
+    "rtsp_response",
+]
+
+#: The WebSocket subprotocol of RTSP over WebSocket (ONVIF Streaming).
+SUBPROTOCOL = "rtsp.onvif.org"
+#: Where the device serves tunnelled RTSP: ``/onvif/rtsp/<media token>``.
+TUNNEL_PATH = "/onvif/rtsp/"
+#: Content type of both channels of RTSP over HTTP.
+TUNNEL_CONTENT_TYPE = "application/x-rtsp-tunnelled"
+#: The POST channel's declared length: large enough for a session's life (STR-2; a player
+#: sends only requests and RTCP receiver reports, a few bytes a second) and within the
+#: device's HTTP/2 request body limit (H2Limits.max_body_size, 16 MiB).
+POST_CONTENT_LENGTH = 16 * 1024 * 1024
+#: Largest RTSP message head; a larger one is answered 400 and the connection closed.
+MAX_HEAD = 64 * 1024
+#: Largest RTSP message body (SDP, parameters).
+MAX_BODY = 1024 * 1024
+
+
+class RtspError(RemoteProtocolError):
+    """The peer sent something that is not RTSP (``status_hint``: the RTSP status to answer)."""
+
+
+@dataclass(frozen=True)
+class Interleaved:
+    """One or more whole interleaved binary frames, as received."""
+
+    data: bytes
+
+
+@dataclass
+class RtspMessage:
+    """A request (``method``, ``target``) or a response (``status``) with headers and body."""
+
+    start: str  # the start line, without CRLF
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+    @property
+    def is_response(self) -> bool:
+        return self.start.startswith("RTSP/")
+
+    @property
+    def target(self) -> str:
+        """A request's URI (``""`` for a response)."""
+        parts = self.start.split(" ")
+        return parts[1] if len(parts) == 3 and not self.is_response else ""
+
+    @property
+    def method(self) -> str:
+        return "" if self.is_response else self.start.split(" ", 1)[0]
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        return next((v for k, v in self.headers if k.lower() == name), None)
+
+    def set_header(self, name: str, value: str) -> None:
+        self.headers = [(k, v) for k, v in self.headers if k.lower() != name.lower()] + [(name, value)]
+
+    def encode(self) -> bytes:
+        if self.body or self.header("content-length") is not None:
+            self.set_header("Content-Length", str(len(self.body)))
+        head = "".join(f"{k}: {v}\r\n" for k, v in self.headers)
+        return f"{self.start}\r\n{head}\r\n".encode("latin-1") + self.body
+
+
+def rtsp_response(status: int, reason: str, cseq: str | None) -> bytes:
+    """A bodyless RTSP response the relays answer themselves (404, 403, 400 ...)."""
+    msg = RtspMessage(f"RTSP/1.0 {status} {reason}", [("CSeq", cseq)] if cseq else [])
+    msg.headers.append(("Content-Length", "0"))
+    return msg.encode()
+
+
+Unit = Interleaved | RtspMessage
+
+
+class RtspSplitter:
+    """One direction of an RTSP session, cut into :class:`RtspMessage` and :class:`Interleaved`."""
+
+    def __init__(self, *, max_head: int = MAX_HEAD, max_body: int = MAX_BODY) -> None:
+        self.max_head = max_head
+        self.max_body = max_body
+        self._buf = bytearray()
+        self._message: RtspMessage | None = None  # head parsed, body incomplete
+        self._body_left = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held until their unit is complete (at most one head or body plus one frame)."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Unit]:
+        """The complete units ``data`` finished; raises :class:`RtspError` on garbage."""
+        buf = self._buf
+        buf += data
+        out: list[Unit] = []
+        pos = 0
+        frames_from = -1
+        while pos < len(buf):
+            if self._message is not None:
+                if len(buf) - pos < self._body_left:
+                    break
+                msg, self._message = self._message, None
+                msg.body = bytes(buf[pos:pos + self._body_left])
+                pos += self._body_left
+                out.append(msg)
+                continue
+            if buf[pos] == 0x24:  # "$": an interleaved frame
+                if len(buf) - pos < 4:
+                    break
+                end = pos + 4 + int.from_bytes(buf[pos + 2:pos + 4], "big")
+                if end > len(buf):
+                    break
+                if frames_from < 0:
+                    frames_from = pos
+                pos = end
+                continue
+            if frames_from >= 0:
+                out.append(Interleaved(bytes(buf[frames_from:pos])))
+                frames_from = -1
+            if buf[pos] in b"\r\n":  # stray line ends between messages
+                pos += 1
+                continue
+            end = buf.find(b"\r\n\r\n", pos, pos + self.max_head + 4)
+            if end < 0:
+                if len(buf) - pos > self.max_head:
+                    raise RtspError(f"RTSP head over {self.max_head} bytes", status_hint=400)
+                self._check_start(buf[pos])
+                break
+            msg = self._parse_head(bytes(buf[pos:end]))
+            pos = end + 4
+            length = msg.header("content-length")
+            if length is None or length.strip() == "0":
+                out.append(msg)
+                continue
+            if not length.strip().isdigit() or int(length) > self.max_body:
+                raise RtspError(f"bad or too large Content-Length {length[:20]!r}", status_hint=400)
+            self._message, self._body_left = msg, int(length)
+        if frames_from >= 0:
+            out.append(Interleaved(bytes(buf[frames_from:pos])))
+        del buf[:pos]
+        return out
+
+    @staticmethod
+    def _check_start(first: int) -> None:
+        """Fail at once on bytes that cannot start an RTSP message (no need to wait for 64 KiB):
+        methods are upper-case tokens and responses start with ``RTSP/``."""
+        if not 0x41 <= first <= 0x5A:
+            raise RtspError("not an RTSP message", status_hint=400)
+
+    @staticmethod
+    def _parse_head(raw: bytes) -> RtspMessage:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RtspError("RTSP head is not UTF-8", status_hint=400) from None
+        lines = text.split("\r\n")
+        start = lines[0]
+        parts = start.split(" ")
+        if start.startswith("RTSP/"):
+            if len(parts) < 2 or not parts[1].isdigit():
+                raise RtspError("bad RTSP status line", status_hint=400)
+        elif len(parts) != 3 or not parts[2].startswith("RTSP/") or not parts[0].isalpha():
+            raise RtspError("bad RTSP request line", status_hint=400)
+        headers: list[tuple[str, str]] = []
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep or not name or name != name.strip():
+                raise RtspError("bad RTSP header line", status_hint=400)
+            headers.append((name, value.strip()))
+        return RtspMessage(start, headers)
+
+
+class UrlRewriter:
+    """Player URLs ↔ the camera's URL for one media source (see the module docstring)."""
+
+    def __init__(self, token: str, camera_url: str, *,
+                 authorization: Callable[[RtspMessage], str] | None = None) -> None:
+        self.token = token
+        self.camera_url = camera_url.rstrip("/")
+        self.authorization = authorization
+        self.client_base: str | None = None
+
+    def request(self, msg: RtspMessage) -> RtspMessage:
+        """Point a player's request at the camera; raises RtspError(404) for another stream's URL."""
+        target = msg.target
+        if target and target != "*":
+            base = self._client_base(target)
+            if base is None:
+                raise RtspError(f"{target!r} names no stream of media source {self.token!r}", status_hint=404)
+            parts = msg.start.split(" ")
+            msg.start = f"{parts[0]} {self.camera_url}{target[len(base):]} {parts[2]}"
+        msg.headers = [(k, v) for k, v in msg.headers if k.lower() != "authorization"]
+        if self.authorization is not None:
+            msg.headers.append(("Authorization", self.authorization(msg)))
+        return msg
+
+    def response(self, msg: RtspMessage) -> RtspMessage:
+        """Replace the camera's URL by the player's in the headers that carry URLs and in SDP."""
+        base = self.client_base
+        if base is None:
+            return msg
+        camera = self.camera_url
+        msg.headers = [(k, v.replace(camera, base) if k.lower() in _URL_HEADERS else v) for k, v in msg.headers]
+        if msg.body and (msg.header("content-type") or "").lower().startswith("application/sdp"):
+            msg.body = msg.body.replace(camera.encode("latin-1"), base.encode("latin-1"))
+        return msg
+
+    def _client_base(self, target: str) -> str | None:
+        """The player's URL of this stream: ``target`` up to and including its ``/<token>`` segment."""
+        base = self.client_base
+        if base is not None and (target == base or target.startswith((base + "/", base + "?"))):
+            return self.client_base
+        try:
+            path = urlsplit(target).path
+        except ValueError:
+            return None
+        marker = "/" + self.token
+        at = path.rfind(marker)
+        while at >= 0 and not (at + len(marker) == len(path) or path[at + len(marker)] == "/"):
+            at = path.rfind(marker, 0, at)
+        if at < 0 or self.client_base is not None:
+            return None
+        self.client_base = target[:target.index(path) + at + len(marker)] if path else None
+        return self.client_base
+
+
+_URL_HEADERS = frozenset({"content-base", "content-location", "location", "rtp-info"})
+
+
+def basic_authorization(username: str, password: str) -> str:
+    """The ``Authorization`` value for camera-side RTSP Basic credentials."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+
+
+class Base64Decoder:
+    """The POST channel of RTSP over HTTP: base64 text in any pieces (whitespace ignored, each
+    piece possibly padded on its own, as players encode each write separately) -> bytes."""
+
+    def __init__(self) -> None:
+        self._rest = b""
+
+    def feed(self, data: bytes) -> bytes:
+        text = self._rest + b"".join(data.split())
+        out: list[bytes] = []
+        while text:
+            pad = text.find(b"=")
+            end = len(text) - len(text) % 4 if pad < 0 else (pad // 4 + 1) * 4
+            if end > len(text) or end == 0:
+                break
+            chunk = text[:end]
+            try:
+                out.append(binascii.a2b_base64(chunk, strict_mode=True) if pad < 0 else base64.b64decode(chunk))
+            except (binascii.Error, ValueError):
+                raise RtspError("the POST channel is not base64", status_hint=400) from None
+            text = text[end:]
+            while text.startswith(b"="):
+                text = text[1:]
+        self._rest = text
+        if len(self._rest) > 4:
+            raise RtspError("the POST channel is not base64", status_hint=400)
+        return b"".join(out)
+
+
+T = TypeVar("T")
+
+
+class CookieTable(Generic[T]):
+    """GET channels waiting for their POST partner, by ``x-sessioncookie`` (bounded, with deadlines)."""
+
+    def __init__(self, *, max_entries: int = 64, wait: float = 10.0) -> None:
+        self.max_entries = max_entries
+        self.wait = wait
+        self._entries: OrderedDict[str, tuple[float, T]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, cookie: str, value: T, now: float) -> bool:
+        """Register a GET channel; False when the cookie is taken or the table is full."""
+        self.expire(now)
+        if cookie in self._entries or len(self._entries) >= self.max_entries:
+            return False
+        self._entries[cookie] = (now + self.wait, value)
+        return True
+
+    def take(self, cookie: str, now: float) -> T | None:
+        """The GET channel a POST names (removed from the table), or None."""
+        self.expire(now)
+        entry = self._entries.pop(cookie, None)
+        return None if entry is None else entry[1]
+
+    def remove(self, cookie: str, value: T) -> None:
+        """Forget ``value`` if it still waits under ``cookie`` (its GET gave up)."""
+        entry = self._entries.get(cookie)
+        if entry is not None and entry[1] is value:
+            del self._entries[cookie]
+
+    def expire(self, now: float) -> list[T]:
+        """Drop and return the entries whose partner did not come in time."""
+        gone: list[T] = []
+        while self._entries:
+            cookie, (deadline, value) = next(iter(self._entries.items()))
+            if deadline > now:
+                break
+            del self._entries[cookie]
+            gone.append(value)
+        return gone

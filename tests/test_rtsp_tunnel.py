@@ -1,0 +1,208 @@
+"""The sans-IO parts of tunnelled RTSP (splitting, URL rewriting, base64 POST channel, cookie
+pairing) and RFC 8441 extended CONNECT on the HTTP/2 roles, driven in memory."""
+
+from __future__ import annotations
+
+import base64
+
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+from h2.errors import ErrorCodes
+
+from iec62676_2_33.errors import LocalProtocolError
+from iec62676_2_33.http2.client import H2ClientRole
+from iec62676_2_33.http2.role import Event, RequestReceived
+from iec62676_2_33.http2.server import H2ServerRole
+from iec62676_2_33.runtime.rtsp_relay import CameraAuth
+from iec62676_2_33.sansio.rtsp_tunnel import (
+    MAX_HEAD,
+    Base64Decoder,
+    CookieTable,
+    Interleaved,
+    RtspError,
+    RtspMessage,
+    RtspSplitter,
+    UrlRewriter,
+    basic_authorization,
+)
+from iec62676_2_33.security.httpdigest import digest_response, parse_auth_header
+
+CAMERA = "rtsp://10.0.0.5:8554/cam"
+FRONT = "rtsp://cloud.example:8554/devices/dev1/tok"
+
+
+def frame(channel: int, payload: bytes) -> bytes:
+    return b"$" + bytes([channel]) + len(payload).to_bytes(2, "big") + payload
+
+
+def test_splitter_cuts_messages_and_joins_interleaved_runs() -> None:
+    """STR-1: requests, responses with bodies and interleaved frames, whatever the read sizes."""
+    stream = (b"DESCRIBE rtsp://h/devices/d/tok RTSP/1.0\r\nCSeq: 2\r\n\r\n"
+              + frame(0, b"rtp-1") + frame(1, b"rtcp")
+              + b"RTSP/1.0 200 OK\r\nCSeq: 3\r\nContent-Type: application/sdp\r\nContent-Length: 5\r\n\r\nv=0\r\n"
+              + frame(0, b"x" * 1000))
+    for step in (1, 7, len(stream)):
+        splitter = RtspSplitter()
+        units = [u for i in range(0, len(stream), step) for u in splitter.feed(stream[i:i + step])]
+        joined: list[object] = []
+        for unit in units:  # a run may arrive in several reads: join neighbours for the comparison
+            if isinstance(unit, Interleaved) and joined and isinstance(joined[-1], Interleaved):
+                joined[-1] = Interleaved(joined[-1].data + unit.data)
+            else:
+                joined.append(unit)
+        assert [type(u).__name__ for u in joined] == ["RtspMessage", "Interleaved", "RtspMessage", "Interleaved"]
+        first, run, response, last = joined
+        assert isinstance(first, RtspMessage) and first.method == "DESCRIBE" and first.header("cseq") == "2"
+        assert isinstance(run, Interleaved) and run.data == frame(0, b"rtp-1") + frame(1, b"rtcp")
+        assert isinstance(response, RtspMessage) and response.is_response and response.body == b"v=0\r\n"
+        assert isinstance(last, Interleaved) and last.data == frame(0, b"x" * 1000)
+        assert splitter.buffered == 0
+
+
+@pytest.mark.parametrize("data", [b"\x00\x01garbage", b"hello world\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n",
+                                  b"OPTIONS * RTSP/1.0\r\nno colon here\r\n\r\n",
+                                  b"OPTIONS * RTSP/1.0\r\nContent-Length: 99999999\r\n\r\n"])
+def test_splitter_refuses_garbage(data: bytes) -> None:
+    """STR-1: anything that is not RTSP is a 400."""
+    with pytest.raises(RtspError) as info:
+        RtspSplitter().feed(data)
+    assert info.value.status_hint == 400
+
+
+def test_splitter_bounds_the_head() -> None:
+    """STR-1: a head over 64 KiB is refused once that much arrived, never buffered further."""
+    splitter = RtspSplitter()
+    splitter.feed(b"OPTIONS * RTSP/1.0\r\nX-Big: ")
+    with pytest.raises(RtspError):
+        for _ in range(MAX_HEAD // 1024 + 2):
+            splitter.feed(b"a" * 1024)
+    assert splitter.buffered <= MAX_HEAD + 1024 + 64
+
+
+def test_rewriter_maps_player_urls_to_the_camera_and_back() -> None:
+    """STR-1, STR-4: request URIs go to the camera with its credentials (the player's own
+    Authorization is dropped); Content-Base and SDP come back with the player's URL."""
+    rewriter = UrlRewriter("tok", CAMERA, authorization=CameraAuth("cam", "pw"))
+    req = RtspMessage(f"DESCRIBE {FRONT} RTSP/1.0", [("CSeq", "1"), ("Authorization", "Basic cGxheWVy")])
+    out = rewriter.request(req)
+    assert out.start == f"DESCRIBE {CAMERA} RTSP/1.0"
+    assert out.header("authorization") == "Basic " + base64.b64encode(b"cam:pw").decode()
+    setup = rewriter.request(RtspMessage(f"SETUP {FRONT}/stream=0 RTSP/1.0", [("CSeq", "2")]))
+    assert setup.target == CAMERA + "/stream=0"
+    assert rewriter.request(RtspMessage("OPTIONS * RTSP/1.0", [])).target == "*"
+    sdp = f"v=0\r\na=control:{CAMERA}/stream=0\r\n".encode()
+    resp = rewriter.response(RtspMessage("RTSP/1.0 200 OK", [("Content-Base", CAMERA + "/"),
+                                                             ("Content-Type", "application/sdp"),
+                                                             ("Content-Length", str(len(sdp)))], sdp))
+    assert resp.header("content-base") == FRONT + "/"
+    assert resp.body == f"v=0\r\na=control:{FRONT}/stream=0\r\n".encode()
+    assert f"Content-Length: {len(resp.body)}\r\n".encode() in resp.encode()
+
+
+def test_rewriter_refuses_other_streams() -> None:
+    """STR-1: a URL that does not name this media source is a 404, never sent to the camera."""
+    rewriter = UrlRewriter("tok", CAMERA)
+    rewriter.request(RtspMessage(f"OPTIONS {FRONT} RTSP/1.0", []))
+    for target in ("rtsp://cloud.example:8554/devices/dev1/other", "rtsp://10.0.0.5:8554/secret/tok"):
+        with pytest.raises(RtspError) as info:
+            rewriter.request(RtspMessage(f"DESCRIBE {target} RTSP/1.0", []))
+        assert info.value.status_hint == 404
+    with pytest.raises(RtspError):
+        UrlRewriter("tok", CAMERA).request(RtspMessage("DESCRIBE rtsp://h/tokens RTSP/1.0", []))
+
+
+def test_base64_decoder_takes_padded_pieces_in_any_split() -> None:
+    """STR-2: the POST channel is base64 in pieces each padded on its own, split anywhere."""
+    pieces = [b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n", b"x", b"yz", frame(1, b"rtcp")]
+    text = b"".join(base64.b64encode(p) for p in pieces) + b"\r\n"
+    for step in (1, 3, 5, len(text)):
+        decoder = Base64Decoder()
+        assert b"".join(decoder.feed(text[i:i + step]) for i in range(0, len(text), step)) == b"".join(pieces)
+    with pytest.raises(RtspError):
+        Base64Decoder().feed(b"!!!!")
+
+
+def test_cookie_table_is_bounded_and_expires() -> None:
+    """STR-2: GET channels wait for their POST at most ``wait`` seconds, at most ``max_entries``."""
+    table: CookieTable[str] = CookieTable(max_entries=2, wait=10.0)
+    assert table.add("a", "get-a", now=0.0)
+    assert not table.add("a", "again", now=0.0)
+    assert table.add("b", "get-b", now=1.0)
+    assert not table.add("c", "get-c", now=2.0)  # full
+    assert table.take("a", now=3.0) == "get-a"
+    assert table.take("a", now=3.0) is None
+    assert table.expire(now=11.5) == ["get-b"]
+    assert len(table) == 0
+
+
+def _pair() -> tuple[H2ClientRole, H2ServerRole]:
+    client, server = H2ClientRole(now=0.0), H2ServerRole(now=0.0)
+    return client, server
+
+
+def _exchange(client: H2ClientRole, server: H2ServerRole) -> list[Event]:
+    events: list[Event] = []
+    for _ in range(4):
+        events += server.receive_data(client.data_to_send(), 0.0)
+        client.receive_data(server.data_to_send(), 0.0)
+    return events
+
+
+def test_extended_connect_between_the_roles() -> None:
+    """STR-3: the device role advertises SETTINGS_ENABLE_CONNECT_PROTOCOL and receives an
+    extended CONNECT with :protocol websocket; a role that did not advertise it refuses one,
+    and the client role sends none to a peer that did not advertise it."""
+    client, server = _pair()
+    server.enable_connect_protocol()
+    client.initiate()
+    server.initiate()
+    _exchange(client, server)
+    assert client.peer_accepts_connect_protocol
+    sid = client.send_request("CONNECT", "/onvif/rtsp/tok", [("sec-websocket-protocol", "rtsp.onvif.org")],
+                              authority="dev", end_stream=False, protocol="websocket")
+    (request,) = [e for e in _exchange(client, server) if isinstance(e, RequestReceived)]
+    assert request.stream_id == sid
+    assert (":protocol", "websocket") in request.headers and (":method", "CONNECT") in request.headers
+    with pytest.raises(LocalProtocolError):
+        server.enable_connect_protocol()  # after initiate()
+
+    client, server = _pair()
+    client.initiate()
+    server.initiate()
+    _exchange(client, server)
+    assert not client.peer_accepts_connect_protocol
+    with pytest.raises(LocalProtocolError):
+        client.send_request("CONNECT", "/onvif/rtsp/tok", authority="dev", protocol="websocket")
+    # A peer that sends one anyway (plain h2 as the client) gets RST_STREAM PROTOCOL_ERROR.
+    raw = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    raw.initiate_connection()
+    server = H2ServerRole(now=0.0)
+    server.initiate()
+    server.receive_data(raw.data_to_send(), 0.0)
+    raw.send_headers(1, [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "https"),
+                         (":authority", "dev"), (":path", "/onvif/rtsp/tok")])
+    events = server.receive_data(raw.data_to_send(), 0.0)
+    assert not [e for e in events if isinstance(e, RequestReceived)]
+    resets = [e for e in raw.receive_data(server.data_to_send()) if isinstance(e, h2.events.StreamReset)]
+    assert [(r.stream_id, r.error_code) for r in resets] == [(1, ErrorCodes.PROTOCOL_ERROR)]
+
+
+def test_camera_auth_answers_digest_challenges() -> None:
+    """STR-4: camera credentials go Basic until a Digest challenge, then Digest (qop=auth counted);
+    a challenge with the nonce already answered is not retried."""
+    auth = CameraAuth("cam", "pw")
+    request = RtspMessage(f"DESCRIBE {CAMERA} RTSP/1.0", [("CSeq", "1")])
+    assert auth(request) == basic_authorization("cam", "pw")
+    challenge = RtspMessage("RTSP/1.0 401 Unauthorized", [
+        ("WWW-Authenticate", 'Basic realm="cam"'),
+        ("WWW-Authenticate", 'Digest realm="cam", nonce="n1", qop="auth", opaque="o"')])
+    assert auth.challenged(challenge)
+    scheme, params = parse_auth_header(auth(request))
+    assert scheme == "Digest" and params["nc"] == "00000001" and params["opaque"] == "o"
+    assert params["response"] == digest_response(algorithm="MD5", username="cam", realm="cam", password="pw",
+                                                 method="DESCRIBE", uri=CAMERA, nonce="n1", nc="00000001",
+                                                 cnonce=params["cnonce"])
+    assert parse_auth_header(auth(request))[1]["nc"] == "00000002"
+    assert not auth.challenged(challenge)  # the same nonce refused again: wrong credentials
