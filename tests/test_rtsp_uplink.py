@@ -34,7 +34,7 @@ from iec62676_2_33.sansio.rtsp_tunnel import MAX_HEAD
 pytestmark = needs_camera
 
 
-def _plays(url: str, width: int, height: int) -> None:
+def check_plays(url: str, width: int, height: int) -> None:
     probe = ffprobe(url)
     assert probe.returncode == 0, probe.stderr[-2000:]
     assert probe.stdout.strip() == f"h264,{width},{height}"
@@ -48,13 +48,13 @@ def test_ffmpeg_plays_through_native_uplink(tmp_path: Path) -> None:
     codec and size and ffmpeg decodes 100 frames through `cloud serve --rtsp` over h2c-reverse."""
     with video_env(tmp_path) as env:
         assert env.listener.channel(DEVICE).role.peer_accepts_connect_protocol
-        _plays(env.url(), env.camera.width, env.camera.height)
+        check_plays(env.url(), env.camera.width, env.camera.height)
 
 
 def test_ffmpeg_plays_through_wss_uplink(tmp_path: Path) -> None:
     """STR-1, STR-3, UPL-4: the same through an uplink in WebSocket frames (wss)."""
     with video_env(tmp_path, scheme="wss") as env:
-        _plays(env.url(), env.camera.width, env.camera.height)
+        check_plays(env.url(), env.camera.width, env.camera.height)
 
 
 def test_rtsp_over_http_when_the_device_lacks_extended_connect(tmp_path: Path,
@@ -75,7 +75,7 @@ def test_rtsp_over_http_when_the_device_lacks_extended_connect(tmp_path: Path,
             return await original(method, path, headers, **kw)  # type: ignore[arg-type]
 
         channel.open_stream = open_stream  # type: ignore[assignment,method-assign]
-        _plays(env.front_url(), env.camera.width, env.camera.height)
+        check_plays(env.front_url(), env.camera.width, env.camera.height)
         assert [what for what, _ in opened[:2]] == [f"GET /onvif/rtsp/{TOKEN}", f"POST /onvif/rtsp/{TOKEN}"]
         get, post = opened[0][1], opened[1][1]
         assert get["x-sessioncookie"] == post["x-sessioncookie"]
@@ -197,9 +197,10 @@ def test_uplink_drop_ends_the_players_session(tmp_path: Path) -> None:
             wait_until(lambda: env.listener.channel(DEVICE).held_bytes or env.front.stats.sessions, 30,
                        what="the session to start")
             env.device.stop()
-            proc.wait(timeout=PLAYER_TIMEOUT)
+            assert proc.wait(timeout=PLAYER_TIMEOUT) is not None  # the player ended, it did not hang
             reader.join(10)
             wait_until(lambda: env.front.stats.sessions == 0, 15, what="the front to drop the session")
+            assert env.front.stats.sessions == 0
         finally:
             proc.kill()
             proc.wait(timeout=10)
@@ -219,7 +220,7 @@ def test_camera_credentials_are_injected(tmp_path: Path, digest: bool) -> None:
     """STR-4: the camera's own RTSP credentials (configured on the media source) are added by the
     device, Basic or after the camera's Digest challenge; the player sends none."""
     with video_env(tmp_path, camera_user="viewer", digest=digest) as env:
-        _plays(env.url(), env.camera.width, env.camera.height)
+        check_plays(env.url(), env.camera.width, env.camera.height)
 
 
 def test_python_api_open_rtsp(tmp_path: Path) -> None:
