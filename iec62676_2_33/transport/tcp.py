@@ -36,13 +36,11 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import TransportError
 from .base import PeerClosed
-
-if TYPE_CHECKING:
-    from typing import Self
+from .serving import HandlerServer
 
 __all__ = [
     "READ_CHUNK",
@@ -324,7 +322,7 @@ class TcpStream:
 # --------------------------------------------------------------------------- server
 
 
-class TcpServer:
+class TcpServer(HandlerServer):
     """A listening TCP server made by :func:`start_tcp_server`.
 
     ``stats`` counts ``accepted`` connections, ``handler_failed`` (handlers
@@ -384,32 +382,6 @@ class TcpServer:
         self._closed = True
         if self._server is not None:
             self._server.close()
-
-    def abort_connections(self) -> None:
-        """Abort every established connection (their handlers see the end of stream)."""
-        for stream in list(self._handlers.values()):
-            stream.abort()
-
-    async def wait_closed(self) -> None:
-        """Wait until the listener is closed and every handler has returned."""
-        if self._server is not None:
-            await self._server.wait_closed()
-        while self._handlers:
-            await asyncio.gather(*list(self._handlers), return_exceptions=True)
-
-    async def aclose(self) -> None:
-        """Close, abort every connection, cancel the handlers and wait for them."""
-        self.close()
-        self.abort_connections()
-        for task in list(self._handlers):
-            task.cancel()
-        await self.wait_closed()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
 
 async def start_tcp_server(

@@ -85,7 +85,7 @@ import tempfile
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -93,9 +93,7 @@ from cryptography.x509.oid import NameOID
 from ..errors import ConfigurationError, TransportError
 from ..sansio.admission import Admission, AdmissionLimits
 from .base import ByteStream, PeerClosed, TlsHandshakeError
-
-if TYPE_CHECKING:
-    from typing import Self
+from .serving import HandlerServer
 
 __all__ = [
     "ADMISSION_LOG_INTERVAL",
@@ -863,7 +861,7 @@ async def connect_tls(
 # --------------------------------------------------------------------------- server
 
 
-class TlsServer:
+class TlsServer(HandlerServer):
     """A listening TLS server made by :func:`start_tls_server`.
 
     ``stats`` counts ``accepted`` TCP connections; ``rejected`` ones, closed
@@ -1055,32 +1053,6 @@ class TlsServer:
             self._sum_up()
         for protocol in self._admission.connections():
             protocol._give_up(None, "aborted: the server is closing", "server closing")
-
-    def abort_connections(self) -> None:
-        """Abort every established connection (their handlers see the end of stream)."""
-        for stream in list(self._handlers.values()):
-            stream.abort()
-
-    async def wait_closed(self) -> None:
-        """Wait until the listener is closed and every handler has returned."""
-        if self._server is not None:
-            await self._server.wait_closed()
-        while self._handlers:
-            await asyncio.gather(*list(self._handlers), return_exceptions=True)
-
-    async def aclose(self) -> None:
-        """Close, abort every connection, cancel the handlers and wait for them."""
-        self.close()
-        self.abort_connections()
-        for task in list(self._handlers):
-            task.cancel()
-        await self.wait_closed()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
 
 async def start_tls_server(
