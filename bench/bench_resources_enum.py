@@ -155,14 +155,17 @@ def serve(data: str, variant: str) -> None:
     import iec62676_2_33.runtime.device as runtime_device
 
     if variant == "spyne":
+        from iec62676_2_33.security.middleware import AccessControlMiddleware
         from iec62676_2_33.services import app as app_module
 
         original = runtime_device.build_device_app
 
         def build(uplink: Any, *, clock: Any = _time.time, events: Any = None) -> Any:
             app = original(uplink, clock=clock, events=events)
-            app.routes[app_module.SUBSCRIPTION_PATH] = app_module._protect(  # type: ignore[index]
-                spyne_subscription_app(events), app.store, app_module.EVENT_ACCESS, clock)
+            gate = app.routes[app_module.SUBSCRIPTION_PATH]  # same credentials and access table
+            app.routes[app_module.SUBSCRIPTION_PATH] = AccessControlMiddleware(  # type: ignore[index]
+                spyne_subscription_app(events), operation_access=gate.operation_access, wsse=gate.wsse,
+                digest=gate.digest, clock=gate.clock)
             return app
 
         runtime_device.build_device_app = build  # type: ignore[assignment]
