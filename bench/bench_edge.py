@@ -205,8 +205,8 @@ class Result:
     cpu: float = 0.0  # device CPU seconds (user + system, all threads) per request
 
 
-def h2load(url: str, body: Path, n: int, streams: int, *, h1: bool = False) -> Result:
-    args = ["h2load", "-n", str(n), "-c", "1", "-m", str(streams), "-d", str(body), "-H", CONTENT_TYPE]
+def h2load(url: str, body: Path, n: int, streams: int, *, h1: bool = False, clients: int = 1) -> Result:
+    args = ["h2load", "-n", str(n), "-c", str(clients), "-m", str(streams), "-d", str(body), "-H", CONTENT_TYPE]
     if h1:
         args.append("--h1")
     out = subprocess.run([*args, url], check=False, capture_output=True, text=True, timeout=120).stdout

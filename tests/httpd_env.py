@@ -106,8 +106,14 @@ def wsgi(app: SampleApp) -> Callable[[ThreadPoolExecutor], Handler]:
 
 # -- raw HTTP/1.1 --------------------------------------------------------------------------------
 
-def connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+#: A second loopback address: a client that should count as another source than 127.0.0.1.
+OTHER_SOURCE = "127.0.0.2"
+
+
+def connect(port: int, source: str | None = None) -> socket.socket:
+    """A TCP connection to 127.0.0.1:``port`` (from the address ``source``, when given)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT,
+                                    source_address=(source, 0) if source else None)
     sock.settimeout(TIMEOUT)
     return sock
 
@@ -195,8 +201,8 @@ def h2_request(stream_id: int, encoder: Encoder, path: str = "/echo", method: st
     return HeadersFrame(stream_id, data=encoder.encode(fields), flags=flags)
 
 
-def h2_open(port: int) -> socket.socket:
-    sock = connect(port)
+def h2_open(port: int, source: str | None = None) -> socket.socket:
+    sock = connect(port, source)
     sock.sendall(PREFACE + SettingsFrame(0).serialize())
     return sock
 

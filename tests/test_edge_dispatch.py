@@ -149,13 +149,14 @@ class RecordingExchange(Exchange):
     """An exchange whose response is recorded, with the body budget seen when the head went out."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, body: bytes, *, path: str = "/x",
-                 complete: bool = True) -> None:
+                 complete: bool = True, content_type: str | None = None) -> None:
         self.budget = BodyBudget(1 << 20)
         pipe = BodyPipe(loop, self.budget, length=len(body))
         pipe.feed(body)
         if complete:
             pipe.end()
-        super().__init__(method="POST", path=path, query="", headers=[("host", "cam")], http_version="1.1",
+        headers = [("host", "cam")] + ([("content-type", content_type)] if content_type else [])
+        super().__init__(method="POST", path=path, query="", headers=headers, http_version="1.1",
                          scheme="http", client=("127.0.0.1", 1), server=("127.0.0.1", 80), body=pipe)
         self.sent: list[bytes] = []
         self.status = 0

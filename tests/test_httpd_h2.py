@@ -16,6 +16,7 @@ import pytest
 from h2.errors import ErrorCodes
 from hpack import Decoder, Encoder
 from httpd_env import (
+    OTHER_SOURCE,
     SampleApp,
     decode_headers,
     h2_open,
@@ -30,6 +31,8 @@ from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, RstStreamFram
 from uplink_env import wait_until
 
 from iec62676_2_33.namespaces import SOAP12_CONTENT_TYPE, SOAP_ENV, TUP
+from iec62676_2_33.runtime.httpd import HttpSettings
+from iec62676_2_33.sansio.penalty import PenaltyLimits
 
 CALM = ErrorCodes.ENHANCE_YOUR_CALM
 HAVE_TOOLS = shutil.which("h2load") is not None and shutil.which("curl") is not None
@@ -37,9 +40,13 @@ needs_tools = pytest.mark.skipif(not HAVE_TOOLS, reason="h2load and curl are nee
                                                          "nghttp2-client and curl)")
 
 
-def rapid_reset(port: int, pairs: int = 400) -> list:  # type: ignore[type-arg]
-    """One connection: ``pairs`` HEADERS+RST_STREAM in one write; the frames the server sent back."""
-    sock = h2_open(port)
+def rapid_reset(port: int, pairs: int = 400, source: str = OTHER_SOURCE) -> list:  # type: ignore[type-arg]
+    """One connection from ``source``: ``pairs`` HEADERS+RST_STREAM in one write; the frames the server
+    sent back (none when it refused the connection)."""
+    try:
+        sock = h2_open(port, source)
+    except OSError:
+        return []  # refused before the preface was written
     encoder = Encoder()
     burst = b"".join(h2_request(1 + 2 * i, encoder, "/status/204").serialize()
                      + RstStreamFrame(1 + 2 * i, error_code=ErrorCodes.CANCEL).serialize() for i in range(pairs))
@@ -55,10 +62,11 @@ def rapid_reset(port: int, pairs: int = 400) -> list:  # type: ignore[type-arg]
 def test_rapid_reset_on_the_direct_port_is_cut_off_with_enhance_your_calm(caplog: pytest.LogCaptureFixture) -> None:
     """HEADERS+RST_STREAM pairs on the direct h2c port: the connection gets GOAWAY ENHANCE_YOUR_CALM
     after the role's reset budget (200 per 10 s, as on the uplink) and is closed; while more such
-    connections flood, a legitimate client on its own connection is served; no traceback is logged."""
+    connections flood, a legitimate client on its own connection is served; no traceback is logged.
+    (The flooding source's penalty is made negligible here: every flood connection meets the role.)"""
     caplog.set_level(logging.DEBUG, logger="iec62676_2_33")
     app = SampleApp()
-    with running_server(wsgi(app)) as srv:
+    with running_server(wsgi(app), HttpSettings(flood_penalty=PenaltyLimits(first=0.001, cap=0.001))) as srv:
         frames = rapid_reset(srv.port)
         goaways = [f for f in frames if isinstance(f, GoAwayFrame)]
         assert [g.error_code for g in goaways] == [CALM], frames[-3:]
@@ -89,6 +97,28 @@ def test_rapid_reset_on_the_direct_port_is_cut_off_with_enhance_your_calm(caplog
     assert [CALM] in outcomes
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING], [
         r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
+
+
+def test_a_source_cut_off_for_flooding_is_refused_while_others_are_served(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """After its rapid-reset connection got GOAWAY ENHANCE_YOUR_CALM, the flooding source's next
+    connections are refused before any HTTP/2 work (no frame at all) for the penalty time; another
+    source is served meanwhile; one INFO line names the cut-off, nothing is logged above INFO."""
+    caplog.set_level(logging.DEBUG, logger="iec62676_2_33")
+    with running_server(wsgi(SampleApp()), HttpSettings(flood_penalty=PenaltyLimits(first=60, cap=60))) as srv:
+        first = [f.error_code for f in rapid_reset(srv.port) if isinstance(f, GoAwayFrame)]
+        assert first == [CALM]
+        wait_until(lambda: srv.server.stats["flooded"] == 1, what="the flood to be counted")
+        assert [rapid_reset(srv.port) for _ in range(5)] == [[]] * 5
+        assert srv.server.stats["penalized"] == 5
+        sock = h2_open(srv.port)  # 127.0.0.1: another source
+        encoder, decoder = Encoder(), Decoder()
+        sock.sendall(h2_request(1, encoder, "/status/204").serialize())
+        frames = read_frames(sock, lambda fs: any(isinstance(f, HeadersFrame) for f in fs))
+        sock.close()
+        assert decode_headers(next(f for f in frames if isinstance(f, HeadersFrame)), decoder)[":status"] == "204"
+    assert len([m for m in caplog.messages if "cut off for flooding" in m]) == 1
+    assert not [r for r in caplog.records if r.exc_info or r.levelno > logging.INFO]
 
 
 def test_an_early_http2_answer_is_followed_by_rst_stream_no_error() -> None:

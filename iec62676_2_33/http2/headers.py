@@ -32,6 +32,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from ..errors import RemoteProtocolError
+
 __all__ = ["MalformedHeaders", "check_received"]
 
 #: A field name: an optional leading ``:``, then at least one byte that is not a control, space,
@@ -45,7 +47,7 @@ _REQUEST_ONLY = frozenset({b":scheme", b":path", b":authority", b":method", b":p
 _COLON = 0x3A
 
 
-class MalformedHeaders(ValueError):
+class MalformedHeaders(RemoteProtocolError):
     """The header block breaks RFC 9113 §8.2/§8.3 (a connection error, as h2 treats it)."""
 
 

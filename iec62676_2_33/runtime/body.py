@@ -40,6 +40,12 @@ consumer beyond the budget.
 A consumer that waits ``timeout`` seconds on an empty pipe gets
 :class:`BodyError` with status 408: a client that stops sending its body
 holds a worker thread for at most that long (HTTP/1.1 and HTTP/2 alike).
+A pipe made with a ``deadline`` also fails its consumer's read with 408 once
+the body is not complete that many seconds after the request began: a client
+that trickles a byte every few seconds never trips the per-read timeout, and
+would otherwise hold a worker (and a stream) for as long as it likes. The
+public ports set it (:func:`body_deadline`); the uplink's requests come from
+the cloud's proxy, which bounds its clients itself.
 A failed pipe (the stream was reset, the connection is gone, the body grew
 past its limit) makes the consumer's next read raise :class:`BodyError`, an
 :class:`OSError` as WSGI servers conventionally raise for a broken input, with
@@ -50,19 +56,24 @@ to answer.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from ..errors import TransportError
+from ..sansio.rtsp_tunnel import TUNNEL_CONTENT_TYPE
 
-__all__ = ["BodyBudget", "BodyError", "BodyPipe", "WsgiInput"]
+__all__ = ["BODY_DEADLINE", "BodyBudget", "BodyError", "BodyPipe", "WsgiInput", "body_deadline"]
 
 #: Most bytes one read hands to the application (ASGI chunks are at most this size).
 READ_CHUNK = 64 * 1024
 #: Seconds a consumer waits for the next body bytes before its read fails with 408.
 READ_TIMEOUT = 30.0
+#: Seconds a whole request body may take on a public port (16 MiB, the largest body, in 60 s
+#: needs 280 KB/s; a SOAP request is at most 1 MiB).
+BODY_DEADLINE = 60.0
 #: Bytes of a complete body a worker thread may take before it reports them to the loop. Only a
 #: running application holds such bytes, so all of them are at most this many per worker thread
 #: (64 workers on a device: 1 MiB of the 32 MiB body budget); a SOAP request is far smaller.
@@ -75,6 +86,16 @@ class BodyError(TransportError, OSError):
     def __init__(self, msg: str, *, status: int | None = None) -> None:
         super().__init__(msg)
         self.status = status
+
+
+def body_deadline(headers: Iterable[tuple[str, str]], seconds: float | None) -> float | None:
+    """The whole-body deadline of a request (``seconds``), or ``None`` for the POST channel of RTSP
+    over HTTP (``application/x-rtsp-tunnelled``, STR-2): its body lasts as long as the session,
+    and the RTSP relay answers an unpaired one at once (per-read ``timeout`` still applies)."""
+    if seconds is None or any(n == "content-type" and v.split(";")[0].strip().lower() == TUNNEL_CONTENT_TYPE
+                              for n, v in headers):
+        return None
+    return seconds
 
 
 class BodyBudget:
@@ -127,7 +148,8 @@ class BodyPipe:
     bounded by the stream's window instead); ``on_consumed(n)``, when given,
     runs on the loop for every ``n`` bytes the consumer took or :meth:`discard`
     dropped (HTTP/2 acknowledges them; HTTP/1.1 needs no hook: the budget's
-    wake-up tells its reader); ``timeout`` is how long a read waits for bytes.
+    wake-up tells its reader); ``timeout`` is how long a read waits for bytes;
+    ``deadline`` (seconds from now, ``None``: none) is when the whole body must be in.
     """
 
     def __init__(
@@ -139,6 +161,7 @@ class BodyPipe:
         length: int | None = None,
         capacity: int = READ_CHUNK,
         timeout: float = READ_TIMEOUT,
+        deadline: float | None = None,
     ) -> None:
         self.loop = loop
         self.budget = budget
@@ -146,6 +169,9 @@ class BodyPipe:
         self.length = length
         self.capacity = capacity
         self.timeout = timeout
+        self.deadline = deadline
+        # loop.time() is time.monotonic() (asyncio's clock), which the worker threads read too.
+        self._due = math.inf if deadline is None else loop.time() + deadline
         self.received = 0
         self.peak = 0
         self._lock = threading.Lock()
@@ -270,7 +296,7 @@ class BodyPipe:
     def read(self, max_bytes: int = READ_CHUNK) -> bytes:
         """Up to ``max_bytes`` bytes, blocking (worker thread); ``b""`` at the end of the body."""
         with self._lock:
-            deadline = time.monotonic() + self.timeout
+            deadline = min(time.monotonic() + self.timeout, self._due)
             while not self._chunks:
                 data = self._final()
                 if data is not None:
@@ -303,9 +329,13 @@ class BodyPipe:
             if not self._starving:
                 self._starving = True
                 self.budget.wake()
+            wait = min(self.timeout, self._due - self.loop.time())
+            if wait <= 0:
+                with self._lock:
+                    raise self._time_out()
             self._async_waiter = self.loop.create_future()
             try:
-                await asyncio.wait_for(self._async_waiter, self.timeout)
+                await asyncio.wait_for(self._async_waiter, wait)
             except TimeoutError:
                 with self._lock:
                     raise self._time_out() from None
@@ -322,8 +352,12 @@ class BodyPipe:
             self._ready.notify()
 
     def _time_out(self) -> BodyError:
-        """The consumer waited ``timeout`` for bytes (lock held): the body fails with 408."""
-        self._error = BodyError(f"no request body bytes for {self.timeout:g} s", status=408)
+        """The consumer waited ``timeout`` for bytes, or the ``deadline`` passed (lock held): the body
+        fails with 408."""
+        if time.monotonic() >= self._due:
+            self._error = BodyError(f"the request body was not complete within {self.deadline:g} s", status=408)
+        else:
+            self._error = BodyError(f"no request body bytes for {self.timeout:g} s", status=408)
         self._starving = False
         return self._error
 

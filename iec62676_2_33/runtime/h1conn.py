@@ -16,7 +16,8 @@ h11 keeps the protocol state; this module moves bytes and enforces bounds:
   (slow-loris: 408, then close), the next request must begin within
   ``idle_timeout`` of the last answer (close), and the client must take what
   we write within ``send_timeout`` (disconnect). Body bytes the application
-  waits for must come within ``body_timeout`` (the pipe's read fails with 408).
+  waits for must come within ``body_timeout``, and the whole body within
+  ``body_deadline`` of the head (the pipe's read fails with 408).
 * **Bodies stream** (Content-Length or chunked) into the exchange's
   :class:`~.body.BodyPipe`: the socket is read for the body only while the
   pipe is below its capacity and the server's body budget has room, or the
@@ -45,7 +46,7 @@ import h11
 
 from ..errors import TransportError
 from ..transport.base import ByteStream
-from .body import READ_CHUNK, BodyBudget, BodyPipe
+from .body import READ_CHUNK, BodyBudget, BodyPipe, body_deadline
 from .deadlines import Deadlines
 from .exchange import ClientDisconnected, Exchange, Handler, RawHeaders, format_addr, reason_phrase
 
@@ -197,7 +198,8 @@ class H1Connection:
         if b"://" in target[:16]:  # absolute-form: keep the path
             target = b"/" + target.split(b"://", 1)[1].partition(b"/")[2]
         path, _, query = target.decode("latin-1").partition("?")
-        pipe = BodyPipe(self.loop, self.budget, length=length, timeout=settings.body_timeout)
+        pipe = BodyPipe(self.loop, self.budget, length=length, timeout=settings.body_timeout,
+                        deadline=body_deadline(headers, settings.body_deadline))
         return H1Exchange(self, method=request.method.decode("latin-1"), path=path, query=query, headers=headers,
                           http_version=request.http_version.decode("latin-1"), scheme=self.scheme,
                           client=self.client, server=self.server, body=pipe)
@@ -289,7 +291,7 @@ class H1Connection:
                 if not data:
                     break
                 dropped += len(data)
-        except TransportError:
+        except (TransportError, OSError):  # the client reset the connection first (ENOTCONN)
             pass
         finally:
             self.deadlines.clear("linger")

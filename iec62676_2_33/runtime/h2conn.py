@@ -28,8 +28,9 @@ Theory of operation
   most :data:`SEND_LOW_WATER` bytes queued in the role (the role frames as the
   peer's windows allow). A peer that keeps a stream's window shut for
   ``send_timeout`` seconds gets that stream reset (CANCEL), and an application
-  waits at most ``body_timeout`` for body bytes (408): a worker thread is never
-  held forever by a client that stops reading or sending.
+  waits at most ``body_timeout`` for body bytes, and at most ``body_deadline``
+  (when given: the direct ports) for the whole body (408): a worker thread is
+  never held forever by a client that stops reading, stops sending, or trickles.
 
 :class:`H2cConnection` adds what a port open to anyone needs: a server-wide body
 budget (the connection stops reading its socket while the budget is spent
@@ -60,7 +61,7 @@ from ..http2.role import (
 )
 from ..http2.server import H2ServerRole
 from ..transport.base import ByteStream
-from .body import READ_TIMEOUT, BodyBudget, BodyPipe
+from .body import READ_TIMEOUT, BodyBudget, BodyPipe, body_deadline
 from .deadlines import Deadlines
 from .exchange import ClientDisconnected, Exchange, Handler, RawHeaders, format_addr
 from .h2driver import H2Driver
@@ -111,7 +112,8 @@ class H2Streams:
     def __init__(self, role: H2ServerRole, handler: Handler, *, kick: Callable[[], None],
                  client: tuple[str, int] | None = None, server: tuple[str, int] | None = None,
                  scheme: str = "https", budget: BodyBudget | None = None, send_timeout: float = SEND_TIMEOUT,
-                 body_timeout: float = READ_TIMEOUT, idle_changed: Callable[[bool], None] | None = None) -> None:
+                 body_timeout: float = READ_TIMEOUT, body_deadline: float | None = None,
+                 idle_changed: Callable[[bool], None] | None = None) -> None:
         self.role = role
         self.handler = handler
         self.kick = kick
@@ -122,6 +124,7 @@ class H2Streams:
         self.budget = budget if budget is not None else BodyBudget(role.limits.connection_window_size)
         self.send_timeout = send_timeout
         self.body_timeout = body_timeout
+        self.body_deadline = body_deadline
         self.idle_changed = idle_changed
         self._loop = asyncio.get_running_loop()
         self._exchanges: dict[int, H2Exchange] = {}
@@ -206,7 +209,8 @@ class H2Streams:
         length = next((v for k, v in fields if k == "content-length"), None)
         pipe = BodyPipe(self._loop, self.budget, lambda n: self._acknowledge(stream_id, n),
                         length=int(length) if length is not None and length.isdigit() else None,
-                        capacity=self.role.limits.initial_window_size, timeout=self.body_timeout)
+                        capacity=self.role.limits.initial_window_size, timeout=self.body_timeout,
+                        deadline=body_deadline(fields, self.body_deadline))
         path, _, query = pseudo.get(":path", "/").partition("?")
         ex = H2Exchange(self, stream_id, method=pseudo.get(":method", "GET"), path=path, query=query,
                         headers=fields, http_version="2", scheme=pseudo.get(":scheme", self.scheme),
@@ -340,7 +344,8 @@ class H2cConnection:
     """One direct HTTP/2 connection (prior knowledge): role, driver, deadlines."""
 
     def __init__(self, stream: ByteStream, handler: Handler, *, limits: H2Limits, budget: BodyBudget,
-                 idle_timeout: float, send_timeout: float, body_timeout: float, client: tuple[str, int] | None,
+                 idle_timeout: float, send_timeout: float, body_timeout: float, body_deadline: float | None,
+                 client: tuple[str, int] | None,
                  server: tuple[str, int] | None, scheme: str) -> None:
         loop = asyncio.get_running_loop()
         self.role = H2ServerRole(now=loop.time(), limits=limits)
@@ -350,9 +355,12 @@ class H2cConnection:
         self.deadlines = Deadlines(loop, self._expired)
         self.streams = H2Streams(self.role, handler, kick=self._kick, client=client, server=server, scheme=scheme,
                                  budget=budget, send_timeout=send_timeout, body_timeout=body_timeout,
+                                 body_deadline=body_deadline,
                                  idle_changed=self._idle_changed)
         self.stream = _GatedStream(stream, self.streams, self.deadlines, send_timeout)
-        self.driver = H2Driver(self.stream, self.role, self.streams.on_event, name=f"h2c {format_addr(client)}",
+        #: The role cut the connection off for flooding (GOAWAY ENHANCE_YOUR_CALM).
+        self.flooded = False
+        self.driver = H2Driver(self.stream, self.role, self._on_event, name=f"h2c {format_addr(client)}",
                                on_progress=self.streams.writable)
 
     async def run(self, initial: bytes) -> str:
@@ -372,6 +380,11 @@ class H2cConnection:
         self.draining = True
         if not self.streams.active:
             self.driver.close("the server is shutting down")
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, ConnectionTerminated) and event.local and event.error_code == ErrorCodes.ENHANCE_YOUR_CALM:
+            self.flooded = True
+        self.streams.on_event(event)
 
     def _kick(self) -> None:
         self.driver.kick()

@@ -26,7 +26,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (IPv6 as ``[::1]:8080``) → (host, port)."""
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigurationError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+        raise ConfigurationError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8080)")
     return host.strip("[]"), int(port)
 
 

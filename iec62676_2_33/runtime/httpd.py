@@ -25,6 +25,15 @@ CONTINUATION floods, header and body sizes; see :mod:`.h2conn`); anything
 else is HTTP/1.1 on h11 (:mod:`.h1conn`). ``Upgrade: h2c`` is declined: the
 request is answered on HTTP/1.1.
 
+**Flooders wait.** A source (IPv4 address, IPv6 /64) whose HTTP/2
+connection the role cut off for flooding (GOAWAY ENHANCE_YOUR_CALM: rapid
+reset and the other flood limits) has its next connections refused at once,
+before any HTTP/2 work, for ``flood_penalty.first`` seconds, doubling per
+further offence up to ``flood_penalty.cap`` (:mod:`..sansio.penalty`): the
+limits bound what one connection costs, the penalty what reconnecting costs
+(``bench/bench_rapid_reset.py``). Over TLS the handshake is made before the
+check.
+
 Request bodies stream to the application with back-pressure; all
 connections of one server share one in-flight body budget
 (``body_budget`` bytes received and not yet read by an application, see
@@ -50,10 +59,11 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigurationError, TransportError
 from ..http2.limits import DEFAULT_LIMITS, H2Limits
 from ..http2.role import PREFACE
+from ..sansio.penalty import DEFAULT_PENALTY, PenaltyBox, PenaltyLimits
 from ..transport.base import ByteStream
 from ..transport.tcp import TcpServer, start_tcp_server
 from ..transport.tls import TlsServer, start_tls_server
-from .body import BodyBudget
+from .body import BODY_DEADLINE, BodyBudget
 from .exchange import Handler, format_addr
 from .h1conn import H1Connection
 from .h2conn import H2cConnection
@@ -89,10 +99,16 @@ class HttpSettings:
     idle_timeout: float = 30.0
     #: Seconds an application may wait for the next request-body bytes (then its read fails: 408).
     body_timeout: float = 30.0
+    #: Seconds a whole request body may take (then the application's read fails: 408; a client
+    #: trickling a byte every few seconds is cut off); ``None``: no limit. RTSP over HTTP's POST
+    #: channel has none (:func:`~.body.body_deadline`).
+    body_deadline: float | None = BODY_DEADLINE
     #: Seconds the client may take nothing of what we write (disconnect; HTTP/2: the stream is reset).
     send_timeout: float = 30.0
     #: The HTTP/2 limits (the uplink's); ``max_body_size`` also bounds HTTP/1.1 bodies.
     h2_limits: H2Limits = DEFAULT_LIMITS
+    #: How long a source whose HTTP/2 connection was cut off for flooding is refused.
+    flood_penalty: PenaltyLimits = DEFAULT_PENALTY
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -111,7 +127,9 @@ class HttpServer:
     """One listening HTTP server (see the module docstring); made by :func:`start_http_server`.
 
     ``stats``: ``accepted``, ``refused`` (over ``max_connections``), ``http1``,
-    ``h2`` (connections by protocol), ``active`` (connections now).
+    ``h2`` (connections by protocol), ``active`` (connections now),
+    ``flooded`` (HTTP/2 connections cut off for flooding), ``penalized``
+    (connections refused because their source flooded).
     """
 
     def __init__(self, handler: Handler, settings: HttpSettings, *, scheme: str) -> None:
@@ -119,7 +137,9 @@ class HttpServer:
         self.settings = settings
         self.scheme = scheme
         self.budget = BodyBudget(settings.body_budget)
-        self.stats: dict[str, int] = {"accepted": 0, "refused": 0, "http1": 0, "h2": 0, "active": 0}
+        self.stats: dict[str, int] = {"accepted": 0, "refused": 0, "http1": 0, "h2": 0, "active": 0, "flooded": 0,
+                                      "penalized": 0}
+        self.penalties = PenaltyBox(settings.flood_penalty)
         self._transport: TcpServer | TlsServer | None = None
         self._connections: set[H1Connection | H2cConnection] = set()
         self._closing = False
@@ -130,6 +150,12 @@ class HttpServer:
 
     async def _connection(self, stream: ByteStream) -> None:
         self.stats["accepted"] += 1
+        peer = _address(stream.extra("peername"))
+        source = self.penalties.source_key(peer[0] if peer else None)
+        if self.penalties.blocked(source, asyncio.get_running_loop().time()):
+            self.stats["penalized"] += 1
+            stream.abort()
+            return
         if self._closing or self.stats["active"] >= self.settings.max_connections:
             self.stats["refused"] += 1
             log.debug("refused %s: %d connections already", stream.extra("peername"), self.stats["active"])
@@ -137,23 +163,23 @@ class HttpServer:
             return
         self.stats["active"] += 1
         try:
-            await self._serve(stream)
+            await self._serve(stream, peer, source)
         finally:
             self.stats["active"] -= 1
 
-    async def _serve(self, stream: ByteStream) -> None:
+    async def _serve(self, stream: ByteStream, peer: tuple[str, int] | None, source: str) -> None:
         initial = await self._first_bytes(stream)
         if not initial:
             return
         settings = self.settings
-        peer = _address(stream.extra("peername"))
         own = _address(stream.extra("sockname"))
         conn: H1Connection | H2cConnection
         if initial.startswith(PREFACE):
             self.stats["h2"] += 1
             conn = H2cConnection(stream, self.handler, limits=settings.h2_limits, budget=self.budget,
                                  idle_timeout=settings.idle_timeout, send_timeout=settings.send_timeout,
-                                 body_timeout=settings.body_timeout, client=peer, server=own, scheme=self.scheme)
+                                 body_timeout=settings.body_timeout, body_deadline=settings.body_deadline,
+                                 client=peer, server=own, scheme=self.scheme)
         else:
             self.stats["http1"] += 1
             conn = H1Connection(stream, self.handler, settings=settings, budget=self.budget, client=peer,
@@ -163,6 +189,11 @@ class HttpServer:
             if isinstance(conn, H2cConnection):
                 reason = await conn.run(initial)
                 log.debug("h2c %s ended: %s", format_addr(peer), reason)
+                if conn.flooded:
+                    self.stats["flooded"] += 1
+                    block = self.penalties.strike(source, asyncio.get_running_loop().time())
+                    log.info("h2c %s cut off for flooding (%s); source %s refused for %g s",
+                             format_addr(peer), reason, source, block)
             else:
                 await conn.run(initial)
         finally:

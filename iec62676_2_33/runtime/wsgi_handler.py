@@ -38,9 +38,9 @@ Theory of operation
   right there, on the loop, with no thread hand-over at all, and its response is
   collected whole. Only for operations that never block (no waiting for events,
   no disk writes) and answer briefly: the loop serves every connection. The
-  predicate gets the very environ the application will get; if it reads
-  ``wsgi.input`` (to parse the body once), it must leave what it read, or its
-  parse, in the environ for the application.
+  predicate gets the very environ the application will get, inline or in a
+  worker; if it reads ``wsgi.input`` (to parse the body once), it must leave
+  what it read, or its parse, in the environ for the application.
 * A client that goes away while the application reads or writes shows as a
   :class:`~.body.BodyError` / :class:`~.exchange.ClientDisconnected`
   (``OSError``) in the application; it is logged at debug level, never with a
@@ -118,6 +118,7 @@ class WsgiHandler:
         if ex.gone:
             return None  # reset before it started: do not run the application at all
         body = ex.body
+        environ: dict[str, Any] | None = None
         if self.inline is not None and body.complete and body.buffered <= DEFERRED_REPORT:
             environ = self.environ(ex)
             if self.inline(environ):
@@ -127,9 +128,9 @@ class WsgiHandler:
             inbox = self._inbox = _Inbox(loop)
         done: asyncio.Future[_Final | None] = loop.create_future()
         if self.executor is not None:
-            self.executor.submit(self._work, ex, inbox, done)
+            self.executor.submit(self._work, ex, inbox, done, environ)
         else:  # the default executor has no public handle: its own future is left alone
-            loop.run_in_executor(None, self._work, ex, inbox, done)
+            loop.run_in_executor(None, self._work, ex, inbox, done, environ)
         return await done
 
     def environ(self, ex: Exchange) -> dict[str, Any]:
@@ -169,13 +170,15 @@ class WsgiHandler:
 
     # ------------------------------------------------------------------ worker thread
 
-    def _work(self, ex: Exchange, inbox: _Inbox, done: asyncio.Future[_Final | None]) -> None:
-        """The worker's whole job: run the application, then one hand-over to the loop."""
+    def _work(self, ex: Exchange, inbox: _Inbox, done: asyncio.Future[_Final | None],
+              environ: dict[str, Any] | None) -> None:
+        """The worker's whole job: run the application (with the environ the inline predicate saw,
+        if it was asked), then one hand-over to the loop."""
         final: _Final | None = None
         error: BaseException | None = None
         try:
             if not ex.gone:  # reset while it waited for a worker: do not run the application
-                final = _Responder(ex, inbox.loop, inline=False).run(self.app, self.environ(ex))
+                final = _Responder(ex, inbox.loop, inline=False).run(self.app, environ or self.environ(ex))
         except BaseException as exc:  # noqa: BLE001 - handed to the loop, which reports it
             error = exc
         inbox.put(done, final, error)

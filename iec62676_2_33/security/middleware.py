@@ -11,7 +11,11 @@ For each ``POST`` the middleware, *before* the application sees anything:
    with 413 (and a SOAP fault) without reading; without ``Content-Length``
    the body is read up to the cap only when the server marks the input as
    terminated (``wsgi.input_terminated``), else 411; reading stops one byte
-   past the cap;
+   past the cap. When the server already parsed the body (with the same
+   :func:`~..soap.envelope.parse_request`, to decide where the request runs:
+   ``environ["iec62676.parsed"]``, set by the device application's
+   ``runs_inline``, never from the request), that parse is taken instead and
+   the body is not read again: still one parse per request;
 2. decodes, parses and identifies it **once** with
    :func:`~..soap.envelope.parse_request` (UTF-8/UTF-16 only, no MIME, no
    DTD, exactly one operation element in the Body: see that module) — a
@@ -36,7 +40,8 @@ For each ``POST`` the middleware, *before* the application sees anything:
    token is refused because its clock is off call GetSystemDateAndTime to
    learn the device time (ONVIF Core: PRE_AUTH operations need no
    authentication). The failure is logged all the same.
-4. allowed by :func:`~.access.is_allowed` → the application is called with
+4. allowed by :func:`~.access.is_allowed` (or by ``authorize``, which also
+   weighs user roles: :meth:`~.roles.RoleBook.authorize`, PROV-4) → the application is called with
    the parsed request in ``environ["iec62676.request"]`` — the very tree the
    decision was taken on, and no body to read again (``wsgi.input`` is
    empty) — and ``environ["iec62676.user"]`` (user name or ``None``),
@@ -74,14 +79,14 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, Final, Protocol
 from urllib.parse import quote
 
-from ..soap.envelope import parse_request
+from ..soap.envelope import SoapRequest, parse_request
 from ..soap.fault import SoapFault, fault_response, not_authorized
 from .access import AccessClass, CredentialRejected, UserLevel, is_allowed
 from .httpdigest import DigestAuthenticator, StaleNonce
@@ -90,6 +95,7 @@ from .wsse import UsernameTokenVerifier, parse_username_token
 __all__ = [
     "ENVIRON_ACCESS_CLASS",
     "ENVIRON_LEVELS",
+    "ENVIRON_PARSED",
     "ENVIRON_REQUEST",
     "ENVIRON_UPLINK_LEVEL",
     "ENVIRON_USER",
@@ -110,6 +116,8 @@ ENVIRON_LEVELS: Final = "iec62676.levels"
 ENVIRON_ACCESS_CLASS: Final = "iec62676.access_class"
 #: Set by the middleware for the application: the one parsed request (:class:`~..soap.envelope.SoapRequest`).
 ENVIRON_REQUEST: Final = "iec62676.request"
+#: The :class:`~..soap.envelope.SoapRequest` the server parsed before the middleware (step 1).
+ENVIRON_PARSED: Final = "iec62676.parsed"
 
 
 class StartResponse(Protocol):
@@ -154,8 +162,10 @@ class AccessControlMiddleware:
         max_body: int = 1024 * 1024,
         lenient_pre_auth: bool = True,
         passthrough_methods: Collection[str] = ("GET", "HEAD"),
+        authorize: Callable[[Sequence[str], str | None, AccessClass, tuple[str, str]], bool] | None = None,
     ) -> None:
         self.app = app
+        self.authorize = authorize
         self.operation_access = operation_access
         self.wsse = wsse
         self.digest = digest
@@ -174,22 +184,23 @@ class AccessControlMiddleware:
                 environ[ENVIRON_ACCESS_CLASS] = None
                 return self.app(environ, start_response)
             return _plain(start_response, 405, "Only POST is accepted here.", [("Allow", "POST")])
-        try:
-            body = self._read_body(environ)
-        except _Reject as exc:
-            log.info("request refused before parsing: %s", exc.reason)
-            return fault_response(SoapFault(code="Sender", reason=exc.reason), start_response, status=exc.status)
         now = self.clock()
-
-        if not body.strip() and self.digest is not None and self._no_credentials(environ):
-            # An empty probe (curl --digest sends one) → challenge straight away.
-            return _challenge(start_response, self.digest, now, stale=False)
-        try:
-            request = parse_request(environ.get("CONTENT_TYPE"), body)
-        except SoapFault as fault:
-            log.info("request refused: %s", fault)
-            return fault_response(fault, start_response)
-        del body  # from here on only the parsed request exists
+        request = environ.pop(ENVIRON_PARSED, None)
+        if not isinstance(request, SoapRequest):
+            try:
+                body = self._read_body(environ)
+            except _Reject as exc:
+                log.info("request refused before parsing: %s", exc.reason)
+                return fault_response(SoapFault(code="Sender", reason=exc.reason), start_response, status=exc.status)
+            if not body.strip() and self.digest is not None and self._no_credentials(environ):
+                # An empty probe (curl --digest sends one) → challenge straight away.
+                return _challenge(start_response, self.digest, now, stale=False)
+            try:
+                request = parse_request(environ.get("CONTENT_TYPE"), body)
+            except SoapFault as fault:
+                log.info("request refused: %s", fault)
+                return fault_response(fault, start_response)
+            del body  # from here on only the parsed request exists
         operation = request.operation_name
         root = request.envelope
         access_class = self.operation_access(*operation)
@@ -220,7 +231,9 @@ class AccessControlMiddleware:
                     return _challenge(start_response, self.digest, now, stale=stale)
                 return fault_response(not_authorized(failure.peer_reason), start_response)
 
-        if access_class is not None and not is_allowed(identity.levels, access_class):
+        if access_class is not None and not (
+                is_allowed(identity.levels, access_class) if self.authorize is None
+                else self.authorize(identity.levels, identity.user, access_class, operation)):
             # Valid credentials with too few rights are routine; failed credentials are warned above.
             log.info(
                 "refused %s (%s) from %s: levels %s (%s) not allowed",
