@@ -16,7 +16,7 @@ Theory of operation
    proxy too).
 2. *Client certificate* (UPL-13): a certificate already in the keystore that
    our CA issued to this identity, still valid and with a private key, is
-   reused; otherwise CreateRSAKeyPair, GetKeyStatus until ``ok`` (bounded),
+   reused; otherwise CreateRSAKeyPair (CreateECCKeyPair with ``curve``), GetKeyStatus until ``ok`` (bounded),
    CreatePKCS10CSR, the CA signs (CN = the device identity the cloud uses,
    EKU clientAuth; the CSR's signature is checked first) and
    UploadCertificate with PrivateKeyRequired.
@@ -28,6 +28,17 @@ Theory of operation
 
 So a second run finds every object in place and changes nothing but the
 (identical) uplink entry: enrolment is idempotent.
+
+*Token variant* (PROV-3, UPL-14; ``token=TokenClient(...)``): instead of step
+2 the device gets an authorization server configuration — ServerUri (RFC 8414
+metadata URL or issuer), ClientID, ClientSecret, client authentication
+method, Scope and the trust policy of step 3 for the server's certificate. A
+configuration with the same ServerUri and ClientID is updated with
+SetAuthorizationServerConfiguration (the secret is write-only, so it is always
+sent), else one is created; SetUplink then names it as AuthorizationServer.
+The cloud knows the device by its token's subject, which the authorization
+server decides: ``identity`` (default: the ClientID) is only what step 5
+waits for.
 """
 
 from __future__ import annotations
@@ -57,11 +68,12 @@ from .schemas import wsdl_path
 from .services.security import TAS
 from .uplinkconfig import UplinkConfiguration
 
-__all__ = ["EnrollmentResult", "clock_offset", "enroll", "sign_csr"]
+__all__ = ["EnrollmentResult", "TokenClient", "clock_offset", "enroll", "sign_csr"]
 
 log = logging.getLogger(__name__)
 
 SHA256_WITH_RSA = "1.2.840.113549.1.1.11"
+ECDSA_WITH_SHA256 = "1.2.840.10045.4.3.2"
 #: How often GetKeyStatus and GET /devices are asked while waiting.
 POLL_INTERVAL = 0.1
 CERT_DAYS = 825
@@ -73,11 +85,26 @@ class EnrollmentResult:
 
     device_id: str
     remote_address: str
-    certificate_id: str
-    key_id: str
+    certificate_id: str | None  # None in the token variant
+    key_id: str | None
     policy_id: str
     created: tuple[str, ...]
     online: bool | None  # None: not waited for
+    authorization_server: str | None = None  # the token variant's configuration token
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenClient:
+    """The device's OAuth client at an authorization server (token variant, PROV-3)."""
+
+    server_uri: str
+    client_id: str
+    client_secret: str
+    client_auth: str = "client_secret_basic"
+    scope: str | None = None
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"TokenClient(server_uri={self.server_uri!r}, client_id={self.client_id!r})"
 
 
 def sign_csr(csr_der: bytes, ca: CertKey, identity: str, *, days: int = CERT_DAYS) -> x509.Certificate:
@@ -184,7 +211,7 @@ def _wait(condition: Any, timeout: float, what: str) -> Any:
     return value
 
 
-def _client_certificate(dev: _Device, ca: CertKey, identity: str, key_length: int,
+def _client_certificate(dev: _Device, ca: CertKey, identity: str, key_length: int, curve: str | None,
                         key_timeout: float, created: list[str]) -> tuple[str, str]:
     now = dt.datetime.now(dt.UTC)
     for item in dev.sec("GetAllCertificates") or ():
@@ -192,12 +219,15 @@ def _client_certificate(dev: _Device, ca: CertKey, identity: str, key_length: in
         if _issued_to(cert, ca, identity, now) and dev.sec("GetPrivateKeyStatus", KeyID=item.KeyID):
             log.info("reusing certificate %s of %s", item.CertificateID, identity)
             return str(item.CertificateID), str(item.KeyID)
-    key = dev.sec("CreateRSAKeyPair", KeyLength=key_length, Alias=f"uplink {identity}")
+    if curve is None:
+        key = dev.sec("CreateRSAKeyPair", KeyLength=key_length, Alias=f"uplink {identity}")
+    else:
+        key = dev.sec("CreateECCKeyPair", EllipticCurve=curve, Alias=f"uplink {identity}")
     key_id = str(key.KeyID)
     created.append(f"key {key_id}")
     _wait(lambda: dev.sec("GetKeyStatus", KeyID=key_id) == "ok", key_timeout, f"key {key_id} to be generated")
     csr = dev.sec("CreatePKCS10CSR", Subject={"CommonName": [identity]}, KeyID=key_id,
-                  SignatureAlgorithm={"algorithm": SHA256_WITH_RSA})
+                  SignatureAlgorithm={"algorithm": SHA256_WITH_RSA if curve is None else ECDSA_WITH_SHA256})
     cert = sign_csr(csr, ca, identity)
     uploaded = dev.sec("UploadCertificate", Certificate=cert.public_bytes(serialization.Encoding.DER),
                        Alias=f"uplink {identity}", PrivateKeyRequired=True)
@@ -221,6 +251,19 @@ def _trust_policy(dev: _Device, ca: CertKey, created: list[str]) -> str:
     return policy_id
 
 
+def _authorization_server(dev: _Device, token: TokenClient, policy_id: str, created: list[str]) -> str:
+    data = {"Type": "OAuthClientCredentials", "ClientAuth": token.client_auth, "ServerUri": token.server_uri,
+            "ClientID": token.client_id, "ClientSecret": token.client_secret, "Scope": token.scope,
+            "CertPathValidationPolicyID": policy_id}
+    for item in dev.sec("GetAuthorizationServerConfigurations") or ():
+        if (str(item.Data.ServerUri), str(item.Data.ClientID)) == (token.server_uri, token.client_id):
+            dev.sec("SetAuthorizationServerConfiguration", Configuration={"token": item.token, "Data": data})
+            return str(item.token)
+    made = str(dev.sec("CreateAuthorizationServerConfiguration", Configuration=data))
+    created.append(f"authorization server {made}")
+    return made
+
+
 def _online(proxy: str, identity: str, timeout: float) -> bool:
     if urlsplit(proxy).scheme not in ("http", "https"):
         raise ConfigurationError(f"the cloud proxy must be an http(s) URL such as http://127.0.0.1:8080, not {proxy!r}")
@@ -238,24 +281,35 @@ def _online(proxy: str, identity: str, timeout: float) -> bool:
 
 def enroll(device_url: str, *, username: str, password: str, ca: CertKey, remote_address: str,
            identity: str | None = None, user_level: Sequence[str] = ("Administrator",), key_length: int = 2048,
-           cloud_proxy: str | None = None, wait: float = 0.0, timeout: float = 10.0,
-           key_timeout: float = 60.0) -> EnrollmentResult:
+           curve: str | None = None, token: TokenClient | None = None, cloud_proxy: str | None = None, wait: float = 0.0,
+           timeout: float = 10.0, key_timeout: float = 60.0) -> EnrollmentResult:
     """Enrol the device at ``device_url`` (its device service) into the cloud at ``remote_address``.
 
     ``identity`` is the CN the cloud will know the device by (default: the
-    device's SerialNumber from GetDeviceInformation). With ``cloud_proxy`` and
-    ``wait > 0`` the call returns once ``GET <cloud_proxy>/devices`` lists the
-    device (or raises :class:`TransportError` after ``wait`` seconds).
+    device's SerialNumber from GetDeviceInformation). ``curve`` (e.g. ``secp256r1``) has the device generate an
+    ECC key pair instead of an RSA one of ``key_length`` bits. With ``token`` the uplink
+    authenticates with access tokens from that authorization server instead of
+    a client certificate (``ca`` then only provides the trust anchor). With
+    ``cloud_proxy`` and ``wait > 0`` the call returns once
+    ``GET <cloud_proxy>/devices`` lists the device (or raises
+    :class:`TransportError` after ``wait`` seconds).
     """
     dev = _Device(device_url, username, password, timeout)
-    if identity is None:
-        identity = dev.serial_number()
     created: list[str] = []
-    certificate_id, key_id = _client_certificate(dev, ca, identity, key_length, key_timeout, created)
+    certificate_id = key_id = auth_server = None
+    if token is None:
+        if identity is None:
+            identity = dev.serial_number()
+        certificate_id, key_id = _client_certificate(dev, ca, identity, key_length, curve, key_timeout, created)
     policy_id = _trust_policy(dev, ca, created)
+    if token is not None:
+        identity = identity or token.client_id
+        auth_server = _authorization_server(dev, token, policy_id, created)
+    assert identity is not None
     dev.uplink.set_uplink(UplinkConfiguration(
         remote_address=remote_address, user_level=tuple(user_level), certificate_id=certificate_id,
-        cert_path_validation_policy_id=policy_id))
+        cert_path_validation_policy_id=policy_id, authorization_server=auth_server))
     online = _online(cloud_proxy, identity, wait) if cloud_proxy and wait > 0 else None
     return EnrollmentResult(device_id=identity, remote_address=remote_address, certificate_id=certificate_id,
-                            key_id=key_id, policy_id=policy_id, created=tuple(created), online=online)
+                            key_id=key_id, policy_id=policy_id, created=tuple(created), online=online,
+                            authorization_server=auth_server)

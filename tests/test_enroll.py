@@ -1,13 +1,17 @@
-"""PROV-1, UPL-11, UPL-13: one-command enrolment of a device into a cloud over ONVIF, end to end.
+"""PROV-1, PROV-3, UPL-11, UPL-13, UPL-14: one-command enrolment of a device into a cloud over ONVIF, end to end.
 
 A real device (``run_device``: direct HTTP and its uplink agent) and a real
-cloud (``run_cloud``: mTLS listener and HTTP proxy) run on loopback; the
-enrolment talks to the device only through its ONVIF services.
+cloud (``run_cloud``: mTLS listener and HTTP proxy; for the token variant a
+JWT-validating listener) run on loopback, with the project's authorization
+server (:mod:`iec62676_2_33.runtime.authserver`, discovered through its RFC 8414
+metadata) for access tokens; the enrolment talks to the device only through
+its ONVIF services.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 from datetime import UTC, datetime, timedelta
@@ -19,14 +23,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from helpers import one_line_error, run
-from uplink_env import ADMIN, Cloud, Device, Pki, seed_device
+from uplink_env import ADMIN, Cloud, Device, Pki, seed_device, wait_until
 
-from iec62676_2_33.enroll import clock_offset, enroll, sign_csr
+from iec62676_2_33.enroll import TokenClient, clock_offset, enroll, sign_csr
 from iec62676_2_33.errors import ConfigurationError
 from iec62676_2_33.pki import load_ca_dir, make_ca
+from iec62676_2_33.runtime.authserver import AuthServerApp, AuthServerOptions, OAuthClient, run_authserver
 from iec62676_2_33.runtime.background import BackgroundService
+from iec62676_2_33.runtime.cloud_server import CloudOptions, run_cloud
 from iec62676_2_33.runtime.device import device_capabilities
 from iec62676_2_33.runtime.http_server import bind_listen, serve_wsgi, wait_event
+from iec62676_2_33.security.oauth import METADATA_PATH
 from iec62676_2_33.services.app import build_device_app
 from iec62676_2_33.services.uplink import UplinkServiceContext
 from iec62676_2_33.soap.fault import SoapFault
@@ -78,6 +85,28 @@ def test_enroll_api_end_to_end_and_idempotent_prov_1_upl_13(tmp_path: Path) -> N
         with DeviceStore(tmp_path / "dev") as store:
             assert (len(store.list_keys()), len(store.list_certificates()), len(store.list_policies())) == objects
             assert len(store.list_uplinks()) == 1
+    finally:
+        device.stop()
+        cloud.stop()
+
+
+def test_enroll_with_an_ecc_p256_device_key_prov_1_upl_13(tmp_path: Path) -> None:
+    """PROV-1, UPL-13: enrolment with ``curve="secp256r1"``: the device generates a P-256 key
+    (CreateECCKeyPair), its ECDSA-signed CSR is certified and the uplink's mutual TLS with that ECC key is
+    accepted by the cloud, which knows the device by the certificate's CN."""
+    certs = Pki(tmp_path / "pki")
+    cloud = Cloud(certs)
+    device = fresh_device(tmp_path / "dev")
+    try:
+        assert cloud.proxy_url is not None
+        result = enroll(device_service(device), username=ADMIN[0], password=ADMIN[1], ca=load_ca_dir(certs.dir),
+                        remote_address=cloud.uplink_url(), identity="ecc-cam", curve="secp256r1",
+                        cloud_proxy=cloud.proxy_url, wait=WAIT)
+        assert result.online is True and cloud.device_ids() == ["ecc-cam"]
+        with DeviceStore(tmp_path / "dev") as store:
+            cert_pem, _ = store.get_certificate(result.certificate_id or "")  # type: ignore[misc]
+        public = x509.load_pem_x509_certificate(cert_pem).public_key()
+        assert isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name == "secp256r1"
     finally:
         device.stop()
         cloud.stop()
@@ -192,3 +221,94 @@ def test_enroll_through_a_cloud_proxy_into_a_second_cloud_prov_1_upl_10(tmp_path
         device.stop()
         cloud_a.stop()
         cloud_b.stop()
+
+
+# --------------------------------------------------------------------------- token variant
+
+AUDIENCE = "iec62676-uplink"
+CLIENT_SECRET = "enrol-s3cret-7"
+
+
+class TokenWorld:
+    """The project's authorization server and a cloud that accepts its tokens (JWKS over HTTPS), on loopback
+    TLS with the Pki's server certificate."""
+
+    def __init__(self, certs: Pki, tmp: Path) -> None:
+        signing = tmp / "signing.key"
+        signing.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        apps: list[AuthServerApp] = []
+        options = AuthServerOptions(listen="127.0.0.1:0", cert=certs.cert, key=certs.key, signing_key=signing,
+                                    clients=[OAuthClient("cam-t", CLIENT_SECRET, "cam-t")], audience=AUDIENCE)
+        self.authserver = BackgroundService(
+            lambda stop, announce: run_authserver(options, stop, announce, ready=apps.append), name="as").start()
+        self.app = apps[0]
+        self.cloud = BackgroundService(lambda stop, announce: run_cloud(CloudOptions(
+            listen="127.0.0.1:0", cert=certs.cert, key=certs.key, client_cas=[], proxy="127.0.0.1:0",
+            jwt_keys=f"{self.app.issuer}/jwks.json", jwt_issuers=[self.app.issuer], jwt_audience=AUDIENCE,
+            jwt_keys_ca=[certs.ca_file]), stop, announce), name="token cloud").start()
+        messages = self.cloud.messages
+        wait_until(lambda: len(messages) >= 2, 15, what="the cloud's announcements")
+        port = re.search(r":(\d+)/", messages[0]).group(1)  # type: ignore[union-attr]
+        self.uplink_url = f"https://localhost:{port}/uplink"
+        self.proxy_url = re.search(r"(http://\S+)/devices", messages[1]).group(1)  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        self.cloud.stop()
+        self.authserver.stop()
+
+
+@pytest.mark.parametrize("server_uri", ["metadata", "issuer"])
+def test_enroll_token_variant_end_to_end_prov_3_upl_14(tmp_path: Path, server_uri: str) -> None:
+    """PROV-3, UPL-14, PROV-1: CreateAuthorizationServerConfiguration (ServerUri = the RFC 8414 metadata URL or
+    the issuer) and SetUplink with AuthorizationServer; the device discovers the token endpoint, gets a token
+    and appears on the cloud under the token's subject; a second run updates the same configuration and
+    creates nothing."""
+    certs = Pki(tmp_path / "pki")
+    world = TokenWorld(certs, tmp_path)
+    device = fresh_device(tmp_path / "dev")
+    try:
+        uri = world.app.issuer + (METADATA_PATH if server_uri == "metadata" else "")
+        client = TokenClient(server_uri=uri, client_id="cam-t", client_secret=CLIENT_SECRET,
+                             client_auth="client_secret_post", scope="uplink")
+        first = enroll(device_service(device), username=ADMIN[0], password=ADMIN[1], ca=load_ca_dir(certs.dir),
+                       remote_address=world.uplink_url, token=client, cloud_proxy=world.proxy_url, wait=WAIT)
+        assert first.online is True and first.device_id == "cam-t"
+        assert first.certificate_id is None and first.authorization_server is not None
+        assert [c.split()[0] for c in first.created] == ["certificate", "policy", "authorization"]
+        assert world.app.issued >= 1
+        second = enroll(device_service(device), username=ADMIN[0], password=ADMIN[1], ca=load_ca_dir(certs.dir),
+                        remote_address=world.uplink_url, token=client)
+        assert second.created == () and second.authorization_server == first.authorization_server
+        with DeviceStore(tmp_path / "dev") as store:
+            (uplink,) = store.list_uplinks()
+            assert (uplink.authorization_server, uplink.certificate_id, uplink.cert_path_validation_policy_id) == (
+                first.authorization_server, None, first.policy_id)
+            assert store.list_auth_servers() == [first.authorization_server]
+            assert not any(k.has_private_key for k in store.list_keys())  # no key pair was generated
+    finally:
+        device.stop()
+        world.stop()
+
+
+def test_enroll_token_variant_cli_prov_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """PROV-3, UPL-14: ``cloud enroll --token-server … --client-id … --client-secret-file …`` enrols with
+    access tokens and waits until the device is on; token options without --token-server are a usage error."""
+    certs = Pki(tmp_path / "pki")
+    world = TokenWorld(certs, tmp_path)
+    device = fresh_device(tmp_path / "dev")
+    try:
+        (tmp_path / "secret").write_text(CLIENT_SECRET + "\n")
+        argv = ["cloud", "enroll", "--device", device_service(device), "--user", ADMIN[0], "--password", ADMIN[1],
+                "--ca", str(certs.dir), "--remote", world.uplink_url]
+        code, _, err = run(capsys, *argv, "--client-id", "cam-t")
+        assert code == 2 and "--token-server" in one_line_error(err)
+        code, out, err = run(capsys, *argv, "--token-server", world.app.issuer + METADATA_PATH, "--client-id",
+                             "cam-t", "--client-secret-file", str(tmp_path / "secret"), "--wait", str(WAIT),
+                             "--cloud-proxy", world.proxy_url)
+        assert code == 0, err
+        assert "device cam-t enrolled" in out and "with authorization server as-" in out
+        assert "device cam-t is connected to the cloud" in out and CLIENT_SECRET not in out + err
+    finally:
+        device.stop()
+        world.stop()

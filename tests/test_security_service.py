@@ -23,7 +23,7 @@ import pytest
 from conftest import ADMIN, OPERATOR, USER, RunningDevice
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from helpers import fault_chain
 from lxml import etree
 from uplink_env import Cloud, Device, Pki, seed_device
@@ -180,7 +180,9 @@ def test_key_generation_csr_upload_and_listing_prov_1(device: RunningDevice) -> 
 
 def test_self_signed_policy_and_reference_exists_prov_1(device: RunningDevice) -> None:
     """PROV-1, CFG-3: a self-signed certificate, a policy whose trust anchor is an uploaded CA certificate;
-    objects an uplink or a policy references cannot be deleted (ReferenceExists), others can."""
+    uploading a certificate the keystore holds is Duplicate (Advanced Security, Keystore Operations ›
+    UploadCertificate, faults); objects an uplink or a policy references cannot be deleted (ReferenceExists,
+    › DeleteCertificate / DeleteKey / DeleteCertPathValidationPolicy), others can."""
     key_id = create_key(device)
     wait_ok(device, key_id)
     self_signed = ok(device, "<tas:CreateSelfSignedCertificate><tas:X509Version>3</tas:X509Version>"
@@ -189,7 +191,9 @@ def test_self_signed_policy_and_reference_exists_prov_1(device: RunningDevice) -
                              f"<tas:SignatureAlgorithm><tas:algorithm>{SHA256_RSA}</tas:algorithm>"
                              "</tas:SignatureAlgorithm></tas:CreateSelfSignedCertificate>")
     own_id = self_signed.findtext("tas:CertificateID", namespaces=NS)
-    ca_id = ok(device, upload_body(device.ca.cert.public_bytes(serialization.Encoding.DER))).findtext(
+    assert refused(device, upload_body(device.ca.cert.public_bytes(serialization.Encoding.DER))) == [
+        "env:Sender", "ter:InvalidArgVal", "ter:Duplicate"]  # policy-1's anchor is this CA already
+    ca_id = ok(device, upload_body(pki.make_ca("cloud CA").cert.public_bytes(serialization.Encoding.DER))).findtext(
         "tas:CertificateID", namespaces=NS)
     policy_id = ok(device, "<tas:CreateCertPathValidationPolicy><tas:Alias>cloud</tas:Alias><tas:Parameters/>"
                            f"<tas:TrustAnchor><tas:CertificateID>{ca_id}</tas:CertificateID></tas:TrustAnchor>"
@@ -229,7 +233,8 @@ def test_self_signed_policy_and_reference_exists_prov_1(device: RunningDevice) -
 def test_authorization_server_configurations_prov_3(device: RunningDevice) -> None:
     """PROV-3, PROV-1: Create/Get/Set/Delete of authorization server configurations on the store's table;
     the ClientSecret is write-only; an uplink can name the token and, while it does, the configuration stays;
-    unsupported values are refused."""
+    unsupported values are InvalidConfig, an unknown token NoConfig (Advanced Security, Authorization Server
+    Configuration › Create/Set/Get/DeleteAuthorizationServerConfiguration, faults)."""
     data = ("<tas:Data Type='OAuthClientCredentials' ClientAuth='client_secret_post'>"
             "<tas:ServerUri>https://as.example/.well-known/oauth-authorization-server</tas:ServerUri>"
             "<tas:ClientID>cam-1</tas:ClientID><tas:ClientSecret>s3cret</tas:ClientSecret>"
@@ -255,11 +260,14 @@ def test_authorization_server_configurations_prov_3(device: RunningDevice) -> No
     bad_type = data.replace("OAuthClientCredentials", "Magic").replace("tas:Data", "tas:Configuration")
     assert refused(device, f"<tas:CreateAuthorizationServerConfiguration>{bad_type}"
                            "</tas:CreateAuthorizationServerConfiguration>") == ["env:Sender", "ter:InvalidArgVal",
-                                                                                 "ter:Type"]
+                                                                                 "ter:InvalidConfig"]
     plain_http = data.replace("https://", "http://").replace("tas:Data", "tas:Configuration")
     assert refused(device, f"<tas:CreateAuthorizationServerConfiguration>{plain_http}"
                            "</tas:CreateAuthorizationServerConfiguration>") == ["env:Sender", "ter:InvalidArgVal",
-                                                                                 "ter:ServerUri"]
+                                                                                 "ter:InvalidConfig"]
+    assert refused(device, "<tas:SetAuthorizationServerConfiguration><tas:Configuration token='as-none'>"
+                           + data + "</tas:Configuration></tas:SetAuthorizationServerConfiguration>") == [
+        "env:Sender", "ter:InvalidArgVal", "ter:NoConfig"]
     uplink = (f"<tup:SetUplink xmlns:tup='{TUP}'><tup:Configuration><tup:RemoteAddress>https://cloud.example/up"
               f"</tup:RemoteAddress><tup:UserLevel>User</tup:UserLevel><tup:AuthorizationServer>{token}"
               "</tup:AuthorizationServer></tup:Configuration></tup:SetUplink>")
@@ -272,7 +280,8 @@ def test_authorization_server_configurations_prov_3(device: RunningDevice) -> No
     ok(device, delete)
     assert refused(device, f"<tas:GetAuthorizationServerConfigurations><tas:Token>{token}</tas:Token>"
                            "</tas:GetAuthorizationServerConfigurations>") == [
-        "env:Sender", "ter:InvalidArgVal", "ter:AuthorizationServerConfigurationToken"]
+        "env:Sender", "ter:InvalidArgVal", "ter:NoConfig"]
+    assert refused(device, delete) == ["env:Sender", "ter:InvalidArgVal", "ter:NoConfig"]
 
 
 @pytest.mark.parametrize("operation", sorted(op for _, op in OPERATION_ACCESS if op != "GetServiceCapabilities"))
@@ -291,15 +300,16 @@ def test_keystore_needs_administrator_sec_1(device: RunningDevice, operation: st
 
 def test_negative_requests_prov_1(device: RunningDevice) -> None:
     """PROV-1: a CSR for a key still generating, a certificate matching no private key, malformed DER and PEM,
-    an oversized certificate and an unsupported key length are refused with the documented subcodes and
-    leave nothing stored."""
+    an oversized certificate and an unsupported key length are refused with the subcodes the Advanced Security
+    specification lists (Keystore Operations › CreateRSAKeyPair: KeyLength; › UploadCertificate:
+    env:Receiver/ter:Action/ter:NoMatchingPrivateKey, BadCertificate) and leave nothing stored."""
     ks_status = ok(device, "<tas:GetAllCertificates/>")
     before = len(ks_status)
     assert refused(device, "<tas:CreateRSAKeyPair><tas:KeyLength>1024</tas:KeyLength></tas:CreateRSAKeyPair>") == [
         "env:Sender", "ter:InvalidArgVal", "ter:KeyLength"]
     stranger = pki.make_leaf(device.ca, "stranger", kind="client").cert.public_bytes(serialization.Encoding.DER)
     assert refused(device, upload_body(stranger, required=True)) == [
-        "env:Sender", "ter:InvalidArgVal", "ter:NoMatchingPrivateKey"]
+        "env:Receiver", "ter:Action", "ter:NoMatchingPrivateKey"]
     assert refused(device, upload_body(b"\x30\x03\x02\x01\x01")) == [
         "env:Sender", "ter:InvalidArgVal", "ter:BadCertificate"]
     pem = device.ca.cert.public_bytes(serialization.Encoding.PEM)  # PEM where DER belongs
@@ -422,8 +432,10 @@ def test_kill_9_during_key_generation_leaves_no_half_key_prov_1(tmp_path: Path) 
 
 
 def test_upload_key_pair_pkcs8_with_passphrase_prov_1(device: RunningDevice) -> None:
-    """PROV-1: UploadKeyPairInPKCS8 takes a passphrase-protected PKCS#8 RSA key pair (a wrong passphrase or
-    a non-RSA key is BadPKCS8File and stores nothing); a certificate for it then finds its private key."""
+    """PROV-1: UploadKeyPairInPKCS8 takes a passphrase-protected PKCS#8 RSA key pair (a wrong passphrase is
+    BadPKCS8File, a non-RSA key UnsupportedPublicKeyAlgorithm — the deprecated operation lists no faults; these
+    follow UploadCertificateWithPrivateKeyInPKCS12's — and stores nothing); a certificate for it then finds its
+    private key."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                             serialization.BestAvailableEncryption(b" pass phrase "))
@@ -435,7 +447,8 @@ def test_upload_key_pair_pkcs8_with_passphrase_prov_1(device: RunningDevice) -> 
     ec_der = pki.make_ca("ec").key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                                                  serialization.NoEncryption())
     assert refused(device, f"<tas:UploadKeyPairInPKCS8><tas:KeyPair>{base64.b64encode(ec_der).decode()}"
-                           "</tas:KeyPair></tas:UploadKeyPairInPKCS8>") == bad  # in the clear, but not RSA
+                           "</tas:KeyPair></tas:UploadKeyPairInPKCS8>") == [
+        "env:Sender", "ter:InvalidArgVal", "ter:UnsupportedPublicKeyAlgorithm"]  # in the clear, but not RSA
     assert len(ok(device, "<tas:GetAllKeys/>")) == before
     key_id = ok(device, body.format(base64.b64encode(der).decode(), " pass phrase ")).findtext(
         "tas:KeyID", namespaces=NS)
@@ -469,3 +482,65 @@ def _shape(element: etree._Element) -> tuple[object, ...]:
     """An element as names, attributes, text and children: equal whatever prefixes the XML used."""
     return (element.tag, sorted(element.attrib.items()), (element.text or "").strip(),
             [_shape(child) for child in element if isinstance(child.tag, str)])
+
+
+ECDSA_SHA256 = "1.2.840.10045.4.3.2"
+
+
+def test_ecc_key_pair_csr_and_upload_prov_1(device: RunningDevice) -> None:
+    """PROV-1: KeystoreCapabilities advertise ECC generation and the curves truthfully; CreateECCKeyPair
+    (P-256) runs to status ok; the CSR is ECDSA-signed over that key; the certificate finds its private key.
+    An unknown curve is UnsupportedEllipticCurve (Advanced Security, Keystore Operations › CreateECCKeyPair,
+    faults); an RSA signature algorithm for an ECC key is KeySignatureAlgorithmMismatch and an unknown
+    algorithm UnsupportedSignatureAlgorithm (› CreatePKCS10CSR, faults)."""
+    caps = ok(device, "<tas:GetServiceCapabilities/>", user=None).find("tas:Capabilities/tas:KeystoreCapabilities",
+                                                                        NS)
+    assert caps.get("ECCKeyPairGeneration") == "true" and caps.get("KeyPairGeneration").split() == ["RSA", "ECC"]
+    curves = caps.get("EllipticCurves").split()
+    assert curves == ["secp256r1", "secp384r1"]
+    assert ECDSA_SHA256 in [a.findtext("tas:algorithm", namespaces=NS) for a in caps.iter(f"{{{TAS}}}SignatureAlgorithms")]
+    assert refused(device, "<tas:CreateECCKeyPair><tas:EllipticCurve>x25519</tas:EllipticCurve>"
+                           "</tas:CreateECCKeyPair>") == ["env:Sender", "ter:InvalidArgVal", "ter:UnsupportedEllipticCurve"]
+    for curve in curves:
+        answer = ok(device, f"<tas:CreateECCKeyPair><tas:EllipticCurve>{curve}</tas:EllipticCurve>"
+                            "<tas:Alias>ecc</tas:Alias></tas:CreateECCKeyPair>")
+        assert answer.findtext("tas:EstimatedCreationTime", namespaces=NS).startswith("PT")
+        key_id = answer.findtext("tas:KeyID", namespaces=NS)
+        wait_ok(device, key_id)
+        assert refused(device, csr_body(key_id)) == ["env:Sender", "ter:InvalidArgVal",
+                                                     "ter:KeySignatureAlgorithmMismatch"]
+        assert refused(device, csr_body(key_id).replace(SHA256_RSA, "1.2.3.4")) == [
+            "env:Sender", "ter:InvalidArgVal", "ter:UnsupportedSignatureAlgorithm"]
+        der = base64.b64decode(ok(device, csr_body(key_id, cn=f"ecc-{curve}").replace(SHA256_RSA, ECDSA_SHA256))
+                               .findtext("tas:PKCS10CSR", namespaces=NS))
+        public = x509.load_der_x509_csr(der).public_key()
+        assert isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name == curve
+        uploaded = ok(device, upload_body(sign(der, device.ca), required=True))
+        assert uploaded.findtext("tas:KeyID", namespaces=NS) == key_id
+
+
+def test_certificate_creation_fault_names_prov_1(device: RunningDevice) -> None:
+    """PROV-1: the subcodes Advanced Security lists for certificate creation (Keystore Operations ›
+    CreateSelfSignedCertificate and CreatePKCS10CSR, faults): UnsupportedX509Version, InvalidDateTime,
+    InvalidSubject; a CSR for a key without a private part is the KeyID fault ("not an asymmetric key pair");
+    GetKeyStatus of an unknown key is KeyID."""
+    key_id = create_key(device)
+    wait_ok(device, key_id)
+    body = ("<tas:CreateSelfSignedCertificate><tas:X509Version>{v}</tas:X509Version>"
+            "<tas:Subject><tas:CommonName>self</tas:CommonName></tas:Subject>"
+            f"<tas:KeyID>{key_id}</tas:KeyID>"
+            "<tas:notValidBefore>{nb}</tas:notValidBefore><tas:notValidAfter>2030-01-01T00:00:00Z</tas:notValidAfter>"
+            f"<tas:SignatureAlgorithm><tas:algorithm>{SHA256_RSA}</tas:algorithm></tas:SignatureAlgorithm>"
+            "</tas:CreateSelfSignedCertificate>")
+    assert refused(device, body.format(v="1", nb="2025-01-01T00:00:00Z")) == [
+        "env:Sender", "ter:InvalidArgVal", "ter:UnsupportedX509Version"]
+    assert refused(device, body.format(v="3", nb="2031-01-01T00:00:00Z")) == [
+        "env:Sender", "ter:InvalidArgVal", "ter:InvalidDateTime"]
+    assert refused(device, csr_body(key_id).replace("<tas:Organization>ACME</tas:Organization>",
+                                                    "<tas:Country>Germany</tas:Country>")) == [
+        "env:Sender", "ter:InvalidArgVal", "ter:InvalidSubject"]
+    stranger = pki.make_leaf(device.ca, "stranger", kind="client").cert.public_bytes(serialization.Encoding.DER)
+    public_only = ok(device, upload_body(stranger)).findtext("tas:KeyID", namespaces=NS)
+    assert refused(device, csr_body(public_only)) == ["env:Sender", "ter:InvalidArgVal", "ter:KeyID"]
+    assert refused(device, "<tas:GetKeyStatus><tas:KeyID>key-none</tas:KeyID></tas:GetKeyStatus>") == [
+        "env:Sender", "ter:InvalidArgVal", "ter:KeyID"]

@@ -11,6 +11,8 @@ Layer 5 (services).
 * :mod:`.middleware` — the WSGI middleware that authenticates, applies the
   policy (or the uplink's UserLevel, UPL-12/SEC-4) and refuses with
   ``env:Sender``/``ter:NotAuthorized`` or a 401 challenge (SEC-3).
+* :mod:`.roles` — user roles (PROV-4): predefined and custom roles, Core's
+  faults, and what a set of levels and roles grants.
 """
 
 from __future__ import annotations

@@ -11,7 +11,10 @@ class by the policy table. The levels come from an authenticated user
 the uplink the request was tunnelled over (UPL-12 / SEC-4, which may be a
 list), or are ``["Anonymous"]`` when the request carried no credentials.
 Level names are the standard's exact, case-sensitive spelling; an unknown
-name grants nothing.
+name grants nothing. The predefined user roles ``onvif:Administrator``,
+``onvif:Operator`` and ``onvif:User`` (ONVIF Core, User roles; PROV-4) count
+as their levels wherever a level is checked; custom roles are decided in
+:mod:`.roles`.
 
 This module also roots the credential-rejection exceptions shared by
 :mod:`.wsse` and :mod:`.httpdigest`: the exception text is the precise reason
@@ -31,6 +34,7 @@ from ..namespaces import TUP
 
 __all__ = [
     "DEFAULT_POLICY",
+    "PREDEFINED_ROLES",
     "UPLINK_SERVICE_ACCESS",
     "AccessClass",
     "CredentialRejected",
@@ -89,6 +93,11 @@ DEFAULT_POLICY: Final[Mapping[AccessClass, frozenset[str]]] = MappingProxyType(
     }
 )
 
+#: PROV-4 (Core, User roles): the fixed roles, each functionally equivalent to its user level.
+PREDEFINED_ROLES: Final[Mapping[str, str]] = MappingProxyType(
+    {"onvif:Administrator": _A, "onvif:Operator": _O, "onvif:User": _U}
+)
+
 #: SEC-1: the access classes of the uplink service, keyed by (namespace, operation).
 UPLINK_SERVICE_ACCESS: Final[Mapping[tuple[str, str], AccessClass]] = MappingProxyType(
     {
@@ -130,14 +139,15 @@ def is_allowed(
     """True when any of ``levels`` may perform an operation of ``access_class`` (SEC-1, SEC-4).
 
     ``levels`` is an iterable of level names (an uplink's ``UserLevel`` may
-    list several); a single ``str`` is taken as one name. Unknown names grant
-    nothing; an empty iterable grants nothing (not even PRE_AUTH: callers
-    pass ``["Anonymous"]`` for an unauthenticated request).
+    list several); a single ``str`` is taken as one name. A predefined role
+    counts as its level (PROV-4). Unknown names grant nothing; an empty
+    iterable grants nothing (not even PRE_AUTH: callers pass
+    ``["Anonymous"]`` for an unauthenticated request).
     """
     if isinstance(levels, str):
         levels = (levels,)
     allowed = policy.get(AccessClass(access_class), frozenset())
-    return any(isinstance(level, str) and level in allowed for level in levels)
+    return any(isinstance(level, str) and PREDEFINED_ROLES.get(level, level) in allowed for level in levels)
 
 
 def operation_access_from(

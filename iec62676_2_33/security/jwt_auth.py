@@ -42,7 +42,7 @@ import httpx
 import jwt
 from jwt import PyJWK
 
-from ..errors import ConfigurationError
+from ..errors import AuthenticationError, ConfigurationError
 from ..sansio.upgrade import UpgradeRequest
 from ..transport.base import ByteStream
 from ..transport.tls import client_context
@@ -50,7 +50,7 @@ from ..transport.tls import client_context
 __all__ = [
     "DEFAULT_ALGORITHMS",
     "FileJwks",
-    "InvalidToken",
+    "InvalidAccessToken",
     "JwksSource",
     "StaticJwks",
     "TokenAuthenticator",
@@ -75,7 +75,7 @@ _EC_ALGORITHMS = {"P-256": {"ES256"}, "P-384": {"ES384"}, "P-521": {"ES512", "ES
                   "secp256k1": {"ES256K"}}
 
 
-class InvalidToken(Exception):
+class InvalidAccessToken(AuthenticationError):
     """A token failed validation; ``description`` is a fixed phrase safe to log and send."""
 
     def __init__(self, description: str, *, missing: bool = False, status: int = 401) -> None:
@@ -222,24 +222,24 @@ def jwks_source(spec: str, *, cafile_pems: list[bytes] | None = None) -> JwksSou
 def bearer_token(request: UpgradeRequest) -> str | None:
     """The bearer token of an upgrade request: header, or ``access_token`` for WebSocket (RFC 6750).
 
-    Raises :class:`InvalidToken` (400) when the request uses both ways or
+    Raises :class:`InvalidAccessToken` (400) when the request uses both ways or
     another scheme.
     """
     header = request.authorization
     query = [v for n, v in urllib.parse.parse_qsl(request.query, keep_blank_values=True)
              if n == "access_token"]
     if query and request.kind != "websocket":
-        raise InvalidToken("the access_token query parameter is accepted on WebSocket upgrades only; "
+        raise InvalidAccessToken("the access_token query parameter is accepted on WebSocket upgrades only; "
                            "send Authorization: Bearer", status=400)
     if len(query) > 1 or (query and header is not None):
-        raise InvalidToken("the request carries more than one access token (RFC 6750 §2)", status=400)
+        raise InvalidAccessToken("the request carries more than one access token (RFC 6750 §2)", status=400)
     if query:
         return query[0] or None
     if header is None:
         return None
     scheme, _, value = header.strip().partition(" ")
     if scheme.lower() != "bearer":
-        raise InvalidToken("the Authorization scheme must be Bearer")
+        raise InvalidAccessToken("the Authorization scheme must be Bearer")
     return value.strip() or None
 
 
@@ -282,24 +282,24 @@ class TokenAuthenticator:
         self.require = sorted({"exp", *require, identity_claim})
 
     async def verify(self, token: str) -> dict[str, Any]:
-        """The claims of a valid token; raises :class:`InvalidToken` with a fixed description."""
+        """The claims of a valid token; raises :class:`InvalidAccessToken` with a fixed description."""
         if len(token) > MAX_TOKEN_CHARS:
-            raise InvalidToken("the token is too long")
+            raise InvalidAccessToken("the token is too long")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise InvalidToken("the token is malformed") from None
+            raise InvalidAccessToken("the token is malformed") from None
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.algorithms:
-            raise InvalidToken("the token's algorithm is not allowed")
+            raise InvalidAccessToken("the token's algorithm is not allowed")
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
-            raise InvalidToken("the token is malformed")
+            raise InvalidAccessToken("the token is malformed")
         key = await self.keys.key(kid)
         if key is None:
-            raise InvalidToken("the token's signing key (kid) is unknown")
+            raise InvalidAccessToken("the token's signing key (kid) is unknown")
         if alg not in key.algorithms:
-            raise InvalidToken("the token's algorithm does not fit its key")
+            raise InvalidAccessToken("the token's algorithm does not fit its key")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token, key.jwk.key, algorithms=[alg], audience=self.audience, issuer=self.issuers,
@@ -308,13 +308,13 @@ class TokenAuthenticator:
                          "verify_nbf": True, "verify_iat": True, "verify_aud": True, "verify_iss": True})
         except jwt.MissingRequiredClaimError as exc:
             claim = exc.claim if exc.claim in self.require else "?"
-            raise InvalidToken(f"the token lacks the required claim {claim}") from None
+            raise InvalidAccessToken(f"the token lacks the required claim {claim}") from None
         except jwt.PyJWTError as exc:
             text = next((msg for cls, msg in _ERRORS if isinstance(exc, cls)), "the token is invalid")
-            raise InvalidToken(text) from None
+            raise InvalidAccessToken(text) from None
         identity = claims.get(self.identity_claim)
         if not isinstance(identity, str) or not identity.strip():
-            raise InvalidToken(f"the token's {self.identity_claim} claim is not a non-empty string")
+            raise InvalidAccessToken(f"the token's {self.identity_claim} claim is not a non-empty string")
         return claims
 
     async def authenticate(self, stream: ByteStream, request: UpgradeRequest) -> tuple[str, str]:
@@ -323,9 +323,9 @@ class TokenAuthenticator:
         try:
             token = bearer_token(request)
             if token is None:
-                raise InvalidToken("an access token is required", missing=True)
+                raise InvalidAccessToken("an access token is required", missing=True)
             claims = await self.verify(token)
-        except InvalidToken as exc:
+        except InvalidAccessToken as exc:
             if exc.status != 401:
                 raise UpgradeRejected(exc.status, exc.description) from None
             challenge = f'Bearer realm="{REALM}"'

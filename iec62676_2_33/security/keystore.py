@@ -7,7 +7,8 @@ paths keep the same tables and references). No network client lives here.
 
 Theory of operation
 -------------------
-*Keys.* ``create_rsa_key_pair`` checks the length, stores a placeholder with
+*Keys.* ``create_rsa_key_pair`` (``create_ecc_key_pair``) checks the length
+(the curve, by its IANA TLS Supported Groups name), stores a placeholder with
 status ``generating`` (counted against MaximumNumberOfKeys inside the same
 transaction) and generates the pair on a worker thread; the pair is written in
 one transaction (status ``ok``, private part sealed under the device secret).
@@ -23,8 +24,14 @@ unless ``PrivateKeyRequired``. Private keys are used on the device only
 returns one.
 
 *Faults.* :class:`KeystoreError` carries the SOAP code and subcodes the
-advancedsecurity WSDL documents for each operation (``InvalidArgVal/KeyID``,
-``InvalidArgVal/ReferenceExists``, ``Action/MaximumNumberOfKeysReached`` …).
+Advanced Security specification lists for each operation (its "faults" rows
+under Keystore Operations and Authorization Server Configuration):
+``InvalidArgVal/KeyID``, ``InvalidArgVal/ReferenceExists``,
+``Action/MaximumNumberOfKeysReached``, ``InvalidArgVal/KeySignatureAlgorithmMismatch``,
+``Action/NoMatchingPrivateKey``, ``InvalidArgVal/InvalidConfig``, ``InvalidArgVal/NoConfig`` …
+The deprecated UploadKeyPairInPKCS8 lists none; it uses ``BadPKCS8File`` for
+input it cannot read (the name the PKCS#12 upload's ``BadPKCS12File`` pairs with)
+and ``UnsupportedPublicKeyAlgorithm`` for a key type it does not take.
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ from .oauth import token_endpoint
 __all__ = [
     "AUTH_SERVER_TYPES",
     "CLIENT_AUTH_METHODS",
+    "CURVES",
     "DEVICE_KEYSTORE_LIMITS",
     "GENERATORS",
     "SIGNATURE_ALGORITHMS",
@@ -122,6 +130,8 @@ class KeystoreLimits:
     max_policies: int = 8
     max_auth_servers: int = 4
     rsa_key_lengths: tuple[int, ...] = (2048, 3072, 4096)
+    #: Elliptic curves by their IANA TLS Supported Groups names (CreateECCKeyPair, EllipticCurves).
+    elliptic_curves: tuple[str, ...] = ("secp256r1", "secp384r1")
     max_certificate_bytes: int = 64 * 1024
 
 
@@ -143,11 +153,15 @@ class AuthServerSettings:
 DEVICE_KEYSTORE_LIMITS = KeystoreLimits()
 
 
+#: The curves this keystore can generate, by IANA TLS Supported Groups name.
+CURVES: dict[str, ec.EllipticCurve] = {"secp256r1": ec.SECP256R1(), "secp384r1": ec.SECP384R1()}
+
+
 def generate_key(kind: str, size: int | str) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
     """A fresh private key: ``("RSA", 2048)`` or ``("EC", "secp256r1")``."""
     if kind == "RSA":
         return rsa.generate_private_key(public_exponent=65537, key_size=int(size))
-    return ec.generate_private_key(ec.SECP384R1() if size == "secp384r1" else ec.SECP256R1())
+    return ec.generate_private_key(CURVES[str(size)])
 
 
 def _new_id(prefix: str) -> str:
@@ -171,11 +185,11 @@ def subject_name(parts: Sequence[tuple[str, str]]) -> x509.Name:
         oid = _DN_ATTRIBUTES.get(name)
         if oid is None:
             raise KeystoreError(f"distinguished name attribute {name!r} is not supported",
-                                "InvalidArgVal", "InvalidDNAttributeType")
+                                "InvalidArgVal", "InvalidSubject")
         try:
             attributes.append(x509.NameAttribute(oid, value))
         except ValueError as exc:
-            raise KeystoreError(f"{name}: {exc}", "InvalidArgVal", "InvalidDNAttributeValue") from None
+            raise KeystoreError(f"{name}: {exc}", "InvalidArgVal", "InvalidSubject") from None
     return x509.Name(attributes)
 
 
@@ -205,6 +219,16 @@ class Keystore:
         if length not in self.limits.rsa_key_lengths:
             raise KeystoreError(f"RSA key length {length} is not supported; supported: "
                                 f"{' '.join(map(str, self.limits.rsa_key_lengths))}", "InvalidArgVal", "KeyLength")
+        return self._start("RSA", length, alias), max(1, length // 1024 - 1)
+
+    def create_ecc_key_pair(self, curve: str, alias: str | None = None) -> tuple[str, int]:
+        """Start generating an ECC pair on ``curve`` (IANA TLS Supported Groups name); (KeyID, estimated seconds)."""
+        if curve not in self.limits.elliptic_curves or curve not in CURVES:
+            raise KeystoreError(f"elliptic curve {curve[:40]!r} is not supported; supported: "
+                                f"{' '.join(self.limits.elliptic_curves)}", "InvalidArgVal", "UnsupportedEllipticCurve")
+        return self._start("EC", curve, alias), 1
+
+    def _start(self, kind: str, size: int | str, alias: str | None) -> str:
         key_id = _new_id("key")
         try:
             self.store.add_key(key_id, alias=_alias(alias), public_der=None, private_pem=None,
@@ -214,14 +238,14 @@ class Keystore:
         done = threading.Event()
         with self._done_lock:
             self._done[key_id] = done
-        threading.Thread(target=self._generate, args=(key_id, length, done), name=f"keygen {key_id}",
+        threading.Thread(target=self._generate, args=(key_id, kind, size, done), name=f"keygen {key_id}",
                          daemon=True).start()
-        return key_id, max(1, length // 1024 - 1)
+        return key_id
 
-    def _generate(self, key_id: str, length: int, done: threading.Event) -> None:
+    def _generate(self, key_id: str, kind: str, size: int | str, done: threading.Event) -> None:
         try:
             with self._generators:
-                key = generate_key("RSA", length)
+                key = generate_key(kind, size)
                 private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                 serialization.NoEncryption())
                 if not self.store.complete_key(key_id, _public_der(key.public_key()), private_pem):
@@ -256,7 +280,7 @@ class Keystore:
                                 "InvalidArgVal", "BadPKCS8File") from None
         if not isinstance(key, rsa.RSAPrivateKey) or key.key_size not in self.limits.rsa_key_lengths:
             raise KeystoreError(f"only RSA key pairs of {' '.join(map(str, self.limits.rsa_key_lengths))} bits "
-                                "are accepted", "InvalidArgVal", "BadPKCS8File")
+                                "are accepted", "InvalidArgVal", "UnsupportedPublicKeyAlgorithm")
         key_id = _new_id("key")
         try:
             self.store.add_key(key_id, alias=_alias(alias), public_der=_public_der(key.public_key()),
@@ -291,13 +315,16 @@ class Keystore:
             raise KeystoreError(f"key {key_id!r} is still being generated; wait until its status is ok",
                                 "InvalidArgVal", "InvalidKeyStatus")
         pem = self.store.private_key(key_id)
-        if pem is None:
-            raise KeystoreError(f"key {key_id!r} has no private key on this device", "InvalidArgVal", "NoPrivateKey")
+        if pem is None:  # "not an asymmetric key pair": the KeyID fault of CreatePKCS10CSR
+            raise KeystoreError(f"key {key_id!r} has no private key on this device", "InvalidArgVal", "KeyID")
         key = serialization.load_pem_private_key(pem, password=None)
         wanted = SIGNATURE_ALGORITHMS.get(algorithm)
-        if wanted is None or not isinstance(key, wanted[0]):
-            raise KeystoreError(f"signature algorithm {algorithm} is not supported for key {key_id!r}",
-                                "InvalidArgVal", "UnsupportedSignatureAlgorithm")
+        if wanted is None:
+            raise KeystoreError(f"signature algorithm {algorithm[:60]!r} is not supported; supported: "
+                                f"{' '.join(SIGNATURE_ALGORITHMS)}", "InvalidArgVal", "UnsupportedSignatureAlgorithm")
+        if not isinstance(key, wanted[0]):
+            raise KeystoreError(f"signature algorithm {algorithm} does not fit key {key_id!r}",
+                                "InvalidArgVal", "KeySignatureAlgorithmMismatch")
         return key, wanted[1]
 
     def create_pkcs10_csr(self, subject: x509.Name, key_id: str, algorithm: str) -> bytes:
@@ -313,7 +340,7 @@ class Keystore:
         start = not_before or self._now() - dt.timedelta(minutes=5)
         end = not_after or start + dt.timedelta(days=365)
         if end <= start:
-            raise KeystoreError("notValidAfter must be later than notValidBefore", "InvalidArgVal", "InvalidValidity")
+            raise KeystoreError("notValidAfter must be later than notValidBefore", "InvalidArgVal", "InvalidDateTime")
         cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
                 .public_key(key.public_key())  # type: ignore[attr-defined]
                 .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
@@ -346,14 +373,20 @@ class Keystore:
         """Store a certificate, matched to its key by public key; (CertificateID, KeyID)."""
         cert = self._parse(der)
         try:
-            public = _public_der(cert.public_key())
-        except UnsupportedAlgorithm:
-            raise KeystoreError("the certificate's public key type is not supported",
-                                "InvalidArgVal", "BadCertificate") from None
+            public_key = cert.public_key()
+        except (UnsupportedAlgorithm, ValueError):
+            public_key = None
+        if not isinstance(public_key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+            raise KeystoreError("the certificate's public key type is not supported (RSA and ECC are)",
+                                "InvalidArgVal", "UnsupportedPublicKeyAlgorithm")
+        public = _public_der(public_key)
+        der_pem = cert.public_bytes(serialization.Encoding.PEM)
+        if any(c.cert_pem == der_pem for c in self.store.list_certificate_records()):
+            raise KeystoreError("the keystore already holds this certificate", "InvalidArgVal", "Duplicate")
         record = self.store.key_by_public(public)
         if private_key_required and (record is None or not record.has_private_key):
             raise KeystoreError("no key with a private part in the keystore matches the certificate's public key",
-                                "InvalidArgVal", "NoMatchingPrivateKey")
+                                "Action", "NoMatchingPrivateKey", code="Receiver")
         certificate_id = _new_id("cert")
         if record is None:
             key_id = _new_id("key")
@@ -435,27 +468,23 @@ class Keystore:
                 raise ConfigurationError(f"at most {MAX_TEXT} characters")
             token_endpoint(s.server_uri)
         except ConfigurationError as exc:
-            raise KeystoreError(f"ServerUri: {exc}", "InvalidArgVal", "ServerUri") from None
+            raise _invalid_config(f"ServerUri: {exc}") from None
         if s.type not in AUTH_SERVER_TYPES:
-            raise KeystoreError(f"Type {s.type!r} is not supported; supported: {' '.join(AUTH_SERVER_TYPES)}",
-                                "InvalidArgVal", "Type")
+            raise _invalid_config(f"Type {s.type!r} is not supported; supported: {' '.join(AUTH_SERVER_TYPES)}")
         method = s.client_auth or "client_secret_basic"
         if method not in CLIENT_AUTH_METHODS:
-            raise KeystoreError(f"ClientAuth {method!r} is not supported; supported: {' '.join(CLIENT_AUTH_METHODS)}",
-                                "InvalidArgVal", "ClientAuth")
+            raise _invalid_config(f"ClientAuth {method!r} is not supported; supported: {' '.join(CLIENT_AUTH_METHODS)}")
         if any(v is not None and len(v) > MAX_TEXT for v in (s.client_id, s.client_secret, s.scope)):
-            raise KeystoreError(f"ClientID, ClientSecret and Scope have at most {MAX_TEXT} characters",
-                                "InvalidArgVal", "ClientID")
+            raise _invalid_config(f"ClientID, ClientSecret and Scope have at most {MAX_TEXT} characters")
         if not s.client_id:
-            raise KeystoreError("ClientID is required", "InvalidArgVal", "ClientID")
+            raise _invalid_config("ClientID is required")
         if method == "tls_client_auth":
             if s.certificate_id is None or not self.store.has_certificate(s.certificate_id):
-                raise KeystoreError("tls_client_auth needs the CertificateID of a certificate with a private key",
-                                    "InvalidArgVal", "CertificateID")
+                raise _invalid_config("tls_client_auth needs the CertificateID of a certificate with a private key")
         elif not s.client_secret:
-            raise KeystoreError(f"{method} needs a ClientSecret", "InvalidArgVal", "ClientSecret")
-        if s.policy_id is not None:
-            self.policy(s.policy_id)
+            raise _invalid_config(f"{method} needs a ClientSecret")
+        if s.policy_id is not None and self.store.policy(s.policy_id) is None:
+            raise _invalid_config(f"no certification path validation policy {s.policy_id!r}")
         return s
 
     def _store_auth_server(self, token: str, s: AuthServerSettings, *, replace: bool) -> None:
@@ -468,10 +497,9 @@ class Keystore:
                                   certificate_id=s.certificate_id),
                 max_configurations=self.limits.max_auth_servers, replace=replace)
         except CapacityReached as exc:
-            raise KeystoreError(str(exc), "Action", "MaxAuthorizationServerConfigurationsReached",
-                                code="Receiver") from None
-        except ConfigurationError as exc:
-            raise KeystoreError(str(exc), "InvalidArgVal", "AuthorizationServerConfigurationToken") from None
+            raise KeystoreError(str(exc), "Action", "MaxAuthorizationServers", code="Receiver") from None
+        except ConfigurationError as exc:  # Set of a token that is not stored
+            raise KeystoreError(str(exc), "InvalidArgVal", "NoConfig") from None
 
     def create_auth_server(self, settings: AuthServerSettings) -> str:
         token = _new_id("as")
@@ -484,8 +512,7 @@ class Keystore:
     def auth_server(self, token: str) -> AuthServerSettings:
         cfg = self.store.get_auth_server(token)
         if cfg is None:
-            raise KeystoreError(f"no authorization server configuration {token!r}",
-                                "InvalidArgVal", "AuthorizationServerConfigurationToken")
+            raise KeystoreError(f"no authorization server configuration {token!r}", "InvalidArgVal", "NoConfig")
         details = self.store.auth_server_details(token) or AuthServerDetails(type=AUTH_SERVER_TYPES[0])
         return AuthServerSettings(server_uri=cfg.url, type=details.type, client_auth=details.client_auth,
                                   client_id=cfg.client_id or None, client_secret=cfg.client_secret or None,
@@ -501,5 +528,9 @@ class Keystore:
         except ReferenceExists as exc:
             raise KeystoreError(str(exc), "InvalidArgVal", "ReferenceExists") from None
         if not found:
-            raise KeystoreError(f"no authorization server configuration {token!r}",
-                                "InvalidArgVal", "AuthorizationServerConfigurationToken")
+            raise KeystoreError(f"no authorization server configuration {token!r}", "InvalidArgVal", "NoConfig")
+
+
+def _invalid_config(message: str) -> KeystoreError:
+    """Create/SetAuthorizationServerConfiguration: "the configuration parameters are not possible to set"."""
+    return KeystoreError(message, "InvalidArgVal", "InvalidConfig")

@@ -35,6 +35,8 @@ from spyne import rpc
 from ..namespaces import SOAP12_CONTENT_TYPE, SOAP_ENV, TT
 from ..security.access import AccessClass
 from ..security.keystore import (
+    AUTH_SERVER_TYPES,
+    CLIENT_AUTH_METHODS,
     SIGNATURE_ALGORITHMS,
     AuthServerSettings,
     Keystore,
@@ -58,6 +60,7 @@ _R = AccessClass.READ_SYSTEM_SECRET
 OPERATION_ACCESS = {
     (TAS, "GetServiceCapabilities"): AccessClass.PRE_AUTH,
     (TAS, "CreateRSAKeyPair"): _W,
+    (TAS, "CreateECCKeyPair"): _W,
     (TAS, "GetKeyStatus"): _R,
     (TAS, "GetPrivateKeyStatus"): _R,
     (TAS, "GetAllKeys"): _R,
@@ -112,7 +115,8 @@ def _time(parent: etree._Element, name: str) -> dt.datetime | None:
     try:
         value = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise KeystoreError(f"{name} is not a date and time this device reads", "InvalidArgVal", name) from None
+        raise KeystoreError(f"{name} is not a date and time this device reads", "InvalidArgVal",
+                            "InvalidDateTime") from None
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
@@ -151,18 +155,23 @@ def capabilities_element(keystore: Keystore) -> etree._Element:
     """``tas:Capabilities``: what the keystore really supports (PROV-2: AuthorizationServer MaxConfigurations)."""
     limits = keystore.limits
     caps = etree.Element(_q("Capabilities"), nsmap={"tas": TAS})
+    curves = " ".join(limits.elliptic_curves)
     store_caps = _sub(
         caps, "KeystoreCapabilities", MaximumNumberOfKeys=str(limits.max_keys),
         MaximumNumberOfCertificates=str(limits.max_certificates), RSAKeyPairGeneration="true",
-        RSAKeyLengths=" ".join(map(str, limits.rsa_key_lengths)), PKCS10ExternalCertificationWithRSA="true",
-        SelfSignedCertificateCreationWithRSA="true", X509Versions="3", MaximumNumberOfPassphrases="0",
+        ECCKeyPairGeneration=_flag(bool(curves)), KeyPairGeneration="RSA ECC" if curves else "RSA",
+        RSAKeyLengths=" ".join(map(str, limits.rsa_key_lengths)), **({"EllipticCurves": curves} if curves else {}),
+        PKCS10ExternalCertificationWithRSA="true", PKCS10="true", SelfSignedCertificateCreationWithRSA="true",
+        SelfSignedCertificateCreation="true", X509Versions="3", MaximumNumberOfPassphrases="0",
         PasswordBasedEncryptionAlgorithms=PBES2,
         PKCS8RSAKeyPairUpload="true", PKCS12CertificateWithRSAPrivateKeyUpload="false", MaximumNumberOfCRLs="0",
         MaximumNumberOfCertificationPathValidationPolicies=str(limits.max_policies), NoPrivateKeySharing="false")
     for oid in SIGNATURE_ALGORITHMS:
         _sub(_sub(store_caps, "SignatureAlgorithms"), "algorithm", oid)
     _sub(caps, "TLSServerCapabilities")
-    _sub(caps, "AuthorizationServer", MaxConfigurations=str(limits.max_auth_servers))
+    _sub(caps, "AuthorizationServer", MaxConfigurations=str(limits.max_auth_servers),
+         ConfigurationTypesSupported=" ".join(AUTH_SERVER_TYPES),
+         ClientAuthenticationMethodsSupported=" ".join(CLIENT_AUTH_METHODS))
     return caps
 
 
@@ -243,6 +252,12 @@ def CreateRSAKeyPair(ks: Keystore, req: etree._Element, answer: etree._Element) 
     _sub(answer, "EstimatedCreationTime", f"PT{seconds}S")
 
 
+def CreateECCKeyPair(ks: Keystore, req: etree._Element, answer: etree._Element) -> None:
+    key_id, seconds = ks.create_ecc_key_pair(_text(req, "EllipticCurve") or "", _text(req, "Alias"))
+    _sub(answer, "KeyID", key_id)
+    _sub(answer, "EstimatedCreationTime", f"PT{seconds}S")
+
+
 def GetKeyStatus(ks: Keystore, req: etree._Element, answer: etree._Element) -> None:
     _sub(answer, "KeyStatus", ks.key(_text(req, "KeyID") or "").status)
 
@@ -273,7 +288,8 @@ def CreatePKCS10CSR(ks: Keystore, req: etree._Element, answer: etree._Element) -
 def CreateSelfSignedCertificate(ks: Keystore, req: etree._Element, answer: etree._Element) -> None:
     version = _text(req, "X509Version")
     if version not in (None, "3"):
-        raise KeystoreError("only X.509 version 3 certificates are created", "InvalidArgVal", "X509Version")
+        raise KeystoreError("only X.509 version 3 certificates are created", "InvalidArgVal",
+                            "UnsupportedX509Version")
     certificate_id = ks.create_self_signed_certificate(
         _subject(req), _text(req, "KeyID") or "", _algorithm(req), alias=_text(req, "Alias"),
         not_before=_time(req, "notValidBefore"), not_after=_time(req, "notValidAfter"))
@@ -344,7 +360,7 @@ def DeleteAuthorizationServerConfiguration(ks: Keystore, req: etree._Element, _a
 
 
 _HANDLERS: tuple[Handler, ...] = (
-    GetServiceCapabilities, CreateRSAKeyPair, GetKeyStatus, GetPrivateKeyStatus, GetAllKeys, UploadKeyPairInPKCS8,
+    GetServiceCapabilities, CreateRSAKeyPair, CreateECCKeyPair, GetKeyStatus, GetPrivateKeyStatus, GetAllKeys, UploadKeyPairInPKCS8,
     DeleteKey,
     CreatePKCS10CSR, CreateSelfSignedCertificate, UploadCertificate, GetCertificate, GetAllCertificates,
     DeleteCertificate, CreateCertPathValidationPolicy, GetCertPathValidationPolicy, GetAllCertPathValidationPolicies,
