@@ -10,7 +10,11 @@ the same zeep client, the HTTP proxy lists them, then the cloud is killed and
 restarted and the devices come back on their own. Part 3 is remote
 management access: a lower VSS with a few hundred resources around a city,
 reached through its uplink, answers a 100 m location query and then signals
-an Offline change live. Every step prints what it shows; the run exits 0
+an Offline change live. Part 4 is live video: a synthetic camera (GStreamer's
+RTSP server, :mod:`.demo_camera`) behind a device, its stream URI asked with
+Media2 through the cloud's HTTP proxy, and ffmpeg decoding frames from the
+cloud's RTSP front; without GStreamer or ffmpeg it prints one line saying what
+is missing and is skipped. Every step prints what it shows; the run exits 0
 only when every step behaved as the standard says.
 """
 
@@ -18,15 +22,20 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import tempfile
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import zeep
+
 from . import pki
-from .client import UplinkClient
+from .client import SETTINGS, UplinkClient
+from .demo_camera import HEIGHT, WIDTH, camera_missing, start_camera
 from .domain.filters import LocationFilter, token_prefix
+from .domain.media import MediaSource
 from .domain.registry import REGISTRY_FILE, ResourceRegistry
 from .errors import Iec62676Error
 from .query import ResourceQueryClient
@@ -37,6 +46,8 @@ from .runtime.cloud_server import CloudOptions, run_cloud
 from .runtime.device import run_device
 from .runtime.zeep_transport import UplinkTransport
 from .sampledata import NANJING, generate
+from .schemas import wsdl_path
+from .services.media2 import TR2
 from .soap.fault import SoapFault
 from .store import AuthServerConfig, DeviceStore
 from .uplinkconfig import UplinkConfiguration
@@ -132,11 +143,11 @@ def _start_device(data: Path, name: str) -> BackgroundService:
 def _start_cloud(material: Material, listen: str, proxy: str) -> tuple[BackgroundService, CloudListener]:
     ready: list[CloudListener] = []
     options = CloudOptions(listen=listen, cert=material.folder / "cloud.pem", key=material.folder / "cloud.key",
-                           client_cas=[material.folder / "ca.pem"], proxy=proxy,
+                           client_cas=[material.folder / "ca.pem"], proxy=proxy, rtsp="127.0.0.1:0",
                            jwt_issuers=[material.issuer], jwt_audience=DEFAULT_AUDIENCE,
                            jwt_keys=f"{material.issuer}/jwks.json", jwt_keys_ca=[material.folder / "ca.pem"])
     service = BackgroundService(lambda stop, announce: run_cloud(options, stop, announce, ready=ready.append),
-                                name="cloud", ready_after=2).start()
+                                name="cloud", ready_after=3).start()
     return service, ready[0]
 
 
@@ -206,8 +217,8 @@ def part_uplink(material: Material, tmp: Path, out: Print) -> None:
     try:
         port = int(_url(cloud.messages, r"https://[^:]+:(\d+)/"))
         proxy = _url(cloud.messages, r"(http://\S+)/devices")
-        out(f"  {cloud.messages[0]}")
-        out(f"  {cloud.messages[1]}")
+        for message in cloud.messages:
+            out(f"  {message}")
         for name in ALL_DEVICES:
             data = tmp / name
             _seed_device(data, name, material, port)
@@ -236,6 +247,7 @@ def part_uplink(material: Material, tmp: Path, out: Print) -> None:
         out("  all devices came back on their own (individual ascending backoff, UPL-9)")
         _show_through_uplink(listener, cloud, out)
         part_resources(listener, cloud, tmp / DEVICES[0], out)
+        part_live_video(cloud, tmp / DEVICES[0], out)
     finally:
         for device in devices:
             device.stop()
@@ -276,6 +288,36 @@ def part_resources(cloud: CloudListener, service: BackgroundService, data: Path,
                 return
             out("    (empty pull at its timeout: the server is alive, RQ-10)")
         raise DemoFailure("the Offline change did not arrive")
+
+
+def part_live_video(service: BackgroundService, data: Path, out: Print) -> None:
+    """Live video through the uplink (STR-1): camera -> device -> uplink -> cloud RTSP front -> ffmpeg."""
+    out(f"Part 4 — live video: a synthetic camera behind {DEVICES[0]}, played through the cloud")
+    missing = camera_missing()
+    if missing is not None:
+        out(f"  skipped: {missing} not installed")
+        return
+    proxy = _url(service.messages, r"(http://\S+)/devices")
+    with start_camera() as camera_url:
+        with DeviceStore(data) as store:
+            store.put_media_source(MediaSource(token="cam1", name="Demo camera", rtsp_url=camera_url,
+                                               width=WIDTH, height=HEIGHT))
+        out(f"  media source cam1 -> {camera_url} (what `iec62676 device media add` does)")
+        media2 = zeep.Client(str(wsdl_path("media2")), settings=SETTINGS,
+                             transport=zeep.Transport(timeout=30, operation_timeout=30))
+        uri = media2.create_service(f"{{{TR2}}}Media2Binding", f"{proxy}/devices/{DEVICES[0]}/onvif/media2_service"
+                                    ).GetStreamUri(Protocol="RTSP", ProfileToken="cam1")
+        out(f"  Media2 GetStreamUri through the cloud's HTTP proxy: {uri}")
+        proc = subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-rtsp_transport", "tcp", "-i", uri,
+                               "-frames:v", "100", "-f", "null", "-"], capture_output=True, text=True, timeout=120,
+                              check=False)
+        frames = [int(n) for n in re.findall(r"frame=\s*(\d+)", proc.stderr)]
+        video = re.search(r"Video: (\w+).*?, (\d+)x(\d+)", proc.stderr)
+        if proc.returncode != 0 or not frames or frames[-1] < 100 or video is None:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise DemoFailure(f"ffmpeg could not play {uri}: {last}")
+        out(f"  ffmpeg decoded {frames[-1]} frames ({video[1]} {video[2]}x{video[3]}) from the camera, through "
+            f"{DEVICES[0]}, its uplink and the cloud's RTSP front")
 
 
 def run(out: Print = print) -> int:

@@ -29,6 +29,7 @@ from test_events_service import (
     topic,
 )
 
+from iec62676_2_33 import schemas
 from iec62676_2_33.domain.filters import ResourceQuery, SelectFilter
 from iec62676_2_33.domain.registry import ResourceRegistry
 from iec62676_2_33.domain.resources import InvalidResource, Resource
@@ -71,8 +72,12 @@ def ops(messages: list[Notification]) -> list[tuple[str, str]]:
 
 def test_concurrent_pull_is_refused_and_the_waiting_pull_keeps_waiting_evt_7_evt_3(
         device: RunningDevice, registry: ResourceRegistry) -> None:
-    """EVT-7, EVT-3: a second PullMessages while one waits gets the concurrent-pull fault; the waiting pull
-    is not answered empty early — it answers with the news that arrives later, within its Timeout."""
+    """EVT-7, EVT-3: a second PullMessages while one waits gets the concurrent-pull fault — ONVIF Core, Event
+    handling, Real-time Pull-Point Notification Interface, "Pull messages": "A device should return an error
+    (UnableToGetMessagesFault) when receiving a PullMessages request for a subscription where a blocking
+    PullMessage request already exists" (wsnt:UnableToGetMessagesFault in the Detail, not the
+    PullMessagesFaultResponse that clause keeps for a Timeout above the limit); the waiting pull is not
+    answered empty early — it answers with the news that arrives later, within its Timeout."""
     address = subscribe(device, topic("tns1:Resource/Recording"))
     assert events_of(pull(address)) == []  # the (empty) enumeration is over
     result: list[etree._Element] = []
@@ -86,8 +91,9 @@ def test_concurrent_pull_is_refused_and_the_waiting_pull_keeps_waiting_evt_7_evt
             break
         assert events_of(answer(root)) == []
     assert refused is not None, "a concurrent PullMessages was never refused"
-    assert fault_chain(refused) == ["env:Receiver", "ter:Action", "ter:TooManyRequests"]
-    assert answer(refused).find("env:Detail/tev:PullMessagesFaultResponse", NS) is not None
+    assert fault_chain(refused) == ["env:Receiver", "ter:Action", "ter:UnableToGetMessages"]
+    detail = answer(refused).find("env:Detail/wsnt:UnableToGetMessagesFault", NS)
+    schemas.validate(detail, "events")
     assert waiting.is_alive() and not result  # the waiting pull did not answer because of the second one
     registry.upsert(Resource("dev3:rec1", "Recording", "Archive"))
     waiting.join(35)

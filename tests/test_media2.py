@@ -235,14 +235,16 @@ def test_stream_uri_through_the_cloud_proxy_str_1_str_2_anx_b_1(media: str) -> N
         assert (status, chain) == (400, ["env:Sender", "ter:InvalidArgVal", "ter:InvalidStreamSetup"]), bad
 
 
-def test_snapshot_uri_direct_only_anx_b_1(media: str) -> None:
-    """ANX-B-1: GetSnapshotUri answers the camera's snapshot URL directly; a source without one, and any
-    request through the cloud (no snapshot relay), fault env:Receiver/ter:ActionNotSupported."""
+def test_snapshot_uri_points_at_the_device_relay_anx_b_1(media: str) -> None:
+    """ANX-B-1: GetSnapshotUri answers the device's own snapshot relay under the request's address (the
+    camera's snapshot URL never leaves the device), also through the cloud; a source without a snapshot
+    faults env:Receiver/ter:ActionNotSupported."""
     body = "<tr2:GetSnapshotUri><tr2:ProfileToken>{}</tr2:ProfileToken></tr2:GetSnapshotUri>"
-    assert ok(media, body.format("main")).findtext("tr2:Uri", namespaces=NS) == MAIN.snapshot_url
+    base = media.rsplit(MEDIA2_PATH, 1)[0]
+    assert ok(media, body.format("main")).findtext("tr2:Uri", namespaces=NS) == base + "/onvif/snapshot/main"
+    assert ok(media, body.format("main"), headers=PROXY).findtext("tr2:Uri", namespaces=NS) == (
+        "http://cloud.example:8080/devices/cam-7/onvif/snapshot/main")
     status, chain, _ = fault(media, body.format("sub#2"))
-    assert (status, chain) == (500, ["env:Receiver", "ter:ActionNotSupported"])
-    status, chain, _ = fault(media, body.format("main"), headers=PROXY)
     assert (status, chain) == (500, ["env:Receiver", "ter:ActionNotSupported"])
 
 
@@ -266,7 +268,7 @@ def test_access_classes_anonymous_user_sec_1_sec_3(media: str) -> None:
     assert chain == ["env:Sender", "ter:NotAuthorized"]
 
 
-def wsgi_call(app: Any, body: str, **environ: str) -> tuple[str, etree._Element]:
+def wsgi_call(app: Any, body: str, **environ: Any) -> tuple[str, etree._Element]:
     data = envelope(body)
     env = {"REQUEST_METHOD": "POST", "CONTENT_TYPE": "application/soap+xml; charset=utf-8",
            "CONTENT_LENGTH": str(len(data)), "wsgi.input": io.BytesIO(data), "wsgi.url_scheme": "http",
@@ -292,25 +294,29 @@ def test_uplink_level_decides_without_credentials_sec_4_upl_12(tmp_path: Path) -
         assert fault_chain(root) == ["env:Sender", "ter:NotAuthorized"]
 
 
-def test_rtsp_websocket_uri_when_the_tunnel_serves_it_str_3(tmp_path: Path) -> None:
-    """STR-3: once the RTSP tunnel sets rtsp_websocket_path, RTSPWebSocketUri is that path under the
-    request's base, ws for http and wss for https (through the proxy: the forwarded base)."""
+def test_rtsp_websocket_uri_where_the_uplink_serves_it_str_3(tmp_path: Path) -> None:
+    """STR-3: RTSPWebSocketUri is announced to a request that came over an uplink (marked with its UserLevel)
+    straight from the cloud: rtsp_websocket_path under the request's base, wss for https; not on the direct
+    port, not through the cloud's HTTP proxy (no WebSocket there), not when the path is unset."""
     with DeviceStore(tmp_path / "d") as store:
         store.put_media_source(MAIN)
         app = build_device_app(UplinkServiceContext(store=store))
-        assert app.media2 is not None
-        app.media2.rtsp_websocket_path = "/onvif/rtsp-ws"
+        assert app.media2 is not None and app.media2.rtsp_websocket_path == "/onvif/rtsp/"
 
-        def ws_uri(**environ: str) -> str | None:
+        def ws_uri(**environ: Any) -> str | None:
             status, root = wsgi_call(app, "<tr2:GetServiceCapabilities/>", **environ)
             assert status == "200 OK"
             response = root.find("env:Body", NS)[0]
             schemas.validate(response, "media2")
             return response.find("tr2:Capabilities/tr2:StreamingCapabilities", NS).get("RTSPWebSocketUri")
 
-        assert ws_uri() == "ws://cam.local/onvif/rtsp-ws"
-        assert ws_uri(HTTP_X_FORWARDED_HOST="cloud.example", HTTP_X_FORWARDED_PROTO="https",
-                      HTTP_X_FORWARDED_PREFIX="/devices/cam-7") == "wss://cloud.example/devices/cam-7/onvif/rtsp-ws"
+        uplink = {ENVIRON_UPLINK_LEVEL: ["User"], "wsgi.url_scheme": "https", "HTTP_HOST": "cam-7"}
+        assert ws_uri() is None
+        assert ws_uri(**uplink) == "wss://cam-7/onvif/rtsp/"
+        assert ws_uri(**uplink, HTTP_X_FORWARDED_HOST="cloud.example", HTTP_X_FORWARDED_PROTO="https",
+                      HTTP_X_FORWARDED_PREFIX="/devices/cam-7") is None
+        app.media2.rtsp_websocket_path = None
+        assert ws_uri(**uplink) is None
 
 
 # -- the models, the WSDL and clients ---------------------------------------------------------------
@@ -386,7 +392,7 @@ def test_zeep_client_on_our_wsdl_direct_anx_b_1(media: str) -> None:
     assert [(p.token, p.Name, p.Configurations.VideoEncoder.Encoding) for p in profiles] == [
         ("main", "Main stream", "H264"), ("sub#2", "Sub stream", "H265")]
     assert service.GetStreamUri(Protocol="RTSP", ProfileToken="main") == MAIN.rtsp_url
-    assert service.GetSnapshotUri(ProfileToken="main") == MAIN.snapshot_url
+    assert service.GetSnapshotUri(ProfileToken="main") == media.rsplit(MEDIA2_PATH, 1)[0] + "/onvif/snapshot/main"
     with pytest.raises(zeep.exceptions.Fault) as info:
         service.GetStreamUri(Protocol="RtspsUnicast", ProfileToken="main")
     assert [q.localname for q in info.value.subcodes] == ["InvalidArgVal", "InvalidStreamSetup"]

@@ -4,7 +4,8 @@ Implements the data side of EVT-5 (a topic's message description for
 GetEventProperties), EVT-6 (a notification's Source and Data items) and EVT-9
 (the items a MessageContent filter looks at) for events that are not resource
 queries: the device's own state changes (``tns1:Monitoring/Uplink/Status``,
-see :data:`UPLINK_STATUS`) and anything a backend publishes through
+see :data:`UPLINK_STATUS`; a resource's Offline flips, :data:`RESOURCE_OFFLINE`
+found by :class:`OfflineFlips`) and anything a backend publishes through
 :meth:`~..services.events.EventServiceContext.publish`. No I/O, no clock.
 
 A :class:`TopicDescription` names a topic by its path below ``tns1`` and lists
@@ -13,20 +14,29 @@ its Source and Data simple items with their XML Schema types; a
 those items. A *property* topic (``is_property``) carries a state: its events
 have a PropertyOperation, and a new subscriber (or a SetSynchronizationPoint)
 gets the current state of every source as ``Initialized``.
+
+:class:`OfflineFlips` reads the resource registry's change log (RQ-4) and says
+which change flips a resource's ``Offline`` state. It remembers the last state
+of at most ``max_known`` resources (least recently changed forgotten first): a
+registry may hold millions, and the log itself is the durable state. A change
+of a resource it does not remember counts as a flip unless it is a new
+resource that is online (not news).
 """
 
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
 from ..errors import ConfigurationError
 from .event_filters import EventItem, EventView
-from .resources import PROPERTY_OPERATIONS, PropertyOperation
+from .resources import PROPERTY_OPERATIONS, PropertyOperation, ResourceEvent
 
-__all__ = ["UPLINK_STATUS", "GenericEvent", "InvalidEvent", "TopicDescription", "topic_matches"]
+__all__ = ["RESOURCE_OFFLINE", "UPLINK_STATUS", "GenericEvent", "InvalidEvent", "OfflineFlips", "TopicDescription",
+           "topic_matches"]
 
 _STEP = re.compile(r"[A-Za-z_][\w.\-]*")
 
@@ -114,3 +124,41 @@ UPLINK_STATUS = TopicDescription(
     source=(("RemoteAddress", "xs:anyURI"),),
     data=(("Status", "xs:string"), ("Error", "xs:string")),
 )
+
+
+#: A resource of the registry went offline or came back (RQ-4's ``Offline`` item as a generic event). Not a
+#: property topic: the resource query is the place for every resource's current state (``Initialized``),
+#: and keeping a state per resource here would grow with the registry.
+RESOURCE_OFFLINE = TopicDescription(
+    "Monitoring/Resource/Offline",
+    source=(("Token", "tt:ReferenceToken"), ("Kind", "xs:string")),
+    data=(("Offline", "xs:boolean"),),
+    is_property=False,
+)
+
+
+class OfflineFlips:
+    """Finds the changes of the registry's log that flip a resource's Offline state (see the module docstring)."""
+
+    def __init__(self, max_known: int = 65536) -> None:
+        if max_known < 1:
+            raise ConfigurationError(f"max_known must be >= 1, got {max_known!r}")
+        self.max_known = max_known
+        self._known: OrderedDict[str, bool] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def feed(self, change: ResourceEvent) -> bool | None:
+        """The new Offline state when ``change`` flips it, else ``None``."""
+        token, offline = change.resource.token, change.resource.offline
+        if change.operation == "Deleted" or offline is None:
+            self._known.pop(token, None)
+            return None
+        previous = self._known.pop(token, None)
+        self._known[token] = offline
+        if len(self._known) > self.max_known:
+            self._known.popitem(last=False)
+        if previous == offline or (previous is None and change.operation == "Initialized" and not offline):
+            return None
+        return offline

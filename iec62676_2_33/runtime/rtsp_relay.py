@@ -7,7 +7,9 @@ uplink's HTTP/2 connection, on ``/onvif/rtsp/<media token>``:
   websocket``, subprotocol ``rtsp.onvif.org``; the uplink role advertises
   SETTINGS_ENABLE_CONNECT_PROTOCOL). The ``200`` carries the upgrade, then the
   stream's DATA carries WebSocket frames (wsproto, no handshake) whose payload is
-  the RTSP byte stream.
+  the RTSP byte stream. A CONNECT on ``/onvif/rtsp/`` itself is the one URI Media2
+  announces as RTSPWebSocketUri: the token is then the last path segment of the
+  URL in the player's first request (read within a deadline, at most one message).
 * **RTSP over HTTP** (STR-2): a GET with ``x-sessioncookie`` is the camera→player
   channel (``200 application/x-rtsp-tunnelled``, no content-length); a POST with the
   same cookie carries base64 player→camera bytes. The GET waits, bounded, for its
@@ -55,6 +57,8 @@ from wsproto.connection import Connection
 from ..domain.media import MediaBackend, MediaSource
 from ..errors import AuthenticationError, Iec62676Error, LocalProtocolError, TransportError
 from ..sansio.rtsp_tunnel import (
+    MAX_BODY,
+    MAX_HEAD,
     SUBPROTOCOL,
     TUNNEL_CONTENT_TYPE,
     TUNNEL_PATH,
@@ -85,6 +89,8 @@ SESSION_IDLE = 120.0
 CONNECT_TIMEOUT = 10.0
 #: Most bytes taken from the camera at once.
 READ_CHUNK = 64 * 1024
+#: Seconds a player at the single RTSP-over-WebSocket URI has to send its first request.
+FIRST_REQUEST_TIMEOUT = 10.0
 
 
 @dataclass
@@ -315,11 +321,14 @@ class RtspRelay:
         protocol = getattr(ex, "protocol", None)
         if ex.method == "CONNECT":
             offered = {p.strip() for v in _values(ex, "sec-websocket-protocol") for p in v.split(",")}
-            if protocol != "websocket" or SUBPROTOCOL not in offered or not token:
+            if protocol != "websocket" or SUBPROTOCOL not in offered or not ex.path.startswith(TUNNEL_PATH):
                 self.stats.refused += 1
                 await ex.respond(400, [("content-type", "text/plain")],
                                  f"CONNECT needs :protocol websocket, subprotocol {SUBPROTOCOL} and a path "
-                                 f"{TUNNEL_PATH}<token>\n".encode())
+                                 f"{TUNNEL_PATH}[<token>]\n".encode())
+                return
+            if not token:  # the one RTSPWebSocketUri (STR-3): the player's first request names the stream
+                await self._by_first_request(ex)
                 return
         elif ex.method not in ("GET", "POST") or not token:
             await ex.respond(405 if token else 404, [("content-type", "text/plain")],
@@ -334,13 +343,26 @@ class RtspRelay:
             await ex.respond(404, [("content-type", "text/plain")], f"no media source {token!r}\n".encode())
             return
         if ex.method == "CONNECT":
-            ex.start_response(200, [("sec-websocket-protocol", SUBPROTOCOL)])
-            await ex.write(b"")
-            ws = WebSocketStream(_ExchangeStream(ex), Connection(ConnectionType.SERVER),
-                                 label=f"RTSP tunnel {ex.describe()}")
+            ws = await _accept_websocket(ex)
             await self._session(source, ws.read, ws)
             return
         await self._get(ex, source)
+
+    async def _by_first_request(self, ex: Exchange) -> None:
+        """RTSP over WebSocket at ``TUNNEL_PATH`` itself, the single URI Media2 announces: the media token
+        is the last path segment of the URL in the player's first request (a URL ending in ``/<token>``,
+        as the stream URIs do); nothing reaches a camera before it is known."""
+        ws = await _accept_websocket(ex)
+        first, token = await _first_request(ws.read)
+        source = None
+        if token:
+            source = await asyncio.get_running_loop().run_in_executor(self.executor, self.media.media_source, token)
+        replay = _Replay(first, ws.read)
+        if source is None:
+            self.stats.refused += 1
+            await self._refuse(replay.read, ws, 404, "Not Found")
+            return
+        await self._session(source, replay.read, ws)
 
     # ------------------------------------------------------------------ RTSP over HTTP
 
@@ -382,6 +404,11 @@ class RtspRelay:
             await ex.respond(204, [], b"")
 
     # ------------------------------------------------------------------ a session
+
+    async def relay(self, source: MediaSource, read: Reader, player: _Writer) -> None:
+        """One player's RTSP session (``read`` its bytes, ``player`` to answer) to ``source``'s server
+        (a VSS's RTSP front relays the stream URIs of its lower systems this way, ANX-B-1)."""
+        await self._session(source, read, player)
 
     async def _session(self, source: MediaSource, read: Reader, player: _Writer) -> None:
         if not is_allowed(self.user_level, AccessClass.READ_MEDIA):
@@ -475,6 +502,44 @@ class RtspRelay:
             await player.write(rtsp_response(bad.status_hint, "Bad Request", None))
         finally:
             await player.close()
+
+
+async def _accept_websocket(ex: Exchange) -> WebSocketStream:
+    """Answer an extended CONNECT with 200 and the subprotocol; the stream's DATA then carries WebSocket frames."""
+    ex.start_response(200, [("sec-websocket-protocol", SUBPROTOCOL)])
+    await ex.write(b"")
+    return WebSocketStream(_ExchangeStream(ex), Connection(ConnectionType.SERVER), label=f"RTSP tunnel {ex.describe()}")
+
+
+async def _first_request(read: Reader) -> tuple[bytes, str]:
+    """The bytes read up to the player's first RTSP request and the media token its URL ends in; the token is
+    ``""`` when no request came within ``FIRST_REQUEST_TIMEOUT``, within ``MAX_HEAD + MAX_BODY`` bytes, or
+    garbage came (the refusal then answers it)."""
+    splitter, got = RtspSplitter(), bytearray()
+    try:
+        async with asyncio.timeout(FIRST_REQUEST_TIMEOUT):
+            while len(got) <= MAX_HEAD + MAX_BODY and (data := await read(READ_CHUNK)):
+                got += data
+                for unit in splitter.feed(data):
+                    if isinstance(unit, RtspMessage) and unit.target:
+                        return bytes(got), unquote(urlsplit(unit.target).path.rstrip("/").rpartition("/")[2])
+    except (RtspError, TimeoutError):
+        pass
+    return bytes(got), ""
+
+
+class _Replay:
+    """A reader that hands out ``first`` before reading on."""
+
+    def __init__(self, first: bytes, read: Reader) -> None:
+        self._first = first
+        self._read = read
+
+    async def read(self, max_bytes: int = READ_CHUNK) -> bytes:
+        if self._first:
+            data, self._first = self._first, b""
+            return data
+        return await self._read(max_bytes)
 
 
 def _values(ex: Exchange, name: str) -> list[str]:

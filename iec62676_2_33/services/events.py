@@ -50,16 +50,30 @@ declared generic topic
 MessageContent outside the ItemFilter subset    Sender/InvalidArgVal/InvalidMessageContentExpression
 or in another dialect
 malformed or unknown resource filter            Sender/InvalidArgVal/InvalidFilter (wsnt:InvalidFilterFault)
-PullMessages Timeout above MaxTimeout or < 0    Sender/InvalidArgVal/Timeout (tev:PullMessagesFaultResponse)
-PullMessages MessageLimit < 1                   Sender/InvalidArgVal/MessageLimit (tev:PullMessagesFaultResponse)
-PullMessages while another one waits on the     Receiver/Action/TooManyRequests (tev:PullMessagesFaultResponse)
-same subscription (EVT-7)
+PullMessages Timeout above MaxTimeout           Sender/InvalidArgVal/Timeout (tev:PullMessagesFaultResponse
+                                                with MaxTimeout and MaxMessageLimit)
+PullMessages Timeout < 0                        Sender/InvalidArgVal/Timeout
+PullMessages MessageLimit < 1                   Sender/InvalidArgVal/MessageLimit
+PullMessages while another one waits on the     Receiver/Action/UnableToGetMessages
+same subscription (EVT-7)                       (wsnt:UnableToGetMessagesFault)
 ``wsa:Action`` naming another operation         Sender/InvalidArgVal/ActionMismatch
 than the Body
 Subscribe: ConsumerReference not http(s)        Sender/InvalidArgVal/SubscribeCreationFailed
                                                 (wsnt:SubscribeCreationFailedFault)
 PullMessages on a push subscription             Receiver/ActionNotSupported
 ==============================================  ==================================================
+
+Checked against ONVIF Core's event chapter: the Detail elements are the
+faults its operation tables name (ResourceUnknownFault for Renew and
+Unsubscribe, UnacceptableTerminationTimeFault, the WS-BaseNotification
+Subscribe faults for CreatePullPointSubscription; PullMessagesFaultResponse
+*only* for a Timeout above the device's limit, UnableToGetMessagesFault for a
+concurrent pull), and every fault carries ``wsa:Action``
+``http://www.w3.org/2005/08/addressing/soap/fault`` (clause "SOAP Fault
+Messages"). That clause also says the fault *should* be ``env:Receiver``; a
+malformed or unknown argument stays ``env:Sender`` (SOAP 1.2: the sender must
+change the message), which is what the ``ter`` generic faults prescribe and
+what deployed clients check.
 
 A syntactically invalid duration or date is refused earlier by the XSD check
 (``Sender/InvalidArgs``, the validator's message names the element). A
@@ -92,7 +106,12 @@ prefix is an ``InvalidTopicExpression`` fault.
 Generic events (EVT-5, EVT-6, EVT-9). Besides ``tns1:Resource/<kind>`` the
 service carries the topics declared with :meth:`EventServiceContext.declare`
 (the device declares ``tns1:Monitoring/Uplink/Status``,
-:class:`UplinkStatusEvents`); :meth:`EventServiceContext.publish` queues an
+:class:`UplinkStatusEvents`), and every service carries
+``tns1:Monitoring/Resource/Offline``: :meth:`EventServiceContext.poll_changes`
+reads the registry's change log and publishes each resource whose Offline
+state flips (:class:`~..domain.generic_events.OfflineFlips`), so a client can
+watch resources go offline with a topic and a MessageContent filter instead of
+a resource query; :meth:`EventServiceContext.publish` queues an
 event for every pull point whose topic and MessageContent filters take it
 (each pull point keeps at most ``MAX_QUEUED_EVENTS``; see
 :mod:`..domain.subscriptions`). GetEventProperties describes every declared
@@ -161,8 +180,15 @@ from ..domain.filters import (
     ScopeFilter,
     SelectFilter,
 )
-from ..domain.generic_events import UPLINK_STATUS, GenericEvent, InvalidEvent, TopicDescription
-from ..domain.registry import ResourceRegistry
+from ..domain.generic_events import (
+    RESOURCE_OFFLINE,
+    UPLINK_STATUS,
+    GenericEvent,
+    InvalidEvent,
+    OfflineFlips,
+    TopicDescription,
+)
+from ..domain.registry import ChangesPruned, ResourceRegistry
 from ..domain.resources import RESOURCE_KINDS, PropertyOperation
 from ..domain.subscriptions import (
     InvalidTime,
@@ -246,12 +272,16 @@ _PULL_ACTION = "http://www.onvif.org/ver10/events/wsdl/PullPointSubscription/"
 _MANAGER_ACTION = "http://docs.oasis-open.org/wsn/bw-2/SubscriptionManager/"
 _PRODUCER_ACTION = "http://docs.oasis-open.org/wsn/bw-2/NotificationProducer/"
 _NOTIFY_ACTION = "http://docs.oasis-open.org/wsn/bw-2/NotificationConsumer/Notify"
-_PULL_FAULT_ACTION = _PULL_ACTION + "PullMessages/Fault/PullMessagesFaultResponse"
+#: ONVIF Core, Event handling, "SOAP Fault Messages": every fault of the event service carries this wsa:Action.
+WSA_FAULT_ACTION = "http://www.w3.org/2005/08/addressing/soap/fault"
 
 _NSMAP = {"env": SOAP_ENV, "wsa": WSA, "tev": TEV, "wsnt": WSNT, "tt": TT, "tns1": TNS1, "wstop": WSTOP,
           "xs": XS}
 _RAW_KEY = "iec62676.raw_response"
 
+
+#: Offline flips read per poll: at most this many batches of this many changes.
+_OFFLINE_BATCHES, _OFFLINE_BATCH = 20, 1000
 
 # --------------------------------------------------------------------------- faults
 
@@ -261,7 +291,6 @@ class EventFault(SoapFault):
     """A :class:`SoapFault` that also carries a WS-N / WS-RF fault element in ``env:Detail``."""
 
     detail_element: Any = None
-    action: str | None = None
 
     def to_element(self) -> etree._Element:
         fault = super().to_element()
@@ -271,12 +300,7 @@ class EventFault(SoapFault):
         return fault
 
     def to_envelope(self) -> bytes:
-        data = super().to_envelope()
-        if self.action is None:
-            return data
-        env = etree.fromstring(data)
-        env.find(f"{{{SOAP_ENV}}}Header/{{{WSA}}}Action").text = self.action
-        return bytes(etree.tostring(env, xml_declaration=True, encoding="utf-8"))
+        return _fault_headers(super().to_envelope(), None)
 
 
 def _base_fault(tag: str, reason: str, now: float) -> etree._Element:
@@ -351,9 +375,14 @@ class EventServiceContext:
     _states_lock: threading.Lock = field(default_factory=threading.Lock)
     #: EVT-10: the delivery of base-notification subscriptions (driven by the runtime)
     push: PushDelivery = field(init=False)
+    #: tns1:Monitoring/Resource/Offline: where the change log was last read, and the states seen
+    _offline_seq: int = field(init=False)
+    _offline: OfflineFlips = field(default_factory=OfflineFlips)
 
     def __post_init__(self) -> None:
         self.push = PushDelivery(self)
+        self.declare(RESOURCE_OFFLINE)
+        self._offline_seq = self.registry.last_seq()
 
     @classmethod
     def create(cls, registry: ResourceRegistry, *, max_pull_points: int = 32,
@@ -376,8 +405,30 @@ class EventServiceContext:
         if seq == self._seen_seq:
             return False
         self._seen_seq = seq
+        self._publish_offline_flips()
         self.waiter.notify()
         return True
+
+    def _publish_offline_flips(self) -> None:
+        """Publish ``tns1:Monitoring/Resource/Offline`` for the flips logged since the last look (bounded work
+        per call: the rest waits for the next poll)."""
+        for _ in range(_OFFLINE_BATCHES):
+            try:
+                changes = self.registry.changes_since(self._offline_seq, _OFFLINE_BATCH)
+            except ChangesPruned:
+                log.warning("the resource change log was pruned past this event service; Offline flips up to "
+                            "#%d are not published", self.registry.last_seq())
+                self._offline_seq = self.registry.last_seq()
+                return
+            if not changes:
+                return
+            self._offline_seq = changes[-1].seq
+            for change in changes:
+                offline = self._offline.feed(change)
+                if offline is not None:
+                    resource = change.resource
+                    self.publish(RESOURCE_OFFLINE, {"Token": resource.token, "Kind": resource.kind},
+                                 {"Offline": _xml_bool(offline)})
 
     def follow_changes(self, stop: threading.Event, interval: float = 0.2) -> None:
         """A blocking loop around :meth:`poll_changes` for a thread (tests, WSGI-only hosting)."""
@@ -1031,13 +1082,15 @@ class EventService(SoapService):
         _answer(ctx, _EVENT_ACTION + "CreatePullPointSubscriptionResponse", response)
 
 
-def _pull_fault(subcode: str, reason: str, context: EventServiceContext, *, code: str = "Sender",
-                first: str = "InvalidArgVal") -> EventFault:
-    detail = etree.Element(f"{{{TEV}}}PullMessagesFaultResponse", nsmap={"tev": TEV})
-    etree.SubElement(detail, f"{{{TEV}}}MaxTimeout").text = format_duration(context.max_timeout)
-    etree.SubElement(detail, f"{{{TEV}}}MaxMessageLimit").text = str(context.max_message_limit)
-    return EventFault(code=code, subcodes=(first, subcode), reason=reason, detail_element=detail,
-                      action=_PULL_FAULT_ACTION)
+def _pull_fault(subcode: str, reason: str, context: EventServiceContext, *, maxima: bool = False) -> EventFault:
+    """A refused PullMessages argument; ``maxima``: the Timeout is above MaxTimeout, the one case Core answers
+    with tev:PullMessagesFaultResponse (carrying both upper limits)."""
+    detail = None
+    if maxima:
+        detail = etree.Element(f"{{{TEV}}}PullMessagesFaultResponse", nsmap={"tev": TEV})
+        etree.SubElement(detail, f"{{{TEV}}}MaxTimeout").text = format_duration(context.max_timeout)
+        etree.SubElement(detail, f"{{{TEV}}}MaxMessageLimit").text = str(context.max_message_limit)
+    return EventFault(code="Sender", subcodes=("InvalidArgVal", subcode), reason=reason, detail_element=detail)
 
 
 class PullPointService(SoapService):
@@ -1058,7 +1111,8 @@ class PullPointService(SoapService):
             raise _pull_fault("Timeout", str(exc), context) from None
         if timeout < 0 or timeout > context.max_timeout:
             raise _pull_fault("Timeout", f"Timeout {timeout_text} is outside 0 .. "
-                              f"{format_duration(context.max_timeout)} (MaxTimeout)", context)
+                              f"{format_duration(context.max_timeout)} (MaxTimeout)", context,
+                              maxima=timeout > context.max_timeout)
         if limit < 1:
             raise _pull_fault("MessageLimit", f"MessageLimit {limit} is below 1", context)
         limit = min(limit, context.max_message_limit)
@@ -1075,7 +1129,8 @@ class PullPointService(SoapService):
                             reason="this subscription pushes its messages to its consumer (Notify); "
                                    "create a pull point to pull")
         if not sub.begin_pull():  # EVT-7: the waiting pull keeps waiting; this one is refused
-            raise _pull_fault(*_CONCURRENT_PULL, context, code="Receiver", first="Action")
+            raise _fault(("Action", "UnableToGetMessages"), _CONCURRENT_PULL, now,
+                         f"{{{WSNT}}}UnableToGetMessagesFault", code="Receiver")
         try:
             while True:
                 generation = waiter.generation
@@ -1110,11 +1165,11 @@ class PullPointService(SoapService):
                 etree.Element(f"{{{TEV}}}SetSynchronizationPointResponse"))
 
 
-#: EVT-7: the fault of a PullMessages sent while another one waits on the same subscription
-#: (``env:Receiver/ter:Action/ter:TooManyRequests`` with the PullMessages fault detail): the device cannot
-#: take the request now, the client did nothing malformed; the first pull keeps waiting until its Timeout.
-_CONCURRENT_PULL = ("TooManyRequests", ("another PullMessages is already waiting on this subscription; "
-                                        "pull again when it has answered (one PullMessages at a time)"))
+#: EVT-7: the reason of the fault of a PullMessages sent while another one waits on the same subscription
+#: (ONVIF Core, PullMessages: UnableToGetMessagesFault): the device cannot take the request now, the client
+#: did nothing malformed; the first pull keeps waiting until its Timeout.
+_CONCURRENT_PULL = ("another PullMessages is already waiting on this subscription; pull again when it has "
+                    "answered (one PullMessages at a time)")
 
 
 class SubscriptionManagerService(SoapService):
@@ -1367,14 +1422,20 @@ def _check_action(request: SoapRequest) -> None:
                         reason=f"wsa:Action {excerpt(action)} does not name the operation {name} in the Body")
 
 
-def _relates_to(data: bytes, message_id: str) -> bytes:
-    """Our own answer ``data`` with ``wsa:RelatesTo`` in its header (WS-Addressing reply rule)."""
+def _fault_headers(data: bytes, message_id: str | None) -> bytes:
+    """Our own fault envelope ``data`` with the event service's fault ``wsa:Action`` (ONVIF Core, Event
+    handling, "SOAP Fault Messages") and, for a request with a ``wsa:MessageID``, ``wsa:RelatesTo``."""
     env = etree.fromstring(data)
     header = env.find(f"{{{SOAP_ENV}}}Header")
     if header is None:
         header = etree.Element(f"{{{SOAP_ENV}}}Header")
         env.insert(0, header)
-    etree.SubElement(header, f"{{{WSA}}}RelatesTo", nsmap={"wsa": WSA}).text = message_id
+    action = header.find(f"{{{WSA}}}Action")
+    if action is None:
+        action = etree.SubElement(header, f"{{{WSA}}}Action", nsmap={"wsa": WSA})
+    action.text = WSA_FAULT_ACTION
+    if message_id:
+        etree.SubElement(header, f"{{{WSA}}}RelatesTo", nsmap={"wsa": WSA}).text = message_id
     return bytes(etree.tostring(env, xml_declaration=True, encoding="utf-8"))
 
 
@@ -1415,8 +1476,8 @@ class _EventEndpoint(SoapEndpoint):
         else:
             status, data = captured["status"], body
             headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
-            if message_id and data.startswith(b"<?xml"):
-                data = _relates_to(data, message_id)  # a fault: small, ours, parsed again to add the header
+            if data.startswith(b"<?xml"):
+                data = _fault_headers(data, message_id)  # a fault: small, ours, parsed again for the header
         start_response(status, [*headers, ("Content-Length", str(len(data)))])
         return [data]
 

@@ -20,7 +20,8 @@ token leaves no room for a suffix. A resolution that was not configured is
 reported as 0 x 0 (unknown); Quality is 0 (the camera's encoder decides).
 As Media2 asks, GetProfiles without ``Type`` answers the profiles without
 configurations; ``Type=All`` (or ``VideoSource`` / ``VideoEncoder``) adds
-them.
+them. A profile whose token reaches a PTZ head (:attr:`Media2ServiceContext.ptz`)
+also carries that head's PTZ configuration (``Type=All`` or ``PTZ``, ANX-B-2).
 
 *Stream URIs* are built from the request, so the URI points back the way the
 request came:
@@ -43,15 +44,22 @@ cloud proxy adds ``x-iec62676-rtsp-base`` (e.g.
 value that is not an ``rtsp://`` URI with a host is ignored, never copied.
 Multicast and RTSPS protocols are refused (``Sender/InvalidArgVal/
 InvalidStreamSetup``), an unknown profile is ``Sender/InvalidArgVal/
-NoProfile``. GetSnapshotUri answers the source's snapshot URL on direct
-access; through the proxy (no snapshot relay yet) and for a source without
-one it faults ``Receiver/ActionNotSupported``.
+NoProfile``. GetSnapshotUri answers ``<request base>/onvif/snapshot/<profile
+token>``, the device's own snapshot relay (:mod:`.snapshot`: READ_MEDIA, bounded
+size and deadline), so the URI works directly and through the cloud proxy; a
+source without a snapshot URL faults ``Receiver/ActionNotSupported``.
 
-*RTSPWebSocketUri* (STR-3) is announced only when the RTSP tunnel sets
-:attr:`Media2ServiceContext.rtsp_websocket_path`: the URI is that path under
-the request's base with ``ws``/``wss`` for ``http``/``https``. The copy of
-the capabilities in GetServices leaves it out: the device service's capability
-providers are not given the request, and the URI must be built from it.
+*RTSPWebSocketUri* (STR-3) is announced where the device serves RTSP over
+WebSocket: on its uplinks, whose HTTP/2 role takes RFC 8441 extended CONNECT
+(Uplink specification, "RTSP over WebSockets"; :mod:`..runtime.rtsp_relay`
+serves :attr:`Media2ServiceContext.rtsp_websocket_path`, the player's first
+request naming the stream). So it is in the answer to a request that came over
+an uplink (the runtime marks it with the uplink's UserLevel) straight from the
+cloud's own HTTP/2 client: that path under the request's base, ``wss`` for
+``https``. It is left out on the direct port (no tunnel there) and through the
+cloud's HTTP proxy (which carries no WebSocket; its clients play through the
+RTSP front), and in the copy in GetServices, whose capability providers are not
+given the request.
 
 Camera-side credentials never leave the device: a URI never carries them.
 """
@@ -70,11 +78,16 @@ from spyne.model.complex import ComplexModel
 from spyne.util.xml import get_object_as_xml
 
 from ..domain.media import MediaBackend, MediaSource
+from ..domain.ptz import PtzBackend
 from ..namespaces import TT
+from ..sansio.rtsp_tunnel import TUNNEL_PATH
 from ..security.access import AccessClass
+from ..security.middleware import ENVIRON_UPLINK_LEVEL
 from ..soap.fault import SoapFault
 from ..soap.spyne_glue import SoapEndpoint, SoapService, service_context
 from .forwarded import request_base_url
+from .ptz import PTZConfiguration, ptz_configuration
+from .snapshot import snapshot_uri
 
 __all__ = [
     "MEDIA2_PATH",
@@ -121,13 +134,15 @@ _RTSP_BASE = re.compile(r"^rtsp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,
 class Media2ServiceContext:
     """What the Media2 service works with.
 
-    ``media`` supplies the profiles; ``rtsp_websocket_path`` is set by the RTSP
-    tunnel when the device serves RTSP over WebSocket (STR-3) at that path;
-    ``None`` leaves RTSPWebSocketUri out of the capabilities.
+    ``media`` supplies the profiles; ``rtsp_websocket_path`` is where the uplink's
+    RTSP relay takes RTSP over WebSocket for every profile (STR-3); ``None`` (firmware
+    that relays no RTSP on its uplinks) leaves RTSPWebSocketUri out.
     """
 
     media: MediaBackend
-    rtsp_websocket_path: str | None = None
+    rtsp_websocket_path: str | None = TUNNEL_PATH
+    #: The PTZ heads: a profile with one carries its PTZ configuration (ANX-B-2).
+    ptz: PtzBackend | None = None
 
 
 # --------------------------------------------------------------------------- Spyne models (mirror the XSD)
@@ -207,7 +222,8 @@ class VideoEncoder2Configuration(ComplexModel):  # type: ignore[misc]
 
 class ConfigurationSet(ComplexModel):  # type: ignore[misc]
     __namespace__ = TR2
-    _type_info = [("VideoSource", VideoSourceConfiguration), ("VideoEncoder", VideoEncoder2Configuration)]
+    _type_info = [("VideoSource", VideoSourceConfiguration), ("VideoEncoder", VideoEncoder2Configuration),
+                  ("PTZ", PTZConfiguration)]
 
 
 class MediaProfile(ComplexModel):  # type: ignore[misc]
@@ -222,30 +238,32 @@ class MediaProfile(ComplexModel):  # type: ignore[misc]
 
 # --------------------------------------------------------------------------- answers
 
-def _capabilities(context: Media2ServiceContext, base: str | None) -> Capabilities2:
+def _capabilities(context: Media2ServiceContext, environ: dict[str, Any] | None) -> Capabilities2:
     sources = context.media.media_sources()
     ws_uri = None
-    if context.rtsp_websocket_path is not None and base is not None:
-        ws_uri = "ws" + base[len("http"):] + context.rtsp_websocket_path  # http→ws, https→wss
+    if (context.rtsp_websocket_path is not None and environ is not None and ENVIRON_UPLINK_LEVEL in environ
+            and not _through_proxy(environ)):
+        ws_uri = "ws" + request_base_url(environ)[len("http"):] + context.rtsp_websocket_path  # https→wss
     return Capabilities2(
         ProfileCapabilities=ProfileCapabilities(MaximumNumberOfProfiles=len(sources),
-                                                ConfigurationsSupported=_CONFIGURATIONS_SUPPORTED),
+                                                ConfigurationsSupported=_CONFIGURATIONS_SUPPORTED + (
+                                                    " PTZ" if context.ptz is not None and context.ptz.nodes() else "")),
         StreamingCapabilities=StreamingCapabilities(RTSPStreaming=True, RTPMulticast=False, RTP_RTSP_TCP=True,
                                                     NonAggregateControl=False, RTSPWebSocketUri=ws_uri),
         SnapshotUri=any(s.snapshot_url is not None for s in sources))
 
 
-def capabilities_element(context: Media2ServiceContext, base: str | None = None) -> etree._Element:
-    """``tr2:Capabilities`` for GetServices; RTSPWebSocketUri needs the request's ``base`` URL, so
-    without one (GetServices' capability providers take no request) it is left out."""
-    element = get_object_as_xml(_capabilities(context, base), Capabilities2, "Capabilities")
+def capabilities_element(context: Media2ServiceContext) -> etree._Element:
+    """``tr2:Capabilities`` for GetServices (RTSPWebSocketUri left out: it is built from the request)."""
+    element = get_object_as_xml(_capabilities(context, None), Capabilities2, "Capabilities")
     element.tag = f"{{{TR2}}}Capabilities"
     return element
 
 
-def _profile(src: MediaSource, types: Sequence[str]) -> MediaProfile:
+def _profile(src: MediaSource, types: Sequence[str], ptz: PtzBackend | None = None) -> MediaProfile:
     profile = MediaProfile(token=src.token, fixed=True, Name=src.name)
-    wanted = set(types) & _VIDEO_TYPES
+    head = None if ptz is None else ptz.head(src.token)
+    wanted = set(types) & (_VIDEO_TYPES | ({"PTZ"} if head is not None else set()))
     if not wanted:
         return profile
     width, height = src.width or 0, src.height or 0
@@ -258,6 +276,8 @@ def _profile(src: MediaSource, types: Sequence[str]) -> MediaProfile:
         profile.Configurations.VideoEncoder = VideoEncoder2Configuration(
             token=src.token, Name=src.name, UseCount=1, Encoding=src.encoding,
             Resolution=VideoResolution2(Width=width, Height=height), Quality=0.0)
+    if head is not None and wanted & {"All", "PTZ"}:
+        profile.Configurations.PTZ = ptz_configuration(head.node)
     return profile
 
 
@@ -318,14 +338,14 @@ class Media2Service(SoapService):
 
     @rpc(_returns=Capabilities2, _out_variable_name="Capabilities")  # type: ignore[misc]
     def GetServiceCapabilities(ctx: Any) -> Capabilities2:
-        return _capabilities(_context(ctx), request_base_url(ctx.transport.req_env))
+        return _capabilities(_context(ctx), ctx.transport.req_env)
 
     @rpc(Unicode, Unicode(max_occurs="unbounded"),  # type: ignore[misc]
          _returns=MediaProfile.customize(max_occurs="unbounded"), _out_variable_name="Profiles",
          _in_variable_names={"token": "Token", "types": "Type"})
     def GetProfiles(ctx: Any, token: str | None, types: list[str] | None) -> list[MediaProfile]:
         sources = [_source(ctx, token)] if token is not None else _context(ctx).media.media_sources()
-        return [_profile(src, types or ()) for src in sources]
+        return [_profile(src, types or (), _context(ctx).ptz) for src in sources]
 
     @rpc(Unicode(min_occurs=1), Unicode(min_occurs=1), _returns=Unicode,  # type: ignore[misc]
          _out_variable_name="Uri", _in_variable_names={"protocol": "Protocol", "profile_token": "ProfileToken"})
@@ -339,10 +359,7 @@ class Media2Service(SoapService):
         if src.snapshot_url is None:
             raise SoapFault(code="Receiver", subcodes=("ActionNotSupported",),
                             reason=f"profile {profile_token!r} has no snapshot source")
-        if _through_proxy(ctx.transport.req_env):
-            raise SoapFault(code="Receiver", subcodes=("ActionNotSupported",),
-                            reason="snapshots are not relayed through the cloud; ask the device directly")
-        return src.snapshot_url
+        return snapshot_uri(request_base_url(ctx.transport.req_env), src.token)
 
 
 def media2_endpoint(context: Media2ServiceContext) -> SoapEndpoint:
