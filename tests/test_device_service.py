@@ -38,8 +38,8 @@ from iec62676_2_33.services.device import (
     EVENT_PATH,
     OPERATION_ACCESS,
     UPLINK_PATH,
-    DeviceInfo,
-    DeviceInfoFile,
+    DeviceDescription,
+    DeviceDescriptionFile,
     DeviceServiceContext,
     ServiceEntry,
     device_endpoint,
@@ -128,7 +128,7 @@ def test_bootstrap_sequence_anonymous_raw_envelopes_gen_2(device: RunningDevice)
     service_caps = ok(url, "<tds:GetServiceCapabilities/>").find("tds:Capabilities", NS)
     assert [etree.QName(c).localname for c in service_caps] == ["Network", "Security", "System"]
     assert dict(service_caps.find("tds:Security", NS).attrib) == {
-        "DefaultAccessPolicy": "true", "UsernameToken": "true", "HttpDigest": "true"}
+        "DefaultAccessPolicy": "true", "UsernameToken": "true", "HttpDigest": "true", "MaxUserRoles": "16"}
     assert service_caps.find("tds:System", NS).get("DiscoveryNotSupported") == "true"
 
 
@@ -236,6 +236,9 @@ def test_access_classes_sec_1(device: RunningDevice) -> None:
         (TDS, "GetSystemDateAndTime"): AccessClass.PRE_AUTH,
         (TDS, "GetDeviceInformation"): AccessClass.READ_SYSTEM,
         (TDS, "GetScopes"): AccessClass.READ_SYSTEM,
+        (TDS, "GetUserRoles"): AccessClass.READ_SYSTEM,  # PROV-4: ONVIF Core, User roles
+        (TDS, "SetUserRole"): AccessClass.WRITE_SYSTEM,
+        (TDS, "DeleteUserRole"): AccessClass.WRITE_SYSTEM,
     }
     url = device.base + DEVICE_PATH
     for op in ("GetDeviceInformation", "GetScopes"):
@@ -384,10 +387,10 @@ def test_paths_agree_with_the_application_gen_2() -> None:
 def test_device_info_file_defaults_and_errors_gen_2(tmp_path: Path) -> None:
     """GEN-2: a missing file gives the defaults; bad content is refused with the file named."""
     path = tmp_path / "device-info.json"
-    source = DeviceInfoFile(path, DeviceInfo(serial_number="S-1"))
-    assert source.get() == DeviceInfo(serial_number="S-1")
+    source = DeviceDescriptionFile(path, DeviceDescription(serial_number="S-1"))
+    assert source.get() == DeviceDescription(serial_number="S-1")
     path.write_text('{"name": "Hall", "locations": ["city/kyoto"]}')
-    assert source.get() == DeviceInfo(serial_number="S-1", name="Hall", locations=("city/kyoto",))
+    assert source.get() == DeviceDescription(serial_number="S-1", name="Hall", locations=("city/kyoto",))
     path.write_text("{not json")
     with pytest.raises(ConfigurationError, match=r"^cannot read device information '.*device-info.json': "
                                                  r"Expecting property name"):
@@ -402,15 +405,15 @@ def test_device_info_file_defaults_and_errors_gen_2(tmp_path: Path) -> None:
     ]:
         path.write_text(content)
         with pytest.raises(ConfigurationError) as err:
-            DeviceInfoFile(path)
+            DeviceDescriptionFile(path)
         assert str(err.value) in (message, f"{str(path)!r}: {message}")
     path.unlink()
-    assert source.get() == DeviceInfo(serial_number="S-1")
+    assert source.get() == DeviceDescription(serial_number="S-1")
 
 
 def test_scopes_of_default_info_gen_2() -> None:
     """GEN-2: at least one name and one hardware scope, always (GetScopes is never empty)."""
-    assert scopes_of(DeviceInfo()) == ["onvif://www.onvif.org/name/iec62676-device",
+    assert scopes_of(DeviceDescription()) == ["onvif://www.onvif.org/name/iec62676-device",
                                        "onvif://www.onvif.org/hardware/iec62676-device"]
 
 

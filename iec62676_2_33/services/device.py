@@ -31,7 +31,7 @@ version, capabilities provider). GetServices and GetCapabilities list only the
 services whose path the device application actually routes (``served``), so
 the device never advertises an address that answers 404.
 
-*Device information* comes from :class:`DeviceInfo`: given directly, or read
+*Device information* comes from :class:`DeviceDescription`: given directly, or read
 from ``<data>/device-info.json`` (re-read when the file changes; missing file
 = defaults). GetScopes derives the fixed ``onvif://www.onvif.org/…`` scopes
 (name, hardware, location) from it; no ``Profile`` scope is claimed, since the
@@ -49,7 +49,8 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +65,7 @@ from .. import __version__
 from ..errors import ConfigurationError
 from ..namespaces import TDS, TEV, TT, TUP
 from ..security.access import AccessClass
+from ..security.roles import RoleBook, UserRole, UserRoleError
 from ..soap.fault import SoapFault
 from ..soap.spyne_glue import SoapEndpoint, SoapService, service_context
 from .forwarded import request_base_url
@@ -78,8 +80,8 @@ __all__ = [
     "EVENT_PATH",
     "OPERATION_ACCESS",
     "UPLINK_PATH",
-    "DeviceInfo",
-    "DeviceInfoFile",
+    "DeviceDescription",
+    "DeviceDescriptionFile",
     "DeviceService",
     "DeviceServiceContext",
     "EventFlags",
@@ -109,6 +111,9 @@ OPERATION_ACCESS = {
     (TDS, "GetSystemDateAndTime"): AccessClass.PRE_AUTH,
     (TDS, "GetDeviceInformation"): AccessClass.READ_SYSTEM,
     (TDS, "GetScopes"): AccessClass.READ_SYSTEM,
+    (TDS, "GetUserRoles"): AccessClass.READ_SYSTEM,  # PROV-4 (Core, User roles)
+    (TDS, "SetUserRole"): AccessClass.WRITE_SYSTEM,
+    (TDS, "DeleteUserRole"): AccessClass.WRITE_SYSTEM,
 }
 
 #: Service versions (Major, Minor = release month): the ONVIF release whose
@@ -121,7 +126,7 @@ _SCOPE_BASE = "onvif://www.onvif.org/"
 # --------------------------------------------------------------------------- device information
 
 @dataclass(frozen=True)
-class DeviceInfo:
+class DeviceDescription:
     """What GetDeviceInformation and GetScopes report.
 
     ``locations`` are scope paths such as ``"city/frankfurt"`` (each becomes
@@ -154,7 +159,7 @@ class DeviceInfo:
                                          f"got {value!r}")
 
     @classmethod
-    def from_json(cls, obj: object, *, defaults: DeviceInfo | None = None) -> DeviceInfo:
+    def from_json(cls, obj: object, *, defaults: DeviceDescription | None = None) -> DeviceDescription:
         """Build from a JSON object; absent keys keep ``defaults``; unknown keys are an error."""
         if not isinstance(obj, dict):
             raise ConfigurationError(f"device information must be a JSON object, got {type(obj).__name__}")
@@ -173,7 +178,7 @@ def default_serial(seed: str) -> str:
     return hashlib.sha256(f"iec62676 serial {seed}".encode()).hexdigest()[:12].upper()
 
 
-class DeviceInfoFile:
+class DeviceDescriptionFile:
     """``<data>/device-info.json``, re-read whenever it changes; a missing file gives ``defaults``.
 
     A malformed file raises :class:`ConfigurationError` naming the file (at
@@ -181,15 +186,15 @@ class DeviceInfoFile:
     request that first sees a broken edit).
     """
 
-    def __init__(self, path: str | Path, defaults: DeviceInfo | None = None) -> None:
+    def __init__(self, path: str | Path, defaults: DeviceDescription | None = None) -> None:
         self.path = Path(path)
-        self.defaults = defaults or DeviceInfo()
+        self.defaults = defaults or DeviceDescription()
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._info = self.defaults
         self.get()
 
-    def get(self) -> DeviceInfo:
+    def get(self) -> DeviceDescription:
         with self._lock:
             try:
                 st = self.path.stat()
@@ -203,14 +208,14 @@ class DeviceInfoFile:
                 except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                     raise ConfigurationError(f"cannot read device information {str(self.path)!r}: {exc}") from exc
                 try:
-                    self._info = DeviceInfo.from_json(obj, defaults=self.defaults)
+                    self._info = DeviceDescription.from_json(obj, defaults=self.defaults)
                 except ConfigurationError as exc:
                     raise ConfigurationError(f"{str(self.path)!r}: {exc}") from exc
                 self._stamp = stamp
             return self._info
 
 
-def scopes_of(info: DeviceInfo) -> list[str]:
+def scopes_of(info: DeviceDescription) -> list[str]:
     """The fixed discovery scopes: name, hardware (the model) and every location."""
     scopes = [f"{_SCOPE_BASE}name/{quote(info.name, safe='')}",
               f"{_SCOPE_BASE}hardware/{quote(info.model, safe='')}"]
@@ -254,20 +259,22 @@ def _always(_path: str) -> bool:
 class DeviceServiceContext:
     """What the device service works with.
 
-    ``info`` is a :class:`DeviceInfo` or a :class:`DeviceInfoFile`; ``served``
+    ``info`` is a :class:`DeviceDescription` or a :class:`DeviceDescriptionFile`; ``served``
     tells which paths the device application routes (a container or a
     predicate; default: every listed service); ``clock`` gives seconds since
     the epoch.
     """
 
-    info: DeviceInfo | DeviceInfoFile = field(default_factory=DeviceInfo)
+    info: DeviceDescription | DeviceDescriptionFile = field(default_factory=DeviceDescription)
     services: Sequence[ServiceEntry] = ()
     served: Container[str] | Callable[[str], bool] = _always
     clock: Callable[[], float] = time.time
     events: EventFlags = field(default_factory=EventFlags)
+    #: PROV-4: the device's user roles (None: MaxUserRoles is not reported and the role operations fault).
+    roles: RoleBook | None = None
 
-    def device_info(self) -> DeviceInfo:
-        return self.info.get() if isinstance(self.info, DeviceInfoFile) else self.info
+    def device_info(self) -> DeviceDescription:
+        return self.info.get() if isinstance(self.info, DeviceDescriptionFile) else self.info
 
     def is_served(self, path: str) -> bool:
         served = self.served
@@ -301,7 +308,16 @@ class SecurityCapabilities(ComplexModel):  # type: ignore[misc]
         ("DefaultAccessPolicy", XmlAttribute(Boolean)),
         ("UsernameToken", XmlAttribute(Boolean)),
         ("HttpDigest", XmlAttribute(Boolean)),
+        ("MaxUserRoles", XmlAttribute(Integer)),
     ]
+
+
+class UserRoleModel(ComplexModel):  # type: ignore[misc]
+    """tt:UserRole (PROV-4)."""
+
+    __namespace__ = TT
+    __type_name__ = "UserRole"
+    _type_info = [("Name", Unicode(min_occurs=1)), ("Functions", Unicode(min_occurs=1))]
 
 
 class SystemCapabilities(ComplexModel):  # type: ignore[misc]
@@ -420,12 +436,13 @@ class DeviceInformation(ComplexModel):  # type: ignore[misc]
     ]
 
 
-def device_service_capabilities() -> DeviceServiceCapabilities:
-    """What this device implements: the default access policy, UsernameToken and HTTP Digest (SEC-1, SEC-2);
-    no discovery, network or user configuration over ONVIF."""
+def device_service_capabilities(roles: RoleBook | None = None) -> DeviceServiceCapabilities:
+    """What this device implements: the default access policy, UsernameToken and HTTP Digest (SEC-1, SEC-2),
+    user roles with ``roles`` (MaxUserRoles, PROV-4); no discovery, network or user configuration over ONVIF."""
     return DeviceServiceCapabilities(
         Network=NetworkCapabilities(IPFilter=False, ZeroConfiguration=False, IPVersion6=False, DynDNS=False),
-        Security=SecurityCapabilities(DefaultAccessPolicy=True, UsernameToken=True, HttpDigest=True),
+        Security=SecurityCapabilities(DefaultAccessPolicy=True, UsernameToken=True, HttpDigest=True,
+                                     MaxUserRoles=None if roles is None else roles.max_roles),
         System=SystemCapabilities(DiscoveryResolve=False, DiscoveryBye=False, RemoteDiscovery=False,
                                   SystemBackup=False, SystemLogging=False, DiscoveryNotSupported=True,
                                   NetworkConfigNotSupported=True, UserConfigNotSupported=True),
@@ -455,7 +472,7 @@ def _base(ctx: Any) -> str:
     return request_base_url(ctx.transport.req_env)
 
 
-def _info(ctx: Any) -> DeviceInfo:
+def _info(ctx: Any) -> DeviceDescription:
     try:
         return _context(ctx).device_info()
     except ConfigurationError as exc:
@@ -482,7 +499,7 @@ class DeviceService(SoapService):
 
     @rpc(_returns=DeviceServiceCapabilities, _out_variable_name="Capabilities")  # type: ignore[misc]
     def GetServiceCapabilities(ctx: Any) -> DeviceServiceCapabilities:
-        return device_service_capabilities()
+        return device_service_capabilities(_context(ctx).roles)
 
     @rpc(Unicode(max_occurs="unbounded"), _returns=Capabilities,  # type: ignore[misc]
          _in_variable_names={"category": "Category"}, _out_variable_name="Capabilities")
@@ -529,6 +546,41 @@ class DeviceService(SoapService):
     def GetScopes(ctx: Any) -> list[Scope]:
         return [Scope(ScopeDef="Fixed", ScopeItem=item) for item in scopes_of(_info(ctx))]
 
+    @rpc(Unicode, _returns=UserRoleModel.customize(max_occurs="unbounded"),  # type: ignore[misc]
+         _in_variable_names={"name": "UserRole"}, _out_variable_name="UserRole")
+    def GetUserRoles(ctx: Any, name: str | None) -> list[UserRoleModel]:
+        with _role_faults():
+            roles = _roles(ctx).roles(name)
+        return [UserRoleModel(Name=r.name, Functions=" ".join(r.functions)) for r in roles]
+
+    @rpc(UserRoleModel.customize(min_occurs=1), _returns=None,  # type: ignore[misc]
+         _in_variable_names={"role": "UserRole"})
+    def SetUserRole(ctx: Any, role: UserRoleModel) -> None:
+        with _role_faults():
+            _roles(ctx).set(UserRole(role.Name or "", tuple((role.Functions or "").split())))
+
+    @rpc(Unicode(min_occurs=1), _returns=None, _in_variable_names={"name": "UserRole"})  # type: ignore[misc]
+    def DeleteUserRole(ctx: Any, name: str) -> None:
+        with _role_faults():
+            _roles(ctx).delete(name)
+
+
+def _roles(ctx: Any) -> RoleBook:
+    roles = _context(ctx).roles
+    if roles is None:
+        raise SoapFault(code="Receiver", subcodes=("ActionNotSupported",),
+                        reason="this device does not support user roles (no MaxUserRoles)")
+    return roles
+
+
+@contextmanager
+def _role_faults() -> Iterator[None]:
+    """A refused role request as its SOAP fault (the subcodes ONVIF Core lists)."""
+    try:
+        yield
+    except UserRoleError as exc:
+        raise SoapFault(code=exc.code, subcodes=exc.subcodes, reason=str(exc)) from None
+
 
 def device_endpoint(context: DeviceServiceContext) -> SoapEndpoint:
     """The WSGI app of the device service (no access control: see :mod:`.app`)."""
@@ -537,21 +589,22 @@ def device_endpoint(context: DeviceServiceContext) -> SoapEndpoint:
 
 def device_context(uplink: UplinkServiceContext, *, clock: Callable[[], float] = time.time,
                    served: Container[str] | Callable[[str], bool] = _always,
-                   info: DeviceInfo | DeviceInfoFile | None = None,
+                   info: DeviceDescription | DeviceDescriptionFile | None = None,
                    event_capabilities: CapabilitiesProvider | None = None,
                    media2_capabilities: CapabilitiesProvider | None = None,
-                   security_capabilities: CapabilitiesProvider | None = None) -> DeviceServiceContext:
+                   security_capabilities: CapabilitiesProvider | None = None,
+                   extra_services: Sequence[ServiceEntry] = (), roles: RoleBook | None = None) -> DeviceServiceContext:
     """The device service of a device around an :class:`~.uplink.UplinkServiceContext`.
 
     Device information: ``info`` or ``<data>/device-info.json`` (defaults with
     a serial number derived from the store). Services: device, uplink (with
     its capabilities), event (capabilities from ``event_capabilities``) and Media2
-    (from ``media2_capabilities``).
+    (from ``media2_capabilities``), then ``extra_services``.
     """
     store = uplink.store
     if info is None:
-        info = DeviceInfoFile(Path(store.data_dir) / DEVICE_INFO_FILE,
-                              DeviceInfo(serial_number=default_serial(store.device_salt())))
+        info = DeviceDescriptionFile(Path(store.data_dir) / DEVICE_INFO_FILE,
+                              DeviceDescription(serial_number=default_serial(store.device_salt())))
 
     def uplink_caps() -> etree._Element:
         caps = uplink.current_capabilities()
@@ -561,10 +614,12 @@ def device_context(uplink: UplinkServiceContext, *, clock: Callable[[], float] =
             StreamingOverUplink=caps.streaming_over_uplink), TUP)
 
     services = [
-        ServiceEntry(TDS, DEVICE_PATH, capabilities=lambda: capabilities_element(device_service_capabilities(), TDS)),
+        ServiceEntry(TDS, DEVICE_PATH,
+                     capabilities=lambda: capabilities_element(device_service_capabilities(roles), TDS)),
         ServiceEntry(TUP, UPLINK_PATH, capabilities=uplink_caps),
         ServiceEntry(TEV, EVENT_PATH, capabilities=event_capabilities),
         ServiceEntry(TR2, MEDIA2_PATH, capabilities=media2_capabilities),
         ServiceEntry(TAS, SECURITY_PATH, capabilities=security_capabilities),  # PROV-1
+        *extra_services,  # PTZ, recording search, replay (ANX-B-2, ANX-B-3)
     ]
-    return DeviceServiceContext(info=info, services=services, served=served, clock=clock)
+    return DeviceServiceContext(info=info, services=services, served=served, clock=clock, roles=roles)

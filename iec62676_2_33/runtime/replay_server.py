@@ -1,0 +1,161 @@
+"""Layer 4: the replay RTSP server — recordings played from their files, seeking on ``Range: clock=`` (ANX-B-3).
+
+GetReplayUri answers ``rtsp://HOST:PORT/replay/<recording token>``; this is
+the server behind it. It is GStreamer's RTSP server (``GstRtspServer``), which
+exists for Debian's ``/usr/bin/python3`` only (``python3-gi``,
+``gir1.2-gst-rtsp-server-1.0``: INTEROP.md), so it runs as a subprocess of
+that interpreter (:mod:`.replay_rtsp`, run as a script): :class:`ReplayServer` writes the recordings' index (every
+segment's path, UTC start and duration) to a JSON file, starts this module as
+a script on it and waits (bounded) for the ``PORT <n>`` line.
+:meth:`ReplayServer.refresh` rewrites the index (a thread does so every
+:data:`REFRESH_INTERVAL` seconds); the server looks at it again every two
+seconds and mounts or unmounts recordings.
+
+Theory of operation (the subprocess)
+------------------------------------
+Each recording is one mount, ``/replay/<token>``, with its own media per
+client (not shared: every player seeks on its own). The media timeline is the
+recording's segments played back to back: one file is read by
+``filesrc ! parsebin`` (MP4 or MKV), several MP4 files by ``splitmuxsrc``
+over links named in time order; a recording of several MKV files is not
+mounted (``splitmuxsrc`` reads MP4 only) and is logged. H.264 only, sent as
+``rtph264pay``.
+
+An ONVIF replay client asks for a time of day, not a media position: its PLAY
+carries ``Range: clock=20260101T120005Z-`` (and ``Require: onvif-replay``,
+accepted). Before GStreamer handles the PLAY, the ``pre-play-request`` hook
+rewrites that header into ``Range: npt=<offset>-[<offset>]`` with the same
+mapping as :meth:`~..domain.recordings.Recording.offset_of` (an instant in a
+gap plays from the next file; after the recording: ``457 Invalid Range``), so
+GStreamer's own seeking does the rest. What remains of the ONVIF replay
+profile (the RTP header extension with NTP times, ``Rate-Control: no``,
+reverse playback) is not done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Self
+
+from ..errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ..domain.recordings import RecordingStore
+
+__all__ = ["REPLAY_MOUNT", "SYSTEM_PYTHON", "ReplayServer", "replay_available"]
+
+log = logging.getLogger(__name__)
+
+#: The interpreter that has GStreamer's introspection bindings (Debian's).
+SYSTEM_PYTHON = "/usr/bin/python3"
+#: Mount prefix of every recording.
+REPLAY_MOUNT = "/replay"
+#: Longest wait for the subprocess to announce its port.
+START_TIMEOUT = 20.0
+#: Longest wait for the subprocess to end at close().
+STOP_TIMEOUT = 5.0
+#: How often the index is written again for the subprocess (which reads it every two seconds).
+REFRESH_INTERVAL = 2.0
+
+
+def replay_available() -> bool:
+    """Are Debian's GStreamer RTSP server bindings installed?"""
+    if not os.path.exists(SYSTEM_PYTHON):
+        return False
+    probe = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
+             "from gi.repository import GstRtspServer")
+    try:
+        return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, timeout=20, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _index(store: RecordingStore) -> dict[str, list[dict[str, object]]]:
+    return {r.token: [{"path": f.path, "start": f.start, "duration": f.duration} for f in r.files]
+            for r in store.recordings()}
+
+
+class ReplayServer:
+    """The replay RTSP server subprocess for the recordings of ``store``; ``base`` is the prefix of
+    replay URIs (``rtsp://host:port/replay``)."""
+
+    def __init__(self, store: RecordingStore, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._store = store
+        self._folder = tempfile.TemporaryDirectory(prefix="iec62676-replay-")
+        self._index_path = Path(self._folder.name) / "index.json"
+        self.refresh()
+        self._process = subprocess.Popen(  # a fixed argument list, no shell
+            [SYSTEM_PYTHON, str(Path(__file__).with_name("replay_rtsp.py")), "--host", host, "--port", str(port),
+             "--index", str(self._index_path), "--mount", REPLAY_MOUNT],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line: list[str] = []
+        reader = threading.Thread(target=lambda: line.append(self._process.stdout.readline()  # type: ignore[union-attr]
+                                                             ), daemon=True)
+        reader.start()
+        reader.join(START_TIMEOUT)
+        if not line or not line[0].startswith("PORT "):
+            self.close()
+            raise ConfigurationError(f"the replay server did not start within {START_TIMEOUT:g} s; is GStreamer's "
+                                     "RTSP server installed (python3-gi, gir1.2-gst-rtsp-server-1.0)?")
+        shown = f"[{host}]" if ":" in host else host
+        self.base = f"rtsp://{shown}:{int(line[0].split()[1])}{REPLAY_MOUNT}"
+        threading.Thread(target=self._drain, daemon=True).start()
+        self._closing = threading.Event()
+        self._refresher = threading.Thread(target=self._refresh_loop, daemon=True)
+        self._refresher.start()
+
+    def _refresh_loop(self) -> None:
+        """New files and recordings reach the subprocess within :data:`REFRESH_INTERVAL` seconds."""
+        while not self._closing.wait(REFRESH_INTERVAL):
+            try:
+                self.refresh()
+            except (OSError, ConfigurationError) as exc:
+                log.warning("replay index not refreshed: %s", exc)
+
+    def _drain(self) -> None:
+        """Log what the subprocess says (its stderr), so its pipe never fills."""
+        assert self._process.stderr is not None
+        for text in self._process.stderr:
+            log.info("replay server: %s", text.rstrip()[:300])
+
+    def refresh(self) -> None:
+        """Write the current index of the store for the subprocess (atomically), when it changed."""
+        text = json.dumps(_index(self._store))
+        if text == getattr(self, "_written", None):
+            return
+        fd, tmp = tempfile.mkstemp(dir=self._folder.name, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, self._index_path)
+        self._written = text
+
+    def close(self) -> None:
+        closing = getattr(self, "_closing", None)
+        if closing is not None:
+            closing.set()
+            self._refresher.join(STOP_TIMEOUT)
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(STOP_TIMEOUT)
+        for stream in (self._process.stdout, self._process.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        self._folder.cleanup()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
