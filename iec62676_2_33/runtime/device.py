@@ -14,7 +14,7 @@ from pathlib import Path
 from ..domain.registry import REGISTRY_FILE, ResourceRegistry
 from ..security.keystore import DEVICE_KEYSTORE_LIMITS, KeystoreLimits
 from ..security.oauth import AccessTokenProvider
-from ..services.app import UPLINK_PATH, build_device_app
+from ..services.app import UPLINK_PATH, DeviceApplication, build_device_app
 from ..services.events import EventServiceContext, UplinkStatusEvents
 from ..services.uplink import UplinkServiceContext
 from ..store import DeviceStore
@@ -108,9 +108,14 @@ def device_capabilities(keystore: KeystoreLimits = DEVICE_KEYSTORE_LIMITS) -> Up
 
 async def run_device(data_dir: str | Path, listen: str | None, stop: asyncio.Event,
                      announce: Callable[[str], None] = lambda _text: None, *,
-                     settings: AgentSettings | None = None, uplinks: bool = True) -> None:
+                     settings: AgentSettings | None = None, uplinks: bool = True,
+                     ready: Callable[[UplinkServiceContext, str | None], None] | None = None,
+                     compose: Callable[[DeviceApplication, EventServiceContext], None] | None = None) -> None:
     """Serve the device until ``stop`` is set; ``listen=None`` runs the uplinks only,
-    ``uplinks=False`` the direct services only."""
+    ``uplinks=False`` the direct services only. ``ready`` is called once everything runs, with the
+    uplink service's context (live Status/Error) and the URL of the direct services (or ``None``).
+    ``compose`` may wrap the app's routes and publish on its event service before anything is served
+    (a VSS adds its gateway and forwards its lower systems' events so)."""
     sock = None
     if listen is not None:
         host, port = parse_listen(listen)
@@ -124,6 +129,8 @@ async def run_device(data_dir: str | Path, listen: str | None, stop: asyncio.Eve
     try:
         context = UplinkServiceContext(store=store, capabilities=device_capabilities())
         app = build_device_app(context, events=events)
+        if compose is not None:
+            compose(app, events)
         tokens = AccessTokenProvider(store)  # UPL-14: OAuth2 client credentials
         agent = UplinkAgent(store, app, executor=executor, settings=settings,
                             auth_headers=tokens.auth_headers, auth_refresh=tokens.refresh)
@@ -135,13 +142,17 @@ async def run_device(data_dir: str | Path, listen: str | None, stop: asyncio.Eve
             tasks.append(asyncio.create_task(agent.run(stop), name="uplink agent"))
             tasks.append(asyncio.create_task(publish_uplink_status(UplinkStatusEvents(events), agent, store,
                                                                    executor, stop), name="uplink status events"))
+        url = None
         if sock is not None:
             host, port = sock.getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host
-            announce(f"device serving http://{shown}:{port}{UPLINK_PATH}")
+            url = f"http://{shown}:{port}{UPLINK_PATH}"
+            announce(f"device serving {url}")
             tasks.append(asyncio.create_task(serve_wsgi(app, sock, lambda: wait_event(stop), executor=executor), name="http"))
         else:
             announce(f"device running {len(store.list_uplinks())} uplink(s)")
+        if ready is not None:
+            ready(context, url)
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:

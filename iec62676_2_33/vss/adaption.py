@@ -1,0 +1,268 @@
+"""Layer 6: token adaption driven by the authored XSD (ADR-2 … ADR-5, ANX-B-1 … ANX-B-4).
+
+Theory of operation
+-------------------
+*Where the tokens are.* :class:`TokenIndex` reads every ``xsd/*.xsd`` once and
+knows, for each global element and each complex type, which child elements
+and attributes are of type ``tt:ReferenceToken`` or of a simple type derived
+from it by restriction (the token-carrying types the WSDLs define). Complex
+types are followed through ``complexContent`` extensions, anonymous types,
+``ref=`` and ``xs:any`` children that are global elements. So an operation
+whose messages are in an authored XSD is adapted without code of its own:
+PTZ, Recording Search or Replay need no change here.
+
+*The clause 6 rule applied* (a VSS exposes the tokens of a lower system P):
+
+* A token a lower system P answers that has no ``:`` is P's local token; the
+  VSS exposes it as ``P:Local`` (ADR-2, the same P for every token of that
+  system, ADR-4).
+* A token P answers that already is a remote token ``Q:Local`` (P is itself a
+  VSS, or a device that names its resources with its own prefix) keeps its
+  prefix: prefixing again would soon break the 64-character limit (ADR-3), and
+  a device prefix (an Annex A device ID) is unique in the whole hierarchy.
+  ``Q`` (when it is not P) is then *routed* to P.
+* A request token ``X:Rest`` goes to the lower system X with ``Rest`` when X
+  is a configured prefix (stripped), or unchanged to the lower system a route
+  names for X. Any other prefix is ``Sender/InvalidArgVal``; so is a token over
+  64 characters, or tokens of two lower systems in one request. A request
+  without remote tokens is the VSS's own.
+
+Clients never derive device tokens from these (ADR-5): only the VSS maps them.
+Everything here is pure (no I/O); :func:`token_index` caches the parsed index.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from .. import schemas
+from ..domain.tokens import SEPARATOR, InvalidToken, RemoteToken, validate_reference_token
+from ..namespaces import TT
+from ..soap.envelope import excerpt
+from ..soap.fault import SoapFault
+
+__all__ = ["Forwarding", "TokenIndex", "prefix_response", "route_request", "token_index"]
+
+XS = "http://www.w3.org/2001/XMLSchema"
+REFERENCE_TOKEN = f"{{{TT}}}ReferenceToken"
+#: Deepest element nesting the walker follows (ONVIF messages nest far less).
+MAX_DEPTH = 32
+
+
+@dataclass
+class _ComplexType:
+    children: dict[str, str] = field(default_factory=dict)  # local name -> type key ("ref:" + element QName)
+    attributes: dict[str, str] = field(default_factory=dict)  # local name -> simple type QName
+    base: str | None = None
+
+
+class TokenIndex:
+    """Which elements and attributes of each schema type carry a reference token."""
+
+    def __init__(self, documents: list[etree._Element]) -> None:
+        self._simple_base: dict[str, str] = {}  # simple type QName -> restriction base QName
+        self._types: dict[str, _ComplexType] = {}
+        self._elements: dict[str, str] = {}  # global element QName -> type key
+        self._anonymous = 0
+        for doc in documents:
+            tns = doc.get("targetNamespace") or ""
+            for node in doc:
+                if not isinstance(node.tag, str):
+                    continue
+                name = node.get("name")
+                if node.tag == f"{{{XS}}}simpleType" and name:
+                    base = node.find(f"{{{XS}}}restriction")
+                    if base is not None and base.get("base"):
+                        self._simple_base[f"{{{tns}}}{name}"] = _qname(base, base.get("base", ""))
+                elif node.tag == f"{{{XS}}}complexType" and name:
+                    self._types[f"{{{tns}}}{name}"] = self._complex(node)
+                elif node.tag == f"{{{XS}}}element" and name:
+                    self._elements[f"{{{tns}}}{name}"] = self._element_type(node)
+
+    # ------------------------------------------------------------------ reading the XSD
+    def _element_type(self, node: etree._Element) -> str:
+        if node.get("type"):
+            return _qname(node, node.get("type", ""))
+        inline = node.find(f"{{{XS}}}complexType")
+        if inline is not None:
+            self._anonymous += 1
+            key = f"#anonymous{self._anonymous}"
+            self._types[key] = self._complex(inline)
+            return key
+        simple = node.find(f"{{{XS}}}simpleType/{{{XS}}}restriction")
+        return _qname(simple, simple.get("base", "")) if simple is not None else ""
+
+    def _complex(self, node: etree._Element) -> _ComplexType:
+        out = _ComplexType()
+        self._content(node, out)
+        return out
+
+    def _content(self, node: etree._Element, out: _ComplexType) -> None:
+        for child in node:
+            if not isinstance(child.tag, str):
+                continue
+            tag = etree.QName(child).localname
+            if tag == "element":
+                if child.get("ref"):
+                    ref = _qname(child, child.get("ref", ""))
+                    out.children[etree.QName(ref).localname] = "ref:" + ref
+                elif child.get("name"):
+                    out.children[child.get("name", "")] = self._element_type(child)
+            elif tag == "attribute" and child.get("name") and child.get("type"):
+                out.attributes[child.get("name", "")] = _qname(child, child.get("type", ""))
+            elif tag in ("extension", "restriction") and child.get("base"):
+                out.base = _qname(child, child.get("base", ""))
+                self._content(child, out)
+            elif tag in ("sequence", "choice", "all", "complexContent", "simpleContent"):
+                self._content(child, out)
+
+    # ------------------------------------------------------------------ answers
+    def is_token_type(self, type_name: str) -> bool:
+        """``tt:ReferenceToken`` or a simple type restricting it (at any depth)."""
+        seen = 0
+        while type_name and seen < MAX_DEPTH:
+            if type_name == REFERENCE_TOKEN:
+                return True
+            type_name = self._simple_base.get(type_name, "")
+            seen += 1
+        return False
+
+    def _resolve(self, key: str) -> str:
+        return self._elements.get(key[4:], "") if key.startswith("ref:") else key
+
+    def _members(self, key: str) -> tuple[dict[str, str], dict[str, str], bool]:
+        """(children, attributes, text is a token) of type ``key``, its bases included."""
+        children: dict[str, str] = {}
+        attributes: dict[str, str] = {}
+        text_token = False
+        for _ in range(MAX_DEPTH):
+            if self.is_token_type(key):
+                text_token = True
+            found = self._types.get(key)
+            if found is None:
+                break
+            for name, value in found.children.items():
+                children.setdefault(name, value)
+            for name, value in found.attributes.items():
+                attributes.setdefault(name, value)
+            if found.base is None:
+                break
+            key = found.base
+        return children, attributes, text_token
+
+    def sites(self, element: etree._Element) -> Iterator[tuple[etree._Element, str | None]]:
+        """Every token in ``element`` (a message's root, a global element): ``(element, attribute)``
+        for an attribute, ``(element, None)`` for element text."""
+        yield from self._visit(element, self._elements.get(element.tag, ""), 0)
+
+    def _visit(self, element: etree._Element, key: str, depth: int) -> Iterator[tuple[etree._Element, str | None]]:
+        if not key or depth > MAX_DEPTH:
+            return
+        children, attributes, text_token = self._members(key)
+        if text_token:
+            yield element, None
+            return
+        for name in element.attrib:
+            if not str(name).startswith("{") and self.is_token_type(attributes.get(str(name), "")):
+                yield element, str(name)
+        for child in element:
+            if not isinstance(child.tag, str):
+                continue
+            declared = children.get(etree.QName(child).localname)
+            child_key = self._resolve(declared) if declared else self._elements.get(child.tag, "")
+            yield from self._visit(child, child_key, depth + 1)
+
+
+def _qname(node: etree._Element, value: str) -> str:
+    prefix, _, local = value.rpartition(":")
+    namespace = node.nsmap.get(prefix or None)
+    return f"{{{namespace}}}{local}" if namespace else local
+
+
+@functools.cache
+def token_index() -> TokenIndex:
+    """The index of every authored XSD (parsed once)."""
+    folder = schemas.xsd_path("common").parent
+    documents = [etree.parse(str(path), schemas.safe_parser()).getroot() for path in sorted(folder.glob("*.xsd"))]
+    return TokenIndex(documents)
+
+
+def _invalid(reason: str) -> SoapFault:
+    return SoapFault(code="Sender", subcodes=("InvalidArgVal",), reason=reason)
+
+
+def _get(element: etree._Element, attribute: str | None) -> str:
+    return (element.get(attribute) if attribute else element.text) or ""
+
+
+def _set(element: etree._Element, attribute: str | None, value: str) -> None:
+    if attribute:
+        element.set(attribute, value)
+    else:
+        element.text = value
+
+
+@dataclass(frozen=True)
+class Forwarding:
+    """Where a request goes: the configured prefix of a lower system, or ``None`` (the VSS's own)."""
+
+    lower: str | None
+
+
+def route_request(operation: etree._Element, lowers: frozenset[str] | set[str],
+                  routes: Mapping[str, str], index: TokenIndex | None = None) -> Forwarding:
+    """Decide where ``operation`` goes and strip the configured prefix from its tokens (in place)."""
+    index = index or token_index()
+    target: str | None = None
+    local = False
+    for element, attribute in list(index.sites(operation)):
+        value = _get(element, attribute).strip()
+        try:
+            validate_reference_token(value)
+        except InvalidToken as exc:
+            raise _invalid(str(exc)) from None
+        prefix, sep, rest = value.partition(SEPARATOR)
+        if not sep:
+            local = True
+            continue
+        if prefix in lowers:
+            lower, value = prefix, rest
+        elif prefix in routes:
+            lower = routes[prefix]
+        else:
+            raise _invalid(f"token {excerpt(value, 80)}: no lower system has the prefix {excerpt(prefix, 40)} "
+                           "(use only tokens received from this VSS, ADR-6)")
+        if target not in (None, lower):
+            raise _invalid("the request names tokens of two lower systems; send one request to each")
+        target = lower
+        _set(element, attribute, value)
+    if target is not None and local:
+        raise _invalid("the request mixes this VSS's own tokens with tokens of a lower system")
+    return Forwarding(target)
+
+
+def prefix_response(answer: etree._Element, prefix: str, index: TokenIndex | None = None) -> set[str]:
+    """Expose the tokens of lower system ``prefix`` in ``answer`` (in place); the other prefixes met.
+
+    Raises ``Receiver/Action`` when ``prefix:Local`` would break ADR-3 (tokens are never truncated).
+    """
+    index = index or token_index()
+    learnt: set[str] = set()
+    for element, attribute in list(index.sites(answer)):
+        value = _get(element, attribute).strip()
+        if not value:
+            continue
+        if SEPARATOR in value:
+            learnt.add(value.partition(SEPARATOR)[0])
+            continue
+        try:
+            _set(element, attribute, RemoteToken.of(prefix, value).prefix + SEPARATOR + value)
+        except InvalidToken as exc:
+            raise SoapFault(code="Receiver", subcodes=("Action",),
+                            reason=f"lower system {prefix!r} answered a token this VSS cannot expose: {exc}") from None
+    learnt.discard(prefix)
+    return learnt

@@ -1,0 +1,324 @@
+"""Layer 5: the VSS gateway — operations forwarded to the lower system their tokens name
+(GEN-1, GEN-2, ADR-2 … ADR-6, ANX-B-1).
+
+Theory of operation
+-------------------
+The gateway wraps a service endpoint of the VSS's device application *behind*
+its access control, so it gets the one parsed, authorized request
+(:data:`~..security.middleware.ENVIRON_REQUEST`) and never reads bytes. For
+each request it works on a copy of the operation element:
+
+1. **Loop check.** The hop header :data:`HOP_HEADER` lists the VSS identities a
+   request passed; a request that already names this VSS, or has passed
+   :data:`MAX_HOPS` of them, gets ``Sender/InvalidArgVal/ConfigurationLoop``.
+2. **Routing** (:func:`~.adaption.route_request`): tokens without a lower
+   prefix stay with the VSS's own endpoint; a known prefix sends the request
+   (prefixes stripped) to that lower system; an unknown prefix or an
+   over-long token is ``Sender/InvalidArgVal``. Only operations the VSS's own
+   access table classifies are forwarded (the client's level was checked for
+   them; the lower system sees the VSS's account), others are
+   ``Receiver/ActionNotSupported``.
+3. **Forwarding** (:class:`Forwarder`): a fresh SOAP 1.2 envelope around the
+   operation, signed with the VSS's account at the lower system (WS-Security
+   UsernameToken) or sent over the lower system's uplink (the uplink's
+   UserLevel applies), with the hop header extended. Every call has a
+   deadline (:attr:`Forwarder.timeout`): a lower system that does not answer
+   in time is ``Receiver/Action/LowerSystemTimeout``, never a hang; one that
+   cannot be reached ``Receiver/Action/LowerSystemUnreachable``. An answer is
+   at most :data:`MAX_ANSWER` bytes and parsed locked down.
+4. **Adaption** of the answer (:func:`~.adaption.prefix_response`): every
+   token prefixed, prefixes of deeper systems learnt as routes; a fault of the
+   lower system is relayed with its code and subcodes, its reason marked with
+   the prefix. ``rtsp://`` URIs (GetStreamUri, GetReplayUri, …) are rewritten
+   by the VSS's RTSP relay (:mod:`.rtsp`) unless they already point at it.
+
+Operations without tokens that list objects (:data:`MERGED`, e.g. Media2
+GetProfiles) are answered by the VSS's own endpoint and every reachable lower
+system, the lists concatenated (lower systems that are down are left out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from lxml import etree
+
+from .. import schemas
+from ..errors import Iec62676Error, SchemaError
+from ..namespaces import SOAP_ENV
+from ..security.middleware import ENVIRON_ACCESS_CLASS, ENVIRON_REQUEST
+from ..security.wsse import build_username_token
+from ..soap.envelope import SoapRequest, excerpt
+from ..soap.fault import SoapFault, fault_response
+from .adaption import prefix_response, route_request
+from .lower import LowerStore, LowerSystem
+
+if TYPE_CHECKING:
+    from ..runtime.cloud import CloudListener
+    from .rtsp import RelayTable
+
+__all__ = ["HOP_HEADER", "MAX_HOPS", "MERGED", "Forwarder", "Gateway", "VssContext"]
+
+log = logging.getLogger(__name__)
+
+#: The VSS identities a forwarded request has passed, comma separated (loop detection).
+HOP_HEADER = "x-iec62676-vss-path"
+_HOP_ENVIRON = "HTTP_" + HOP_HEADER.upper().replace("-", "_")
+#: The deepest hierarchy a request may cross (clause 4 shows three levels).
+MAX_HOPS = 8
+#: The largest answer taken from a lower system.
+MAX_ANSWER = 4 * 1024 * 1024
+#: Operations answered by the VSS and every lower system together (no token in, a list out).
+MERGED = frozenset({
+    "{http://www.onvif.org/ver20/media/wsdl}GetProfiles",
+    "{http://www.onvif.org/ver20/ptz/wsdl}GetNodes",
+    "{http://www.onvif.org/ver20/ptz/wsdl}GetConfigurations",
+})
+_CONTENT_TYPE = "application/soap+xml; charset=utf-8"
+#: The longest subcode chain relayed from a lower system's fault, and what a subcode may look like.
+MAX_SUBCODES = 8
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A lower system's answer: the Body's element (already adapted) or the fault it sent."""
+
+    element: etree._Element | None
+    fault: SoapFault | None = None
+
+
+@dataclass
+class VssContext:
+    """What the gateway works with; the runtime fills in the uplink side and the RTSP relay."""
+
+    lowers: LowerStore
+    timeout: float = 10.0
+    cloud: CloudListener | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    relay: RelayTable | None = None
+    #: ``rtsp://host:port`` of the VSS's RTSP front, told to lower systems on an uplink.
+    rtsp_base: str | None = None
+    #: Runs the calls of a merged operation to the lower systems side by side.
+    pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, thread_name_prefix="vss-merge"))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _fault(code: str, reason: str, *subcodes: str) -> SoapFault:
+    return SoapFault(code=code, subcodes=subcodes, reason=reason)
+
+
+def _envelope(operation: etree._Element, header: etree._Element | None) -> bytes:
+    env = etree.Element(f"{{{SOAP_ENV}}}Envelope", nsmap={"env": SOAP_ENV})
+    if header is not None:
+        etree.SubElement(env, f"{{{SOAP_ENV}}}Header").append(header)
+    etree.SubElement(env, f"{{{SOAP_ENV}}}Body").append(operation)
+    return bytes(etree.tostring(env, xml_declaration=True, encoding="utf-8"))
+
+
+def _fault_of(root: etree._Element, prefix: str) -> SoapFault | None:
+    fault = root.find(f"{{{SOAP_ENV}}}Body/{{{SOAP_ENV}}}Fault")
+    if fault is None:
+        return None
+    values = [(v.text or "").strip().rpartition(":")[2] for v in fault.iter(f"{{{SOAP_ENV}}}Value")]
+    code = values[0] if values else "Receiver"
+    reason = fault.findtext(f"{{{SOAP_ENV}}}Reason/{{{SOAP_ENV}}}Text") or ""
+    # The chain is relayed as the lower system sent it, as far as it is made of plain names (bounded).
+    subcodes = tuple(v for v in values[1:MAX_SUBCODES + 1] if _NAME.fullmatch(v))
+    return SoapFault(code=code if code in ("Sender", "Receiver") else "Receiver", subcodes=subcodes,
+                     reason=f"lower system {prefix}: {reason}")
+
+
+class Forwarder:
+    """Sends one operation to one lower system and adapts the answer (steps 3 and 4)."""
+
+    def __init__(self, context: VssContext) -> None:
+        self.context = context
+        self._http = httpx.Client(timeout=context.timeout, follow_redirects=False)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def call(self, lower: LowerSystem, path: str, operation: etree._Element, hops: list[str],
+             host: str | None = None) -> Answer:
+        """Forward ``operation`` (tokens already stripped) to ``lower`` at service ``path``."""
+        header = None
+        if lower.username is not None:
+            header = build_username_token(lower.username, lower.password or "", datetime.now(UTC))
+        body = _envelope(copy.deepcopy(operation), header)
+        headers = [("content-type", _CONTENT_TYPE), (HOP_HEADER, ",".join(hops))]
+        status, data = (self._post_url(lower, path, headers, body) if lower.url is not None
+                        else self._post_uplink(lower, path, headers, body, host))
+        try:
+            root = schemas.parse_xml(data)
+        except SchemaError:
+            raise _fault("Receiver", f"lower system {lower.prefix} answered HTTP {status} without a SOAP envelope",
+                         "Action", "LowerSystemFailed") from None
+        fault = _fault_of(root, lower.prefix)
+        if fault is not None:
+            return Answer(None, fault)
+        element = next((c for c in root.iterfind(f"{{{SOAP_ENV}}}Body/*")), None)
+        if status != 200 or element is None:
+            raise _fault("Receiver", f"lower system {lower.prefix} answered HTTP {status} without an answer",
+                         "Action", "LowerSystemFailed")
+        learnt = prefix_response(element, lower.prefix)
+        if learnt:
+            self.context.lowers.learn(lower.prefix, learnt)
+        self._rewrite_uris(element, lower)
+        return Answer(element)
+
+    def _rewrite_uris(self, element: etree._Element, lower: LowerSystem) -> None:
+        relay = self.context.relay
+        for uri in element.iter("{*}Uri"):
+            text = (uri.text or "").strip()
+            if not text.lower().startswith("rtsp://"):
+                continue
+            if relay is None:
+                raise _fault("Receiver", "this VSS runs no RTSP front (--rtsp) to relay the lower system's "
+                             "stream", "Action", "NoRtspFront")
+            uri.text = relay.expose(text, lower.prefix)
+
+    def _post_url(self, lower: LowerSystem, path: str, headers: list[tuple[str, str]],
+                  body: bytes) -> tuple[int, bytes]:
+        url = lower.service_url(path)
+        deadline = time.monotonic() + self.context.timeout  # httpx's timeouts are per read, this one is whole
+        try:
+            with self._http.stream("POST", url, headers=headers, content=body) as response:
+                data = bytearray()
+                for chunk in response.iter_bytes():
+                    data += chunk
+                    if time.monotonic() > deadline:
+                        raise self._timeout(lower)
+                    if len(data) > MAX_ANSWER:
+                        raise _fault("Receiver", f"lower system {lower.prefix} answered more than "
+                                     f"{MAX_ANSWER} bytes", "Action", "LowerSystemFailed")
+                return response.status_code, bytes(data)
+        except httpx.TimeoutException:
+            raise self._timeout(lower) from None
+        except httpx.HTTPError as exc:
+            raise _fault("Receiver", f"lower system {lower.prefix} cannot be reached: {type(exc).__name__}",
+                         "Action", "LowerSystemUnreachable") from None
+
+    def _post_uplink(self, lower: LowerSystem, path: str, headers: list[tuple[str, str]], body: bytes,
+                     host: str | None) -> tuple[int, bytes]:
+        cloud, loop = self.context.cloud, self.context.loop
+        if cloud is None or loop is None or lower.uplink is None:
+            raise _fault("Receiver", f"lower system {lower.prefix} is reached by uplink, but this VSS runs no "
+                         "uplink listener (--uplink-listen)", "Action", "LowerSystemUnreachable")
+        extra = [("x-forwarded-host", host or "vss")]  # stream URIs point back the way the request came
+        if self.context.rtsp_base is not None:
+            extra.append(("x-iec62676-rtsp-base", f"{self.context.rtsp_base}/devices/{lower.uplink}"))
+        call = cloud.request(lower.uplink, "POST", path, [*headers, *extra, ("content-length", str(len(body)))],
+                             body, timeout=self.context.timeout)
+        future = asyncio.run_coroutine_threadsafe(call, loop)
+        try:
+            result = future.result(self.context.timeout + 1)
+        except (FutureTimeout, TimeoutError):
+            future.cancel()
+            raise self._timeout(lower) from None
+        except Iec62676Error as exc:
+            raise _fault("Receiver", f"lower system {lower.prefix} cannot be reached over its uplink: {exc}",
+                         "Action", "LowerSystemUnreachable") from None
+        if len(result.body) > MAX_ANSWER:
+            raise _fault("Receiver", f"lower system {lower.prefix} answered more than {MAX_ANSWER} bytes",
+                         "Action", "LowerSystemFailed")
+        return result.status, result.body
+
+    def _timeout(self, lower: LowerSystem) -> SoapFault:
+        return _fault("Receiver", f"lower system {lower.prefix} did not answer within {self.context.timeout:g} s",
+                      "Action", "LowerSystemTimeout")
+
+
+class Gateway:
+    """WSGI wrapper of one service endpoint of the VSS (see the module docstring)."""
+
+    def __init__(self, inner: Callable[..., Iterable[bytes]], path: str, context: VssContext,
+                 forwarder: Forwarder) -> None:
+        self.inner = inner
+        self.path = path
+        self.context = context
+        self.forwarder = forwarder
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        request = environ.get(ENVIRON_REQUEST)
+        if environ.get("REQUEST_METHOD") != "POST" or not isinstance(request, SoapRequest):
+            return self.inner(environ, start_response)
+        try:
+            hops = self._hops(environ)
+            operation = copy.deepcopy(request.operation)
+            lowers = {lower.prefix: lower for lower in self.context.lowers.list()}
+            target = route_request(operation, frozenset(lowers), self.context.lowers.routes()).lower
+            host = environ.get("HTTP_HOST")
+            if target is None:
+                if operation.tag in MERGED and lowers:
+                    return self._merged(environ, start_response, operation, list(lowers.values()), hops, host)
+                return self.inner(environ, start_response)
+            if environ.get(ENVIRON_ACCESS_CLASS) is None:  # no access class here: the client's level was not checked
+                raise _fault("Receiver", f"operation {excerpt(operation.tag, 120)} is not supported at this address",
+                             "ActionNotSupported")
+            answer = self.forwarder.call(lowers[target], self.path, operation, hops, host)
+        except SoapFault as fault:
+            log.info("VSS %s: %s", self.path, fault)
+            return fault_response(fault, start_response)
+        if answer.fault is not None:
+            return fault_response(answer.fault, start_response)
+        assert answer.element is not None
+        return _respond(start_response, answer.element)
+
+    def _hops(self, environ: dict[str, Any]) -> list[str]:
+        passed = [h.strip() for h in str(environ.get(_HOP_ENVIRON) or "").split(",") if h.strip()]
+        own = self.context.lowers.vss_id
+        if own in passed or len(passed) >= MAX_HOPS:
+            raise _fault("Sender", f"configuration loop: the request passed this VSS already or more than "
+                         f"{MAX_HOPS} VSSs ({excerpt(','.join(passed), 120)}); check the lower systems",
+                         "InvalidArgVal", "ConfigurationLoop")
+        return [*passed, own]
+
+    def _merged(self, environ: dict[str, Any], start_response: Callable[..., Any], operation: etree._Element,
+                lowers: list[LowerSystem], hops: list[str], host: str | None) -> Iterable[bytes]:
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+            captured.update(status=status, headers=headers)
+            return lambda _data: None
+
+        own = b"".join(self.inner(environ, capture))
+        if not str(captured.get("status", "")).startswith("200"):
+            start_response(captured["status"], captured["headers"])
+            return [own]
+        root = schemas.parse_xml(own)
+        mine = next(root.iterfind(f"{{{SOAP_ENV}}}Body/*"))
+        futures = [(lower, self.context.pool.submit(self.forwarder.call, lower, self.path, operation, hops, host))
+                   for lower in lowers]
+        for lower, future in futures:
+            try:
+                answer = future.result(self.context.timeout + 2)
+            except (SoapFault, FutureTimeout) as exc:
+                log.info("VSS %s: lower system %s left out of the list: %s", self.path, lower.prefix, exc)
+                continue
+            if answer.fault is not None or answer.element is None:
+                log.info("VSS %s: lower system %s left out of the list: %s", self.path, lower.prefix, answer.fault)
+                continue
+            for item in list(answer.element):
+                mine.append(item)
+        return _respond(start_response, mine)
+
+
+def _respond(start_response: Callable[..., Any], element: etree._Element) -> list[bytes]:
+    payload = _envelope(element, None)
+    start_response("200 OK", [("Content-Type", _CONTENT_TYPE), ("Content-Length", str(len(payload)))])
+    return [payload]
+

@@ -1,0 +1,200 @@
+"""Layer 6: the lower systems of a VSS and the prefixes routed to them (GEN-1, ADR-2, ADR-4).
+
+Theory of operation
+-------------------
+``<data>/vss.db`` (SQLite, WAL, ``synchronous=FULL``, owner-only like the
+device store: :func:`~..domain.private_files.private_database`) holds:
+
+``lowers``
+    one row per lower system: its ``prefix`` (a valid remote-token prefix,
+    ADR-2; the same for every token of that system, ADR-4) and how it is
+    reached — a ``url`` of its device service with the ``username`` and the
+    ``password`` the VSS signs its requests with (sealed at rest under the data
+    folder's secret, :mod:`~..domain.sealed`), or an ``uplink`` device ID (the
+    system dials the VSS's embedded cloud listener).
+``routes``
+    prefixes a lower system answered in tokens that already were remote tokens
+    (``Q:Local`` of a device further down, clause 6): ``Q`` is routed to the
+    lower system that announced it. The resource mirror writes them; they go
+    with their lower system.
+``meta``
+    ``vss_id``: a random identity of this VSS, carried in the hop header of
+    every forwarded request so a configuration loop is detected.
+
+Each change is one ``BEGIN IMMEDIATE`` transaction. Reads take a lock so one
+object may be shared by the worker threads.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from ..domain.private_files import private_database
+from ..domain.sealed import Sealer
+from ..domain.tokens import InvalidToken, RemoteToken
+from ..errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from typing import Self
+
+__all__ = ["VSS_DB", "LowerStore", "LowerSystem", "check_prefix"]
+
+VSS_DB = "vss.db"
+#: At most this many lower systems per VSS (each has a mirror thread and a connection).
+MAX_LOWERS = 256
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS lowers (
+    prefix   TEXT PRIMARY KEY,
+    url      TEXT,
+    username TEXT,
+    password BLOB,
+    uplink   TEXT,
+    CHECK ((url IS NULL) != (uplink IS NULL))
+);
+CREATE TABLE IF NOT EXISTS routes (
+    prefix TEXT PRIMARY KEY,
+    lower  TEXT NOT NULL REFERENCES lowers(prefix) ON DELETE CASCADE
+)
+"""
+
+
+def check_prefix(prefix: str) -> str:
+    """A lower system's prefix must be usable as ``prefix:LocalToken`` (ADR-2, ADR-3)."""
+    try:
+        RemoteToken.of(prefix, "x")
+    except InvalidToken as exc:
+        raise ConfigurationError(f"--prefix {prefix!r}: {exc}") from None
+    return prefix
+
+
+@dataclass(frozen=True)
+class LowerSystem:
+    """One lower system: reached by ``url`` (with credentials) or through the uplink of ``uplink``."""
+
+    prefix: str
+    url: str | None = None
+    username: str | None = None
+    password: str | None = None
+    uplink: str | None = None
+
+    def __post_init__(self) -> None:
+        check_prefix(self.prefix)
+        if (self.url is None) == (self.uplink is None):
+            raise ConfigurationError("a lower system is reached either by --url or by --uplink, not both")
+        if self.url is not None:
+            parts = urlsplit(self.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.fragment:
+                raise ConfigurationError(f"--url {self.url!r}: expected http(s)://host[:port]/onvif/device_service "
+                                         "without user info (credentials go to --user/--password)")
+
+    def __repr__(self) -> str:  # the password stays out of every log
+        where = self.url or f"uplink {self.uplink}"
+        return f"LowerSystem(prefix={self.prefix!r}, {where})"
+
+    @property
+    def reached_by(self) -> str:
+        return self.url if self.url is not None else f"uplink:{self.uplink}"
+
+    def service_url(self, path: str) -> str:
+        """The lower system's service at ``path`` (the conventional ONVIF paths, GEN-2)."""
+        if self.url is None:
+            return f"http://uplink{path}"  # the host is ignored on an uplink (zeep_transport)
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+class LowerStore:
+    """``<data>/vss.db``: lower systems, learnt routes and the VSS identity (thread-safe)."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / VSS_DB
+        private_database(self.path)
+        self._lock = threading.RLock()
+        self._sealer = Sealer(self.data_dir)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            with self._write() as db:
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    db.execute(statement)
+                db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('vss_id', ?)", (secrets.token_hex(8),))
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise ConfigurationError(f"{self.path} is not a usable VSS store: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @property
+    def vss_id(self) -> str:
+        with self._lock:
+            return str(self._db.execute("SELECT value FROM meta WHERE key = 'vss_id'").fetchone()[0])
+
+    def put(self, lower: LowerSystem) -> None:
+        """Add or replace a lower system."""
+        sealed = None if lower.password is None else self._sealer.seal(f"lower:{lower.prefix}", lower.password.encode())
+        with self._write() as db:
+            known = db.execute("SELECT 1 FROM lowers WHERE prefix = ?", (lower.prefix,)).fetchone()
+            if not known and db.execute("SELECT COUNT(*) FROM lowers").fetchone()[0] >= MAX_LOWERS:
+                raise ConfigurationError(f"a VSS takes at most {MAX_LOWERS} lower systems")
+            db.execute("INSERT INTO lowers (prefix, url, username, password, uplink) VALUES (?, ?, ?, ?, ?)"
+                       " ON CONFLICT(prefix) DO UPDATE SET url = excluded.url, username = excluded.username,"
+                       " password = excluded.password, uplink = excluded.uplink",
+                       (lower.prefix, lower.url, lower.username, sealed, lower.uplink))
+            db.execute("DELETE FROM routes WHERE prefix = ?", (lower.prefix,))  # a configured prefix wins
+
+    def remove(self, prefix: str) -> bool:
+        with self._write() as db:
+            return db.execute("DELETE FROM lowers WHERE prefix = ?", (prefix,)).rowcount > 0
+
+    def list(self) -> list[LowerSystem]:
+        with self._lock:
+            rows = self._db.execute("SELECT prefix, url, username, password, uplink FROM lowers ORDER BY prefix")
+            return [LowerSystem(prefix=p, url=u, username=n,
+                                password=None if pw is None else self._sealer.open(f"lower:{p}", pw).decode(),
+                                uplink=up) for p, u, n, pw, up in rows.fetchall()]
+
+    def routes(self) -> dict[str, str]:
+        """Learnt prefix -> the configured prefix of the lower system that announced it."""
+        with self._lock:
+            return dict(self._db.execute("SELECT prefix, lower FROM routes").fetchall())
+
+    def learn(self, lower: str, prefixes: Iterable[str]) -> None:
+        """Route each of ``prefixes`` to ``lower`` (a configured prefix is never overridden)."""
+        rows = [(p, lower) for p in set(prefixes) if p != lower]
+        if not rows:
+            return
+        with self._write() as db:
+            db.executemany("INSERT INTO routes (prefix, lower) SELECT ?, ? WHERE NOT EXISTS"
+                           " (SELECT 1 FROM lowers WHERE prefix = ?1)"
+                           " ON CONFLICT(prefix) DO UPDATE SET lower = excluded.lower", rows)
