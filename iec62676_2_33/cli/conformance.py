@@ -1,0 +1,120 @@
+"""``iec62676 conformance device|cloud``: test a third-party device or cloud (TEST-1).
+
+Thin: the cases and the session live in :mod:`iec62676_2_33.conformance`. One
+line per case as it finishes, then the summary; ``--junit`` and ``--html``
+write the reports. Exit status 0 only when no case failed (skipped cases do
+not count), 1 when one did, 2 on a usage or setup error.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    group = sub.add_parser("conformance", help="test a device or a cloud against the standard")
+    csub = group.add_subparsers(dest="conformance_command", required=True, parser_class=type(group))
+    p = csub.add_parser("device", help="test a device: the tool is the cloud it dials and the client on its "
+                        "direct address")
+    p.add_argument("--dut", required=True, metavar="URL",
+                   help="the device service, e.g. http://192.0.2.10/onvif/device_service")
+    p.add_argument("--user", required=True, help="a device user with Administrator rights")
+    secret = p.add_mutually_exclusive_group(required=True)
+    secret.add_argument("--password", help="the user's password (prefer --password-file)")
+    secret.add_argument("--password-file", type=Path, metavar="FILE", help="read the password from the file's "
+                        "first line")
+    p.add_argument("--listen", required=True, metavar="HOST:PORT",
+                   help="where the tool's cloud listens for the device (port 0: any free one)")
+    p.add_argument("--remote-host", metavar="NAME",
+                   help="the host name or address the device dials (default: the --listen host)")
+    p.add_argument("--cert", type=Path, metavar="CERT.pem", help="the cloud's server certificate (default: made "
+                   "for the run by the tool's own CA)")
+    p.add_argument("--key", type=Path, metavar="KEY.pem", help="its private key")
+    p.add_argument("--ca", type=Path, metavar="DIR", help="a CA folder (ca.pem, ca.key) that certifies the "
+                   "device's CSR and issued --cert (default: a CA made for the run)")
+    p.add_argument("--identity", default="conformance-dut", metavar="CN",
+                   help="the CN of the client certificate the device gets (default conformance-dut)")
+    _common(p)
+    p.set_defaults(handler=device_command)
+
+    c = csub.add_parser("cloud", help="test a cloud: the tool is the device that dials it")
+    c.add_argument("--cloud", required=True, metavar="URL", help="the uplink address, e.g. https://cloud:8443/uplink")
+    c.add_argument("--cert", required=True, type=Path, metavar="CERT.pem",
+                   help="the device certificate the cloud accepts (mTLS)")
+    c.add_argument("--key", required=True, type=Path, metavar="KEY.pem", help="its private key")
+    c.add_argument("--ca", required=True, type=Path, metavar="CA.pem",
+                   help="the trust anchor(s) for the cloud's server certificate")
+    c.add_argument("--wait-request", type=float, default=10.0, metavar="SECONDS",
+                   help="how long to wait for the cloud to send a request over the uplink (default 10)")
+    _common(c)
+    c.set_defaults(handler=cloud_command)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--only", nargs="+", default=[], metavar="ID", help="run only these cases")
+    p.add_argument("--skip-long", action="store_true", help="leave out the long cases (reported as skipped)")
+    p.add_argument("--list", action="store_true", help="list the cases and exit")
+    p.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
+    p.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML report")
+
+
+def _print_result(result: Any) -> None:
+    print(f"{result.verdict.value.upper():4}  {result.case.id:<14} {result.case.title}"
+          + ("" if result.verdict.value == "pass" else f"\n      {result.message}"), flush=True)
+
+
+def _list(registry: Any) -> int:
+    for case in registry.cases.values():
+        print(f"{case.id:<14} {'(long) ' if case.long else ''}{case.title} [{', '.join(case.requirements)}]")
+    return 0
+
+
+def _finish(report: Any, args: argparse.Namespace) -> int:
+    from ..conformance import write_reports
+
+    write_reports(report, junit=args.junit, html_file=args.html)
+    print(f"{'PASSED' if report.passed else 'FAILED'}: {report.summary()}")
+    return 0 if report.passed else 1
+
+
+def device_command(args: argparse.Namespace) -> int:
+    from ..conformance import DEVICE_CASES, DeviceSession, DeviceTarget, run
+
+    if args.list:
+        return _list(DEVICE_CASES)
+    DEVICE_CASES.select(args.only)  # an unknown ID is a usage error before anything starts
+    password = args.password if args.password is not None else _first_line(args.password_file)
+    target = DeviceTarget(dut=args.dut, username=args.user, password=password, listen=args.listen,
+                          remote_host=args.remote_host, cert=args.cert, key=args.key, ca=args.ca,
+                          identity=args.identity)
+    with DeviceSession(target) as session:
+        print(f"testing {args.dut}; the tool's cloud listens on {session.main.url()}", flush=True)
+        report = run(DEVICE_CASES, session, target=args.dut, only=args.only, skip_long=args.skip_long,
+                     on_result=_print_result)
+    return _finish(report, args)
+
+
+def cloud_command(args: argparse.Namespace) -> int:
+    from ..conformance import run
+    from ..conformance.cloud_cases import CLOUD_CASES, CloudSession, CloudTarget
+
+    if args.list:
+        return _list(CLOUD_CASES)
+    CLOUD_CASES.select(args.only)
+    target = CloudTarget(url=args.cloud, cert=args.cert, key=args.key, ca=args.ca, wait_request=args.wait_request)
+    session = CloudSession(target)
+    print(f"testing the cloud at {args.cloud}", flush=True)
+    report = run(CLOUD_CASES, session, target=args.cloud, only=args.only, skip_long=args.skip_long,
+                 on_result=_print_result)
+    return _finish(report, args)
+
+
+def _first_line(path: Path) -> str:
+    from ..errors import ConfigurationError
+
+    lines = path.read_text().splitlines()
+    if not lines:
+        raise ConfigurationError(f"{path} is empty: put the password on its first line")
+    return lines[0]

@@ -1,0 +1,21 @@
+"""Conformance kit: test a third-party device or cloud against IEC 62676-2-33 (TEST-1).
+
+``iec62676 conformance device`` plays the cloud a device dials and the client
+on its direct address (:mod:`.device_session`, :mod:`.device_cases`);
+``iec62676 conformance cloud`` plays the device a cloud accepts
+(:mod:`.cloud_cases`). Cases are registered with an ID and the requirement
+IDs they check (:mod:`.registry`), run in order (:mod:`.runner`) and
+reported as JUnit XML and one HTML page (:mod:`.report`).
+"""
+
+from __future__ import annotations
+
+from .cloud_cases import CLOUD_CASES, CloudSession, CloudTarget
+from .device_cases import DEVICE_CASES
+from .device_session import DeviceSession, DeviceTarget
+from .registry import Case, Evidence, Registry, Result, Verdict
+from .report import html_report, junit_xml, write_reports
+from .runner import Report, run
+
+__all__ = ["CLOUD_CASES", "DEVICE_CASES", "Case", "CloudSession", "CloudTarget", "DeviceSession", "DeviceTarget", "Evidence", "Registry", "Report", "Result",
+           "Verdict", "html_report", "junit_xml", "run", "write_reports"]

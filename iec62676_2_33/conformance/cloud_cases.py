@@ -1,0 +1,301 @@
+"""Conformance kit: the cases run against a cloud under test; the tool is the device (UPL-1 … UPL-3,
+UPL-6 … UPL-8, UPL-13, UPL-15, UPL-16).
+
+Each case dials the cloud afresh as a device would: TLS with the device
+certificate (our :func:`~iec62676_2_33.transport.tls.connect_tls` and
+:func:`~iec62676_2_33.transport.tls.client_context`, verification always on),
+the native upgrade (:class:`~iec62676_2_33.sansio.upgrade.UpgradeClient`),
+then the HTTP/2 *server* role on the ``h2`` library, driven by hand so the
+probe sees exactly what the cloud sends and when (the preface, PING ACKs,
+requests). Requests are answered with a SOAP 1.2 fault
+(``env:Receiver/ter:ActionNotSupported``): the cloud gets a well-formed
+answer and the device behind the tool pretends to nothing. A case that needs
+the cloud to send a request waits ``wait_request`` seconds and calls the
+session's ``trigger`` hook first (a test or a script can make the cloud send
+one); without a request it is skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ..errors import Iec62676Error
+from ..namespaces import SOAP12_CONTENT_TYPE
+from ..pki import load_certs_pem
+from ..sansio.upgrade import Switched, UpgradeClient, UpgradeRefused, parse_remote_address
+from ..soap.fault import SoapFault
+from ..transport.tls import TlsStream, client_context, connect_tls
+from .registry import Evidence, Registry
+from .wire import CLIENT_MAGIC, SETTINGS, FrameScanner
+
+CLOUD_CASES = Registry("cloud")
+case = CLOUD_CASES.case
+
+T = TypeVar("T")
+
+#: The answer to every request the cloud sends.
+ANSWER = SoapFault(code="Receiver", subcodes=("ActionNotSupported",),
+                   reason="the conformance tool answers no operation").to_envelope()
+
+
+@dataclass
+class CloudTarget:
+    url: str  # the uplink address, https://HOST:PORT/PATH
+    cert: Path  # the device certificate the cloud accepts
+    key: Path
+    ca: Path  # trust anchor(s) for the cloud's server certificate
+    wait_request: float = 10.0
+    timeout: float = 10.0
+    #: Called with nothing once a probe is up and waits for a request (a test makes the cloud send one).
+    trigger: Callable[[], None] | None = None
+
+
+class CloudSession:
+    def __init__(self, target: CloudTarget) -> None:
+        self.target = target
+        self.address = parse_remote_address(target.url)
+        pems = [c.public_bytes(Encoding.PEM) for c in load_certs_pem(target.ca)]
+        self.context = client_context(cafile_pems=pems, certfile_pem=target.cert.read_bytes(),
+                                      keyfile_pem=target.key.read_bytes())
+        self.anonymous = client_context(cafile_pems=pems)
+
+    def run(self, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run one probe's coroutine on a loop of its own (the cases are sequential code)."""
+        return asyncio.run(fn())
+
+
+@dataclass
+class Probe:
+    """One connection to the cloud, as a device."""
+
+    session: CloudSession
+    stream: TlsStream | None = None
+    head: bytes = b""
+    after: bytearray = field(default_factory=bytearray)  # bytes after the 101 (bounded)
+    conn: h2.connection.H2Connection | None = None
+    scanner: FrameScanner = field(default_factory=FrameScanner)
+    events: list[h2.events.Event] = field(default_factory=list)
+    answered: list[str] = field(default_factory=list)
+
+    async def open(self, *, with_certificate: bool = True) -> Switched:
+        s = self.session
+        target = s.address
+        self.stream = await connect_tls(target.host, target.port, s.context if with_certificate else s.anonymous,
+                                        server_hostname=target.host, timeout=s.target.timeout)
+        client = UpgradeClient(s.target.url)
+        await self.stream.write(client.initiate())
+        raw = bytearray()
+        async with asyncio.timeout(s.target.timeout):
+            while True:
+                data = await self.stream.read(16384)
+                raw += data[:16384]
+                if not data:
+                    client.receive_eof()
+                event = client.receive_data(data)
+                if isinstance(event, Switched):
+                    break
+        self.head = bytes(raw[:len(raw) - len(event.trailing_data)])
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False,
+                                                                         header_encoding="utf-8"))
+        self.conn.initiate_connection()
+        await self.stream.write(self.conn.data_to_send())
+        self._received(event.trailing_data)
+        return event
+
+    def _received(self, data: bytes) -> None:
+        assert self.conn is not None
+        if len(self.after) < 4096:
+            self.after += data[:4096 - len(self.after)]
+        if self.after.startswith(CLIENT_MAGIC):
+            magic_seen = len(self.after) - len(data)
+            self.scanner.feed(data[max(0, len(CLIENT_MAGIC) - magic_seen):], time.monotonic())
+        if data:
+            for event in self.conn.receive_data(data):
+                self.events.append(event)
+                if isinstance(event, h2.events.RequestReceived):
+                    headers: dict[Any, Any] = dict(event.headers)
+                    self.answered.append(f"{headers.get(':method')} {headers.get(':path')}")
+                    self.conn.send_headers(event.stream_id, [(":status", "200"), ("content-type", SOAP12_CONTENT_TYPE),
+                                                             ("content-length", str(len(ANSWER)))])
+                    self.conn.send_data(event.stream_id, ANSWER, end_stream=True)
+                elif isinstance(event, h2.events.DataReceived):
+                    self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+
+    async def pump(self, until: Callable[[], bool], timeout: float) -> bool:
+        """Read, answer and write until ``until()`` holds (True) or ``timeout`` passes (False)."""
+        assert self.stream is not None and self.conn is not None
+        deadline = time.monotonic() + timeout
+        while not until():
+            out = self.conn.data_to_send()
+            if out:
+                await self.stream.write(out)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                async with asyncio.timeout(left):
+                    data = await self.stream.read(65536)
+            except TimeoutError:
+                return until()
+            if not data:
+                return until()
+            self._received(data)
+        out = self.conn.data_to_send()
+        if out:
+            await self.stream.write(out)
+        return True
+
+    async def close(self, *, goaway: bool = False) -> None:
+        if self.stream is None:
+            return
+        if goaway and self.conn is not None:
+            self.conn.close_connection()
+            try:
+                await self.stream.write(self.conn.data_to_send())
+            except Iec62676Error:
+                pass
+        await self.stream.close()
+
+
+def _with_probe(s: CloudSession, ev: Evidence, body: Callable[[Probe], Awaitable[None]]) -> None:
+    async def go() -> None:
+        probe = Probe(s)
+        try:
+            try:
+                await probe.open()
+            except UpgradeRefused as exc:
+                ev.fail(f"the cloud refused the upgrade: {exc}")
+            ev.note("the cloud's answer to the upgrade", probe.head.decode("latin-1"))
+            await body(probe)
+        finally:
+            await probe.close()
+
+    s.run(go)
+
+
+@case("CLOUD-TLS", "TLS 1.2 or later, a device certificate required", "UPL-6", "UPL-13", "UPL-1")
+def tls(s: CloudSession, ev: Evidence) -> None:
+    """With the device certificate the cloud switches protocols over TLS 1.2+; without any client
+    certificate it must not (refused in TLS, or with 401/403)."""
+    async def go() -> None:
+        probe = Probe(s)
+        await probe.open()
+        assert probe.stream is not None
+        version = probe.stream.extra("version")
+        ev.note("with the device certificate", f"{version}; {probe.head.splitlines()[0].decode('latin-1')}")
+        await probe.close()
+        ev.check(version in ("TLSv1.2", "TLSv1.3"), f"TLS version {version} is below 1.2")
+        stranger = Probe(s)
+        try:
+            await stranger.open(with_certificate=False)
+        except (Iec62676Error, TimeoutError) as exc:
+            ev.note("without a client certificate", f"refused: {exc}")
+            return
+        finally:
+            await stranger.close()
+        ev.fail("the cloud switched protocols for a device without a client certificate")
+
+    s.run(go)
+
+
+@case("CLOUD-101", "the 101 answer of the native upgrade", "UPL-2")
+def switching(s: CloudSession, ev: Evidence) -> None:
+    """``HTTP/1.1 101`` with ``Upgrade: h2c-reverse`` and ``Connection: Upgrade``."""
+    async def check(probe: Probe) -> None:
+        lines = probe.head.decode("latin-1").split("\r\n")
+        ev.check(lines[0].startswith("HTTP/1.1 101"), f"status line {lines[0]!r}")
+        fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        ev.check(fields.get("upgrade", "").lower() == "h2c-reverse",
+                 f"Upgrade header {fields.get('upgrade')!r}, expected 'h2c-reverse'")
+        ev.check("upgrade" in fields.get("connection", "").lower(),
+                 f"Connection header {fields.get('connection')!r} lacks 'Upgrade'")
+
+    _with_probe(s, ev, check)
+
+
+@case("CLOUD-PREFACE", "the cloud sends the client preface first", "UPL-3", "UPL-15")
+def preface(s: CloudSession, ev: Evidence) -> None:
+    """After the 101 the cloud is the HTTP/2 client: the connection preface magic, then SETTINGS."""
+    async def check(probe: Probe) -> None:
+        await probe.pump(lambda: len(probe.after) >= len(CLIENT_MAGIC) + 9, s.target.timeout)
+        ev.note("first bytes after the 101", repr(bytes(probe.after[:80])))
+        ev.check(probe.after.startswith(CLIENT_MAGIC),
+                 f"the cloud did not start with the HTTP/2 client preface: {bytes(probe.after[:40])!r}")
+        frames = list(probe.scanner.frames)
+        ev.check(frames and frames[0].type == SETTINGS, "the preface magic is not followed by SETTINGS")
+
+    _with_probe(s, ev, check)
+
+
+@case("CLOUD-PING", "the cloud answers PING", "UPL-7", "UPL-15")
+def ping(s: CloudSession, ev: Evidence) -> None:
+    """The device PINGs; the cloud answers PING ACK with the payload."""
+    async def check(probe: Probe) -> None:
+        assert probe.conn is not None
+        opaque = secrets.token_bytes(8)
+        await probe.pump(lambda: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in probe.events),
+                         s.target.timeout)
+        probe.conn.ping(opaque)
+        acked = await probe.pump(lambda: any(isinstance(e, h2.events.PingAckReceived) and e.ping_data == opaque
+                                             for e in probe.events), 5.0)
+        ev.note("PING", f"{opaque.hex()}: {'acknowledged' if acked else 'no ACK'}")
+        ev.check(acked, f"no PING ACK with payload {opaque.hex()} within 5 s")
+
+    _with_probe(s, ev, check)
+
+
+@case("CLOUD-REQUEST", "requests arrive over the uplink and take answers", "UPL-16", "UPL-15")
+def requests(s: CloudSession, ev: Evidence) -> None:
+    """The cloud sends a request on the reversed connection; the tool answers it; the cloud keeps the uplink."""
+    async def check(probe: Probe) -> None:
+        await probe.pump(lambda: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in probe.events),
+                         s.target.timeout)
+        if s.target.trigger is not None:
+            await asyncio.get_running_loop().run_in_executor(None, s.target.trigger)
+        got = await probe.pump(lambda: bool(probe.answered), s.target.wait_request)
+        if not got:
+            ev.skip(f"the cloud sent no request within {s.target.wait_request:g} s (make it call the device, or "
+                    "raise --wait-request)")
+        ev.note("requests answered", "\n".join(probe.answered))
+        await probe.pump(lambda: False, 0.3)  # the answer goes out; a reset or GOAWAY would show now
+        resets = [e for e in probe.events if isinstance(e, (h2.events.StreamReset, h2.events.ConnectionTerminated))]
+        ev.check(not resets, f"the cloud reset after the answer: {resets[0]!r}" if resets else "")
+
+    _with_probe(s, ev, check)
+
+
+@case("CLOUD-RECONNECT", "the cloud takes the device back after GOAWAY", "UPL-8", "UPL-3")
+def reconnect(s: CloudSession, ev: Evidence) -> None:
+    """The device sends GOAWAY and closes, then dials again at once: the cloud switches protocols and sends
+    its preface again."""
+    async def go() -> None:
+        first = Probe(s)
+        await first.open()
+        await first.pump(lambda: len(first.after) >= len(CLIENT_MAGIC), s.target.timeout)
+        await first.close(goaway=True)
+        ev.note("first connection", "GOAWAY sent and closed")
+        second = Probe(s)
+        try:
+            try:
+                await second.open()
+            except UpgradeRefused as exc:
+                ev.fail(f"the cloud refused the reconnection: {exc}")
+            await second.pump(lambda: len(second.after) >= len(CLIENT_MAGIC), s.target.timeout)
+            ev.note("reconnection", second.head.decode("latin-1"))
+            ev.check(second.after.startswith(CLIENT_MAGIC), "no HTTP/2 preface on the reconnection")
+        finally:
+            await second.close()
+
+    s.run(go)

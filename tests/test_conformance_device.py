@@ -1,0 +1,136 @@
+"""The conformance kit against our own device (TEST-1, UPL-1 … UPL-3, UPL-6 … UPL-13, UPL-15, UPL-16,
+CFG-1 … CFG-5, SEC-1, SEC-3, SEC-4): every case passes (UPLINK-2-1-1 is skipped with its reason: the
+device has no media profile), the CLI's exit status and reports follow the verdicts, and the 30 s silence
+rule is checked once at its real length.
+
+Our device runs with short reconnection intervals and, except in the one real-length run, a 2 s silence
+rule that the session is told about (``silence_rule``), so the suite stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from camera import camera_available, start_camera
+from helpers import run
+from uplink_env import ADMIN, Device
+
+from iec62676_2_33.conformance import DEVICE_CASES, DeviceSession, DeviceTarget, Verdict
+from iec62676_2_33.conformance import run as run_cases
+from iec62676_2_33.domain.media import MediaSource
+from iec62676_2_33.runtime.agent import AgentSettings
+from iec62676_2_33.store import DeviceStore
+
+#: Our device with a 2 s silence rule (PING after 1 s) and short reconnection intervals (first 0.1 … 0.3 s,
+#: capped at 1 s: long enough that a loaded machine's scheduling jitter does not blur the ascent).
+QUICK = AgentSettings(backoff_first=(0.1, 0.3), backoff_cap=1.0, stable_after=0.5, dead_after=2.0,
+                      idle_ping_after=1.0)
+
+
+def fresh_device(data: Path, settings: AgentSettings = QUICK) -> Device:
+    """A device with an administrator and nothing else: the tool enrols it."""
+    with DeviceStore(data) as store:
+        store.put_user(*ADMIN, "Administrator")
+    device = Device(data, settings=settings)
+    device.data = data  # type: ignore[attr-defined]
+    return device
+
+
+def dut_url(device: Device) -> str:
+    assert device.url is not None
+    return device.url.rsplit("/onvif/", 1)[0] + "/onvif/device_service"
+
+
+def quick_target(device: Device, **changes: object) -> DeviceTarget:
+    values: dict[str, object] = {"silence_rule": 2.0, "silence_grace": 2.0, "connect_timeout": 10.0, "notice_timeout": 3.0,
+                                 "backoff_window": 10.0}
+    values.update(changes)
+    return DeviceTarget(dut=dut_url(device), username=ADMIN[0], password=ADMIN[1], **values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def quick_device(tmp_path: Path) -> Iterator[Device]:
+    device = fresh_device(tmp_path / "dut")
+    try:
+        yield device
+    finally:
+        device.stop()
+
+
+def test_our_device_passes_every_case(tmp_path: Path) -> None:
+    """TEST-1, STR-1, UPL-2, UPL-3, UPL-7 … UPL-13, CFG-1 … CFG-5, SEC-4: the whole device suite against our
+    own device: no case fails. With the synthetic camera (GStreamer, ffprobe) as its media source UPLINK-2-1-1
+    decodes H.264 through the uplink; without those parts it is skipped and says why."""
+    data = tmp_path / "dut"
+    with contextlib.ExitStack() as stack:
+        if camera_available():
+            cam = stack.enter_context(start_camera())
+            with DeviceStore(data) as store:
+                store.put_media_source(MediaSource(token="cam1", name="Camera 1", rtsp_url=cam.url,
+                                                   width=cam.width, height=cam.height))
+        device = fresh_device(data)
+        stack.callback(device.stop)
+        with DeviceSession(quick_target(device)) as session:
+            report = run_cases(DEVICE_CASES, session, target=dut_url(device))
+            left = [cfg.remote_address for cfg in session.uplink().get_uplinks()]
+        failed = {r.case.id: r.message for r in report.results if r.verdict is Verdict.FAIL}
+        assert not failed, failed
+        skipped = {r.case.id: r.message for r in report.results if r.verdict is Verdict.SKIP}
+        if camera_available():
+            assert skipped == {}
+            (stream,) = [r for r in report.results if r.case.id == "UPLINK-2-1-1"]
+            assert "h264,640,360" in stream.evidence[-1].text
+        else:
+            assert skipped == {"UPLINK-2-1-1": "the device has no media profile (GetProfiles over the uplink "
+                                               "listed none)"}
+        assert [r.case.id for r in report.results] == list(DEVICE_CASES.cases)
+        assert all(r.evidence for r in report.results if r.verdict is Verdict.PASS)
+        # The device is left as it was found: the tool deleted every configuration it made (still listed
+        # above while the session was open) once the session closed.
+        assert left
+        with DeviceStore(data) as store:
+            assert store.list_uplinks() == []
+
+
+def test_cli_runs_selected_cases_and_writes_reports(quick_device: Device, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """TEST-1, UPL-7, CFG-5: ``iec62676 conformance device --only`` runs the named cases, prints one line each,
+    writes JUnit XML and HTML, exits 0; an unknown case ID is a one-line usage error (exit 2)."""
+    junit, html = tmp_path / "report.xml", tmp_path / "report.html"
+    argv = ["conformance", "device", "--dut", dut_url(quick_device), "--user", ADMIN[0], "--password", ADMIN[1],
+            "--listen", "127.0.0.1:0"]
+    code, out, err = run(capsys, *argv, "--only", "UPLINK-4-1-1", "EXT-PING", "--junit", str(junit),
+                         "--html", str(html))
+    assert code == 0, out + err
+    assert "PASS  UPLINK-4-1-1" in out and "PASS  EXT-PING" in out and "PASSED: 2 passed, 0 failed" in out
+    suite = ET.parse(junit).getroot()
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("2", "0", "0")
+    assert [c.get("name") for c in suite.iter("testcase")] == ["UPLINK-4-1-1", "EXT-PING"]
+    requirements = [p.get("value") for p in suite.iter("property") if p.get("name") == "requirement"]
+    assert requirements == ["TEST-1", "CFG-5", "UPL-7", "UPL-15"]
+    page = html.read_text()
+    assert page.startswith("<!DOCTYPE html>") and "PASSED" in page and "<script" not in page
+    assert "PING ACK" in page and "Requirement matrix" in page
+    code, _, err = run(capsys, *argv, "--only", "NO-SUCH-CASE")
+    assert code == 2 and "unknown device case ID(s): NO-SUCH-CASE" in err and len(err.strip().splitlines()) == 1
+    code, out, _ = run(capsys, "conformance", "device", "--dut", "x", "--user", "u", "--password", "p",
+                       "--listen", "127.0.0.1:0", "--list")
+    assert code == 0 and "EXT-SILENCE    (long)" in out
+
+
+def test_silence_rule_at_its_real_length_upl_8(tmp_path: Path) -> None:
+    """UPL-8, UPL-7: the one run of the 30 s rule at full length: our device (default timers) closes the
+    uplink more than 30 s after the cloud fell silent, and within the tool's grace."""
+    device = fresh_device(tmp_path / "dut", AgentSettings(backoff_first=(0.05, 0.3), backoff_cap=0.5))
+    try:
+        with DeviceSession(quick_target(device, silence_rule=30.0, silence_grace=10.0)) as session:
+            report = run_cases(DEVICE_CASES, session, target=dut_url(device), only=["EXT-SILENCE"])
+    finally:
+        device.stop()
+    (result,) = report.results
+    assert result.verdict is Verdict.PASS, result.message
+    assert result.evidence[-1].label == "silence"

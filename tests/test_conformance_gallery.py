@@ -1,0 +1,132 @@
+"""A gallery of deliberately broken devices: the conformance kit must catch each (TEST-1, UPL-2, UPL-8,
+UPL-9, UPL-11, UPL-12, CFG-1, CFG-2, CFG-3, SEC-4).
+
+Each broken device is our own device runtime with one part swapped for a faulty one (in this process,
+with ``monkeypatch``), one per class of fault seen or feared in the field; the case that covers the fault
+must FAIL and say what was wrong. ``test_conformance_device.py`` shows the unbroken device passing every
+case.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_conformance_device import QUICK, dut_url, fresh_device, quick_target
+
+from iec62676_2_33.conformance import DEVICE_CASES, DeviceSession, Verdict
+from iec62676_2_33.conformance import run as run_cases
+from iec62676_2_33.conformance.wire import CLIENT_MAGIC
+from iec62676_2_33.runtime import agent, dial, wsgi_bridge
+from iec62676_2_33.runtime.agent import AgentSettings, UplinkAgent
+from iec62676_2_33.sansio.backoff import ReconnectBackoff
+from iec62676_2_33.services import uplink as uplink_service
+from iec62676_2_33.soap.fault import SoapFault
+
+
+def raw_http2_without_upgrade(mp: pytest.MonkeyPatch) -> None:
+    """UPL-2: HTTP/2 straight after TLS (the client preface, as the only public C++ uplink pair does)."""
+    async def no_upgrade(stream: Any, remote_address: str, headers: Any = ()) -> bytes:
+        await stream.write(CLIENT_MAGIC)
+        return b""
+
+    mp.setattr(dial, "upgrade", no_upgrade)
+
+
+def constant_backoff(mp: pytest.MonkeyPatch) -> None:
+    """UPL-9: the same interval after every failure."""
+    class Constant(ReconnectBackoff):
+        def next_delay(self) -> float:
+            return self.first_interval
+
+    mp.setattr(agent, "ReconnectBackoff", Constant)
+
+
+def ignores_user_level(mp: pytest.MonkeyPatch) -> None:
+    """UPL-12, SEC-4: every tunnelled request runs as Administrator, whatever the UserLevel."""
+    class Everything(wsgi_bridge.WsgiOnH2):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["user_level"] = ("Administrator",)
+            super().__init__(*args, **kwargs)
+
+    mp.setattr(agent, "WsgiOnH2", Everything)
+
+
+def accepts_any_certificate(mp: pytest.MonkeyPatch) -> None:
+    """UPL-11: the cloud's certificate is not verified at all."""
+    real = dial.tls_context
+
+    def trusting(store: Any, cfg: Any) -> ssl.SSLContext:
+        ctx = real(store, cfg)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    mp.setattr(dial, "tls_context", trusting)
+
+
+def wrong_fault_subcodes(mp: pytest.MonkeyPatch) -> None:
+    """CFG-3: faults without their last subcode (env:Sender/ter:InvalidArgVal, no ter:CertificateID)."""
+    mp.setattr(uplink_service, "_fault", lambda exc: SoapFault(code=exc.code, subcodes=exc.subcodes[:1],
+                                                                reason=str(exc)))
+
+
+def status_stuck_on_connected(mp: pytest.MonkeyPatch) -> None:
+    """CFG-1, CFG-2: once Connected, GetUplinks says Connected for ever."""
+    real = UplinkAgent.status
+    seen: set[str] = set()
+
+    def sticky(self: UplinkAgent, address: str) -> tuple[str, str | None]:
+        status, error = real(self, address)
+        if status == "Connected":
+            seen.add(address)
+        return ("Connected", None) if address in seen else (status, error)
+
+    mp.setattr(UplinkAgent, "status", sticky)
+
+
+NEVER_SILENT = AgentSettings(backoff_first=(0.05, 0.3), backoff_cap=0.5, stable_after=0.5, dead_after=3600.0,
+                             idle_ping_after=1.0)
+TOO_EAGER = AgentSettings(backoff_first=(0.05, 0.3), backoff_cap=0.5, stable_after=0.5, dead_after=0.4,
+                          idle_ping_after=0.2)
+
+GALLERY: list[tuple[str, Callable[[pytest.MonkeyPatch], None] | None, AgentSettings, str, str]] = [
+    ("raw HTTP/2 after TLS", raw_http2_without_upgrade, QUICK, "EXT-UPGRADE",
+     "sent no HTTP/1.1 upgrade request after TLS; its first bytes: b'PRI * HTTP/2.0"),
+    ("never closes on silence", None, NEVER_SILENT, "EXT-SILENCE",
+     "the device kept the uplink open 2 s after the cloud fell silent (UPL-8: close after more than 1 s)"),
+    ("closes before 30 s of silence", None, TOO_EAGER, "EXT-SILENCE", "before the 1 s of UPL-8"),
+    ("constant backoff", constant_backoff, QUICK, "EXT-BACKOFF", "the intervals do not ascend"),
+    ("ignores UserLevel", ignores_user_level, QUICK, "EXT-USERLEVEL",
+     ("DeleteUplink over a User uplink answered env:Sender/ter:InvalidArgVal/ter:Address: it was not refused as "
+     "env:Sender/ter:NotAuthorized")),
+    ("accepts any cloud certificate", accepts_any_certificate, QUICK, "EXT-CLOUD-CERT",
+     "wrong name: the device accepted the certificate and went on (sent b'GET /uplink HTTP/1.1"),
+    ("wrong fault subcodes", wrong_fault_subcodes, QUICK, "EXT-FAULTS",
+     "unknown CertificateID: env:Sender/ter:InvalidArgVal, expected env:Sender/ter:InvalidArgVal/ter:CertificateID"),
+    ("Status stuck on Connected", status_stuck_on_connected, QUICK, "EXT-STATUS",
+     "GetUplinks still reports Status Connected 2 s after the cloud closed the uplink"),
+]
+
+
+@pytest.mark.parametrize(("fault", "breaker", "settings", "case_id", "message"), GALLERY,
+                         ids=[g[0] for g in GALLERY])
+def test_broken_device_fails_the_matching_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str,
+                                               breaker: Callable[[pytest.MonkeyPatch], None] | None,
+                                               settings: AgentSettings, case_id: str, message: str) -> None:
+    """TEST-1: the broken device FAILS the case that covers its fault, with a message that names it."""
+    if breaker is not None:
+        breaker(monkeypatch)
+    device = fresh_device(tmp_path / "dut", settings)
+    try:
+        with DeviceSession(quick_target(device, silence_rule=1.0, silence_grace=1.0, notice_timeout=2.0)) as session:
+            report = run_cases(DEVICE_CASES, session, target=dut_url(device), only=[case_id])
+    finally:
+        device.stop()
+    (result,) = report.results
+    assert result.verdict is Verdict.FAIL, (fault, result.message)
+    assert message in result.message, result.message
+    assert result.evidence, "a failure carries its evidence"
