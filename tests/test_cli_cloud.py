@@ -34,7 +34,8 @@ def _serve(files: dict[str, Path], **override: str) -> list[str]:
     ({"--client-ca": "junk"}, "junk.pem"),
     ({"--client-ca": "missing"}, "missing.pem"),
     ({"--cert": "junk"}, "cannot load the TLS certificate and key"),
-    ({"--listen": "nonsense"}, "--listen 'nonsense': expected HOST:PORT"),
+    ({"--listen": "nonsense"}, "argument --listen: 'nonsense' is not HOST:PORT"),
+    ({"--proxy": "8081"}, "argument --proxy: '8081' is not HOST:PORT"),
 ])
 def test_cloud_serve_bad_input_upl_11_upl_13(capsys: pytest.CaptureFixture[str], files: dict[str, Path],
                                             override: dict[str, str], needle: str) -> None:

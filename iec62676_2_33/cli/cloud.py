@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 from pathlib import Path
 from typing import Any
 
 from .enroll import add_parser as add_enroll_parser
+from .options import host_port
 
 
 def register(sub: Any) -> None:
@@ -16,19 +18,19 @@ def register(sub: Any) -> None:
     csub = cloud.add_subparsers(dest="cloud_command", required=True, parser_class=type(cloud))
     p = csub.add_parser("serve", help="listen for device uplinks (TLS; mTLS and/or access tokens; "
                         "h2c-reverse and WebSocket)")
-    p.add_argument("--listen", required=True, metavar="HOST:PORT")
+    p.add_argument("--listen", required=True, type=host_port, metavar="HOST:PORT")
     p.add_argument("--cert", required=True, type=Path, metavar="CERT.pem", help="the cloud's server certificate")
     p.add_argument("--key", required=True, type=Path, metavar="KEY.pem")
     p.add_argument("--client-ca", action="append", default=[], type=Path, metavar="CA.pem",
                    help="CA(s) that issue device certificates (repeatable; mTLS mode)")
     p.add_argument("--identity", choices=("cn", "serial", "san"), default="cn",
                    help="which certificate field names the device (default cn)")
-    p.add_argument("--proxy", metavar="HOST:PORT",
+    p.add_argument("--proxy", type=host_port, metavar="HOST:PORT",
                    help="also serve the HTTP front: GET /devices, /devices/<id>/… (it acts with each device's "
                         "uplink UserLevel: loopback only unless --proxy-allow-remote)")
     p.add_argument("--proxy-allow-remote", action="store_true",
                    help="let --proxy bind a non-loopback address (put your own authentication in front)")
-    p.add_argument("--rtsp", metavar="HOST:PORT",
+    p.add_argument("--rtsp", type=host_port, metavar="HOST:PORT",
                    help="also serve live video to RTSP players: rtsp://HOST:PORT/devices/<id>/<media token> "
                         "(RTSP over TCP; loopback only unless --rtsp-allow-remote)")
     p.add_argument("--rtsp-allow-remote", action="store_true",
@@ -42,8 +44,73 @@ def register(sub: Any) -> None:
                    help="trust anchors for an https --jwt-keys URL (default: the system store)")
     p.add_argument("--jwt-identity-claim", default="sub", metavar="CLAIM",
                    help="the claim that names the device (default sub)")
-    p.set_defaults(handler=serve)
+    p.add_argument("--proxy-protocol-from", action="append", default=[], metavar="CIDR",
+                   help="the balancer's address(es): connections from there must open with a PROXY protocol v2 "
+                        "header naming the device's address (repeatable; others speak TLS at once)")
+    g = p.add_argument_group("cluster (needs the 'cluster' extra: pip install iec62676-2-33[cluster])")
+    g.add_argument("--nats", metavar="nats://HOST:PORT", help="join a cluster of cloud nodes through this NATS "
+                   "server (JetStream enabled)")
+    g.add_argument("--node-id", metavar="N", help="this node's unique name in the cluster (letters, digits, - _)")
+    g.add_argument("--internal", metavar="HOST:PORT",
+                   help="listen here for requests other nodes relay (HTTP/2 over mutual TLS)")
+    g.add_argument("--internal-advertise", metavar="HOST:PORT",
+                   help="the address other nodes use for --internal (default: --internal with its bound port)")
+    g.add_argument("--internal-cert", type=Path, metavar="CERT.pem",
+                   help="this node's certificate (serverAuth and clientAuth, issued by --internal-ca)")
+    g.add_argument("--internal-key", type=Path, metavar="KEY.pem")
+    g.add_argument("--internal-ca", type=Path, metavar="CA.pem", help="the CA that issues node certificates")
+    g.add_argument("--cluster-ttl", type=float, default=15.0, metavar="SECONDS",
+                   help="a node that stops its heartbeat drops out of the registry after this (default 15)")
+    p.set_defaults(handler=serve, log_default=logging.INFO)  # devices connecting, refused and why
+    d = csub.add_parser("devices", help="list the devices of a cluster (from its NATS registry) as JSON")
+    d.add_argument("--nats", required=True, metavar="nats://HOST:PORT")
+    d.set_defaults(handler=devices)
     add_enroll_parser(csub)
+
+
+def _cluster(args: argparse.Namespace) -> Any:
+    """The cluster options of ``--nats`` and its companions, or ``None`` for the single node."""
+    from ..errors import ConfigurationError
+
+    needed = {"--node-id": args.node_id, "--internal": args.internal, "--internal-cert": args.internal_cert,
+              "--internal-key": args.internal_key, "--internal-ca": args.internal_ca}
+    if args.nats is None:
+        given = [flag for flag, value in needed.items() if value is not None]
+        if given:
+            raise ConfigurationError(f"{', '.join(given)} only make sense with --nats")
+        return None
+    missing = [flag for flag, value in needed.items() if value is None]
+    if missing:
+        raise ConfigurationError(f"--nats needs {', '.join(missing)} too")
+    from ..cluster.node import ClusterOptions
+
+    return ClusterOptions(nats=args.nats, node_id=args.node_id, internal=args.internal, cert=args.internal_cert,
+                          key=args.internal_key, ca=args.internal_ca, ttl=args.cluster_ttl,
+                          advertise=args.internal_advertise)
+
+
+def devices(args: argparse.Namespace) -> int:
+    """``iec62676 cloud devices --nats URL``: the cluster's devices, each once, as JSON."""
+    import json
+
+    import nats
+
+    from ..cluster.registry import read_registry
+    from ..errors import ConfigurationError
+
+    async def main() -> list[dict[str, object]]:
+        try:
+            nc = await nats.connect(args.nats, connect_timeout=5, allow_reconnect=False)
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            raise ConfigurationError(f"--nats {args.nats}: cannot connect ({exc or type(exc).__name__})") from None
+        try:
+            return [{"id": r.id, "node": r.node, "peer": r.peer, "auth_mode": r.auth_mode,
+                     "connected_since": r.connected_since} for r in await read_registry(nc)]
+        finally:
+            await nc.close()
+
+    print(json.dumps(asyncio.run(main()), indent=2))
+    return 0
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -53,7 +120,8 @@ def serve(args: argparse.Namespace) -> int:
                            identity=args.identity, proxy=args.proxy, proxy_allow_remote=args.proxy_allow_remote,
                            path=args.path, rtsp=args.rtsp, rtsp_allow_remote=args.rtsp_allow_remote,
                            jwt_issuers=args.jwt_issuer, jwt_audience=args.jwt_audience, jwt_keys=args.jwt_keys,
-                           jwt_keys_ca=args.jwt_keys_ca, jwt_identity_claim=args.jwt_identity_claim)
+                           jwt_keys_ca=args.jwt_keys_ca, jwt_identity_claim=args.jwt_identity_claim,
+                           proxy_protocol_from=args.proxy_protocol_from, cluster=_cluster(args))
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -25,7 +25,7 @@ import logging
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -420,6 +420,8 @@ class CloudListener:
         self.path = path
         self._channels: dict[str, DeviceChannel] = {}
         self._subscribers: set[asyncio.Queue[DeviceEvent]] = set()
+        #: Called with every connect/disconnect event as it happens (the cluster registry's hook).
+        self.observers: list[Callable[[DeviceEvent], None]] = []
         self._changed = asyncio.Condition()
         self.stats = {"upgrades": 0, "rejected": 0, "replaced": 0}
 
@@ -570,6 +572,8 @@ class CloudListener:
     def _publish(self, event: DeviceEvent) -> None:
         for queue in self._subscribers:
             queue.put_nowait(event)
+        for observer in self.observers:
+            observer(event)
 
 
 def _peer(stream: ByteStream) -> str:

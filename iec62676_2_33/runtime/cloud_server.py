@@ -15,8 +15,10 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError
 from ..pki import load_certs_pem
@@ -29,6 +31,10 @@ from .cloud import (
     MtlsAuthenticator,
 )
 from .http_server import bind_listen, parse_listen, serve_asgi, wait_event
+
+if TYPE_CHECKING:
+    from ..cluster.node import ClusterOptions
+    from ..cluster.router import NodeRouter
 
 
 @dataclass
@@ -48,6 +54,10 @@ class CloudOptions:
     jwt_keys: str | None = None
     jwt_keys_ca: Sequence[Path] = ()
     jwt_identity_claim: str = "sub"
+    #: Balancer addresses/CIDRs whose connections open with a PROXY protocol v2 header.
+    proxy_protocol_from: Sequence[str] = ()
+    #: Join a cluster of cloud nodes on NATS (``--nats``); ``None``: the single node.
+    cluster: ClusterOptions | None = None
 
 
 def _loopback(host: str) -> bool:
@@ -116,6 +126,8 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
             "bind it to loopback (e.g. 127.0.0.1:8554) or, behind your own authentication, add --rtsp-allow-remote")
     sockets: list[socket.socket] = []
     rtsp_sock: socket.socket | None = None
+    cluster: AbstractAsyncContextManager[NodeRouter] | None = None
+    router: NodeRouter | None = None
     try:
         sockets.append(sock := bind_listen(host, port))
         if proxy_at is not None:
@@ -123,13 +135,21 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
         if rtsp_at is not None:
             sockets.append(rtsp_sock := bind_listen(*rtsp_at))
         cloud = CloudListener(authenticator, settings=settings, path=options.path)
+        if options.cluster is not None:  # NATS is needed only here (the optional extra "cluster")
+            from ..cluster.node import join_cluster
+
+            cluster = join_cluster(cloud, options.cluster)
+            router = await cluster.__aenter__()
         server = await start_tls_server(cloud.handle, sock, context,
                                         handshake_timeout=cloud.settings.handshake_timeout,
                                         first_byte_timeout=cloud.settings.first_byte_timeout,
-                                        admission=cloud.settings.admission)
+                                        admission=cloud.settings.admission,
+                                        proxy_protocol_from=options.proxy_protocol_from)
     except BaseException:
         for s in sockets:
             s.close()
+        if router is not None and cluster is not None:
+            await cluster.__aexit__(None, None, None)
         raise
     proxy_sock = sockets[1] if proxy_at is not None else None
     if ready is not None:
@@ -153,7 +173,7 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
 
         pbound = proxy_sock.getsockname()
         announce(f"cloud proxy on http://{pbound[0]}:{pbound[1]}/devices")
-        tasks.append(asyncio.create_task(serve_asgi(UplinkProxy(cloud, rtsp_base=rtsp_base), proxy_sock,
+        tasks.append(asyncio.create_task(serve_asgi(UplinkProxy(cloud, rtsp_base=rtsp_base, router=router), proxy_sock,
                                                     lambda: wait_event(stop))))
     stopped = asyncio.ensure_future(stop.wait())
     try:
@@ -170,3 +190,5 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
             await rtsp_server.aclose()
         await server.wait_closed()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if cluster is not None:
+            await cluster.__aexit__(None, None, None)

@@ -46,13 +46,21 @@ bounded by :class:`ProxyLimits`, and every wait has a deadline:
 * **Early answers.** A device may answer before the body is complete (RFC 9113
   §8.1: a complete response, then RST_STREAM NO_ERROR); the proxy stops
   reading the client and forwards that answer.
-* **Deadlines.** Each wait -- for a chunk from the client (408), for budget
+* **Deadlines.** The whole request body must arrive within ``body_deadline``
+  of the request (408, the device's stream reset): a client trickling a byte
+  every few seconds never misses a per-chunk deadline but would hold a request
+  slot and a device stream for ever. RTSP over HTTP's POST channel
+  (``application/x-rtsp-tunnelled``) is exempt: it lasts as long as its session,
+  and the device answers a POST that has no GET channel at once.
+  Each wait -- for a chunk from the client (408), for budget
   (503), for the device to take a chunk or to answer (502), for each chunk of
   the answer and for the client to take it -- is bounded by ``timeout``.
   Once the response has started, a missed deadline or a broken uplink aborts
   the client's connection: a truncated body is never passed off as complete.
 * **Responses** are streamed as before: the device's DATA is acknowledged
-  (its window reopened) only as the client takes each chunk.
+  (its window reopened) only as the client takes each chunk. An answer without
+  ``content-length`` (a stream: the GET channel of RTSP over HTTP) has its head
+  sent at once, before any body bytes exist.
 """
 
 from __future__ import annotations
@@ -62,11 +70,15 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from ..errors import ConfigurationError, Iec62676Error, TransportError
+from .body import BODY_DEADLINE, body_deadline
 from .cloud import CloudListener, DeviceChannel, UnknownDevice
+
+if TYPE_CHECKING:
+    from ..cluster.router import NodeRouter
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +115,8 @@ class ProxyLimits:
     max_requests: int = MAX_REQUESTS
     max_in_flight: int = MAX_IN_FLIGHT
     timeout: float = TIMEOUT
+    #: Seconds the whole request body may take (see the module docstring).
+    body_deadline: float = BODY_DEADLINE
     #: Seconds a 503 asks the client to wait (``Retry-After``).
     retry_after: int = 1
 
@@ -110,8 +124,8 @@ class ProxyLimits:
         for name in ("max_body", "max_requests", "max_in_flight", "retry_after"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"ProxyLimits.{name} must be at least 1")
-        if not self.timeout > 0:
-            raise ConfigurationError("ProxyLimits.timeout must be positive (seconds)")
+        if not (self.timeout > 0 and self.body_deadline > 0):
+            raise ConfigurationError("ProxyLimits.timeout and body_deadline must be positive (seconds)")
 
 
 @dataclass
@@ -187,8 +201,10 @@ class _Budget:
 class _Body:
     """One request body, read from ``receive()`` a chunk at a time under the budget and limits."""
 
-    def __init__(self, receive: Receive, budget: _Budget, declared: int | None) -> None:
+    def __init__(self, receive: Receive, budget: _Budget, declared: int | None, deadline: float | None) -> None:
         self.receive = receive
+        self.deadline = deadline
+        self.due = asyncio.get_running_loop().time() + (deadline if deadline is not None else float("inf"))
         self.budget = budget
         self.declared = declared
         self.received = 0
@@ -204,15 +220,22 @@ class _Body:
         except TimeoutError:
             self.budget.stats.refused_busy += 1
             raise _Answer(503, "the proxy is busy; retry later\n", _retry_after(limits)) from None
+        now = asyncio.get_running_loop().time()
         try:
-            async with asyncio.timeout(limits.timeout):
+            if now >= self.due:
+                raise TimeoutError
+            async with asyncio.timeout(min(limits.timeout, self.due - now)):
                 message = await self.receive()
         except TimeoutError:
+            if asyncio.get_running_loop().time() >= self.due:
+                raise _Answer(408, f"the request body was not complete within {self.deadline:g} s\n") from None
             raise _Answer(408, f"no request body arrived for {limits.timeout:g} s\n") from None
         if message["type"] == "http.disconnect":
             raise _ClientGone("the client disconnected")
         chunk: bytes = message.get("body", b"")
-        self.more = bool(message.get("more_body"))
+        # An HTTP/2 client ends its body with an empty END_STREAM frame after the last bytes: once the
+        # declared length is in, the body is complete (the device would answer first and reset the stream).
+        self.more = bool(message.get("more_body")) and self.received + len(chunk) != self.declared
         self.received += len(chunk)
         self.budget.hold(len(chunk))
         self.held += len(chunk)
@@ -256,8 +279,14 @@ class UplinkProxy:
     """ASGI application forwarding ``/devices/<id>/…`` to the devices of a :class:`CloudListener`."""
 
     def __init__(self, cloud: CloudListener, *, limits: ProxyLimits | None = None,
-                 rtsp_base: str | None = None) -> None:
+                 rtsp_base: str | None = None, router: NodeRouter | None = None,
+                 trust_forwarded: bool = False) -> None:
         self.cloud = cloud
+        #: In a cluster: relays requests for devices held by other nodes (:mod:`..cluster.router`).
+        self.router = router
+        #: Keep the ``X-Forwarded-*`` a client sent: only on a node's internal listener, whose
+        #: clients are other nodes authenticated by mTLS.
+        self.trust_forwarded = trust_forwarded
         #: ``rtsp://HOST:PORT`` of the cloud's RTSP front, told to devices (``x-iec62676-rtsp-base``)
         #: so that their Media2 GetStreamUri points players at it (STR-1).
         self.rtsp_base = rtsp_base
@@ -278,7 +307,8 @@ class UplinkProxy:
             if scope["method"] not in ("GET", "HEAD"):
                 await _plain(send, 405, "only GET lists the devices\n")
                 return
-            listing = json.dumps([d.as_json() for d in self.cloud.devices()], indent=2) + "\n"
+            devices = self.router.devices() if self.router is not None else [d.as_json() for d in self.cloud.devices()]
+            listing = json.dumps(devices, indent=2) + "\n"
             await _plain(send, 200, listing, b"application/json")
             return
         if not path.startswith("/devices/"):
@@ -295,6 +325,9 @@ class UplinkProxy:
         try:
             channel = self.cloud.channel(device_id)
         except UnknownDevice:
+            if self.router is not None and self.router.holds(device_id):
+                await self._route(scope, receive, send, device_id, rest)
+                return
             await _plain(send, 404, f"device {device_id!r} is not connected; GET /devices lists the connected ones\n")
             return
         try:
@@ -309,9 +342,37 @@ class UplinkProxy:
             await _plain(send, answer.status, str(answer), headers=answer.headers)
             return
         try:
-            await self._relay(scope, _Body(receive, self._budget, declared), send, channel, device_id, rest)
+            fields = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
+                      if k.lower() == b"content-type"]
+            body = _Body(receive, self._budget, declared, body_deadline(fields, self.limits.body_deadline))
+            await self._relay(scope, body, send, channel, device_id, rest)
         finally:
             self._budget.leave()
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send, device_id: str, rest: str) -> None:
+        """A device at another node of the cluster: relayed there under this proxy's admission."""
+        assert self.router is not None
+        if not self._budget.admit():
+            await _plain(send, 503, "the proxy is busy; retry later\n", headers=_retry_after(self.limits))
+            return
+        try:
+            forwarded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self._forwarded(scope, device_id)]
+            await self.router.forward(scope, receive, send, device_id, rest, forwarded)
+        finally:
+            self._budget.leave()
+
+    def _forwarded(self, scope: Scope, device_id: str) -> list[tuple[str, str]]:
+        """The ``X-Forwarded-*`` headers the device gets: this proxy's view of the client, or on an
+        internal listener (``trust_forwarded``) the first node's."""
+        host = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() in (b"host", b":authority")), "")
+        client = scope.get("client") or ("", 0)
+        ours = {"x-forwarded-for": str(client[0]), "x-forwarded-host": host,
+                "x-forwarded-proto": scope.get("scheme", "http"),
+                "x-forwarded-prefix": f"/devices/{quote(device_id, safe='')}"}
+        if self.trust_forwarded:
+            ours.update({k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+                         if k.decode("latin-1").lower() in ours})
+        return list(ours.items())
 
     def _request_head(self, scope: Scope, device_id: str, rest: str) -> tuple[str, list[tuple[str, str]]]:
         """The target and headers sent to the device: hop-by-hop and client X-Forwarded-* dropped, ours added."""
@@ -320,11 +381,7 @@ class UplinkProxy:
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
                    if k.lower() not in _HOP_BY_HOP and not k.lower().startswith(b"x-forwarded-") and b"_" not in k
                    and k.lower() != _RTSP_BASE]
-        host = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() in (b"host", b":authority")), "")
-        client = scope.get("client") or ("", 0)
-        headers += [("x-forwarded-for", str(client[0])), ("x-forwarded-host", host),
-                    ("x-forwarded-proto", scope.get("scheme", "http")),
-                    ("x-forwarded-prefix", f"/devices/{quote(device_id, safe='')}")]
+        headers += self._forwarded(scope, device_id)
         if self.rtsp_base is not None:
             headers.append((_RTSP_BASE.decode(), f"{self.rtsp_base}/devices/{quote(device_id, safe='')}"))
         return target, headers
@@ -385,6 +442,8 @@ class UplinkProxy:
 
         try:
             await to_client({"type": "http.response.start", "status": status, "headers": out_headers})
+            if not any(k == "content-length" for k, _ in head):  # a stream (RTSP over HTTP): the head now
+                await to_client({"type": "http.response.body", "body": b"", "more_body": True})
             async for chunk in channel.body(stream_id, timeout=timeout):
                 await to_client({"type": "http.response.body", "body": chunk, "more_body": True})
             await to_client({"type": "http.response.body", "body": b"", "more_body": False})

@@ -60,8 +60,9 @@ source as a plain address string. A front that receives connections from a
 balancer speaking the PROXY protocol must read the PROXY header first (under
 the first-byte deadline) and admit with the client address from the header,
 not the balancer's peer address — all traffic shares the latter, so per-source
-limits on it would throttle everyone together. This module does not parse
-PROXY headers.
+limits on it would throttle everyone together. The header is parsed by
+:mod:`.proxy_protocol` and read by :mod:`..transport.tls` (only from the
+addresses ``proxy_protocol_from`` names); this module sees the result.
 
 Defaults and why (:data:`DEFAULT_ADMISSION`, a real cloud can keep them)
 -----------------------------------------------------------------------

@@ -68,6 +68,11 @@ can fail one at will, so each gets only a DEBUG line). The cloud calls
 :func:`report_authenticated` once a device authenticated. An optional
 first-byte deadline closes a connection that sends nothing (no ClientHello)
 sooner than the handshake deadline.
+
+Behind a TCP balancer (``proxy_protocol_from``), a connection from a balancer
+address opens with a PROXY protocol v2 header, read under the first-byte
+deadline before admission and TLS (:mod:`iec62676_2_33.sansio.proxy_protocol`);
+its client address becomes the connection's ``peername`` and admission source.
 """
 
 from __future__ import annotations
@@ -92,6 +97,7 @@ from cryptography.x509.oid import NameOID
 
 from ..errors import ConfigurationError, TransportError
 from ..sansio.admission import Admission, AdmissionLimits
+from ..sansio.proxy_protocol import ProxyHeaderError, ProxyHeaderReader
 from .base import ByteStream, PeerClosed, TlsHandshakeError
 from .serving import HandlerServer
 
@@ -232,6 +238,8 @@ class _TlsProtocol(asyncio.BufferedProtocol):
         "_loop",
         "_lost",
         "_outgoing",
+        "_peer",
+        "_proxy",
         "_rbuf",
         "_read_waiter",
         "_reading_paused",
@@ -282,6 +290,10 @@ class _TlsProtocol(asyncio.BufferedProtocol):
         self._closing = False
         self._error: TransportError | None = None
         self._app_data_seen = False
+        #: The peer's address: the socket's, or the client's from a balancer's PROXY header.
+        self._peer: Any = None
+        #: Reads the PROXY v2 header a balancer sends first (only from configured balancers).
+        self._proxy: ProxyHeaderReader | None = None
 
     # ------------------------------------------------------------------ asyncio callbacks
 
@@ -289,14 +301,25 @@ class _TlsProtocol(asyncio.BufferedProtocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        self._peer = transport.get_extra_info("peername")
+        if self._server is not None and self._server._expects_proxy_header(self):
+            return  # TLS starts after the header (buffer_updated)
+        self._start()
+
+    def _start(self) -> None:
+        """Admit (server side) and start the TLS engine on what was received so far."""
+        transport = self._transport
+        assert transport is not None
         if self._server is not None:
-            peer = transport.get_extra_info("peername")
-            self._label = f"client {_format_addr(peer)}"
-            if not self._server._admit(self, peer):
+            self._label = f"client {_format_addr(self._peer)}"
+            if not self._server._admit(self, self._peer):
                 self._handshake_done = True  # never started
+                self._cipher = None
                 self._error = TransportError(f"refused {self._label}: server busy")
                 transport.abort()
                 return
+            if self._cipher is not None and self._deadline is not None:
+                self._first_bytes()  # the ClientHello came with the PROXY header
         try:
             self._sslobj = self._ctx.wrap_bio(
                 self._incoming,
@@ -319,6 +342,9 @@ class _TlsProtocol(asyncio.BufferedProtocol):
         return buf
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self._proxy is not None:
+            self._proxy_header(bytes(_RECV.buf[:nbytes]))
+            return
         if self._deadline is not None:
             self._first_bytes()
         received = _RECV.buf[:nbytes]
@@ -334,12 +360,17 @@ class _TlsProtocol(asyncio.BufferedProtocol):
                 self._cipher = memoryview(bytes(cipher))  # the shared buffer is reused
 
     def eof_received(self) -> bool:
+        if self._proxy is not None:
+            self._refuse_proxy("the balancer closed before its PROXY header")
+            return False
         self._eof_pending = True
         self._process()
         return False  # let the transport close itself
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        if self._proxy is not None:
+            self._refuse_proxy("the balancer closed before its PROXY header")
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -365,6 +396,48 @@ class _TlsProtocol(asyncio.BufferedProtocol):
             self._close_waiter.set_result(None)
         if self._server is not None:
             self._server._forget(self)
+
+    # ------------------------------------------------------------------ PROXY protocol v2
+
+    def _proxy_header(self, data: bytes) -> None:
+        """Feed the balancer's PROXY header; once whole, start TLS on the bytes after it."""
+        reader = self._proxy
+        assert reader is not None and self._server is not None
+        try:
+            header = reader.feed(data)
+        except ProxyHeaderError as exc:
+            self._refuse_proxy(str(exc))
+            return
+        if header is None:
+            return
+        self._proxy = None
+        self._server._proxy_done(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if header.source is not None:  # LOCAL (a health check) keeps the balancer's address
+            self._peer = header.source
+        if reader.trailing_data:
+            self._cipher = memoryview(reader.trailing_data)
+        self._start()
+
+    def _on_proxy_timeout(self) -> None:
+        self._timer = None
+        self._refuse_proxy("no PROXY header before the deadline")
+
+    def _refuse_proxy(self, reason: str) -> None:
+        """A balancer connection without a valid PROXY header: counted, closed, never TLS."""
+        if self._proxy is None:
+            return
+        self._proxy = None
+        self._handshake_done = True  # never started
+        self._error = TransportError(f"refused {self._label}: {reason}")
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._abort_transport()
+        if self._server is not None:
+            self._server._proxy_refused(self, reason)
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -729,6 +802,8 @@ class TlsStream:
             except (ValueError, AttributeError, ssl.SSLError):
                 return default
             return default if value is None else value
+        if name == "peername" and p._peer is not None:
+            return p._peer  # the device's address behind a balancer (PROXY protocol)
         if p._transport is None:
             return default
         return p._transport.get_extra_info(name, default)
@@ -872,8 +947,9 @@ class TlsServer(HandlerServer):
     handshakes, closed to make room for another source's;
     ``first_byte_timeout`` (the client sent nothing before the first-byte
     deadline), ``handshake_timeout``, ``handshake_failed``,
-    ``handler_failed`` (handlers that raised) and ``active`` (handlers
-    running).
+    ``handler_failed`` (handlers that raised), ``active`` (handlers
+    running) and ``refused_proxy`` (balancer connections without a valid
+    PROXY v2 header, see :func:`start_tls_server`).
     """
 
     def __init__(
@@ -884,8 +960,12 @@ class TlsServer(HandlerServer):
         handshake_timeout: float,
         first_byte_timeout: float | None,
         admission: AdmissionLimits,
+        proxy_protocol_from: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
     ) -> None:
         self._handler = handler
+        self._balancers = tuple(proxy_protocol_from)
+        #: Balancer connections whose PROXY header is still due (at most admission.max_pending).
+        self._awaiting_header: set[_TlsProtocol] = set()
         self._ctx = ssl_context
         self._handshake_timeout = handshake_timeout
         self._first_byte_timeout = first_byte_timeout
@@ -907,6 +987,7 @@ class TlsServer(HandlerServer):
             "handshake_timeout": 0,
             "handler_failed": 0,
             "active": 0,
+            "refused_proxy": 0,
         }
         self._summed_up = dict(self.stats)  # the counters at the last summary line
 
@@ -926,15 +1007,50 @@ class TlsServer(HandlerServer):
     # ------------------------------------------------------------------ protocol hooks
 
     def _source(self, peer: Any) -> str:
-        """The admission source of a peer address (``peername``).
-
-        Hook for a balancer front: behind a balancer that speaks the PROXY
-        protocol, the source must be the client address of the PROXY header,
-        and admission must wait for that header (see
-        :mod:`iec62676_2_33.sansio.admission`); not implemented here.
-        """
+        """The admission source of a peer address: the socket's, or behind a balancer the
+        client address of its PROXY header (admission waits for the header)."""
         host = peer[0] if isinstance(peer, tuple) and peer else None
         return self._admission.source_key(host if isinstance(host, str) else None)
+
+    def _expects_proxy_header(self, protocol: _TlsProtocol) -> bool:
+        """A connection from a configured balancer must open with a PROXY v2 header: wait
+        for it (bounded in count and time) before admission and TLS. Anyone else speaks TLS
+        at once; a PROXY header from them fails as a bad ClientHello."""
+        if not self._balancers:
+            return False
+        peer = protocol._peer
+        try:
+            address = ipaddress.ip_address(peer[0]) if isinstance(peer, tuple) and peer else None
+        except ValueError:
+            address = None
+        if address is None or not any(address in net for net in self._balancers):
+            return False
+        protocol._label = f"balancer {_format_addr(peer)}"
+        if self._closed or len(self._awaiting_header) >= self._admission.limits.max_pending:
+            self.stats["accepted"] += 1
+            self.stats["rejected"] += 1
+            self.stats["refused_full"] += 1
+            protocol._handshake_done = True
+            protocol._error = TransportError(f"refused {protocol._label}: server busy")
+            protocol._abort_transport()
+            return True
+        protocol._proxy = ProxyHeaderReader()
+        self._awaiting_header.add(protocol)
+        wait = self._first_byte_timeout or self._handshake_timeout
+        protocol._timer = protocol._loop.call_later(wait, protocol._on_proxy_timeout)
+        return True
+
+    def _proxy_done(self, protocol: _TlsProtocol) -> None:
+        self._awaiting_header.discard(protocol)
+
+    def _proxy_refused(self, protocol: _TlsProtocol, reason: str) -> None:
+        self._awaiting_header.discard(protocol)
+        self.stats["accepted"] += 1
+        self.stats["rejected"] += 1
+        self.stats["refused_proxy"] += 1
+        self._last_failure = f"{protocol._label}: {reason}"
+        logger.debug("refused %s: %s", protocol._label, reason)
+        self._sum_up_later(protocol._loop)
 
     def _admit(self, protocol: _TlsProtocol, peer: Any) -> bool:
         """Admit a new connection to its handshake, and arm its deadlines; else refuse it."""
@@ -980,6 +1096,8 @@ class TlsServer(HandlerServer):
             )
         if since["evicted"]:
             parts.append(f"evicted {since['evicted']} handshakes")
+        if since["refused_proxy"]:
+            parts.append(f"{since['refused_proxy']} balancer connections without a valid PROXY header")
         if since["handshake_failed"]:
             parts.append(f"{since['handshake_failed']} handshakes failed (last: {self._last_failure})")
         if not parts:
@@ -993,13 +1111,12 @@ class TlsServer(HandlerServer):
         )
 
     def _forget(self, protocol: _TlsProtocol) -> None:
+        self._awaiting_header.discard(protocol)
         self._admission.release(protocol)
 
     def _authenticated(self, protocol: _TlsProtocol) -> None:
-        transport = protocol._transport
-        if transport is not None:
-            source = self._source(transport.get_extra_info("peername"))
-            self._admission.authenticated(source, protocol._loop.time())
+        if protocol._peer is not None:
+            self._admission.authenticated(self._source(protocol._peer), protocol._loop.time())
 
     def _handshake_failed(self, protocol: _TlsProtocol, error: TlsHandshakeError) -> None:
         # Anyone can fail a handshake at will (a scanner, a flood): one DEBUG line each, and
@@ -1053,6 +1170,8 @@ class TlsServer(HandlerServer):
             self._sum_up()
         for protocol in self._admission.connections():
             protocol._give_up(None, "aborted: the server is closing", "server closing")
+        for protocol in list(self._awaiting_header):
+            protocol._refuse_proxy("the server is closing")
 
 
 async def start_tls_server(
@@ -1067,6 +1186,7 @@ async def start_tls_server(
     max_pending_handshakes: int | None = None,
     admission: AdmissionLimits | None = None,
     backlog: int = 1024,
+    proxy_protocol_from: Sequence[str] = (),
 ) -> TlsServer:
     """Accept TLS connections and run ``handler(stream)`` for each, as its own task.
 
@@ -1085,6 +1205,14 @@ async def start_tls_server(
     per-source limits — for servers that face no strangers. Give one of the two, not both. Refused
     connections are closed at once (``stats["rejected"]``).
 
+    *proxy_protocol_from*: the balancers' addresses or CIDRs. A connection
+    from one of them must open with a PROXY protocol v2 header
+    (:mod:`iec62676_2_33.sansio.proxy_protocol`, under the first-byte deadline),
+    else it is refused (``stats["refused_proxy"]``); the header's client
+    address then is the connection's ``peername`` and its admission source.
+    Connections from other addresses speak TLS at once (a PROXY header from
+    them fails the handshake). Empty (the default): no PROXY protocol at all.
+
     A handler's exception is logged and counted; it never stops the server.
     The stream is closed when the handler returns.
     """
@@ -1099,6 +1227,10 @@ async def start_tls_server(
         )
     if admission is None:
         admission = AdmissionLimits.global_cap(1024 if max_pending_handshakes is None else max_pending_handshakes)
+    try:
+        balancers = [ipaddress.ip_network(cidr, strict=False) for cidr in proxy_protocol_from]
+    except ValueError as exc:
+        raise ConfigurationError(f"PROXY protocol balancer address: {exc}") from None
     if isinstance(sock, tuple):
         host, port = sock
         sock = None
@@ -1108,6 +1240,7 @@ async def start_tls_server(
         handshake_timeout=handshake_timeout,
         first_byte_timeout=first_byte_timeout,
         admission=admission,
+        proxy_protocol_from=balancers,
     )
     loop = asyncio.get_running_loop()
     try:

@@ -1,0 +1,126 @@
+"""Layer 4 (cloud cluster): make one cloud process a node of a cluster (UPL-16).
+
+:func:`join_cluster` wraps a running :class:`~..runtime.cloud.CloudListener`: it
+connects to NATS (reconnecting for ever; a reconnect resyncs the registry), reports
+every device connect/disconnect of the listener to the :class:`~.registry.ClusterRegistry`,
+closes a local uplink when the device reconnected at another node, serves the node's
+*internal* listener (the proxy application over HTTP/2 on mutual TLS, for requests other
+nodes relay here) and yields the :class:`~.router.NodeRouter` the node's own proxy uses
+for devices held elsewhere. The single node (no ``--nats``) never imports this package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.errors import Error as NatsError
+
+from ..errors import ConfigurationError
+from ..runtime.cloud import CloudListener, DeviceEvent, UnknownDevice
+from ..runtime.http_server import bind_listen, parse_listen, serve_asgi, wait_event
+from ..runtime.proxy import UplinkProxy
+from ..transport.tls import client_context, server_context
+from .records import DeviceRecord, check_node_id
+from .registry import DEFAULT_TTL, ClusterRegistry
+from .router import NodeRouter
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ClusterOptions", "join_cluster"]
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """How a node joins: NATS URL, its id, its internal listener and the node PKI."""
+
+    nats: str
+    node_id: str
+    internal: str
+    #: The node's certificate (serverAuth and clientAuth) and key, and the CA that issues node certificates.
+    cert: Path
+    key: Path
+    ca: Path
+    ttl: float = DEFAULT_TTL
+    #: ``host:port`` other nodes use to reach the internal listener (default: where it listens).
+    advertise: str | None = None
+
+
+def _record(event: DeviceEvent, node: str) -> DeviceRecord:
+    d = event.device
+    return DeviceRecord(id=d.device_id, node=node, peer=d.peer, connected_since=d.connected_since,
+                        auth_mode=d.auth_mode)
+
+
+@contextlib.asynccontextmanager
+async def join_cluster(cloud: CloudListener, options: ClusterOptions) -> AsyncIterator[NodeRouter]:
+    """Run this cloud as a cluster node until the block ends (module docstring)."""
+    node_id = check_node_id(options.node_id)
+    cert, key, ca = (Path(p).read_bytes() for p in (options.cert, options.key, options.ca))
+    registry_box: list[ClusterRegistry] = []
+
+    async def reconnected() -> None:
+        log.info("node %s: NATS connection back; resyncing the registry", node_id)
+        if registry_box:
+            registry_box[0].resync()
+
+    async def disconnected() -> None:
+        log.info("node %s: NATS connection lost; reconnecting", node_id)
+
+    async def error(exc: Exception) -> None:
+        log.debug("node %s: NATS: %s", node_id, exc)
+
+    try:
+        nc = await nats.connect(options.nats, name=f"iec62676 node {node_id}", connect_timeout=5,
+                                max_reconnect_attempts=-1, reconnect_time_wait=0.5, allow_reconnect=True,
+                                reconnected_cb=reconnected, disconnected_cb=disconnected, error_cb=error)
+    except (NatsError, OSError, TimeoutError) as exc:
+        raise ConfigurationError(f"--nats {options.nats}: cannot connect ({exc or type(exc).__name__})") from None
+    sock = bind_listen(*parse_listen(options.internal))
+    bound = sock.getsockname()
+    advertise = options.advertise or f"{parse_listen(options.internal)[0]}:{bound[1]}"
+
+    def superseded(record: DeviceRecord) -> None:
+        with contextlib.suppress(UnknownDevice):
+            cloud.channel(record.id).close(f"the device reconnected at node {record.node}")
+
+    registry = ClusterRegistry(nc, node_id=node_id, internal=advertise, ttl=options.ttl, on_superseded=superseded)
+    registry_box.append(registry)
+
+    def observe(event: DeviceEvent) -> None:
+        record = _record(event, node_id)
+        (registry.connected if event.kind == "connected" else registry.disconnected)(record)
+
+    internal_ctx = server_context(cert, key, client_ca_pems=[ca], require_client_cert=True,
+                                  alpn_protocols=["h2", "http/1.1"])
+    router = NodeRouter(registry, client_context(cafile_pems=[ca], certfile_pem=cert, keyfile_pem=key,
+                                                 alpn_protocols=["h2"]))
+    stop = asyncio.Event()
+    serving: asyncio.Task[Any] | None = None
+    try:
+        cloud.observers.append(observe)
+        for info in cloud.devices():
+            observe(DeviceEvent("connected", info))
+        await registry.start()
+        serving = asyncio.create_task(serve_asgi(UplinkProxy(cloud, trust_forwarded=True), sock,
+                                                 lambda: wait_event(stop), ssl_context=internal_ctx))
+        log.info("node %s joined the cluster at %s; internal listener on %s", node_id, options.nats, advertise)
+        yield router
+    finally:
+        stop.set()
+        with contextlib.suppress(ValueError):
+            cloud.observers.remove(observe)
+        if serving is not None:
+            await asyncio.gather(serving, return_exceptions=True)
+        else:
+            sock.close()
+        await router.aclose()
+        await registry.close()
+        with contextlib.suppress(NatsError, OSError, TimeoutError):
+            await nc.close()

@@ -1,0 +1,97 @@
+"""Layer 4 (cloud cluster): what the cluster registry stores and publishes — pure data, no I/O.
+
+A :class:`DeviceRecord` says which node holds a device's uplink (UPL-16: every node
+must reach every device); a :class:`NodeRecord` is a node's heartbeat, naming the
+internal HTTP/2 address other nodes forward requests to. Both travel as compact JSON in
+JetStream key-value buckets and on NATS subjects; the key of a device is its identity in
+URL-safe base64 (KV keys allow only ``[-/_=.A-Za-z0-9]``, a device id may hold anything).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..errors import ConfigurationError
+
+__all__ = [
+    "DEVICES_BUCKET",
+    "EVENTS_SUBJECT",
+    "NODES_BUCKET",
+    "DeviceRecord",
+    "NodeRecord",
+    "check_node_id",
+    "device_key",
+]
+
+#: JetStream key-value bucket: device key -> DeviceRecord (no TTL: kept true by the nodes, see registry).
+DEVICES_BUCKET = "iec62676-devices"
+#: JetStream key-value bucket: node id -> NodeRecord, with a TTL (heartbeats).
+NODES_BUCKET = "iec62676-nodes"
+#: Device events: ``iec62676.device.connected`` and ``iec62676.device.disconnected``.
+EVENTS_SUBJECT = "iec62676.device"
+
+_NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: Longest record accepted from the bucket (a record is about 200 bytes).
+MAX_RECORD = 4096
+
+
+def check_node_id(node_id: str) -> str:
+    """A node id is a NATS-subject-safe token (letters, digits, ``-``, ``_``; at most 64)."""
+    if not _NODE_ID.fullmatch(node_id):
+        raise ConfigurationError(f"--node-id {node_id!r}: use 1-64 letters, digits, '-' or '_'")
+    return node_id
+
+
+def device_key(device_id: str) -> str:
+    """The bucket key of a device id."""
+    return base64.urlsafe_b64encode(device_id.encode("utf-8")).decode("ascii")
+
+
+def _load(data: bytes, what: str) -> dict[str, Any]:
+    if len(data) > MAX_RECORD:
+        raise ValueError(f"{what} record of {len(data)} bytes is over {MAX_RECORD}")
+    value = json.loads(data)
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} record is not a JSON object")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceRecord:
+    """Who holds a device: its node, since when (epoch seconds), how it authenticated, from where."""
+
+    id: str
+    node: str
+    peer: str
+    connected_since: float
+    auth_mode: str
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> DeviceRecord:
+        v = _load(data, "device")
+        return cls(id=str(v["id"]), node=str(v["node"]), peer=str(v["peer"]),
+                   connected_since=float(v["connected_since"]), auth_mode=str(v["auth_mode"]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeRecord:
+    """A node's heartbeat: its id and the ``host:port`` of its internal (node-to-node) listener."""
+
+    node: str
+    internal: str
+    started: float
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> NodeRecord:
+        v = _load(data, "node")
+        return cls(node=str(v["node"]), internal=str(v["internal"]), started=float(v["started"]))

@@ -1,0 +1,337 @@
+"""Layer 4 (cloud cluster): the device registry of a cluster of cloud nodes, in NATS
+JetStream key-value buckets (UPL-16: a VMS reaches every device through any node).
+
+Theory of operation
+-------------------
+Two buckets (:mod:`.records`):
+
+* ``iec62676-nodes`` — one key per node, its :class:`~.records.NodeRecord`, in a bucket
+  whose entries live ``ttl`` seconds; each node rewrites its key every ``ttl / 3``. A
+  node is *live* while its key exists: a node killed with ``kill -9`` drops out within
+  ``ttl`` seconds, with no one to tell.
+* ``iec62676-devices`` — one key per device, the :class:`~.records.DeviceRecord` of the
+  node holding its uplink. Records of nodes that are not live are not shown
+  (:meth:`ClusterRegistry.devices`) and are deleted by the live nodes (each delete is a
+  compare-and-set on the record's revision, so a device that was claimed again in
+  between is left alone).
+
+Every change to a device entry is a compare-and-set on the KV revision (JetStream's
+``create`` / ``update(last=revision)`` / ``delete(last=revision)``), so the key names
+exactly one node at any moment. The node follows two rules:
+
+1. **A new connection takes over** (the device is at this node now): the entry is
+   written over whatever it held, with the revision just read; a conflict means another
+   write came in between, and the node reads again.
+2. **The last claim wins.** A node that sees (through its watcher on the bucket) that
+   another node claimed a device after its own claim closes its own, older uplink of
+   that device: the device reconnected elsewhere, the old connection is stale.
+
+A device that moves from node A to node B is therefore never claimed by both: B's
+write replaces A's in one step, and A's later clean-up (``delete(last=A's revision)``)
+fails harmlessly. Work is done by one task in the order of events, per device
+coalesced to the latest wanted state, so a connect and a disconnect of the same device
+are never reordered.
+
+After NATS restarts (or the connection comes back), each node *resyncs*: buckets are
+created if they are gone, the watcher restarts, and every local device is claimed again
+without taking over (rule 1 is for new connections only): an entry already held by
+another live node makes this node yield. The registry so rebuilds from the live
+connections.
+
+Each node keeps a mirror of both buckets in memory (the watcher's view; about 200 bytes
+a device), so listing the devices and finding a device's node cost no round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.client import Client as NatsClient
+from nats.errors import Error as NatsError
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import Error as JsError
+from nats.js.kv import KeyValue
+
+from .records import DEVICES_BUCKET, EVENTS_SUBJECT, NODES_BUCKET, DeviceRecord, NodeRecord, device_key
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_TTL", "ClusterRegistry", "open_buckets", "read_registry"]
+
+#: Seconds a node's heartbeat lives: a killed node's devices disappear within this.
+DEFAULT_TTL = 15.0
+#: Compare-and-set attempts on one device before the change is retried later.
+_CAS_TRIES = 5
+_NATS_ERRORS = (NatsError, JsError, asyncio.TimeoutError)
+
+
+async def open_buckets(nc: NatsClient, ttl: float = DEFAULT_TTL) -> tuple[KeyValue, KeyValue]:
+    """The (devices, nodes) buckets, created when missing (idempotent)."""
+    js = nc.jetstream(timeout=5.0)
+    buckets = []
+    for name, bucket_ttl in ((DEVICES_BUCKET, None), (NODES_BUCKET, ttl)):
+        try:
+            buckets.append(await js.key_value(name))
+        except BucketNotFoundError:
+            buckets.append(await js.create_key_value(KeyValueConfig(
+                bucket=name, history=1, ttl=bucket_ttl, storage=StorageType.FILE)))
+    return buckets[0], buckets[1]
+
+
+async def read_registry(nc: NatsClient) -> list[DeviceRecord]:
+    """The cluster's devices held by live nodes, read once (``iec62676 cloud devices --nats``)."""
+    devices, nodes = await open_buckets(nc)
+    live = set(await _all_values(nodes))
+    records = [DeviceRecord.decode(v) for v in (await _all_values(devices)).values()]
+    return sorted((r for r in records if r.node in live), key=lambda r: r.id)
+
+
+async def _all_values(kv: KeyValue) -> dict[str, bytes]:
+    watcher = await kv.watchall()
+    out: dict[str, bytes] = {}
+    try:
+        while (entry := await watcher.updates(timeout=5.0)) is not None:
+            if entry.operation is None and entry.value is not None:
+                out[entry.key] = entry.value
+    finally:
+        await watcher.stop()
+    return out
+
+
+@dataclass
+class _Held:
+    record: DeviceRecord
+    takeover: bool  # a new connection (rule 1) or a resync (yield to a live holder)
+    revision: int | None = None  # of our own claim, once written
+
+
+class ClusterRegistry:
+    """One node's view of, and part in, the cluster's device registry (module docstring)."""
+
+    def __init__(self, nc: NatsClient, *, node_id: str, internal: str, ttl: float = DEFAULT_TTL,
+                 on_superseded: Callable[[DeviceRecord], None] = lambda _r: None) -> None:
+        self.nc = nc
+        self.node = NodeRecord(node=node_id, internal=internal, started=time.time())
+        self.ttl = ttl
+        #: Called when another node claimed a device this node holds: close the local uplink.
+        self.on_superseded = on_superseded
+        self._local: dict[str, _Held] = {}  # device id -> what this node holds
+        self._dirty: dict[str, None] = {}  # device ids to reconcile, in order
+        self._wake = asyncio.Event()
+        self._mirror: dict[str, tuple[DeviceRecord, int]] = {}  # key -> (record, revision)
+        self._nodes: dict[str, NodeRecord] = {}
+        self._devices_kv: KeyValue | None = None
+        self._nodes_kv: KeyValue | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._watcher: Any = None
+        self._resync = asyncio.Event()
+        self.synced = asyncio.Event()  # set once the mirror holds the bucket's state
+
+    # ------------------------------------------------------------------ reading
+
+    def live_nodes(self) -> dict[str, NodeRecord]:
+        return {**self._nodes, self.node.node: self.node}
+
+    def devices(self) -> list[DeviceRecord]:
+        """Every device held by a live node, once, sorted by id."""
+        live = self.live_nodes()
+        return sorted((r for r, _ in self._mirror.values() if r.node in live), key=lambda r: r.id)
+
+    def locate(self, device_id: str) -> NodeRecord | None:
+        """The live node holding a device, if any."""
+        found = self._mirror.get(device_key(device_id))
+        return None if found is None else self.live_nodes().get(found[0].node)
+
+    async def events(self) -> AsyncIterator[tuple[str, DeviceRecord]]:
+        """The cluster's device events from now on: ``("connected" | "disconnected", record)``."""
+        queue: asyncio.Queue[tuple[str, DeviceRecord]] = asyncio.Queue(maxsize=4096)
+
+        async def take(msg: Any) -> None:
+            with contextlib.suppress(ValueError, KeyError, TypeError, asyncio.QueueFull):
+                queue.put_nowait((msg.subject.rsplit(".", 1)[1], DeviceRecord.decode(msg.data)))
+
+        sub = await self.nc.subscribe(f"{EVENTS_SUBJECT}.*", cb=take)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            with contextlib.suppress(*_NATS_ERRORS):
+                await sub.unsubscribe()
+
+    # ------------------------------------------------------------------ this node's devices
+
+    def connected(self, record: DeviceRecord) -> None:
+        """A device's uplink came up at this node (a new connection: it takes over)."""
+        self._local[record.id] = _Held(record, takeover=True)
+        self._mark(record.id)
+        self._publish("connected", record)
+
+    def disconnected(self, record: DeviceRecord) -> None:
+        """A device's uplink at this node ended."""
+        held = self._local.get(record.id)
+        if held is not None and held.record == record:
+            del self._local[record.id]
+            self._mark(record.id)
+        self._publish("disconnected", record)
+
+    def resync(self) -> None:
+        """NATS came back: rebuild buckets, mirror and this node's claims (module docstring)."""
+        self._resync.set()
+        self._wake.set()
+
+    def _mark(self, device_id: str) -> None:
+        self._dirty.pop(device_id, None)
+        self._dirty[device_id] = None
+        self._wake.set()
+
+    def _publish(self, kind: str, record: DeviceRecord) -> None:
+        async def send() -> None:
+            with contextlib.suppress(*_NATS_ERRORS):
+                await self.nc.publish(f"{EVENTS_SUBJECT}.{kind}", record.encode())
+
+        task = asyncio.ensure_future(send())
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await self._open()
+        self._tasks += [asyncio.create_task(self._worker()), asyncio.create_task(self._heartbeat())]
+
+    async def close(self) -> None:
+        """Stop; the node's heartbeat is removed so the others see it gone at once."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._stop_watcher()
+        if self._nodes_kv is not None:
+            with contextlib.suppress(*_NATS_ERRORS):
+                await self._nodes_kv.delete(self.node.node)
+
+    async def _open(self) -> None:
+        self._devices_kv, self._nodes_kv = await open_buckets(self.nc, self.ttl)
+        await self._nodes_kv.put(self.node.node, self.node.encode())
+        await self._refresh_nodes()
+        await self._stop_watcher()
+        self._mirror.clear()
+        self.synced.clear()
+        self._watcher = await self._devices_kv.watchall()
+        self._tasks.append(asyncio.create_task(self._watch(self._watcher)))
+
+    async def _stop_watcher(self) -> None:
+        if self._watcher is not None:
+            with contextlib.suppress(*_NATS_ERRORS):
+                await self._watcher.stop()
+            self._watcher = None
+
+    async def _watch(self, watcher: Any) -> None:
+        async for entry in watcher:
+            if entry is None:  # the initial state is in
+                self.synced.set()
+                continue
+            if entry.operation is not None or entry.value is None:
+                self._mirror.pop(entry.key, None)
+                continue
+            try:
+                record = DeviceRecord.decode(entry.value)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("cluster registry: ignored a bad device record: %s", exc)
+                continue
+            self._mirror[entry.key] = (record, entry.revision)
+            held = self._local.get(record.id)
+            if record.node != self.node.node and held is not None and held.revision is not None \
+                    and entry.revision > held.revision:
+                log.info("device %s is now at node %s: closing its older uplink here", record.id, record.node)
+                self.on_superseded(record)  # rule 2
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                assert self._nodes_kv is not None
+                await self._nodes_kv.put(self.node.node, self.node.encode())
+                await self._refresh_nodes()
+                await self._sweep()
+            except _NATS_ERRORS as exc:
+                log.info("cluster registry: heartbeat failed (%s); retrying", exc or type(exc).__name__)
+
+    async def _refresh_nodes(self) -> None:
+        assert self._nodes_kv is not None
+        nodes = {}
+        for key, value in (await _all_values(self._nodes_kv)).items():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                nodes[key] = NodeRecord.decode(value)
+        self._nodes = nodes
+
+    async def _sweep(self) -> None:
+        """Delete the entries of nodes that are not live (compare-and-set on each revision)."""
+        assert self._devices_kv is not None
+        live = self.live_nodes()
+        for key, (record, revision) in list(self._mirror.items()):
+            if record.node not in live:
+                with contextlib.suppress(KeyWrongLastSequenceError, KeyNotFoundError):
+                    await self._devices_kv.delete(key, last=revision)
+
+    async def _worker(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                if self._resync.is_set():
+                    self._resync.clear()
+                    await self._open()
+                    for held in self._local.values():
+                        held.takeover, held.revision = False, None
+                    for device_id in list(self._local):
+                        self._mark(device_id)
+                while self._dirty:
+                    device_id = next(iter(self._dirty))
+                    await self._reconcile(device_id)
+                    self._dirty.pop(device_id, None)
+            except _NATS_ERRORS as exc:
+                log.info("cluster registry: NATS unavailable (%s); retrying", exc or type(exc).__name__)
+                await asyncio.sleep(min(1.0, self.ttl / 10))
+                self._wake.set()
+
+    async def _reconcile(self, device_id: str) -> None:
+        """Make the device's entry say what this node wants of it (the two rules)."""
+        kv = self._devices_kv
+        assert kv is not None
+        key = device_key(device_id)
+        for _ in range(_CAS_TRIES):
+            held = self._local.get(device_id)
+            try:
+                entry = await kv.get(key)
+                current, revision = DeviceRecord.decode(entry.value or b"{}"), entry.revision or 0
+            except KeyNotFoundError:
+                current, revision = None, 0
+            except (ValueError, KeyError, TypeError):
+                current, revision = None, 0  # a bad record is replaced
+            try:
+                if held is None:  # released: remove our entry, leave anyone else's
+                    if current is not None and current.node == self.node.node:
+                        await kv.delete(key, last=revision)
+                    return
+                if current == held.record:
+                    held.revision = revision
+                    return
+                if current is not None and current.node != self.node.node and current.node in self.live_nodes() \
+                        and not held.takeover:
+                    self.on_superseded(current)  # resync: a live node holds it already
+                    return
+                if current is None and revision == 0:
+                    held.revision = await kv.create(key, held.record.encode())
+                else:
+                    held.revision = await kv.update(key, held.record.encode(), last=revision)
+                return
+            except KeyWrongLastSequenceError:
+                continue  # written in between: read again
+        raise TimeoutError(f"device {device_id}: the registry entry kept changing")

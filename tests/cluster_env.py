@@ -1,0 +1,154 @@
+"""Test helpers for the cloud cluster: a real nats-server (JetStream, temp store, free port),
+a real haproxy from ``examples/haproxy.cfg``, node certificates, and cloud nodes run as
+``iec62676 cloud serve --nats ...`` subprocesses. Every wait is bounded."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from iec62676_2_33 import pki
+
+ROOT = Path(__file__).resolve().parent.parent
+BOUND = 15.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = BOUND, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing listens on {host}:{port} after {timeout} s") from None
+            time.sleep(0.05)
+
+
+def have(*programs: str) -> bool:
+    return all(shutil.which(p) for p in programs)
+
+
+class NatsServer:
+    """``nats-server -js`` on a free loopback port with its store in ``store``."""
+
+    def __init__(self, store: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.store = store
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.store.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(["nats-server", "-js", "-sd", str(self.store), "-a", "127.0.0.1",
+                                      "-p", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(BOUND)
+
+
+class NodePki:
+    """The node CA and a certificate per node (serverAuth and clientAuth: nodes are both ends)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.ca = pki.make_ca("cluster node CA")
+        self.ca_file, _ = self.ca.write(directory, "node-ca")
+
+    def node(self, name: str) -> tuple[Path, Path]:
+        leaf = pki.make_leaf(self.ca, name, kind="server", sans=["localhost", "IP:127.0.0.1"],
+                             eku=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
+        return leaf.write(self.dir, name)
+
+
+class Node:
+    """``iec62676 cloud serve --nats ...`` as a subprocess; its uplink and proxy ports parsed from its output."""
+
+    def __init__(self, name: str, *, cert: Path, key: Path, client_ca: Path, nodes: NodePki, nats_url: str,
+                 balancer: str = "127.0.0.1/32", ttl: float = 3.0, log: Path) -> None:
+        self.name = name
+        ncert, nkey = nodes.node(name)
+        self.port = free_port()
+        argv = [sys.executable, "-m", "iec62676_2_33", "cloud", "serve", "--listen", f"127.0.0.1:{self.port}",
+                "--cert", str(cert), "--key", str(key), "--client-ca", str(client_ca), "--proxy", "127.0.0.1:0",
+                "--proxy-protocol-from", balancer, "--nats", nats_url, "--node-id", name,
+                "--internal", "127.0.0.1:0", "--internal-cert", str(ncert), "--internal-key", str(nkey),
+                "--internal-ca", str(nodes.ca_file), "--cluster-ttl", str(ttl)]
+        self.log = log
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=open(log, "wb"),  # noqa: SIM115
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=ROOT)
+        self.proxy_url = self._proxy_url()
+
+    def _proxy_url(self) -> str:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + BOUND * 2
+        lines = []
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline().decode()
+            if not line:
+                break
+            lines.append(line)
+            found = re.search(r"cloud proxy on (http://\S+)/devices", line)
+            if found:
+                return found.group(1)
+        raise AssertionError(f"node {self.name} did not start: {lines} {self.log.read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(BOUND)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(BOUND)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+class Haproxy:
+    """haproxy with ``examples/haproxy.cfg``: TCP, TLS passthrough, send-proxy-v2 to every node."""
+
+    def __init__(self, directory: Path, nodes: Sequence[int]) -> None:
+        self.port = free_port()
+        servers = "\n".join(f"    server n{i} 127.0.0.1:{port} send-proxy-v2 check inter 500ms fall 1 rise 1"
+                            for i, port in enumerate(nodes))
+        config = (ROOT / "examples" / "haproxy.cfg").read_text().format(
+            maxconn=4096, bind=f"127.0.0.1:{self.port}", servers=servers)
+        self.config = directory / "haproxy.cfg"
+        self.config.write_text(config)
+        subprocess.run(["haproxy", "-c", "-q", "-f", str(self.config)], check=True, timeout=BOUND)
+        self.proc = subprocess.Popen(["haproxy", "-db", "-f", str(self.config)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(BOUND)
