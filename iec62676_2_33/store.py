@@ -28,6 +28,7 @@ from .domain.media import MediaSource, validate_media_source
 from .domain.private_files import private_database
 from .domain.sealed import Sealer
 from .errors import ConfigurationError
+from .security.access import PREDEFINED_ROLES
 from .uplinkconfig import UplinkConfiguration, too_many
 
 DB_NAME = "device.db"
@@ -99,6 +100,9 @@ CREATE TABLE IF NOT EXISTS policy_details (
     require_client_auth_eku INTEGER,
     use_delta_crls INTEGER
 );
+-- user roles (PROV-4): custom roles (functions space-separated) and the roles of each user.
+CREATE TABLE IF NOT EXISTS user_roles (name TEXT PRIMARY KEY, functions TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS user_role_members (user TEXT NOT NULL, role TEXT NOT NULL, PRIMARY KEY (user, role));
 CREATE TABLE IF NOT EXISTS auth_server_details (
     token TEXT PRIMARY KEY REFERENCES auth_servers(token) ON DELETE CASCADE,
     type TEXT NOT NULL,
@@ -222,10 +226,13 @@ class DeviceStore:
             return db.execute("DELETE FROM uplinks WHERE remote_address = ?", (remote_address,)).rowcount > 0
 
     # -- users (SEC-1, SEC-2) -------------------------------------------------
-    def put_user(self, name: str, password: str, level: str) -> None:
+    def put_user(self, name: str, password: str, level: str, roles: Sequence[str] | None = None) -> None:
+        """Add or replace a user; ``roles`` (PROV-4), when given, replace the user's roles in the same change."""
         with self._write() as db:
             db.execute("INSERT OR REPLACE INTO users (name, password, level) VALUES (?, ?, ?)",
                        (name, password, level))
+            if roles is not None:
+                _put_roles(db, name, roles)
 
     def get_user(self, name: str) -> tuple[str, str] | None:
         """(password, level) of a user, or None."""
@@ -238,6 +245,7 @@ class DeviceStore:
 
     def delete_user(self, name: str) -> bool:
         with self._write() as db:
+            db.execute("DELETE FROM user_role_members WHERE user = ?", (name,))
             return db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount > 0
 
     # -- keystore (PROV-1, UPL-13): keys and certificates -------------------
@@ -507,6 +515,41 @@ class DeviceStore:
     def list_auth_servers(self) -> list[str]:
         return [str(r[0]) for r in self._read("SELECT token FROM auth_servers ORDER BY token")]
 
+    # -- user roles (PROV-4): rules in security/roles.py -----------------------
+    def list_user_roles(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(name, functions) of the custom roles."""
+        return [(str(n), tuple(str(f).split())) for n, f in self._read("SELECT name, functions FROM user_roles"
+                                                                       " ORDER BY name")]
+
+    def put_user_role(self, name: str, functions: Sequence[str], *, max_custom: int) -> None:
+        """Create or overwrite a custom role; :class:`CapacityReached` beyond ``max_custom`` roles."""
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM user_roles WHERE name = ?", (name,)).fetchone() is None:
+                _check_room(db, "user_roles", max_custom, "custom user roles")
+            db.execute("INSERT OR REPLACE INTO user_roles (name, functions) VALUES (?, ?)",
+                       (name, " ".join(functions)))
+
+    def delete_user_role(self, name: str) -> bool:
+        """Remove a custom role and its assignments to users."""
+        with self._write() as db:
+            db.execute("DELETE FROM user_role_members WHERE role = ?", (name,))
+            return db.execute("DELETE FROM user_roles WHERE name = ?", (name,)).rowcount > 0
+
+    def set_roles_of_user(self, user: str, roles: Sequence[str]) -> None:
+        """The roles a user holds besides its level (tt:UserExtension/Roles)."""
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM users WHERE name = ?", (user,)).fetchone() is None:
+                raise ConfigurationError(f"no user {user!r}; add the user first")
+            _put_roles(db, user, roles)
+
+    def roles_of_user(self, user: str) -> tuple[str, ...]:
+        return tuple(str(r[0]) for r in self._read("SELECT role FROM user_role_members WHERE user = ? ORDER BY role",
+                                                   (user,)))
+
+    def has_user_role(self, name: str) -> bool:
+        """A predefined role or a stored custom one (what an uplink's UserLevel may name, PROV-4)."""
+        return name in PREDEFINED_ROLES or bool(self._read("SELECT 1 FROM user_roles WHERE name = ?", (name,)))
+
     # -- media sources (STR-1, ANX-B-1; domain/media.py) ----------------------
     def put_media_source(self, src: MediaSource) -> bool:
         """Validate and add or replace the source keyed by its token; True when it was new."""
@@ -640,6 +683,11 @@ def _put_anchor(db: sqlite3.Connection, policy_id: str, position: int, certifica
                (policy_id, position, pem))
     db.execute("INSERT OR REPLACE INTO policy_anchor_certificates (policy_id, position, certificate_id)"
                " VALUES (?, ?, ?)", (policy_id, position, certificate_id))
+
+
+def _put_roles(db: sqlite3.Connection, user: str, roles: Sequence[str]) -> None:
+    db.execute("DELETE FROM user_role_members WHERE user = ?", (user,))
+    db.executemany("INSERT INTO user_role_members (user, role) VALUES (?, ?)", [(user, r) for r in dict.fromkeys(roles)])
 
 
 def _blob(value: object) -> bytes:

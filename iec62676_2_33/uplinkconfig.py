@@ -9,10 +9,12 @@ the service answers with.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from .errors import ConfigurationError
 
@@ -24,6 +26,8 @@ CONNECTION_STATUSES = (OFFLINE, CONNECTING, CONNECTED)
 
 #: The user levels an uplink may be given (SEC-1 levels that can be authenticated).
 UPLINK_LEVELS = ("Administrator", "Operator", "User")
+#: The most names an uplink's UserLevel may list (levels and user roles, PROV-4).
+MAX_USER_LEVEL_NAMES = 32
 #: The longest RemoteAddress stored (an anyURI on the wire; a configuration is shown to every reader).
 MAX_ADDRESS = 2048
 
@@ -84,11 +88,84 @@ class ReferenceLookup(Protocol):
     def has_certificate(self, certificate_id: str) -> bool: ...
     def has_policy(self, policy_id: str) -> bool: ...
     def has_auth_server(self, token: str) -> bool: ...
+    def has_user_role(self, name: str) -> bool: ...
 
 
 def normalise_address(address: str) -> str:
     """RemoteAddress as the key: surrounding white space removed, otherwise verbatim (CFG-3)."""
     return address.strip()
+
+
+#: RFC 3986 §3.2.2: the characters of a reg-name or an IPv4address (percent-encoding included).
+_REG_NAME = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=%]+")
+#: How much of a refused address a message repeats (faults echo a short excerpt of their input).
+_EXCERPT = 60
+
+
+def _excerpt(text: str) -> str:
+    return repr(text if len(text) <= _EXCERPT else text[:_EXCERPT] + "…")
+
+
+def _bad_address(address: str, why: str) -> UplinkConfigError:
+    return UplinkConfigError(f"RemoteAddress {_excerpt(address)} {why}; give e.g. https://cloud.example.com/uplink",
+                             "InvalidArgVal", "RemoteAddress")
+
+
+def parse_remote_address(address: str) -> SplitResult:
+    """Split a RemoteAddress strictly; the one syntax check of the CLI, SetUplink and the Python API (CFG-3).
+
+    :func:`urllib.parse.urlsplit` accepts some malformed authorities
+    (``https://[::1]x/``) and raises ``ValueError`` on others
+    (``https://[::1/x``); here each is an :class:`UplinkConfigError`
+    ``ter:InvalidArgVal/ter:RemoteAddress``. The authority must be
+    ``host[:port]`` with the host a reg-name, an IPv4 address or a bracketed
+    IPv6 address; no user info, no fragment, no white space or control
+    characters anywhere. First of all, an address carrying an access token is
+    refused without being repeated (UPL-4, UPL-14).
+    """
+    if any(_token_values(address)):
+        raise UplinkConfigError("RemoteAddress must not carry an access token; leave access_token= empty and "
+                                "configure an AuthorizationServer", "InvalidArgVal", "RemoteAddress")
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in address):
+        raise _bad_address(address, "contains white space or control characters")
+    try:
+        parts = urlsplit(address)
+    except ValueError as exc:
+        raise _bad_address(address, f"is not a valid URI ({exc})") from None
+    if not parts.scheme or not address.lower().startswith(f"{parts.scheme.lower()}://"):
+        raise _bad_address(address, "is not an absolute URI")
+    if "@" in parts.netloc or parts.fragment:
+        raise _bad_address(address, "must carry no user info or fragment")
+    host, port = _split_authority(address, parts.netloc)
+    if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise _bad_address(address, "has an invalid port")
+    if not host:
+        raise _bad_address(address, "names no host")
+    return parts
+
+
+def _split_authority(address: str, netloc: str) -> tuple[str, str]:
+    """``host``/``port`` of an authority, the host checked (IPv6 in brackets, RFC 3986 §3.2.2)."""
+    if netloc.startswith("["):
+        literal, bracket, rest = netloc[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(literal)
+        except ValueError:
+            raise _bad_address(address, "has an invalid IPv6 address in brackets") from None
+        if not bracket or (rest and not rest.startswith(":")):
+            raise _bad_address(address, "has characters after the IPv6 address that are not a :port")
+        return literal, rest[1:]
+    host, _, port = netloc.partition(":")
+    if host and not _REG_NAME.fullmatch(host):
+        try:  # an internationalised name is dialled as its A-label
+            ascii_host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            ascii_host = ""
+        if host.isascii() or not _REG_NAME.fullmatch(ascii_host):
+            raise _bad_address(address, "has an invalid host name")
+    if ":" in port or "[" in host or "]" in netloc:
+        raise _bad_address(address, "has an invalid host or port")
+    return host, port
 
 
 def validate(cfg: UplinkConfiguration, refs: ReferenceLookup, caps: UplinkCapabilities) -> UplinkConfiguration:
@@ -102,26 +179,12 @@ def validate(cfg: UplinkConfiguration, refs: ReferenceLookup, caps: UplinkCapabi
     if len(address) > MAX_ADDRESS:
         raise UplinkConfigError(f"RemoteAddress is {len(address)} characters long; at most {MAX_ADDRESS} are stored",
                                 "InvalidArgVal", "RemoteAddress")
-    parts = urlsplit(address)
-    # First: a token in the address must not be echoed by any later message.
-    _check_token_parameter(address, parts.scheme.lower(), cfg.authorization_server is not None)
-    if not parts.scheme:
-        raise UplinkConfigError(
-            f"RemoteAddress {address!r} is not an absolute URI; give e.g. https://cloud.example.com/uplink",
-            "InvalidArgVal", "RemoteAddress")
+    parts = parse_remote_address(address)
+    _check_token_parameter(address, cfg.authorization_server is not None)
     if parts.scheme.lower() not in caps.protocols:
         raise UplinkConfigError(
             f"protocol {parts.scheme!r} of RemoteAddress is not supported; supported: {' '.join(caps.protocols)}",
             "InvalidArgs", "ProtocolNotSupported")
-    if not parts.hostname or parts.username is not None or parts.fragment:
-        raise UplinkConfigError(
-            f"RemoteAddress {address!r} must name a host and carry no user info or fragment",
-            "InvalidArgVal", "RemoteAddress")
-    try:
-        _ = parts.port
-    except ValueError:
-        raise UplinkConfigError(f"RemoteAddress {address!r} has an invalid port",
-                                "InvalidArgVal", "RemoteAddress") from None
     if cfg.certificate_id is None and cfg.authorization_server is None:
         raise UplinkConfigError("neither CertificateID nor AuthorizationServer is given; set exactly one",
                                 "InvalidArgs", "MissingAuthentication")
@@ -143,11 +206,12 @@ def validate(cfg: UplinkConfiguration, refs: ReferenceLookup, caps: UplinkCapabi
             f"no certification path validation policy is stored under {cfg.cert_path_validation_policy_id!r}",
             "InvalidArgVal", "CertPathValidationPolicyID")
     levels = tuple(cfg.user_level)
-    if len(levels) > len(UPLINK_LEVELS) or len(set(levels)) != len(levels):
+    if len(levels) > MAX_USER_LEVEL_NAMES or len(set(levels)) != len(levels):
         raise UplinkConfigError(
-            f"UserLevel has {len(levels)} entries; give each of {' '.join(UPLINK_LEVELS)} at most once",
-            "InvalidArgVal", "UserLevel")
-    unknown = [lvl for lvl in levels if lvl not in UPLINK_LEVELS]
+            f"UserLevel has {len(levels)} entries; give each level or user role at most once "
+            f"(at most {MAX_USER_LEVEL_NAMES})", "InvalidArgVal", "UserLevel")
+    # PROV-4: besides the levels, the device's user roles (GetUserRoles, MaxUserRoles) may be named.
+    unknown = [lvl for lvl in levels if lvl not in UPLINK_LEVELS and not refs.has_user_role(lvl)]
     if not levels or unknown:
         raise UplinkConfigError(
             f"UserLevel {' '.join(levels) or '(empty)'!s} is invalid; use one or more of {' '.join(UPLINK_LEVELS)}",
@@ -159,19 +223,21 @@ def validate(cfg: UplinkConfiguration, refs: ReferenceLookup, caps: UplinkCapabi
     )
 
 
-def _check_token_parameter(address: str, scheme: str, token_mode: bool) -> None:
+def _token_values(address: str) -> list[str]:
+    """The values of ``access_token`` query parameters, found without parsing (or echoing) the rest."""
+    query = address.partition("#")[0].partition("?")[2]
+    return [v for name, v in parse_qsl(query, keep_blank_values=True) if name == "access_token"]
+
+
+def _check_token_parameter(address: str, token_mode: bool) -> None:
     """UPL-4, UPL-14: ``access_token=`` may only ask for the token to go in the query (wss, token mode).
 
-    The parameter must be empty: a configuration never holds a token, since
-    GetUplinks shows it to every READ_SYSTEM user and it would reach logs.
+    The parameter must be empty (:func:`parse_remote_address` refuses a value): a configuration never
+    holds a token, since GetUplinks shows it to every READ_SYSTEM user and it would reach logs.
     """
-    values = [v for name, v in parse_qsl(urlsplit(address).query, keep_blank_values=True) if name == "access_token"]
-    if not values:
+    if not _token_values(address):
         return
-    if any(values):
-        raise UplinkConfigError("RemoteAddress must not carry an access token; leave access_token= empty and "
-                                "configure an AuthorizationServer", "InvalidArgVal", "RemoteAddress")
-    if scheme != "wss" or not token_mode:
+    if not address.lower().startswith("wss://") or not token_mode:
         raise UplinkConfigError("an empty access_token= asks for the access token in the query string; it "
                                 "needs a wss RemoteAddress and an AuthorizationServer", "InvalidArgVal",
                                 "RemoteAddress")
@@ -201,5 +267,5 @@ def split_levels(text: str | Sequence[str] | None) -> tuple[str, ...]:
 __all__ = [
     "CONNECTED", "CONNECTING", "CONNECTION_STATUSES", "OFFLINE", "UPLINK_LEVELS",
     "ReferenceLookup", "UplinkCapabilities", "UplinkConfigError", "UplinkConfiguration",
-    "normalise_address", "split_levels", "too_many", "unknown_address", "validate",
+    "normalise_address", "parse_remote_address", "split_levels", "too_many", "unknown_address", "validate",
 ]

@@ -109,6 +109,8 @@ def test_bad_level_and_unknown_flag_sec_1(capsys: pytest.CaptureFixture[str], tm
                        "--level", "Root")
     assert code == 2
     assert "invalid choice: 'Root'" in one_line_error(err)
+    assert run(capsys, "device", "user", "add", "--data", str(tmp_path), "--name", "a", "--password", "b",
+               "--level", "User")[0] == 0
     code, _, err = run(capsys, "device", "uplink", "list", "--data", str(tmp_path), "--bogus")
     assert code == 2
     assert "unrecognized arguments: --bogus" in one_line_error(err)
@@ -121,8 +123,8 @@ def test_serve_port_in_use_is_one_line_error_cfg_6(tmp_path: Path) -> None:
     busy.listen(1)
     try:
         port = busy.getsockname()[1]
-        proc = subprocess.run([sys.executable, "-m", "iec62676_2_33", "device", "serve", "--data", str(tmp_path),
-                               "--listen", f"127.0.0.1:{port}"], check=False, capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-m", "iec62676_2_33", "device", "serve", "--init", "--data",
+                               str(tmp_path), "--listen", f"127.0.0.1:{port}"], check=False, capture_output=True, text=True,
                               timeout=60)
     finally:
         busy.close()
@@ -133,6 +135,7 @@ def test_serve_port_in_use_is_one_line_error_cfg_6(tmp_path: Path) -> None:
 
 def test_serve_bad_listen_is_one_line_error_cfg_6(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """CFG-6: a malformed --listen says what is expected."""
-    code, _, err = run(capsys, "device", "serve", "--data", str(tmp_path), "--listen", "nonsense")
+    code, _, err = run(capsys, "device", "serve", "--init", "--data", str(tmp_path), "--listen", "nonsense")
     assert code == 2
-    assert one_line_error(err) == "iec62676: error: --listen 'nonsense': expected HOST:PORT, e.g. 127.0.0.1:8080"
+    assert one_line_error(err) == ("iec62676: error: argument --listen: 'nonsense' is not HOST:PORT "
+                                   "(e.g. 127.0.0.1:8080)")

@@ -135,6 +135,7 @@ def test_cli_errors_one_line_exit_2_rq_3(capsys: pytest.CaptureFixture[str], tmp
                                          message: str) -> None:
     """RQ-3: a missing file, an unknown token and a malformed prefix are one-line errors, exit 2."""
     argv = [str(tmp_path / a) if a == "MISSING" else a for a in argv]
+    ResourceRegistry(tmp_path / "dev" / REGISTRY_FILE).close()  # an existing device
     code, out, err = run(capsys, "device", "resources", argv[0], "--data", str(tmp_path / "dev"), *argv[1:])
     assert (code, out) == (2, "")
     line = one_line_error(err)
@@ -146,6 +147,7 @@ def test_cli_errors_one_line_exit_2_rq_3(capsys: pytest.CaptureFixture[str], tmp
 
 def test_usage_errors_exit_2_rq_3(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """RQ-3: argparse usage errors are one line and exit status 2 too."""
+    ResourceRegistry(tmp_path / REGISTRY_FILE).close()  # an existing device
     code, _, err = run(capsys, "device", "resources", "list", "--data", str(tmp_path), "--format", "xml")
     assert code == 2
     assert one_line_error(err) == ("iec62676: error: argument --format: invalid choice: 'xml' "

@@ -1,9 +1,14 @@
-"""CFG-1, GEN-2: a non-editable install carries the authored WSDL/XSD and loads them offline,
-and the public API is explicit."""
+"""Infrastructure: a non-editable install carries the authored WSDL/XSD (loaded offline) and
+``py.typed``; every package is listed; every imported distribution is declared; the public API is
+explicit and light to import; importing the package changes nothing in other libraries."""
 
 from __future__ import annotations
 
+import ast
+import configparser
+import importlib.metadata
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,9 +20,9 @@ import iec62676_2_33
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_wheel_installs_schemas_and_loads_offline_cfg_1(tmp_path: Path) -> None:
-    """CFG-1: the wheel holds wsdl/ and xsd/ inside the package; installed elsewhere, zeep loads
-    the uplink WSDL from it with external access forbidden."""
+def test_wheel_installs_schemas_and_loads_offline(tmp_path: Path) -> None:
+    """Infrastructure: the wheel holds wsdl/, xsd/ and py.typed inside the package; installed elsewhere,
+    zeep loads the uplink WSDL from it with external access forbidden."""
     source = tmp_path / "source"
     source.mkdir()
     for name in ("setup.cfg", "pyproject.toml", "README.md"):
@@ -29,7 +34,8 @@ def test_wheel_installs_schemas_and_loads_offline_cfg_1(tmp_path: Path) -> None:
                     "-w", str(wheels), str(source)], check=True, timeout=300, cwd=tmp_path)
     [wheel] = wheels.glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for name in ("iec62676_2_33/wsdl/uplink.wsdl", "iec62676_2_33/xsd/uplink.xsd", "iec62676_2_33/xsd/common.xsd"):
+    for name in ("iec62676_2_33/wsdl/uplink.wsdl", "iec62676_2_33/xsd/uplink.xsd", "iec62676_2_33/xsd/common.xsd",
+                 "iec62676_2_33/py.typed"):
         assert name in names
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
@@ -44,8 +50,8 @@ def test_wheel_installs_schemas_and_loads_offline_cfg_1(tmp_path: Path) -> None:
     assert Path(out.strip()) == target / "iec62676_2_33" / "wsdl" / "uplink.wsdl"
 
 
-def test_every_subpackage_is_listed_in_setup_cfg_cfg_1() -> None:
-    """CFG-1: setup.cfg names every package folder, so nothing is left out of a wheel."""
+def test_every_subpackage_is_listed_in_setup_cfg() -> None:
+    """Infrastructure: setup.cfg names every package folder, so nothing is left out of a wheel."""
     listed = set()
     lines = (ROOT / "setup.cfg").read_text().splitlines()
     start = lines.index("packages =") + 1
@@ -57,15 +63,15 @@ def test_every_subpackage_is_listed_in_setup_cfg_cfg_1() -> None:
     assert on_disk <= listed
 
 
-def test_public_api_is_explicit_gen_2() -> None:
-    """GEN-2: ``__all__`` names exactly what the package exports, and each name resolves."""
+def test_public_api_is_explicit() -> None:
+    """Infrastructure: ``__all__`` names exactly what the package exports, and each name resolves."""
     for name in iec62676_2_33.__all__:
         assert hasattr(iec62676_2_33, name), name
     assert len(set(iec62676_2_33.__all__)) == len(iec62676_2_33.__all__)
 
 
-def test_public_names_load_lazily_and_the_core_stays_light_gen_2() -> None:
-    """GEN-2: the package root names the main entry points; importing the sans-IO core alone does
+def test_public_names_load_lazily_and_the_core_stays_light() -> None:
+    """Infrastructure: the package root names the main entry points; importing the sans-IO core alone does
     not load zeep or Spyne (checked in a fresh interpreter)."""
     probe = ("import sys, iec62676_2_33, iec62676_2_33.sansio.upgrade, iec62676_2_33.http2.server;"
              "print(sorted(m for m in ('zeep', 'spyne') if m in sys.modules));"
@@ -74,3 +80,75 @@ def test_public_names_load_lazily_and_the_core_stays_light_gen_2() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
                          check=True, cwd=ROOT).stdout.splitlines()
     assert out == ["[]", "iec62676_2_33.client iec62676_2_33.runtime.cloud iec62676_2_33.domain.tokens"]
+
+
+#: Imports that are not PyPI distributions: GObject introspection comes from Debian (python3-gi, .ci/run).
+SYSTEM_PACKAGES = {"gi"}
+
+
+def _declared() -> set[str]:
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    lines = config["options"]["install_requires"].splitlines()
+    lines += [line for extra in config["options.extras_require"].values() for line in extra.splitlines()]
+    return {re.split(r"[\[<>=!;~ ]", line.strip(), maxsplit=1)[0].lower().replace("_", "-")
+            for line in lines if line.strip()}
+
+
+def test_every_imported_distribution_is_declared() -> None:
+    """Infrastructure: each third-party module the package imports comes from a distribution that
+    setup.cfg declares (install_requires or an extra), so a clean install has it."""
+    distributions = importlib.metadata.packages_distributions()
+    declared = _declared()
+    missing = {}
+    for path in (ROOT / "iec62676_2_33").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top == "iec62676_2_33" or top in SYSTEM_PACKAGES:
+                    continue
+                dists = {d.lower().replace("_", "-") for d in distributions.get(top, [top])}
+                if not dists & declared:
+                    missing[top] = path.relative_to(ROOT)
+    assert not missing, f"imported but not declared in setup.cfg: {missing}"
+    assert "packaging" in {d.split("[")[0] for d in declared} or "zeep" in declared  # zeep[async] pulls it
+
+
+def test_python_requires_is_true() -> None:
+    """Infrastructure: python_requires is 3.11 exactly: the code uses 3.11 features (asyncio.timeout,
+    typing.Self) and Spyne 2.14, its last release, does not import on 3.12 or later. This interpreter
+    satisfies it and Spyne imports here."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    assert config["options"]["python_requires"].strip() == ">=3.11,<3.12"
+    assert (3, 11) <= sys.version_info[:2] < (3, 12)
+    subprocess.run([sys.executable, "-c", "import spyne.util.oset"], check=True, timeout=60)
+
+
+def test_importing_the_package_changes_no_other_library() -> None:
+    """Infrastructure: importing every module of the package leaves the attributes of the libraries it
+    uses as they were (no global monkeypatching), checked in a fresh interpreter."""
+    probe = """
+import importlib, pkgutil, sys
+import hyperframe.frame, wsproto.frame_protocol, hpack.hpack, logging
+before = {"DataFrame._body_repr": hyperframe.frame.DataFrame._body_repr,
+          "XorMaskerSimple": wsproto.frame_protocol.XorMaskerSimple, "hpack.log": hpack.hpack.log,
+          "spyne level": logging.getLogger("spyne").level}
+import iec62676_2_33
+for info in pkgutil.walk_packages(iec62676_2_33.__path__, "iec62676_2_33."):
+    if not info.name.endswith("__main__"):
+        importlib.import_module(info.name)
+after = {"DataFrame._body_repr": hyperframe.frame.DataFrame._body_repr,
+         "XorMaskerSimple": wsproto.frame_protocol.XorMaskerSimple, "hpack.log": hpack.hpack.log,
+         "spyne level": logging.getLogger("spyne").level}
+print(sorted(k for k in before if before[k] is not after[k] and before[k] != after[k]))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True,
+                         cwd=ROOT).stdout.strip()
+    assert out == "[]", f"changed at import time: {out}"

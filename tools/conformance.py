@@ -6,6 +6,11 @@ collects the IDs each test names (its function name, docstring and
 decorators; the module docstring for a test that names none itself) and, with --junit, the outcome of each test from a
 pytest JUnit XML report. Exits 1 when a test names an ID the requirements do
 not define, so CI fails on a typo.
+
+Infrastructure tests (packaging, documentation, helpers) check no
+requirement: a test whose docstring, or whose module's docstring, starts with
+``Infrastructure`` is credited with no ID, even one its module docstring names,
+and may name none itself (exit 1 otherwise). They are counted apart.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
 
+from requirements import ID_PATTERN
+
 #: What the matrix must say beside an ID that tests cannot (or do not yet) cover in full.
 NOTES = {
     "GEN-4": "scope statement of the standard; nothing to test",
@@ -28,12 +35,15 @@ NOTES = {
                      "(domain/tokens.py TokenMapper is its base)" for n in range(1, 6)},
 }
 
-ID = re.compile(r"\b(?:UPL|CFG|RQ|ADR|SEC|EVT|GEN|STR|ANX-A|ANX-B)-\d+\b", re.IGNORECASE)
+ID = re.compile(rf"\b{ID_PATTERN}\b", re.IGNORECASE)
+_PREFIX = ID_PATTERN.removesuffix(r"-\d+")
+#: How an infrastructure test's docstring (or its module's) begins.
+INFRASTRUCTURE = "Infrastructure"
 
 
 def spec_ids(spec: Path) -> list[str]:
     ids: list[str] = []
-    for match in re.finditer(r"\*\*((?:UPL|CFG|RQ|ADR|SEC|EVT|GEN|STR|ANX-A|ANX-B)-\d+)", spec.read_text()):
+    for match in re.finditer(rf"\*\*({ID_PATTERN})", spec.read_text()):
         if match.group(1) not in ids:
             ids.append(match.group(1))
     return ids
@@ -42,7 +52,7 @@ def spec_ids(spec: Path) -> list[str]:
 def _expand(text: str) -> set[str]:
     """IDs named in text; ranges such as ``CFG-1..6`` or ``UPL-1..UPL-3`` name every member."""
     found = {m.group(0).upper() for m in ID.finditer(text.replace("_", "-"))}
-    for m in re.finditer(r"\b((?:UPL|CFG|RQ|ADR|SEC|EVT|GEN|STR|ANX-A|ANX-B))-(\d+)\s*(?:\.\.|…|–)\s*(?:\1-)?(\d+)\b",
+    for m in re.finditer(rf"\b({_PREFIX})-(\d+)\s*(?:\.\.|…|–)\s*(?:\1-)?(\d+)\b",
                          text, re.IGNORECASE):
         prefix, low, high = m.group(1).upper(), int(m.group(2)), int(m.group(3))
         if low < high <= low + 40:
@@ -50,19 +60,26 @@ def _expand(text: str) -> set[str]:
     return found
 
 
-def test_ids(tests: Path) -> dict[str, set[str]]:
-    """test node id (file::function) → IDs it names."""
+def test_ids(tests: Path) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """(test node id (file::function) → IDs it names, infrastructure test → IDs it names (should be none))."""
     result: dict[str, set[str]] = {}
+    infrastructure: dict[str, set[str]] = {}
     for path in sorted(tests.rglob("test*.py")):
         tree = ast.parse(path.read_text(), str(path))
         module_doc = ast.get_docstring(tree) or ""
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
-                own = " ".join([node.name, ast.get_docstring(node) or "",
+                doc = ast.get_docstring(node) or ""
+                # Without its leading "test", a name such as test_100_streams does not read as TEST-100.
+                own = " ".join([node.name.removeprefix("test"), doc,
                                 " ".join(ast.unparse(d) for d in node.decorator_list)])
+                key = f"{path.relative_to(tests.parent)}::{node.name}"
+                if doc.startswith(INFRASTRUCTURE) or (not doc and module_doc.startswith(INFRASTRUCTURE)):
+                    infrastructure[key] = _expand(own)
+                    continue
                 # A test's own IDs are precise; the module docstring only speaks for tests naming none.
-                result[f"{path.relative_to(tests.parent)}::{node.name}"] = _expand(own) or _expand(module_doc)
-    return result
+                result[key] = _expand(own) or _expand(module_doc)
+    return result, infrastructure
 
 
 def outcomes(junit: Path | None) -> dict[str, str]:
@@ -97,10 +114,14 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=root / "docs" / "conformance.md")
     args = parser.parse_args()
     known = spec_ids(args.spec)
-    named = test_ids(args.tests)
+    named, infrastructure = test_ids(args.tests)
     unknown = sorted({i for ids in named.values() for i in ids} - set(known))
     if unknown:
         print(f"conformance: tests name unknown requirement IDs: {', '.join(unknown)}", file=sys.stderr)
+        return 1
+    claiming = sorted(t for t, ids in infrastructure.items() if ids)
+    if claiming:
+        print(f"conformance: infrastructure tests name requirement IDs: {', '.join(claiming)}", file=sys.stderr)
         return 1
     status = outcomes(args.junit)
     by_id: dict[str, list[str]] = defaultdict(list)
@@ -127,7 +148,9 @@ def main() -> int:
         shown = ", ".join(f"`{t}`" for t in tests[:6]) + (f" (+{len(tests) - 6} more)" if len(tests) > 6 else "")
         lines.append(f"| {i} | {state} | {shown} | {NOTES.get(i, '')} |")
     covered = sum(1 for i in known if by_id.get(i))
-    lines += ["", f"{covered} of {len(known)} requirement IDs are named by at least one test."]
+    lines += ["", (f"{covered} of {len(known)} requirement IDs are named by at least one test; "
+                   f"{len(infrastructure)} infrastructure tests (packaging, documentation, helpers) name none."),
+              "The statement of each ID: `docs/requirements.md`."]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print(f"conformance: {covered}/{len(known)} IDs covered; wrote {args.out}")

@@ -2,7 +2,13 @@
 
 Each command group lives in a module of its own that exposes
 ``register(subparsers)``; every handler returns an exit status. Errors of the
-library's tree become one line on stderr and exit status 2, never a traceback.
+library's tree become one line on stderr and exit status 2, never a traceback;
+a closed output pipe (``… | head -1``) ends the command quietly.
+
+Logging: ``-v`` (DEBUG) or ``--log-level LEVEL`` anywhere on the line; by
+default WARNING, and INFO for the long-running commands that set
+``log_default`` (``serve``: each uplink's state and why, devices connecting
+and refused).
 """
 
 from __future__ import annotations
@@ -10,13 +16,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
+from .. import __version__
 from ..errors import Iec62676Error
+from .options import LOG_LEVELS, configure_logging, split_global_options
 
 #: Modules of this package that contribute command groups, in help order.
-GROUPS = ("demo", "pki", "device", "cloud", "deviceid", "query", "authserver")
+GROUPS = ("demo", "pki", "device", "cloud", "deviceid", "query", "authserver", "vss", "conformance", "recordings")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,7 +37,10 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="iec62676", description="IEC 62676-2-33 cloud uplink and remote access")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level (anywhere on the line)")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, type=str.upper,
+                        help="log at this level (anywhere on the line; default WARNING, INFO for serve)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in GROUPS:
         try:
@@ -44,15 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2), already printed
+        rest, level = split_global_options(sys.argv[1:] if argv is None else argv)
+        args = parser.parse_args(rest)
+    except Iec62676Error as exc:
+        print(f"iec62676: error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # argparse: --help/--version (0) or a usage error (2), already printed
         return int(exc.code or 0)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(level, getattr(args, "log_default", logging.WARNING))
     try:
         return int(args.handler(args) or 0)
+    except BrokenPipeError:
+        # The reader went away (``… | head -1``): stop quietly; no flush error at exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Iec62676Error as exc:
         print(f"iec62676: error: {exc}", file=sys.stderr)
         return 2

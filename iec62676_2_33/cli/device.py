@@ -3,6 +3,11 @@
 Every change goes through the same validation as the SOAP operations
 (CFG-3, CFG-4) and lands in the durable store (CFG-6); a running
 ``device serve`` picks it up.
+
+A running ``device serve`` keeps ``<data>/serve.json`` (mode 0600) up to date:
+its process ID, the URL of its direct services and each uplink's live Status
+and Error. ``uplink list`` reads it, so it shows what the running device sees,
+and says so on stderr when no device is running.
 """
 
 from __future__ import annotations
@@ -10,13 +15,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import os
 import signal
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
+from ..api import Device, has_device_store, serve_device
 from ..errors import ConfigurationError
 from ..pki import check_key_matches, load_certs_pem, load_key_pem
 from ..security.access import UserLevel, parse_level
@@ -25,13 +35,21 @@ from ..services.uplink import UplinkServiceContext
 from ..store import AuthServerConfig, DeviceStore
 from ..uplinkconfig import UplinkConfiguration, split_levels
 from .media import register_media_group
+from .options import CLIENT_SECRET_ENV, PASSWORD_ENV, add_data, add_secret, host_port, read_secret
 from .resources import register_device_group
 
 LEVELS = [lvl.value for lvl in UserLevel if lvl is not UserLevel.ANONYMOUS]
 
 
-def _data(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, type=Path, metavar="DIR", help="the device's data folder")
+#: The running device's state file in its data folder (see the module docstring).
+SERVE_STATE = "serve.json"
+#: How often ``device serve`` refreshes it; older than STALE_AFTER seconds, it is not believed.
+STATE_INTERVAL = 1.0
+STALE_AFTER = 10.0
+
+
+def _data(p: argparse.ArgumentParser, *, creates: bool = False) -> None:
+    add_data(p, creates=creates)
 
 
 def _group(sub: Any, name: str, help_: str) -> Any:
@@ -45,10 +63,12 @@ def register(sub: Any) -> None:
 
     users = _group(dsub, "user", "users for direct access (WS-Security / HTTP Digest)")
     p = users.add_parser("add", help="add or replace a user")
-    _data(p)
+    _data(p, creates=True)
     p.add_argument("--name", required=True)
-    p.add_argument("--password", required=True)
+    add_secret(p, "password", PASSWORD_ENV, help_="the user's password")
     p.add_argument("--level", required=True, choices=LEVELS)
+    p.add_argument("--role", action="append", metavar="ROLE",
+                   help="a user role the user also holds (repeatable; onvif:… or one set with SetUserRole)")
     p.set_defaults(handler=user_add)
     p = users.add_parser("list", help="list users and levels")
     _data(p)
@@ -60,7 +80,7 @@ def register(sub: Any) -> None:
 
     keystore = _group(dsub, "keystore", "client certificates with their keys (CertificateID)")
     p = keystore.add_parser("add", help="store a certificate and its private key under an ID")
-    _data(p)
+    _data(p, creates=True)
     p.add_argument("--id", required=True)
     p.add_argument("--cert", required=True, type=Path, metavar="CERT.pem")
     p.add_argument("--key", required=True, type=Path, metavar="KEY.pem")
@@ -71,7 +91,7 @@ def register(sub: Any) -> None:
 
     policy = _group(dsub, "policy", "certification path validation policies (trust anchors)")
     p = policy.add_parser("add", help="store trust anchors under a CertPathValidationPolicyID")
-    _data(p)
+    _data(p, creates=True)
     p.add_argument("--id", required=True)
     p.add_argument("--trust", required=True, action="append", type=Path, metavar="CA.pem")
     p.set_defaults(handler=policy_add)
@@ -81,11 +101,11 @@ def register(sub: Any) -> None:
 
     authserver = _group(dsub, "authserver", "authorization server configurations (access tokens, UPL-14)")
     p = authserver.add_parser("add", help="store an OAuth2 client-credentials configuration under a token")
-    _data(p)
+    _data(p, creates=True)
     p.add_argument("--token", required=True, help="the configuration's token (AuthorizationServer of an uplink)")
     p.add_argument("--url", required=True, metavar="URL", help="the token endpoint, https://…/token")
     p.add_argument("--client-id", required=True)
-    p.add_argument("--client-secret", required=True)
+    add_secret(p, "client-secret", CLIENT_SECRET_ENV, help_="the OAuth2 client secret")
     p.add_argument("--policy-id", help="CertPathValidationPolicyID for the server's certificate "
                    "(default: the system trust store)")
     p.set_defaults(handler=authserver_add)
@@ -95,7 +115,7 @@ def register(sub: Any) -> None:
 
     uplink = _group(dsub, "uplink", "uplink configurations (same rules as SetUplink)")
     p = uplink.add_parser("set", help="add or replace the uplink keyed by --remote")
-    _data(p)
+    _data(p, creates=True)
     p.add_argument("--remote", required=True, metavar="URI", help="RemoteAddress, e.g. https://cloud:8443/uplink")
     p.add_argument("--cert-id", help="CertificateID (mTLS)")
     p.add_argument("--policy-id", help="CertPathValidationPolicyID for the cloud's certificate")
@@ -103,7 +123,7 @@ def register(sub: Any) -> None:
     p.add_argument("--user-level", action="append", metavar="LEVEL",
                    help="UserLevel of tunnelled requests (repeatable; default Administrator)")
     p.set_defaults(handler=uplink_set)
-    p = uplink.add_parser("list", help="list uplink configurations")
+    p = uplink.add_parser("list", help="list uplink configurations with the running device's live Status and Error")
     _data(p)
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(handler=uplink_list)
@@ -116,9 +136,10 @@ def register(sub: Any) -> None:
     register_media_group(dsub)  # media add / list / remove (cli/media.py)
 
     p = dsub.add_parser("serve", help="serve the device's web services (and run its uplinks)")
-    _data(p)
-    p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
-    p.set_defaults(handler=serve)
+    p.add_argument("--data", required=True, type=Path, metavar="DIR", help="the device's data folder")
+    p.add_argument("--init", action="store_true", help="start an empty device when DIR holds none")
+    p.add_argument("--listen", default="127.0.0.1:8080", type=host_port, metavar="HOST:PORT")
+    p.set_defaults(handler=serve, log_default=logging.INFO)
 
 
 def _store(args: argparse.Namespace) -> DeviceStore:
@@ -132,16 +153,23 @@ def _context(store: DeviceStore) -> UplinkServiceContext:
 
 
 def user_add(args: argparse.Namespace) -> int:
+    roles = args.role or []
+    password = read_secret(args, "password", PASSWORD_ENV) or ""  # before anything is created
     with _store(args) as store:
-        store.put_user(args.name, args.password, parse_level(args.level))
-    print(f"user {args.name} ({args.level}) stored")
+        unknown = [r for r in roles if not store.has_user_role(r)]
+        if unknown:
+            raise ConfigurationError(f"--role {unknown[0]!r} is not a user role of this device; create it with "
+                                     "SetUserRole or use onvif:Administrator, onvif:Operator, onvif:User")
+        store.put_user(args.name, password, parse_level(args.level), roles)
+    print(f"user {args.name} ({args.level}{''.join(f', {r}' for r in roles)}) stored")
     return 0
 
 
 def user_list(args: argparse.Namespace) -> int:
     with _store(args) as store:
         for name, level in store.list_users():
-            print(f"{name}\t{level}")
+            roles = store.roles_of_user(name)
+            print(f"{name}\t{level}" + (f"\troles={','.join(roles)}" if roles else ""))
     return 0
 
 
@@ -194,12 +222,13 @@ def authserver_add(args: argparse.Namespace) -> int:
         endpoint = token_endpoint(args.url)
     except ConfigurationError as exc:
         raise ConfigurationError(f"--url: {exc}") from None
+    secret = read_secret(args, "client-secret", CLIENT_SECRET_ENV) or ""
     with _store(args) as store:
         if args.policy_id is not None and not store.has_policy(args.policy_id):
             raise ConfigurationError(f"no certification path validation policy is stored under "
                                      f"{args.policy_id!r}; add it with 'device policy add'")
         store.put_auth_server(AuthServerConfig(token=args.token, url=args.url, client_id=args.client_id,
-                                               client_secret=args.client_secret, policy_id=args.policy_id))
+                                               client_secret=secret, policy_id=args.policy_id))
     print(f"authorization server {args.token} stored ({endpoint}, client {args.client_id})")
     return 0
 
@@ -225,9 +254,32 @@ def uplink_set(args: argparse.Namespace) -> int:
     return 0
 
 
+def _live_uplinks(data: Path) -> list[dict[str, Any]] | None:
+    """The uplinks as the running device last wrote them, or ``None`` when no device runs on ``data``."""
+    try:
+        state = json.loads((data / SERVE_STATE).read_text(encoding="utf-8"))
+        os.kill(int(state["pid"]), 0)
+    except PermissionError:  # a process of another user: it exists
+        pass
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if time.time() - float(state.get("written", 0)) > STALE_AFTER:
+        return None
+    uplinks: list[dict[str, Any]] = state["uplinks"]
+    return uplinks
+
+
 def uplink_list(args: argparse.Namespace) -> int:
     with _store(args) as store:
         uplinks = _context(store).uplinks()
+    live = _live_uplinks(args.data)
+    if live is None:
+        print(f"iec62676: no device is running on {args.data}; Status is that of a stopped device",
+              file=sys.stderr)
+    else:
+        now = {u["RemoteAddress"]: u for u in live}
+        uplinks = [replace(u, status=now[u.remote_address]["Status"], error=now[u.remote_address]["Error"])
+                   if u.remote_address in now else u for u in uplinks]
     if args.format == "json":
         print(json.dumps([{
             "RemoteAddress": u.remote_address, "CertificateID": u.certificate_id,
@@ -238,7 +290,8 @@ def uplink_list(args: argparse.Namespace) -> int:
     for u in uplinks:
         auth = f"cert={u.certificate_id}" if u.certificate_id else f"auth-server={u.authorization_server}"
         policy = f" policy={u.cert_path_validation_policy_id}" if u.cert_path_validation_policy_id else ""
-        print(f"{u.remote_address}\t{auth}{policy}\tlevel={' '.join(u.user_level)}\t{u.status}")
+        error = f"\t{u.error}" if u.error else ""
+        print(f"{u.remote_address}\t{auth}{policy}\tlevel={' '.join(u.user_level)}\t{u.status}{error}")
     return 0
 
 
@@ -250,15 +303,40 @@ def uplink_delete(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from ..runtime.device import run_device
-
-    return asyncio.run(_serve(args, run_device))
+    return asyncio.run(_serve(args))
 
 
-async def _serve(args: argparse.Namespace, run_device: Any) -> int:
+async def _serve(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await run_device(args.data, args.listen, stop, announce=lambda text: print(text, flush=True))
+    if not args.init and not has_device_store(args.data):
+        raise ConfigurationError(f"--data {args.data} holds no device; give --init to start an empty one, "
+                                 "or fix the path")
+    async with serve_device(args.data, listen=args.listen, create=True) as device:
+        print(f"device serving {device.url}", flush=True)
+        await _keep_state(device, stop)
     return 0
+
+
+async def _keep_state(device: Device, stop: asyncio.Event) -> None:
+    """Write ``serve.json`` (see the module docstring) until ``stop``; remove it at the end."""
+    path = device.data_dir / SERVE_STATE
+    try:
+        while not stop.is_set():
+            uplinks = await asyncio.to_thread(device.uplinks)
+            state = {"pid": os.getpid(), "url": device.url, "written": time.time(),
+                     "uplinks": [{"RemoteAddress": u.remote_address, "Status": u.status, "Error": u.error}
+                                 for u in uplinks]}
+            temp = path.with_suffix(".tmp")
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump(state, out)
+            os.replace(temp, path)
+            try:
+                await asyncio.wait_for(stop.wait(), STATE_INTERVAL)
+            except TimeoutError:
+                pass
+    finally:
+        path.unlink(missing_ok=True)

@@ -19,6 +19,7 @@ from ..domain.filters import LocationFilter
 from ..domain.resources import RESOURCE_KINDS, Resource
 from ..errors import ConfigurationError
 from ..query import ResourceChange, ResourceQueryClient
+from .options import PASSWORD_ENV, add_secret, read_secret
 
 __all__ = ["register"]
 
@@ -33,7 +34,7 @@ def register(subparsers: Any) -> None:
                     "matching resources (RQ-5); --follow keeps printing live changes.")
     p.add_argument("--url", required=True, help="event service URL, e.g. http://HOST:PORT/onvif/event_service")
     p.add_argument("--user", help="user name (WS-Security UsernameToken)")
-    p.add_argument("--password", help="password of --user")
+    add_secret(p, "password", PASSWORD_ENV, help_="password of --user")
     p.add_argument("--topic", action="append", required=True, choices=RESOURCE_KINDS, metavar="KIND",
                    help="resource kind (topic tns1:Resource/KIND); repeat for several. "
                         f"One of: {', '.join(RESOURCE_KINDS)}")
@@ -96,10 +97,11 @@ def _print(resource: Resource, operation: str | None, fmt: str, out: TextIO) -> 
 
 def run_query(args: argparse.Namespace, out: TextIO | None = None) -> int:
     stream = out or sys.stdout
-    if args.password is not None and args.user is None:
+    if (args.password is not None or getattr(args, "password_file", None) is not None) and args.user is None:
         raise ConfigurationError("--password needs --user")
     location = _location(args)
-    client = ResourceQueryClient(_url(args.url), username=args.user, password=args.password,
+    password = read_secret(args, "password", PASSWORD_ENV) if args.user is not None else None
+    client = ResourceQueryClient(_url(args.url), username=args.user, password=password,
                                  pull_timeout=args.timeout)
     with client.subscribe(args.topic, location=location, prefix=args.prefix, scopes=args.scope,
                           select=args.select) as subscription:

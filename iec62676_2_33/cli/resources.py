@@ -7,6 +7,9 @@ running ``device serve`` sees every change made here (RQ-4).
 * ``load --data DIR FILE.jsonl`` — add or update the resources of a JSON Lines
   file (the format of :mod:`..domain.resources`): all lines or none; every bad
   line is reported with its number and nothing is applied (exit status 2).
+  The file is streamed (a million lines load in bounded memory) with a
+  progress bar on a terminal (``tqdm``; none when stderr is not a TTY).
+  A first-run command: it creates the data folder.
 * ``list --data DIR [--format table|json] [--prefix P]`` — every resource, or
   those of one device prefix (ADR-4), ordered by token and read page by page;
   ``json`` prints one object per line, the format ``load`` reads.
@@ -17,13 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from ..domain.filters import PrefixFilter, ResourceQuery
 from ..domain.registry import REGISTRY_FILE, ResourceRegistry
 from ..domain.resources import Resource
+from .options import add_data
 
 __all__ = ["PAGE", "REGISTRY_FILE", "format_row", "open_registry", "register_device_group"]
 
@@ -37,8 +44,8 @@ def open_registry(data: Path) -> ResourceRegistry:
     return ResourceRegistry(data / REGISTRY_FILE)
 
 
-def _data(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, type=Path, metavar="DIR", help="the device's data folder")
+def _data(p: argparse.ArgumentParser, *, creates: bool = False) -> None:
+    add_data(p, creates=creates)
 
 
 def register_device_group(dsub: Any) -> None:
@@ -47,7 +54,7 @@ def register_device_group(dsub: Any) -> None:
     rsub = parser.add_subparsers(dest="resources_command", required=True, parser_class=type(parser))
 
     p = rsub.add_parser("load", help="add or update the resources of a JSON Lines file (all lines or none)")
-    _data(p)
+    _data(p, creates=True)
     p.add_argument("file", type=Path, metavar="FILE.jsonl",
                    help="one JSON object per line: token, kind, name, location {lon, lat, elevation}, "
                         "scopes [..], offline")
@@ -67,11 +74,11 @@ def register_device_group(dsub: Any) -> None:
 
 
 def resources_load(args: argparse.Namespace) -> int:
-    with open_registry(args.data) as registry:
-        events = registry.load_jsonl(args.file)
+    size = args.file.stat().st_size if args.file.is_file() else None
+    with tqdm(total=size, unit="B", unit_scale=True, desc=args.file.name, disable=not sys.stderr.isatty(),
+              leave=False) as bar, open_registry(args.data) as registry:
+        added, changed = registry.load_jsonl_counts(args.file, progress=bar.update)
         total = registry.count()
-    added = sum(1 for e in events if e.operation == "Initialized")
-    changed = sum(1 for e in events if e.operation == "Changed")
     print(f"{args.file}: {added} added, {changed} changed; {total} resource(s) in the registry")
     return 0
 

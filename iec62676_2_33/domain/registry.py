@@ -64,7 +64,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from itertools import groupby, islice
 from pathlib import Path
@@ -364,11 +364,23 @@ class ResourceRegistry:
         A token given twice is applied twice (the second gives ``Changed`` or
         nothing). Raises :class:`InvalidResource` if a token would change kind.
         """
+        events: list[ResourceEvent] = []
         with self._lock, self._bulk_cache(), self._write():
-            empty = self._db.execute("SELECT 1 FROM resources LIMIT 1").fetchone() is None
+            self._upsert_chunks(resources, events.extend)
+        return events
+
+    def _upsert_chunks(self, resources: Iterable[Resource], emit: Callable[[list[ResourceEvent]], None], *,
+                       unique_tokens: bool = False) -> None:
+        """Apply ``resources`` _CHUNK at a time inside the caller's transaction; each chunk's events go to
+        ``emit``. Only one chunk is held at a time, so a stream of any length loads in bounded memory.
+        ``unique_tokens``: the caller guarantees no token comes twice, so a registry empty at the start
+        needs no lookups at all (a million-line load into an empty device)."""
+        empty = self._db.execute("SELECT 1 FROM resources LIMIT 1").fetchone() is None
+        pending = iter(resources)
+        while chunk := list(islice(pending, _CHUNK)):
             state: dict[str, tuple[int | None, Resource | None]] = {}
             events: list[tuple[PropertyOperation, Resource]] = []
-            for res in resources:
+            for res in chunk:
                 if not isinstance(res, Resource):
                     raise InvalidResource(f"upsert expects Resource objects, got {res!r}")
                 check_remote_token(res.token)
@@ -392,7 +404,8 @@ class ResourceRegistry:
                     continue
                 state[res.token] = (row_id, res)
             self._store(state)
-            return self._log(events)
+            emit(self._log(events))
+            empty = empty and unique_tokens  # else later chunks may name tokens this one wrote
 
     def remove(self, token: str) -> ResourceEvent:
         """Remove a resource; its ``Deleted`` event. :class:`UnknownResource` if absent."""
@@ -424,53 +437,88 @@ class ResourceRegistry:
             )
             return self._log(events)
 
-    def load_jsonl(self, path: str | Path) -> list[ResourceEvent]:
-        """Load resources from a JSON Lines file: all lines, or none if any line is bad.
+    def load_jsonl(self, path: str | Path, *, progress: Callable[[int], None] | None = None,
+                   ) -> list[ResourceEvent]:
+        """Load resources from a JSON Lines file: all lines, or none if any line is bad; the events.
 
         Blank lines are skipped. Every bad line is reported, as ``line N: reason``,
         in one :class:`InvalidResource`; a token given on two lines is an error.
+        ``progress`` is called with the number of bytes read since its last call.
         """
-        path = Path(path)
+        events: list[ResourceEvent] = []
+        self._load_jsonl(Path(path), events.extend, progress)
+        return events
+
+    def load_jsonl_counts(self, path: str | Path, *, progress: Callable[[int], None] | None = None,
+                          ) -> tuple[int, int]:
+        """:meth:`load_jsonl` for files of any size: (added, changed), the events are not kept."""
+        counts = {"Initialized": 0, "Changed": 0}
+
+        def count(events: list[ResourceEvent]) -> None:
+            for event in events:
+                counts[event.operation] += 1
+
+        self._load_jsonl(Path(path), count, progress)
+        return counts["Initialized"], counts["Changed"]
+
+    def _load_jsonl(self, path: Path, emit: Callable[[list[ResourceEvent]], None],
+                    progress: Callable[[int], None] | None) -> None:
+        """Parse and apply in one pass and one transaction, _CHUNK lines at a time; roll back on any bad line.
+
+        The tokens seen so far (to refuse a token given twice) are kept in a
+        temporary table, not in memory, so a million-line file loads within
+        a bounded memory budget.
+        """
         try:
             handle = path.open("rb")
         except OSError as e:
             raise ConfigurationError(f"cannot read resource file {str(path)!r}: {e}") from e
-        resources: list[Resource] = []
         errors: list[str] = []
-        first_line: dict[str, int] = {}
-        with handle:
-            for number, raw in enumerate(handle, 1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    errors.append(f"line {number}: not UTF-8 ({e.reason} at byte {e.start + 1})")
-                    continue
-                if not line.strip():
-                    continue
-                try:
-                    resource = Resource.from_json(json.loads(line))
-                    check_remote_token(resource.token)
-                except json.JSONDecodeError as e:
-                    errors.append(f"line {number}: not JSON ({e.msg} at column {e.colno})")
-                    continue
-                except InvalidResource as e:
-                    errors.append(f"line {number}: {e}")
-                    continue
-                seen = first_line.setdefault(resource.token, number)
-                if seen != number:
-                    errors.append(
-                        f"line {number}: token {resource.token!r} already given on line {seen}"
-                    )
-                    continue
-                resources.append(resource)
-        if errors:
-            raise InvalidResource(
-                f"{str(path)!r}: {len(errors)} bad line(s), nothing was loaded:\n  "
-                + "\n  ".join(errors)
-            )
-        events = self.upsert_many(resources)
-        log.info("loaded %d resources from %s: %d changes", len(resources), path, len(events))
-        return events
+        with handle, self._lock, self._bulk_cache(), self._write():
+            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS load_tokens(token TEXT PRIMARY KEY, line INTEGER)"
+                             " WITHOUT ROWID")
+            self._db.execute("DELETE FROM temp.load_tokens")
+            try:
+                self._upsert_chunks(self._parse_lines(handle, errors, progress), emit, unique_tokens=True)
+            finally:
+                self._db.execute("DELETE FROM temp.load_tokens")
+            if errors:
+                raise InvalidResource(
+                    f"{str(path)!r}: {len(errors)} bad line(s), nothing was loaded:\n  "
+                    + "\n  ".join(errors)
+                )
+        log.info("loaded resources from %s", path)
+
+    def _parse_lines(self, handle: Iterable[bytes], errors: list[str],
+                     progress: Callable[[int], None] | None) -> Iterator[Resource]:
+        """The resources of ``handle``'s lines; bad lines go to ``errors`` (and then nothing more is yielded)."""
+        for number, raw in enumerate(handle, 1):
+            if progress is not None:
+                progress(len(raw))
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                errors.append(f"line {number}: not UTF-8 ({e.reason} at byte {e.start + 1})")
+                continue
+            if not line.strip():
+                continue
+            try:
+                resource = Resource.from_json(json.loads(line))
+                check_remote_token(resource.token)
+            except json.JSONDecodeError as e:
+                errors.append(f"line {number}: not JSON ({e.msg} at column {e.colno})")
+                continue
+            except InvalidResource as e:
+                errors.append(f"line {number}: {e}")
+                continue
+            if self._db.execute("INSERT OR IGNORE INTO temp.load_tokens VALUES (?, ?)",
+                                (resource.token, number)).rowcount == 0:
+                seen = self._db.execute("SELECT line FROM temp.load_tokens WHERE token = ?",
+                                        (resource.token,)).fetchone()[0]
+                errors.append(f"line {number}: token {resource.token!r} already given on line {seen}")
+                continue
+            if not errors:
+                yield resource
 
     def prune_changes(self, up_to_seq: int) -> int:
         """Drop change-log entries with ``seq <= up_to_seq``; returns how many were dropped."""

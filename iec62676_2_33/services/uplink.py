@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from lxml import etree
 from spyne import Boolean, ComplexModel, Integer, Unicode, XmlAttribute, rpc
 
 from ..namespaces import TUP
@@ -26,6 +27,7 @@ from ..uplinkconfig import (
     UplinkConfigError,
     UplinkConfiguration,
     normalise_address,
+    parse_remote_address,
     split_levels,
     unknown_address,
     validate,
@@ -172,6 +174,19 @@ class UplinkService(SoapService):
             raise _fault(exc) from None
 
 
+def _check_remote_address(operation: etree._Element) -> None:
+    """CFG-3: a SetUplink RemoteAddress goes through the one address check before the schema's anyURI does,
+    so every malformed address is ``ter:InvalidArgVal/ter:RemoteAddress``."""
+    if operation.tag != f"{{{TUP}}}SetUplink":
+        return
+    for element in operation.iterfind(f"{{{TUP}}}Configuration/{{{TUP}}}RemoteAddress"):
+        try:
+            parse_remote_address(normalise_address(element.text or ""))
+        except UplinkConfigError as exc:
+            raise _fault(exc) from None
+
+
 def uplink_endpoint(context: UplinkServiceContext) -> SoapEndpoint:
     """The WSGI app of the uplink service (no access control: see :mod:`.app`)."""
-    return SoapEndpoint([UplinkService], TUP, xsd="uplink", context=context, name="UplinkService")
+    return SoapEndpoint([UplinkService], TUP, xsd="uplink", context=context, name="UplinkService",
+                        precheck=_check_remote_address)

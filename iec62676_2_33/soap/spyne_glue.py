@@ -14,7 +14,9 @@ services behave the same on the wire:
   carries the full subcode chain with every prefix declared (CFG-3, CFG-4,
   SEC-3) and the SOAP 1.2 HTTP status (400 for Sender, 500 for Receiver);
 * Spyne's own logging of payloads is silenced, so request content (which may
-  carry credentials) never reaches a log.
+  carry credentials) never reaches a log: the first endpoint built sets the
+  ``spyne`` logger to CRITICAL unless the application has set its level
+  (nothing happens at import time).
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ from .envelope import SoapRequest, excerpt
 from .fault import SoapFault, fault_response
 
 log = logging.getLogger(__name__)
-logging.getLogger("spyne").setLevel(logging.CRITICAL)
 
 FAULT_KEY = "iec62676.soap_fault"
 CONTEXT_KEY = "iec62676.service_context"
@@ -111,10 +112,13 @@ class SoapEndpoint:
     (:data:`~..security.middleware.ENVIRON_REQUEST`); it never reads the body.
     ``xsd`` names the authored schema of the service's messages; ``context``
     is any object the service methods reach through :func:`service_context`.
+    ``precheck`` sees each operation element before the schema does, so a
+    value with a fault of its own (e.g. a malformed RemoteAddress) gets that
+    fault rather than the schema's generic one: it raises :class:`SoapFault`.
     """
 
     def __init__(self, services: Sequence[type[SoapService]], tns: str, *, xsd: str, context: object,
-                 name: str | None = None) -> None:
+                 name: str | None = None, precheck: Callable[[etree._Element], None] | None = None) -> None:
         app = Application(list(services), tns, name=name, in_protocol=Soap12(), out_protocol=Soap12())
         self.operations = frozenset(
             etree.QName(tns, method.name).text
@@ -122,7 +126,11 @@ class SoapEndpoint:
         self.tns = tns
         self.xsd = xsd
         self.context = context
+        self.precheck = precheck
         self._server = _TreeServer(app)
+        spyne_log = logging.getLogger("spyne")
+        if spyne_log.level == logging.NOTSET:  # the application chose nothing: no request content in logs
+            spyne_log.setLevel(logging.CRITICAL)
         schemas.schema(xsd)  # fail at start-up, not at the first request
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -162,6 +170,8 @@ class SoapEndpoint:
         if operation.tag not in self.operations:
             raise SoapFault(code="Receiver", subcodes=("ActionNotSupported",),
                             reason=f"operation {excerpt(operation.tag)} is not supported at this address")
+        if self.precheck is not None:
+            self.precheck(operation)
         try:
             schemas.validate(operation, self.xsd)
         except SchemaError as exc:

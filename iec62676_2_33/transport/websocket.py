@@ -147,6 +147,7 @@ class WebSocketStream:
                  label: str = "WebSocket peer") -> None:
         self._inner = inner
         self._conn = conn
+        conn._proto._frame_decoder.__class__ = _FastFrameDecoder  # this connection's frames only
         self._max_message = max_message
         self._label = label
         self._buffer: list[bytes | bytearray] = []
@@ -396,8 +397,15 @@ class _FastMasker:
         return out
 
 
-# Every wsproto frame decoder of this process unmasks with the fast masker (identical results).
-frame_protocol.XorMaskerSimple = _FastMasker  # type: ignore[misc,assignment]
+class _FastFrameDecoder(frame_protocol.FrameDecoder):
+    """wsproto's frame decoder unmasking with :class:`_FastMasker` (identical results). It is given to
+    the connections of this module only (their decoder's class is swapped), never to other wsproto users."""
+
+    def parse_header(self) -> bool:
+        parsed = bool(super().parse_header())
+        if parsed and isinstance(self.masker, frame_protocol.XorMaskerSimple):
+            self.masker = _FastMasker(self.masker._masking_key)  # type: ignore[assignment]
+        return parsed
 
 
 def _wsproto_idle(conn: Connection) -> bool:
