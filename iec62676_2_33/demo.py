@@ -298,7 +298,8 @@ def part_live_video(service: BackgroundService, data: Path, out: Print) -> None:
         out(f"  skipped: {missing} not installed")
         return
     proxy = _url(service.messages, r"(http://\S+)/devices")
-    with start_camera() as camera_url:
+    with start_camera() as camera:
+        camera_url = camera.url
         with DeviceStore(data) as store:
             store.put_media_source(MediaSource(token="cam1", name="Demo camera", rtsp_url=camera_url,
                                                width=WIDTH, height=HEIGHT))
