@@ -83,6 +83,7 @@ from ..namespaces import TT
 from ..sansio.rtsp_tunnel import TUNNEL_PATH
 from ..security.access import AccessClass
 from ..security.middleware import ENVIRON_UPLINK_LEVEL
+from ..soap.envelope import excerpt
 from ..soap.fault import SoapFault
 from ..soap.spyne_glue import SoapEndpoint, SoapService, service_context
 from .forwarded import request_base_url
@@ -290,7 +291,7 @@ def _source(ctx: Any, token: str) -> MediaSource:
     src = _context(ctx).media.media_source(token)
     if src is None:
         raise SoapFault(code="Sender", subcodes=("InvalidArgVal", "NoProfile"),
-                        reason=f"the requested profile token {token!r} does not exist")
+                        reason=f"the requested profile token {excerpt(token)} does not exist")
     return src
 
 
@@ -305,7 +306,7 @@ def _rtsp_base(environ: dict[str, Any]) -> str | None:
 
 def _unsupported(protocol: str, why: str) -> SoapFault:
     return SoapFault(code="Sender", subcodes=("InvalidArgVal", "InvalidStreamSetup"),
-                     reason=f"stream protocol {protocol!r} is not supported here: {why}")
+                     reason=f"stream protocol {excerpt(protocol)} is not supported here: {why}")
 
 
 def stream_uri(environ: dict[str, Any], src: MediaSource, protocol: str) -> str:
@@ -358,7 +359,7 @@ class Media2Service(SoapService):
         src = _source(ctx, profile_token)
         if src.snapshot_url is None:
             raise SoapFault(code="Receiver", subcodes=("ActionNotSupported",),
-                            reason=f"profile {profile_token!r} has no snapshot source")
+                            reason=f"profile {excerpt(profile_token)} has no snapshot source")
         return snapshot_uri(request_base_url(ctx.transport.req_env), src.token)
 
 

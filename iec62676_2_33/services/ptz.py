@@ -323,9 +323,9 @@ def _head(ctx: Any, profile_token: str) -> PtzHead:
         return head
     if context.media is not None and context.media.media_source(profile_token) is not None:
         raise SoapFault(code="Sender", subcodes=("InvalidArgVal", "NoPTZProfile"),
-                        reason=f"profile {profile_token!r} has no PTZ configuration")
+                        reason=f"profile {excerpt(profile_token)} has no PTZ configuration")
     raise SoapFault(code="Sender", subcodes=("InvalidArgVal", "NoProfile"),
-                    reason=f"the requested profile token {profile_token!r} does not exist")
+                    reason=f"the requested profile token {excerpt(profile_token)} does not exist")
 
 
 def _space(vector: Any, *allowed: str) -> None:
@@ -387,7 +387,7 @@ class PtzService(SoapService):
             if node.token == node_token:
                 return _node(node)
         raise SoapFault(code="Sender", subcodes=("InvalidArgVal", "NoEntity"),
-                        reason=f"no PTZ node with token {node_token!r}")
+                        reason=f"no PTZ node with token {excerpt(node_token)}")
 
     @rpc(_returns=PTZConfiguration.customize(max_occurs="unbounded"),  # type: ignore[misc]
          _out_variable_name="PTZConfiguration")
@@ -401,7 +401,7 @@ class PtzService(SoapService):
             if node.token == token:
                 return ptz_configuration(node)
         raise SoapFault(code="Sender", subcodes=("InvalidArgVal", "NoConfig"),
-                        reason=f"no PTZ configuration with token {token!r}")
+                        reason=f"no PTZ configuration with token {excerpt(token)}")
 
     @rpc(Unicode(min_occurs=1), PTZSpeed.customize(min_occurs=1), Unicode,  # type: ignore[misc]
          _in_variable_names={"profile_token": "ProfileToken", "velocity": "Velocity", "timeout": "Timeout"})

@@ -461,7 +461,7 @@ class SearchService(SoapService):
         rec = _context(ctx).store.recording(token)
         if rec is None:
             raise SoapFault(code="Sender", subcodes=("InvalidArgVal", "InvalidToken"),
-                            reason=f"no recording with token {token!r}")
+                            reason=f"no recording with token {excerpt(token)}")
         return _information(rec, request_base_url(ctx.transport.req_env))
 
     @rpc(SearchScope.customize(min_occurs=1), Integer, Unicode(min_occurs=1),  # type: ignore[misc]
@@ -530,7 +530,7 @@ class ReplayService(SoapService):
         context = _context(ctx)
         if context.store.recording(token) is None:
             raise SoapFault(code="Sender", subcodes=("InvalidArgVal", "NoRecording"),
-                            reason=f"no recording with token {token!r}")
+                            reason=f"no recording with token {excerpt(token)}")
         protocol = setup.Transport.Protocol if setup.Transport is not None else None
         if setup.Stream != "RTP-Unicast" or protocol not in _REPLAY_PROTOCOLS:
             raise SoapFault(code="Sender", subcodes=("InvalidArgVal", "InvalidStreamSetup"),
