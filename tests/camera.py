@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from iec62676_2_33.demo_camera import HEIGHT, WIDTH, Camera, camera_missing, start_camera
+from iec62676_2_33.demo_camera import HEIGHT, SYSTEM_PYTHON, WIDTH, Camera, camera_missing, start_camera
 
-__all__ = ["HEIGHT", "WIDTH", "Camera", "camera_available", "start_camera"]
+__all__ = ["HEIGHT", "SYSTEM_PYTHON", "WIDTH", "Camera", "camera_available", "start_camera"]
 
 
 def camera_available() -> bool:
