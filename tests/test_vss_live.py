@@ -26,7 +26,7 @@ from iec62676_2_33.domain.filters import LocationFilter
 from iec62676_2_33.domain.media import MediaSource
 from iec62676_2_33.domain.registry import REGISTRY_FILE, ResourceRegistry
 from iec62676_2_33.domain.resources import Resource
-from iec62676_2_33.query import ResourceQueryClient
+from iec62676_2_33.query import ResourceChange, ResourceQueryClient
 from iec62676_2_33.runtime.background import BackgroundService
 from iec62676_2_33.runtime.cloud_server import CloudOptions
 from iec62676_2_33.store import DeviceStore
@@ -124,16 +124,18 @@ def test_camera_change_reaches_regional_pull_point(chain: Chain) -> None:
         with ResourceRegistry(chain.device_data / REGISTRY_FILE) as registry:
             registry.upsert(replace(CAMERA, name="Gate camera (north)"))
         deadline = time.monotonic() + 30
-        seen = []
-        while time.monotonic() < deadline:
+        seen: list[ResourceChange] = []
+
+        def renamed() -> bool:
+            return any(c.operation == "Changed" and c.resource.token == CAMERA.token
+                       and c.resource.name == "Gate camera (north)" for c in seen)
+
+        while not renamed() and time.monotonic() < deadline:
             seen.extend(subscription.pull())
-            if any(c.operation == "Changed" and c.resource.token == CAMERA.token
-                   and c.resource.name == "Gate camera (north)" for c in seen):
-                break
-        else:
-            raise AssertionError(f"the change did not arrive: {seen}")
+        assert renamed(), f"the change did not arrive: {seen}"
 
         chain.services[1].stop()  # the device: its uplink to the site VSS ends
         offline: set[str] = set()
         wait_until(lambda: offline.update(c.resource.token for c in subscription.pull() if c.resource.offline)
                    or offline >= {CAMERA.token, FAR_CAMERA.token}, 30, what="the camera offline at the regional VSS")
+        assert offline >= {CAMERA.token, FAR_CAMERA.token}
