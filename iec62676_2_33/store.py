@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .domain.media import MediaSource, validate_media_source
-from .domain.private_files import private_database
 from .domain.sealed import Sealer
 from .errors import ConfigurationError
 from .security.access import PREDEFINED_ROLES
+from .sqlite_file import SqliteFile
 from .uplinkconfig import UplinkConfiguration, too_many
 
 DB_NAME = "device.db"
@@ -112,9 +109,6 @@ CREATE TABLE IF NOT EXISTS auth_server_details (
 );
 """
 
-if TYPE_CHECKING:
-    from typing import Self
-
 
 @dataclass(frozen=True, kw_only=True)
 class AuthServerConfig:
@@ -127,50 +121,21 @@ class AuthServerConfig:
     policy_id: str | None = None
 
 
-class DeviceStore:
+class DeviceStore(SqliteFile):
     """The device's persistent state in ``<data_dir>/device.db``. Thread-safe."""
 
     def __init__(self, data_dir: str | Path) -> None:
         self.data_dir = Path(data_dir)
-        self.path = self.data_dir / DB_NAME
-        private_database(self.path)
-        self._lock = threading.RLock()
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            with self._write() as db:
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    db.execute(statement)
+            super().__init__(self.data_dir / DB_NAME, _SCHEMA)
             self._sealer: Sealer | None = None
             self._seal_plaintext_keys()
         except (sqlite3.DatabaseError, OSError) as exc:
-            raise ConfigurationError(f"{self.path} is not a usable device store: {exc}") from exc
+            raise ConfigurationError(f"{self.data_dir / DB_NAME} is not a usable device store: {exc}") from exc
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One immediate transaction; bumps the generation; rolls back on any error."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                self._db.execute(
-                    "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _committing(self, db: sqlite3.Connection) -> None:
+        """Every committed change bumps the generation (:meth:`generation`)."""
+        db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
 
     def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
         with self._lock:

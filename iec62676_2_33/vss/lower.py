@@ -29,21 +29,15 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
-import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from ..domain.private_files import private_database
 from ..domain.sealed import Sealer
 from ..domain.tokens import InvalidToken, RemoteToken
 from ..errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from typing import Self
+from ..sqlite_file import SqliteFile
 
 __all__ = ["VSS_DB", "LowerStore", "LowerSystem", "check_prefix"]
 
@@ -113,47 +107,18 @@ class LowerSystem:
         return f"{parts.scheme}://{parts.netloc}{path}"
 
 
-class LowerStore:
+class LowerStore(SqliteFile):
     """``<data>/vss.db``: lower systems, learnt routes and the VSS identity (thread-safe)."""
 
     def __init__(self, data_dir: str | Path) -> None:
         self.data_dir = Path(data_dir)
-        self.path = self.data_dir / VSS_DB
-        private_database(self.path)
-        self._lock = threading.RLock()
-        self._sealer = Sealer(self.data_dir)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
+            super().__init__(self.data_dir / VSS_DB, _SCHEMA)  # creates the data folder
+            self._sealer = Sealer(self.data_dir)
             with self._write() as db:
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    db.execute(statement)
                 db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('vss_id', ?)", (secrets.token_hex(8),))
         except (sqlite3.DatabaseError, OSError) as exc:
-            raise ConfigurationError(f"{self.path} is not a usable VSS store: {exc}") from exc
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            raise ConfigurationError(f"{self.data_dir / VSS_DB} is not a usable VSS store: {exc}") from exc
 
     @property
     def vss_id(self) -> str:
