@@ -144,13 +144,15 @@ def has_device_store(data_dir: str | Path) -> bool:
 
 @asynccontextmanager
 async def serve_device(data_dir: str | Path, *, listen: str | None = "127.0.0.1:0", create: bool = False,
-                       settings: AgentSettings | None = None, uplinks: bool = True) -> AsyncIterator[Device]:
+                       settings: AgentSettings | None = None, uplinks: bool = True,
+                       replay_listen: str = "127.0.0.1:0") -> AsyncIterator[Device]:
     """Run the device kept in ``data_dir`` until the block ends.
 
     ``listen`` (``HOST:PORT``, port 0: a free port; ``None``: no direct
     services) is where the web services answer directly; every stored uplink
     is kept connected unless ``uplinks`` is false. ``data_dir`` must hold a
-    device unless ``create`` is true.
+    device unless ``create`` is true. Recordings configured in ``data_dir``
+    are replayed over RTSP on ``replay_listen`` (``HOST:PORT``, port 0: a free port).
     """
     from .runtime.device import run_device
 
@@ -162,7 +164,8 @@ async def serve_device(data_dir: str | Path, *, listen: str | None = "127.0.0.1:
     def ready(context: UplinkServiceContext, url: str | None) -> None:
         started.set_result(Device(Path(data_dir), url, context))
 
-    task = asyncio.create_task(run_device(data_dir, listen, stop, settings=settings, uplinks=uplinks, ready=ready),
+    task = asyncio.create_task(run_device(data_dir, listen, stop, settings=settings, uplinks=uplinks, ready=ready,
+                                          replay_listen=replay_listen),
                                name=f"device {data_dir}")
     try:
         await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]

@@ -30,6 +30,7 @@ COVERED_ELSEWHERE = {
     ".venv/bin/iec62676 demo": "tests/test_demo.py",
     "iec62676 device media add": "media sources and a camera: tests/test_media_sources.py, tests/test_rtsp_cli.py",
     "ffplay -rtsp_transport tcp": "a player on the RTSP front: tests/test_rtsp_uplink.py",
+    "iec62676 recordings add": "recordings served by device serve: tests/test_recording_serve.py",
     "iec62676 cloud enroll --device http://192.0.2.10": "a device at a documentation address: tests/test_enroll.py",
 }
 #: The long-running blocks, by a distinctive line, and the line each prints when it is ready.

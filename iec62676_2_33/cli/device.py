@@ -139,6 +139,8 @@ def register(sub: Any) -> None:
     p.add_argument("--data", required=True, type=Path, metavar="DIR", help="the device's data folder")
     p.add_argument("--init", action="store_true", help="start an empty device when DIR holds none")
     p.add_argument("--listen", default="127.0.0.1:8080", type=host_port, metavar="HOST:PORT")
+    p.add_argument("--replay-listen", default="127.0.0.1:0", type=host_port, metavar="HOST:PORT",
+                   help="RTSP server replaying the recordings of 'iec62676 recordings' (port 0: a free one)")
     p.set_defaults(handler=serve, log_default=logging.INFO)
 
 
@@ -314,7 +316,7 @@ async def _serve(args: argparse.Namespace) -> int:
     if not args.init and not has_device_store(args.data):
         raise ConfigurationError(f"--data {args.data} holds no device; give --init to start an empty one, "
                                  "or fix the path")
-    async with serve_device(args.data, listen=args.listen, create=True) as device:
+    async with serve_device(args.data, listen=args.listen, create=True, replay_listen=args.replay_listen) as device:
         print(f"device serving {device.url}", flush=True)
         await _keep_state(device, stop)
     return 0

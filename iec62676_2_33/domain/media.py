@@ -12,7 +12,9 @@ the sources configured with ``iec62676 device media add`` (kept in
 :class:`~..store.DeviceStore`), and firmware may plug in its own backend
 instead. :func:`validate_media_source` is the one validation the CLI, the
 store and any API caller share; it raises :class:`~..errors.ConfigurationError`
-saying which field is wrong.
+saying which field is wrong. :class:`ReplayRelayBackend` adds the replay RTSP
+server to what the uplinks' relay reaches, under the reserved token
+:data:`REPLAY_TOKEN` (ANX-B-3).
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENCODINGS",
+    "REPLAY_TOKEN",
     "MediaBackend",
     "MediaSource",
+    "ReplayRelayBackend",
     "StoreMediaBackend",
     "validate_media_source",
 ]
@@ -41,6 +45,9 @@ ENCODINGS = ("H264", "H265", "JPEG", "MPV4-ES")
 MAX_DIMENSION = 16384
 #: tt:Name is at most 64 characters (ONVIF schema).
 MAX_NAME = 64
+#: The media token under which the uplinks' RTSP relay reaches the replay server (ANX-B-3, see
+#: :class:`ReplayRelayBackend`); no media source may take it.
+REPLAY_TOKEN = "replay"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,6 +132,8 @@ def validate_media_source(src: MediaSource) -> MediaSource:
     if "/" in src.token:
         raise ConfigurationError(f"media source token {src.token!r} must not contain '/' "
                                  "(it becomes a path segment of stream URIs)")
+    if src.token == REPLAY_TOKEN:
+        raise ConfigurationError(f"media source token {REPLAY_TOKEN!r} is reserved (replay through the cloud)")
     if not src.name.strip():
         raise ConfigurationError("media source name is empty")
     _printable(src.name, "name")
@@ -150,3 +159,25 @@ def validate_media_source(src: MediaSource) -> MediaSource:
         _printable(src.password, "password")
     return src
 
+
+@dataclass(frozen=True)
+class ReplayRelayBackend:
+    """What the uplinks' RTSP relay reaches: the media sources of ``live`` and, under :data:`REPLAY_TOKEN`,
+    the replay RTSP server whose mounts start with ``replay_base`` (``rtsp://host:port/replay``).
+
+    The relay maps a player's URL ``…/<token>/<rest>`` to ``<source URL>/<rest>``, so the replay URI a
+    request through the cloud gets, ``<RTSP front>/devices/<id>/replay/<recording token>``, reaches
+    ``<replay_base>/<recording token>`` over the uplink like a live stream (ANX-B-3). Only
+    :meth:`media_source` knows the replay server: it is no Media2 profile.
+    """
+
+    live: MediaBackend
+    replay_base: str
+
+    def media_sources(self) -> list[MediaSource]:
+        return self.live.media_sources()
+
+    def media_source(self, token: str) -> MediaSource | None:
+        if token == REPLAY_TOKEN:
+            return MediaSource(token=REPLAY_TOKEN, name="Replay", rtsp_url=self.replay_base)
+        return self.live.media_source(token)

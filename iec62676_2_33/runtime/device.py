@@ -23,6 +23,8 @@ from .agent import AgentSettings, UplinkAgent
 from .dial import supported_protocols
 from .http_server import bind_listen, parse_listen, serve_wsgi, wait_event
 from .lanes import LaneExecutor
+from .recording_files import FolderRecordingStore, load_recording_configs
+from .replay_server import ReplayServer, start_replay_server
 
 #: Worker threads for the services (Spyne and SQLite block). A waiting PullMessages holds
 #: one thread for up to its Timeout, and up to MaxPullPoints (32) may wait at once, so the
@@ -110,13 +112,17 @@ async def run_device(data_dir: str | Path, listen: str | None, stop: asyncio.Eve
                      announce: Callable[[str], None] = lambda _text: None, *,
                      settings: AgentSettings | None = None, uplinks: bool = True,
                      ready: Callable[[UplinkServiceContext, str | None], None] | None = None,
-                     compose: Callable[[DeviceApplication, EventServiceContext], None] | None = None) -> None:
+                     compose: Callable[[DeviceApplication, EventServiceContext], None] | None = None,
+                     replay_listen: str = "127.0.0.1:0") -> None:
     """Serve the device until ``stop`` is set; ``listen=None`` runs the uplinks only,
     ``uplinks=False`` the direct services only. ``ready`` is called once everything runs, with the
     uplink service's context (live Status/Error) and the URL of the direct services (or ``None``).
     ``compose`` may wrap the app's routes and publish on its event service before anything is served
-    (a VSS adds its gateway and forwards its lower systems' events so)."""
+    (a VSS adds its gateway and forwards its lower systems' events so). When ``<data>/recordings.json``
+    lists recordings (ANX-B-3), Recording Search and Replay serve them, replayed by the RTSP server
+    started on ``replay_listen`` (:func:`.replay_server.start_replay_server`)."""
     sock = None
+    replay: ReplayServer | None = None
     if listen is not None:
         host, port = parse_listen(listen)
         sock = bind_listen(host, port)
@@ -128,7 +134,13 @@ async def run_device(data_dir: str | Path, listen: str | None, stop: asyncio.Eve
     executor = LaneExecutor(WORKERS, lanes=LANES, grace=LANE_GRACE, thread_name_prefix="device")
     try:
         context = UplinkServiceContext(store=store, capabilities=device_capabilities())
-        app = build_device_app(context, events=events)
+        recordings = FolderRecordingStore(data_dir) if load_recording_configs(data_dir) else None
+        if recordings is not None:
+            replay = await asyncio.to_thread(start_replay_server, recordings, replay_listen)
+            if replay is not None:
+                log.info("replay serving %s/<recording token>", replay.base)
+        app = build_device_app(context, events=events, recordings=recordings,
+                               replay_base=None if replay is None else replay.base)
         if compose is not None:
             compose(app, events)
         tokens = AccessTokenProvider(store)  # UPL-14: OAuth2 client credentials
@@ -163,6 +175,8 @@ async def run_device(data_dir: str | Path, listen: str | None, stop: asyncio.Eve
     finally:
         if sock is not None and sock.fileno() != -1:
             sock.close()
+        if replay is not None:
+            replay.close()  # bounded: ReplayServer.STOP_TIMEOUT
         events.close()
         executor.shutdown(wait=False, cancel_futures=True)
         registry.close()

@@ -11,6 +11,18 @@ a script on it and waits (bounded) for the ``PORT <n>`` line.
 :data:`REFRESH_INTERVAL` seconds); the server looks at it again every two
 seconds and mounts or unmounts recordings.
 
+``device serve`` (:func:`~.device.run_device`) starts it with
+:func:`start_replay_server` when recordings are configured. A host that
+cannot run it (no GStreamer RTSP server: the interpreter or its bindings
+missing, or no ``PORT`` line in time) is :class:`ReplayUnavailable`: one
+warning line, and the device serves Recording Search while GetReplayUri
+faults ``Receiver/ActionNotSupported`` -- an ONVIF client knows that fault as
+"not offered here" and keeps searching, where a device that refused to start
+would hide the recordings as well. A port it cannot bind is an operator's
+error like any other ``--listen``: the device does not start. Through the
+cloud, players reach this server over the uplink's RTSP relay
+(:class:`~..domain.media.ReplayRelayBackend`).
+
 Theory of operation (the subprocess)
 ------------------------------------
 Each recording is one mount, ``/replay/<token>``, with its own media per
@@ -45,11 +57,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
 from ..errors import ConfigurationError
+from .http_server import parse_listen
 
 if TYPE_CHECKING:
     from ..domain.recordings import RecordingStore
 
-__all__ = ["REPLAY_MOUNT", "SYSTEM_PYTHON", "ReplayServer", "replay_available"]
+__all__ = ["REPLAY_MOUNT", "SYSTEM_PYTHON", "ReplayServer", "ReplayUnavailable", "replay_available",
+           "start_replay_server"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +77,8 @@ START_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
 #: How often the index is written again for the subprocess (which reads it every two seconds).
 REFRESH_INTERVAL = 2.0
+#: What a start failure asks the operator to check.
+_NEEDS = "is GStreamer's RTSP server installed (python3-gi, gir1.2-gst-rtsp-server-1.0)?"
 
 
 def replay_available() -> bool:
@@ -75,6 +91,34 @@ def replay_available() -> bool:
         return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, timeout=20, check=False).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+class ReplayUnavailable(ConfigurationError):
+    """The replay server cannot run on this host (no GStreamer RTSP server); a port it cannot bind is a
+    plain :class:`~..errors.ConfigurationError`."""
+
+
+def start_replay_server(store: RecordingStore, listen: str) -> ReplayServer | None:
+    """The replay server for ``store`` on ``listen`` (``HOST:PORT``, port 0: a free one), or ``None`` when
+    this host cannot run it: then one warning line says so, and the device serves Recording Search while
+    GetReplayUri faults ``Receiver/ActionNotSupported`` (:mod:`..services.recording`). A port it cannot
+    bind raises :class:`~..errors.ConfigurationError`, like the device's own ``listen``. Blocks up to
+    :data:`START_TIMEOUT` seconds (run it in a thread)."""
+    host, port = parse_listen(listen)
+    try:
+        return ReplayServer(store, host=host, port=port)
+    except ReplayUnavailable as exc:
+        log.warning("recordings are searchable but not replayed: %s", exc)
+        return None
+
+
+def _announced_port(line: str) -> int | None:
+    """The port of the subprocess's ``PORT <n>`` line (``-1``: it could not bind), ``None`` for anything else."""
+    word, _, number = line.strip().partition(" ")
+    try:
+        return int(number) if word == "PORT" else None
+    except ValueError:
+        return None
 
 
 def _index(store: RecordingStore) -> dict[str, list[dict[str, object]]]:
@@ -91,25 +135,45 @@ class ReplayServer:
         self._folder = tempfile.TemporaryDirectory(prefix="iec62676-replay-")
         self._index_path = Path(self._folder.name) / "index.json"
         self.refresh()
-        self._process = subprocess.Popen(  # a fixed argument list, no shell
-            [SYSTEM_PYTHON, str(Path(__file__).with_name("replay_rtsp.py")), "--host", host, "--port", str(port),
-             "--index", str(self._index_path), "--mount", REPLAY_MOUNT],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            self._process = subprocess.Popen(  # a fixed argument list, no shell
+                [SYSTEM_PYTHON, str(Path(__file__).with_name("replay_rtsp.py")), "--host", host, "--port", str(port),
+                 "--index", str(self._index_path), "--mount", REPLAY_MOUNT],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        except OSError as exc:
+            self._folder.cleanup()
+            raise ReplayUnavailable(f"cannot start the replay server ({SYSTEM_PYTHON}): {exc.strerror or exc}; "
+                                    f"{_NEEDS}") from None
         line: list[str] = []
         reader = threading.Thread(target=lambda: line.append(self._process.stdout.readline()  # type: ignore[union-attr]
                                                              ), daemon=True)
         reader.start()
         reader.join(START_TIMEOUT)
-        if not line or not line[0].startswith("PORT "):
+        bound = _announced_port(line[0] if line else "")
+        if bound is None or bound <= 0:
+            failure = self._start_failure(host, port, bound)
             self.close()
-            raise ConfigurationError(f"the replay server did not start within {START_TIMEOUT:g} s; is GStreamer's "
-                                     "RTSP server installed (python3-gi, gir1.2-gst-rtsp-server-1.0)?")
+            raise failure
         shown = f"[{host}]" if ":" in host else host
-        self.base = f"rtsp://{shown}:{int(line[0].split()[1])}{REPLAY_MOUNT}"
+        self.base = f"rtsp://{shown}:{bound}{REPLAY_MOUNT}"
         threading.Thread(target=self._drain, daemon=True).start()
         self._closing = threading.Event()
         self._refresher = threading.Thread(target=self._refresh_loop, daemon=True)
         self._refresher.start()
+
+    def _start_failure(self, host: str, port: int, bound: int | None) -> ConfigurationError:
+        """Why the subprocess announced no port, in one line."""
+        if bound is not None:  # GStreamer could not bind: it announces -1 and keeps running
+            return ConfigurationError(f"the replay server cannot listen on {host}:{port} "
+                                      "(in use or not an address of this host)")
+        if self._process.poll() is None:
+            return ReplayUnavailable(f"the replay server did not start within {START_TIMEOUT:g} s; {_NEEDS}")
+        try:
+            said = self._process.communicate(timeout=STOP_TIMEOUT)[1]
+        except subprocess.TimeoutExpired:
+            said = ""
+        last = next((text.strip() for text in reversed(said.splitlines()) if text.strip()), "no message")
+        return ReplayUnavailable(f"the replay server exited at start ({last[:200]}); {_NEEDS}")
 
     def _refresh_loop(self) -> None:
         """New files and recordings reach the subprocess within :data:`REFRESH_INTERVAL` seconds."""

@@ -67,7 +67,11 @@ class WsgiOnH2(H2Streams):
 
 
 def _media_of(app: WsgiApp) -> MediaBackend | None:
-    """The media sources behind a device application: its Media2 service's, else its store's."""
+    """The media sources behind a device application: what it relays (live and replay), else its Media2
+    service's, else its store's."""
+    relayed = getattr(app, "rtsp_sources", None)
+    if relayed is not None:
+        return cast(MediaBackend, relayed)
     media2 = getattr(app, "media2", None)
     if media2 is not None:
         return cast(MediaBackend, media2.media)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..domain.media import MediaBackend, StoreMediaBackend
+from ..domain.media import MediaBackend, ReplayRelayBackend, StoreMediaBackend
 from ..domain.ptz import PtzBackend
 from ..domain.recordings import RecordingStore
 from ..security.access import AccessClass, operation_access_from
@@ -73,6 +73,9 @@ class DeviceApplication:
     #: The Media2 service's context (its ``rtsp_websocket_path``: where the uplinks' RTSP relay takes
     #: RTSP over WebSocket, STR-3).
     media2: Media2ServiceContext | None = None
+    #: What the uplinks' RTSP relay reaches when it is more than the Media2 sources: the replay server too
+    #: (:class:`~..domain.media.ReplayRelayBackend`, ANX-B-3).
+    rtsp_sources: MediaBackend | None = None
 
     def runs_inline(self, environ: dict[str, Any]) -> bool:
         """The runtime may run this request on its event loop: a quick read-only SOAP operation,
@@ -145,7 +148,9 @@ def build_device_app(uplink: UplinkServiceContext, *, clock: Callable[[], float]
                            ServiceEntry(TRP, REPLAY_PATH, capabilities=replay_capabilities_element)]
     # a GET passes the middleware unauthenticated: the relay decides READ_MEDIA itself (see .snapshot)
     routes[SNAPSHOT_PATH] = credentials.protect(SnapshotRelay(media2.media, credentials.digest, clock), {})
-    uplink.streaming = lambda: bool(media2.media.media_sources())  # STR-5
+    # ANX-B-3: the uplinks' RTSP relay reaches the replay server too
+    relayed = None if recordings is None or replay_base is None else ReplayRelayBackend(media2.media, replay_base)
+    uplink.streaming = lambda: relayed is not None or bool(media2.media.media_sources())  # STR-5
     keystore = Keystore(store, DEVICE_KEYSTORE_LIMITS, clock)  # PROV-1: the Security service's keystore
     routes[SECURITY_PATH] = credentials.protect(security_endpoint(keystore), SECURITY_ACCESS)
     # GEN-2: the device service lists only the services routed here (checked per request).
@@ -156,4 +161,4 @@ def build_device_app(uplink: UplinkServiceContext, *, clock: Callable[[], float]
                                        security_capabilities=lambda: security_capabilities(keystore),
                                        extra_services=extra_services, roles=credentials.roles)),
         DEVICE_ACCESS)
-    return DeviceApplication(store=store, uplink=uplink, routes=routes, media2=media2)
+    return DeviceApplication(store=store, uplink=uplink, routes=routes, media2=media2, rtsp_sources=relayed)

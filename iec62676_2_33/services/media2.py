@@ -100,7 +100,9 @@ __all__ = [
     "Media2ServiceContext",
     "capabilities_element",
     "media2_endpoint",
+    "proxied_rtsp_base",
     "stream_uri",
+    "through_proxy",
 ]
 
 #: The Media2 namespace (wire contract).
@@ -243,7 +245,7 @@ def _capabilities(context: Media2ServiceContext, environ: dict[str, Any] | None)
     sources = context.media.media_sources()
     ws_uri = None
     if (context.rtsp_websocket_path is not None and environ is not None and ENVIRON_UPLINK_LEVEL in environ
-            and not _through_proxy(environ)):
+            and not through_proxy(environ)):
         ws_uri = "ws" + request_base_url(environ)[len("http"):] + context.rtsp_websocket_path  # https→wss
     return Capabilities2(
         ProfileCapabilities=ProfileCapabilities(MaximumNumberOfProfiles=len(sources),
@@ -295,11 +297,13 @@ def _source(ctx: Any, token: str) -> MediaSource:
     return src
 
 
-def _through_proxy(environ: dict[str, Any]) -> bool:
+def through_proxy(environ: dict[str, Any]) -> bool:
+    """The request came through the cloud's HTTP proxy (or a VSS): it carries ``X-Forwarded-*``."""
     return bool(environ.get("HTTP_X_FORWARDED_HOST") or environ.get("HTTP_X_FORWARDED_PREFIX"))
 
 
-def _rtsp_base(environ: dict[str, Any]) -> str | None:
+def proxied_rtsp_base(environ: dict[str, Any]) -> str | None:
+    """The cloud's RTSP front for this device (``x-iec62676-rtsp-base``), ``None`` when absent or malformed."""
     value = str(environ.get(_RTSP_BASE_ENVIRON) or "").strip()
     return value.rstrip("/") if _RTSP_BASE.match(value) else None
 
@@ -312,11 +316,11 @@ def _unsupported(protocol: str, why: str) -> SoapFault:
 def stream_uri(environ: dict[str, Any], src: MediaSource, protocol: str) -> str:
     """The URI GetStreamUri answers for ``src`` (see the table in the module docstring)."""
     segment = quote(src.token, safe="")
-    proxied = _through_proxy(environ)
+    proxied = through_proxy(environ)
     if protocol in _RTSP_TCP:
         if not proxied:
             return src.rtsp_url
-        base = _rtsp_base(environ)
+        base = proxied_rtsp_base(environ)
         if base is None:
             raise _unsupported(protocol, "the cloud this request came through has no RTSP front; "
                                          "ask for RtspOverHttp")

@@ -38,9 +38,13 @@ understand is ``.../InvalidFilterFault``.
 *Replay*: GetReplayUri answers ``<replay_base>/<recording token>`` when a
 replay RTSP server runs (:mod:`..runtime.replay_server`), which maps the
 ``Range: clock=`` of a PLAY to the recording's files. RTP unicast over RTSP
-(interleaved), TCP or UDP only; the URI is for direct access (through the
-cloud proxy the request faults ``Receiver/ActionNotSupported``: no replay
-relay there).
+(interleaved), TCP or UDP only. A request through the cloud proxy (or a VSS)
+gets, like Media2's GetStreamUri, a URI on the cloud's RTSP front:
+``<x-iec62676-rtsp-base>/replay/<recording token>``, which the uplinks' RTSP
+relay takes to the replay server
+(:class:`~..domain.media.ReplayRelayBackend`; RTSP or TCP setups, as the front
+relays interleaved RTP only); without that header it faults
+``Receiver/ActionNotSupported``, as it does when no replay server runs.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from spyne.model.complex import ComplexModel
 from spyne.util.xml import get_object_as_xml
 
 from ..domain.generic_events import GenericEvent, TopicDescription, topic_matches
+from ..domain.media import REPLAY_TOKEN
 from ..domain.recordings import (
     TRACK_TOKEN,
     Recording,
@@ -76,6 +81,7 @@ from ..soap.fault import SoapFault
 from ..soap.spyne_glue import SoapEndpoint, SoapService, service_context
 from .events import generic_notification_xml, parse_filter
 from .forwarded import request_base_url
+from .media2 import proxied_rtsp_base, through_proxy
 
 __all__ = [
     "OPERATION_ACCESS",
@@ -536,14 +542,20 @@ class ReplayService(SoapService):
             raise SoapFault(code="Sender", subcodes=("InvalidArgVal", "InvalidStreamSetup"),
                             reason=f"stream setup {setup.Stream}/{protocol} is not served; ask for RTP-Unicast "
                                    "over RTSP, TCP or UDP")
-        env = ctx.transport.req_env
-        if env.get("HTTP_X_FORWARDED_HOST") or env.get("HTTP_X_FORWARDED_PREFIX"):
-            raise SoapFault(code="Receiver", subcodes=("ActionNotSupported",),
-                            reason="replay is not relayed through the cloud; ask the device directly")
         if context.replay_base is None:
             raise SoapFault(code="Receiver", subcodes=("ActionNotSupported",),
                             reason="the replay server of this device is not running")
-        return f"{context.replay_base}/{quote(token, safe='')}"
+        env = ctx.transport.req_env
+        if not through_proxy(env):
+            return f"{context.replay_base}/{quote(token, safe='')}"
+        if protocol == "UDP":
+            raise SoapFault(code="Sender", subcodes=("InvalidArgVal", "InvalidStreamSetup"),
+                            reason="through the cloud replay is RTP over the RTSP connection; ask for RTSP or TCP")
+        front = proxied_rtsp_base(env)
+        if front is None:
+            raise SoapFault(code="Receiver", subcodes=("ActionNotSupported",),
+                            reason="the cloud this request came through has no RTSP front; ask the device directly")
+        return f"{front}/{REPLAY_TOKEN}/{quote(token, safe='')}"
 
 
 def search_endpoint(context: RecordingServiceContext) -> SoapEndpoint:
