@@ -78,7 +78,7 @@ from ..transport.websocket import WebSocketStream
 from .body import BodyError
 from .exchange import Exchange
 
-__all__ = ["CameraAuth", "RelayStats", "RtspRelay"]
+__all__ = ["CameraAuth", "RelayStats", "Replayed", "RtspRelay", "first_request"]
 
 log = logging.getLogger(__name__)
 
@@ -353,11 +353,12 @@ class RtspRelay:
         is the last path segment of the URL in the player's first request (a URL ending in ``/<token>``,
         as the stream URIs do); nothing reaches a camera before it is known."""
         ws = await _accept_websocket(ex)
-        first, token = await _first_request(ws.read)
+        first, request = await first_request(ws.read)
+        token = "" if request is None else unquote(urlsplit(request.target).path.rstrip("/").rpartition("/")[2])
         source = None
         if token:
             source = await asyncio.get_running_loop().run_in_executor(self.executor, self.media.media_source, token)
-        replay = _Replay(first, ws.read)
+        replay = Replayed(first, ws)
         if source is None:
             self.stats.refused += 1
             await self._refuse(replay.read, ws, 404, "Not Found")
@@ -511,10 +512,11 @@ async def _accept_websocket(ex: Exchange) -> WebSocketStream:
     return WebSocketStream(_ExchangeStream(ex), Connection(ConnectionType.SERVER), label=f"RTSP tunnel {ex.describe()}")
 
 
-async def _first_request(read: Reader) -> tuple[bytes, str]:
-    """The bytes read up to the player's first RTSP request and the media token its URL ends in; the token is
-    ``""`` when no request came within ``FIRST_REQUEST_TIMEOUT``, within ``MAX_HEAD + MAX_BODY`` bytes, or
-    garbage came (the refusal then answers it)."""
+async def first_request(read: Reader) -> tuple[bytes, RtspMessage | None]:
+    """The bytes read up to a player's first RTSP request, and that request; ``None`` when no request came
+    within ``FIRST_REQUEST_TIMEOUT``, within ``MAX_HEAD + MAX_BODY`` bytes, or garbage came (the caller's
+    refusal then answers it). The uplink's relay picks the media token from its URL, a VSS's RTSP front
+    (:mod:`..vss.rtsp`) the lower system; both hand the bytes on with :class:`Replayed`."""
     splitter, got = RtspSplitter(), bytearray()
     try:
         async with asyncio.timeout(FIRST_REQUEST_TIMEOUT):
@@ -522,24 +524,32 @@ async def _first_request(read: Reader) -> tuple[bytes, str]:
                 got += data
                 for unit in splitter.feed(data):
                     if isinstance(unit, RtspMessage) and unit.target:
-                        return bytes(got), unquote(urlsplit(unit.target).path.rstrip("/").rpartition("/")[2])
+                        return bytes(got), unit
     except (RtspError, TimeoutError):
         pass
-    return bytes(got), ""
+    return bytes(got), None
 
 
-class _Replay:
-    """A reader that hands out ``first`` before reading on."""
+class _Readable(Protocol):
+    async def read(self, max_bytes: int = READ_CHUNK, /) -> bytes: ...
 
-    def __init__(self, first: bytes, read: Reader) -> None:
+
+class Replayed:
+    """``stream`` whose reads hand out ``first`` (bytes already read from it) before reading on; every other
+    attribute is the stream's, so it stands in for a :class:`~..transport.base.ByteStream`."""
+
+    def __init__(self, first: bytes, stream: _Readable) -> None:
         self._first = first
-        self._read = read
+        self._stream = stream
 
     async def read(self, max_bytes: int = READ_CHUNK) -> bytes:
         if self._first:
-            data, self._first = self._first, b""
+            data, self._first = self._first[:max_bytes], self._first[max_bytes:]
             return data
-        return await self._read(max_bytes)
+        return await self._stream.read(max_bytes)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _values(ex: Exchange, name: str) -> list[str]:

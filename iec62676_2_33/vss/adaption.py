@@ -27,6 +27,11 @@ PTZ, Recording Search or Replay need no change here.
   64 characters, or tokens of two lower systems in one request. A request
   without remote tokens is the VSS's own.
 
+*Event messages in answers* (the recorded events FindEvents finds, ANX-B-4 for
+recordings) carry their tokens in ``tt:SimpleItem`` values, whose types the
+topic's message description gives, not the XSD: :func:`prefix_messages`
+adapts the items :func:`token_items` finds token-typed in a description.
+
 Clients never derive device tokens from these (ADR-5): only the VSS maps them.
 Everything here is pure (no I/O); :func:`token_index` caches the parsed index.
 """
@@ -40,12 +45,14 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from .. import schemas
+from ..domain.generic_events import TopicDescription
 from ..domain.tokens import SEPARATOR, InvalidToken, RemoteToken, validate_reference_token
-from ..namespaces import TT
+from ..namespaces import TT, WSNT
 from ..soap.envelope import excerpt
 from ..soap.fault import SoapFault
 
-__all__ = ["Forwarding", "TokenIndex", "prefix_response", "route_request", "token_index"]
+__all__ = ["Forwarding", "TokenIndex", "prefix_messages", "prefix_response", "route_request", "token_index",
+           "token_items"]
 
 XS = "http://www.w3.org/2001/XMLSchema"
 REFERENCE_TOKEN = f"{{{TT}}}ReferenceToken"
@@ -245,6 +252,17 @@ def route_request(operation: etree._Element, lowers: frozenset[str] | set[str],
     return Forwarding(target)
 
 
+def _expose(value: str, prefix: str) -> tuple[str, str | None]:
+    """A token of lower system ``prefix`` as the VSS exposes it, and the prefix it already had (if any)."""
+    if SEPARATOR in value:
+        return value, value.partition(SEPARATOR)[0]
+    try:
+        return RemoteToken.of(prefix, value).prefix + SEPARATOR + value, None
+    except InvalidToken as exc:
+        raise SoapFault(code="Receiver", subcodes=("Action",),
+                        reason=f"lower system {prefix!r} answered a token this VSS cannot expose: {exc}") from None
+
+
 def prefix_response(answer: etree._Element, prefix: str, index: TokenIndex | None = None) -> set[str]:
     """Expose the tokens of lower system ``prefix`` in ``answer`` (in place); the other prefixes met.
 
@@ -254,15 +272,40 @@ def prefix_response(answer: etree._Element, prefix: str, index: TokenIndex | Non
     learnt: set[str] = set()
     for element, attribute in list(index.sites(answer)):
         value = _get(element, attribute).strip()
-        if not value:
+        if value:
+            exposed, met = _expose(value, prefix)
+            _set(element, attribute, exposed)
+            learnt.update([met] if met else [])
+    learnt.discard(prefix)
+    return learnt
+
+
+def token_items(description: TopicDescription, index: TokenIndex | None = None) -> frozenset[str]:
+    """The Source and Data items of a topic whose described type (``tt:…`` as our descriptions write it) is
+    a token type."""
+    index = index or token_index()
+    known = {"tt": TT, "xs": XS}
+    return frozenset(name for name, written in description.source + description.data
+                     if index.is_token_type(f"{{{known.get(written.partition(':')[0], '')}}}"
+                                            f"{written.partition(':')[2]}"))
+
+
+def prefix_messages(answer: etree._Element, prefix: str, topics: Mapping[str, frozenset[str]]) -> set[str]:
+    """Expose the tokens of lower system ``prefix`` in the event messages ``answer`` carries (the Events of
+    FindEvents results: a ``wsnt:Topic`` beside ``wsnt:Message/tt:Message``), for the items ``topics`` (topic
+    path below ``tns1`` -> token items, :func:`token_items`) names; the other prefixes met. A message of
+    another topic is left as it is: its item types are not known here."""
+    learnt: set[str] = set()
+    for topic in answer.iter(f"{{{WSNT}}}Topic"):
+        holder = topic.getparent()
+        names = topics.get((topic.text or "").strip().partition(":")[2])
+        if holder is None or not names:
             continue
-        if SEPARATOR in value:
-            learnt.add(value.partition(SEPARATOR)[0])
-            continue
-        try:
-            _set(element, attribute, RemoteToken.of(prefix, value).prefix + SEPARATOR + value)
-        except InvalidToken as exc:
-            raise SoapFault(code="Receiver", subcodes=("Action",),
-                            reason=f"lower system {prefix!r} answered a token this VSS cannot expose: {exc}") from None
+        for item in holder.iterfind(f"{{{WSNT}}}Message/{{{TT}}}Message/*/{{{TT}}}SimpleItem"):
+            value = (item.get("Value") or "").strip()
+            if item.get("Name") in names and value:
+                exposed, met = _expose(value, prefix)
+                item.set("Value", exposed)
+                learnt.update([met] if met else [])
     learnt.discard(prefix)
     return learnt

@@ -27,42 +27,55 @@ each request it works on a copy of the operation element:
    cannot be reached ``Receiver/Action/LowerSystemUnreachable``. An answer is
    at most :data:`MAX_ANSWER` bytes and parsed locked down.
 4. **Adaption** of the answer (:func:`~.adaption.prefix_response`): every
-   token prefixed, prefixes of deeper systems learnt as routes; a fault of the
-   lower system is relayed with its code and subcodes, its reason marked with
-   the prefix. ``rtsp://`` URIs (GetStreamUri, GetReplayUri, …) are rewritten
+   token prefixed, also those in the recorded events FindEvents finds
+   (:func:`~.adaption.prefix_messages`), prefixes of deeper systems learnt as
+   routes; a fault of the lower system is relayed with its code and subcodes,
+   its reason marked with the prefix. ``rtsp://`` URIs (GetStreamUri, GetReplayUri, …) are rewritten
    by the VSS's RTSP relay (:mod:`.rtsp`) unless they already point at it.
 
-Operations without tokens that list objects (:data:`MERGED`, e.g. Media2
-GetProfiles) are answered by the VSS's own endpoint and every reachable lower
-system, the lists concatenated (lower systems that are down are left out).
+Operations without tokens that list or count objects (:data:`MERGED`: Media2
+GetProfiles, PTZ GetNodes and GetConfigurations, Recording Search
+GetRecordingSummary) are answered by the VSS's own endpoint and every reachable
+lower system, the lists concatenated and the summaries added (lower systems
+that are down or answer malformed are left out). A search (FindRecordings,
+FindEvents) goes to the lower system its scope's tokens name; the search token
+it answers is a ``tt:JobToken`` and gets that system's prefix like any other
+token, so GetRecordingSearchResults, GetEventSearchResults and EndSearch find
+their way back to it. A search whose scope names no lower system runs on the
+VSS and every lower system together (:mod:`.searches`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import httpx
 from lxml import etree
 
 from .. import schemas
+from ..domain.subscriptions import InvalidTime, parse_datetime
 from ..errors import Iec62676Error, SchemaError
 from ..namespaces import SOAP_ENV
 from ..security.middleware import ENVIRON_ACCESS_CLASS, ENVIRON_REQUEST
 from ..security.wsse import build_username_token
+from ..services.recording import RECORDING_HISTORY
 from ..soap.envelope import SoapRequest, excerpt
 from ..soap.fault import SoapFault, fault_response
-from .adaption import prefix_response, route_request
+from .adaption import prefix_messages, prefix_response, route_request, token_items
 from .lower import LowerStore, LowerSystem
+from .searches import JOINT_FINDS, JointSearches, Searcher, joint_token
 
 if TYPE_CHECKING:
     from ..runtime.cloud import CloudListener
@@ -79,11 +92,38 @@ _HOP_ENVIRON = "HTTP_" + HOP_HEADER.upper().replace("-", "_")
 MAX_HOPS = 8
 #: The largest answer taken from a lower system.
 MAX_ANSWER = 4 * 1024 * 1024
-#: Operations answered by the VSS and every lower system together (no token in, a list out).
-MERGED = frozenset({
-    "{http://www.onvif.org/ver20/media/wsdl}GetProfiles",
-    "{http://www.onvif.org/ver20/ptz/wsdl}GetNodes",
-    "{http://www.onvif.org/ver20/ptz/wsdl}GetConfigurations",
+
+
+def _concatenate(mine: etree._Element, theirs: etree._Element) -> None:
+    """A list answer: the lower system's items after the VSS's."""
+    mine.extend(list(theirs))
+
+
+def _add_summary(mine: etree._Element, theirs: etree._Element) -> None:
+    """GetRecordingSummary: the recordings counted together; the data span covers the spans of the systems
+    that have recordings (one without reports ``now`` for both ends, which says nothing)."""
+    ours, other = mine.find("{*}Summary"), theirs.find("{*}Summary")
+    if ours is None or other is None:
+        raise ValueError("no Summary in the answer")
+    fields = [{etree.QName(c).localname: c for c in summary if isinstance(c.tag, str)} for summary in (ours, other)]
+    counts = [int((f["NumberRecordings"].text or "").strip()) for f in fields]
+    spans = [[(f[name].text or "").strip() for f in fields] for name in ("DataFrom", "DataUntil")]
+    for texts in spans:
+        for text in texts:
+            parse_datetime(text)  # a malformed answer is left out as a whole
+    if counts[1] > 0:
+        first, until = spans
+        fields[0]["DataFrom"].text = min(first, key=parse_datetime) if counts[0] > 0 else first[1]
+        fields[0]["DataUntil"].text = max(until, key=parse_datetime) if counts[0] > 0 else until[1]
+    fields[0]["NumberRecordings"].text = str(sum(counts))
+
+
+#: Operations answered by the VSS and every lower system together (no token in), and how an answer is added.
+MERGED: Mapping[str, Callable[[etree._Element, etree._Element], None]] = MappingProxyType({
+    "{http://www.onvif.org/ver20/media/wsdl}GetProfiles": _concatenate,
+    "{http://www.onvif.org/ver20/ptz/wsdl}GetNodes": _concatenate,
+    "{http://www.onvif.org/ver20/ptz/wsdl}GetConfigurations": _concatenate,
+    "{http://www.onvif.org/ver10/search/wsdl}GetRecordingSummary": _add_summary,
 })
 _CONTENT_TYPE = "application/soap+xml; charset=utf-8"
 #: The longest subcode chain relayed from a lower system's fault, and what a subcode may look like.
@@ -91,8 +131,15 @@ MAX_SUBCODES = 8
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 
+@functools.cache
+def recorded_topics() -> Mapping[str, frozenset[str]]:
+    """The token items of the recorded events a lower system's FindEvents finds (its messages are adapted
+    like the forwarded live events, ANX-B-4)."""
+    return MappingProxyType({RECORDING_HISTORY.path: token_items(RECORDING_HISTORY)})
+
+
 @dataclass(frozen=True)
-class Answer:
+class LowerAnswer:
     """A lower system's answer: the Body's element (already adapted) or the fault it sent."""
 
     element: etree._Element | None
@@ -112,6 +159,11 @@ class VssContext:
     rtsp_base: str | None = None
     #: Runs the calls of a merged operation to the lower systems side by side.
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, thread_name_prefix="vss-merge"))
+    #: Searches over the VSS and all its lower systems (:mod:`.searches`).
+    searches: JointSearches = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.searches = JointSearches(timeout=self.timeout)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -129,7 +181,8 @@ def _envelope(operation: etree._Element, header: etree._Element | None) -> bytes
     return bytes(etree.tostring(env, xml_declaration=True, encoding="utf-8"))
 
 
-def _fault_of(root: etree._Element, prefix: str) -> SoapFault | None:
+def _fault_of(root: etree._Element, prefix: str | None) -> SoapFault | None:
+    """The fault ``root`` (an envelope) carries, its reason marked with lower system ``prefix`` (if any)."""
     fault = root.find(f"{{{SOAP_ENV}}}Body/{{{SOAP_ENV}}}Fault")
     if fault is None:
         return None
@@ -139,7 +192,7 @@ def _fault_of(root: etree._Element, prefix: str) -> SoapFault | None:
     # The chain is relayed as the lower system sent it, as far as it is made of plain names (bounded).
     subcodes = tuple(v for v in values[1:MAX_SUBCODES + 1] if _NAME.fullmatch(v))
     return SoapFault(code=code if code in ("Sender", "Receiver") else "Receiver", subcodes=subcodes,
-                     reason=f"lower system {prefix}: {reason}")
+                     reason=reason if prefix is None else f"lower system {prefix}: {reason}")
 
 
 class Forwarder:
@@ -153,7 +206,7 @@ class Forwarder:
         self._http.close()
 
     def call(self, lower: LowerSystem, path: str, operation: etree._Element, hops: list[str],
-             host: str | None = None) -> Answer:
+             host: str | None = None) -> LowerAnswer:
         """Forward ``operation`` (tokens already stripped) to ``lower`` at service ``path``."""
         header = None
         if lower.username is not None:
@@ -169,16 +222,16 @@ class Forwarder:
                          "Action", "LowerSystemFailed") from None
         fault = _fault_of(root, lower.prefix)
         if fault is not None:
-            return Answer(None, fault)
+            return LowerAnswer(None, fault)
         element = next((c for c in root.iterfind(f"{{{SOAP_ENV}}}Body/*")), None)
         if status != 200 or element is None:
             raise _fault("Receiver", f"lower system {lower.prefix} answered HTTP {status} without an answer",
                          "Action", "LowerSystemFailed")
-        learnt = prefix_response(element, lower.prefix)
+        learnt = prefix_response(element, lower.prefix) | prefix_messages(element, lower.prefix, recorded_topics())
         if learnt:
             self.context.lowers.learn(lower.prefix, learnt)
         self._rewrite_uris(element, lower)
-        return Answer(element)
+        return LowerAnswer(element)
 
     def _rewrite_uris(self, element: etree._Element, lower: LowerSystem) -> None:
         relay = self.context.relay
@@ -265,6 +318,14 @@ class Gateway:
             if target is None:
                 if operation.tag in MERGED and lowers:
                     return self._merged(environ, start_response, operation, list(lowers.values()), hops, host)
+                classified = environ.get(ENVIRON_ACCESS_CLASS) is not None  # the client's level was checked
+                if classified and operation.tag in JOINT_FINDS and lowers:
+                    searchers = [(p, self._lower_searcher(lower, lowers, hops, host)) for p, lower in lowers.items()]
+                    return _respond(start_response, self.context.searches.find(
+                        operation, self._own_searcher(environ), searchers))
+                joint = joint_token(operation) if classified else None
+                if joint is not None:
+                    return _respond(start_response, self.context.searches.results(operation, joint))
                 return self.inner(environ, start_response)
             if environ.get(ENVIRON_ACCESS_CLASS) is None:  # no access class here: the client's level was not checked
                 raise _fault("Receiver", f"operation {excerpt(operation.tag, 120)} is not supported at this address",
@@ -287,17 +348,38 @@ class Gateway:
                          "InvalidArgVal", "ConfigurationLoop")
         return [*passed, own]
 
+    def _own_searcher(self, environ: dict[str, Any]) -> Searcher:
+        """Operations of a joint search on the VSS's own endpoint (the client's request passed access control;
+        these are the same service's operations of the same class), each parsed once into a request."""
+        def run(operation: etree._Element) -> etree._Element:
+            root = schemas.parse_xml(_envelope(copy.deepcopy(operation), None))
+            request = SoapRequest(envelope=root, header=None, operation=next(root.iterfind(f"{{{SOAP_ENV}}}Body/*")))
+            _status, _headers, data = _call(self.inner, {**environ, ENVIRON_REQUEST: request})
+            answer = schemas.parse_xml(data)
+            fault = _fault_of(answer, None)
+            if fault is not None:
+                raise fault
+            return next(answer.iterfind(f"{{{SOAP_ENV}}}Body/*"))
+        return run
+
+    def _lower_searcher(self, lower: LowerSystem, lowers: dict[str, LowerSystem], hops: list[str],
+                        host: str | None) -> Searcher:
+        """Operations of a joint search forwarded to ``lower`` (its search token routed like a client's)."""
+        def run(operation: etree._Element) -> etree._Element:
+            operation = copy.deepcopy(operation)
+            route_request(operation, frozenset(lowers), self.context.lowers.routes())
+            answer = self.forwarder.call(lower, self.path, operation, hops, host)
+            if answer.fault is not None:
+                raise answer.fault
+            assert answer.element is not None
+            return answer.element
+        return run
+
     def _merged(self, environ: dict[str, Any], start_response: Callable[..., Any], operation: etree._Element,
                 lowers: list[LowerSystem], hops: list[str], host: str | None) -> Iterable[bytes]:
-        captured: dict[str, Any] = {}
-
-        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
-            captured.update(status=status, headers=headers)
-            return lambda _data: None
-
-        own = b"".join(self.inner(environ, capture))
-        if not str(captured.get("status", "")).startswith("200"):
-            start_response(captured["status"], captured["headers"])
+        status, headers, own = _call(self.inner, environ)
+        if not status.startswith("200"):
+            start_response(status, headers)
             return [own]
         root = schemas.parse_xml(own)
         mine = next(root.iterfind(f"{{{SOAP_ENV}}}Body/*"))
@@ -312,9 +394,23 @@ class Gateway:
             if answer.fault is not None or answer.element is None:
                 log.info("VSS %s: lower system %s left out of the list: %s", self.path, lower.prefix, answer.fault)
                 continue
-            for item in list(answer.element):
-                mine.append(item)
+            try:
+                MERGED[operation.tag](mine, answer.element)
+            except (KeyError, ValueError, InvalidTime) as exc:
+                log.info("VSS %s: lower system %s left out: a malformed answer (%s)", self.path, lower.prefix, exc)
         return _respond(start_response, mine)
+
+
+def _call(app: Callable[..., Iterable[bytes]], environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+    """Run a WSGI ``app``: (status, headers, body)."""
+    captured: dict[str, Any] = {"status": "500 Internal Server Error", "headers": []}
+
+    def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+        captured.update(status=status, headers=headers)
+        return lambda _data: None
+
+    body = b"".join(app(environ, capture))
+    return str(captured["status"]), list(captured["headers"]), body
 
 
 def _respond(start_response: Callable[..., Any], element: etree._Element) -> list[bytes]:

@@ -1,8 +1,8 @@
-"""Layer 4: the VSS's RTSP front — stream URIs of lower systems made reachable (ANX-B-1, STR-1).
+"""Layer 4: the VSS's RTSP front — stream and replay URIs of lower systems made reachable (ANX-B-1, ANX-B-3, STR-1).
 
 Theory of operation
 -------------------
-A URI a lower system answers (GetStreamUri, and later GetReplayUri) points at
+A URI a lower system answers (GetStreamUri, GetReplayUri) points at
 that system's RTSP server, which a client of the VSS may not reach. The
 gateway hands each such ``rtsp://`` URI to :meth:`RelayTable.expose`, which
 keeps it under a short deterministic id (the same URI gives the same id, so
@@ -20,16 +20,17 @@ interleaved):
   cloud listener, through the cloud's front
   (:class:`~..runtime.rtsp_front.RtspFront`): the tunnel over the uplink.
 
-The front reads the first request itself (bounded head, deadline) to choose;
-the bytes read are handed on unchanged. The table is bounded
-(:data:`MAX_RELAYS`, least recently exposed dropped first) and lives in
+The front reads the first request to choose (the device relay's
+:func:`~..runtime.rtsp_relay.first_request`: bounded bytes, a deadline); the
+bytes read are handed on unchanged (:class:`~..runtime.rtsp_relay.Replayed`).
+The table is bounded (:data:`MAX_RELAYS`, least recently exposed dropped
+first) and lives in
 memory: after a restart clients ask GetStreamUri again, as they must anyway
 when a URI stops working.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import logging
@@ -39,8 +40,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from ..domain.media import MediaSource
-from ..runtime.rtsp_relay import READ_CHUNK, RtspRelay
-from ..sansio.rtsp_tunnel import RtspError, RtspMessage, RtspSplitter, rtsp_response
+from ..runtime.rtsp_relay import Replayed, RtspRelay, first_request
+from ..sansio.rtsp_tunnel import rtsp_response
 from ..transport.base import ByteStream
 
 if TYPE_CHECKING:
@@ -53,8 +54,6 @@ log = logging.getLogger(__name__)
 #: Upstream URIs kept at once.
 MAX_RELAYS = 4096
 RELAY_PATH = "/relay/"
-#: Seconds a player has to send its first request.
-HEAD_TIMEOUT = 10.0
 
 
 class RelayTable:
@@ -88,23 +87,6 @@ class RelayTable:
         return MediaSource(token=relay_id, name=f"{prefix} stream", rtsp_url=upstream)
 
 
-class _Replayed:
-    """A byte stream whose first read gives back the bytes already read from it."""
-
-    def __init__(self, stream: ByteStream, head: bytes) -> None:
-        self._stream = stream
-        self._head = head
-
-    async def read(self, max_bytes: int = 65536) -> bytes:
-        if self._head:
-            data, self._head = self._head[:max_bytes], self._head[max_bytes:]
-            return data
-        return await self._stream.read(max_bytes)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
 class VssRtspFront:
     """``rtsp://…/relay/<id>`` and ``rtsp://…/devices/<id>/<token>`` for players (module docstring)."""
 
@@ -114,16 +96,13 @@ class VssRtspFront:
         self.relay = RtspRelay(_NoSources(), ("User",))
 
     async def handle(self, player: ByteStream) -> None:
-        received = bytearray()
-        try:
-            first = await self._first_request(player, received)
-        except (RtspError, TimeoutError) as exc:
-            log.info("VSS RTSP front: bad first request: %s", exc or "too slow")
-            await player.write(rtsp_response(400, "Bad Request", None))
-            return
+        received, first = await first_request(player.read)
         if first is None:
+            if received:
+                log.info("VSS RTSP front: no RTSP request came first")
+                await player.write(rtsp_response(400, "Bad Request", None))
             return
-        replayed: Any = _Replayed(player, bytes(received))
+        replayed: Any = Replayed(received, player)
         try:
             path = urlsplit(first.target).path
         except ValueError:
@@ -138,19 +117,6 @@ class VssRtspFront:
             await player.write(rtsp_response(404, "Not Found", first.header("cseq")))
             return
         await self.relay.relay(source, replayed.read, player)
-
-    async def _first_request(self, player: ByteStream, received: bytearray) -> RtspMessage | None:
-        splitter = RtspSplitter()
-        async with asyncio.timeout(HEAD_TIMEOUT):
-            while True:
-                data = await player.read(READ_CHUNK)
-                if not data:
-                    return None
-                received += data
-                for unit in splitter.feed(data):
-                    if isinstance(unit, RtspMessage) and not unit.is_response:
-                        return unit
-                    raise RtspError("a session must start with an RTSP request", status_hint=400)
 
 
 class _NoSources:

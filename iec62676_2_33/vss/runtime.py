@@ -3,10 +3,11 @@
 ``run_vss`` runs, on one event loop:
 
 * the device runtime (:func:`~..runtime.device.run_device`: same data folder,
-  users, service paths, uplinks of its own), whose service routes other than
-  the device, uplink, security and event services are wrapped by the
-  :class:`~.gateway.Gateway` (so Media2 today and PTZ, Recording Search and
-  Replay once the device serves them are adapted with no code here);
+  users, service paths, uplinks of its own), with PTZ, Recording Search and
+  Replay mounted where it has none of its own (:mod:`.mounts`), and whose
+  service routes other than the device, uplink, security and event services
+  are wrapped by the :class:`~.gateway.Gateway` (so Media2, PTZ, Recording
+  Search and Replay are adapted with no code here);
 * optionally the embedded cloud listener
   (:func:`~..runtime.cloud_server.run_cloud`, ``uplink_listen``): lower systems
   configured with ``--uplink DEVICE_ID`` dial it, and are reached over that
@@ -49,6 +50,7 @@ from ..transport.tcp import start_tcp_server
 from .events import EventForwarder
 from .gateway import Forwarder, Gateway, VssContext
 from .lower import LowerStore, LowerSystem
+from .mounts import mount_forwarding
 from .resources import LowerMirror
 from .rtsp import RelayTable, VssRtspFront
 
@@ -193,6 +195,7 @@ async def run_vss(data_dir: str | Path, listen: str | None, stop: asyncio.Event,
                                              name="uplink listener"))
 
         def compose(app: DeviceApplication, events: EventServiceContext) -> None:
+            mount_forwarding(app)
             install_gateway(app, context, forwarder)
             mirrors.events = events
 
