@@ -1,7 +1,7 @@
 """``iec62676 conformance cloud`` against our own cloud (TEST-1, UPL-1 … UPL-3, UPL-6 … UPL-8, UPL-13,
 UPL-15, UPL-16): the tool dials it as a device and every case passes; without a request to answer the
 request case is skipped with its reason; a cloud that does not ask for client certificates fails
-CLOUD-TLS."""
+CLOUD-TLS; a cloud that swallows connection errors fails CLOUD-HOSTILE."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import h2.config
+import h2.connection
+import h2.exceptions
 import pytest
 from helpers import run
 from uplink_env import Cloud, Pki
@@ -19,6 +22,8 @@ from iec62676_2_33.conformance import run as run_cases
 from iec62676_2_33.conformance.cloud_cases import CLOUD_CASES, CloudSession, CloudTarget
 from iec62676_2_33.runtime.background import BackgroundService
 from iec62676_2_33.runtime.cloud import CloudListener
+from iec62676_2_33.sansio.upgrade import UpgradeServer
+from iec62676_2_33.transport.base import ByteStream
 from iec62676_2_33.transport.tls import server_context, start_tls_server
 
 
@@ -66,7 +71,7 @@ def test_cli_skips_the_request_case_without_a_request(tmp_path: Path, capsys: py
         cloud.stop()
     assert code == 0, out + err
     assert "SKIP  CLOUD-REQUEST" in out and "the cloud sent no request within 0.5 s" in out
-    assert "PASSED: 5 passed, 0 failed, 1 skipped" in out
+    assert "PASSED: 6 passed, 0 failed, 1 skipped" in out
 
 
 def test_a_cloud_without_client_certificates_fails_cloud_tls(tmp_path: Path) -> None:
@@ -98,3 +103,52 @@ def test_a_cloud_without_client_certificates_fails_cloud_tls(tmp_path: Path) -> 
     (result,) = report.results
     assert result.verdict is Verdict.FAIL
     assert result.message == "the cloud switched protocols for a device without a client certificate"
+
+
+def test_a_cloud_that_swallows_connection_errors_fails_cloud_hostile(tmp_path: Path) -> None:
+    """UPL-15, TEST-1: a hand-written cloud on h2 that, when a device sends a malformed frame, neither sends
+    GOAWAY nor closes (it stops writing and reads on) fails CLOUD-HOSTILE, naming the frame; well-behaved
+    devices on fresh connections are still answered, so the verdict is about the connection error alone."""
+    certs = Pki(tmp_path / "pki")
+
+    async def handle(stream: ByteStream) -> None:
+        upgrade = UpgradeServer()
+        while upgrade.receive_data(await stream.read(16384)) is None:
+            pass
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        await stream.write(upgrade.accept() + conn.data_to_send())
+        swallowed = False
+        while data := await stream.read(65536):
+            if swallowed:
+                continue
+            try:
+                conn.receive_data(data)
+            except h2.exceptions.ProtocolError:
+                swallowed = True  # the fault: no GOAWAY, no close
+                continue
+            await stream.write(conn.data_to_send())
+
+    async def swallowing_cloud(stop: asyncio.Event, announce: Callable[[str], None]) -> None:
+        context = server_context(certs.cert.read_bytes(), certs.key.read_bytes(),
+                                 client_ca_pems=[certs.ca.cert_pem()], require_client_cert=True)
+        server = await start_tls_server(handle, ("127.0.0.1", 0), context)
+        announce(str(server.sockets[0].getsockname()[1]))
+        try:
+            await stop.wait()
+        finally:
+            server.close()
+
+    service = BackgroundService(swallowing_cloud, name="swallowing cloud").start()
+    cert, key = certs.device_files("probe-4")
+    target = CloudTarget(url=f"https://localhost:{service.messages[0]}/uplink", cert=cert, key=key,
+                         ca=certs.ca_file)
+    try:
+        report = run_cases(CLOUD_CASES, CloudSession(target), target="swallowing", only=["CLOUD-HOSTILE", "CLOUD-PING"])
+    finally:
+        service.stop()
+    results = {r.case.id: r for r in report.results}
+    assert results["CLOUD-PING"].verdict is Verdict.PASS, results["CLOUD-PING"].message
+    failed = results["CLOUD-HOSTILE"]
+    assert failed.verdict is Verdict.FAIL
+    assert failed.message.startswith("DATA on stream 0: the cloud did not end the connection within 3 s"), failed.message

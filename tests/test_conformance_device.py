@@ -1,7 +1,8 @@
-"""The conformance kit against our own device (TEST-1, UPL-1 … UPL-3, UPL-6 … UPL-13, UPL-15, UPL-16,
-CFG-1 … CFG-5, SEC-1, SEC-3, SEC-4): every case passes (UPLINK-2-1-1 is skipped with its reason: the
-device has no media profile), the CLI's exit status and reports follow the verdicts, and the 30 s silence
-rule is checked once at its real length.
+"""The conformance kit against our own device (TEST-1, UPL-1 … UPL-16, CFG-1 … CFG-5, SEC-1, SEC-3, SEC-4,
+PROV-3): every case passes (UPLINK-2-1-1 is skipped with its reason when there is no camera), the CLI's
+exit status and reports follow the verdicts (also ``conformance demo``, what CI runs), the 30 s silence
+rule is checked once at its real length, the uplinks' individual backoff on a device with widely spread
+first intervals, and the evidence of the hostile-frames and access-token cases.
 
 Our device runs with short reconnection intervals and, except in the one real-length run, a 2 s silence
 rule that the session is told about (``silence_rule``), so the suite stays fast.
@@ -10,6 +11,7 @@ rule that the session is told about (``silence_rule``), so the suite stays fast.
 from __future__ import annotations
 
 import contextlib
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,10 +63,15 @@ def quick_device(tmp_path: Path) -> Iterator[Device]:
         device.stop()
 
 
+#: Run by its own test, on a device whose first reconnection intervals are spread as widely as a real
+#: device spreads them (with QUICK's 0.2 s spread four uplinks would coincide by chance in many runs).
+OWN_TEST = ("EXT-SHARED-BACKOFF",)
+
+
 def test_our_device_passes_every_case(tmp_path: Path) -> None:
-    """TEST-1, STR-1, UPL-2, UPL-3, UPL-7 … UPL-13, CFG-1 … CFG-5, SEC-4: the whole device suite against our
-    own device: no case fails. With the synthetic camera (GStreamer, ffprobe) as its media source UPLINK-2-1-1
-    decodes H.264 through the uplink; without those parts it is skipped and says why."""
+    """TEST-1, STR-1, UPL-2, UPL-3, UPL-7 … UPL-16, CFG-1 … CFG-5, SEC-4, PROV-3: the whole device suite
+    against our own device: no case fails. With the synthetic camera (GStreamer, ffprobe) as its media source
+    UPLINK-2-1-1 decodes H.264 through the uplink; without those parts it is skipped and says why."""
     data = tmp_path / "dut"
     with contextlib.ExitStack() as stack:
         if camera_available():
@@ -75,7 +82,8 @@ def test_our_device_passes_every_case(tmp_path: Path) -> None:
         device = fresh_device(data)
         stack.callback(device.stop)
         with DeviceSession(quick_target(device)) as session:
-            report = run_cases(DEVICE_CASES, session, target=dut_url(device))
+            chosen = [c for c in DEVICE_CASES.cases if c not in OWN_TEST]
+            report = run_cases(DEVICE_CASES, session, target=dut_url(device), only=chosen)
             left = [cfg.remote_address for cfg in session.uplink().get_uplinks()]
         failed = {r.case.id: r.message for r in report.results if r.verdict is Verdict.FAIL}
         assert not failed, failed
@@ -87,13 +95,13 @@ def test_our_device_passes_every_case(tmp_path: Path) -> None:
         else:
             assert skipped == {"UPLINK-2-1-1": "the device has no media profile (GetProfiles over the uplink "
                                                "listed none)"}
-        assert [r.case.id for r in report.results] == list(DEVICE_CASES.cases)
+        assert [r.case.id for r in report.results] == chosen
         assert all(r.evidence for r in report.results if r.verdict is Verdict.PASS)
-        # The device is left as it was found: the tool deleted every configuration it made (still listed
-        # above while the session was open) once the session closed.
+        # The device is left as it was found: the tool deleted every uplink configuration it made (still listed
+        # above while the session was open) once the session closed, and EXT-TOKEN its authorization server.
         assert left
         with DeviceStore(data) as store:
-            assert store.list_uplinks() == []
+            assert store.list_uplinks() == [] and store.list_auth_servers() == []
 
 
 def test_cli_runs_selected_cases_and_writes_reports(quick_device: Device, tmp_path: Path,
@@ -119,7 +127,7 @@ def test_cli_runs_selected_cases_and_writes_reports(quick_device: Device, tmp_pa
     assert code == 2 and "unknown device case ID(s): NO-SUCH-CASE" in err and len(err.strip().splitlines()) == 1
     code, out, _ = run(capsys, "conformance", "device", "--dut", "x", "--user", "u", "--password", "p",
                        "--listen", "127.0.0.1:0", "--list")
-    assert code == 0 and "EXT-SILENCE    (long)" in out
+    assert code == 0 and "EXT-SILENCE        (long)" in out
 
 
 def test_silence_rule_at_its_real_length_upl_8(tmp_path: Path) -> None:
@@ -134,3 +142,57 @@ def test_silence_rule_at_its_real_length_upl_8(tmp_path: Path) -> None:
     (result,) = report.results
     assert result.verdict is Verdict.PASS, result.message
     assert result.evidence[-1].label == "silence"
+
+
+def test_uplinks_back_off_individually_upl_9(tmp_path: Path) -> None:
+    """UPL-9, UPL-10: several configurations of our device to a cloud that refuses them all back off on
+    sequences of their own (first intervals spread over 0.5 … 3.5 s, as widely as a real device spreads them
+    over 1 … 4 s), each ascending, while the first uplink stays up."""
+    device = fresh_device(tmp_path / "dut", AgentSettings(backoff_first=(0.5, 3.5), backoff_cap=30.0,
+                                                          stable_after=0.5))
+    try:
+        with DeviceSession(quick_target(device, backoff_window=20.0)) as session:
+            report = run_cases(DEVICE_CASES, session, target=dut_url(device), only=["EXT-SHARED-BACKOFF"])
+    finally:
+        device.stop()
+    (result,) = report.results
+    assert result.verdict is Verdict.PASS, result.message
+    sequences = [item.text for item in result.evidence if item.label.startswith("intervals of")]
+    assert len(sequences) == 4 and len(set(sequences)) == 4
+
+
+def test_hostile_frames_and_access_token_upl_14_upl_15(quick_device: Device) -> None:
+    """UPL-4, UPL-14, UPL-15, UPL-16, PROV-3: EXT-HOSTILE's evidence shows our device ending each malformed
+    connection with the GOAWAY the RFC names and cutting every flood off; EXT-TOKEN shows the Bearer token
+    in the native and the WebSocket upgrade request (UPL-4), redacted in the report."""
+    with DeviceSession(quick_target(quick_device)) as session:
+        report = run_cases(DEVICE_CASES, session, target=dut_url(quick_device), only=["EXT-HOSTILE", "EXT-TOKEN"])
+    hostile, token = report.results
+    assert (hostile.verdict, token.verdict) == (Verdict.PASS, Verdict.PASS), (hostile.message, token.message)
+    reactions = {item.label: item.text for item in hostile.evidence if not item.label.startswith("GetDevice")}
+    assert "PROTOCOL_ERROR" in reactions["DATA on stream 0"]
+    assert "FRAME_SIZE_ERROR" in reactions["SETTINGS of 5 bytes"]
+    for flood in ("20,000 SETTINGS frames", "20,000 PING frames", "rapid reset of 2,000 streams"):
+        assert "the device ended the connection" in reactions[flood]
+    heads = [item.text for item in token.evidence if "request head" in item.label]
+    assert len(heads) == 2 and "Upgrade: h2c-reverse" in heads[0] and "Upgrade: websocket" in heads[1]
+    for head in heads:  # https, then wss (our device lists both Protocols)
+        assert re.search(r"Authorization: Bearer <\d+ characters>", head) and "eyJ" not in head
+
+
+def test_cli_demo_leaves_the_ci_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """TEST-1: ``iec62676 conformance demo --out DIR`` (what CI runs) starts the library's own device with its
+    default timers, runs the quick cases, exits 0 and leaves junit.xml (every case, long ones skipped) and
+    report.html in DIR."""
+    out = tmp_path / "conformance-report"
+    code, text, err = run(capsys, "conformance", "demo", "--out", str(out))
+    assert code == 0, text + err
+    suite = ET.parse(out / "junit.xml").getroot()
+    assert [c.get("name") for c in suite.iter("testcase")] == list(DEVICE_CASES.cases)
+    skipped = {c.get("name"): c.find("skipped").get("message")  # type: ignore[union-attr]
+               for c in suite.iter("testcase") if c.find("skipped") is not None}
+    long_cases = {c.id for c in DEVICE_CASES.cases.values() if c.long}
+    assert long_cases <= set(skipped) <= long_cases | {"UPLINK-2-1-1"}
+    assert suite.get("failures") == "0"
+    page = (out / "report.html").read_text()
+    assert "PASSED" in page and "iec62676 device serve (this library" in page

@@ -1,5 +1,5 @@
 """A gallery of deliberately broken devices: the conformance kit must catch each (TEST-1, UPL-2, UPL-8,
-UPL-9, UPL-11, UPL-12, CFG-1, CFG-2, CFG-3, SEC-4).
+UPL-9, UPL-10, UPL-11, UPL-12, UPL-14, UPL-15, CFG-1, CFG-2, CFG-3, SEC-4).
 
 Each broken device is our own device runtime with one part swapped for a faulty one (in this process,
 with ``monkeypatch``), one per class of fault seen or feared in the field; the case that covers the fault
@@ -23,6 +23,7 @@ from iec62676_2_33.conformance.wire import CLIENT_MAGIC
 from iec62676_2_33.runtime import agent, dial, wsgi_bridge
 from iec62676_2_33.runtime.agent import AgentSettings, UplinkAgent
 from iec62676_2_33.sansio.backoff import ReconnectBackoff
+from iec62676_2_33.security.oauth import AccessTokenProvider
 from iec62676_2_33.services import uplink as uplink_service
 from iec62676_2_33.soap.fault import SoapFault
 
@@ -88,6 +89,40 @@ def status_stuck_on_connected(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(UplinkAgent, "status", sticky)
 
 
+def ignores_authorization_server(mp: pytest.MonkeyPatch) -> None:
+    """UPL-14: the uplink names an authorization server, but the device sends no token in its upgrade."""
+    async def nothing(self: AccessTokenProvider, cfg: Any) -> list[tuple[str, str]]:
+        return []
+
+    mp.setattr(AccessTokenProvider, "auth_headers", nothing)
+
+
+def connection_error_drops_every_uplink(mp: pytest.MonkeyPatch) -> None:
+    """UPL-10, UPL-15: a connection error on one uplink restarts the device's whole HTTP/2 side, dropping
+    every other uplink too."""
+    real = agent._Link._serve
+
+    async def serve(self: Any, result: Any) -> str:
+        reason: str = await real(self, result)
+        if "(by us)" in reason:
+            for link in list(self.agent._links.values()):
+                if link is not self and link.driver is not None:
+                    link.driver.close("HTTP/2 side restarted")
+        return reason
+
+    mp.setattr(agent._Link, "_serve", serve)
+
+
+def backoff_shared_by_every_uplink(mp: pytest.MonkeyPatch) -> None:
+    """UPL-9: the reconnection sequence is seeded per device, not per uplink: every configuration waits the
+    same intervals."""
+    class PerDevice(ReconnectBackoff):
+        def __init__(self, identity: str, **kwargs: Any) -> None:
+            super().__init__(identity.split(" ", 1)[0], **kwargs)
+
+    mp.setattr(agent, "ReconnectBackoff", PerDevice)
+
+
 NEVER_SILENT = AgentSettings(backoff_first=(0.05, 0.3), backoff_cap=0.5, stable_after=0.5, dead_after=3600.0,
                              idle_ping_after=1.0)
 TOO_EAGER = AgentSettings(backoff_first=(0.05, 0.3), backoff_cap=0.5, stable_after=0.5, dead_after=0.4,
@@ -109,6 +144,13 @@ GALLERY: list[tuple[str, Callable[[pytest.MonkeyPatch], None] | None, AgentSetti
      "unknown CertificateID: env:Sender/ter:InvalidArgVal, expected env:Sender/ter:InvalidArgVal/ter:CertificateID"),
     ("Status stuck on Connected", status_stuck_on_connected, QUICK, "EXT-STATUS",
      "GetUplinks still reports Status Connected 2 s after the cloud closed the uplink"),
+    ("sends no access token", ignores_authorization_server, QUICK, "EXT-TOKEN",
+     ("the device's upgrade request carries no Authorization: Bearer token (UPL-14); the tool answered "
+      "'HTTP/1.1 401")),
+    ("a connection error drops every uplink", connection_error_drops_every_uplink, QUICK, "EXT-HOSTILE",
+     "after DATA on stream 0: the device dropped its uplink to the legitimate cloud"),
+    ("one backoff sequence for every uplink", backoff_shared_by_every_uplink, QUICK, "EXT-SHARED-BACKOFF",
+     "all 4 uplinks wait the same intervals"),
 ]
 
 

@@ -20,14 +20,12 @@ from iec62676_2_33.runtime.cloud import CloudListener, ListenerSettings
 from iec62676_2_33.runtime.cloud_server import CloudOptions, run_cloud
 from iec62676_2_33.runtime.device import run_device
 from iec62676_2_33.store import DeviceStore
+from iec62676_2_33.testing.harness import ADMIN, FAST
 from iec62676_2_33.uplinkconfig import UplinkConfiguration
 
+__all__ = ["ADMIN", "FAST", "Cloud", "Device", "Pki", "seed_device", "wait_until"]
+
 T = TypeVar("T")
-
-ADMIN = ("admin", "admin-pw")
-
-#: Device settings for tests: short reconnection intervals (UPL-9) so a restart costs little.
-FAST = AgentSettings(backoff_first=(0.05, 0.3), backoff_cap=0.5, stable_after=0.5)
 
 
 def wait_until(condition: Callable[[], T], timeout: float = 15.0, interval: float = 0.02,

@@ -8,9 +8,9 @@ from typing import Any
 from iec62676_2_33.client import UplinkClient
 from iec62676_2_33.conformance import Verdict
 
-#: The quick cases; add "EXT-SILENCE" and "EXT-BACKOFF" for the long ones (they take minutes).
+#: The quick cases; add "EXT-SILENCE", "EXT-BACKOFF" and "EXT-SHARED-BACKOFF" for the long ones (minutes).
 CASES = ["UPLINK-1-1-1", "UPLINK-3-1-1", "UPLINK-4-1-1", "EXT-UPGRADE", "EXT-PREFACE", "EXT-PING",
-         "EXT-USERLEVEL", "EXT-FAULTS", "EXT-STATUS", "EXT-CLOUD-CERT"]
+         "EXT-USERLEVEL", "EXT-FAULTS", "EXT-STATUS", "EXT-CLOUD-CERT", "EXT-HOSTILE", "EXT-TOKEN"]
 
 
 def test_device_conformance(conformance: Any, device: Any, tmp_path: Any) -> None:

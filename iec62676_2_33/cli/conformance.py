@@ -1,6 +1,8 @@
-"""``iec62676 conformance device|cloud``: test a third-party device or cloud (TEST-1).
+"""``iec62676 conformance device|cloud|demo``: test a third-party device or cloud (TEST-1).
 
-Thin: the cases and the session live in :mod:`iec62676_2_33.conformance`. One
+Thin: the cases and the session live in :mod:`iec62676_2_33.conformance`;
+``demo`` runs the device cases against the library's own device, started for
+the run from :mod:`iec62676_2_33.testing.harness` (CI keeps its reports). One
 line per case as it finishes, then the summary; ``--junit`` and ``--html``
 write the reports. Exit status 0 only when no case failed (skipped cases do
 not count), 1 when one did, 2 on a usage or setup error.
@@ -39,6 +41,13 @@ def register(sub: Any) -> None:
     _common(p)
     p.set_defaults(handler=device_command)
 
+    d = csub.add_parser("demo", help="run the device cases against the library's own device, started for the run "
+                        "with its default timers (what CI does)")
+    d.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="the folder that receives junit.xml and report.html")
+    d.add_argument("--full", action="store_true", help="include the long cases (about two minutes more)")
+    d.set_defaults(handler=demo_command)
+
     c = csub.add_parser("cloud", help="test a cloud: the tool is the device that dials it")
     c.add_argument("--cloud", required=True, metavar="URL", help="the uplink address, e.g. https://cloud:8443/uplink")
     c.add_argument("--cert", required=True, type=Path, metavar="CERT.pem",
@@ -61,13 +70,13 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _print_result(result: Any) -> None:
-    print(f"{result.verdict.value.upper():4}  {result.case.id:<14} {result.case.title}"
+    print(f"{result.verdict.value.upper():4}  {result.case.id:<18} {result.case.title}"
           + ("" if result.verdict.value == "pass" else f"\n      {result.message}"), flush=True)
 
 
 def _list(registry: Any) -> int:
     for case in registry.cases.values():
-        print(f"{case.id:<14} {'(long) ' if case.long else ''}{case.title} [{', '.join(case.requirements)}]")
+        print(f"{case.id:<18} {'(long) ' if case.long else ''}{case.title} [{', '.join(case.requirements)}]")
     return 0
 
 
@@ -93,6 +102,30 @@ def device_command(args: argparse.Namespace) -> int:
         print(f"testing {args.dut}; the tool's cloud listens on {session.main.url()}", flush=True)
         report = run(DEVICE_CASES, session, target=args.dut, only=args.only, skip_long=args.skip_long,
                      on_result=_print_result)
+    return _finish(report, args)
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from ..conformance import DEVICE_CASES, DeviceSession, DeviceTarget, run
+    from ..testing.harness import RunningDevice, seed_device
+
+    with tempfile.TemporaryDirectory(prefix="iec62676-demo-") as tmp:
+        data = Path(tmp) / "device"
+        seed_device(data)
+        device = RunningDevice(data, settings=None)
+        try:
+            target = DeviceTarget(dut=device.device_service, username=device.username, password=device.password)
+            with DeviceSession(target) as session:
+                print(f"testing the library's own device at {device.device_service}; the tool's cloud listens on "
+                      f"{session.main.url()}", flush=True)
+                report = run(DEVICE_CASES, session, target=f"iec62676 device serve (this library, {device.url})",
+                             skip_long=not args.full, on_result=_print_result)
+        finally:
+            device.stop()
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.junit, args.html = args.out / "junit.xml", args.out / "report.html"
     return _finish(report, args)
 
 

@@ -1,15 +1,19 @@
 """Conformance kit: test a third-party device or cloud against IEC 62676-2-33 (TEST-1).
 
 ``iec62676 conformance device`` plays the cloud a device dials and the client
-on its direct address (:mod:`.device_session`, :mod:`.device_cases`);
-``iec62676 conformance cloud`` plays the device a cloud accepts
-(:mod:`.cloud_cases`). Cases are registered with an ID and the requirement
-IDs they check (:mod:`.registry`), run in order (:mod:`.runner`) and
-reported as JUnit XML and one HTML page (:mod:`.report`).
+on its direct address (:mod:`.device_session`, :mod:`.toolcloud`); its cases
+are in :mod:`.device_cases`, :mod:`.device_robustness` (hostile frames of
+:mod:`.hostile`, an outage of the cloud) and :mod:`.device_token` (the
+access-token variant against the tool's authorization server,
+:mod:`.toolauth`). ``iec62676 conformance cloud`` plays the device a cloud
+accepts (:mod:`.cloud_cases`). Cases are registered with an ID and the
+requirement IDs they check (:mod:`.registry`), run in order (:mod:`.runner`)
+and reported as JUnit XML and one HTML page (:mod:`.report`).
 """
 
 from __future__ import annotations
 
+from . import device_robustness, device_token  # noqa: F401 - they register their cases in DEVICE_CASES
 from .cloud_cases import CLOUD_CASES, CloudSession, CloudTarget
 from .device_cases import DEVICE_CASES
 from .device_session import DeviceSession, DeviceTarget

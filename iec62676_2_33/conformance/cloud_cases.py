@@ -12,7 +12,10 @@ requests). Requests are answered with a SOAP 1.2 fault
 answer and the device behind the tool pretends to nothing. A case that needs
 the cloud to send a request waits ``wait_request`` seconds and calls the
 session's ``trigger`` hook first (a test or a script can make the cloud send
-one); without a request it is skipped with that reason.
+one); without a request it is skipped with that reason. ``CLOUD-HOSTILE``
+sends batches of hostile frames of :mod:`.hostile` (those a device can send:
+malformed frames and floods) on connections of their own, then checks that
+the cloud still takes a well-behaved device.
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ from ..pki import load_certs_pem
 from ..sansio.upgrade import Switched, UpgradeClient, UpgradeRefused, parse_remote_address
 from ..soap.fault import SoapFault
 from ..transport.tls import TlsStream, client_context, connect_tls
+from .hostile import BATCHES
 from .registry import Evidence, Registry
-from .wire import CLIENT_MAGIC, SETTINGS, FrameScanner
+from .wire import CLIENT_MAGIC, ERROR_CODES, SETTINGS, FrameScanner
 
 CLOUD_CASES = Registry("cloud")
 case = CLOUD_CASES.case
@@ -243,17 +247,23 @@ def preface(s: CloudSession, ev: Evidence) -> None:
 def ping(s: CloudSession, ev: Evidence) -> None:
     """The device PINGs; the cloud answers PING ACK with the payload."""
     async def check(probe: Probe) -> None:
-        assert probe.conn is not None
-        opaque = secrets.token_bytes(8)
-        await probe.pump(lambda: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in probe.events),
-                         s.target.timeout)
-        probe.conn.ping(opaque)
-        acked = await probe.pump(lambda: any(isinstance(e, h2.events.PingAckReceived) and e.ping_data == opaque
-                                             for e in probe.events), 5.0)
+        opaque, acked = await _ping(probe, s.target.timeout)
         ev.note("PING", f"{opaque.hex()}: {'acknowledged' if acked else 'no ACK'}")
         ev.check(acked, f"no PING ACK with payload {opaque.hex()} within 5 s")
 
     _with_probe(s, ev, check)
+
+
+async def _ping(probe: Probe, settings_timeout: float) -> tuple[bytes, bool]:
+    """After the cloud's SETTINGS, a PING with a random payload: (the payload, whether its ACK came in 5 s)."""
+    assert probe.conn is not None
+    opaque = secrets.token_bytes(8)
+    await probe.pump(lambda: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in probe.events),
+                     settings_timeout)
+    probe.conn.ping(opaque)
+    acked = await probe.pump(lambda: any(isinstance(e, h2.events.PingAckReceived) and e.ping_data == opaque
+                                         for e in probe.events), 5.0)
+    return opaque, acked
 
 
 @case("CLOUD-REQUEST", "requests arrive over the uplink and take answers", "UPL-16", "UPL-15")
@@ -299,3 +309,76 @@ def reconnect(s: CloudSession, ev: Evidence) -> None:
             await second.close()
 
     s.run(go)
+
+
+#: The batches of :mod:`.hostile` a device can send a cloud (the HTTP/2 client): the rest open streams.
+CLOUD_BATCHES = ("DATA on stream 0", "SETTINGS of 5 bytes", "20,000 SETTINGS frames", "20,000 PING frames")
+#: Seconds the tool waits for the cloud's reaction to a batch.
+HOSTILE_WINDOW = 3.0
+
+
+async def _play(probe: Probe, data: bytes) -> tuple[bool, str]:
+    """Send ``data`` raw on the probe's connection, then read for :data:`HOSTILE_WINDOW` seconds: (whether the
+    cloud ended the connection, its GOAWAY as far as h2 could read it)."""
+    assert probe.stream is not None and probe.conn is not None
+    goaway = "none"
+    try:
+        async with asyncio.timeout(HOSTILE_WINDOW):
+            for start in range(0, len(data), 65536):
+                await probe.stream.write(data[start:start + 65536])
+    except (TimeoutError, Iec62676Error, OSError):
+        pass
+    deadline = time.monotonic() + HOSTILE_WINDOW
+    parsing = True
+    try:
+        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+            while chunk := await probe.stream.read(65536):
+                if not parsing:
+                    continue
+                try:
+                    for event in probe.conn.receive_data(chunk):
+                        if isinstance(event, h2.events.ConnectionTerminated):
+                            goaway = ERROR_CODES.get(event.error_code or 0, str(event.error_code))
+                except h2.exceptions.H2Error:
+                    parsing = False  # our h2 does not know what we sent: stop reading frames, keep reading bytes
+        return True, goaway
+    except (TimeoutError, Iec62676Error, OSError) as exc:
+        return not isinstance(exc, TimeoutError), goaway
+
+
+@case("CLOUD-HOSTILE", "survives hostile HTTP/2 frames from a device and takes the next one", "UPL-3", "UPL-15",
+      "UPL-8")
+def hostile(s: CloudSession, ev: Evidence) -> None:
+    """Malformed frames (the cloud must end the connection, RFC 9113 §5.4.1) and SETTINGS and PING floods, each
+    on a connection of its own; after every batch a well-behaved device connects and its PING is answered."""
+    problems: list[str] = []
+    batches = [b for b in BATCHES if b.name in CLOUD_BATCHES]
+
+    async def go() -> None:
+        for batch in batches:
+            probe = Probe(s)
+            try:
+                await probe.open()
+                closed, goaway = await _play(probe, batch.build())
+            finally:
+                await probe.close()
+            ev.note(batch.name, f"{'the cloud ended the connection' if closed else 'still open'} within "
+                                f"{HOSTILE_WINDOW:g} s; GOAWAY: {goaway}")
+            if batch.must_close and not closed:
+                problems.append(f"{batch.name}: the cloud did not end the connection within {HOSTILE_WINDOW:g} s "
+                                "(a connection error, RFC 9113 §5.4.1)")
+            legit = Probe(s)
+            try:
+                try:
+                    await legit.open()
+                except (UpgradeRefused, Iec62676Error, TimeoutError, OSError) as exc:
+                    ev.fail(f"after {batch.name}: the cloud no longer takes a device ({type(exc).__name__}: "
+                            f"{str(exc)[:200]})")
+                _, acked = await _ping(legit, s.target.timeout)
+                if not acked:
+                    ev.fail(f"after {batch.name}: the cloud took a device but did not answer its PING within 5 s")
+            finally:
+                await legit.close()
+
+    s.run(go)
+    ev.check(not problems, "; ".join(problems))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import secrets
 import shutil
 import subprocess
@@ -28,7 +29,7 @@ from ..services.media2 import TR2
 from ..soap.fault import SoapFault
 from .device_session import DeviceSession, wait_for
 from .registry import Evidence, Registry
-from .soapcheck import Answer
+from .soapcheck import SoapAnswer
 from .wire import ACK, PING, SETTINGS, Connection
 
 DEVICE_CASES = Registry("device")
@@ -46,7 +47,7 @@ BACKOFF_SLACK = 0.15
 MAX_UPLINKS_PROBED = 16
 
 
-def _answered(ev: Evidence, answer: Answer, operation: str, response: str) -> Answer:
+def answered(ev: Evidence, answer: SoapAnswer, operation: str, response: str) -> SoapAnswer:
     ev.note(f"{operation} answer (HTTP {answer.status})", answer.text)
     ev.check(answer.fault is None, f"{operation} faulted: {answer.fault.chain() if answer.fault else ''} "
                                    f"{answer.fault.reason if answer.fault else ''}".strip())
@@ -55,13 +56,19 @@ def _answered(ev: Evidence, answer: Answer, operation: str, response: str) -> An
     return answer
 
 
-def _note_connection(ev: Evidence, conn: Connection, label: str = "connection") -> None:
+def _redacted(head: str) -> str:
+    """The request head with credentials (an Authorization value, an access_token parameter) cut out."""
+    head = re.sub(r"(?im)^(authorization:\s*\S+)\s+(\S+)", lambda m: f"{m[1]} <{len(m[2])} characters>", head)
+    return re.sub(r"(access_token=)[^&\s]+", r"\1<redacted>", head)
+
+
+def note_connection(ev: Evidence, conn: Connection, label: str = "connection") -> None:
     ev.note(f"{label}: request head from {conn.peer} ({conn.tls_version})",
-            (conn.head or bytes(conn.inbound[:300])).decode("latin-1"))
+            _redacted((conn.head or bytes(conn.inbound[:300])).decode("latin-1")))
     ev.note(f"{label}: the tool answered", conn.answer_line())
 
 
-def _device_xaddr(s: DeviceSession) -> str:
+def device_xaddr(s: DeviceSession) -> str:
     return s.xaddrs().get(TDS, s.target.dut)
 
 
@@ -73,9 +80,9 @@ def connect_and_disconnect(s: DeviceSession, ev: Evidence) -> None:
     DeleteUplink: the device must disconnect."""
     ev.note("deleted configurations (Annex A.2)", s.clear_uplinks() or "none")
     conn = s.connect()
-    _note_connection(ev, conn)
-    _answered(ev, s.tunnel(s.main, _device_xaddr(s), TDS, "GetDeviceInformation"), "GetDeviceInformation",
-              "GetDeviceInformationResponse")
+    note_connection(ev, conn)
+    answered(ev, s.tunnel(s.main, device_xaddr(s), TDS, "GetDeviceInformation"), "GetDeviceInformation",
+             "GetDeviceInformationResponse")
     s.delete_uplink(s.main.url())
     try:
         s.wait_closed(conn, s.target.notice_timeout)
@@ -91,14 +98,14 @@ def connect_and_stream(s: DeviceSession, ev: Evidence) -> None:
     if media is None:
         ev.skip("the device lists no Media2 service")
     s.connect()
-    profiles = _answered(ev, s.tunnel(s.main, media, TR2, "GetProfiles"), "GetProfiles", "GetProfilesResponse")
+    profiles = answered(ev, s.tunnel(s.main, media, TR2, "GetProfiles"), "GetProfiles", "GetProfilesResponse")
     assert profiles.body is not None
     tokens = [p.get("token") for p in profiles.body.findall(f"{{{TR2}}}Profiles") if p.get("token")]
     if not tokens:
         ev.skip("the device has no media profile (GetProfiles over the uplink listed none)")
     inner = f"<m:Protocol>RtspOverHttp</m:Protocol><m:ProfileToken>{tokens[0]}</m:ProfileToken>"
-    answer = _answered(ev, s.tunnel(s.main, media, TR2, "GetStreamUri", inner), "GetStreamUri",
-                       "GetStreamUriResponse")
+    answer = answered(ev, s.tunnel(s.main, media, TR2, "GetStreamUri", inner), "GetStreamUri",
+                      "GetStreamUriResponse")
     assert answer.body is not None
     uri = answer.body.findtext(f"{{{TR2}}}Uri") or ""
     ev.check(uri, "GetStreamUriResponse carries no Uri")
@@ -161,11 +168,11 @@ def client_certificate(s: DeviceSession, ev: Evidence) -> None:
     cn = str(names[0].value) if names else ""
     ev.note("keystore certificate", f"{cred.certificate_id}: CN={cn}")
     conn = s.connect()
-    _note_connection(ev, conn)
+    note_connection(ev, conn)
     ev.check(conn.identity == cn, f"the device connected with CN {conn.identity!r}, not the configured "
                                   f"certificate's {cn!r}")
-    _answered(ev, s.tunnel(s.main, _device_xaddr(s), TDS, "GetDeviceInformation"), "GetDeviceInformation",
-              "GetDeviceInformationResponse")
+    answered(ev, s.tunnel(s.main, device_xaddr(s), TDS, "GetDeviceInformation"), "GetDeviceInformation",
+             "GetDeviceInformationResponse")
     s.delete_uplink(s.main.url())
     try:
         s.wait_closed(conn, s.target.notice_timeout)
@@ -183,7 +190,7 @@ def _capabilities(element: etree._Element | None) -> dict[str, str] | None:
 def capabilities_consistency(s: DeviceSession, ev: Evidence) -> None:
     """GetServices without capabilities has none for the uplink service; with them, they equal
     what the uplink service's GetServiceCapabilities answers."""
-    def uplink_service(answer: Answer) -> etree._Element:
+    def uplink_service(answer: SoapAnswer) -> etree._Element:
         ev.check(answer.fault is None and answer.body is not None, "GetServices failed")
         assert answer.body is not None
         for service in answer.body:
@@ -202,8 +209,8 @@ def capabilities_consistency(s: DeviceSession, ev: Evidence) -> None:
     listed = _capabilities(service.find(f"{{{TDS}}}Capabilities/{{{TUP}}}Capabilities"))
     ev.check(listed is not None, "GetServices with IncludeCapability has no tup:Capabilities for the uplink service")
     xaddr = (service.findtext(f"{{{TDS}}}XAddr") or "").strip()
-    answer = _answered(ev, s.post(xaddr, TUP, "GetServiceCapabilities"), "GetServiceCapabilities",
-                       "GetServiceCapabilitiesResponse")
+    answer = answered(ev, s.post(xaddr, TUP, "GetServiceCapabilities"), "GetServiceCapabilities",
+                      "GetServiceCapabilitiesResponse")
     assert answer.body is not None
     direct = _capabilities(answer.body.find(f"{{{TUP}}}Capabilities"))
     ev.note("compared", f"GetServices: {listed}\nGetServiceCapabilities: {direct}")
@@ -228,7 +235,7 @@ def upgrade_request(s: DeviceSession, ev: Evidence) -> None:
         opened = next(reversed(list(s.main.connections)), None)
         ev.fail("the device made no connection to the tool's cloud" if opened is None else
                 f"the device completed TLS but sent no upgrade request; its first bytes: {opened.first_bytes()}")
-    _note_connection(ev, conn)
+    note_connection(ev, conn)
     ev.check(conn.tls_version in ("TLSv1.2", "TLSv1.3"), f"TLS version {conn.tls_version} is below 1.2")
     if conn.head is None or not conn.head.split(b"\r\n", 1)[0].endswith(b"HTTP/1.1"):
         ev.fail(f"the device sent no HTTP/1.1 upgrade request after TLS; its first bytes: {conn.first_bytes()} "
@@ -258,7 +265,7 @@ def preface_order(s: DeviceSession, ev: Evidence) -> None:
     """After the 101 the cloud sends the client preface; the device answers as the HTTP/2 server:
     its first frame is SETTINGS (no client magic), and it acknowledges the cloud's SETTINGS."""
     conn = s.connect()
-    _note_connection(ev, conn)
+    note_connection(ev, conn)
     try:
         wait_for(lambda: any(f.type == SETTINGS and f.flags & ACK for f in conn.frames), 5.0,
                  "the device's SETTINGS ACK")
@@ -317,13 +324,13 @@ def websocket_uplink(s: DeviceSession, ev: Evidence) -> None:
         since = time.monotonic()
         s.set_uplink(wss)
         conn = s.wait_connected(s.main, since)
-        _note_connection(ev, conn)
+        note_connection(ev, conn)
         kind = getattr(conn.request, "kind", None)
         ev.check(kind == "websocket", f"the device asked for a {kind!r} upgrade on a wss RemoteAddress")
         protocols = next((v for k, v in getattr(conn.request, "headers", ()) if k == "sec-websocket-protocol"), "")
         ev.check("h2c-reverse" in protocols, f"Sec-WebSocket-Protocol {protocols!r} lacks h2c-reverse")
-        _answered(ev, s.tunnel(s.main, _device_xaddr(s), TDS, "GetDeviceInformation"), "GetDeviceInformation",
-                  "GetDeviceInformationResponse")
+        answered(ev, s.tunnel(s.main, device_xaddr(s), TDS, "GetDeviceInformation"), "GetDeviceInformation",
+                 "GetDeviceInformationResponse")
     finally:
         if s.status(wss) is not None:
             s.delete_uplink(wss)
@@ -337,11 +344,11 @@ def user_level(s: DeviceSession, ev: Evidence) -> None:
     """With UserLevel User, READ_SYSTEM (GetUplinks) is answered over the uplink and WRITE_SYSTEM
     (DeleteUplink) is refused with env:Sender/ter:NotAuthorized, without authentication headers."""
     conn = s.connect(user_level=("User",))
-    _note_connection(ev, conn)
+    note_connection(ev, conn)
     uplink_xaddr = s.xaddrs()[TUP]
     try:
-        _answered(ev, s.tunnel(s.main, uplink_xaddr, TUP, "GetUplinks"), "GetUplinks (READ_SYSTEM)",
-                  "GetUplinksResponse")
+        answered(ev, s.tunnel(s.main, uplink_xaddr, TUP, "GetUplinks"), "GetUplinks (READ_SYSTEM)",
+                 "GetUplinksResponse")
         probe = "https://conformance-probe.invalid/uplink"
         answer = s.tunnel(s.main, uplink_xaddr, TUP, "DeleteUplink", f"<m:RemoteAddress>{probe}</m:RemoteAddress>")
         ev.note(f"DeleteUplink (WRITE_SYSTEM) answer (HTTP {answer.status})", answer.text)
@@ -515,7 +522,7 @@ def cloud_certificate(s: DeviceSession, ev: Evidence) -> None:
                 continue
             if endpoint.connections:
                 conn = endpoint.connections[0]
-                _note_connection(ev, conn, label)
+                note_connection(ev, conn, label)
                 problems.append(f"{label}: the device accepted the certificate and went on "
                                 f"(sent {conn.first_bytes(60)})")
             else:
@@ -572,19 +579,15 @@ def backoff(s: DeviceSession, ev: Evidence) -> None:
         deadline = since + s.target.backoff_window
         intervals: list[float] = []
         while time.monotonic() < deadline:
-            attempts = [c.opened_at for c in list(s.main.connections) if c.refused and c.opened_at >= since]
-            intervals = [b - a for a, b in itertools.pairwise(attempts)]
+            intervals = refused_intervals(s, path, since)
             if _levelled(intervals) or _constant(intervals) or len(intervals) >= 10:
                 break
             time.sleep(0.05)
         ev.note("intervals between attempts (s)", ", ".join(f"{i:.2f}" for i in intervals) or "none")
         ev.check(len(intervals) >= 3, f"only {len(intervals) + 1} attempt(s) in {s.target.backoff_window:g} s")
-        shrinking = [(a, b) for a, b in itertools.pairwise(intervals)
-                     if b < a * (1 - BACKOFF_SLACK) - 0.02]
-        if shrinking:
-            ev.fail(f"the intervals do not ascend: {shrinking[0][1]:.2f} s after {shrinking[0][0]:.2f} s")
-        ev.check(intervals[-1] > intervals[0] * (1 + 2 * BACKOFF_SLACK) + 0.02,
-                 f"the intervals do not ascend: {', '.join(f'{i:.2f}' for i in intervals)} s (constant)")
+        problem = not_ascending(intervals)
+        if problem:
+            ev.fail(problem)
         ev.check(_levelled(intervals), f"the intervals did not level off within {s.target.backoff_window:g} s: "
                                        f"{', '.join(f'{i:.2f}' for i in intervals)}")
         ev.check(intervals[-1] <= BACKOFF_CAP_LIMIT * (1 + BACKOFF_SLACK),
@@ -594,6 +597,22 @@ def backoff(s: DeviceSession, ev: Evidence) -> None:
     finally:
         s.main.refuse_paths.discard(path)
         s.delete_uplink(address)
+
+
+def refused_intervals(s: DeviceSession, path: str, since: float) -> list[float]:
+    """The intervals between the device's refused attempts on ``path`` of the main endpoint since ``since``."""
+    attempts = [c.opened_at for c in list(s.main.connections) if c.refused and c.path == path and c.opened_at >= since]
+    return [b - a for a, b in itertools.pairwise(attempts)]
+
+
+def not_ascending(intervals: list[float]) -> str | None:
+    """Why ``intervals`` (at least two) do not ascend (UPL-9), or None when they do."""
+    shrinking = [(a, b) for a, b in itertools.pairwise(intervals) if b < a * (1 - BACKOFF_SLACK) - 0.02]
+    if shrinking:
+        return f"the intervals do not ascend: {shrinking[0][1]:.2f} s after {shrinking[0][0]:.2f} s"
+    if not intervals[-1] > intervals[0] * (1 + 2 * BACKOFF_SLACK) + 0.02:
+        return f"the intervals do not ascend: {', '.join(f'{i:.2f}' for i in intervals)} s (constant)"
+    return None
 
 
 def _constant(intervals: list[float]) -> bool:

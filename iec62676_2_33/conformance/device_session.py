@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -50,6 +50,9 @@ from ..uplinkconfig import UplinkConfiguration
 from . import soapcheck
 from .toolcloud import Endpoint, ToolCloud
 from .wire import Connection
+
+if TYPE_CHECKING:
+    from .toolauth import TokenWorld
 
 T = TypeVar("T")
 
@@ -115,10 +118,11 @@ class ToolPki:
             leaf = make_leaf(self.ca, "conformance cloud", kind="server", sans=[host])
             self.server_pem, self.server_key_pem = leaf.cert_pem(), leaf.key_pem()
 
-    def context(self, leaf: CertKey | None = None) -> Any:
-        """A server context: the given certificate (default: the cloud's), device certificates required."""
+    def context(self, leaf: CertKey | None = None, *, require_client_cert: bool = True) -> Any:
+        """A server context: the given certificate (default: the cloud's), device certificates required
+        (unless ``require_client_cert`` is false: the access-token endpoint, UPL-14)."""
         cert, key = (self.server_pem, self.server_key_pem) if leaf is None else (leaf.cert_pem(), leaf.key_pem())
-        return server_context(cert, key, client_ca_pems=[self.ca.cert_pem()], require_client_cert=True)
+        return server_context(cert, key, client_ca_pems=[self.ca.cert_pem()], require_client_cert=require_client_cert)
 
     def bad_certificates(self) -> dict[str, CertKey]:
         """UPL-11: a wrong name, an untrusted issuer, an expired certificate (each otherwise valid)."""
@@ -157,6 +161,7 @@ class DeviceSession:
         self._security: Any = None
         self._offset: dt.timedelta | None = None
         self._http = httpx.Client(timeout=target.timeout)
+        self._token_world: TokenWorld | None = None
 
     def __enter__(self) -> Self:
         return self
@@ -177,14 +182,14 @@ class DeviceSession:
             self.cloud.stop()
 
     # -- the device's direct address ---------------------------------------------
-    def post(self, url: str, namespace: str, operation: str, inner: str = "") -> soapcheck.Answer:
+    def post(self, url: str, namespace: str, operation: str, inner: str = "") -> soapcheck.SoapAnswer:
         """A SOAP request without authentication (PRE_AUTH operations) on the direct address."""
         body = soapcheck.envelope(namespace, operation, inner)
         response = self._http.post(url, content=body, headers={
             "content-type": f'{SOAP12_CONTENT_TYPE}; action="{namespace}/{operation}"'})
         return soapcheck.parse(response.status_code, response.content)
 
-    def get_services(self, include_capability: bool) -> soapcheck.Answer:
+    def get_services(self, include_capability: bool) -> soapcheck.SoapAnswer:
         flag = "true" if include_capability else "false"
         return self.post(self.target.dut, TDS, "GetServices", f"<m:IncludeCapability>{flag}</m:IncludeCapability>")
 
@@ -247,6 +252,14 @@ class DeviceSession:
             self._configured[address] = ("Administrator",)
         return self._enrolment
 
+    def token_world(self) -> TokenWorld:
+        """The tool's authorization server and its token endpoint (started once per run, UPL-14)."""
+        if self._token_world is None:
+            from .toolauth import start_token_world
+
+            self._token_world = start_token_world(self.cloud, self.pki, self.target.identity)
+        return self._token_world
+
     def configuration(self, address: str, user_level: Sequence[str] = ("Administrator",)) -> UplinkConfiguration:
         cred = self.enrolment()
         return UplinkConfiguration(remote_address=address, user_level=tuple(user_level),
@@ -290,11 +303,12 @@ class DeviceSession:
         self.set_uplink(address, user_level)
         return self.wait_connected(endpoint, time.monotonic())
 
-    def wait_connected(self, endpoint: Endpoint, since: float, timeout: float | None = None) -> Connection:
+    def wait_connected(self, endpoint: Endpoint, since: float, timeout: float | None = None,
+                       identity: str | None = None) -> Connection:
         """The latest connection opened after ``since`` that got its 101, is the device's registered channel
-        and stayed up for :data:`SETTLE` seconds (a dial the device started before a reconfiguration may
-        still complete, and is then closed at once)."""
-        identity = self.enrolment().device_id
+        (as ``identity``, default the enrolled certificate's) and stayed up for :data:`SETTLE` seconds (a dial
+        the device started before a reconfiguration may still complete, and is then closed at once)."""
+        identity = identity or self.enrolment().device_id
 
         def up() -> Connection | None:
             channel = self.cloud.channel(endpoint, identity)
@@ -314,14 +328,15 @@ class DeviceSession:
         return conn.eof_at or conn.closed_at or time.monotonic()
 
     def tunnel(self, endpoint: Endpoint, xaddr: str, namespace: str, operation: str, inner: str = "",
-               timeout: float | None = None) -> soapcheck.Answer:
-        """A SOAP request through the uplink (no authentication: the UserLevel applies, UPL-12)."""
+               timeout: float | None = None, identity: str | None = None) -> soapcheck.SoapAnswer:
+        """A SOAP request through the uplink of ``identity`` (default the enrolled certificate's); no
+        authentication: the UserLevel applies, UPL-12."""
         body = soapcheck.envelope(namespace, operation, inner)
         parts = urlsplit(xaddr)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         assert endpoint.listener is not None
         listener = endpoint.listener
-        identity = self.enrolment().device_id
+        identity = identity or self.enrolment().device_id
         wait = timeout or self.target.timeout
 
         fields = soapcheck.headers(namespace, operation, len(body))

@@ -39,7 +39,7 @@ class Fault:
 
 
 @dataclass(frozen=True)
-class Answer:
+class SoapAnswer:
     status: int
     body: etree._Element | None  # the first child of env:Body
     fault: Fault | None
@@ -53,17 +53,17 @@ def _local(qname_text: str) -> str:
     return qname_text.strip().rsplit(":", 1)[-1]
 
 
-def parse(status: int, data: bytes) -> Answer:
+def parse(status: int, data: bytes) -> SoapAnswer:
     """The answer's first body element, or its fault with the subcode chain."""
     excerpt = data[:1500].decode("utf-8", "replace")
     try:
         root = etree.fromstring(data, _PARSER)
     except etree.XMLSyntaxError:
-        return Answer(status, None, None, excerpt)
+        return SoapAnswer(status, None, None, excerpt)
     body = root.find(f"{{{SOAP_ENV}}}Body")
     first = body[0] if body is not None and len(body) else None
     if first is None or first.tag != f"{{{SOAP_ENV}}}Fault":
-        return Answer(status, first, None, excerpt)
+        return SoapAnswer(status, first, None, excerpt)
     code = first.find(f"{{{SOAP_ENV}}}Code")
     subcodes: list[str] = []
     top = ""
@@ -76,5 +76,5 @@ def parse(status: int, data: bytes) -> Answer:
             subcodes.append(_local(value.text or "") if value is not None else "")
             sub = sub.find(f"{{{SOAP_ENV}}}Subcode")
     reason = first.find(f"{{{SOAP_ENV}}}Reason/{{{SOAP_ENV}}}Text")
-    return Answer(status, first, Fault(top, tuple(subcodes), (reason.text or "") if reason is not None else ""),
+    return SoapAnswer(status, first, Fault(top, tuple(subcodes), (reason.text or "") if reason is not None else ""),
                   excerpt)

@@ -9,13 +9,18 @@ path, *refuse* upgrades with ``503`` (the reconnection cases) or *mute* a
 live connection (the silence case). An endpoint without a listener only
 records who completed a TLS handshake and what they sent: the cases that
 offer the device a bad cloud certificate use those, and count the handshakes
-the device broke off (``handshake_failures``).
+the device broke off (``handshake_failures``). An endpoint may instead carry a
+*handler* that plays the whole connection itself (the hostile-frames case), or
+an authenticator of its own (the access-token endpoint, UPL-14). The tool's
+authorization server (:mod:`.toolauth`) is served on the same loop
+(:meth:`ToolCloud.serve_https`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import time
 from collections import deque
@@ -23,8 +28,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ..errors import Iec62676Error
+from ..runtime.asgi_handler import AsgiApp
 from ..runtime.background import BackgroundService
-from ..runtime.cloud import CloudListener, DeviceChannel, ListenerSettings, MtlsAuthenticator, UnknownDevice
+from ..runtime.cloud import (
+    Authenticator,
+    CloudListener,
+    DeviceChannel,
+    ListenerSettings,
+    MtlsAuthenticator,
+    UnknownDevice,
+)
+from ..runtime.http_server import bind_listen, serve_asgi, wait_event
 from ..sansio.upgrade import UpgradeRequest, UpgradeServer
 from ..transport.base import ByteStream
 from ..transport.tls import TlsServer, start_tls_server
@@ -38,13 +52,20 @@ T = TypeVar("T")
 KEEP_CONNECTIONS = 200
 #: How long a refused device may take to send its request head.
 REFUSE_READ_TIMEOUT = 5.0
+#: How long an HTTPS service of the tool (the authorization server) may take to stop.
+HTTPS_STOP_TIMEOUT = 5.0
+
+
+#: A handler that plays a whole connection itself (after TLS), given the recording stream and its record.
+Handler = Callable[[RecordingStream, Connection], Awaitable[None]]
 
 
 class _RecordingAuthenticator:
-    """mTLS identity (UPL-13), with the request and identity noted on the connection."""
+    """The endpoint's authenticator (default: mTLS identity, UPL-13), with the request and identity noted
+    on the connection."""
 
-    def __init__(self) -> None:
-        self.inner = MtlsAuthenticator("cn")
+    def __init__(self, inner: Authenticator | None = None) -> None:
+        self.inner = inner or MtlsAuthenticator("cn")
 
     async def authenticate(self, stream: ByteStream, request: UpgradeRequest) -> tuple[str, str]:
         conn: Connection | None = getattr(stream, "conn", None)
@@ -60,11 +81,14 @@ class Endpoint:
     """One listening TLS socket of the tool's cloud."""
 
     def __init__(self, name: str, url_host: str, context: ssl.SSLContext, *, serve: bool,
-                 settings: ListenerSettings | None = None) -> None:
+                 settings: ListenerSettings | None = None, authenticator: Authenticator | None = None,
+                 handler: Handler | None = None) -> None:
         self.name = name
         self.url_host = url_host
         self.context = context
-        self.listener = CloudListener(_RecordingAuthenticator(), settings=settings) if serve else None
+        self.handler = handler
+        serve = serve and handler is None
+        self.listener = CloudListener(_RecordingAuthenticator(authenticator), settings=settings) if serve else None
         self.connections: deque[Connection] = deque(maxlen=KEEP_CONNECTIONS)
         self.refuse_paths: set[str] = set()
         self.server: TlsServer | None = None
@@ -90,8 +114,11 @@ class Endpoint:
         self.connections.append(conn)
         recording = RecordingStream(stream, conn)
         try:
+            if self.handler is not None:
+                await self.handler(recording, conn)
+                return
             if self.listener is None:  # a bad-certificate endpoint: note what got through, then close
-                await _read_head(recording)
+                await read_head(recording)
                 return
             if self.refuse_paths and await self._refused(recording, conn):
                 return
@@ -102,7 +129,7 @@ class Endpoint:
     async def _refused(self, stream: RecordingStream, conn: Connection) -> bool:
         """Read the head first; a refused path (or a listener-less endpoint) gets 503 and the close."""
         # The head is read here, so the listener must not read it again: it is replayed.
-        data = await _read_head(stream)
+        data = await read_head(stream)
         if data is None:
             await stream.close()
             return True
@@ -122,7 +149,7 @@ class Endpoint:
                 and c.eof_at is None]
 
 
-async def _read_head(stream: RecordingStream) -> bytes | None:
+async def read_head(stream: RecordingStream) -> bytes | None:
     """Up to the end of the request head (bounded in size and time); None when the device failed to send it."""
     data = bytearray()
     try:
@@ -162,6 +189,7 @@ class ToolCloud:
         self.host = host
         self.url_host = url_host
         self.endpoints: list[Endpoint] = []
+        self._https: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
         self.service = BackgroundService(self._run, name="conformance cloud").start()
 
     async def _run(self, stop: asyncio.Event, announce: Callable[[str], None]) -> None:
@@ -169,6 +197,10 @@ class ToolCloud:
         try:
             await stop.wait()
         finally:
+            for done, task in self._https:
+                done.set()
+                await asyncio.wait([task], timeout=HTTPS_STOP_TIMEOUT)
+                task.cancel()
             for endpoint in self.endpoints:
                 if endpoint.listener is not None:
                     endpoint.listener.close_all("conformance run over")
@@ -184,9 +216,25 @@ class ToolCloud:
         result: T = self.service.call(fn, timeout)
         return result
 
+    def bind(self) -> socket.socket:
+        """A listening socket on the tool's host, any free port (for :meth:`serve_https`)."""
+        return bind_listen(self.host, 0)
+
+    def serve_https(self, app: AsgiApp, sock: socket.socket, context: ssl.SSLContext) -> None:
+        """Serve an ASGI ``app`` over TLS on ``sock`` until the run ends."""
+        async def start() -> None:
+            done = asyncio.Event()
+            task = asyncio.get_running_loop().create_task(
+                serve_asgi(app, sock, lambda: wait_event(done), ssl_context=context), name="conformance https")
+            self._https.append((done, task))
+
+        self.call(start)
+
     def add_endpoint(self, name: str, context: ssl.SSLContext, *, serve: bool = True, port: int = 0,
-                     settings: ListenerSettings | None = None) -> Endpoint:
-        endpoint = Endpoint(name, self.url_host, context, serve=serve, settings=settings)
+                     settings: ListenerSettings | None = None, authenticator: Authenticator | None = None,
+                     handler: Handler | None = None) -> Endpoint:
+        endpoint = Endpoint(name, self.url_host, context, serve=serve, settings=settings,
+                            authenticator=authenticator, handler=handler)
 
         async def start() -> None:
             await endpoint.start(self.host, port)

@@ -9,7 +9,8 @@ summary of every HTTP/2 frame the device sent after its upgrade request
 (type, flags, stream, length and, for PING, the payload).
 
 The frame scan reads only the 9-byte frame headers (RFC 9113 §4.1) and skips
-payloads, so it holds at most one header and one PING payload: h2 itself
+payloads, so it holds at most one header and the first 8 payload bytes of a
+PING, GOAWAY or RST_STREAM (the opaque data, the error codes): h2 itself
 cannot be asked which frame came first or whether a PING ACK carried our
 payload, and this scan keeps the tool independent of the state machine it
 tests. ``muted`` makes the cloud fall silent: writes are dropped (counted),
@@ -33,8 +34,14 @@ KEEP_FRAMES = 512
 
 FRAME_TYPES = {0: "DATA", 1: "HEADERS", 2: "PRIORITY", 3: "RST_STREAM", 4: "SETTINGS", 5: "PUSH_PROMISE",
                6: "PING", 7: "GOAWAY", 8: "WINDOW_UPDATE", 9: "CONTINUATION"}
-SETTINGS, PING, GOAWAY = 4, 6, 7
+RST_STREAM, SETTINGS, PING, GOAWAY = 3, 4, 6, 7
 ACK = 0x1
+#: Payload bytes kept per frame type: PING's opaque data; GOAWAY's last stream and error code; RST_STREAM's code.
+KEEP_PAYLOAD = {PING: 8, GOAWAY: 8, RST_STREAM: 4}
+ERROR_CODES = {0: "NO_ERROR", 1: "PROTOCOL_ERROR", 2: "INTERNAL_ERROR", 3: "FLOW_CONTROL_ERROR",
+               4: "SETTINGS_TIMEOUT", 5: "STREAM_CLOSED", 6: "FRAME_SIZE_ERROR", 7: "REFUSED_STREAM", 8: "CANCEL",
+               9: "COMPRESSION_ERROR", 10: "CONNECT_ERROR", 11: "ENHANCE_YOUR_CALM", 12: "INADEQUATE_SECURITY",
+               13: "HTTP_1_1_REQUIRED"}
 CLIENT_MAGIC = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
@@ -45,12 +52,25 @@ class Frame:
     flags: int
     stream_id: int
     length: int
-    payload: bytes = b""  # PING only
+    payload: bytes = b""  # the start of a PING, GOAWAY or RST_STREAM payload (KEEP_PAYLOAD)
+
+    @property
+    def error_code(self) -> int | None:
+        """The error code of a GOAWAY or RST_STREAM."""
+        if self.type == GOAWAY and len(self.payload) == 8:
+            return int.from_bytes(self.payload[4:8], "big")
+        if self.type == RST_STREAM and len(self.payload) == 4:
+            return int.from_bytes(self.payload, "big")
+        return None
 
     def describe(self) -> str:
         name = FRAME_TYPES.get(self.type, f"type {self.type}")
         ack = " ACK" if self.type in (SETTINGS, PING) and self.flags & ACK else ""
-        extra = f" {self.payload.hex()}" if self.payload else ""
+        code = self.error_code
+        if code is not None:
+            extra = f" {ERROR_CODES.get(code, hex(code))}"
+        else:
+            extra = f" {self.payload.hex()}" if self.payload else ""
         return f"{name}{ack} stream {self.stream_id} length {self.length}{extra}"
 
 
@@ -82,10 +102,11 @@ class FrameScanner:
             ftype, flags = self._buf[3], self._buf[4]
             stream_id = int.from_bytes(self._buf[5:9], "big") & 0x7FFFFFFF
             payload = b""
-            if ftype == PING and length == 8:
-                if len(self._buf) < 17:
+            keep = KEEP_PAYLOAD.get(ftype, 0)
+            if keep and length >= keep:
+                if len(self._buf) < 9 + keep:
                     return
-                payload = bytes(self._buf[9:17])
+                payload = bytes(self._buf[9:9 + keep])
             self.frames.append(Frame(now, ftype, flags, stream_id, length, payload))
             del self._buf[:9]
             self._skip = length

@@ -1,0 +1,124 @@
+"""Conformance kit: the access-token variant of the device cases (TEST-1; UPL-14, UPL-2, UPL-4, UPL-16, PROV-3).
+
+The draft's connect-and-disconnect case, with OAuth2 client credentials
+instead of a client certificate: the tool's authorization server and token
+endpoint (:mod:`.toolauth`) are started on first use, the device gets an
+authorization server configuration through its Security service and an
+uplink that names it (the token variant of
+:func:`~iec62676_2_33.enroll.enroll`); a device that also lists ``wss`` is
+checked once more over a wss RemoteAddress. The case applies only to devices
+whose ``AuthorizationModes`` capability lists ``AccessToken`` (UPL-5 makes the
+listing a promise). At the end the uplinks and the authorization server
+configuration the run made are deleted again.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..enroll import enroll
+from ..namespaces import TDS
+from .device_cases import answered, case, device_xaddr, note_connection
+from .device_session import DeviceSession
+from .registry import Evidence
+from .toolauth import TokenWorld
+
+
+def _why_not_connected(s: DeviceSession, world: TokenWorld, address: str) -> str:
+    """One line saying what the device did instead of connecting with a valid token."""
+    endpoint = world.endpoint
+    attempts = list(endpoint.connections)
+    status = s.status(address)
+    seen = f"GetUplinks: {status}; tokens issued by the tool's authorization server: {world.issued}"
+    if not attempts:
+        return (f"the device made no connection to the access-token endpoint within {s.target.connect_timeout:g} s "
+                f"({seen})")
+    last = attempts[-1]
+    authorization = getattr(last.request, "authorization", None)
+    if last.request is not None and not authorization and "access_token=" not in last.request.query:
+        return ("the device's upgrade request carries no Authorization: Bearer token (UPL-14); the tool answered "
+                f"{last.answer_line()!r} ({seen})")
+    if authorization and not authorization.lower().startswith("bearer "):
+        return f"the device's Authorization header is not a Bearer token (UPL-14) ({seen})"
+    return f"the tool's cloud did not accept the device's upgrade: it answered {last.answer_line()!r} ({seen})"
+
+
+def _delete_server(s: DeviceSession, ev: Evidence, server_token: str) -> None:
+    """Delete an authorization server configuration this case made."""
+    security = s.security()
+    if security is None:
+        return
+    try:
+        security.DeleteAuthorizationServerConfiguration(Token=server_token)
+    except Exception as exc:  # noqa: BLE001 - a leftover configuration is noted, never the verdict
+        ev.note("cleanup", f"could not delete the authorization server configuration {server_token}: "
+                           f"{str(exc)[:200]}")
+
+
+def _token_uplink(s: DeviceSession, ev: Evidence, world: TokenWorld, address: str, made: list[str]) -> None:
+    """SetUplink with the authorization server to ``address``; the device connects with a token, a request is
+    answered, DeleteUplink ends it. An authorization server configuration made now is added to ``made``."""
+    since = time.monotonic()
+    result = enroll(s.target.dut, username=s.target.username, password=s.target.password, ca=s.pki.ca,
+                    remote_address=address, token=world.client, identity=world.subject, timeout=s.target.timeout)
+    s.created_addresses.add(address)
+    if result.authorization_server and any(item.startswith("authorization server") for item in result.created):
+        made.append(result.authorization_server)
+    ev.note(f"configured {address}", f"authorization server configuration {result.authorization_server} "
+                                     f"(ServerUri {world.client.server_uri}, ClientID {world.client.client_id}); "
+                                     "SetUplink with AuthorizationServer, no CertificateID")
+    try:
+        conn = s.wait_connected(world.endpoint, since, identity=world.subject)
+    except TimeoutError:
+        ev.fail(_why_not_connected(s, world, address))
+    note_connection(ev, conn, address)
+    request = conn.request
+    authorization = (getattr(request, "authorization", None) or "").lower()
+    in_query = "access_token=" in getattr(request, "query", "")
+    if address.startswith("wss:"):
+        ev.check(getattr(request, "kind", None) == "websocket", "the device asked for no WebSocket upgrade on a wss "
+                                                                "RemoteAddress (UPL-4)")
+        ev.check(authorization.startswith("bearer ") or in_query, "the device's WebSocket upgrade carries no token, "
+                 "neither Authorization: Bearer nor access_token (UPL-4, UPL-14)")
+    else:
+        ev.check(authorization.startswith("bearer "), "the device connected without an Authorization: Bearer header "
+                                                      "(UPL-14)")
+    ev.note("authenticated", f"token subject {conn.identity!r}; the tool's authorization server issued "
+                             f"{world.issued} token(s) so far")
+    answered(ev, s.tunnel(world.endpoint, device_xaddr(s), TDS, "GetDeviceInformation", identity=world.subject),
+             "GetDeviceInformation", "GetDeviceInformationResponse")
+    s.delete_uplink(address)
+    try:
+        s.wait_closed(conn, s.target.notice_timeout)
+    except TimeoutError:
+        ev.fail(f"the device kept the token uplink {address} open {s.target.notice_timeout:g} s after DeleteUplink")
+
+
+@case("EXT-TOKEN", "the access-token variant when AuthorizationModes lists AccessToken", "TEST-1", "UPL-14",
+      "UPL-2", "UPL-4", "UPL-16", "PROV-3")
+def access_token(s: DeviceSession, ev: Evidence) -> None:
+    """With an authorization server configuration (the tool's: client-credentials grant) and an uplink naming
+    it instead of a certificate, the device fetches a token, sends ``Authorization: Bearer`` in its upgrade
+    request, the cloud accepts the token's subject, and GetDeviceInformation is answered over that uplink;
+    DeleteUplink ends it. When Protocols also lists ``wss``, the same over a wss RemoteAddress (the token in
+    the header or as ``access_token``)."""
+    caps = s.uplink().get_service_capabilities()
+    ev.note("AuthorizationModes", " ".join(caps.authorization_modes) or "(none)")
+    if "AccessToken" not in caps.authorization_modes:
+        ev.skip("the device does not list AccessToken among its AuthorizationModes")
+    if s.security() is None:
+        ev.fail("the device lists AccessToken but no Security service: an authorization server cannot be "
+                "configured (CreateAuthorizationServerConfiguration)")
+    world = s.token_world()
+    https = world.endpoint.url("/uplink")
+    addresses = [https] + (["wss://" + https.split("://", 1)[1]] if "wss" in caps.protocols else [])
+    made: list[str] = []
+    try:
+        for address in addresses:
+            _token_uplink(s, ev, world, address, made)
+    finally:
+        for address in addresses:
+            if s.status(address) is not None:
+                s.delete_uplink(address)
+        for server_token in made:
+            _delete_server(s, ev, server_token)
