@@ -32,7 +32,13 @@ So a second run finds every object in place and changes nothing but the
 *Token variant* (PROV-3, UPL-14; ``token=TokenClient(...)``): instead of step
 2 the device gets an authorization server configuration — ServerUri (RFC 8414
 metadata URL or issuer), ClientID, ClientSecret, client authentication
-method, Scope and the trust policy of step 3 for the server's certificate. A
+method, Scope and the trust policy of step 3 for the server's certificate.
+With ``client_auth="tls_client_auth"`` (RFC 8705) there is no secret: step 2
+runs as for the uplink (a key generated on the device, a certificate from our
+CA with CN = ``identity``, default the ClientID) and the configuration names
+that certificate as CertificateID, the device's TLS client certificate at the
+token endpoint; the authorization server must trust our CA and know the
+client by that subject. A
 configuration with the same ServerUri and ClientID is updated with
 SetAuthorizationServerConfiguration (the secret is write-only, so it is always
 sent), else one is created; SetUplink then names it as AuthorizationServer.
@@ -85,7 +91,7 @@ class EnrollmentResult:
 
     device_id: str
     remote_address: str
-    certificate_id: str | None  # None in the token variant
+    certificate_id: str | None  # token variant: None, or the tls_client_auth certificate
     key_id: str | None
     policy_id: str
     created: tuple[str, ...]
@@ -95,13 +101,20 @@ class EnrollmentResult:
 
 @dataclass(frozen=True, kw_only=True)
 class TokenClient:
-    """The device's OAuth client at an authorization server (token variant, PROV-3)."""
+    """The device's OAuth client at an authorization server (token variant, PROV-3); no secret with
+    ``client_auth="tls_client_auth"`` (the device's certificate authenticates it, RFC 8705)."""
 
     server_uri: str
     client_id: str
-    client_secret: str
+    client_secret: str | None = None
     client_auth: str = "client_secret_basic"
     scope: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.client_secret is None) != (self.client_auth == "tls_client_auth"):
+            raise ConfigurationError(f"client authentication {self.client_auth} "
+                                     + ("sends no client secret" if self.client_secret is not None
+                                        else "needs the client secret"))
 
     def __repr__(self) -> str:  # never show the secret
         return f"TokenClient(server_uri={self.server_uri!r}, client_id={self.client_id!r})"
@@ -251,10 +264,11 @@ def _trust_policy(dev: _Device, ca: CertKey, created: list[str]) -> str:
     return policy_id
 
 
-def _authorization_server(dev: _Device, token: TokenClient, policy_id: str, created: list[str]) -> str:
+def _authorization_server(dev: _Device, token: TokenClient, policy_id: str, certificate_id: str | None,
+                          created: list[str]) -> str:
     data = {"Type": "OAuthClientCredentials", "ClientAuth": token.client_auth, "ServerUri": token.server_uri,
             "ClientID": token.client_id, "ClientSecret": token.client_secret, "Scope": token.scope,
-            "CertPathValidationPolicyID": policy_id}
+            "CertificateID": certificate_id, "CertPathValidationPolicyID": policy_id}
     for item in dev.sec("GetAuthorizationServerConfigurations") or ():
         if (str(item.Data.ServerUri), str(item.Data.ClientID)) == (token.server_uri, token.client_id):
             dev.sec("SetAuthorizationServerConfiguration", Configuration={"token": item.token, "Data": data})
@@ -297,17 +311,18 @@ def enroll(device_url: str, *, username: str, password: str, ca: CertKey, remote
     dev = _Device(device_url, username, password, timeout)
     created: list[str] = []
     certificate_id = key_id = auth_server = None
-    if token is None:
-        if identity is None:
-            identity = dev.serial_number()
+    if token is not None:
+        identity = identity or token.client_id
+    elif identity is None:
+        identity = dev.serial_number()
+    if token is None or token.client_auth == "tls_client_auth":
         certificate_id, key_id = _client_certificate(dev, ca, identity, key_length, curve, key_timeout, created)
     policy_id = _trust_policy(dev, ca, created)
     if token is not None:
-        identity = identity or token.client_id
-        auth_server = _authorization_server(dev, token, policy_id, created)
-    assert identity is not None
+        auth_server = _authorization_server(dev, token, policy_id, certificate_id, created)
     dev.uplink.set_uplink(UplinkConfiguration(
-        remote_address=remote_address, user_level=tuple(user_level), certificate_id=certificate_id,
+        remote_address=remote_address, user_level=tuple(user_level),
+        certificate_id=certificate_id if token is None else None,
         cert_path_validation_policy_id=policy_id, authorization_server=auth_server))
     online = _online(cloud_proxy, identity, wait) if cloud_proxy and wait > 0 else None
     return EnrollmentResult(device_id=identity, remote_address=remote_address, certificate_id=certificate_id,

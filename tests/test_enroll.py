@@ -231,7 +231,8 @@ CLIENT_SECRET = "enrol-s3cret-7"
 
 class TokenWorld:
     """The project's authorization server and a cloud that accepts its tokens (JWKS over HTTPS), on loopback
-    TLS with the Pki's server certificate."""
+    TLS with the Pki's server certificate. The server knows ``cam-t`` by its secret and ``cam-m`` by a
+    client certificate of the Pki's CA with subject ``CN=cam-m`` (tls_client_auth, RFC 8705)."""
 
     def __init__(self, certs: Pki, tmp: Path) -> None:
         signing = tmp / "signing.key"
@@ -239,7 +240,9 @@ class TokenWorld:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
         apps: list[AuthServerApp] = []
         options = AuthServerOptions(listen="127.0.0.1:0", cert=certs.cert, key=certs.key, signing_key=signing,
-                                    clients=[OAuthClient("cam-t", CLIENT_SECRET, "cam-t")], audience=AUDIENCE)
+                                    clients=[OAuthClient("cam-t", CLIENT_SECRET, "cam-t"),
+                                             OAuthClient("cam-m", "", "cam-m", tls_subject_dn="CN=cam-m")],
+                                    audience=AUDIENCE, client_cas=[certs.ca_file])
         self.authserver = BackgroundService(
             lambda stop, announce: run_authserver(options, stop, announce, ready=apps.append), name="as").start()
         self.app = apps[0]
@@ -286,6 +289,47 @@ def test_enroll_token_variant_end_to_end_prov_3_upl_14(tmp_path: Path, server_ur
                 first.authorization_server, None, first.policy_id)
             assert store.list_auth_servers() == [first.authorization_server]
             assert not any(k.has_private_key for k in store.list_keys())  # no key pair was generated
+    finally:
+        device.stop()
+        world.stop()
+
+
+def test_enroll_token_variant_with_tls_client_auth_prov_3_upl_14(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """PROV-3, UPL-14, PROV-1 (RFC 8705 tls_client_auth): ``cloud enroll --client-auth tls_client_auth`` has
+    the device generate a key and our CA certify it (CN = the client id), names that certificate in the
+    authorization server configuration without a secret, and the device, authenticated at the project's
+    authorization server by that certificate alone, gets a token and appears on the cloud under its subject;
+    the uplink itself names no certificate. A secret given with tls_client_auth is a usage error."""
+    certs = Pki(tmp_path / "pki")
+    world = TokenWorld(certs, tmp_path)
+    device = fresh_device(tmp_path / "dev")
+    try:
+        assert "tls_client_auth" in world.app.metadata()["token_endpoint_auth_methods_supported"]
+        argv = ["cloud", "enroll", "--device", device_service(device), "--user", ADMIN[0], "--password", ADMIN[1],
+                "--ca", str(certs.dir), "--remote", world.uplink_url, "--token-server", world.app.issuer,
+                "--client-id", "cam-m", "--client-auth", "tls_client_auth"]
+        code, _, err = run(capsys, *argv, "--client-secret", "x")
+        assert code == 2 and "sends no client secret" in one_line_error(err)
+        code, out, err = run(capsys, *argv, "--wait", str(WAIT), "--cloud-proxy", world.proxy_url)
+        assert code == 0, err
+        assert "device cam-m enrolled" in out and "device cam-m is connected to the cloud" in out
+        assert world.app.issued >= 1
+        result = enroll(device_service(device), username=ADMIN[0], password=ADMIN[1], ca=load_ca_dir(certs.dir),
+                        remote_address=world.uplink_url,
+                        token=TokenClient(server_uri=world.app.issuer, client_id="cam-m",
+                                          client_auth="tls_client_auth"))
+        assert result.created == ()  # the second run finds key, certificate, policy and configuration in place
+        with DeviceStore(tmp_path / "dev") as store:
+            (uplink,) = store.list_uplinks()
+            assert (uplink.authorization_server, uplink.certificate_id) == (result.authorization_server, None)
+            config = store.get_auth_server(result.authorization_server or "")
+            details = store.auth_server_details(result.authorization_server or "")
+            assert config is not None and not config.client_secret
+            assert details is not None and details.client_auth == "tls_client_auth"
+            assert details.certificate_id == result.certificate_id
+            cert_pem, _ = store.get_certificate(result.certificate_id or "")  # type: ignore[misc]
+        assert x509.load_pem_x509_certificate(cert_pem).subject.rfc4514_string() == "CN=cam-m"
     finally:
         device.stop()
         world.stop()

@@ -1,5 +1,5 @@
-"""Infrastructure: a non-editable install carries the authored WSDL/XSD (loaded offline) and
-``py.typed``; every package is listed; every imported distribution is declared; the public API is
+"""Infrastructure: a plain non-editable install carries every subpackage, the authored WSDL/XSD (loaded
+offline) and ``py.typed``; every imported distribution is declared; the public API is
 explicit and light to import; importing the package changes nothing in other libraries."""
 
 from __future__ import annotations
@@ -7,12 +7,11 @@ from __future__ import annotations
 import ast
 import configparser
 import importlib.metadata
-import os
 import re
 import shutil
 import subprocess
 import sys
-import zipfile
+import sysconfig
 from pathlib import Path
 
 import iec62676_2_33
@@ -20,47 +19,50 @@ import iec62676_2_33
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_wheel_installs_schemas_and_loads_offline(tmp_path: Path) -> None:
-    """Infrastructure: the wheel holds wsdl/, xsd/ and py.typed inside the package; installed elsewhere,
-    zeep loads the uplink WSDL from it with external access forbidden."""
+def _subpackages(top: Path) -> set[str]:
+    """Dotted names of the regular packages (folders with ``__init__.py``) under ``top``'s parent."""
+    return {".".join(p.parent.relative_to(top.parent).parts) for p in top.rglob("__init__.py")}
+
+
+def test_plain_install_holds_every_subpackage_and_the_schemas(tmp_path: Path) -> None:
+    """Infrastructure: ``pip install .`` without extras into a fresh venv installs every subpackage of the
+    source tree (a subpackage missing from setup.cfg's list fails here), the authored WSDL/XSD and ``py.typed`` inside the package;
+    run from elsewhere, the installed package loads the uplink WSDL offline and the console script answers.
+
+    The fresh venv sees this environment's distributions through a ``.pth`` file, so ``--no-index`` keeps
+    the install offline while pip still checks every declared dependency is present."""
     source = tmp_path / "source"
     source.mkdir()
     for name in ("setup.cfg", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    for name in ("iec62676_2_33", "wsdl", "xsd"):
-        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(wheels), str(source)], check=True, timeout=300, cwd=tmp_path)
-    [wheel] = wheels.glob("*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
-    for name in ("iec62676_2_33/wsdl/uplink.wsdl", "iec62676_2_33/xsd/uplink.xsd", "iec62676_2_33/xsd/common.xsd",
-                 "iec62676_2_33/py.typed"):
-        assert name in names
-    target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-                   check=True, timeout=300)
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "iec62676_2_33", source / "iec62676_2_33", ignore=ignore)
+    for name in ("wsdl", "xsd"):
+        shutil.copytree(ROOT / name, source / name, ignore=ignore)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    (Path(purelib) / "outer.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-index", "--no-build-isolation", str(source)],
+                   check=True, timeout=300, cwd=tmp_path)
+    installed = Path(purelib) / "iec62676_2_33"
+    assert _subpackages(installed) == _subpackages(ROOT / "iec62676_2_33")
+    for kind in ("wsdl", "xsd"):
+        authored = {p.name for p in (ROOT / kind).glob(f"*.{kind}")}
+        assert authored and {p.name for p in (installed / kind).glob(f"*.{kind}")} == authored
+    assert (installed / "py.typed").is_file()
     probe = ("import iec62676_2_33.client as c, iec62676_2_33.schemas as s;"
              "print(s.wsdl_path('uplink'));"
              "c.UplinkClient('http://127.0.0.1:9/onvif/uplink_service');"
              "s.schema('uplink')")
-    env = {**os.environ, "PYTHONPATH": str(target)}
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=env,
-                         cwd=tmp_path, check=True).stdout
-    assert Path(out.strip()) == target / "iec62676_2_33" / "wsdl" / "uplink.wsdl"
-
-
-def test_every_subpackage_is_listed_in_setup_cfg() -> None:
-    """Infrastructure: setup.cfg names every package folder, so nothing is left out of a wheel."""
-    listed = set()
-    lines = (ROOT / "setup.cfg").read_text().splitlines()
-    start = lines.index("packages =") + 1
-    for line in lines[start:]:
-        if not line.startswith("    "):
-            break
-        listed.add(line.strip())
-    on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "iec62676_2_33").rglob("__init__.py")}
-    assert on_disk <= listed
+    out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         check=True).stdout
+    assert Path(out.strip()) == installed / "wsdl" / "uplink.wsdl"
+    version = subprocess.run([str(venv / "bin" / "iec62676"), "--version"], capture_output=True, text=True,
+                             timeout=120, cwd=tmp_path, check=True).stdout
+    assert version.split() == ["iec62676", iec62676_2_33.__version__]
 
 
 def test_public_api_is_explicit() -> None:
@@ -80,6 +82,18 @@ def test_public_names_load_lazily_and_the_core_stays_light() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
                          check=True, cwd=ROOT).stdout.splitlines()
     assert out == ["[]", "iec62676_2_33.client iec62676_2_33.runtime.cloud iec62676_2_33.domain.tokens"]
+
+
+def test_public_class_names_are_unique() -> None:
+    """Infrastructure: a public class name means one class in the whole package (no two ``Capabilities`` or
+    ``Verdict`` for a reader to confuse)."""
+    where: dict[str, set[str]] = {}
+    package = ROOT / "iec62676_2_33"
+    for path in package.rglob("*.py"):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                where.setdefault(node.name, set()).add(path.relative_to(package).as_posix())
+    assert {name: files for name, files in where.items() if len(files) > 1} == {}
 
 
 #: Imports that are not PyPI distributions: GObject introspection comes from Debian (python3-gi, .ci/run).

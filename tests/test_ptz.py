@@ -346,8 +346,8 @@ def test_zeep_client_on_our_wsdl_anx_b_2(ptz: str, clock: FakeClock) -> None:
 # -- models and WSDL ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("model", "file", "type_name", "optional"), [
-    (ptz_module.Capabilities, "ptz", "Capabilities", ("EFlip", "Reverse", "GetCompatibleConfigurations",
-                                                      "MoveAndTrack")),
+    (ptz_module.PTZServiceCapabilities, "ptz", "Capabilities", ("EFlip", "Reverse", "GetCompatibleConfigurations",
+                                                                "MoveAndTrack")),
     (ptz_module.Vector2D, "ptz-common", "Vector2D", ()),
     (ptz_module.Vector1D, "ptz-common", "Vector1D", ()),
     (ptz_module.PTZVector, "ptz-common", "PTZVector", ()),

@@ -6,8 +6,10 @@ metadata with a size budget, checks ``issuer`` (RFC 8414 §3.3), takes
 ``token_endpoint`` and authenticates as configured: ``client_secret_basic``,
 ``client_secret_post`` (against the project's authorization server,
 :mod:`iec62676_2_33.runtime.authserver`, over loopback TLS) or
-``tls_client_auth`` with a keystore certificate (RFC 8705, against a TLS
-server that demands a client certificate). The configurations are made
+``tls_client_auth`` with a keystore certificate (RFC 8705: against a TLS
+server that demands a client certificate, and against the project's
+authorization server, which knows the client by its certificate's subject DN).
+The configurations are made
 through the Security service's rules (:class:`~iec62676_2_33.security.keystore.Keystore`).
 """
 
@@ -17,6 +19,7 @@ import asyncio
 import json
 import re
 import socket
+import sys
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from iec62676_2_33 import pki
+from iec62676_2_33.errors import ConfigurationError
 from iec62676_2_33.runtime.authserver import AuthServerApp, AuthServerOptions, OAuthClient, run_authserver
 from iec62676_2_33.runtime.background import BackgroundService
 from iec62676_2_33.runtime.http_server import bind_listen, serve_asgi, wait_event
@@ -55,17 +59,21 @@ class Running:
     ca: pki.CertKey
 
 
-@pytest.fixture
-def authserver(tmp_path: Path) -> Iterator[Running]:
-    """The project's authorization server on loopback TLS (issuer ``https://127.0.0.1:PORT``)."""
+def _authserver(tmp_path: Path, *, mtls: bool) -> Iterator[Running]:
+    """The project's authorization server on loopback TLS (issuer ``https://127.0.0.1:PORT``); ``mtls`` adds
+    client ``cam-9``, known by a client certificate of the same CA with subject ``CN=cam-9``."""
     ca = pki.make_ca("oauth test CA")
     cert, key = pki.make_leaf(ca, "localhost", kind="server", sans=["localhost", "IP:127.0.0.1"]).write(
         tmp_path, "authserver")
+    ca_file, _ = ca.write(tmp_path, "ca")
     signing = tmp_path / "signing.key"
     signing.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    options = AuthServerOptions(listen="127.0.0.1:0", cert=cert, key=key, signing_key=signing,
-                                clients=[OAuthClient("cam-7", SECRET, "cam-7")])
+    clients = [OAuthClient("cam-7", SECRET, "cam-7")]
+    if mtls:
+        clients.append(OAuthClient("cam-9", "", "cam-9", tls_subject_dn="CN=cam-9"))
+    options = AuthServerOptions(listen="127.0.0.1:0", cert=cert, key=key, signing_key=signing, clients=clients,
+                                client_cas=[ca_file] if mtls else ())
     apps: list[AuthServerApp] = []
     service = BackgroundService(lambda stop, announce: run_authserver(options, stop, announce, ready=apps.append),
                                 name="authserver").start()
@@ -75,6 +83,18 @@ def authserver(tmp_path: Path) -> Iterator[Running]:
         yield Running(match.group(1), apps[0], ca)
     finally:
         service.stop()
+
+
+@pytest.fixture
+def authserver(tmp_path: Path) -> Iterator[Running]:
+    """The project's authorization server, secret methods only."""
+    yield from _authserver(tmp_path, mtls=False)
+
+
+@pytest.fixture
+def mtls_authserver(tmp_path: Path) -> Iterator[Running]:
+    """The project's authorization server, also offering tls_client_auth."""
+    yield from _authserver(tmp_path, mtls=True)
 
 
 def keystore_with_anchor(data: Path, ca: pki.CertKey) -> tuple[Keystore, str]:
@@ -238,6 +258,87 @@ async def test_tls_client_auth_with_a_keystore_certificate_rfc_8705_prov_3(tmp_p
             await AccessTokenProvider(keystore.store, timeout=BOUND).token(without)
     finally:
         served.service.stop()
+
+
+async def test_project_authserver_offers_tls_client_auth_rfc_8705_prov_3(mtls_authserver: Running,
+                                                                        tmp_path: Path) -> None:
+    """PROV-3 (RFC 8705 §2.1): the project's authorization server lists tls_client_auth and issues a token to
+    the client whose keystore certificate (CertificateID, the TLS client certificate) has the registered
+    subject DN, with no secret sent; a certificate of the same CA with another subject is invalid_client; on
+    the same server (the certificate is optional in TLS) a secret client is still served."""
+    server = mtls_authserver
+    keystore, policy = keystore_with_anchor(tmp_path / "d", server.ca)
+    for cn in ("cam-9", "cam-x"):
+        leaf = pki.make_leaf(server.ca, cn, kind="client")
+        keystore.store.put_certificate(cn, leaf.cert_pem(), leaf.key_pem())
+
+    def mtls(certificate_id: str) -> AuthServerSettings:
+        return AuthServerSettings(server_uri=server.base, type="OAuthClientCredentials", client_auth="tls_client_auth",
+                                  client_id="cam-9", certificate_id=certificate_id, policy_id=policy)
+
+    token = await token_for(keystore, mtls("cam-9"))
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert (claims["sub"], claims["client_id"], claims["iss"]) == ("cam-9", "cam-9", server.app.issuer)
+    assert "tls_client_auth" in server.app.metadata()["token_endpoint_auth_methods_supported"]
+    with pytest.raises(TokenError, match="invalid_client"):
+        await token_for(keystore, mtls("cam-x"))
+    assert server.app.issued == 1
+    token = await token_for(keystore, AuthServerSettings(
+        server_uri=server.base, type="OAuthClientCredentials", client_auth="client_secret_post", client_id="cam-7",
+        client_secret=SECRET, policy_id=policy))
+    assert jwt.decode(token, options={"verify_signature": False})["sub"] == "cam-7"
+    assert server.app.issued == 2
+
+
+def test_tls_client_auth_client_needs_a_distinguished_name_and_client_cas(tmp_path: Path) -> None:
+    """PROV-3: a client without secret and DN, a malformed DN, and a tls_client_auth client on a server given
+    no client CAs are configuration errors, said in one line before anything is served."""
+    with pytest.raises(ConfigurationError, match="needs a secret or a TLS subject DN"):
+        OAuthClient("c", "", "c")
+    with pytest.raises(ConfigurationError, match="not an RFC 4514 distinguished name"):
+        OAuthClient("c", "", "c", tls_subject_dn="no equals sign")
+    options = AuthServerOptions(listen="127.0.0.1:0", cert=tmp_path / "c.pem", key=tmp_path / "k.pem",
+                                signing_key=tmp_path / "s.pem",
+                                clients=[OAuthClient("c", "", "c", tls_subject_dn="CN=c")])
+    signing = tmp_path / "s.pem"
+    signing.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    with pytest.raises(ConfigurationError, match="needs the CAs of client certificates"):
+        asyncio.run(run_authserver(options, asyncio.Event()))
+
+
+async def test_authserver_command_serves_tls_client_auth_prov_3(tmp_path: Path) -> None:
+    """PROV-3: ``iec62676 authserver serve --tls-client ID:SUBJECT:DN --client-ca CA.pem`` (no secret client)
+    issues a token to the device whose keystore certificate has that DN; without --client-ca it is a one-line
+    error, exit status 2."""
+    ca = pki.make_ca("cli AS CA")
+    cert, key = pki.make_leaf(ca, "localhost", kind="server", sans=["IP:127.0.0.1"]).write(tmp_path, "as")
+    ca_file, _ = ca.write(tmp_path, "ca")
+    signing = tmp_path / "signing.key"
+    signing.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    argv = [sys.executable, "-m", "iec62676_2_33", "authserver", "serve", "--listen", "127.0.0.1:0", "--cert",
+            str(cert), "--key", str(key), "--signing-key", str(signing), "--tls-client", "cam-9:cam-9:CN=cam-9"]
+    pipe = asyncio.subprocess.PIPE
+    refused = await asyncio.create_subprocess_exec(*argv, stdout=pipe, stderr=pipe)
+    _, err = await asyncio.wait_for(refused.communicate(), BOUND)
+    assert refused.returncode == 2 and err.count(b"\n") == 1 and b"--client-ca" in err
+    proc = await asyncio.create_subprocess_exec(*argv, "--client-ca", str(ca_file), stdout=pipe, stderr=pipe)
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), BOUND)).decode()
+        match = re.search(r"on (https://\S+) ", line)
+        assert match, line
+        keystore, policy = keystore_with_anchor(tmp_path / "d", ca)
+        leaf = pki.make_leaf(ca, "cam-9", kind="client")
+        keystore.store.put_certificate("cam-9", leaf.cert_pem(), leaf.key_pem())
+        token = await token_for(keystore, AuthServerSettings(
+            server_uri=match.group(1), type="OAuthClientCredentials", client_auth="tls_client_auth",
+            client_id="cam-9", certificate_id="cam-9", policy_id=policy))
+        assert jwt.decode(token, options={"verify_signature": False})["sub"] == "cam-9"
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.communicate(), BOUND)
 
 
 def metadata_app(payload: Callable[[str], bytes]) -> Asgi:

@@ -57,7 +57,7 @@ def add_secret(p: argparse.ArgumentParser, flag: str, env: str, *, help_: str) -
     group = p.add_mutually_exclusive_group()
     group.add_argument(f"--{flag}", help=f"{help_} (visible to other local users: prefer --{flag}-file, ${env} "
                                          "or the prompt)")
-    group.add_argument(f"--{flag}-file", type=Path, metavar="FILE", help=f"read the {help_} from the file's first line")
+    group.add_argument(f"--{flag}-file", type=Path, metavar="FILE", help=f"read {help_} from the file's first line")
 
 
 def read_secret(args: argparse.Namespace, flag: str, env: str, *, required: bool = True) -> str | None:

@@ -6,6 +6,9 @@
 matching resources; with ``--follow`` it then prints every live change until
 interrupted (Ctrl-C). ``URL`` is the event service, e.g.
 ``http://127.0.0.1:8080/onvif/event_service`` (a device base URL is completed).
+While the initial list is enumerated a progress bar counts the resources on
+stderr when it is a terminal or with ``--progress`` (:mod:`.progress`); stdout
+holds only the list.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from ..domain.resources import RESOURCE_KINDS, Resource
 from ..errors import ConfigurationError
 from ..query import ResourceChange, ResourceQueryClient
 from .options import PASSWORD_ENV, add_secret, read_secret
+from .progress import add_progress, emit, progress_bar
 
 __all__ = ["register"]
 
@@ -34,7 +38,7 @@ def register(subparsers: Any) -> None:
                     "matching resources (RQ-5); --follow keeps printing live changes.")
     p.add_argument("--url", required=True, help="event service URL, e.g. http://HOST:PORT/onvif/event_service")
     p.add_argument("--user", help="user name (WS-Security UsernameToken)")
-    add_secret(p, "password", PASSWORD_ENV, help_="password of --user")
+    add_secret(p, "password", PASSWORD_ENV, help_="the password of --user")
     p.add_argument("--topic", action="append", required=True, choices=RESOURCE_KINDS, metavar="KIND",
                    help="resource kind (topic tns1:Resource/KIND); repeat for several. "
                         f"One of: {', '.join(RESOURCE_KINDS)}")
@@ -50,6 +54,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S",
                    help="PullMessages timeout while following (the heartbeat interval, RQ-10)")
+    add_progress(p)
     p.set_defaults(handler=run_query)
 
 
@@ -90,9 +95,8 @@ def _row(resource: Resource, operation: str | None) -> str:
     return "\t".join(cells)
 
 
-def _print(resource: Resource, operation: str | None, fmt: str, out: TextIO) -> None:
-    out.write((_json(resource, operation) if fmt == "json" else _row(resource, operation)) + "\n")
-    out.flush()
+def _line(resource: Resource, operation: str | None, fmt: str) -> str:
+    return (_json(resource, operation) if fmt == "json" else _row(resource, operation)) + "\n"
 
 
 def run_query(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -108,14 +112,17 @@ def run_query(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if args.format == "table":
             stream.write("token\tkind\tname\tlat,lon[,elevation]\tstate\tscopes\n")
         count = 0
-        for resource in subscription.resources():
-            _print(resource, None, args.format, stream)
-            count += 1
+        with progress_bar(args, desc="resources", unit=" resource") as bar:
+            for resource in subscription.resources():
+                emit(bar, _line(resource, None, args.format), stream)
+                bar.update(1)
+                count += 1
         if args.format == "table":
             stream.write(f"# {count} resource(s)\n")
             stream.flush()
         if args.follow:
             change: ResourceChange
             for change in subscription.changes():
-                _print(change.resource, change.operation, args.format, stream)
+                stream.write(_line(change.resource, change.operation, args.format))
+                stream.flush()
     return 0

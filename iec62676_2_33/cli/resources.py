@@ -8,7 +8,8 @@ running ``device serve`` sees every change made here (RQ-4).
   file (the format of :mod:`..domain.resources`): all lines or none; every bad
   line is reported with its number and nothing is applied (exit status 2).
   The file is streamed (a million lines load in bounded memory) with a
-  progress bar on a terminal (``tqdm``; none when stderr is not a TTY).
+  progress bar on stderr when it is a terminal or with ``--progress``
+  (:mod:`.progress`).
   A first-run command: it creates the data folder.
 * ``list --data DIR [--format table|json] [--prefix P]`` — every resource, or
   those of one device prefix (ADR-4), ordered by token and read page by page;
@@ -20,17 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-from tqdm import tqdm
 
 from ..domain.filters import PrefixFilter, ResourceQuery
 from ..domain.registry import REGISTRY_FILE, ResourceRegistry
 from ..domain.resources import Resource
 from .options import add_data
+from .progress import add_progress, progress_bar
 
 __all__ = ["PAGE", "REGISTRY_FILE", "format_row", "open_registry", "register_device_group"]
 
@@ -58,6 +57,7 @@ def register_device_group(dsub: Any) -> None:
     p.add_argument("file", type=Path, metavar="FILE.jsonl",
                    help="one JSON object per line: token, kind, name, location {lon, lat, elevation}, "
                         "scopes [..], offline")
+    add_progress(p)
     p.set_defaults(handler=resources_load)
 
     p = rsub.add_parser("list", help="list resources, ordered by token")
@@ -75,8 +75,8 @@ def register_device_group(dsub: Any) -> None:
 
 def resources_load(args: argparse.Namespace) -> int:
     size = args.file.stat().st_size if args.file.is_file() else None
-    with tqdm(total=size, unit="B", unit_scale=True, desc=args.file.name, disable=not sys.stderr.isatty(),
-              leave=False) as bar, open_registry(args.data) as registry:
+    with progress_bar(args, desc=args.file.name, unit="B", total=size, unit_scale=True) as bar, \
+            open_registry(args.data) as registry:
         added, changed = registry.load_jsonl_counts(args.file, progress=bar.update)
         total = registry.count()
     print(f"{args.file}: {added} added, {changed} changed; {total} resource(s) in the registry")

@@ -2,7 +2,11 @@
 
 The cloud's proxy (:class:`~.proxy.UplinkProxy`) and the test authorization
 server stay plain ASGI applications, independent of the server.
-Only the ``http`` scope is served (ASGI 3.0, spec 2.3); no lifespan.
+Only the ``http`` scope is served (ASGI 3.0, spec 2.3); no lifespan. Over TLS
+the scope carries the ASGI TLS extension (``scope["extensions"]["tls"]``:
+``client_cert_chain`` as PEM strings, the client's own first, and
+``client_cert_name`` as RFC 4514 text), so an application such as the test
+authorization server can authenticate a client by its certificate (RFC 8705).
 
 * ``receive()`` reads the streaming body on demand: each call returns one
   ``http.request`` message with at most 64 KiB and ``more_body``; only what
@@ -25,9 +29,12 @@ Only the ``http`` scope is served (ASGI 3.0, spec 2.3); no lifespan.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
+
+from cryptography import x509
 
 from .body import READ_CHUNK, BodyError
 from .exchange import ClientDisconnected, Exchange
@@ -96,7 +103,7 @@ class AsgiHandler:
     @staticmethod
     def scope(ex: Exchange) -> Scope:
         raw_path = ex.path.encode("latin-1")
-        return {
+        scope: Scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": ex.http_version,
@@ -110,3 +117,13 @@ class AsgiHandler:
             "client": ex.client,
             "server": ex.server,
         }
+        if ex.peercert_chain is not None:
+            scope["extensions"] = {"tls": _tls_extension(ex.peercert_chain)}
+        return scope
+
+
+def _tls_extension(chain: tuple[bytes, ...]) -> dict[str, Any]:
+    """The ASGI TLS extension's fields for a client certificate chain (DER; empty: no client certificate)."""
+    name = x509.load_der_x509_certificate(chain[0]).subject.rfc4514_string() if chain else None
+    return {"server_cert": None, "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der) for der in chain],
+            "client_cert_name": name, "client_cert_error": None, "tls_version": None, "cipher_suite": None}

@@ -10,11 +10,21 @@ real TLS and real signatures.
 
 Endpoints::
 
-    POST /token                                  grant_type=client_credentials; client_secret_basic
-                                                 or client_secret_post → {"access_token", "token_type":
-                                                 "Bearer", "expires_in"}; RFC 6749 §5.2 errors
+    POST /token                                  grant_type=client_credentials; client_secret_basic,
+                                                 client_secret_post or tls_client_auth → {"access_token",
+                                                 "token_type": "Bearer", "expires_in"}; RFC 6749 §5.2 errors
     GET  /jwks.json, /.well-known/jwks.json      the public signing key (kid = RFC 7638 thumbprint)
     GET  /.well-known/oauth-authorization-server RFC 8414 metadata (issuer, token_endpoint, jwks_uri)
+
+*tls_client_auth* (RFC 8705 §2.1, PKI method): a client registered with a
+subject DN (``tls_subject_dn``, the ``tls_client_auth_subject_dn`` of RFC 8705
+§2.1.2) authenticates with the certificate it presents in the TLS handshake:
+the server asks every client for a certificate (``client_cas``; optional, so
+the secret methods keep working without one), TLS verifies its chain, and the
+token request — ``client_id`` in the form, no secret — is accepted when that
+client's certificate subject equals the registered DN. The certificate reaches
+the application through the ASGI TLS extension (:mod:`.asgi_handler`). The
+metadata lists ``tls_client_auth`` only when some client can use it.
 
 Tokens carry ``iss`` (the issuer), ``sub`` (the client's configured subject:
 the device identity the cloud sees), ``aud``, ``iat``, ``nbf``, ``exp``,
@@ -40,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from ..errors import ConfigurationError
@@ -47,7 +58,7 @@ from ..pki import load_key_pem
 from ..transport.tls import server_context
 from .http_server import bind_listen, parse_listen, serve_asgi, wait_event
 
-__all__ = ["AuthServerApp", "AuthServerOptions", "OAuthClient", "parse_client", "run_authserver"]
+__all__ = ["AuthServerApp", "AuthServerOptions", "OAuthClient", "parse_client", "parse_tls_client", "run_authserver"]
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +72,19 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 @dataclass(frozen=True)
 class OAuthClient:
-    """A registered client: id, secret and the ``sub`` its tokens carry."""
+    """A registered client: id, secret (empty: none) and the ``sub`` its tokens carry; with ``tls_subject_dn``
+    (RFC 4514, e.g. ``CN=cam-7``) it may also authenticate by its TLS client certificate (tls_client_auth)."""
 
     client_id: str
     secret: str
     subject: str
+    tls_subject_dn: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.tls_subject_dn is not None:
+            _name(self.tls_subject_dn)  # a malformed DN is a configuration error now, not a refusal later
+        elif not self.secret:
+            raise ConfigurationError(f"client {self.client_id!r} needs a secret or a TLS subject DN")
 
     def __repr__(self) -> str:
         return f"OAuthClient(client_id={self.client_id!r}, subject={self.subject!r})"
@@ -78,6 +97,22 @@ def parse_client(text: str) -> OAuthClient:
     if not (sep1 and sep2 and client_id and secret and subject):
         raise ConfigurationError("--client expects ID:SECRET:SUBJECT, e.g. device-3:s3cret:device-3")
     return OAuthClient(client_id, secret, subject)
+
+
+def parse_tls_client(text: str) -> OAuthClient:
+    """``ID:SUBJECT:DN`` (``--tls-client``): a tls_client_auth client; the DN (RFC 4514) may contain colons."""
+    client_id, sep1, rest = text.partition(":")
+    subject, sep2, dn = rest.partition(":")
+    if not (sep1 and sep2 and client_id and subject and dn):
+        raise ConfigurationError("--tls-client expects ID:SUBJECT:DN, e.g. cam-7:cam-7:CN=cam-7")
+    return OAuthClient(client_id, "", subject, tls_subject_dn=dn)
+
+
+def _name(dn: str) -> x509.Name:
+    try:
+        return x509.Name.from_rfc4514_string(dn)
+    except ValueError:
+        raise ConfigurationError(f"{dn!r} is not an RFC 4514 distinguished name such as CN=cam-7") from None
 
 
 def _b64(data: bytes) -> str:
@@ -137,10 +172,27 @@ class AuthServerApp:
         return {"keys": [self.jwk]}
 
     def metadata(self) -> dict[str, Any]:
+        methods = ["client_secret_basic", "client_secret_post"]
+        if any(c.tls_subject_dn is not None for c in self.clients.values()):
+            methods.append("tls_client_auth")
         return {"issuer": self.issuer, "token_endpoint": f"{self.issuer}/token",
                 "jwks_uri": f"{self.issuer}/jwks.json", "grant_types_supported": ["client_credentials"],
-                "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+                "token_endpoint_auth_methods_supported": methods,
                 "token_endpoint_auth_signing_alg_values_supported": [self.algorithm]}
+
+    def _tls_client(self, scope: Scope, form: Mapping[str, list[str]]) -> OAuthClient | None:
+        """RFC 8705 §2.1: the form names the client, its verified TLS certificate's subject is its DN."""
+        if len(form.get("client_id", [])) != 1 or "client_secret" in form:
+            return None
+        client = self.clients.get(form["client_id"][0])
+        chain = scope.get("extensions", {}).get("tls", {}).get("client_cert_chain") or []
+        if client is None or client.tls_subject_dn is None or not chain:
+            return None
+        try:
+            presented = x509.load_pem_x509_certificate(chain[0].encode("ascii")).subject
+        except ValueError:
+            return None
+        return client if presented == _name(client.tls_subject_dn) else None
 
     def _client(self, headers: Mapping[str, str], form: Mapping[str, list[str]]) -> OAuthClient | None:
         client_id = secret = None
@@ -162,9 +214,9 @@ class AuthServerApp:
         if client_id is None or secret is None:
             return None
         client = self.clients.get(client_id)
-        expected = client.secret if client is not None else "x" * max(1, len(secret))
+        expected = client.secret if client is not None and client.secret else "x" * max(1, len(secret))
         ok = hmac.compare_digest(expected.encode("utf-8"), secret.encode("utf-8"))
-        return client if ok and client is not None else None
+        return client if ok and client is not None and client.secret else None
 
     # -- ASGI -------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -213,9 +265,10 @@ class AuthServerApp:
         except UnicodeDecodeError:
             await _json(send, 400, {"error": "invalid_request", "error_description": "the body is not UTF-8"})
             return
-        client = self._client(headers, form)
+        secret_sent = "authorization" in headers or "client_secret" in form
+        client = self._client(headers, form) if secret_sent else self._tls_client(scope, form)
         if client is None:
-            log.info("token request refused: unknown client or wrong secret")
+            log.info("token request refused: unknown client, wrong secret or wrong certificate")
             await _json(send, 401, {"error": "invalid_client", "error_description": "client authentication failed"},
                         extra=[(b"www-authenticate", b'Basic realm="token"')])
             return
@@ -252,6 +305,8 @@ class AuthServerOptions:
     issuer: str | None = None
     audience: str = DEFAULT_AUDIENCE
     lifetime: int = 300
+    #: CA certificates (PEM files) of the client certificates tls_client_auth accepts.
+    client_cas: Sequence[Path] = ()
 
 
 async def run_authserver(options: AuthServerOptions, stop: asyncio.Event,
@@ -259,14 +314,21 @@ async def run_authserver(options: AuthServerOptions, stop: asyncio.Event,
                          ready: Callable[[AuthServerApp], None] | None = None) -> None:
     """Serve the authorization server over TLS until ``stop`` is set (``iec62676 authserver serve``)."""
     if not options.clients:
-        raise ConfigurationError("give at least one --client ID:SECRET:SUBJECT")
+        raise ConfigurationError("give at least one --client ID:SECRET:SUBJECT or --tls-client ID:SUBJECT:DN")
     if not 10 <= options.lifetime <= 86400:
         raise ConfigurationError("--lifetime must be between 10 and 86400 seconds")
+    if any(c.tls_subject_dn is not None for c in options.clients) and not options.client_cas:
+        raise ConfigurationError("a client with a TLS subject DN (tls_client_auth) needs the CAs of client "
+                                 "certificates (--client-ca)")
     signing_key = load_key_pem(options.signing_key)
     for path in (options.cert, options.key):
         if not Path(path).is_file():
             raise ConfigurationError(f"{path} does not exist: give the TLS certificate and key as PEM files")
+    for path in options.client_cas:
+        if not Path(path).is_file():
+            raise ConfigurationError(f"{path} does not exist: give the client certificates' CA as a PEM file")
     context = server_context(Path(options.cert).read_bytes(), Path(options.key).read_bytes(),
+                             client_ca_pems=[Path(p).read_bytes() for p in options.client_cas] or None,
                              alpn_protocols=["h2", "http/1.1"])
     host, port = parse_listen(options.listen)
     sock = bind_listen(host, port)

@@ -61,12 +61,15 @@ class Exchange(ABC):
     Request: ``method``, ``path`` (raw, as sent, without the query),
     ``query`` (raw), ``headers`` (lower-case names, ``host`` included, no
     HTTP/2 pseudo-headers), ``http_version`` (``"1.0"``, ``"1.1"``, ``"2"``),
-    ``scheme``, ``client``/``server`` addresses, ``body``.
+    ``scheme``, ``client``/``server`` addresses, ``body``; ``peercert_chain``:
+    ``None`` when the connection is not TLS, else the client's verified
+    certificate chain (DER, the client's own first; empty without one).
     """
 
     def __init__(self, *, method: str, path: str, query: str, headers: list[tuple[str, str]],
                  http_version: str, scheme: str, client: tuple[str, int] | None,
-                 server: tuple[str, int] | None, body: BodyPipe) -> None:
+                 server: tuple[str, int] | None, body: BodyPipe,
+                 peercert_chain: tuple[bytes, ...] | None = None) -> None:
         self.method = method
         self.path = path
         self.query = query
@@ -76,6 +79,7 @@ class Exchange(ABC):
         self.client = client
         self.server = server
         self.body = body
+        self.peercert_chain = peercert_chain
         #: The response head went out.
         self.head_sent = False
         #: The response is complete.

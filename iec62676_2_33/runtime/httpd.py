@@ -173,17 +173,18 @@ class HttpServer:
             return
         settings = self.settings
         own = _address(stream.extra("sockname"))
+        chain = _peercert_chain(stream) if self.scheme == "https" else None
         conn: H1Connection | H2cConnection
         if initial.startswith(PREFACE):
             self.stats["h2"] += 1
             conn = H2cConnection(stream, self.handler, limits=settings.h2_limits, budget=self.budget,
                                  idle_timeout=settings.idle_timeout, send_timeout=settings.send_timeout,
                                  body_timeout=settings.body_timeout, body_deadline=settings.body_deadline,
-                                 client=peer, server=own, scheme=self.scheme)
+                                 client=peer, server=own, scheme=self.scheme, peercert_chain=chain)
         else:
             self.stats["http1"] += 1
             conn = H1Connection(stream, self.handler, settings=settings, budget=self.budget, client=peer,
-                                server=own, scheme=self.scheme)
+                                server=own, scheme=self.scheme, peercert_chain=chain)
         self._connections.add(conn)
         try:
             if isinstance(conn, H2cConnection):
@@ -264,6 +265,16 @@ async def serve(handler: Handler, sock: socket.socket, shutdown: Callable[[], Aw
         await shutdown()
     finally:
         await server.aclose(grace)
+
+
+def _peercert_chain(stream: ByteStream) -> tuple[bytes, ...]:
+    """The client's verified certificate chain (DER, its own first), or its certificate alone where the TLS
+    library cannot give the chain; empty without a client certificate."""
+    chain = stream.extra("peercert_chain")
+    if chain:
+        return tuple(chain)
+    leaf = stream.extra("peercert")
+    return (leaf,) if leaf else ()
 
 
 def _address(value: Any) -> tuple[str, int] | None:

@@ -38,7 +38,7 @@ for free):
    such victim exists is the newcomer refused.
 
 The caller closes a refused connection at once and the evicted one it is
-handed (:attr:`Verdict.evict`), and calls :meth:`Admission.release` when a
+handed (:attr:`AdmissionDecision.evict`), and calls :meth:`Admission.release` when a
 handshake ends for any reason (done, failed, timed out, connection lost).
 
 Tables, all bounded
@@ -111,9 +111,9 @@ from ..errors import ConfigurationError
 __all__ = [
     "DEFAULT_ADMISSION",
     "Admission",
+    "AdmissionDecision",
     "AdmissionLimits",
     "Refusal",
-    "Verdict",
 ]
 
 C = TypeVar("C", bound=Hashable)
@@ -188,7 +188,7 @@ class Refusal(enum.Enum):
 
 
 @dataclass(frozen=True)
-class Verdict(Generic[C]):
+class AdmissionDecision(Generic[C]):
     """The decision on one connection: admitted (perhaps evicting *evict*) or refused (*refusal*)."""
 
     refusal: Refusal | None = None
@@ -270,7 +270,7 @@ class Admission(Generic[C]):
 
     *C* is the caller's connection object (any hashable: the TLS server
     passes its protocol objects); the policy hands it back in
-    :attr:`Verdict.evict` and never touches it otherwise.
+    :attr:`AdmissionDecision.evict` and never touches it otherwise.
     """
 
     def __init__(self, limits: AdmissionLimits = DEFAULT_ADMISSION) -> None:
@@ -305,7 +305,7 @@ class Admission(Generic[C]):
 
     # ------------------------------------------------------------------ decisions
 
-    def admit(self, conn: C, source: str, now: float) -> Verdict[C]:
+    def admit(self, conn: C, source: str, now: float) -> AdmissionDecision[C]:
         """Decide on a new connection *conn* from *source* (a :meth:`source_key`)."""
         if conn in self._tickets:
             raise ValueError("this connection was admitted already")
@@ -313,9 +313,9 @@ class Admission(Generic[C]):
         known = self.is_known(source, now)
         bucket = self._bucket(source, now)
         if bucket is not None and bucket.tokens < 1:
-            return Verdict(refusal=Refusal.RATE)
+            return AdmissionDecision(refusal=Refusal.RATE)
         if limits.per_source_pending is not None and self.pending_of(source) >= limits.per_source_pending:
-            return Verdict(refusal=Refusal.SOURCE)
+            return AdmissionDecision(refusal=Refusal.SOURCE)
         evict: C | None = None
         strangers = self._pools[False]
         if self.pending >= limits.max_pending or (
@@ -323,13 +323,13 @@ class Admission(Generic[C]):
         ):
             evict = self._victim(source, known)
             if evict is None:
-                return Verdict(refusal=Refusal.FULL)
+                return AdmissionDecision(refusal=Refusal.FULL)
             self.release(evict)
         if bucket is not None:
             bucket.tokens -= 1
         self._tickets[conn] = _Ticket(source, known)
         self._pools[known].add(source, conn)
-        return Verdict(evict=evict)
+        return AdmissionDecision(evict=evict)
 
     def _victim(self, source: str, known: bool) -> C | None:
         """Rule 4: whose handshake gives way to a newcomer from *source*, if anyone's."""

@@ -71,8 +71,7 @@ from ..soap.spyne_glue import SoapEndpoint, SoapService, service_context
 from .forwarded import request_base_url
 from .media2 import MEDIA2_PATH, TR2
 from .security import SECURITY_PATH, TAS
-from .uplink import Capabilities as UplinkCapabilitiesModel
-from .uplink import UplinkServiceContext
+from .uplink import UplinkServiceCapabilities, UplinkServiceContext
 
 __all__ = [
     "DEVICE_INFO_FILE",
@@ -608,7 +607,7 @@ def device_context(uplink: UplinkServiceContext, *, clock: Callable[[], float] =
 
     def uplink_caps() -> etree._Element:
         caps = uplink.current_capabilities()
-        return capabilities_element(UplinkCapabilitiesModel(
+        return capabilities_element(UplinkServiceCapabilities(
             MaxUplinks=caps.max_uplinks, Protocols=" ".join(caps.protocols),
             AuthorizationModes=" ".join(caps.authorization_modes),
             StreamingOverUplink=caps.streaming_over_uplink), TUP)

@@ -109,10 +109,11 @@ class PtzServiceContext:
 
 # --------------------------------------------------------------------------- Spyne models (mirror the XSD)
 
-class Capabilities(ComplexModel):  # type: ignore[misc]
+class PTZServiceCapabilities(ComplexModel):  # type: ignore[misc]
     """tptz:Capabilities (the attributes we report; the others are absent = false)."""
 
     __namespace__ = TPTZ
+    __type_name__ = "Capabilities"
     _type_info = [
         ("MoveStatus", XmlAttribute(Boolean)),
         ("StatusPosition", XmlAttribute(Boolean)),
@@ -244,13 +245,13 @@ class PTZPreset(ComplexModel):  # type: ignore[misc]
 
 # --------------------------------------------------------------------------- answers
 
-def _capabilities() -> Capabilities:
-    return Capabilities(MoveStatus=True, StatusPosition=True)
+def _capabilities() -> PTZServiceCapabilities:
+    return PTZServiceCapabilities(MoveStatus=True, StatusPosition=True)
 
 
 def capabilities_element() -> etree._Element:
     """``tptz:Capabilities`` for GetServices."""
-    element = get_object_as_xml(_capabilities(), Capabilities, "Capabilities")
+    element = get_object_as_xml(_capabilities(), PTZServiceCapabilities, "Capabilities")
     element.tag = f"{{{TPTZ}}}Capabilities"
     return element
 
@@ -372,8 +373,8 @@ class PtzService(SoapService):
     __service_name__ = "PTZService"
     __port_types__ = ["PTZ"]
 
-    @rpc(_returns=Capabilities, _out_variable_name="Capabilities")  # type: ignore[misc]
-    def GetServiceCapabilities(ctx: Any) -> Capabilities:
+    @rpc(_returns=PTZServiceCapabilities, _out_variable_name="Capabilities")  # type: ignore[misc]
+    def GetServiceCapabilities(ctx: Any) -> PTZServiceCapabilities:
         return _capabilities()
 
     @rpc(_returns=PTZNode.customize(max_occurs="unbounded"), _out_variable_name="PTZNode")  # type: ignore[misc]

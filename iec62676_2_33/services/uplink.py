@@ -92,10 +92,12 @@ class UplinkServiceContext:
         return result
 
 
-class Capabilities(ComplexModel):  # type: ignore[misc]
-    """tup:Capabilities — every field an attribute (CFG-5)."""
+class UplinkServiceCapabilities(ComplexModel):  # type: ignore[misc]
+    """tup:Capabilities — every field an attribute (CFG-5). The domain's view is
+    :class:`~iec62676_2_33.uplinkconfig.UplinkCapabilities`."""
 
     __namespace__ = TUP
+    __type_name__ = "Capabilities"
     _type_info = [
         ("MaxUplinks", XmlAttribute(Integer)),
         ("Protocols", XmlAttribute(Unicode)),
@@ -145,10 +147,10 @@ class UplinkService(SoapService):
     __service_name__ = "UplinkService"
     __port_types__ = ["UplinkPort"]
 
-    @rpc(_returns=Capabilities, _out_variable_name="Capabilities")  # type: ignore[misc]
-    def GetServiceCapabilities(ctx: Any) -> Capabilities:
+    @rpc(_returns=UplinkServiceCapabilities, _out_variable_name="Capabilities")  # type: ignore[misc]
+    def GetServiceCapabilities(ctx: Any) -> UplinkServiceCapabilities:
         caps: UplinkCapabilities = service_context(ctx).current_capabilities()
-        return Capabilities(MaxUplinks=caps.max_uplinks, Protocols=" ".join(caps.protocols),
+        return UplinkServiceCapabilities(MaxUplinks=caps.max_uplinks, Protocols=" ".join(caps.protocols),
                             AuthorizationModes=" ".join(caps.authorization_modes),
                             StreamingOverUplink=caps.streaming_over_uplink)
 
