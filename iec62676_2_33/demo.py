@@ -13,9 +13,13 @@ reached through its uplink, answers a 100 m location query and then signals
 an Offline change live. Part 4 is live video: a synthetic camera (GStreamer's
 RTSP server, :mod:`.demo_camera`) behind a device, its stream URI asked with
 Media2 through the cloud's HTTP proxy, and ffmpeg decoding frames from the
-cloud's RTSP front; without GStreamer or ffmpeg it prints one line saying what
-is missing and is skipped. Every step prints what it shows; the run exits 0
-only when every step behaved as the standard says.
+cloud's RTSP front. Part 5 is a hierarchy (clause 7.8.1): a regional VSS whose
+lower system is that device re-exposes its resources and its camera under
+remote tokens; a location query and Media2 at the VSS find the camera, and
+ffmpeg decodes it through the VSS's RTSP relay. Without GStreamer or ffmpeg,
+Parts 4 and 5 print one line each saying what is missing and are skipped.
+Every step prints what it shows; the run exits 0 only when every step behaved
+as the standard says.
 """
 
 from __future__ import annotations
@@ -24,12 +28,15 @@ import json
 import re
 import subprocess
 import tempfile
+import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import zeep
+from zeep.wsse.username import UsernameToken
 
 from . import pki
 from .client import SETTINGS, UplinkClient
@@ -51,6 +58,8 @@ from .services.media2 import TR2
 from .soap.fault import SoapFault
 from .store import AuthServerConfig, DeviceStore
 from .uplinkconfig import UplinkConfiguration
+from .vss.lower import LowerStore, LowerSystem
+from .vss.runtime import VssOptions, run_vss
 
 Print = Callable[[str], None]
 
@@ -59,6 +68,8 @@ TOKEN_DEVICE = "camera-0003"
 ALL_DEVICES = (*DEVICES, TOKEN_DEVICE)
 ADMIN = ("admin", "admin-password")
 VIEWER = ("viewer", "viewer-password")
+#: The prefix under which the regional VSS of Part 5 exposes camera-0001.
+LOWER_PREFIX = "site1"
 
 
 class DemoFailure(Iec62676Error):
@@ -247,7 +258,7 @@ def part_uplink(material: Material, tmp: Path, out: Print) -> None:
         out("  all devices came back on their own (individual ascending backoff, UPL-9)")
         _show_through_uplink(listener, cloud, out)
         part_resources(listener, cloud, tmp / DEVICES[0], out)
-        part_live_video(cloud, tmp / DEVICES[0], out)
+        part_video(cloud, tmp / DEVICES[0], _url(devices[0].messages, r"(http://\S+)"), out)
     finally:
         for device in devices:
             device.stop()
@@ -290,35 +301,98 @@ def part_resources(cloud: CloudListener, service: BackgroundService, data: Path,
         raise DemoFailure("the Offline change did not arrive")
 
 
-def part_live_video(service: BackgroundService, data: Path, out: Print) -> None:
-    """Live video through the uplink (STR-1): camera -> device -> uplink -> cloud RTSP front -> ffmpeg."""
-    out(f"Part 4 — live video: a synthetic camera behind {DEVICES[0]}, played through the cloud")
+def part_video(service: BackgroundService, data: Path, device_url: str, out: Print) -> None:
+    """Parts 4 and 5 play the synthetic camera; without it (or ffmpeg) each says what is missing."""
     missing = camera_missing()
     if missing is not None:
+        out(PART_4)
+        out(f"  skipped: {missing} not installed")
+        out(PART_5)
         out(f"  skipped: {missing} not installed")
         return
-    proxy = _url(service.messages, r"(http://\S+)/devices")
     with start_camera() as camera:
-        camera_url = camera.url
-        with DeviceStore(data) as store:
-            store.put_media_source(MediaSource(token="cam1", name="Demo camera", rtsp_url=camera_url,
-                                               width=WIDTH, height=HEIGHT))
-        out(f"  media source cam1 -> {camera_url} (what `iec62676 device media add` does)")
-        media2 = zeep.Client(str(wsdl_path("media2")), settings=SETTINGS,
-                             transport=zeep.Transport(timeout=30, operation_timeout=30))
-        uri = media2.create_service(f"{{{TR2}}}Media2Binding", f"{proxy}/devices/{DEVICES[0]}/onvif/media2_service"
-                                    ).GetStreamUri(Protocol="RTSP", ProfileToken="cam1")
-        out(f"  Media2 GetStreamUri through the cloud's HTTP proxy: {uri}")
-        proc = subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-rtsp_transport", "tcp", "-i", uri,
-                               "-frames:v", "100", "-f", "null", "-"], capture_output=True, text=True, timeout=120,
-                              check=False)
-        frames = [int(n) for n in re.findall(r"frame=\s*(\d+)", proc.stderr)]
-        video = re.search(r"Video: (\w+).*?, (\d+)x(\d+)", proc.stderr)
-        if proc.returncode != 0 or not frames or frames[-1] < 100 or video is None:
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise DemoFailure(f"ffmpeg could not play {uri}: {last}")
-        out(f"  ffmpeg decoded {frames[-1]} frames ({video[1]} {video[2]}x{video[3]}) from the camera, through "
-            f"{DEVICES[0]}, its uplink and the cloud's RTSP front")
+        part_live_video(service, data, camera.url, out)
+        part_hierarchy(data, device_url, out)
+
+
+PART_4 = f"Part 4 — live video: a synthetic camera behind {DEVICES[0]}, played through the cloud"
+PART_5 = f"Part 5 — a hierarchy (clause 7.8.1): a regional VSS re-exposes {DEVICES[0]} under the prefix {LOWER_PREFIX}"
+
+
+def part_live_video(service: BackgroundService, data: Path, camera_url: str, out: Print) -> None:
+    """Live video through the uplink (STR-1): camera -> device -> uplink -> cloud RTSP front -> ffmpeg."""
+    out(PART_4)
+    proxy = _url(service.messages, r"(http://\S+)/devices")
+    with DeviceStore(data) as store:
+        store.put_media_source(MediaSource(token="cam1", name="Demo camera", rtsp_url=camera_url,
+                                           width=WIDTH, height=HEIGHT))
+    out(f"  media source cam1 -> {camera_url} (what `iec62676 device media add` does)")
+    media2 = zeep.Client(str(wsdl_path("media2")), settings=SETTINGS,
+                         transport=zeep.Transport(timeout=30, operation_timeout=30))
+    uri = media2.create_service(f"{{{TR2}}}Media2Binding", f"{proxy}/devices/{DEVICES[0]}/onvif/media2_service"
+                                ).GetStreamUri(Protocol="RTSP", ProfileToken="cam1")
+    out(f"  Media2 GetStreamUri through the cloud's HTTP proxy: {uri}")
+    out(f"  ffmpeg decoded {_decode(uri, 100)} from the camera, through {DEVICES[0]}, its uplink and the cloud's "
+        "RTSP front")
+
+
+def part_hierarchy(device_data: Path, device_url: str, out: Print) -> None:
+    """Clause 7.8.1 one level up (GEN-1, ADR-6, ANX-B-1): a VSS whose lower system is the camera device answers
+    a location query over the mirrored resources and GetStreamUri under the remote token, relayed."""
+    out(PART_5)
+    vss_data = device_data.parent / "regional-vss"
+    with DeviceStore(vss_data) as store:
+        store.put_user(*ADMIN, "Administrator")
+    lower_url = "{0.scheme}://{0.netloc}/onvif/device_service".format(urlsplit(device_url))
+    with LowerStore(vss_data) as lowers:
+        lowers.put(LowerSystem(prefix=LOWER_PREFIX, url=lower_url, username=ADMIN[0], password=ADMIN[1]))
+    out(f"  lower system {LOWER_PREFIX} -> {lower_url} (what `iec62676 vss lower add` does)")
+    vss = BackgroundService(lambda stop, announce: run_vss(vss_data, "127.0.0.1:0", stop, announce,
+                                                           options=VssOptions(rtsp="127.0.0.1:0")),
+                            name="regional VSS", ready_after=2).start()
+    try:
+        base = _url(vss.messages, r"device serving (http://[^/\s]+)")
+        out(f"  regional VSS serving {base} (what `iec62676 vss serve` does)")
+        client = ResourceQueryClient(f"{base}/onvif/event_service", username=ADMIN[0], password=ADMIN[1],
+                                     pull_timeout=5.0)
+        near = LocationFilter(lon=NANJING.lon, lat=NANJING.lat, radius=100.0)
+        found: list[str] = []
+        deadline = time.monotonic() + 30  # the VSS mirrors its lower systems' resources once it reaches them
+        while not found and time.monotonic() < deadline:
+            with client.subscribe(["MediaProfile"], location=near) as subscription:
+                found = [resource.token for resource in subscription.resources()]
+            if not found:
+                time.sleep(0.5)
+        if not found:
+            raise DemoFailure("the regional VSS did not mirror the resources of its lower system within 30 s")
+        out(f"  {len(found)} MediaProfiles within 100 m, asked at the regional VSS (mirrored from {DEVICES[0]}; "
+            f"remote tokens keep their prefix, e.g. {found[0]})")
+        media2 = zeep.Client(str(wsdl_path("media2")), settings=SETTINGS, wsse=UsernameToken(*ADMIN, use_digest=True),
+                             transport=zeep.Transport(timeout=30, operation_timeout=30)
+                             ).create_service(f"{{{TR2}}}Media2Binding", f"{base}/onvif/media2_service")
+        tokens = [profile.token for profile in media2.GetProfiles()]
+        token = f"{LOWER_PREFIX}:cam1"
+        if token not in tokens:
+            raise DemoFailure(f"GetProfiles at the regional VSS lists {tokens}, not {token}")
+        out(f"  Media2 GetProfiles at the regional VSS: {', '.join(tokens)}")
+        uri = media2.GetStreamUri(Protocol="RTSP", ProfileToken=token)
+        out(f"  GetStreamUri({token}) at the regional VSS: {uri}")
+        out(f"  ffmpeg decoded {_decode(uri, 50)} through the regional VSS's relay from the camera of {DEVICES[0]}")
+    finally:
+        vss.stop()
+
+
+def _decode(uri: str, frames: int) -> str:
+    """Decode ``frames`` video frames of ``uri`` with ffmpeg; e.g. ``100 frames (h264 640x360)``."""
+    proc = subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-rtsp_transport", "tcp", "-i", uri,
+                           "-frames:v", str(frames), "-f", "null", "-"], capture_output=True, text=True, timeout=120,
+                          check=False)
+    decoded = [int(n) for n in re.findall(r"frame=\s*(\d+)", proc.stderr)]
+    video = re.search(r"Video: (\w+).*?, (\d+)x(\d+)", proc.stderr)
+    if proc.returncode != 0 or not decoded or decoded[-1] < frames or video is None:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DemoFailure(f"ffmpeg could not play {uri}: {last}")
+    return f"{decoded[-1]} frames ({video[1]} {video[2]}x{video[3]})"
 
 
 def run(out: Print = print) -> int:

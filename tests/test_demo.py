@@ -1,4 +1,5 @@
-"""GEN-1, GEN-3, UPL-10, UPL-4, UPL-14, RQ-5, STR-1: ``iec62676 demo`` runs end to end on loopback and exits 0."""
+"""GEN-1, GEN-3, UPL-10, UPL-4, UPL-14, RQ-5, STR-1, ANX-B-1: ``iec62676 demo`` runs end to end on loopback and exits
+0."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ def test_demo_runs_end_to_end_gen_3_upl_10() -> None:
     """GEN-3, UPL-10, UPL-4, UPL-14, RQ-6, STR-1: three devices (two mTLS, one wss with an access token) dial
     out, are called through their uplinks, survive a cloud restart; a location query and a live Offline
     change travel through an uplink; with GStreamer and ffmpeg installed, ffmpeg decodes 100 H.264 frames of a
-    synthetic camera through a device, its uplink and the cloud's RTSP front (else the step says what is
-    missing)."""
+    synthetic camera through a device, its uplink and the cloud's RTSP front; a regional VSS above that device
+    finds its cameras within 100 m and plays one under its remote token through its relay (GEN-1, ANX-B-1; else
+    both steps say what is missing)."""
     proc = subprocess.run([sys.executable, "-m", "iec62676_2_33", "demo"], capture_output=True, text=True,
                           timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -38,19 +40,29 @@ def test_demo_runs_end_to_end_gen_3_upl_10() -> None:
                          r"camera-0001/cam1\n", out), out
         assert ("  ffmpeg decoded 100 frames (h264 640x360) from the camera, through camera-0001, its uplink and "
                 "the cloud's RTSP front\n") in out
+        found = re.search(r"  (\d+) MediaProfiles within 100 m, asked at the regional VSS \(mirrored from "
+                          r"camera-0001; remote tokens keep their prefix, e\.g\. \d{20}:Profile_\d\)\n", out)
+        assert found and int(found[1]) > 0, out
+        assert "  Media2 GetProfiles at the regional VSS: site1:cam1\n" in out
+        assert re.search(r"  GetStreamUri\(site1:cam1\) at the regional VSS: rtsp://127\.0\.0\.1:\d+/relay/\w+\n", out)
+        assert ("  ffmpeg decoded 50 frames (h264 640x360) through the regional VSS's relay from the camera of "
+                "camera-0001\n") in out
     else:
-        assert f"Part 4 — live video: a synthetic camera behind camera-0001, played through the cloud\n  skipped: " \
-               f"{missing} not installed\n" in out
+        assert f"{demo.PART_4}\n  skipped: {missing} not installed\n{demo.PART_5}\n  skipped: {missing} not " \
+               f"installed\n" in out
     assert out.rstrip().endswith("demo finished: every step behaved as the standard says")
     assert "Traceback" not in proc.stderr
 
 
-def test_live_video_step_says_what_is_missing_str_1(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """STR-1: without GStreamer's RTSP server or ffmpeg, the live-video step prints one line naming what is
-    missing and starts nothing."""
+def test_video_steps_say_what_is_missing_str_1(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """STR-1: without GStreamer's RTSP server or ffmpeg, the live-video and hierarchy steps print one line each
+    naming what is missing and start nothing."""
     monkeypatch.setattr(demo, "camera_missing", lambda: "ffmpeg")
     monkeypatch.setattr(demo, "start_camera", lambda: pytest.fail("the camera must not start"))
     lines: list[str] = []
-    demo.part_live_video(None, tmp_path, lines.append)  # type: ignore[arg-type]
+    demo.part_video(None, tmp_path, "http://127.0.0.1:9", lines.append)  # type: ignore[arg-type]
     assert lines == ["Part 4 — live video: a synthetic camera behind camera-0001, played through the cloud",
+                     "  skipped: ffmpeg not installed",
+                     ("Part 5 — a hierarchy (clause 7.8.1): a regional VSS re-exposes camera-0001 under the prefix "
+                      "site1"),
                      "  skipped: ffmpeg not installed"]
