@@ -476,8 +476,8 @@ def test_forensic_example_7_8_2(hierarchy: Hierarchy) -> None:
     """GEN-1, ADR-6, ANX-B-3, RQ-5: the forensic example at the regional VSS, two levels above the cameras —
     the video sources within 100 m of a point (a resource query), FindEvents over a time range scoped to
     the token received, GetEventSearchResults (the recorded events' Source items adapted too), GetReplayUri
-    for the recording found, and ffmpeg decodes the replay through the regional and the site VSS's RTSP
-    fronts."""
+    for the recording found, ffmpeg decodes the replay through the regional and the site VSS's RTSP
+    fronts, and a replay PLAY for a time inside the window found starts there (``Range: clock=`` → npt)."""
     client = ResourceQueryClient(f"{hierarchy.regional}/onvif/event_service", username=ADMIN[0],
                                  password=ADMIN[1], pull_timeout=1.0)
 
@@ -511,6 +511,8 @@ def test_forensic_example_7_8_2(hierarchy: Hierarchy) -> None:
     run = decode_frames(uri, 20)
     assert run.returncode == 0, run.stderr[-2000:]
     assert decoded_frames(run.stderr) >= 20
+    status, npt = replay_play(uri, f"clock={stamp(T0 + 2)}-")  # the window the search found, 2 s into it
+    assert status == 200 and npt.startswith("npt=2")  # mapped by the device's replay server, through both fronts
 
 
 @needs_replay
