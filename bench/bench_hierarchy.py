@@ -1,12 +1,13 @@
-"""Added latency per hierarchy level (GEN-1, ANX-B-1): Media2 GetStreamUri at 1, 2 and 3 levels; resource
-enumeration at a device and through a VSS above it, and the rate of the VSS's resource mirror.
+"""Added latency per hierarchy level (GEN-1, ANX-B-1): Media2 GetStreamUri and a 100 m resource query at 1, 2
+and 3 levels; resource enumeration at a device and through a VSS above it, and the rate of the VSS's resource
+mirror.
 
 Level 1 asks the device directly; level 2 asks a VSS whose lower system is that
 device; level 3 asks a VSS whose lower system is the level-2 VSS (all by URL,
 on loopback, one process each in threads of this one). Every level is measured
 in the same run, sequential calls on one kept-alive HTTP/1.1 connection, and
 the result is printed as the median per call and the ratio to level 1.
-Usage: ``python bench/bench_hierarchy.py [--calls N] [--resources N]``.
+Usage: ``python bench/bench_hierarchy.py [--calls N] [--queries N] [--resources N]``.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ for path in (ROOT, ROOT / "tests"):
         sys.path.insert(0, str(path))
 
 from lxml import etree
-from vss_env import ADMIN, add_lower, seed, start_device, start_vss
+from vss_env import ADMIN, FAR, HERE, NEAR, add_lower, seed, start_device, start_vss
 
+from iec62676_2_33.domain.filters import LocationFilter
 from iec62676_2_33.domain.media import MediaSource
 from iec62676_2_33.domain.registry import REGISTRY_FILE, ResourceRegistry
 from iec62676_2_33.domain.resources import Resource
@@ -84,6 +86,38 @@ def learn_routes(base: str) -> None:
         conn.close()
 
 
+#: Resources of the device in the latency part: a few near the query point, most 2 km away.
+QUERY_NEAR, QUERY_FAR = 20, 480
+
+
+def query_latency(base: str, calls: int) -> float:
+    """Median seconds of one resource query (subscribe with a 100 m location filter, read the matching
+    resources, unsubscribe) after 5 warm-up queries."""
+    client = ResourceQueryClient(f"{base}/onvif/event_service", username=ADMIN[0], password=ADMIN[1],
+                                 message_limit=100, timeout=30)
+    near = LocationFilter(HERE.lon, HERE.lat, 100.0)
+    times = []
+    for i in range(calls + 5):
+        started = time.perf_counter()
+        with client.subscribe(["VideoSource"], location=near) as subscription:
+            count = sum(1 for _ in subscription.resources())
+        if count != QUERY_NEAR:
+            raise SystemExit(f"{base}: the query found {count} resources, not {QUERY_NEAR}")
+        if i >= 5:
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def wait_mirrored(data: Path, expected: int) -> None:
+    """Until the VSS whose data folder is ``data`` holds ``expected`` resources (bounded)."""
+    deadline = time.perf_counter() + 120
+    with ResourceRegistry(data / REGISTRY_FILE) as registry:
+        while registry.count() < expected:
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"{data.name}: mirrored {registry.count()} of {expected} in 120 s")
+            time.sleep(0.05)
+
+
 def enumerate_rate(base: str, expected: int) -> float:
     """Resources per second of one enumeration (resource query, no filter) at ``base``."""
     client = ResourceQueryClient(f"{base}/onvif/event_service", username=ADMIN[0], password=ADMIN[1],
@@ -132,13 +166,17 @@ def resources(n: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--queries", type=int, default=50, help="resource queries per level")
     parser.add_argument("--resources", type=int, default=20000, help="resources for the enumeration part (0: skip)")
     args = parser.parse_args()
     if args.resources:
         resources(args.resources)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        seed(root / "cam", sources=(MediaSource(token="main", name="Camera", rtsp_url="rtsp://127.0.0.1:9/main"),))
+        located = tuple(Resource(f"cam:v{i:04d}", "VideoSource", name=f"Camera {i}",
+                                 location=NEAR if i < QUERY_NEAR else FAR) for i in range(QUERY_NEAR + QUERY_FAR))
+        seed(root / "cam", sources=(MediaSource(token="main", name="Camera", rtsp_url="rtsp://127.0.0.1:9/main"),),
+             resources=located)
         device, device_url = start_device(root / "cam")
         seed(root / "site")
         add_lower(root / "site", LowerSystem(prefix="cam", url=f"{device_url}/onvif/device_service",
@@ -153,6 +191,9 @@ def main() -> None:
             two = measure(site_url, "cam:main", args.calls)
             learn_routes(regional_url)  # the regional VSS exposes the site's "cam:main" as is (clause 6)
             three = measure(regional_url, "cam:main", args.calls)
+            for data in (root / "site", root / "regional"):
+                wait_mirrored(data, len(located))
+            queries = [query_latency(url, args.queries) for url in (device_url, site_url, regional_url)]
         finally:
             for service in (regional, site, device):
                 service.stop()
@@ -160,6 +201,9 @@ def main() -> None:
     for level, value in ((1, one), (2, two), (3, three)):
         print(f"  {level} level(s): {value * 1e3:7.2f} ms  ({value / one:4.1f}x level 1)")
     print(f"  added per VSS level: {(three - one) / 2 * 1e3:.2f} ms")
+    print(f"Resource query (100 m, {QUERY_NEAR} of {QUERY_NEAR + QUERY_FAR} resources), median of {args.queries}")
+    for level, value in enumerate(queries, start=1):
+        print(f"  {level} level(s): {value * 1e3:7.2f} ms  ({value / queries[0]:4.1f}x level 1)")
 
 
 if __name__ == "__main__":
