@@ -31,7 +31,9 @@ each request it works on a copy of the operation element:
    (:func:`~.adaption.prefix_messages`), prefixes of deeper systems learnt as
    routes; a fault of the lower system is relayed with its code and subcodes,
    its reason marked with the prefix. ``rtsp://`` URIs (GetStreamUri, GetReplayUri, …) are rewritten
-   by the VSS's RTSP relay (:mod:`.rtsp`) unless they already point at it.
+   by the VSS's RTSP relay (:mod:`.rtsp`) unless they already point at it; the
+   ``http(s)://`` URI of a GetSnapshotUri answer by the VSS's snapshot route
+   (:mod:`.snapshots`).
 
 Operations without tokens that list or count objects (:data:`MERGED`: Media2
 GetProfiles, PTZ GetNodes and GetConfigurations, Recording Search
@@ -70,12 +72,14 @@ from ..errors import Iec62676Error, SchemaError
 from ..namespaces import SOAP_ENV
 from ..security.middleware import ENVIRON_ACCESS_CLASS, ENVIRON_REQUEST
 from ..security.wsse import build_username_token
+from ..services.forwarded import request_base_url
 from ..services.recording import RECORDING_HISTORY
 from ..soap.envelope import SoapRequest, excerpt
 from ..soap.fault import SoapFault, fault_response
 from .adaption import prefix_messages, prefix_response, route_request, token_items
 from .lower import LowerStore, LowerSystem
 from .searches import JOINT_FINDS, JointSearches, Searcher, joint_token
+from .snapshots import SnapshotTable
 
 if TYPE_CHECKING:
     from ..runtime.cloud import CloudListener
@@ -161,6 +165,8 @@ class VssContext:
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, thread_name_prefix="vss-merge"))
     #: Searches over the VSS and all its lower systems (:mod:`.searches`).
     searches: JointSearches = field(init=False)
+    #: Snapshot URIs of lower systems relayed by the VSS's snapshot route (:mod:`.snapshots`).
+    snapshots: SnapshotTable = field(default_factory=SnapshotTable)
 
     def __post_init__(self) -> None:
         self.searches = JointSearches(timeout=self.timeout)
@@ -337,6 +343,7 @@ class Gateway:
         if answer.fault is not None:
             return fault_response(answer.fault, start_response)
         assert answer.element is not None
+        self.context.snapshots.rewrite(answer.element, lowers[target], request_base_url(environ))
         return _respond(start_response, answer.element)
 
     def _hops(self, environ: dict[str, Any]) -> list[str]:

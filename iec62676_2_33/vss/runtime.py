@@ -45,6 +45,7 @@ from ..security.middleware import AccessControlMiddleware
 from ..services.app import DEVICE_PATH, EVENT_PATH, UPLINK_PATH, DeviceApplication
 from ..services.events import SUBSCRIPTION_PATH, EventServiceContext
 from ..services.security import SECURITY_PATH
+from ..services.snapshot import SNAPSHOT_PATH, SnapshotRelay
 from ..soap.spyne_glue import SoapEndpoint
 from ..transport.tcp import start_tcp_server
 from .events import EventForwarder
@@ -53,6 +54,7 @@ from .lower import LowerStore, LowerSystem
 from .mounts import mount_forwarding
 from .resources import LowerMirror
 from .rtsp import RelayTable, VssRtspFront
+from .snapshots import SnapshotTable, VssMedia
 
 __all__ = ["NOT_ADAPTED", "VssOptions", "run_vss"]
 
@@ -94,6 +96,16 @@ def install_gateway(app: DeviceApplication, context: VssContext, forwarder: Forw
         return environ.get("PATH_INFO") not in wrapped and quick(environ)
 
     app.runs_inline = runs_inline  # type: ignore[method-assign]
+
+
+def relay_snapshots(app: DeviceApplication, snapshots: SnapshotTable) -> None:
+    """The VSS's snapshot route also serves the lower systems' snapshots the gateway rewrote (:mod:`.snapshots`),
+    behind the same access decision (READ_MEDIA) as its own."""
+    route = app.routes[SNAPSHOT_PATH]
+    relay = route.app if isinstance(route, AccessControlMiddleware) else None
+    if not isinstance(relay, SnapshotRelay):
+        raise ConfigurationError("the device application has no snapshot relay to extend")
+    relay.media = VssMedia(relay.media, snapshots)
 
 
 class _Mirrors:
@@ -197,6 +209,7 @@ async def run_vss(data_dir: str | Path, listen: str | None, stop: asyncio.Event,
         def compose(app: DeviceApplication, events: EventServiceContext) -> None:
             mount_forwarding(app)
             install_gateway(app, context, forwarder)
+            relay_snapshots(app, context.snapshots)
             mirrors.events = events
 
         tasks.append(asyncio.create_task(_watch(mirrors, stop), name="lower systems"))
