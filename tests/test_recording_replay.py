@@ -308,3 +308,25 @@ def test_zeep_client_on_our_replay_wsdl_anx_b_3(replay: tuple[str, ReplayServer]
     assert (caps.ReversePlayback, caps.RTP_RTSP_TCP, caps.SessionTimeoutRange) == (False, True, [60.0, 60.0])
     assert service.GetReplayUri(StreamSetup={"Stream": "RTP-Unicast", "Transport": {"Protocol": "RTSP"}},
                                 RecordingToken="rec-a") == f"{server.base}/rec-a"
+
+
+@needs_replay
+def test_file_names_cannot_add_pipeline_elements_anx_b_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ANX-B-3: a recording file whose name carries quotes and ``!`` (anyone who can drop a file into a
+    recording folder can choose its name) does not add elements to the replay server's pipeline: no file is
+    written by an injected ``filesink``, and the recording still replays as H.264."""
+    monkeypatch.chdir(tmp_path)  # the replay server runs here: an injected relative filesink would write here
+    folder = tmp_path / "evil"
+    folder.mkdir()
+    name = f'a.mp4" ! tee name=t t. ! queue ! filesink location=PWNED t. ! queue ! identity name="x{stamp(T0)}.mp4'
+    make_video(folder / name, 2)
+    data = tmp_path / "device"
+    seed_device(data)
+    save_recording_configs(data, [RecordingConfig(token="evil", source_token="main", folder=str(folder))])
+    with ReplayServer(FolderRecordingStore(data)) as server:
+        probe = subprocess.run(["ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-select_streams", "v:0",
+                                "-show_entries", "stream=codec_name", "-of", "csv=p=0", f"{server.base}/evil"],
+                               capture_output=True, text=True, timeout=60, check=False)
+    assert probe.stdout.split() == ["h264"], probe.stderr[-2000:]
+    assert not (tmp_path / "PWNED").exists()
+

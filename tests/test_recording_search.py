@@ -134,7 +134,7 @@ def test_search_sessions_bounded_and_expiring_anx_b_3() -> None:
 
 def test_recording_config_is_validated_anx_b_5() -> None:
     """ANX-B-5: a recording names its source profile and a folder; bad tokens are refused clearly."""
-    for kwargs in ({"token": ""}, {"token": "a/b"}, {"source_token": "x" * 65}, {"folder": ""}):
+    for kwargs in ({"token": ""}, {"token": "a/b"}, {"token": ".."}, {"source_token": "x" * 65}, {"folder": ""}):
         with pytest.raises(ConfigurationError):
             RecordingConfig(**{"token": "r", "source_token": "s", "folder": "/f", **kwargs})  # type: ignore[arg-type]
 

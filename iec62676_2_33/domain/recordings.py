@@ -121,9 +121,9 @@ class RecordingConfig:
                 validate_reference_token(token)
             except ConfigurationError as exc:
                 raise ConfigurationError(f"{what}: {exc}") from None
-        if "/" in self.token or any(ch.isspace() for ch in self.token):
-            raise ConfigurationError(f"recording token {self.token!r} must not contain '/' or whitespace "
-                                     "(it becomes a path segment of replay URIs)")
+        if "/" in self.token or any(ch.isspace() for ch in self.token) or self.token in (".", ".."):
+            raise ConfigurationError(f"recording token {self.token!r} must not contain '/' or whitespace, nor be "
+                                     "'.' or '..' (it becomes a path segment of replay URIs)")
         if not self.folder:
             raise ConfigurationError("a recording needs the folder of its files")
         if len(self.name) > MAX_NAME or not self.name.isprintable():

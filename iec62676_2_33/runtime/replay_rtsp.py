@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import calendar
 import ctypes
+import hashlib
 import json
 import os
 import re
@@ -63,19 +64,22 @@ def _npt_range(value: str, segments: list[dict[str, float]]) -> str | None:
 
 
 def _launch(token: str, segments: list[dict[str, float]], links: Path) -> str | None:
+    """The launch line of ``token``'s mount. File names never enter it: every segment is reached through a
+    link of our own naming (``<links>/<sha256 of the token>/part000000.mp4``), so a file named with quotes
+    and ``!`` cannot add elements to the pipeline, and no token (``..``) can name a folder outside ``links``."""
     paths = [str(s["path"]) for s in segments]
     pay = " ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 )"
-    if len(paths) == 1:
-        return f'( filesrc location="{paths[0]}" ! parsebin{pay}'
-    if not all(p.lower().endswith(".mp4") for p in paths):
+    if len(paths) > 1 and not all(p.lower().endswith(".mp4") for p in paths):
         print(f"recording {token}: several files that are not all MP4: not mounted", file=sys.stderr)
         return None
-    folder = links / quote(token, safe="")
+    folder = links / hashlib.sha256(token.encode()).hexdigest()[:32]
     folder.mkdir(exist_ok=True)
     for old in folder.iterdir():
         old.unlink()
     for n, path in enumerate(paths):
-        (folder / f"part{n:06d}.mp4").symlink_to(path)
+        (folder / f"part{n:06d}{Path(path).suffix.lower()}").symlink_to(path)
+    if len(paths) == 1:
+        return f'( filesrc location="{next(folder.iterdir())}" ! parsebin{pay}'
     return f'( splitmuxsrc location="{folder}/part*.mp4"{pay}'
 
 
