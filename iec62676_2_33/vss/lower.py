@@ -16,7 +16,12 @@ device store: :func:`~..domain.private_files.private_database`) holds:
     prefixes a lower system answered in tokens that already were remote tokens
     (``Q:Local`` of a device further down, clause 6): ``Q`` is routed to the
     lower system that announced it. The resource mirror writes them; they go
-    with their lower system.
+    with their lower system. A prefix stays with the first lower system that
+    announced it until that one is removed: another lower system answering the
+    same prefix is logged, never routed to (it could otherwise take over the
+    devices of a system beside it). At most :data:`MAX_ROUTES` are kept; the
+    table is read from memory and reloaded only when this or another process
+    changed the file (SQLite's ``data_version``).
 ``meta``
     ``vss_id``: a random identity of this VSS, carried in the hop header of
     every forwarded request so a configuration loop is detected.
@@ -27,6 +32,7 @@ object may be shared by the worker threads.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import sqlite3
 from collections.abc import Iterable
@@ -39,11 +45,15 @@ from ..domain.tokens import InvalidToken, RemoteToken
 from ..errors import ConfigurationError
 from ..sqlite_file import SqliteFile
 
-__all__ = ["VSS_DB", "LowerStore", "LowerSystem", "check_prefix"]
+__all__ = ["MAX_ROUTES", "VSS_DB", "LowerStore", "LowerSystem", "check_prefix"]
+
+log = logging.getLogger(__name__)
 
 VSS_DB = "vss.db"
 #: At most this many lower systems per VSS (each has a mirror thread and a connection).
 MAX_LOWERS = 256
+#: Most learnt prefixes (devices below the lower systems) a VSS routes.
+MAX_ROUTES = 100_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -112,6 +122,8 @@ class LowerStore(SqliteFile):
 
     def __init__(self, data_dir: str | Path) -> None:
         self.data_dir = Path(data_dir)
+        self._routes: dict[str, str] | None = None
+        self._routes_version = -1
         try:
             super().__init__(self.data_dir / VSS_DB, _SCHEMA)  # creates the data folder
             self._sealer = Sealer(self.data_dir)
@@ -119,6 +131,9 @@ class LowerStore(SqliteFile):
                 db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('vss_id', ?)", (secrets.token_hex(8),))
         except (sqlite3.DatabaseError, OSError) as exc:
             raise ConfigurationError(f"{self.data_dir / VSS_DB} is not a usable VSS store: {exc}") from exc
+
+    def _committing(self, db: sqlite3.Connection) -> None:
+        self._routes = None  # this connection's own commits do not change its data_version
 
     @property
     def vss_id(self) -> str:
@@ -150,16 +165,32 @@ class LowerStore(SqliteFile):
                                 uplink=up) for p, u, n, pw, up in rows.fetchall()]
 
     def routes(self) -> dict[str, str]:
-        """Learnt prefix -> the configured prefix of the lower system that announced it."""
+        """Learnt prefix -> the configured prefix of the lower system that announced it (do not modify)."""
         with self._lock:
-            return dict(self._db.execute("SELECT prefix, lower FROM routes").fetchall())
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            if self._routes is None or version != self._routes_version:
+                self._routes = dict(self._db.execute("SELECT prefix, lower FROM routes").fetchall())
+                self._routes_version = version
+            return self._routes
 
     def learn(self, lower: str, prefixes: Iterable[str]) -> None:
-        """Route each of ``prefixes`` to ``lower`` (a configured prefix is never overridden)."""
-        rows = [(p, lower) for p in set(prefixes) if p != lower]
+        """Route each of ``prefixes`` to ``lower`` unless configured or already routed elsewhere (module
+        docstring), up to :data:`MAX_ROUTES`."""
+        known = self.routes()
+        new = {p for p in prefixes if p != lower and p not in known}
+        taken = {p for p in prefixes if known.get(p, lower) != lower}
+        if taken:
+            log.warning("lower system %s answered prefixes routed to another lower system (kept there): %s",
+                        lower, ", ".join(sorted(taken)[:5]))
+        room = MAX_ROUTES - len(known)
+        if len(new) > room:
+            log.warning("the VSS routes at most %d prefixes: %d of lower system %s left out",
+                        MAX_ROUTES, len(new) - max(room, 0), lower)
+            new = set(sorted(new)[:max(room, 0)])
+        rows = [(p, lower) for p in new]
         if not rows:
             return
         with self._write() as db:
             db.executemany("INSERT INTO routes (prefix, lower) SELECT ?, ? WHERE NOT EXISTS"
                            " (SELECT 1 FROM lowers WHERE prefix = ?1)"
-                           " ON CONFLICT(prefix) DO UPDATE SET lower = excluded.lower", rows)
+                           " ON CONFLICT(prefix) DO NOTHING", rows)
