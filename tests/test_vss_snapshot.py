@@ -10,14 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
 import httpx
 import pytest
+from lxml import etree
 from test_media2_snapshot import CameraHttp, camera, source  # noqa: F401 - fixture
 from vss_env import ADMIN, NS, add_lower, answer, seed, soap, start_device, start_vss
 
+from iec62676_2_33.services.media2 import TR2
 from iec62676_2_33.store import DeviceStore
 from iec62676_2_33.vss.lower import LowerSystem
+from iec62676_2_33.vss.rtsp import RelayTable
+from iec62676_2_33.vss.snapshots import SnapshotTable
 
 TIMEOUT = 20.0
 GUEST = ("guest", "guest-pw")
@@ -73,3 +78,32 @@ def test_lower_snapshot_is_served_by_the_vss_anx_b_1_sec_1(vss: tuple[str, str],
     assert camera_http.requests == before + 1  # nothing fetched for a refused client
     unknown = uri.rsplit("snapshot-", 1)[0] + "snapshot-aaaaaaaaaaaaaaaa"
     assert httpx.get(unknown, auth=httpx.DigestAuth(*ADMIN), timeout=TIMEOUT).status_code == 404
+
+
+def test_only_the_lower_systems_own_server_is_relayed_anx_b_1() -> None:
+    """ANX-B-1: a snapshot URI on another server than the lower system's URL is left as written, so the VSS's
+    account at the lower system is never offered elsewhere; the lower system's own is relayed."""
+    lower = LowerSystem(prefix="cam", url="http://10.0.0.5:8080/onvif/device_service", username="vss", password="pw")
+    table = SnapshotTable()
+    for upstream, relayed in (("http://10.0.0.5:8080/onvif/snapshot/main", True),
+                              ("http://10.0.0.5:9999/snap.jpg", False), ("https://10.0.0.5:8080/snap.jpg", False),
+                              ("http://attacker.example/collect", False), ("http://[::1/x", False)):
+        answer = etree.fromstring(f'<tr2:GetSnapshotUriResponse xmlns:tr2="{TR2}"><tr2:MediaUri><tr2:Uri>{upstream}'
+                                  "</tr2:Uri></tr2:MediaUri></tr2:GetSnapshotUriResponse>")
+        table.rewrite(answer, lower, "http://vss.example")
+        uri = answer.findtext(".//tr2:Uri", namespaces=NS)
+        assert (uri != upstream) == relayed, upstream
+        if relayed:
+            token = unquote(uri.rsplit("/", 1)[1])
+            assert uri.startswith("http://vss.example/onvif/snapshot/cam%3Asnapshot-")
+            assert table.source(token).snapshot_url == upstream  # type: ignore[union-attr]
+
+
+def test_rtsp_relay_ids_are_random_but_stable_per_stream_anx_b_1() -> None:
+    """ANX-B-1: the VSS's RTSP front has no authentication of its own, so a relay id cannot be computed from
+    the upstream URI: two VSSs give the same stream different ids; one VSS keeps an id for its stream."""
+    upstream = "rtsp://10.0.0.5:554/main"
+    first, second = RelayTable("rtsp://vss:8554"), RelayTable("rtsp://vss:8554")
+    uri = first.expose(upstream, "cam")
+    assert uri == first.expose(upstream, "cam") != second.expose(upstream, "cam")
+    assert first.source(uri.rsplit("/", 1)[1]).rtsp_url == upstream  # type: ignore[union-attr]

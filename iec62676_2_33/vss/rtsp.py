@@ -32,8 +32,8 @@ when a URI stops working.
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
+import secrets
 import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -57,25 +57,33 @@ RELAY_PATH = "/relay/"
 
 
 class RelayTable:
-    """Upstream ``rtsp://`` URIs under short ids (thread-safe: the gateway runs in worker threads)."""
+    """Upstream ``rtsp://`` URIs under random ids (thread-safe: the gateway runs in worker threads).
+
+    The id is 80 random bits, not derived from the upstream URI: the front has no authentication of its own,
+    so a relay URI is only known to whoever was handed it by GetStreamUri (which access control decided).
+    The same upstream keeps its id while it stays in the table."""
 
     def __init__(self, front_base: str, *, max_entries: int = MAX_RELAYS) -> None:
         self.front_base = front_base.rstrip("/")
         self.max_entries = max_entries
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._ids: dict[str, str] = {}
 
     def expose(self, upstream: str, prefix: str) -> str:
         """The front's URI for ``upstream`` (a stream of lower system ``prefix``)."""
         if upstream.startswith(self.front_base + "/"):
             return upstream
-        digest = hashlib.sha256(upstream.encode()).digest()[:10]
-        relay_id = base64.b32encode(digest).decode("ascii").rstrip("=").lower()
         with self._lock:
+            relay_id = self._ids.get(upstream)
+            if relay_id is None:
+                relay_id = base64.b32encode(secrets.token_bytes(10)).decode("ascii").lower()
+                self._ids[upstream] = relay_id
             self._entries[relay_id] = (upstream, prefix)
             self._entries.move_to_end(relay_id)
             while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+                _, (gone, _) = self._entries.popitem(last=False)
+                del self._ids[gone]
         return f"{self.front_base}{RELAY_PATH}{relay_id}"
 
     def source(self, relay_id: str) -> MediaSource | None:

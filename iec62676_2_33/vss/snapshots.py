@@ -18,8 +18,11 @@ lower system with the VSS's account (HTTP Digest), within the relay's
 deadline and size budget. A lower system's own prefix cannot name a media
 source of the VSS (the token rule, clause 6), so the two never collide.
 
-Only lower systems reached by URL are relayed so; a lower system on an uplink
-keeps the URI it wrote (its HTTP server is not reachable by URL).
+Only lower systems reached by URL are relayed so, and only URIs on the server
+of that URL (same scheme, host and port): the VSS's account is never offered
+to another server a lower system names. Other URIs, and those of a lower
+system on an uplink (its HTTP server is not reachable by URL), stay as the
+lower system wrote them.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import base64
 import hashlib
 import threading
 from collections import OrderedDict
+from urllib.parse import urlsplit
 
 from lxml import etree
 
@@ -53,9 +57,15 @@ class SnapshotTable:
         """Rewrite the ``Uri`` of a GetSnapshotUriResponse from ``lower`` (reached by URL) to the VSS's route."""
         if lower.url is None or etree.QName(answer).localname != "GetSnapshotUriResponse":
             return
+        own = urlsplit(lower.url)
         for uri in answer.iter("{*}Uri"):
             upstream = (uri.text or "").strip()
-            if upstream.lower().startswith(("http://", "https://")):
+            try:
+                where = urlsplit(upstream)
+                same_server = (where.scheme, where.hostname, where.port) == (own.scheme, own.hostname, own.port)
+            except ValueError:
+                same_server = False
+            if same_server:
                 uri.text = snapshot_uri(base, self._expose(upstream, lower))
 
     def _expose(self, upstream: str, lower: LowerSystem) -> str:
