@@ -176,7 +176,8 @@ class JointSearches:
                 result_list = searcher(_op(kind.get, token)).find(f"{{{TSE}}}ResultList")
                 if result_list is None:
                     break
-                found += result_list.iterchildren(kind.item)
+                # Copies: a kept element would keep the lower system's whole answer document alive.
+                found += (copy.deepcopy(item) for item in result_list.iterchildren(kind.item))
                 if len(found) >= limit or (result_list.findtext(f"{{{TT}}}SearchState") or "").strip() == "Completed":
                     return found[:limit]
             log.info("joint search: %s left out (no complete answer in time)", name)
