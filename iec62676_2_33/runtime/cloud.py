@@ -62,6 +62,10 @@ class UnknownDevice(TransportError):
     """No device with that identity is connected (the proxy answers 404)."""
 
 
+class AnswerTooLarge(TransportError):
+    """The device's answer passed the caller's ``max_body`` (its stream was reset)."""
+
+
 class UpgradeRejected(Iec62676Error):
     """The authenticator refused a device: ``status`` and a short public ``reason``."""
 
@@ -386,9 +390,16 @@ class DeviceChannel:
         return await open_rtsp_stream(self, media_token)
 
     async def request(self, method: str, path: str, headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
-                      *, timeout: float = 30.0) -> HttpResponse:
+                      *, timeout: float = 30.0, max_body: int | None = None) -> HttpResponse:
+        """One whole exchange; an answer longer than ``max_body`` bytes resets the stream and raises
+        :class:`AnswerTooLarge` as soon as it passes the limit (nothing more is buffered)."""
         stream_id, status, head = await self.open(method, path, headers, body, timeout=timeout)
-        parts = [chunk async for chunk in self.body(stream_id, timeout=timeout)]
+        parts, size = [], 0
+        async for chunk in self.body(stream_id, timeout=timeout):  # leaving early cancels the stream
+            size += len(chunk)
+            if max_body is not None and size > max_body:
+                raise AnswerTooLarge(f"the device's answer to {method} {path[:120]} exceeded {max_body} bytes")
+            parts.append(chunk)
         return HttpResponse(status=status, headers=head, body=b"".join(parts))
 
 
@@ -436,9 +447,10 @@ class CloudListener:
         return channel
 
     async def request(self, device_id: str, method: str, path: str, headers: Iterable[tuple[str, str]] = (),
-                      body: bytes = b"", *, timeout: float = 30.0) -> HttpResponse:
-        """Call the device over its uplink (UPL-16)."""
-        return await self.channel(device_id).request(method, path, headers, body, timeout=timeout)
+                      body: bytes = b"", *, timeout: float = 30.0, max_body: int | None = None) -> HttpResponse:
+        """Call the device over its uplink (UPL-16); ``max_body``: see :meth:`DeviceChannel.request`."""
+        return await self.channel(device_id).request(method, path, headers, body, timeout=timeout,
+                                                     max_body=max_body)
 
     async def open_rtsp(self, device_id: str, media_token: str) -> ByteStream:
         """An interleaved RTSP session to a media source of a connected device (STR-1):

@@ -70,6 +70,7 @@ from .. import schemas
 from ..domain.subscriptions import InvalidTime, parse_datetime
 from ..errors import Iec62676Error, SchemaError
 from ..namespaces import SOAP_ENV
+from ..runtime.cloud import AnswerTooLarge
 from ..security.middleware import ENVIRON_ACCESS_CLASS, ENVIRON_REQUEST
 from ..security.wsse import build_username_token
 from ..services.forwarded import request_base_url
@@ -281,19 +282,19 @@ class Forwarder:
         if self.context.rtsp_base is not None:
             extra.append(("x-iec62676-rtsp-base", f"{self.context.rtsp_base}/devices/{lower.uplink}"))
         call = cloud.request(lower.uplink, "POST", path, [*headers, *extra, ("content-length", str(len(body)))],
-                             body, timeout=self.context.timeout)
+                             body, timeout=self.context.timeout, max_body=MAX_ANSWER)
         future = asyncio.run_coroutine_threadsafe(call, loop)
         try:
             result = future.result(self.context.timeout + 1)
         except (FutureTimeout, TimeoutError):
             future.cancel()
             raise self._timeout(lower) from None
+        except AnswerTooLarge:
+            raise _fault("Receiver", f"lower system {lower.prefix} answered more than {MAX_ANSWER} bytes",
+                         "Action", "LowerSystemFailed") from None
         except Iec62676Error as exc:
             raise _fault("Receiver", f"lower system {lower.prefix} cannot be reached over its uplink: {exc}",
                          "Action", "LowerSystemUnreachable") from None
-        if len(result.body) > MAX_ANSWER:
-            raise _fault("Receiver", f"lower system {lower.prefix} answered more than {MAX_ANSWER} bytes",
-                         "Action", "LowerSystemFailed")
         return result.status, result.body
 
     def _timeout(self, lower: LowerSystem) -> SoapFault:

@@ -1,0 +1,60 @@
+"""UPL-16: ``CloudListener.request(max_body=…)`` stops reading a device's answer at the limit — the stream is
+reset and :class:`AnswerTooLarge` raised, nothing beyond the limit is buffered — and the uplink keeps serving.
+(The VSS gateway calls lower systems on uplinks so, with its 4 MiB answer budget.)"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from uplink_env import FAST, Cloud, Pki, seed_device
+
+from iec62676_2_33.runtime.agent import UplinkAgent
+from iec62676_2_33.runtime.cloud import AnswerTooLarge
+from iec62676_2_33.store import DeviceStore
+
+CHUNK = b"x" * (1 << 20)
+
+
+def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    """``/big``: 16 MiB streamed; anything else: a short answer."""
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    if environ["PATH_INFO"] == "/big":
+        return (CHUNK for _ in range(16))
+    return [b"small"]
+
+
+def test_an_answer_over_max_body_is_cut_and_the_uplink_keeps_serving_upl_16(tmp_path: Path) -> None:
+    """UPL-16: a 16 MiB answer with max_body = 1 MiB raises AnswerTooLarge; the next request on the same uplink
+    is answered; without max_body the whole answer arrives (the limit is the caller's)."""
+    certs = Pki(tmp_path / "pki")
+    cloud = Cloud(certs, proxy=False)
+    try:
+        seed_device(tmp_path / "dev", certs, "big-cam", [(cloud.uplink_url(), ("User",))])
+
+        def call(path: str, max_body: int | None) -> bytes:
+            future = asyncio.run_coroutine_threadsafe(
+                cloud.cloud.request("big-cam", "GET", path, timeout=20, max_body=max_body), cloud.loop)
+            return future.result(30).body
+
+        async def main() -> None:
+            with DeviceStore(tmp_path / "dev") as store:
+                agent = UplinkAgent(store, app, settings=FAST)
+                stop = asyncio.Event()
+                task = asyncio.create_task(agent.run(stop))
+                try:
+                    await asyncio.to_thread(cloud.wait_for, "big-cam")
+                    with pytest.raises(AnswerTooLarge):
+                        await asyncio.to_thread(call, "/big", 1 << 20)
+                    assert await asyncio.to_thread(call, "/small", 1 << 20) == b"small"
+                    assert len(await asyncio.to_thread(call, "/big", None)) == 16 << 20
+                finally:
+                    stop.set()
+                    await asyncio.wait_for(task, 20)
+
+        asyncio.run(main())
+    finally:
+        cloud.stop()
