@@ -45,7 +45,8 @@ from iec62676_2_33.domain.media import REPLAY_TOKEN, MediaSource, validate_media
 from iec62676_2_33.domain.subscriptions import parse_datetime
 from iec62676_2_33.errors import ConfigurationError
 from iec62676_2_33.runtime import replay_server
-from iec62676_2_33.runtime.replay_server import replay_available
+from iec62676_2_33.runtime.recording_files import FolderRecordingStore
+from iec62676_2_33.runtime.replay_server import replay_available, start_replay_server
 from iec62676_2_33.services.app import UPLINK_PATH
 from iec62676_2_33.services.recording import REPLAY_PATH, SEARCH_PATH, TRP, TSE
 
@@ -286,3 +287,17 @@ def test_replay_through_the_cloud_rtsp_front_anx_b_3(tmp_path: Path, footage: Pa
         assert live.stdout.split() == [f"h264,{WIDTH},{HEIGHT}"]
     with pytest.raises(ConfigurationError, match="'replay' is reserved"):
         validate_media_source(MediaSource(token=REPLAY_TOKEN, name="x", rtsp_url="rtsp://127.0.0.1:9/x"))
+
+
+@needs_replay
+@pytest.mark.parametrize(("listen", "warned"), [("127.0.0.1:0", False), ("0.0.0.0:0", True)])
+def test_a_replay_server_beyond_loopback_is_warned_about_anx_b_3(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, listen: str, warned: bool) -> None:
+    """ANX-B-3: the replay RTSP server has no authentication of its own; started on an address beyond loopback
+    it says so in one warning line (loopback: no warning)."""
+    seed_device(tmp_path / "device")
+    with caplog.at_level(logging.WARNING, logger="iec62676_2_33.runtime.replay_server"):
+        server = start_replay_server(FolderRecordingStore(tmp_path / "device"), listen)
+    assert server is not None
+    server.close()
+    assert ("has no authentication of its own" in caplog.text) == warned

@@ -47,6 +47,7 @@ reverse playback) is not done.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -105,11 +106,22 @@ def start_replay_server(store: RecordingStore, listen: str) -> ReplayServer | No
     bind raises :class:`~..errors.ConfigurationError`, like the device's own ``listen``. Blocks up to
     :data:`START_TIMEOUT` seconds (run it in a thread)."""
     host, port = parse_listen(listen)
+    if not _loopback(host):
+        log.warning("the replay RTSP server on %s has no authentication of its own: whoever reaches it can play "
+                    "every recording (GetReplayUri's access control does not guard it); prefer loopback and the "
+                    "cloud's RTSP front", listen)
     try:
         return ReplayServer(store, host=host, port=port)
     except ReplayUnavailable as exc:
         log.warning("recordings are searchable but not replayed: %s", exc)
         return None
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _announced_port(line: str) -> int | None:
