@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS uplinks (
     cert_path_validation_policy_id TEXT,
     authorization_server TEXT
 );
+-- uplinks.extension (TEXT NOT NULL DEFAULT '') is added by a migration: DeviceStore._add_uplink_extension_column.
 CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, password TEXT NOT NULL, level TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS certificates (id TEXT PRIMARY KEY, cert_pem BLOB NOT NULL, key_pem BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS policies (id TEXT PRIMARY KEY);
@@ -128,6 +129,7 @@ class DeviceStore(SqliteFile):
         self.data_dir = Path(data_dir)
         try:
             super().__init__(self.data_dir / DB_NAME, _SCHEMA)
+            self._add_uplink_extension_column()
             self._sealer: Sealer | None = None
             self._seal_plaintext_keys()
         except (sqlite3.DatabaseError, OSError) as exc:
@@ -150,16 +152,24 @@ class DeviceStore(SqliteFile):
         return str(self._read("SELECT value FROM meta WHERE key = 'device_salt'")[0][0])
 
     # -- uplinks (CFG-2, CFG-3, CFG-4, CFG-6) --------------------------------
+    def _add_uplink_extension_column(self) -> None:
+        """Schema migration: ``uplinks.extension`` (PROV-5) arrived after the first stores were written.
+
+        A store without the column gets it (empty for every existing uplink) in one transaction; the check
+        is repeated inside it, so two processes opening one old store add it once.
+        """
+        if _has_extension_column(self._read("PRAGMA table_info(uplinks)")):
+            return
+        with self._write() as db:
+            if not _has_extension_column(db.execute("PRAGMA table_info(uplinks)").fetchall()):
+                db.execute("ALTER TABLE uplinks ADD COLUMN extension TEXT NOT NULL DEFAULT ''")
+
     def list_uplinks(self) -> list[UplinkConfiguration]:
-        rows = self._read(
-            "SELECT remote_address, user_level, certificate_id, cert_path_validation_policy_id,"
-            " authorization_server FROM uplinks ORDER BY position")
+        rows = self._read(f"SELECT {_UPLINK_COLUMNS} FROM uplinks ORDER BY position")
         return [_uplink(row) for row in rows]
 
     def get_uplink(self, remote_address: str) -> UplinkConfiguration | None:
-        rows = self._read(
-            "SELECT remote_address, user_level, certificate_id, cert_path_validation_policy_id,"
-            " authorization_server FROM uplinks WHERE remote_address = ?", (remote_address,))
+        rows = self._read(f"SELECT {_UPLINK_COLUMNS} FROM uplinks WHERE remote_address = ?", (remote_address,))
         return _uplink(rows[0]) if rows else None
 
     def put_uplink(self, cfg: UplinkConfiguration, *, max_uplinks: int) -> bool:
@@ -180,10 +190,9 @@ class DeviceStore(SqliteFile):
                 position = db.execute("SELECT position FROM uplinks WHERE remote_address = ?",
                                       (cfg.remote_address,)).fetchone()[0]
             db.execute(
-                "INSERT OR REPLACE INTO uplinks (remote_address, position, user_level, certificate_id,"
-                " cert_path_validation_policy_id, authorization_server) VALUES (?, ?, ?, ?, ?, ?)",
-                (cfg.remote_address, position, " ".join(cfg.user_level), cfg.certificate_id,
-                 cfg.cert_path_validation_policy_id, cfg.authorization_server))
+                f"INSERT OR REPLACE INTO uplinks (position, {_UPLINK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (position, cfg.remote_address, " ".join(cfg.user_level), cfg.certificate_id,
+                 cfg.cert_path_validation_policy_id, cfg.authorization_server, cfg.extension))
         return not exists
 
     def delete_uplink(self, remote_address: str) -> bool:
@@ -543,13 +552,21 @@ class DeviceStore(SqliteFile):
         return str(self._read("PRAGMA integrity_check")[0][0])
 
 
+_UPLINK_COLUMNS = ("remote_address, user_level, certificate_id, cert_path_validation_policy_id, "
+                   "authorization_server, extension")
+
+
+def _has_extension_column(table_info: Sequence[Sequence[object]]) -> bool:
+    return any(column[1] == "extension" for column in table_info)
+
+
 def _uplink(row: tuple[object, ...]) -> UplinkConfiguration:
-    address, levels, cert_id, policy_id, auth = row
+    address, levels, cert_id, policy_id, auth, extension = row
     return UplinkConfiguration(
         remote_address=str(address), user_level=tuple(str(levels).split()),
         certificate_id=None if cert_id is None else str(cert_id),
         cert_path_validation_policy_id=None if policy_id is None else str(policy_id),
-        authorization_server=None if auth is None else str(auth),
+        authorization_server=None if auth is None else str(auth), extension=str(extension),
     )
 
 

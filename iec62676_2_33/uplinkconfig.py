@@ -17,6 +17,7 @@ from typing import Protocol
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from .errors import ConfigurationError
+from .security.access import UserLevel
 
 #: tup:ConnectionStatus values (CFG-1).
 OFFLINE = "Offline"
@@ -24,12 +25,16 @@ CONNECTING = "Connecting"
 CONNECTED = "Connected"
 CONNECTION_STATUSES = (OFFLINE, CONNECTING, CONNECTED)
 
-#: The user levels an uplink may be given (SEC-1 levels that can be authenticated).
-UPLINK_LEVELS = ("Administrator", "Operator", "User")
+#: The user levels an uplink may be given: the values of tt:UserLevel that grant a defined set of access
+#: classes (SEC-1), Anonymous included (it grants PRE_AUTH only); tt:UserLevel's ``Extended`` grants nothing.
+UPLINK_LEVELS: tuple[str, ...] = tuple(level.value for level in UserLevel)
 #: The most names an uplink's UserLevel may list (levels and user roles, PROV-4).
 MAX_USER_LEVEL_NAMES = 32
 #: The longest RemoteAddress stored (an anyURI on the wire; a configuration is shown to every reader).
 MAX_ADDRESS = 2048
+#: The most bytes of extension XML (the ``xs:any`` content after Error, PROV-5) one configuration keeps:
+#: GetUplinks shows every configuration to every reader, so MaxUplinks × this bounds its answer.
+MAX_EXTENSION = 4096
 
 
 class UplinkConfigError(ConfigurationError):
@@ -43,7 +48,12 @@ class UplinkConfigError(ConfigurationError):
 
 @dataclass(frozen=True, kw_only=True)
 class UplinkConfiguration:
-    """One ``tup:Configuration`` (CFG-1). ``status`` and ``error`` are read-only, filled by the runtime."""
+    """One ``tup:Configuration`` (CFG-1). ``status`` and ``error`` are read-only, filled by the runtime.
+
+    ``extension`` is the configuration's extension content (the elements after
+    Error, PROV-5) as XML text written by the service layer; the domain keeps
+    it verbatim, bounded by :data:`MAX_EXTENSION`, and never interprets it.
+    """
 
     remote_address: str
     user_level: tuple[str, ...]
@@ -52,6 +62,7 @@ class UplinkConfiguration:
     authorization_server: str | None = None
     status: str = OFFLINE
     error: str | None = None
+    extension: str = ""
 
     @property
     def scheme(self) -> str:
@@ -69,6 +80,7 @@ class UplinkConfiguration:
             certificate_id=self.certificate_id,
             cert_path_validation_policy_id=self.cert_path_validation_policy_id,
             authorization_server=self.authorization_server,
+            extension=self.extension,
         )
 
 
@@ -173,7 +185,9 @@ def validate(cfg: UplinkConfiguration, refs: ReferenceLookup, caps: UplinkCapabi
 
     The order follows the fault list of the standard: address and protocol,
     then authentication (missing / ambiguous / unknown references), then the
-    user level.
+    user level. The standard's SetUplink fault list names no UserLevel
+    subcode, so an invalid UserLevel is the generic ``env:Sender/ter:InvalidArgVal``
+    of ONVIF Core with the reason saying what is wrong.
     """
     address = normalise_address(cfg.remote_address)
     if len(address) > MAX_ADDRESS:
@@ -209,17 +223,21 @@ def validate(cfg: UplinkConfiguration, refs: ReferenceLookup, caps: UplinkCapabi
     if len(levels) > MAX_USER_LEVEL_NAMES or len(set(levels)) != len(levels):
         raise UplinkConfigError(
             f"UserLevel has {len(levels)} entries; give each level or user role at most once "
-            f"(at most {MAX_USER_LEVEL_NAMES})", "InvalidArgVal", "UserLevel")
+            f"(at most {MAX_USER_LEVEL_NAMES})", "InvalidArgVal")
     # PROV-4: besides the levels, the device's user roles (GetUserRoles, MaxUserRoles) may be named.
     unknown = [lvl for lvl in levels if lvl not in UPLINK_LEVELS and not refs.has_user_role(lvl)]
     if not levels or unknown:
         raise UplinkConfigError(
             f"UserLevel {' '.join(levels) or '(empty)'!s} is invalid; use one or more of {' '.join(UPLINK_LEVELS)}",
-            "InvalidArgVal", "UserLevel")
+            "InvalidArgVal")
+    size = len(cfg.extension.encode("utf-8"))
+    if size > MAX_EXTENSION:
+        raise UplinkConfigError(f"the extension elements of Configuration take {size} bytes; at most "
+                                f"{MAX_EXTENSION} are stored", "InvalidArgVal")
     return UplinkConfiguration(
         remote_address=address, user_level=levels, certificate_id=cfg.certificate_id,
         cert_path_validation_policy_id=cfg.cert_path_validation_policy_id,
-        authorization_server=cfg.authorization_server,
+        authorization_server=cfg.authorization_server, extension=cfg.extension,
     )
 
 
@@ -265,7 +283,7 @@ def split_levels(text: str | Sequence[str] | None) -> tuple[str, ...]:
 
 
 __all__ = [
-    "CONNECTED", "CONNECTING", "CONNECTION_STATUSES", "OFFLINE", "UPLINK_LEVELS",
+    "CONNECTED", "CONNECTING", "CONNECTION_STATUSES", "MAX_EXTENSION", "OFFLINE", "UPLINK_LEVELS",
     "ReferenceLookup", "UplinkCapabilities", "UplinkConfigError", "UplinkConfiguration",
     "normalise_address", "parse_remote_address", "split_levels", "too_many", "unknown_address", "validate",
 ]

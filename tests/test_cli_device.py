@@ -69,7 +69,7 @@ def test_full_device_setup_and_uplink_lifecycle_cfg_3_cfg_4_cfg_6(capsys: pytest
     (["uplink", "set", "--remote", "https://c.example/", "--cert-id", "dev-7", "--policy-id", "nope"],
      "no certification path validation policy is stored under 'nope'"),
     (["uplink", "set", "--remote", "https://c.example/", "--cert-id", "dev-7", "--user-level", "Root"],
-     "UserLevel Root is invalid; use one or more of Administrator Operator User"),
+     "UserLevel Root is invalid; use one or more of Administrator Operator User Anonymous"),
     (["uplink", "delete", "--remote", "https://c.example/"], "no uplink exists for the address 'https://c.example/'"),
 ])
 def test_uplink_bad_input_one_line_errors_cfg_3_cfg_4(capsys: pytest.CaptureFixture[str], material: dict[str, Path],

@@ -96,11 +96,12 @@ def services_of(response: etree._Element) -> list[tuple[str, str, str, str]]:
 
 
 def expected_services(base: str) -> list[tuple[str, str, str, str]]:
-    """The device, uplink, event and Media2 services, each at its conventional path under ``base``."""
-    return [(TDS, base + DEVICE_PATH, "24", "6"), (TUP, base + UPLINK_PATH, "24", "6"),
-            (TEV, base + EVENT_PATH, "24", "6"),
-            ("http://www.onvif.org/ver20/media/wsdl", base + "/onvif/media2_service", "24", "6"),
-            ("http://www.onvif.org/ver10/advancedsecurity/wsdl", base + "/onvif/security_service", "24", "6")]
+    """The device, uplink, event, Media2 and security services, each at its conventional path under ``base``,
+    each with the version of the release whose vocabulary it speaks (uplink: 26.06, Connected and roles)."""
+    return [(TDS, base + DEVICE_PATH, "25", "12"), (TUP, base + UPLINK_PATH, "26", "6"),
+            (TEV, base + EVENT_PATH, "22", "6"),
+            ("http://www.onvif.org/ver20/media/wsdl", base + "/onvif/media2_service", "19", "6"),
+            ("http://www.onvif.org/ver10/advancedsecurity/wsdl", base + "/onvif/security_service", "25", "12")]
 
 
 # -- on the wire ------------------------------------------------------------------------
@@ -351,14 +352,14 @@ def test_only_routed_services_are_listed_gen_2() -> None:
     """GEN-2: a service the device does not route is neither listed nor offered by GetCapabilities."""
     served = {DEVICE_PATH, UPLINK_PATH}
     context = DeviceServiceContext(services=[ServiceEntry(TDS, DEVICE_PATH), ServiceEntry(TUP, UPLINK_PATH),
-                                             ServiceEntry(TEV, EVENT_PATH, version=(2, 60))], served=served)
+                                             ServiceEntry(TEV, EVENT_PATH)], served=served)
     app = AccessControlMiddleware(device_endpoint(context), operation_access=operation_access_from(OPERATION_ACCESS),
                                   wsse=None, digest=None)
     status, root = wsgi_call(app, "<tds:GetServices><tds:IncludeCapability>true</tds:IncludeCapability>"
                                   "</tds:GetServices>", **{ENVIRON_UPLINK_LEVEL: "Administrator"})
     assert status == "200 OK"
-    assert services_of(answer(root)) == [(TDS, "http://cam.local/onvif/device_service", "24", "6"),
-                                         (TUP, "http://cam.local/onvif/uplink_service", "24", "6")]
+    assert services_of(answer(root)) == [(TDS, "http://cam.local/onvif/device_service", "25", "12"),
+                                         (TUP, "http://cam.local/onvif/uplink_service", "26", "6")]
     status, root = wsgi_call(app, "<tds:GetCapabilities><tds:Category>Events</tds:Category></tds:GetCapabilities>")
     assert (status, fault_chain(root)) == ("500 Internal Server Error",
                                            ["env:Receiver", "ter:ActionNotSupported", "ter:NoSuchService"])
@@ -373,7 +374,7 @@ def test_only_routed_services_are_listed_gen_2() -> None:
     assert answer(root).find("tds:Capabilities/tt:Device", NS) is None
     status, root = wsgi_call(app, "<tds:GetServices><tds:IncludeCapability>false</tds:IncludeCapability>"
                                   "</tds:GetServices>")
-    assert services_of(answer(root))[2] == (TEV, "http://cam.local/onvif/event_service", "2", "60")
+    assert services_of(answer(root))[2] == (TEV, "http://cam.local/onvif/event_service", "22", "6")
 
 
 def test_paths_agree_with_the_application_gen_2() -> None:
@@ -493,7 +494,7 @@ def test_zeep_on_our_wsdl_offline_gen_2(device: RunningDevice) -> None:
     service = client.create_service(f"{{{TDS}}}DeviceBinding", url)
     services = service.GetServices(IncludeCapability=True)
     assert [(s.Namespace, s.XAddr) for s in services][:2] == [(TDS, url), (TUP, device.base + UPLINK_PATH)]
-    assert (services[0].Version.Major, services[0].Version.Minor) == (24, 6)
+    assert [(s.Version.Major, s.Version.Minor) for s in services][:2] == [(25, 12), (26, 6)]
     caps = service.GetCapabilities(Category=["All"])
     assert caps.Device.XAddr == url
     sdt = service.GetSystemDateAndTime()

@@ -20,6 +20,7 @@ from iec62676_2_33 import schemas
 from iec62676_2_33.namespaces import SOAP_ENV, TER, TUP
 from iec62676_2_33.security.wsse import build_username_token
 from iec62676_2_33.services.uplink import Configuration, UplinkServiceCapabilities
+from iec62676_2_33.soap.extension import ANY_FIELD
 
 NS = {"env": SOAP_ENV, "tup": TUP, "ter": TER}
 
@@ -113,6 +114,16 @@ def test_set_uplink_replaces_entry_keyed_by_remote_address_cfg_3(device: Running
     assert levels == ["Operator"]
 
 
+
+def test_anonymous_user_level_accepted_cfg_1_prov_4(device: RunningDevice) -> None:
+    """CFG-1, PROV-4: UserLevel takes any tt:UserLevel value that grants access classes, Anonymous included,
+    alone or listed with others; it is stored and echoed verbatim."""
+    for level in ("Anonymous", "Anonymous User"):
+        status, root = post(device.url, envelope(set_uplink("https://anon.example/", level=level)))
+        assert status == 200, etree.tostring(root)
+        _, root = post(device.url, envelope("<tup:GetUplinks/>"))
+        assert [c.findtext("tup:UserLevel", namespaces=NS) for c in answer(root)] == [level]
+
 @pytest.mark.parametrize(("body", "chain", "http_status"), [
     (set_uplink("https://c.example/", cert="missing"), ["env:Sender", "ter:InvalidArgVal", "ter:CertificateID"], 400),
     (set_uplink("https://c.example/", policy="missing"),
@@ -124,7 +135,8 @@ def test_set_uplink_replaces_entry_keyed_by_remote_address_cfg_3(device: Running
      ["env:Sender", "ter:InvalidArgs", "ter:AmbiguousAuthentication"], 400),
     (set_uplink("ftp://c.example/"), ["env:Sender", "ter:InvalidArgs", "ter:ProtocolNotSupported"], 400),
     (set_uplink("https:///nohost"), ["env:Sender", "ter:InvalidArgVal", "ter:RemoteAddress"], 400),
-    (set_uplink("https://c.example/", level="Root"), ["env:Sender", "ter:InvalidArgVal", "ter:UserLevel"], 400),
+    (set_uplink("https://c.example/", level="Root"), ["env:Sender", "ter:InvalidArgVal"], 400),  # no UserLevel subcode
+    (set_uplink("https://c.example/", level="Extended"), ["env:Sender", "ter:InvalidArgVal"], 400),
     ("<tup:DeleteUplink><tup:RemoteAddress>https://nowhere.example/</tup:RemoteAddress></tup:DeleteUplink>",
      ["env:Sender", "ter:InvalidArgVal", "ter:Address"], 400),
     ("<tup:DeleteUplink/>", ["env:Sender", "ter:InvalidArgs"], 400),
@@ -197,6 +209,6 @@ def test_spyne_models_match_authored_xsd_cfg_1_cfg_5(model: type, type_name: str
     from spyne.model.complex import XmlAttribute
 
     spyne_side = [(name, "attribute" if isinstance(t, type) and issubclass(t, XmlAttribute) else "element")
-                  for name, t in model._type_info.items()]
+                  for name, t in model._type_info.items() if name != ANY_FIELD]  # xs:any is not named
     assert spyne_side == _xsd_sequence(type_name)
     assert model.get_namespace() == TUP

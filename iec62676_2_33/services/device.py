@@ -49,11 +49,12 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Container, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote
 
@@ -70,6 +71,8 @@ from ..soap.fault import SoapFault
 from ..soap.spyne_glue import SoapEndpoint, SoapService, service_context
 from .forwarded import request_base_url
 from .media2 import MEDIA2_PATH, TR2
+from .ptz import TPTZ
+from .recording import TRP, TSE
 from .security import SECURITY_PATH, TAS
 from .uplink import UplinkServiceCapabilities, UplinkServiceContext
 
@@ -115,9 +118,20 @@ OPERATION_ACCESS = {
     (TDS, "DeleteUserRole"): AccessClass.WRITE_SYSTEM,
 }
 
-#: Service versions (Major, Minor = release month): the ONVIF release whose
-#: features we implement (the uplink's Error item arrived with 24.06).
-SERVICE_VERSION = (24, 6)
+#: The Version GetServices reports for each service (Major = year, Minor = month of
+#: an ONVIF release): the release whose vocabulary the authored WSDL/XSD speaks,
+#: i.e. the earliest release of the official service WSDL that holds every
+#: operation, element and attribute name we author (the newest of them named).
+SERVICE_VERSIONS: Mapping[str, tuple[int, int]] = MappingProxyType({
+    TDS: (25, 12),  # GetUserRoles, SetUserRole, DeleteUserRole, tt:UserRole (PROV-4)
+    TUP: (26, 6),  # AccessToken (24.06), UserLevel listing roles (25.12), the status string Connected (26.06)
+    TEV: (22, 6),  # tev:Capabilities/@MetadataOverMQTT
+    TR2: (19, 6),  # every name we use is in the 19.06 revision
+    TAS: (25, 12),  # tas:Capabilities/@KeyPairGeneration
+    TPTZ: (17, 6),  # every name we use is in the 17.06 revision
+    TSE: (26, 6),  # tse:Capabilities/@NLSearch and @ImageSearch
+    TRP: (18, 6),  # every name we use is in the 18.06 revision
+})
 
 _SCOPE_BASE = "onvif://www.onvif.org/"
 
@@ -235,10 +249,14 @@ class ServiceEntry:
 
     namespace: str
     path: str
-    version: tuple[int, int] = SERVICE_VERSION
     #: The service's capabilities element (e.g. ``tup:Capabilities``) for
     #: ``IncludeCapability``; ``None`` (or a provider returning ``None``) leaves it out.
     capabilities: CapabilitiesProvider | None = None
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """The release whose vocabulary the service speaks (:data:`SERVICE_VERSIONS`)."""
+        return SERVICE_VERSIONS[self.namespace]
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,15 @@ GetServiceCapabilities, GetUplinks, SetUplink and DeleteUplink
 element (a test compares the two); the rules live in
 :mod:`..uplinkconfig`, the persistence in :mod:`..store`; the runtime tells the
 service the live Status/Error of each uplink and is told of every change.
+
+Extension content (PROV-5): the official ``tup:Configuration`` ends with
+``xs:any namespace="##any"``; the authored XSD can only say ``##other``
+(libxml2 enforces UPA), so :mod:`..soap.extension` gives the schema a view of
+SetUplink without the future ``tup:`` elements after Error, and SetUplink
+keeps every element after Error — of any namespace, read from the one parsed
+tree — as the configuration's extension (at most
+:data:`~..uplinkconfig.MAX_EXTENSION` bytes); GetUplinks writes it back after
+Error.
 """
 
 from __future__ import annotations
@@ -18,8 +27,10 @@ from spyne import Boolean, ComplexModel, Integer, Unicode, XmlAttribute, rpc
 
 from ..namespaces import TUP
 from ..security.access import AccessClass
+from ..soap import extension
+from ..soap.extension import ANY_FIELD, AnyContent
 from ..soap.fault import SoapFault
-from ..soap.spyne_glue import SoapEndpoint, SoapService, service_context
+from ..soap.spyne_glue import SoapEndpoint, SoapService, request_operation, service_context
 from ..store import DeviceStore
 from ..uplinkconfig import (
     OFFLINE,
@@ -84,11 +95,7 @@ class UplinkServiceContext:
         result = []
         for cfg in self.store.list_uplinks():
             status, error = self.status(cfg.remote_address)
-            result.append(UplinkConfiguration(
-                remote_address=cfg.remote_address, user_level=cfg.user_level,
-                certificate_id=cfg.certificate_id,
-                cert_path_validation_policy_id=cfg.cert_path_validation_policy_id,
-                authorization_server=cfg.authorization_server, status=status, error=error))
+            result.append(replace(cfg, status=status, error=error))
         return result
 
 
@@ -118,7 +125,14 @@ class Configuration(ComplexModel):  # type: ignore[misc]
         ("CertPathValidationPolicyID", Unicode),
         ("AuthorizationServer", Unicode),
         ("Error", Unicode),
+        (ANY_FIELD, AnyContent),  # xs:any ##any: written back as kept, never read from a request (PROV-5)
     ]
+
+
+#: Clark names of the elements tup:Configuration defines; whatever follows the last of them is extension content.
+_KNOWN = frozenset(f"{{{TUP}}}{name}" for name in Configuration.get_flat_type_info(Configuration)
+                   if name != ANY_FIELD)
+_CONFIGURATION = f"{{{TUP}}}Configuration"
 
 
 def _to_model(cfg: UplinkConfiguration) -> Configuration:
@@ -126,15 +140,18 @@ def _to_model(cfg: UplinkConfiguration) -> Configuration:
         RemoteAddress=cfg.remote_address, CertificateID=cfg.certificate_id,
         UserLevel=" ".join(cfg.user_level), Status=cfg.status,
         CertPathValidationPolicyID=cfg.cert_path_validation_policy_id,
-        AuthorizationServer=cfg.authorization_server, Error=cfg.error)
+        AuthorizationServer=cfg.authorization_server, Error=cfg.error,
+        **{ANY_FIELD: extension.elements(cfg.extension)})
 
 
-def _from_model(model: Configuration) -> UplinkConfiguration:
+def _from_model(model: Configuration, element: etree._Element) -> UplinkConfiguration:
+    """The configuration Spyne read from ``element``, with ``element``'s extension content (PROV-5)."""
     return UplinkConfiguration(
         remote_address=model.RemoteAddress or "", user_level=split_levels(model.UserLevel),
         certificate_id=model.CertificateID or None,
         cert_path_validation_policy_id=model.CertPathValidationPolicyID or None,
-        authorization_server=model.AuthorizationServer or None)
+        authorization_server=model.AuthorizationServer or None,
+        extension=extension.serialise(element, extension.extension_tail(element, _KNOWN)))
 
 
 def _fault(exc: UplinkConfigError) -> SoapFault:
@@ -162,8 +179,9 @@ class UplinkService(SoapService):
     @rpc(Configuration.customize(min_occurs=1), _returns=None,  # type: ignore[misc]
          _in_variable_names={"configuration": "Configuration"})
     def SetUplink(ctx: Any, configuration: Configuration) -> None:
+        element = request_operation(ctx).find(_CONFIGURATION)
         try:
-            service_context(ctx).set_uplink(_from_model(configuration))
+            service_context(ctx).set_uplink(_from_model(configuration, element))
         except UplinkConfigError as exc:
             raise _fault(exc) from None
 
@@ -188,7 +206,13 @@ def _check_remote_address(operation: etree._Element) -> None:
             raise _fault(exc) from None
 
 
+def schema_view(operation: etree._Element) -> etree._Element:
+    """What ``xsd/uplink.xsd`` checks of a SetUplink or GetUplinksResponse: the element without the future
+    ``tup:`` elements after each Configuration's Error (PROV-5)."""
+    return extension.schema_view(operation, _CONFIGURATION, _KNOWN)
+
+
 def uplink_endpoint(context: UplinkServiceContext) -> SoapEndpoint:
     """The WSGI app of the uplink service (no access control: see :mod:`.app`)."""
     return SoapEndpoint([UplinkService], TUP, xsd="uplink", context=context, name="UplinkService",
-                        precheck=_check_remote_address)
+                        precheck=_check_remote_address, schema_view=schema_view)

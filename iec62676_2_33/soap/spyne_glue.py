@@ -63,6 +63,12 @@ def service_context(ctx: Any) -> Any:
     return ctx.transport.req_env[CONTEXT_KEY]
 
 
+def request_operation(ctx: Any) -> etree._Element:
+    """The operation element of the one parsed request: what access control saw and the XSD checked."""
+    request: SoapRequest = ctx.transport.req_env[ENVIRON_REQUEST]
+    return request.operation
+
+
 def _respond(start_response: StartResponse, status: str, body: bytes,
              content_type: str = SOAP12_CONTENT_TYPE) -> list[bytes]:
     start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
@@ -115,10 +121,15 @@ class SoapEndpoint:
     ``precheck`` sees each operation element before the schema does, so a
     value with a fault of its own (e.g. a malformed RemoteAddress) gets that
     fault rather than the schema's generic one: it raises :class:`SoapFault`.
+    ``schema_view`` gives the schema a copy of the operation without the
+    ``xs:any ##any`` content the authored XSD cannot express
+    (:func:`.extension.schema_view`); the service reads that content from
+    the one tree (:func:`request_operation`).
     """
 
     def __init__(self, services: Sequence[type[SoapService]], tns: str, *, xsd: str, context: object,
-                 name: str | None = None, precheck: Callable[[etree._Element], None] | None = None) -> None:
+                 name: str | None = None, precheck: Callable[[etree._Element], None] | None = None,
+                 schema_view: Callable[[etree._Element], etree._Element] | None = None) -> None:
         app = Application(list(services), tns, name=name, in_protocol=Soap12(), out_protocol=Soap12())
         self.operations = frozenset(
             etree.QName(tns, method.name).text
@@ -127,6 +138,7 @@ class SoapEndpoint:
         self.xsd = xsd
         self.context = context
         self.precheck = precheck
+        self.schema_view = schema_view
         self._server = _TreeServer(app)
         spyne_log = logging.getLogger("spyne")
         if spyne_log.level == logging.NOTSET:  # the application chose nothing: no request content in logs
@@ -173,7 +185,7 @@ class SoapEndpoint:
         if self.precheck is not None:
             self.precheck(operation)
         try:
-            schemas.validate(operation, self.xsd)
+            schemas.validate(operation if self.schema_view is None else self.schema_view(operation), self.xsd)
         except SchemaError as exc:
             raise SoapFault(code="Sender", subcodes=("InvalidArgs",), reason=str(exc)) from None
         _unambiguous_for_spyne(operation)
