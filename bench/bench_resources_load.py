@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """``iec62676 device resources load`` of a 1,000,000-line file: peak memory and time (issue 15).
 
-The file is written once by :func:`iec62676_2_33.sampledata.write_jsonl` into
+The file is written once by :func:`iec62676_2_33.testing.sampledata.write_jsonl` into
 ``/tmp/iec62676-bench`` and reused. Each measured command runs as a process
 of its own; its peak resident set size is the kernel's ``ru_maxrss``
 (``os.wait4``), its time the wall clock. Baselines from the same run:
@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from iec62676_2_33.sampledata import write_jsonl
+from iec62676_2_33.testing.sampledata import write_jsonl
 
 CACHE = Path(tempfile.gettempdir()) / "iec62676-bench"
 CLI = [sys.executable, "-m", "iec62676_2_33"]

@@ -2,7 +2,7 @@
 """Resource queries on 1,000,000 resources: R*Tree vs full scan (issue 4, benchmark 1).
 
 1. In this process: a 100 m location query (RQ-6) on a registry of COUNT
-   sample resources (:mod:`iec62676_2_33.sampledata`, ``station_devices=0`` so
+   sample resources (:mod:`iec62676_2_33.testing.sampledata`, ``station_devices=0`` so
    no dense cluster sits at the centre), answered whole (every page) by
    ``ResourceRegistry.query`` (R*Tree candidates + exact check) and, as the
    baseline, by ``ResourceRegistry.query_full_scan`` (every row checked). Both
@@ -46,7 +46,7 @@ from lxml import etree
 from iec62676_2_33.domain.filters import EARTH_RADIUS_M, LocationFilter, ResourceQuery
 from iec62676_2_33.domain.registry import ResourceRegistry
 from iec62676_2_33.domain.resources import RESOURCE_KINDS
-from iec62676_2_33.sampledata import NANJING, generate
+from iec62676_2_33.testing.sampledata import NANJING, generate
 
 CACHE_DIR = Path(os.environ.get("IEC62676_BENCH_CACHE", "/tmp/iec62676-bench"))
 USER = ("bench", "bench-pw")

@@ -46,17 +46,17 @@ from .domain.media import MediaSource
 from .domain.registry import REGISTRY_FILE, ResourceRegistry
 from .errors import Iec62676Error
 from .query import ResourceQueryClient
-from .runtime.authserver import DEFAULT_AUDIENCE, AuthServerOptions, OAuthClient, run_authserver
 from .runtime.background import BackgroundService
 from .runtime.cloud import CloudListener, DeviceInfo
 from .runtime.cloud_server import CloudOptions, run_cloud
 from .runtime.device import run_device
 from .runtime.zeep_transport import UplinkTransport
-from .sampledata import NANJING, generate
 from .schemas import wsdl_path
 from .services.media2 import TR2
 from .soap.fault import SoapFault
 from .store import AuthServerConfig, DeviceStore
+from .testing.authserver import DEFAULT_AUDIENCE, AuthServerOptions, OAuthClient, run_authserver
+from .testing.sampledata import NANJING, generate
 from .uplinkconfig import UplinkConfiguration
 from .vss.lower import LowerStore, LowerSystem
 from .vss.runtime import VssOptions, run_vss

@@ -1,6 +1,6 @@
 """UPL-14, UPL-4, UPL-13, CFG-3, CFG-1: access-token authentication of the uplink, end to end.
 
-A real authorization server (:mod:`iec62676_2_33.runtime.authserver` on
+A real authorization server (:mod:`iec62676_2_33.testing.authserver` on
 the library's HTTP server, loopback TLS, RSA-signed JWTs, JWKS over HTTPS) issues tokens with
 the client-credentials grant; the device agent fetches them over verified
 HTTPS and sends them in the upgrade (header, or the ``access_token`` query
@@ -40,13 +40,6 @@ from test_websocket_e2e import (
 )
 
 from iec62676_2_33 import pki
-from iec62676_2_33.runtime.authserver import (
-    AuthServerApp,
-    AuthServerOptions,
-    OAuthClient,
-    public_jwk,
-    run_authserver,
-)
 from iec62676_2_33.runtime.background import BackgroundService
 from iec62676_2_33.runtime.cloud import (
     EitherAuthenticator,
@@ -57,6 +50,13 @@ from iec62676_2_33.sansio.upgrade import UpgradeRequest
 from iec62676_2_33.security.jwt_auth import StaticJwks, TokenAuthenticator, UrlJwks
 from iec62676_2_33.security.oauth import AccessTokenProvider
 from iec62676_2_33.store import AuthServerConfig, DeviceStore
+from iec62676_2_33.testing.authserver import (
+    AuthServerApp,
+    AuthServerOptions,
+    OAuthClient,
+    public_jwk,
+    run_authserver,
+)
 from iec62676_2_33.transport.base import ByteStream
 from iec62676_2_33.transport.tls import client_context, connect_tls
 

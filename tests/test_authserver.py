@@ -22,11 +22,11 @@ from test_websocket_e2e import BOUND
 
 from iec62676_2_33.cli import main
 from iec62676_2_33.errors import ConfigurationError
-from iec62676_2_33.runtime.authserver import parse_client
 from iec62676_2_33.runtime.cloud import EitherAuthenticator, MtlsAuthenticator
 from iec62676_2_33.runtime.cloud_server import CloudOptions, build_authenticator
 from iec62676_2_33.security.jwt_auth import TokenAuthenticator
 from iec62676_2_33.store import DeviceStore
+from iec62676_2_33.testing.authserver import parse_client
 
 authserver = test_access_token.authserver  # the fixture (a real authorization server)
 

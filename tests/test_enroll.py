@@ -3,7 +3,7 @@
 A real device (``run_device``: direct HTTP and its uplink agent) and a real
 cloud (``run_cloud``: mTLS listener and HTTP proxy; for the token variant a
 JWT-validating listener) run on loopback, with the project's authorization
-server (:mod:`iec62676_2_33.runtime.authserver`, discovered through its RFC 8414
+server (:mod:`iec62676_2_33.testing.authserver`, discovered through its RFC 8414
 metadata) for access tokens; the enrolment talks to the device only through
 its ONVIF services.
 """
@@ -28,7 +28,6 @@ from uplink_env import ADMIN, Cloud, Device, Pki, seed_device, wait_until
 from iec62676_2_33.enroll import TokenClient, clock_offset, enroll, sign_csr
 from iec62676_2_33.errors import ConfigurationError
 from iec62676_2_33.pki import load_ca_dir, make_ca
-from iec62676_2_33.runtime.authserver import AuthServerApp, AuthServerOptions, OAuthClient, run_authserver
 from iec62676_2_33.runtime.background import BackgroundService
 from iec62676_2_33.runtime.cloud_server import CloudOptions, run_cloud
 from iec62676_2_33.runtime.device import device_capabilities
@@ -38,6 +37,7 @@ from iec62676_2_33.services.app import build_device_app
 from iec62676_2_33.services.uplink import UplinkServiceContext
 from iec62676_2_33.soap.fault import SoapFault
 from iec62676_2_33.store import DeviceStore
+from iec62676_2_33.testing.authserver import AuthServerApp, AuthServerOptions, OAuthClient, run_authserver
 
 WAIT = 30.0
 

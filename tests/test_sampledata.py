@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from iec62676_2_33 import sampledata
 from iec62676_2_33.domain.deviceid import DeviceId
 from iec62676_2_33.domain.filters import LocationFilter, ResourceQuery, great_circle_distance
 from iec62676_2_33.domain.registry import ResourceRegistry
 from iec62676_2_33.domain.resources import RESOURCE_KINDS, Resource
 from iec62676_2_33.domain.tokens import RemoteToken
 from iec62676_2_33.errors import ConfigurationError
-from iec62676_2_33.sampledata import NANJING, generate, write_jsonl
+from iec62676_2_33.testing import sampledata
+from iec62676_2_33.testing.sampledata import NANJING, generate, write_jsonl
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "resources-city.jsonl"
 
@@ -151,7 +151,7 @@ def test_bad_options_raise_clear_errors_rq_3(kwargs: dict, message: str) -> None
 
 
 def test_module_command_line_rq_3(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    """RQ-3: ``python -m iec62676_2_33.sampledata`` writes JSON Lines to stdout or a file; errors exit 2."""
+    """RQ-3: ``python -m iec62676_2_33.testing.sampledata`` writes JSON Lines to stdout or a file; errors exit 2."""
     assert sampledata.main(["--count", "3"]) == 0
     out, _ = capsys.readouterr()
     assert [json.loads(line) for line in out.splitlines()] == [r.to_json() for r in generate(3)]

@@ -5,7 +5,7 @@ ServerUri names RFC 8414 metadata (the metadata URL itself, or the issuer whose
 metadata with a size budget, checks ``issuer`` (RFC 8414 §3.3), takes
 ``token_endpoint`` and authenticates as configured: ``client_secret_basic``,
 ``client_secret_post`` (against the project's authorization server,
-:mod:`iec62676_2_33.runtime.authserver`, over loopback TLS) or
+:mod:`iec62676_2_33.testing.authserver`, over loopback TLS) or
 ``tls_client_auth`` with a keystore certificate (RFC 8705: against a TLS
 server that demands a client certificate, and against the project's
 authorization server, which knows the client by its certificate's subject DN).
@@ -33,7 +33,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from iec62676_2_33 import pki
 from iec62676_2_33.errors import ConfigurationError
-from iec62676_2_33.runtime.authserver import AuthServerApp, AuthServerOptions, OAuthClient, run_authserver
 from iec62676_2_33.runtime.background import BackgroundService
 from iec62676_2_33.runtime.http_server import bind_listen, serve_asgi, wait_event
 from iec62676_2_33.security.keystore import AuthServerSettings, Keystore, KeystoreError
@@ -46,6 +45,7 @@ from iec62676_2_33.security.oauth import (
     discovery,
 )
 from iec62676_2_33.store import AuthServerConfig, DeviceStore
+from iec62676_2_33.testing.authserver import AuthServerApp, AuthServerOptions, OAuthClient, run_authserver
 from iec62676_2_33.transport.tls import server_context
 
 SECRET = "s3cret-of-cam-7"

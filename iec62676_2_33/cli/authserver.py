@@ -1,7 +1,7 @@
 """``iec62676 authserver serve``: a small OAuth2 authorization server for tests and the demo (UPL-14).
 
 Issues signed JWT access tokens with the client-credentials grant over TLS
-and publishes its JWK Set; see :mod:`iec62676_2_33.runtime.authserver`.
+and publishes its JWK Set; see :mod:`iec62676_2_33.testing.authserver`.
 Client secrets given on the command line are visible to other local users
 (``ps``): use it for tests and demonstrations. ``--tls-client`` clients
 authenticate by a TLS client certificate issued by a ``--client-ca`` with the
@@ -40,7 +40,7 @@ def register(sub: Any) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from ..runtime.authserver import AuthServerOptions, parse_client, parse_tls_client, run_authserver
+    from ..testing.authserver import AuthServerOptions, parse_client, parse_tls_client, run_authserver
 
     clients = [parse_client(c) for c in args.client] + [parse_tls_client(c) for c in args.tls_client]
     options = AuthServerOptions(listen=args.listen, cert=args.cert, key=args.key, signing_key=args.signing_key,

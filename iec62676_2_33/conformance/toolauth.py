@@ -6,7 +6,7 @@ device trusts and a cloud that validates what it issues. The tool brings
 both, made for the run:
 
 * the library's own authorization server application
-  (:class:`~iec62676_2_33.runtime.authserver.AuthServerApp`: client-credentials
+  (:class:`~iec62676_2_33.testing.authserver.AuthServerApp`: client-credentials
   grant, JWTs signed with a P-256 key made for the run) served over TLS on the
   tool cloud's loop, with a server certificate from the tool's CA (so the trust
   policy the device already got for the cloud also covers it) and one
@@ -32,8 +32,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..enroll import TokenClient
 from ..pki import make_leaf
-from ..runtime.authserver import AuthServerApp, OAuthClient
 from ..security.jwt_auth import StaticJwks, TokenAuthenticator
+from ..testing.authserver import AuthServerApp, OAuthClient
 from ..transport.tls import server_context
 from .device_session import ToolPki
 from .toolcloud import Endpoint, ToolCloud

@@ -67,7 +67,7 @@ def uplinked_device(tmp_path: Path, uplink_pki: Any, cloud: Any) -> Iterator[Any
 def resource_registry(tmp_path: Path) -> Iterator[Any]:
     """A resource registry holding 100 deterministic sample resources around a city centre."""
     from ..domain.registry import ResourceRegistry
-    from ..sampledata import generate
+    from .sampledata import generate
 
     registry = ResourceRegistry(tmp_path / "resources.sqlite")
     try:

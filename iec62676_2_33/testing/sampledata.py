@@ -33,7 +33,7 @@ sit in memory at once.
 
 Command line (writes JSON Lines, the format of ``device resources load``)::
 
-    python -m iec62676_2_33.sampledata --count 300 --out examples/resources-city.jsonl
+    python -m iec62676_2_33.testing.sampledata --count 300 --out examples/resources-city.jsonl
 """
 
 from __future__ import annotations
@@ -48,11 +48,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from .domain.deviceid import DeviceId
-from .domain.filters import EARTH_RADIUS_M
-from .domain.resources import GeoLocation, Resource
-from .domain.tokens import RemoteToken
-from .errors import ConfigurationError
+from ..domain.deviceid import DeviceId
+from ..domain.filters import EARTH_RADIUS_M
+from ..domain.resources import GeoLocation, Resource
+from ..domain.tokens import RemoteToken
+from ..errors import ConfigurationError
 
 __all__ = [
     "CITIES",
@@ -233,7 +233,7 @@ def write_jsonl(out: str | Path | IO[str], count: int, **options: Any) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m iec62676_2_33.sampledata",
+    parser = argparse.ArgumentParser(prog="python -m iec62676_2_33.testing.sampledata",
                                      description="write deterministic sample resources as JSON Lines")
     parser.add_argument("--count", type=int, required=True, help="number of resources")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
