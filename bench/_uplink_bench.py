@@ -126,10 +126,12 @@ def cloud_main(conn: object, certs_dir: str, port: int, proxy: bool = False) -> 
 
 # -- simulated devices -----------------------------------------------------------------------
 
-async def sim_connect(port: int, ctx: object, url: str) -> H2Driver:
-    """Dial, upgrade and start serving HTTP/2 (no services); returns the running driver."""
+async def sim_connect(port: int, ctx: object, url: str, local_addr: tuple[str, int] | None = None) -> H2Driver:
+    """Dial (from ``local_addr``, if given), upgrade and start serving HTTP/2 (no services);
+    returns the running driver."""
     loop = asyncio.get_running_loop()
-    stream = await connect_tls("127.0.0.1", port, ctx, server_hostname="localhost", timeout=60)  # type: ignore[arg-type]
+    stream = await connect_tls("127.0.0.1", port, ctx, server_hostname="localhost", timeout=60,  # type: ignore[arg-type]
+                               local_addr=local_addr)
     trailing = await upgrade(stream, url)
     role = H2ServerRole(now=loop.time())
     driver = H2Driver(stream, role, lambda _ev: None, name="sim")

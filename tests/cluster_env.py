@@ -1,6 +1,7 @@
 """Test helpers for the cloud cluster: a real nats-server (JetStream, temp store, free port),
-a real haproxy from ``examples/haproxy.cfg``, node certificates, and cloud nodes run as
-``iec62676 cloud serve --nats ...`` subprocesses. Every wait is bounded."""
+a real haproxy from ``examples/haproxy.cfg``, node certificates, cloud nodes run as
+``iec62676 cloud serve --nats ...`` subprocesses and devices as ``iec62676 device serve``
+subprocesses. Every wait is bounded."""
 
 from __future__ import annotations
 
@@ -132,21 +133,71 @@ class Node:
             self.proc.stdout.close()
 
 
-class Haproxy:
-    """haproxy with ``examples/haproxy.cfg``: TCP, TLS passthrough, send-proxy-v2 to every node."""
+#: The server options of ``examples/haproxy.cfg``'s comment, with fast health checks for tests.
+CHECKED = "send-proxy-v2 check inter 500ms fall 1 rise 1"
 
-    def __init__(self, directory: Path, nodes: Sequence[int]) -> None:
+
+def wait_bound(port: int, timeout: float = BOUND, host: str = "127.0.0.1") -> None:
+    """Wait until something listens on ``port`` without connecting to it: a probe through a
+    balancer would reach a node as a connection of its own (a PROXY header, then nothing)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nothing listens on {host}:{port} after {timeout} s")
+        time.sleep(0.05)
+
+
+class DeviceProcess:
+    """``iec62676 device serve --data DIR`` as a subprocess (its uplinks configured in DIR's store)."""
+
+    def __init__(self, data: Path, *, log: Path) -> None:
+        self.data = data
+        with open(log, "wb") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "iec62676_2_33", "device", "serve", "--data",
+                                          str(data), "--listen", "127.0.0.1:0"], stdout=subprocess.DEVNULL,
+                                         stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=ROOT)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(BOUND)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(BOUND)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Haproxy:
+    """haproxy with ``examples/haproxy.cfg``: TCP, TLS passthrough, ``server_options`` (by default
+    send-proxy-v2 and health checks) for every node."""
+
+    def __init__(self, directory: Path, nodes: Sequence[int], *, server_options: str = CHECKED,
+                 name: str = "haproxy", maxconn: int = 4096) -> None:
         self.port = free_port()
-        servers = "\n".join(f"    server n{i} 127.0.0.1:{port} send-proxy-v2 check inter 500ms fall 1 rise 1"
-                            for i, port in enumerate(nodes))
+        servers = "\n".join(f"    server n{i} 127.0.0.1:{port} {server_options}" for i, port in enumerate(nodes))
         config = (ROOT / "examples" / "haproxy.cfg").read_text().format(
-            maxconn=4096, bind=f"127.0.0.1:{self.port}", servers=servers)
-        self.config = directory / "haproxy.cfg"
+            maxconn=maxconn, bind=f"127.0.0.1:{self.port}", servers=servers)
+        self.config = directory / f"{name}.cfg"
         self.config.write_text(config)
         subprocess.run(["haproxy", "-c", "-q", "-f", str(self.config)], check=True, timeout=BOUND)
-        self.proc = subprocess.Popen(["haproxy", "-db", "-f", str(self.config)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        wait_port(self.port)
+        log = directory / f"{name}.log"
+        with open(log, "wb") as err:
+            self.proc = subprocess.Popen(["haproxy", "-db", "-f", str(self.config)], stdout=subprocess.DEVNULL,
+                                         stderr=err)
+        try:
+            wait_bound(self.port)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {log.read_text()[-1000:]}") from None
+        self.started = time.monotonic()
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -1,7 +1,8 @@
 """UPL-16: the cluster's device registry on a real nats-server (JetStream, started here): each
 device shown once, a reconnect at another node takes the entry over by compare-and-set and
 the old holder yields, a node that stops its heartbeat drops out within the TTL, a NATS
-restart with an empty store is rebuilt from the nodes' live devices, events reach every
+restart with an empty store is rebuilt from the nodes' live devices, a node's entry swept
+while its uplink is live is claimed again, events reach every
 subscriber, and ``iec62676 cloud devices --nats`` lists the registry. Every wait is bounded.
 """
 
@@ -18,7 +19,7 @@ import pytest
 from cluster_env import NatsServer, have
 from helpers import run
 
-from iec62676_2_33.cluster.records import DeviceRecord
+from iec62676_2_33.cluster.records import DeviceRecord, device_key
 from iec62676_2_33.cluster.registry import ClusterRegistry
 
 pytestmark = pytest.mark.skipif(not have("nats-server"), reason="Debian nats-server is not installed (.ci/run)")
@@ -129,6 +130,28 @@ async def test_registry_claims_moves_expires_and_rebuilds(server: NatsServer) ->
         await stop_node(b)
         for task in list(a.registry._tasks):
             task.cancel()
+
+
+async def test_a_swept_entry_of_a_live_uplink_is_claimed_again(server: NatsServer) -> None:
+    """A node whose heartbeat lapsed is swept by the others; its devices are still connected to it,
+    so it claims them again. One it no longer holds stays removed."""
+    a, b = await start_node(server.url, "a"), await start_node(server.url, "b")
+    try:
+        a.registry.connected(a.record("cam-1"))
+        gone = a.record("cam-2")
+        a.registry.connected(gone)
+        await until(lambda: ids(b) == [("cam-1", "a"), ("cam-2", "a")], "claimed, seen from b")
+        a.registry.disconnected(gone)
+        await until(lambda: ids(b) == [("cam-1", "a")], "cam-2 released")
+        kv = b.registry._devices_kv
+        assert kv is not None
+        await kv.delete(device_key("cam-1"))  # what b's sweep does to a node it believes dead
+        await until(lambda: ids(b) == [], "the sweep seen from b")
+        await until(lambda: ids(b) == [("cam-1", "a")], "a claims its live uplink again")
+        assert ids(a) == [("cam-1", "a")] and not a.superseded
+    finally:
+        await stop_node(a)
+        await stop_node(b)
 
 
 async def test_cli_lists_the_cluster_devices(server: NatsServer, capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,7 +5,9 @@ The sans-IO reader (any split of the bytes, bounded header, fast refusal, fuzzed
 and the TLS listener on real loopback sockets with certificates made here: the header's
 client address becomes the connection's peer and its admission source; a listener not
 configured for PROXY refuses a header, a header from an address that is not a balancer is
-refused, and a balancer connection without a header is refused. Every wait is bounded.
+refused, and a balancer connection without a header is refused; a LOCAL header and a close
+before TLS (the balancer's health check) is counted as one, not as a failed handshake.
+Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -234,3 +236,24 @@ async def test_balancer_without_a_header_is_refused(peers: tuple[TlsServer, int,
         silent[1].close()
     assert seen.empty()
     assert server.stats["refused_proxy"] == 3 and server.stats["handshake_failed"] == 0
+
+
+@pytest.mark.parametrize("peers", [["127.0.0.1/32"]], indirect=True)
+async def test_local_then_close_is_a_health_check(peers: tuple[TlsServer, int, asyncio.Queue[object]],
+                                                  ca: pki.CertKey) -> None:
+    """A balancer's LOCAL header and a close before any TLS byte is its health check (PROXY v2
+    section 2.2: a connection of the proxy's own), not a failed handshake; LOCAL followed by
+    bytes that are not TLS still is one."""
+    server, port, seen = peers
+    for abort in (False, True):  # a FIN, and a reset as HAProxy's TCP check sends
+        with socket.create_connection(("127.0.0.1", port), timeout=BOUND) as raw:
+            raw.sendall(encode(None))
+            if abort:
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    answer = await dial(port, ca, prefix=encode(None) + b"GET / HTTP/1.1\r\n\r\n")
+    assert answer.startswith(b"refused")
+    async with asyncio.timeout(BOUND):
+        while server.stats["health_checks"] + server.stats["handshake_failed"] < 3:
+            await asyncio.sleep(0.02)
+    assert server.stats["health_checks"] == 2 and server.stats["handshake_failed"] == 1
+    assert server.stats["refused_proxy"] == 0 and seen.empty()

@@ -17,7 +17,7 @@ Two buckets (:mod:`.records`):
 
 Every change to a device entry is a compare-and-set on the KV revision (JetStream's
 ``create`` / ``update(last=revision)`` / ``delete(last=revision)``), so the key names
-exactly one node at any moment. The node follows two rules:
+exactly one node at any moment. The node follows three rules:
 
 1. **A new connection takes over** (the device is at this node now): the entry is
    written over whatever it held, with the revision just read; a conflict means another
@@ -25,6 +25,11 @@ exactly one node at any moment. The node follows two rules:
 2. **The last claim wins.** A node that sees (through its watcher on the bucket) that
    another node claimed a device after its own claim closes its own, older uplink of
    that device: the device reconnected elsewhere, the old connection is stale.
+
+3. **A live uplink stays listed.** A node whose heartbeat lapsed (a stalled process, a
+   busy event loop) is swept by the others, entries and all; when its watcher sees its
+   own entry of a device it still holds deleted, it claims the device again (without
+   taking over: a claim another node made meanwhile wins).
 
 A device that moves from node A to node B is therefore never claimed by both: B's
 write replaces A's in one step, and A's later clean-up (``delete(last=A's revision)``)
@@ -39,7 +44,9 @@ another live node makes this node yield. The registry so rebuilds from the live
 connections.
 
 Each node keeps a mirror of both buckets in memory (the watcher's view; about 200 bytes
-a device), so listing the devices and finding a device's node cost no round trip.
+a device), so listing the devices and finding a device's node cost no round trip, and a
+claim is one: written by compare-and-set on the revision the mirror last saw (a stale
+mirror costs a conflict, then a read).
 """
 
 from __future__ import annotations
@@ -94,7 +101,7 @@ async def read_registry(nc: NatsClient) -> list[DeviceRecord]:
 
 
 async def _all_values(kv: KeyValue) -> dict[str, bytes]:
-    watcher = await kv.watchall()
+    watcher: Any = await kv.watchall()  # nats-py's KeyWatcher methods carry no annotations
     out: dict[str, bytes] = {}
     try:
         while (entry := await watcher.updates(timeout=5.0)) is not None:
@@ -238,7 +245,15 @@ class ClusterRegistry:
                 self.synced.set()
                 continue
             if entry.operation is not None or entry.value is None:
-                self._mirror.pop(entry.key, None)
+                gone = self._mirror.pop(entry.key, None)
+                held = None if gone is None else self._local.get(gone[0].id)
+                if held is not None and gone is not None and gone[0].node == self.node.node:
+                    # rule 3: another node swept our entry (our heartbeat lapsed, e.g. under load)
+                    # while the uplink is still here: claim it again, yielding to a newer claim
+                    log.info("device %s: its registry entry was removed while its uplink is here; "
+                             "claiming it again", gone[0].id)
+                    held.takeover, held.revision = False, None
+                    self._mark(gone[0].id)
                 continue
             try:
                 record = DeviceRecord.decode(entry.value)
@@ -301,32 +316,52 @@ class ClusterRegistry:
                 await asyncio.sleep(min(1.0, self.ttl / 10))
                 self._wake.set()
 
+    @staticmethod
+    async def _read(kv: KeyValue, key: str) -> tuple[DeviceRecord | None, int]:
+        """The entry of a key in the bucket and its revision; ``(None, 0)`` if there is none."""
+        try:
+            entry = await kv.get(key)
+            return DeviceRecord.decode(entry.value or b"{}"), entry.revision or 0
+        except KeyNotFoundError:
+            return None, 0
+        except (ValueError, KeyError, TypeError):
+            return None, 0  # a bad record is replaced
+
     async def _reconcile(self, device_id: str) -> None:
-        """Make the device's entry say what this node wants of it (the two rules)."""
+        """Make the device's entry say what this node wants of it (the rules).
+
+        The first attempt takes the entry as the mirror last saw it, without a round trip,
+        and acts on it only by a compare-and-set (create, update or delete on the mirror's
+        revision): a stale view then costs a conflict. Anything else (nothing to write, or
+        yielding to another node) is decided on the entry read from the bucket."""
         kv = self._devices_kv
         assert kv is not None
         key = device_key(device_id)
+        guess: tuple[DeviceRecord | None, int] | None = self._mirror.get(key) or (None, 0)
         for _ in range(_CAS_TRIES):
             held = self._local.get(device_id)
-            try:
-                entry = await kv.get(key)
-                current, revision = DeviceRecord.decode(entry.value or b"{}"), entry.revision or 0
-            except KeyNotFoundError:
-                current, revision = None, 0
-            except (ValueError, KeyError, TypeError):
-                current, revision = None, 0  # a bad record is replaced
+            read = guess is None
+            current, revision = await self._read(kv, key) if guess is None else guess
+            guess = None
             try:
                 if held is None:  # released: remove our entry, leave anyone else's
                     if current is not None and current.node == self.node.node:
                         await kv.delete(key, last=revision)
-                    return
+                        return
+                    if read:
+                        return
+                    continue
                 if current == held.record:
-                    held.revision = revision
-                    return
+                    if read:
+                        held.revision = revision
+                        return
+                    continue
                 if current is not None and current.node != self.node.node and current.node in self.live_nodes() \
                         and not held.takeover:
-                    self.on_superseded(current)  # resync: a live node holds it already
-                    return
+                    if read:
+                        self.on_superseded(current)  # resync: a live node holds it already
+                        return
+                    continue
                 if current is None and revision == 0:
                     held.revision = await kv.create(key, held.record.encode())
                 else:

@@ -31,6 +31,8 @@ layout::
   buffered. The reader holds at most that many bytes.
 * **LOCAL** (the balancer's own health check) carries no client address:
   :attr:`ProxyHeader.source` is ``None`` and the caller keeps the peer address.
+  HAProxy's TCP check sends LOCAL and resets the connection; the TLS server counts
+  that as a health check, not as a failed handshake.
   PROXY over UNSPEC/UNIX/DGRAM is refused: a device uplink is TCP over IP.
 * **TLVs** are checked for structure (each fits the header) and handed over as
   ``(type, value)`` pairs; none changes what this module decides. A CRC32c TLV is

@@ -73,6 +73,9 @@ Behind a TCP balancer (``proxy_protocol_from``), a connection from a balancer
 address opens with a PROXY protocol v2 header, read under the first-byte
 deadline before admission and TLS (:mod:`iec62676_2_33.sansio.proxy_protocol`);
 its client address becomes the connection's ``peername`` and admission source.
+A ``LOCAL`` header (the balancer's own connection) keeps the balancer's address;
+closed before any TLS byte, it was the balancer's health check: counted in
+``stats["health_checks"]``, not as a failed handshake.
 """
 
 from __future__ import annotations
@@ -233,6 +236,7 @@ class _TlsProtocol(asyncio.BufferedProtocol):
         "_error",
         "_handshake_done",
         "_handshake_waiter",
+        "_health_check",
         "_incoming",
         "_label",
         "_loop",
@@ -294,6 +298,9 @@ class _TlsProtocol(asyncio.BufferedProtocol):
         self._peer: Any = None
         #: Reads the PROXY v2 header a balancer sends first (only from configured balancers).
         self._proxy: ProxyHeaderReader | None = None
+        #: A balancer's PROXY ``LOCAL`` header and nothing after it yet: if the balancer
+        #: closes now, this was its health check, not a failed handshake.
+        self._health_check = False
 
     # ------------------------------------------------------------------ asyncio callbacks
 
@@ -345,6 +352,7 @@ class _TlsProtocol(asyncio.BufferedProtocol):
         if self._proxy is not None:
             self._proxy_header(bytes(_RECV.buf[:nbytes]))
             return
+        self._health_check = False
         if self._deadline is not None:
             self._first_bytes()
         received = _RECV.buf[:nbytes]
@@ -415,8 +423,10 @@ class _TlsProtocol(asyncio.BufferedProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if header.source is not None:  # LOCAL (a health check) keeps the balancer's address
+        if header.source is not None:
             self._peer = header.source
+        else:  # LOCAL: the balancer's own connection (its health check) keeps its address
+            self._health_check = not reader.trailing_data
         if reader.trailing_data:
             self._cipher = memoryview(reader.trailing_data)
         self._start()
@@ -573,7 +583,10 @@ class _TlsProtocol(asyncio.BufferedProtocol):
         if self._handshake_waiter is not None and not self._handshake_waiter.done():
             self._handshake_waiter.set_exception(error)
         if self._server is not None:
-            self._server._handshake_failed(self, error)
+            if self._health_check:
+                self._server._health_checked(self)
+            else:
+                self._server._handshake_failed(self, error)
 
     def _first_bytes(self) -> None:
         """The peer spoke: from now on only the whole handshake deadline applies."""
@@ -948,8 +961,10 @@ class TlsServer(HandlerServer):
     ``first_byte_timeout`` (the client sent nothing before the first-byte
     deadline), ``handshake_timeout``, ``handshake_failed``,
     ``handler_failed`` (handlers that raised), ``active`` (handlers
-    running) and ``refused_proxy`` (balancer connections without a valid
-    PROXY v2 header, see :func:`start_tls_server`).
+    running), ``refused_proxy`` (balancer connections without a valid
+    PROXY v2 header, see :func:`start_tls_server`) and ``health_checks``
+    (balancer connections that sent a PROXY ``LOCAL`` header and closed
+    before any TLS byte: the balancer's health checks, not failed handshakes).
     """
 
     def __init__(
@@ -988,6 +1003,7 @@ class TlsServer(HandlerServer):
             "handler_failed": 0,
             "active": 0,
             "refused_proxy": 0,
+            "health_checks": 0,
         }
         self._summed_up = dict(self.stats)  # the counters at the last summary line
 
@@ -1126,6 +1142,15 @@ class TlsServer(HandlerServer):
         self._last_failure = str(error)
         logger.debug("%s", error)
         self._sum_up_later(protocol._loop)
+
+    def _health_checked(self, protocol: _TlsProtocol) -> None:
+        # PROXY v2 (section 2.2): LOCAL is a connection "established on purpose by the proxy
+        # without being relayed", such as its health check. HAProxy's TCP check sends LOCAL and
+        # closes: the node is up, nothing failed. Counted, one DEBUG line, no summary.
+        self._admission.release(protocol)
+        self.stats["health_checks"] += 1
+        logger.debug("health check from balancer %s (PROXY LOCAL, closed before TLS)",
+                     _format_addr(protocol._peer))
 
     def _established(self, protocol: _TlsProtocol) -> None:
         self._admission.release(protocol)
