@@ -98,8 +98,10 @@ class H1Connection:
     """Serves the requests of one HTTP/1.1 connection (see the module docstring)."""
 
     def __init__(self, stream: ByteStream, handler: Handler, *, settings: HttpSettings, budget: BodyBudget,
-                 client: tuple[str, int] | None, server: tuple[str, int] | None, scheme: str) -> None:
+                 client: tuple[str, int] | None, server: tuple[str, int] | None, scheme: str,
+                 peercert_chain: tuple[bytes, ...] | None = None) -> None:
         self.stream = stream
+        self.peercert_chain = peercert_chain
         self.handler = handler
         self.settings = settings
         self.budget = budget
@@ -202,7 +204,7 @@ class H1Connection:
                         deadline=body_deadline(headers, settings.body_deadline))
         return H1Exchange(self, method=request.method.decode("latin-1"), path=path, query=query, headers=headers,
                           http_version=request.http_version.decode("latin-1"), scheme=self.scheme,
-                          client=self.client, server=self.server, body=pipe)
+                          client=self.client, server=self.server, body=pipe, peercert_chain=self.peercert_chain)
 
     async def _serve(self, ex: H1Exchange) -> bool:
         """Run the handler; ``True`` when the connection can take the next request."""

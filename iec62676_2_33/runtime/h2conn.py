@@ -113,13 +113,15 @@ class H2Streams:
                  client: tuple[str, int] | None = None, server: tuple[str, int] | None = None,
                  scheme: str = "https", budget: BodyBudget | None = None, send_timeout: float = SEND_TIMEOUT,
                  body_timeout: float = READ_TIMEOUT, body_deadline: float | None = None,
-                 idle_changed: Callable[[bool], None] | None = None) -> None:
+                 idle_changed: Callable[[bool], None] | None = None,
+                 peercert_chain: tuple[bytes, ...] | None = None) -> None:
         self.role = role
         self.handler = handler
         self.kick = kick
         self.client = client
         self.server = server
         self.scheme = scheme
+        self.peercert_chain = peercert_chain
         #: In-flight request-body bytes of this connection (or of the server it belongs to).
         self.budget = budget if budget is not None else BodyBudget(role.limits.connection_window_size)
         self.send_timeout = send_timeout
@@ -214,7 +216,7 @@ class H2Streams:
         path, _, query = pseudo.get(":path", "/").partition("?")
         ex = H2Exchange(self, stream_id, method=pseudo.get(":method", "GET"), path=path, query=query,
                         headers=fields, http_version="2", scheme=pseudo.get(":scheme", self.scheme),
-                        client=self.client, server=self.server, body=pipe)
+                        client=self.client, server=self.server, body=pipe, peercert_chain=self.peercert_chain)
         ex.protocol = pseudo.get(":protocol")
         self._exchanges[stream_id] = ex
         task = self._loop.create_task(self._serve(ex))
@@ -346,7 +348,8 @@ class H2cConnection:
     def __init__(self, stream: ByteStream, handler: Handler, *, limits: H2Limits, budget: BodyBudget,
                  idle_timeout: float, send_timeout: float, body_timeout: float, body_deadline: float | None,
                  client: tuple[str, int] | None,
-                 server: tuple[str, int] | None, scheme: str) -> None:
+                 server: tuple[str, int] | None, scheme: str,
+                 peercert_chain: tuple[bytes, ...] | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.role = H2ServerRole(now=loop.time(), limits=limits)
         self.idle_timeout = idle_timeout
@@ -356,7 +359,7 @@ class H2cConnection:
         self.streams = H2Streams(self.role, handler, kick=self._kick, client=client, server=server, scheme=scheme,
                                  budget=budget, send_timeout=send_timeout, body_timeout=body_timeout,
                                  body_deadline=body_deadline,
-                                 idle_changed=self._idle_changed)
+                                 idle_changed=self._idle_changed, peercert_chain=peercert_chain)
         self.stream = _GatedStream(stream, self.streams, self.deadlines, send_timeout)
         #: The role cut the connection off for flooding (GOAWAY ENHANCE_YOUR_CALM).
         self.flooded = False
