@@ -15,7 +15,9 @@ device), in the same run, interleaved:
 Goals (issue 14): HTTP/1.1 through the proxy >= 1.0x direct at concurrency 1 and >= 1.5x
 at 8. Every figure is the best of ``--rounds``; any failed or non-2xx request stops the
 run. The CPU time of both processes (user + system, all threads, psutil) per request is
-printed beside each rate. Usage: ``python bench/bench_proxy_front.py [-n 3000] [--rounds 2]``.
+printed beside each rate. ``--py-spy PREFIX`` samples the cloud and the device with py-spy during
+the measured runs (collapsed stacks of the thread holding the GIL, ``PREFIX-cloud.txt`` and
+``PREFIX-device.txt``). Usage: ``python bench/bench_proxy_front.py [-n 3000] [--rounds 2] [--py-spy PREFIX]``.
 Results: docs/benchmarks.md, "Proxy front (issue 14)".
 """
 
@@ -25,6 +27,9 @@ import argparse
 import contextlib
 import json
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -92,7 +97,7 @@ def stack() -> Iterator[Stack]:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def run(n: int, rounds: int) -> None:
+def run(n: int, rounds: int, profile: str | None = None) -> None:
     if shutil.which("h2load") is None:
         raise SystemExit("h2load is not installed (Debian: nghttp2-client)")
     best: dict[tuple[str, str], Result] = {}
@@ -105,6 +110,7 @@ def run(n: int, rounds: int) -> None:
         for _shape, h1, clients, streams in SHAPES:  # warm up every path
             for where in s.urls:
                 measure(where, h1, clients, streams, 300)
+        spies = [spy(p.pid, f"{profile}-{name}.txt") for name, p in s.procs.items()] if profile else []
         for _ in range(rounds):
             for shape, h1, clients, streams in SHAPES:
                 for where in s.urls:
@@ -114,6 +120,10 @@ def run(n: int, rounds: int) -> None:
                     key = (shape, where)
                     if key not in best or result.rate > best[key].rate:
                         best[key], cpu[key] = result, spent
+        for sampler in spies:
+            sampler.send_signal(signal.SIGINT)  # py-spy writes its output and exits
+        for sampler in spies:
+            sampler.wait(30)
 
     print(f"# proxy front, GetServiceCapabilities, h2load -n {n} -- {machine()}; best of {rounds}")
     print(f"{'':12} {'direct':>10} {'proxy':>10} {'ratio':>7}   CPU per request: direct (device) | "
@@ -129,6 +139,15 @@ def run(n: int, rounds: int) -> None:
               f"{verdict}")
 
 
+def spy(pid: int, output: str) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` into ``output`` until SIGINT (as ``bench_edge.py --py-spy``)."""
+    sampler = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
+                                "--format", "raw", "--threads", "--gil", "--rate", "200", "--output", output],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # py-spy attaches (no readiness signal to wait for)
+    return sampler
+
+
 def cpu_seconds(proc: psutil.Process) -> float:
     """User + system CPU time of ``proc`` (all threads)."""
     times = proc.cpu_times()
@@ -139,9 +158,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=3000, help="requests per h2load run")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--py-spy", dest="profile", metavar="PREFIX",
+                        help="sample both processes with py-spy into PREFIX-cloud.txt and PREFIX-device.txt")
     args = parser.parse_args()
     start = time.monotonic()
-    run(args.n, args.rounds)
+    run(args.n, args.rounds, args.profile)
     print(f"# total {time.monotonic() - start:.0f} s")
 
 

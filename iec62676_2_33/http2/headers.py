@@ -1,4 +1,4 @@
-"""Layer 3 (sans-IO): the checks of a received HTTP/2 header block, in one pass (UPL-16; issue 8).
+"""Layer 3 (sans-IO): the checks of HTTP/2 header blocks received and sent, in one pass (UPL-16; issue 8).
 
 :func:`check_received` applies exactly the rules of h2's ``validate_headers``
 (RFC 9113 §8.2 and §8.3; h2 4.x, ``h2.utilities``) to a decoded header block:
@@ -25,6 +25,17 @@ loop. The roles turn h2's own checks off (``validate_inbound_headers=False``)
 and call this on every header block h2 hands them; a property test
 (``tests/test_http2_headers.py``) checks that it refuses exactly what h2's
 ``validate_headers`` refuses.
+
+:func:`prepare_sent` does the same for a block we send: in one loop what h2's
+``normalize_outbound_headers`` and ``validate_outbound_headers`` do as a chain
+of ten generators (lower-case names, surrounding whitespace stripped,
+connection-specific fields dropped, ``authorization``, ``proxy-authorization``
+and short ``cookie`` fields never indexed, then ``te``, pseudo-header and
+``:authority``/``host``/``:path`` rules). Measured reason: a role's ``_encode``
+went from 4.6 to 1.9 us for a 4-field response and from 9.6 to 4.8 us for an
+11-field proxied request (timeit, latin-1 encoding included); a property test
+(``tests/test_http2_sent_headers.py``) checks that it returns exactly h2's
+fields and refuses exactly what h2 refuses.
 """
 
 from __future__ import annotations
@@ -32,9 +43,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from hpack.struct import NeverIndexedHeaderTuple
+
 from ..errors import RemoteProtocolError
 
-__all__ = ["MalformedHeaders", "check_received"]
+__all__ = ["MalformedHeaders", "check_received", "prepare_sent"]
 
 #: A field name: an optional leading ``:``, then at least one byte that is not a control, space,
 #: upper-case letter, colon, DEL or non-ASCII byte.
@@ -45,6 +58,9 @@ _CONNECTION = frozenset({b"connection", b"proxy-connection", b"keep-alive", b"tr
 _PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b":status", b":protocol"})
 _REQUEST_ONLY = frozenset({b":scheme", b":path", b":authority", b":method", b":protocol"})
 _COLON = 0x3A
+#: Sent never-indexed (HPACK): credentials, and cookies short enough to guess (h2's rule).
+_SECURE = frozenset({b"authorization", b"proxy-authorization"})
+_SHORT_COOKIE = 20
 
 
 class MalformedHeaders(RemoteProtocolError):
@@ -98,6 +114,57 @@ def check_received(headers: Sequence[tuple[bytes, bytes]], *, response: bool, tr
             raise MalformedHeaders("a request without :authority or host")
         if authority is not None and host is not None and authority != host:
             raise MalformedHeaders("a request whose :authority and host differ")
+
+
+def prepare_sent(headers: Sequence[tuple[bytes, bytes]], *, response: bool) -> list[tuple[bytes, bytes]]:
+    """The fields h2's ``normalize_outbound_headers`` + ``validate_outbound_headers`` would send
+    for a request (``response`` False) or response head; :class:`MalformedHeaders` where h2 raises."""
+    sent: list[tuple[bytes, bytes]] = []
+    pseudo: set[bytes] = set()
+    regular = False
+    method: bytes | None = None
+    authority: bytes | None = None
+    host: bytes | None = None
+    for raw_name, raw_value in headers:
+        name = raw_name.lower().strip()
+        value = raw_value.strip()
+        if name in _CONNECTION:
+            continue  # dropped, as h2 does
+        if not name:
+            raise MalformedHeaders("an empty header name")
+        if name[0] == _COLON:
+            if name in pseudo:
+                raise MalformedHeaders(f"duplicate pseudo-header field {name!r}")
+            if regular:
+                raise MalformedHeaders(f"pseudo-header field out of sequence: {name!r}")
+            if name not in _PSEUDO:
+                raise MalformedHeaders(f"unknown pseudo-header field {name[:64]!r}")
+            pseudo.add(name)
+            if name == b":method":
+                method = value
+            elif name == b":authority":
+                authority = value
+            elif name == b":path" and not response and not value:
+                raise MalformedHeaders("empty :path")
+        else:
+            regular = True
+            if name == b"te" and value.lower() != b"trailers":
+                raise MalformedHeaders("te other than 'trailers'")
+            if name == b"host" and not response:
+                if host is not None:
+                    raise MalformedHeaders("several host header fields")
+                host = value
+        if name in _SECURE or (name == b"cookie" and len(value) < _SHORT_COOKIE):
+            sent.append(NeverIndexedHeaderTuple(name, value))
+        else:
+            sent.append((name, value))
+    _check_pseudo(pseudo, method, response=response, trailer=False)
+    if not response:
+        if authority is None and host is None:
+            raise MalformedHeaders("a request without :authority or host")
+        if authority is not None and host is not None and authority != host:
+            raise MalformedHeaders("a request whose :authority and host differ")
+    return sent
 
 
 def _check_pseudo(pseudo: set[bytes], method: bytes | None, *, response: bool, trailer: bool) -> None:

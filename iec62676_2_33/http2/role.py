@@ -99,16 +99,11 @@ import h2.frame_buffer
 import hyperframe.frame
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
-from h2.utilities import (
-    HeaderValidationFlags,
-    normalize_outbound_headers,
-    validate_outbound_headers,
-)
 from hpack.exceptions import HPACKError
 from hyperframe.exceptions import HyperframeError
 
 from ..errors import LocalProtocolError
-from .headers import MalformedHeaders, check_received
+from .headers import MalformedHeaders, check_received, prepare_sent
 from .limits import DEFAULT_LIMITS, H2Limits, RateLimiter
 
 if TYPE_CHECKING:
@@ -147,37 +142,62 @@ _UNLIMITED_STREAMS = 2**31 - 1
 _MAX_REASON = 1024
 
 
-class _DataFrame(hyperframe.frame.DataFrame):
-    """hyperframe's DataFrame with a repr that hexlifies 10 bytes instead of the whole payload.
+class _BriefRepr:
+    """A received frame's ``repr``: its type and stream, nothing computed from its body.
 
     h2 formats ``repr(frame)`` for its trace log on *every* received frame, whether
-    anyone listens or not, and hyperframe hexlifies the entire DATA payload to show
-    its first 20 hex digits: that was more than half the CPU of a bulk download
-    (benchmark 3 of issue 3). Same text, bounded cost. Only the frames our own
-    connections receive get this class (:class:`_FrameBuffer`); hyperframe itself is untouched.
+    anyone listens or not (our roles give h2 no logger: the text is thrown away).
+    hyperframe's repr formats the flags and hexlifies the body -- the whole DATA
+    payload, which was more than half the CPU of a bulk download (benchmark 3 of
+    issue 3), and 1.1 us for a small HEADERS frame (0.17 us here, timeit; ~2 % of
+    the device's time on an uplink GetServiceCapabilities, py-spy). Only the frames our
+    own connections receive get these classes (:class:`_FrameBuffer`); hyperframe
+    itself is untouched.
     """
 
-    def _body_repr(self) -> str:
-        data = self.data
-        shown = "None" if not data else "<hex:" + data[:10].hex() + ("..." if len(data) > 10 else "") + ">"
-        return f"padding_length={self.pad_length}, data={shown}"
+    stream_id: int
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(stream_id={self.stream_id})"
+
+
+#: Each frame class h2 dispatches on -> the same class with :class:`_BriefRepr`'s repr.
+_BRIEF: dict[type[hyperframe.frame.Frame], type[hyperframe.frame.Frame]] = {
+    cls: type(cls.__name__, (_BriefRepr, cls), {})
+    for cls in (
+        hyperframe.frame.DataFrame,
+        hyperframe.frame.HeadersFrame,
+        hyperframe.frame.PriorityFrame,
+        hyperframe.frame.RstStreamFrame,
+        hyperframe.frame.SettingsFrame,
+        hyperframe.frame.PushPromiseFrame,
+        hyperframe.frame.PingFrame,
+        hyperframe.frame.GoAwayFrame,
+        hyperframe.frame.WindowUpdateFrame,
+        hyperframe.frame.ContinuationFrame,
+        hyperframe.frame.AltSvcFrame,
+        hyperframe.frame.ExtensionFrame,
+    )
+}
 
 
 class _FrameBuffer(h2.frame_buffer.FrameBuffer):
-    """h2's frame buffer handing out :class:`_DataFrame` for DATA frames (our connections only)."""
+    """h2's frame buffer handing out frames of the :data:`_BRIEF` classes (our connections only)."""
 
     def __next__(self) -> hyperframe.frame.Frame:
         frame = super().__next__()
-        if type(frame) is hyperframe.frame.DataFrame:
-            frame.__class__ = _DataFrame
+        brief = _BRIEF.get(type(frame))
+        if brief is not None:
+            frame.__class__ = brief
         return frame
 
 
-def _cheap_data_frame_repr(conn: h2.connection.H2Connection) -> None:
-    """Give ``conn`` the :class:`_FrameBuffer`; its dispatch table handles :class:`_DataFrame` as DATA."""
+def _brief_frame_repr(conn: h2.connection.H2Connection) -> None:
+    """Give ``conn`` the :class:`_FrameBuffer`; its dispatch table handles each brief class as its base."""
     conn.incoming_buffer.__class__ = _FrameBuffer
     table = conn._frame_dispatch_table
-    table[_DataFrame] = table[hyperframe.frame.DataFrame]
+    for base, brief in _BRIEF.items():
+        table[brief] = table[base]
 
 
 def _keep_header_values_out_of_logs() -> None:
@@ -366,7 +386,7 @@ class H2Role:
         )
         _keep_header_values_out_of_logs()
         conn = h2.connection.H2Connection(config=config)
-        _cheap_data_frame_repr(conn)
+        _brief_frame_repr(conn)
         # Our SETTINGS are the *initial* values, so h2 applies them at once and
         # the peer's ACK changes nothing.
         conn.local_settings = Settings(
@@ -958,22 +978,14 @@ class H2Role:
     def _encode(
         self, headers: Iterable[tuple[str | bytes, str | bytes]], *, response: bool
     ) -> list[tuple[bytes, bytes]]:
-        """Headers to bytes, normalised and checked as h2 would (it does not do it again: see
-        ``__init__``); sensitive fields stay ``NeverIndexedHeaderTuple`` (never HPACK-indexed)."""
+        """Headers to bytes, normalised and checked as h2 would (:func:`~.headers.prepare_sent`; h2
+        does not do it again: see ``__init__``); sensitive fields become ``NeverIndexedHeaderTuple``
+        (never HPACK-indexed)."""
         encoded = [(_wire(n, "name"), _wire(v, "value")) for n, v in headers]
-        flags = HeaderValidationFlags(
-            is_client=self.client_side,
-            is_trailer=False,
-            is_response_header=response,
-            is_push_promise=False,
-        )
         try:
-            checked = list(
-                validate_outbound_headers(normalize_outbound_headers(encoded, flags), flags)
-            )
-        except h2.exceptions.ProtocolError as e:
+            return prepare_sent(encoded, response=response)
+        except MalformedHeaders as e:
             raise LocalProtocolError(f"headers not allowed in HTTP/2: {e}") from e
-        return checked
 
     @staticmethod
     def _with_length(

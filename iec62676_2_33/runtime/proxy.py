@@ -204,7 +204,8 @@ class _Body:
     def __init__(self, receive: Receive, budget: _Budget, declared: int | None, deadline: float | None) -> None:
         self.receive = receive
         self.deadline = deadline
-        self.due = asyncio.get_running_loop().time() + (deadline if deadline is not None else float("inf"))
+        self.loop = asyncio.get_running_loop()
+        self.due = self.loop.time() + (deadline if deadline is not None else float("inf"))
         self.budget = budget
         self.declared = declared
         self.received = 0
@@ -214,20 +215,23 @@ class _Body:
     async def next(self) -> bytes:
         """The next chunk, counted in the budget until :meth:`release`."""
         limits = self.budget.limits
-        try:
-            async with asyncio.timeout(limits.timeout):
-                await self.budget.room()
-        except TimeoutError:
-            self.budget.stats.refused_busy += 1
-            raise _Answer(503, "the proxy is busy; retry later\n", _retry_after(limits)) from None
-        now = asyncio.get_running_loop().time()
+        # The budget is checked before a wait is armed: an asyncio.timeout costs ~3 us of the
+        # ~740 us of cloud CPU a proxied call takes, and a request under budget never waits.
+        if self.budget.stats.in_flight >= limits.max_in_flight:
+            try:
+                async with asyncio.timeout(limits.timeout):
+                    await self.budget.room()
+            except TimeoutError:
+                self.budget.stats.refused_busy += 1
+                raise _Answer(503, "the proxy is busy; retry later\n", _retry_after(limits)) from None
+        now = self.loop.time()
         try:
             if now >= self.due:
                 raise TimeoutError
             async with asyncio.timeout(min(limits.timeout, self.due - now)):
                 message = await self.receive()
         except TimeoutError:
-            if asyncio.get_running_loop().time() >= self.due:
+            if self.loop.time() >= self.due:
                 raise _Answer(408, f"the request body was not complete within {self.deadline:g} s\n") from None
             raise _Answer(408, f"no request body arrived for {limits.timeout:g} s\n") from None
         if message["type"] == "http.disconnect":
