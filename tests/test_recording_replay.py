@@ -21,7 +21,7 @@ import zeep
 from conftest import USER, seed_device
 from helpers import fault_chain
 from lxml import etree
-from recording_env import T0, make_video, stamp
+from recording_env import T0, make_video, replay_play, stamp
 from rtsp_env import RawPlayer
 from served_app import body_of, serve_app, soap_call
 from uplink_env import wait_until
@@ -147,20 +147,8 @@ def distance(a: bytes, b: bytes) -> float:
 
 def play_window(uri: str, clock_range: str, frames: int = 5) -> tuple[dict[str, str], list[bytes]]:
     """The ONVIF replay PLAY on ``uri``; the PLAY response headers and the first decoded pictures."""
-    player = RawPlayer(uri)
+    player, status, head = replay_play(uri, clock_range)
     try:
-        status, head, sdp = player.request("DESCRIBE", uri, "Accept: application/sdp", "Require: onvif-replay")
-        assert status == 200, (status, head)
-        base = head.get("content-base", uri + "/")
-        control = next(line[len("a=control:"):] for line in sdp.decode().splitlines()
-                       if line.startswith("a=control:") and line != "a=control:*")
-        track = control if control.startswith("rtsp://") else base.rstrip("/") + "/" + control
-        status, head, _ = player.request("SETUP", track, "Transport: RTP/AVP/TCP;unicast;interleaved=0-1",
-                                         "Require: onvif-replay")
-        assert status == 200, (status, head)
-        session = head["session"].split(";")[0]
-        status, head, _ = player.request("PLAY", base, f"Session: {session}", "Require: onvif-replay",
-                                         f"Range: {clock_range}")
         assert status == 200, (status, head)
         stream = h264_of(player, frames + 3)
     finally:
@@ -224,19 +212,9 @@ def test_replay_of_a_single_mkv_and_refusals_anx_b_3(replay: tuple[str, ReplaySe
     _, frames = play_window(uri, f"clock={stamp(T0 + 2)}-")
     assert closest(frames[0], candidates) == "k@2"
 
-    player = RawPlayer(uri)
-    try:
-        status, head, sdp = player.request("DESCRIBE", uri, "Accept: application/sdp")
-        base = head.get("content-base", uri + "/")
-        control = next(line[len("a=control:"):] for line in sdp.decode().splitlines()
-                       if line.startswith("a=control:") and line != "a=control:*")
-        track = control if control.startswith("rtsp://") else base.rstrip("/") + "/" + control
-        status, head, _ = player.request("SETUP", track, "Transport: RTP/AVP/TCP;unicast;interleaved=0-1")
-        status, _, _ = player.request("PLAY", base, f"Session: {head['session'].split(';')[0]}",
-                                      f"Range: clock={stamp(T0 + 60)}-")
-        assert status == 457
-    finally:
-        player.close()
+    player, status, _ = replay_play(uri, f"clock={stamp(T0 + 60)}-", onvif=False)
+    player.close()
+    assert status == 457
 
     for token, stream, protocol, chain in (
             ("nope", "RTP-Unicast", "RTSP", ["env:Sender", "ter:InvalidArgVal", "ter:NoRecording"]),

@@ -33,8 +33,8 @@ import zeep.exceptions
 from camera import HEIGHT, WIDTH
 from conftest import USER, seed_device
 from helpers import one_line_error
-from recording_env import T0, make_video, stamp
-from rtsp_env import DEVICE, RawPlayer, video_env
+from recording_env import T0, make_video, replay_play, stamp
+from rtsp_env import DEVICE, video_env
 from rtsp_env import TOKEN as TOKEN_LIVE
 from zeep.wsse.username import UsernameToken
 
@@ -146,22 +146,9 @@ def ffprobe(uri: str) -> subprocess.CompletedProcess[str]:
 
 def clock_play(uri: str, clock: str) -> int:
     """Status of an ONVIF replay PLAY (``Range: clock=…``, ``Require: onvif-replay``) after DESCRIBE and SETUP."""
-    player = RawPlayer(uri)
-    try:
-        status, head, sdp = player.request("DESCRIBE", uri, "Accept: application/sdp", "Require: onvif-replay")
-        assert status == 200, (status, head)
-        base = head.get("content-base", uri + "/")
-        control = next(line[len("a=control:"):] for line in sdp.decode().splitlines()
-                       if line.startswith("a=control:") and line != "a=control:*")
-        track = control if control.startswith("rtsp://") else base.rstrip("/") + "/" + control
-        status, head, _ = player.request("SETUP", track, "Transport: RTP/AVP/TCP;unicast;interleaved=0-1",
-                                         "Require: onvif-replay")
-        assert status == 200, (status, head)
-        status, _, _ = player.request("PLAY", base, f"Session: {head['session'].split(';')[0]}",
-                                      "Require: onvif-replay", f"Range: clock={clock}-")
-        return status
-    finally:
-        player.close()
+    player, status, _ = replay_play(uri, f"clock={clock}-")
+    player.close()
+    return status
 
 
 def refused(uri: str) -> bool:

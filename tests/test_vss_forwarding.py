@@ -25,8 +25,8 @@ from conftest import ADMIN, OPERATOR, USER
 from conftest import seed_device as seed_lower
 from helpers import fault_chain
 from lxml import etree
-from recording_env import T0, make_video, stamp
-from rtsp_env import RawPlayer, decode_frames, decoded_frames
+from recording_env import T0, make_video, replay_play, stamp
+from rtsp_env import decode_frames, decoded_frames
 from served_app import serve_app
 from uplink_env import Device, Pki, wait_until
 from uplink_env import seed_device as seed_uplink_device
@@ -431,24 +431,11 @@ def ffprobe(uri: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=PROBE_TIMEOUT, check=False)
 
 
-def replay_play(uri: str, clock_range: str) -> tuple[int, str]:
+def clock_range_play(uri: str, clock_range: str) -> tuple[int, str]:
     """An ONVIF replay session (DESCRIBE, SETUP, PLAY with ``Range: clock=…``): the PLAY's status and Range."""
-    player = RawPlayer(uri)
-    try:
-        status, head, sdp = player.request("DESCRIBE", uri, "Accept: application/sdp", "Require: onvif-replay")
-        assert status == 200, (status, head)
-        base = head.get("content-base", uri + "/")
-        control = next(line[len("a=control:"):] for line in sdp.decode().splitlines()
-                       if line.startswith("a=control:") and line != "a=control:*")
-        track = control if control.startswith("rtsp://") else base.rstrip("/") + "/" + control
-        status, head, _ = player.request("SETUP", track, "Transport: RTP/AVP/TCP;unicast;interleaved=0-1",
-                                         "Require: onvif-replay")
-        assert status == 200, (status, head)
-        status, head, _ = player.request("PLAY", base, f"Session: {head['session'].split(';')[0]}",
-                                         "Require: onvif-replay", f"Range: {clock_range}")
-        return status, head.get("range", "")
-    finally:
-        player.close()
+    player, status, head = replay_play(uri, clock_range)
+    player.close()
+    return status, head.get("range", "")
 
 
 @needs_replay
@@ -462,9 +449,9 @@ def test_replay_uri_relayed_by_the_vss_anx_b_3(hierarchy: Hierarchy) -> None:
     probe = ffprobe(uri)
     assert probe.returncode == 0, probe.stderr[-2000:]
     assert probe.stdout.split() == ["h264,320,240"]
-    status, npt = replay_play(uri, f"clock={stamp(T0 + 2)}-")
+    status, npt = clock_range_play(uri, f"clock={stamp(T0 + 2)}-")
     assert status == 200 and npt.startswith("npt=2")  # the replay server mapped the clock through the relay
-    assert replay_play(uri, f"clock={stamp(T0 + 60)}-")[0] == 457  # after the recording
+    assert clock_range_play(uri, f"clock={stamp(T0 + 60)}-")[0] == 457  # after the recording
     status, chain = refused(hierarchy.site, REPLAY_PATH, "<trp:GetReplayUri><trp:StreamSetup><tt:Stream>RTP-Unicast"
                             "</tt:Stream><tt:Transport><tt:Protocol>RTSP</tt:Protocol></tt:Transport>"
                             "</trp:StreamSetup><trp:RecordingToken>rec-a</trp:RecordingToken></trp:GetReplayUri>")
@@ -511,7 +498,7 @@ def test_forensic_example_7_8_2(hierarchy: Hierarchy) -> None:
     run = decode_frames(uri, 20)
     assert run.returncode == 0, run.stderr[-2000:]
     assert decoded_frames(run.stderr) >= 20
-    status, npt = replay_play(uri, f"clock={stamp(T0 + 2)}-")  # the window the search found, 2 s into it
+    status, npt = clock_range_play(uri, f"clock={stamp(T0 + 2)}-")  # the window the search found, 2 s into it
     assert status == 200 and npt.startswith("npt=2")  # mapped by the device's replay server, through both fronts
 
 
