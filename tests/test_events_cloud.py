@@ -16,11 +16,13 @@ import datetime as dt
 import logging
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from conftest import ADMIN, seed_device
 from helpers import fault_chain
-from test_events_push import Consumer, consumer  # noqa: F401 - fixture
+from test_events_push import Consumer, _stock_notification_manager, consumer  # noqa: F401 - fixture
 from test_events_service import NS, answer, envelope, events_of, post, sample, topic
 
 from iec62676_2_33.domain.registry import ResourceRegistry
@@ -97,15 +99,15 @@ class _Records(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-async def _renew_across_restart(data: Path, port: int) -> tuple[int, str, str, int]:
-    """Subscribe with the stock manager, restart the device, make the manager renew now; returns (times the
-    manager reported the subscription lost, old and new pull point address, HTTP status of a pull on the new)."""
+async def _renew_across_restart(host: str, port: int, restart: Callable[[], None]) -> tuple[int, str, str, int]:
+    """Subscribe with the stock manager at ``host:port``, ``restart`` the device, make the manager renew now;
+    returns (times the manager reported the subscription lost, old and new pull point address, HTTP status of a
+    pull on the new)."""
     import onvif
     from onvif import ONVIFCamera
 
     pull_point = "http://www.onvif.org/ver10/events/wsdl/PullPointSubscription"
-    service = _start(data, port)
-    cam = ONVIFCamera("127.0.0.1", port, *ADMIN, os.path.join(os.path.dirname(onvif.__file__), "wsdl"),
+    cam = ONVIFCamera(host, port, *ADMIN, os.path.join(os.path.dirname(onvif.__file__), "wsdl"),
                       no_cache=True, adjust_time=True)
     lost: list[int] = []
     try:
@@ -113,8 +115,7 @@ async def _renew_across_restart(data: Path, port: int) -> tuple[int, str, str, i
         manager = await asyncio.wait_for(
             cam.create_pullpoint_manager(dt.timedelta(seconds=60), lambda: lost.append(1)), TIMEOUT)
         old = cam.xaddrs[pull_point]
-        await asyncio.get_running_loop().run_in_executor(None, service.stop)
-        service = await asyncio.get_running_loop().run_in_executor(None, _start, data, port)
+        await asyncio.get_running_loop().run_in_executor(None, restart)
         manager.resume()  # the public way to renew now instead of in 48 s
         for _ in range(int(TIMEOUT / 0.05)):  # bounded: until the manager has subscribed again
             if cam.xaddrs[pull_point] != old:
@@ -128,7 +129,26 @@ async def _renew_across_restart(data: Path, port: int) -> tuple[int, str, str, i
         return len(lost), old, new, status
     finally:
         await cam.close()
-        service.stop()
+
+
+def _stock_renewal(host: str, port: int, restart: Callable[[], None]) -> tuple[int, list[str], str, str, int]:
+    """:func:`_renew_across_restart` with the library's log captured: (lost, "Failed to renew" lines, old, new,
+    status)."""
+    records, library = _Records(), logging.getLogger("onvif")
+    level = library.level
+    library.addHandler(records)
+    library.setLevel(logging.DEBUG)
+    try:
+        lost, old, new, status = asyncio.run(_renew_across_restart(host, port, restart))
+    finally:
+        library.removeHandler(records)
+        library.setLevel(level)
+    return lost, [line for line in records.lines if "Failed to renew" in line], old, new, status
+
+
+#: What the stock client logs when its Renew meets the fault for a subscription that is gone.
+RESOURCE_UNKNOWN = ("(subcodes:{http://www.onvif.org/ver10/error}InvalidArgVal,"
+                    "{http://www.onvif.org/ver10/error}ResourceUnknown)")
 
 
 def test_stock_pull_point_manager_resubscribes_after_a_device_restart_evt_4_gen_2(tmp_path: Path) -> None:
@@ -137,18 +157,86 @@ def test_stock_pull_point_manager_resubscribes_after_a_device_restart_evt_4_gen_
     point on the restarted device, which then answers PullMessages."""
     data = tmp_path / "device"
     seed_device(data)
-    records, library = _Records(), logging.getLogger("onvif")
-    level = library.level
-    library.addHandler(records)
-    library.setLevel(logging.DEBUG)
+    port = _free_port()
+    services = [_start(data, port)]
+
+    def restart() -> None:
+        services[0].stop()
+        services[0] = _start(data, port)
+
     try:
-        lost, old, new, status = asyncio.run(_renew_across_restart(data, _free_port()))
+        lost, failed, old, new, status = _stock_renewal("127.0.0.1", port, restart)
     finally:
-        library.removeHandler(records)
-        library.setLevel(level)
+        services[0].stop()
     assert lost == 1
-    failed = [line for line in records.lines if "Failed to renew" in line]
-    assert len(failed) == 1 and failed[0].endswith(  # the stock client saw the fault, not a broken connection
-        "(subcodes:{http://www.onvif.org/ver10/error}InvalidArgVal,{http://www.onvif.org/ver10/error}ResourceUnknown)")
+    assert len(failed) == 1 and failed[0].endswith(RESOURCE_UNKNOWN)  # the fault, not a broken connection
     assert new != old and "/onvif/event_service/subscription/" in new
     assert status == 200
+
+
+def test_stock_pull_point_manager_resubscribes_through_the_cloud_proxy_evt_4_gen_2(tmp_path: Path) -> None:
+    """EVT-4, GEN-2: the same through the cloud's HTTP proxy to a device reached only over its uplink: the
+    device restarts, dials again, the stock manager's Renew through the proxy meets ResourceUnknown, and its new
+    pull point (an address through the proxy) answers PullMessages."""
+    from uplink_env import Cloud, Device, Pki, wait_until
+    from uplink_env import seed_device as seed_uplink_device
+
+    certs = Pki(tmp_path / "pki")
+    cloud = Cloud(certs)
+    try:
+        seed_uplink_device(tmp_path / "dev", certs, "cam-r", [(cloud.uplink_url(), ("User",))])
+        devices = [Device(tmp_path / "dev", listen=False)]
+
+        def restart() -> None:
+            devices[0].stop()
+            wait_until(lambda: "cam-r" not in cloud.device_ids(), TIMEOUT, what="the old uplink gone")
+            devices[0] = Device(tmp_path / "dev", listen=False)
+            cloud.wait_for("cam-r")
+
+        try:
+            cloud.wait_for("cam-r")
+            assert cloud.proxy_url is not None
+            base = f"{cloud.proxy_url}/devices/cam-r"
+            lost, failed, old, new, status = _stock_renewal(f"{base}/onvif/device_service#",
+                                                            int(urlsplit(cloud.proxy_url).port or 80), restart)
+        finally:
+            devices[0].stop()
+    finally:
+        cloud.stop()
+    assert lost == 1
+    assert len(failed) == 1 and failed[0].endswith(RESOURCE_UNKNOWN)
+    assert new != old and new.startswith(base + "/onvif/event_service/subscription/")
+    assert status == 200
+
+
+def test_stock_notification_manager_through_the_cloud_proxy_evt_10_gen_2(
+        tmp_path: Path, consumer: Consumer) -> None:  # noqa: F811
+    """EVT-10, GEN-2: onvif-zeep-async's NotificationManager, unmodified, through the cloud's HTTP proxy to a
+    device reached only over its uplink: it bootstraps (GetCapabilities' XAddrs point back through the proxy),
+    subscribes, parses the Notify the device pushes to its consumer and unsubscribes at shutdown. The library
+    builds ``http://host:port/onvif/device_service`` itself, so the host it is given ends with ``#`` to keep
+    the proxy's ``/devices/<id>`` prefix (docs/interop.md)."""
+    from uplink_env import Cloud, Device, Pki
+    from uplink_env import seed_device as seed_uplink_device
+
+    certs = Pki(tmp_path / "pki")
+    cloud = Cloud(certs)
+    try:
+        seed_uplink_device(tmp_path / "dev", certs, "cam-s", [(cloud.uplink_url(), ("User",))])
+        with ResourceRegistry(tmp_path / "dev" / "resources.db") as registry:
+            sample(registry)
+            device = Device(tmp_path / "dev", listen=False)
+            try:
+                cloud.wait_for("cam-s")
+                assert cloud.proxy_url is not None
+                host = f"{cloud.proxy_url}/devices/cam-s/onvif/device_service#"
+                port = int(urlsplit(cloud.proxy_url).port or 80)
+                seen = asyncio.run(_stock_notification_manager(host, port, consumer))
+            finally:
+                device.stop()
+    finally:
+        cloud.stop()
+    assert seen == [("Initialized", "tns1:Resource/MediaProfile", "dev7:prof1"),
+                    ("Initialized", "tns1:Resource/MediaProfile", "dev7:prof2"),
+                    ("Initialized", "tns1:Resource/VideoSource", "dev7:vs1"),
+                    ("Initialized", "tns1:Resource/MediaProfile", "dev8:prof1")]
