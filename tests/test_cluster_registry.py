@@ -18,6 +18,7 @@ import nats
 import pytest
 from cluster_env import NatsServer, have
 from helpers import run
+from nats.js.errors import ServiceUnavailableError
 
 from iec62676_2_33.cluster.records import DeviceRecord, device_key
 from iec62676_2_33.cluster.registry import ClusterRegistry
@@ -151,6 +152,39 @@ async def test_a_swept_entry_of_a_live_uplink_is_claimed_again(server: NatsServe
         assert ids(a) == [("cam-1", "a")] and not a.superseded
     finally:
         await stop_node(a)
+        await stop_node(b)
+
+
+async def test_a_rebuild_that_fails_while_jetstream_starts_is_retried(server: NatsServer) -> None:
+    """NATS restarted with an empty store: the node's first rebuild after it reconnects fails (JetStream
+    not up yet); the node tries again rather than giving up, and its live device is in the new registry."""
+    b = await start_node(server.url, "b")
+    registry = b.registry
+    opened = registry._open
+    failures: list[int] = []
+
+    async def open_once_failing() -> None:
+        if not failures:
+            failures.append(1)
+            raise ServiceUnavailableError()
+        await opened()
+
+    try:
+        registry.connected(b.record("cam-7"))
+        await until(lambda: ids(b) == [("cam-7", "b")], "claimed")
+        registry._open = open_once_failing  # type: ignore[method-assign]
+        server.kill()
+        for path in sorted(server.store.rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        server.start()
+        c = await start_node(server.url, "c")
+        try:
+            await until(lambda: ids(c) == [("cam-7", "b")], "rebuilt after a failed first attempt",
+                        timeout=BOUND + 10)
+        finally:
+            await stop_node(c)
+        assert failures == [1]
+    finally:
         await stop_node(b)
 
 

@@ -301,8 +301,8 @@ class ClusterRegistry:
             self._wake.clear()
             try:
                 if self._resync.is_set():
-                    self._resync.clear()
                     await self._open()
+                    self._resync.clear()  # only now: a failed rebuild (JetStream not up yet) is retried
                     for held in self._local.values():
                         held.takeover, held.revision = False, None
                     for device_id in list(self._local):
