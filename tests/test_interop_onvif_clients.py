@@ -244,6 +244,49 @@ def test_onvif_zeep_async_and_raw_soap_through_cloud_proxy_gen_2_gen_3_rq_5_rq_6
         cloud.stop()
 
 
+def test_onvif_zeep_async_by_device_host_name_through_cloud_proxy_gen_2_gen_3_rq_5(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GEN-2, GEN-3, RQ-5: with ``--device-domain devices.test`` the proxy routes ``Host: cam-h.devices.test``
+    to device cam-h with paths unchanged, so onvif-zeep-async's ``ONVIFCamera("cam-h.devices.test", port)``
+    runs the whole workflow as it would against a camera: every XAddr and subscription address is on that
+    host. Name resolution stands in for the wildcard DNS record an operator gives the domain; the client is
+    not touched. A host of another domain still gets the ``/devices/<id>`` front, an unknown device 404."""
+    import socket
+
+    from uplink_env import Cloud, Device, Pki, seed_device
+
+    real = socket.getaddrinfo
+
+    def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:  # the wildcard record *.devices.test
+        return real("127.0.0.1" if str(host).endswith(".devices.test") else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    certs = Pki(tmp_path / "pki")
+    cloud = Cloud(certs, device_domain="devices.test")
+    try:
+        seed_device(tmp_path / "dev", certs, "cam-h", [(cloud.uplink_url(), ("User",))])
+        with ResourceRegistry(tmp_path / "dev" / "resources.db") as reg:
+            reg.upsert_many(sample("cam-h"))
+            device = Device(tmp_path / "dev", listen=False)
+            try:
+                cloud.wait_for("cam-h")
+                assert cloud.proxy_url is not None
+                port = int(urlsplit(cloud.proxy_url).port or 80)
+                asyncio.run(check_onvif_zeep_async_workflow("cam-h.devices.test", port, reg, "cam-h",
+                                                            f"http://cam-h.devices.test:{port}"))
+                for host, status in ((f"nope.devices.test:{port}", 404), (f"127.0.0.1:{port}", 404)):
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=CALL_TIMEOUT)
+                    try:
+                        conn.request("GET", "/onvif/device_service", headers={"Host": host})
+                        assert conn.getresponse().status == status, host
+                    finally:
+                        conn.close()
+            finally:
+                device.stop()
+    finally:
+        cloud.stop()
+
+
 # -- raw SOAP 1.2, written from the ONVIF documents -----------------------------------------
 
 

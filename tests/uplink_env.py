@@ -65,13 +65,14 @@ class Cloud:
     """``run_cloud`` (TLS listener + HTTP proxy) in a background thread."""
 
     def __init__(self, certs: Pki, *, port: int = 0, settings: ListenerSettings | None = None,
-                 client_cas: Sequence[Path] | None = None, proxy: bool = True) -> None:
+                 client_cas: Sequence[Path] | None = None, proxy: bool = True,
+                 device_domain: str | None = None) -> None:
         self._ready = threading.Event()
         self.listener: CloudListener | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         options = CloudOptions(listen=f"127.0.0.1:{port}", cert=certs.cert, key=certs.key,
                                client_cas=list(client_cas or [certs.ca_file]),
-                               proxy="127.0.0.1:0" if proxy else None)
+                               proxy="127.0.0.1:0" if proxy else None, device_domain=device_domain)
 
         def ready(cloud: CloudListener) -> None:
             self.listener = cloud

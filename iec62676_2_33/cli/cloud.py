@@ -30,6 +30,9 @@ def register(sub: Any) -> None:
                         "uplink UserLevel: loopback only unless --proxy-allow-remote)")
     p.add_argument("--proxy-allow-remote", action="store_true",
                    help="let --proxy bind a non-loopback address (put your own authentication in front)")
+    p.add_argument("--device-domain", metavar="DOMAIN",
+                   help="the proxy also routes Host: <device id>.DOMAIN to that device, paths unchanged, so a stock "
+                        "ONVIF client can use http://<device id>.DOMAIN:PORT (give DOMAIN a wildcard DNS record)")
     p.add_argument("--rtsp", type=host_port, metavar="HOST:PORT",
                    help="also serve live video to RTSP players: rtsp://HOST:PORT/devices/<id>/<media token> "
                         "(RTSP over TCP; loopback only unless --rtsp-allow-remote)")
@@ -118,6 +121,7 @@ def serve(args: argparse.Namespace) -> int:
 
     options = CloudOptions(listen=args.listen, cert=args.cert, key=args.key, client_cas=args.client_ca,
                            identity=args.identity, proxy=args.proxy, proxy_allow_remote=args.proxy_allow_remote,
+                           device_domain=args.device_domain,
                            path=args.path, rtsp=args.rtsp, rtsp_allow_remote=args.rtsp_allow_remote,
                            jwt_issuers=args.jwt_issuer, jwt_audience=args.jwt_audience, jwt_keys=args.jwt_keys,
                            jwt_keys_ca=args.jwt_keys_ca, jwt_identity_claim=args.jwt_identity_claim,

@@ -46,6 +46,8 @@ class CloudOptions:
     identity: str = "cn"
     proxy: str | None = None
     proxy_allow_remote: bool = False
+    #: The proxy also routes ``Host: <device id>.<device_domain>`` to that device (``--device-domain``).
+    device_domain: str | None = None
     rtsp: str | None = None
     rtsp_allow_remote: bool = False
     path: str | None = None
@@ -173,7 +175,8 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
 
         pbound = proxy_sock.getsockname()
         announce(f"cloud proxy on http://{pbound[0]}:{pbound[1]}/devices")
-        tasks.append(asyncio.create_task(serve_asgi(UplinkProxy(cloud, rtsp_base=rtsp_base, router=router), proxy_sock,
+        tasks.append(asyncio.create_task(serve_asgi(UplinkProxy(cloud, rtsp_base=rtsp_base, router=router,
+                                                                     device_domain=options.device_domain), proxy_sock,
                                                     lambda: wait_event(stop))))
     stopped = asyncio.ensure_future(stop.wait())
     try:

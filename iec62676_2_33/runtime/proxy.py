@@ -7,6 +7,16 @@ the client came from through ``X-Forwarded-For/-Host/-Proto/-Prefix`` so it can
 build addresses that point back through the proxy. The app speaks ASGI only and
 knows nothing of the server that ``run_cloud`` runs it on.
 
+Host-based routing (``device_domain``, ``cloud serve --device-domain``) gives each
+device an address a stock ONVIF client uses as it is: a request whose ``Host``
+is ``<device id>.<device domain>[:port]`` goes to that device with its path
+unchanged and no ``X-Forwarded-Prefix``, so the addresses the device returns
+(GetServices XAddrs, subscription references, stream URIs) are on that host
+too. onvif-zeep-async's ``ONVIFCamera(host, port)`` then needs nothing more
+than a DNS name (a wildcard record for the domain). Only device ids that are
+DNS labels (letters, digits, ``-``) can be reached so; the label is compared
+as sent, then without case when exactly one connected device matches.
+
 Theory of operation: budgets and back-pressure
 ----------------------------------------------
 The proxy asks for no credentials (it binds loopback unless
@@ -68,6 +78,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -92,6 +103,8 @@ _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"tr
 
 #: Where the cloud's RTSP front serves this device (only the proxy sets it).
 _RTSP_BASE = b"x-iec62676-rtsp-base"
+#: A device id that can be the first label of a host name (host-based routing).
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 MIB = 1 << 20
 #: The largest request body forwarded (the device's own HTTP/2 limit is 16 MiB too).
@@ -284,8 +297,10 @@ class UplinkProxy:
 
     def __init__(self, cloud: CloudListener, *, limits: ProxyLimits | None = None,
                  rtsp_base: str | None = None, router: NodeRouter | None = None,
-                 trust_forwarded: bool = False) -> None:
+                 trust_forwarded: bool = False, device_domain: str | None = None) -> None:
         self.cloud = cloud
+        #: ``Host: <device id>.<device_domain>`` routes to that device (module docstring).
+        self.device_domain = device_domain.strip(".").lower() if device_domain else None
         #: In a cluster: relays requests for devices held by other nodes (:mod:`..cluster.router`).
         self.router = router
         #: Keep the ``X-Forwarded-*`` a client sent: only on a node's internal listener, whose
@@ -307,6 +322,11 @@ class UplinkProxy:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
+        by_host = self._host_device(scope)
+        if by_host is not None:
+            await self._forward(scope, receive, send, by_host, (scope.get("raw_path") or path.encode("utf-8"))
+                                .decode("latin-1"), prefix="")
+            return
         if path in ("/devices", "/devices/"):
             if scope["method"] not in ("GET", "HEAD"):
                 await _plain(send, 405, "only GET lists the devices\n")
@@ -325,12 +345,31 @@ class UplinkProxy:
         device_id = unquote(encoded_id.decode("latin-1"))
         await self._forward(scope, receive, send, device_id, "/" + rest.decode("latin-1"))
 
-    async def _forward(self, scope: Scope, receive: Receive, send: Send, device_id: str, rest: str) -> None:
+    def _host_device(self, scope: Scope) -> str | None:
+        """The device a ``Host: <id>.<device_domain>`` names, or ``None`` (no domain configured, another host)."""
+        if self.device_domain is None:
+            return None
+        host = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() in (b"host", b":authority")), "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        label, dot, domain = name.partition(".")
+        if not dot or domain.rstrip(".").lower() != self.device_domain or not _LABEL.fullmatch(label):
+            return None
+        if self.router is None:
+            known = [d.device_id for d in self.cloud.devices()]
+            if label not in known:
+                folded = [d for d in known if d.lower() == label.lower()]
+                return folded[0] if len(folded) == 1 else label
+        return label
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, device_id: str, rest: str, *,
+                       prefix: str | None = None) -> None:
+        """Forward to ``device_id``; ``prefix``: the X-Forwarded-Prefix the device gets (default
+        ``/devices/<id>``; ``""`` when the device was named by the host)."""
         try:
             channel = self.cloud.channel(device_id)
         except UnknownDevice:
             if self.router is not None and self.router.holds(device_id):
-                await self._route(scope, receive, send, device_id, rest)
+                await self._route(scope, receive, send, device_id, rest, prefix)
                 return
             await _plain(send, 404, f"device {device_id!r} is not connected; GET /devices lists the connected ones\n")
             return
@@ -349,55 +388,58 @@ class UplinkProxy:
             fields = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
                       if k.lower() == b"content-type"]
             body = _Body(receive, self._budget, declared, body_deadline(fields, self.limits.body_deadline))
-            await self._relay(scope, body, send, channel, device_id, rest)
+            await self._relay(scope, body, send, channel, device_id, rest, prefix)
         finally:
             self._budget.leave()
 
-    async def _route(self, scope: Scope, receive: Receive, send: Send, device_id: str, rest: str) -> None:
+    async def _route(self, scope: Scope, receive: Receive, send: Send, device_id: str, rest: str,
+                     prefix: str | None) -> None:
         """A device at another node of the cluster: relayed there under this proxy's admission."""
         assert self.router is not None
         if not self._budget.admit():
             await _plain(send, 503, "the proxy is busy; retry later\n", headers=_retry_after(self.limits))
             return
         try:
-            forwarded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self._forwarded(scope, device_id)]
+            forwarded = [(k.encode("latin-1"), v.encode("latin-1"))
+                         for k, v in self._forwarded(scope, device_id, prefix)]
             await self.router.forward(scope, receive, send, device_id, rest, forwarded)
         finally:
             self._budget.leave()
 
-    def _forwarded(self, scope: Scope, device_id: str) -> list[tuple[str, str]]:
+    def _forwarded(self, scope: Scope, device_id: str, prefix: str | None) -> list[tuple[str, str]]:
         """The ``X-Forwarded-*`` headers the device gets: this proxy's view of the client, or on an
         internal listener (``trust_forwarded``) the first node's."""
         host = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() in (b"host", b":authority")), "")
         client = scope.get("client") or ("", 0)
         ours = {"x-forwarded-for": str(client[0]), "x-forwarded-host": host,
                 "x-forwarded-proto": scope.get("scheme", "http"),
-                "x-forwarded-prefix": f"/devices/{quote(device_id, safe='')}"}
+                "x-forwarded-prefix": f"/devices/{quote(device_id, safe='')}" if prefix is None else prefix}
         if self.trust_forwarded:
             ours.update({k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
                          if k.decode("latin-1").lower() in ours})
         return list(ours.items())
 
-    def _request_head(self, scope: Scope, device_id: str, rest: str) -> tuple[str, list[tuple[str, str]]]:
+    def _request_head(self, scope: Scope, device_id: str, rest: str,
+                      prefix: str | None) -> tuple[str, list[tuple[str, str]]]:
         """The target and headers sent to the device: hop-by-hop and client X-Forwarded-* dropped, ours added."""
         target = rest + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
         # Names with "_" are dropped: WSGI maps x_forwarded_host and x-forwarded-host to one key.
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
                    if k.lower() not in _HOP_BY_HOP and not k.lower().startswith(b"x-forwarded-") and b"_" not in k
                    and k.lower() != _RTSP_BASE]
-        headers += self._forwarded(scope, device_id)
+        headers += self._forwarded(scope, device_id, prefix)
         if self.rtsp_base is not None:
             headers.append((_RTSP_BASE.decode(), f"{self.rtsp_base}/devices/{quote(device_id, safe='')}"))
         return target, headers
 
     async def _relay(self, scope: Scope, body: _Body, send: Send, channel: DeviceChannel, device_id: str,
-                     rest: str) -> None:
+                     rest: str, prefix: str | None) -> None:
         timeout = self.limits.timeout
         stream_id: int | None = None
         try:
             try:
                 chunk = await body.next()
-                target, headers = self._request_head(scope, device_id, rest)
+                target, headers = self._request_head(scope, device_id, rest, prefix)
                 length = body.declared if body.declared is not None else (None if body.more else len(chunk))
                 has_body = bool(chunk) or body.more
                 stream_id = await channel.open_stream(scope["method"], target, headers, end_stream=not has_body,
