@@ -23,6 +23,9 @@ from iec62676_2_33 import pki
 ROOT = Path(__file__).resolve().parent.parent
 BOUND = 15.0
 
+#: The domain under which every node's proxy routes Host: <device id>.<domain> (host-based routing).
+DEVICE_DOMAIN = "devices.test"
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -97,7 +100,7 @@ class Node:
                 "--cert", str(cert), "--key", str(key), "--client-ca", str(client_ca), "--proxy", "127.0.0.1:0",
                 "--proxy-protocol-from", balancer, "--nats", nats_url, "--node-id", name,
                 "--internal", "127.0.0.1:0", "--internal-cert", str(ncert), "--internal-key", str(nkey),
-                "--internal-ca", str(nodes.ca_file), "--cluster-ttl", str(ttl)]
+                "--internal-ca", str(nodes.ca_file), "--cluster-ttl", str(ttl), "--device-domain", DEVICE_DOMAIN]
         self.log = log
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=open(log, "wb"),  # noqa: SIM115
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=ROOT)

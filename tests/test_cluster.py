@@ -24,16 +24,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import nats
 import pytest
-from cluster_env import DeviceProcess, Haproxy, NatsServer, Node, NodePki, have
+from cluster_env import DEVICE_DOMAIN, DeviceProcess, Haproxy, NatsServer, Node, NodePki, have
+from lxml import etree
 from uplink_env import Device, Pki, seed_device, wait_until
 
 from iec62676_2_33.cluster.records import NodeRecord
 from iec62676_2_33.cluster.registry import _all_values, open_buckets
-from iec62676_2_33.namespaces import SOAP12_CONTENT_TYPE, SOAP_ENV, TUP
+from iec62676_2_33.namespaces import SOAP12_CONTENT_TYPE, SOAP_ENV, TDS, TUP
 from iec62676_2_33.transport.tls import ADMISSION_LOG_INTERVAL
 
 pytestmark = pytest.mark.skipif(not have("nats-server", "haproxy"),
@@ -48,6 +50,10 @@ GET_CAPABILITIES = (
     f'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="{SOAP_ENV}" xmlns:tup="{TUP}">'
     "<s:Body><tup:GetServiceCapabilities/></s:Body></s:Envelope>").encode()
 SOAP_CT = f'{SOAP12_CONTENT_TYPE}; action="{TUP}/GetServiceCapabilities"'
+GET_SERVICES = (
+    f'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="{SOAP_ENV}" xmlns:tds="{TDS}">'
+    "<s:Body><tds:GetServices><tds:IncludeCapability>false</tds:IncludeCapability></tds:GetServices>"
+    "</s:Body></s:Envelope>").encode()
 
 
 class Cluster:
@@ -124,6 +130,17 @@ def call(node: Node, device: str, timeout: float = 30.0) -> int:
     return answer.status_code
 
 
+def services_by_host(node: Node, host: str) -> str | None:
+    """The uplink service's XAddr in GetServices, asked through ``node``'s proxy with ``Host: host`` (no path
+    prefix: host-based routing)."""
+    answer = httpx.post(f"{node.proxy_url}/onvif/device_service", content=GET_SERVICES, timeout=30,
+                        headers={"content-type": SOAP12_CONTENT_TYPE, "host": host})
+    assert answer.status_code == 200, answer.text[:500]
+    root = etree.fromstring(answer.content)
+    return next((s.findtext(f"{{{TDS}}}XAddr") for s in root.iter(f"{{{TDS}}}Service")
+                 if s.findtext(f"{{{TDS}}}Namespace") == TUP), None)
+
+
 async def internal_addresses(url: str) -> dict[str, str]:
     nc = await nats.connect(url, connect_timeout=5, allow_reconnect=False)
     try:
@@ -139,10 +156,12 @@ def test_three_nodes_behind_haproxy(cluster: Cluster) -> None:
     held = wait_until(lambda: converged(c, c.nodes), 45, 0.2, "every device listed once by every node")
     assert len(set(held.values())) >= 2, f"the balancer spread no devices: {held}"
 
-    # every node's proxy reaches every device, local or at another node
+    # every node's proxy reaches every device, local or at another node, by path and by host name
     for node in c.nodes:
         for device in sorted(held):
             assert call(node, device) == 200, (node.name, device, held[device])
+            host = f"{device}.{DEVICE_DOMAIN}:{urlsplit(node.proxy_url).port}"
+            assert services_by_host(node, host) == f"http://{host}/onvif/uplink_service", (node.name, device)
 
     # a forged node-to-node request: no client certificate, or one not issued by the node CA
     internal = asyncio.run(internal_addresses(c.nats.url))
