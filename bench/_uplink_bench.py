@@ -29,7 +29,8 @@ from iec62676_2_33 import pki
 from iec62676_2_33.http2.server import H2ServerRole
 from iec62676_2_33.runtime.dial import upgrade
 from iec62676_2_33.runtime.h2driver import H2Driver
-from iec62676_2_33.transport.tls import client_context, connect_tls
+from iec62676_2_33.transport.contexts import client_context
+from iec62676_2_33.transport.tls import connect_tls
 
 
 def raise_nofile() -> int:

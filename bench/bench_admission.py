@@ -47,7 +47,8 @@ from _uplink_bench import Certs, device_contexts, machine, raise_nofile
 from iec62676_2_33.runtime.cloud import CloudListener, ListenerSettings, MtlsAuthenticator
 from iec62676_2_33.runtime.dial import upgrade
 from iec62676_2_33.sansio.admission import Admission, AdmissionLimits
-from iec62676_2_33.transport.tls import connect_tls, server_context, start_tls_server
+from iec62676_2_33.transport.contexts import server_context
+from iec62676_2_33.transport.tls import connect_tls, start_tls_server
 
 PER_ROUND = 12.0  # seconds a device round may take before it counts as locked out (> the 10 s deadline)
 

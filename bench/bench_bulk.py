@@ -45,7 +45,8 @@ def device_main(conn: object, certs_dir: str, uplink_port: int, raw_port: int, s
     from iec62676_2_33 import pki
     from iec62676_2_33.runtime.agent import UplinkAgent
     from iec62676_2_33.store import DeviceStore
-    from iec62676_2_33.transport.tls import client_context, connect_tls
+    from iec62676_2_33.transport.contexts import client_context
+    from iec62676_2_33.transport.tls import connect_tls
     from iec62676_2_33.uplinkconfig import UplinkConfiguration
 
     payload = os.urandom(size)
@@ -97,7 +98,8 @@ def device_main(conn: object, certs_dir: str, uplink_port: int, raw_port: int, s
 async def run(size: int, rounds: int) -> None:
     from iec62676_2_33.http2.limits import H2Limits
     from iec62676_2_33.runtime.cloud import CloudListener, ListenerSettings, MtlsAuthenticator
-    from iec62676_2_33.transport.tls import server_context, start_tls_server
+    from iec62676_2_33.transport.contexts import server_context
+    from iec62676_2_33.transport.tls import start_tls_server
 
     certs = Certs.make()
     context = server_context((certs.dir / "cloud.pem").read_bytes(), (certs.dir / "cloud.key").read_bytes(),

@@ -40,7 +40,8 @@ from iec62676_2_33.runtime.device import device_capabilities
 from iec62676_2_33.services.app import UPLINK_PATH, build_device_app
 from iec62676_2_33.services.uplink import UplinkServiceContext
 from iec62676_2_33.store import DeviceStore
-from iec62676_2_33.transport.tls import server_context, start_tls_server
+from iec62676_2_33.transport.contexts import server_context
+from iec62676_2_33.transport.tls import start_tls_server
 from iec62676_2_33.uplinkconfig import UplinkConfiguration
 
 CHUNK = 64 * 1024

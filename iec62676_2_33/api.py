@@ -90,7 +90,7 @@ def _server_context(tls: TlsServerConfig, client_cas: Sequence[str | Path], requ
     from cryptography.hazmat.primitives.serialization import Encoding
 
     from .pki import load_certs_pem
-    from .transport.tls import server_context
+    from .transport.contexts import server_context
 
     cert, key = (Path(p) for p in tls)
     cas = [c.public_bytes(Encoding.PEM) for path in client_cas for c in load_certs_pem(Path(path))]

@@ -58,7 +58,8 @@ from iec62676_2_33.testing.authserver import (
     run_authserver,
 )
 from iec62676_2_33.transport.base import ByteStream
-from iec62676_2_33.transport.tls import client_context, connect_tls
+from iec62676_2_33.transport.contexts import client_context
+from iec62676_2_33.transport.tls import connect_tls
 
 AUDIENCE = "iec62676-uplink"
 SECRET = "s3cret-of-device-3-XYZZY"

@@ -33,12 +33,11 @@ from iec62676_2_33.runtime.cloud_server import CloudOptions, run_cloud
 from iec62676_2_33.sansio.admission import Admission, AdmissionLimits, Refusal
 from iec62676_2_33.store import DeviceStore
 from iec62676_2_33.transport.base import PeerClosed, TlsHandshakeError
+from iec62676_2_33.transport.contexts import client_context, server_context
 from iec62676_2_33.transport.tls import (
     TlsServer,
     TlsStream,
-    client_context,
     connect_tls,
-    server_context,
     start_tls_server,
 )
 

@@ -30,12 +30,11 @@ from cluster_env import Haproxy, have
 from iec62676_2_33 import pki
 from iec62676_2_33.sansio.admission import AdmissionLimits
 from iec62676_2_33.sansio.proxy_protocol import encode
+from iec62676_2_33.transport.contexts import client_context, server_context
 from iec62676_2_33.transport.tls import (
     TlsServer,
     TlsStream,
-    client_context,
     report_authenticated,
-    server_context,
     start_tls_server,
 )
 

@@ -24,7 +24,8 @@ from iec62676_2_33.runtime.background import BackgroundService
 from iec62676_2_33.runtime.cloud import CloudListener
 from iec62676_2_33.sansio.upgrade import UpgradeServer
 from iec62676_2_33.transport.base import ByteStream
-from iec62676_2_33.transport.tls import server_context, start_tls_server
+from iec62676_2_33.transport.contexts import server_context
+from iec62676_2_33.transport.tls import start_tls_server
 
 
 def _target(certs: Pki, cloud: Cloud, **changes: object) -> CloudTarget:

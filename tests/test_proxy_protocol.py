@@ -32,12 +32,11 @@ from iec62676_2_33.sansio.proxy_protocol import (
     ProxyHeaderReader,
     encode,
 )
+from iec62676_2_33.transport.contexts import client_context, server_context
 from iec62676_2_33.transport.tls import (
     TlsServer,
     TlsStream,
-    client_context,
     report_authenticated,
-    server_context,
     start_tls_server,
 )
 

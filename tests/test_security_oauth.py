@@ -46,7 +46,7 @@ from iec62676_2_33.security.oauth import (
 )
 from iec62676_2_33.store import AuthServerConfig, DeviceStore
 from iec62676_2_33.testing.authserver import AuthServerApp, AuthServerOptions, OAuthClient, run_authserver
-from iec62676_2_33.transport.tls import server_context
+from iec62676_2_33.transport.contexts import server_context
 
 SECRET = "s3cret-of-cam-7"
 BOUND = 20.0

@@ -15,7 +15,8 @@ from iec62676_2_33.runtime import dial as dial_module
 from iec62676_2_33.runtime.agent import UplinkAgent
 from iec62676_2_33.runtime.cloud import CloudListener, DeviceInfo, UpgradeRejected
 from iec62676_2_33.store import DeviceStore
-from iec62676_2_33.transport.tls import server_context, start_tls_server
+from iec62676_2_33.transport.contexts import server_context
+from iec62676_2_33.transport.tls import start_tls_server
 
 
 def _app(environ: dict[str, Any], start_response: Any) -> list[bytes]:

@@ -37,7 +37,8 @@ from iec62676_2_33.errors import RemoteProtocolError
 from iec62676_2_33.runtime.cloud import MtlsAuthenticator
 from iec62676_2_33.sansio.upgrade import UpgradeServer
 from iec62676_2_33.transport.base import ByteStream
-from iec62676_2_33.transport.tls import TlsStream, client_context, connect_tls, start_tls_server
+from iec62676_2_33.transport.contexts import client_context
+from iec62676_2_33.transport.tls import TlsStream, connect_tls, start_tls_server
 from iec62676_2_33.transport.websocket import (
     SUBPROTOCOL,
     WebSocketClosed,

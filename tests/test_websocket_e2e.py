@@ -36,7 +36,8 @@ from iec62676_2_33.security.oauth import AccessTokenProvider
 from iec62676_2_33.services.app import UPLINK_PATH, build_device_app
 from iec62676_2_33.services.uplink import UplinkServiceContext
 from iec62676_2_33.store import DeviceStore
-from iec62676_2_33.transport.tls import TlsServer, server_context, start_tls_server
+from iec62676_2_33.transport.contexts import server_context
+from iec62676_2_33.transport.tls import TlsServer, start_tls_server
 from iec62676_2_33.uplinkconfig import UplinkConfigError, UplinkConfiguration, validate
 
 BOUND = 20.0  # seconds: the bound on every wait

@@ -26,7 +26,7 @@ from ..errors import ConfigurationError
 from ..runtime.cloud import CloudListener, DeviceEvent, UnknownDevice
 from ..runtime.http_server import bind_listen, parse_listen, serve_asgi, wait_event
 from ..runtime.proxy import UplinkProxy
-from ..transport.tls import client_context, server_context
+from ..transport.contexts import client_context, server_context
 from .records import DeviceRecord, check_node_id
 from .registry import DEFAULT_TTL, ClusterRegistry
 from .router import NodeRouter

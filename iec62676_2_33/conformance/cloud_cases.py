@@ -3,7 +3,7 @@ UPL-6 … UPL-8, UPL-13, UPL-15, UPL-16).
 
 Each case dials the cloud afresh as a device would: TLS with the device
 certificate (our :func:`~iec62676_2_33.transport.tls.connect_tls` and
-:func:`~iec62676_2_33.transport.tls.client_context`, verification always on),
+:func:`~iec62676_2_33.transport.contexts.client_context`, verification always on),
 the native upgrade (:class:`~iec62676_2_33.sansio.upgrade.UpgradeClient`),
 then the HTTP/2 *server* role on the ``h2`` library, driven by hand so the
 probe sees exactly what the cloud sends and when (the preface, PING ACKs,
@@ -39,7 +39,8 @@ from ..namespaces import SOAP12_CONTENT_TYPE
 from ..pki import load_certs_pem
 from ..sansio.upgrade import Switched, UpgradeClient, UpgradeRefused, parse_remote_address
 from ..soap.fault import SoapFault
-from ..transport.tls import TlsStream, client_context, connect_tls
+from ..transport.contexts import client_context
+from ..transport.tls import TlsStream, connect_tls
 from .hostile import BATCHES
 from .registry import Evidence, Registry
 from .wire import CLIENT_MAGIC, ERROR_CODES, SETTINGS, FrameScanner

@@ -45,7 +45,7 @@ from ..runtime.cloud import HttpResponse
 from ..runtime.http_server import parse_listen
 from ..schemas import wsdl_path
 from ..services.security import TAS
-from ..transport.tls import server_context
+from ..transport.contexts import server_context
 from ..uplinkconfig import UplinkConfiguration
 from . import soapcheck
 from .toolcloud import Endpoint, ToolCloud

@@ -34,7 +34,7 @@ from ..enroll import TokenClient
 from ..pki import make_leaf
 from ..security.jwt_auth import StaticJwks, TokenAuthenticator
 from ..testing.authserver import AuthServerApp, OAuthClient
-from ..transport.tls import server_context
+from ..transport.contexts import server_context
 from .device_session import ToolPki
 from .toolcloud import Endpoint, ToolCloud
 

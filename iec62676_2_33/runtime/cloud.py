@@ -51,7 +51,8 @@ from ..sansio.admission import DEFAULT_ADMISSION, AdmissionLimits
 from ..sansio.link import LinkMonitor
 from ..sansio.upgrade import BadUpgradeRequest, UpgradeRequest, UpgradeServer
 from ..transport.base import ByteStream
-from ..transport.tls import peer_identity, report_authenticated
+from ..transport.identity import peer_identity
+from ..transport.tls import report_authenticated
 from ..transport.websocket import check_websocket_request, websocket_accept
 from .h2driver import H2Driver
 

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError
 from ..pki import load_certs_pem
-from ..transport.tls import server_context, start_tls_server
+from ..transport.contexts import server_context
+from ..transport.tls import start_tls_server
 from .cloud import (
     Authenticator,
     CloudListener,

@@ -32,7 +32,8 @@ from ..errors import AuthenticationError, ConfigurationError, TransportError
 from ..sansio.upgrade import Switched, UpgradeClient, UpgradeRefused, parse_remote_address
 from ..store import DeviceStore
 from ..transport.base import ByteStream, PeerClosed, TlsHandshakeError
-from ..transport.tls import client_context, connect_tls
+from ..transport.contexts import client_context
+from ..transport.tls import connect_tls
 from ..transport.websocket import websocket_connect
 from ..uplinkconfig import UplinkConfiguration
 

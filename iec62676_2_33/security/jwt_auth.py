@@ -45,7 +45,7 @@ from jwt import PyJWK
 from ..errors import AuthenticationError, ConfigurationError
 from ..sansio.upgrade import UpgradeRequest
 from ..transport.base import ByteStream
-from ..transport.tls import client_context
+from ..transport.contexts import client_context
 
 __all__ = [
     "DEFAULT_ALGORITHMS",

@@ -66,7 +66,7 @@ import jwt
 
 from ..errors import AuthenticationError, ConfigurationError
 from ..store import AuthServerConfig, AuthServerDetails, DeviceStore
-from ..transport.tls import client_context
+from ..transport.contexts import client_context
 from ..uplinkconfig import UplinkConfiguration
 
 __all__ = ["AccessTokenProvider", "Discovery", "FetchedToken", "TokenError", "discovery", "fetch_token",

@@ -56,7 +56,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from ..errors import ConfigurationError
 from ..pki import load_key_pem
 from ..runtime.http_server import bind_listen, parse_listen, serve_asgi, wait_event
-from ..transport.tls import server_context
+from ..transport.contexts import server_context
 
 __all__ = ["AuthServerApp", "AuthServerOptions", "OAuthClient", "parse_client", "parse_tls_client", "run_authserver"]
 

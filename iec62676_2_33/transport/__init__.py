@@ -6,8 +6,10 @@ close / connection information), and its implementations:
 * :mod:`.tls` — TLS over TCP driven through :class:`ssl.MemoryBIO` from a
   plain :class:`asyncio.Protocol`, a few KiB per idle connection
   (:func:`connect_tls` for the device, :func:`start_tls_server` for the
-  cloud, and the context helpers :func:`client_context` /
-  :func:`server_context`);
+  cloud);
+* :mod:`.contexts` — the TLS contexts (:func:`client_context` for the device,
+  :func:`server_context` for the cloud); :mod:`.identity` — a peer's identity
+  from its certificate (:func:`peer_identity`);
 * :mod:`.memory` — an in-memory connected pair for tests (:func:`memory_pipe`).
 
 The layers above pick a transport by URI scheme and see nothing else of it;
@@ -18,14 +20,13 @@ failures reach them as :class:`~iec62676_2_33.errors.TransportError`,
 from __future__ import annotations
 
 from .base import ByteStream, PeerClosed, TlsHandshakeError
+from .contexts import client_context, server_context
+from .identity import peer_identity
 from .memory import MemoryStream, memory_pipe
 from .tls import (
     TlsServer,
     TlsStream,
-    client_context,
     connect_tls,
-    peer_identity,
-    server_context,
     start_tls_server,
 )
 

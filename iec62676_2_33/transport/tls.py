@@ -76,6 +76,10 @@ its client address becomes the connection's ``peername`` and admission source.
 A ``LOCAL`` header (the balancer's own connection) keeps the balancer's address;
 closed before any TLS byte, it was the balancer's health check: counted in
 ``stats["health_checks"]``, not as a failed handshake.
+
+The contexts both sides use are made by :mod:`.contexts`
+(:func:`~.contexts.client_context`, :func:`~.contexts.server_context`); the
+cloud names a device from its certificate with :mod:`.identity`.
 """
 
 from __future__ import annotations
@@ -85,23 +89,18 @@ import contextlib
 import ipaddress
 import logging
 import os
-import re
 import socket
 import ssl
 import sys
-import tempfile
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from pathlib import Path
-from typing import Any, Literal
-
-from cryptography import x509
-from cryptography.x509.oid import NameOID
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from ..errors import ConfigurationError, TransportError
 from ..sansio.admission import Admission, AdmissionLimits
 from ..sansio.proxy_protocol import ProxyHeaderError, ProxyHeaderReader
 from .base import ByteStream, PeerClosed, TlsHandshakeError
+from .contexts import ssl_text
 from .serving import HandlerServer
 
 __all__ = [
@@ -114,11 +113,8 @@ __all__ = [
     "WRITE_LOW_WATER",
     "TlsServer",
     "TlsStream",
-    "client_context",
     "connect_tls",
-    "peer_identity",
     "report_authenticated",
-    "server_context",
     "start_tls_server",
 ]
 
@@ -153,7 +149,6 @@ ADMISSION_LOG_INTERVAL = 10.0
 _RECV = threading.local()
 _AFTER_HANDSHAKE = "closed by peer right after the handshake"
 _RESET = "connection reset by peer"
-_OPENSSL_NOISE = re.compile(r"^\[[A-Z0-9_]+: [A-Z0-9_]+\]\s*|\s*\(_ssl\.c:\d+\)$")
 
 #: Hints for certificate verification failures, by OpenSSL verify code.
 _VERIFY_HINTS = {
@@ -169,15 +164,6 @@ _VERIFY_HINTS = {
     62: "the certificate must name this host in its subjectAltName, the CN is not used",
     64: "the certificate must name this address in an IP subjectAltName",
 }
-
-
-def _ssl_text(exc: BaseException) -> str:
-    """OpenSSL's message without the ``[SSL: X]`` prefix and the ``(_ssl.c:N)`` suffix."""
-    if isinstance(exc, ssl.SSLError) and len(exc.args) >= 2 and isinstance(exc.args[1], str):
-        text = exc.args[1]
-    else:
-        text = str(exc) or type(exc).__name__
-    return _OPENSSL_NOISE.sub("", text).strip() or type(exc).__name__
 
 
 def _handshake_error(label: str, exc: BaseException) -> TlsHandshakeError:
@@ -201,7 +187,7 @@ def _handshake_error(label: str, exc: BaseException) -> TlsHandshakeError:
         )
     if isinstance(exc, ssl.SSLError):
         return TlsHandshakeError(
-            f"TLS handshake with {label} failed: {_ssl_text(exc)}", reason=exc.reason
+            f"TLS handshake with {label} failed: {ssl_text(exc)}", reason=exc.reason
         )
     if isinstance(exc, TlsHandshakeError):
         return exc
@@ -631,7 +617,7 @@ class _TlsProtocol(asyncio.BufferedProtocol):
         return PeerClosed(f"TLS connection with {self._label}: {reason}", reason=reason)
 
     def _read_error(self, exc: ssl.SSLError) -> TransportError:
-        text = _ssl_text(exc)
+        text = ssl_text(exc)
         if not self._server_side and not self._app_data_seen and "ALERT" in (exc.reason or ""):
             hint = (
                 " (with TLS 1.3 the server rejects a client certificate after the "
@@ -758,7 +744,7 @@ class TlsStream:
                     sslobj.write(view[start : start + BIO_CHUNK])
                     out.append(p._outgoing.read())
         except ssl.SSLError as exc:
-            raise TransportError(f"cannot write to {p._label}: {_ssl_text(exc)}") from None
+            raise TransportError(f"cannot write to {p._label}: {ssl_text(exc)}") from None
         if out:
             transport.write(b"".join(out) if len(out) > 1 else out[0])
 
@@ -1289,178 +1275,3 @@ def report_authenticated(stream: ByteStream) -> None:
     """
     if isinstance(stream, TlsStream) and stream._p._server is not None:
         stream._p._server._authenticated(stream._p)
-
-
-# --------------------------------------------------------------------------- contexts
-
-
-def client_context(
-    *,
-    cafile_pems: list[bytes] | None,
-    certfile_pem: bytes | None = None,
-    keyfile_pem: bytes | None = None,
-    minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
-    alpn_protocols: list[str] | None = None,
-) -> ssl.SSLContext:
-    """A TLS client context for the device (UPL-6, UPL-11, UPL-13).
-
-    Verification is always on: the server's chain must lead to one of
-    *cafile_pems* (PEM certificates; ``None`` means the system's trust store)
-    and its subjectAltName must name the host (no CN fallback, RFC 6125/9525).
-    *certfile_pem* (the certificate, optionally followed by its chain) and
-    *keyfile_pem* are our client certificate for mutual TLS.
-    """
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.check_hostname = True
-    ctx.hostname_checks_common_name = False
-    _common(ctx, minimum_version, alpn_protocols)
-    if cafile_pems is None:
-        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
-    else:
-        _load_cas(ctx, cafile_pems, "trust anchors for the server certificate")
-    if certfile_pem is not None or keyfile_pem is not None:
-        _load_chain(ctx, certfile_pem, keyfile_pem)
-    return ctx
-
-
-def server_context(
-    certfile_pem: bytes,
-    keyfile_pem: bytes,
-    *,
-    client_ca_pems: list[bytes] | None = None,
-    require_client_cert: bool = False,
-    minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
-    alpn_protocols: list[str] | None = None,
-) -> ssl.SSLContext:
-    """A TLS server context for the cloud listener (UPL-6, UPL-13).
-
-    With *require_client_cert* a client must present a certificate that
-    chains to *client_ca_pems* (CERT_REQUIRED); with CAs but not required, a
-    certificate is asked for and verified if sent (CERT_OPTIONAL); else none
-    is asked for.
-    """
-    if require_client_cert and not client_ca_pems:
-        raise ConfigurationError(
-            "a server that requires client certificates needs client_ca_pems: "
-            "give the CA certificates that issue the devices' certificates"
-        )
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    _common(ctx, minimum_version, alpn_protocols)
-    _load_chain(ctx, certfile_pem, keyfile_pem)
-    if client_ca_pems:
-        _load_cas(ctx, client_ca_pems, "trust anchors for client certificates")
-        ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
-    else:
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-def _common(ctx: ssl.SSLContext, minimum_version: ssl.TLSVersion, alpn: list[str] | None) -> None:
-    if minimum_version not in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
-        raise ConfigurationError(
-            f"minimum TLS version {minimum_version.name} is not allowed (UPL-6: TLS 1.2 or "
-            "later): use TLSv1_2 or TLSv1_3"
-        )
-    ctx.minimum_version = minimum_version
-    ctx.options |= ssl.OP_NO_COMPRESSION | getattr(ssl, "OP_NO_RENEGOTIATION", 0)
-    if alpn:
-        ctx.set_alpn_protocols(alpn)
-
-
-def _load_cas(ctx: ssl.SSLContext, pems: list[bytes], what: str) -> None:
-    if not pems:
-        raise ConfigurationError(
-            f"no {what} given: give at least one CA certificate (or None for the system store)"
-        )
-    try:
-        ctx.load_verify_locations(cadata=b"\n".join(pems).decode("ascii"))
-    except (ssl.SSLError, ValueError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(
-            f"cannot load the {what}: {_ssl_text(exc)}; give PEM certificates"
-        ) from None
-
-
-def _load_chain(ctx: ssl.SSLContext, cert_pem: bytes | None, key_pem: bytes | None) -> None:
-    """Load a certificate (chain) and its key from PEM bytes; they never touch a disk.
-
-    :meth:`ssl.SSLContext.load_cert_chain` only reads files: on Linux the PEM
-    goes into an anonymous memory file (``memfd_create``) read through
-    ``/proc/self/fd``; elsewhere into a private (0700) temporary directory as
-    a 0600 file, removed at once.
-    """
-    if cert_pem is None or key_pem is None:
-        raise ConfigurationError("a TLS certificate needs both its PEM certificate and its PEM key")
-    try:
-        with _pem_file(cert_pem.rstrip(b"\n") + b"\n" + key_pem) as path:
-            ctx.load_cert_chain(path)
-    except ssl.SSLError as exc:
-        raise ConfigurationError(
-            f"cannot load the TLS certificate and key: {_ssl_text(exc)}; give a PEM "
-            "certificate and the unencrypted PEM private key that belongs to it"
-        ) from None
-
-
-@contextlib.contextmanager
-def _pem_file(data: bytes) -> Iterator[str]:
-    memfd_create = getattr(os, "memfd_create", None)
-    if memfd_create is not None and os.path.isdir("/proc/self/fd"):
-        try:
-            fd = memfd_create("iec62676-tls", getattr(os, "MFD_CLOEXEC", 1))
-        except OSError:
-            pass
-        else:
-            try:
-                os.write(fd, data)
-                yield f"/proc/self/fd/{fd}"
-            finally:
-                os.close(fd)
-            return
-    with tempfile.TemporaryDirectory(prefix="iec62676-tls-") as tmp:
-        path = Path(tmp) / "chain.pem"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            yield str(path)
-        finally:
-            with contextlib.suppress(OSError):
-                path.unlink()
-
-
-# --------------------------------------------------------------------------- identity
-
-
-def peer_identity(stream: ByteStream, mode: Literal["cn", "serial", "san"]) -> str | None:
-    """The peer certificate's identity, or ``None`` when it sent none (or has none).
-
-    ``"cn"``: the first subject commonName; ``"serial"``: the serial number in
-    lower-case hex without ``0x``; ``"san"``: the first DNS name, URI or IP
-    address of its subjectAltName, in the certificate's order.
-    """
-    der = stream.extra("peercert")
-    if not der:
-        return None
-    cert = x509.load_der_x509_certificate(der)
-    if mode == "cn":
-        attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        if not attrs:
-            return None
-        value = attrs[0].value
-        return value if isinstance(value, str) else value.decode("utf-8", "replace")
-    if mode == "serial":
-        return format(cert.serial_number, "x")
-    if mode == "san":
-        try:
-            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        except x509.ExtensionNotFound:
-            return None
-        for name in san:
-            if isinstance(name, (x509.DNSName, x509.UniformResourceIdentifier)):
-                return name.value
-            if isinstance(name, x509.IPAddress) and isinstance(
-                name.value, (ipaddress.IPv4Address, ipaddress.IPv6Address)
-            ):
-                return str(name.value)
-        return None
-    raise ValueError(f"identity mode must be 'cn', 'serial' or 'san', not {mode!r}")
