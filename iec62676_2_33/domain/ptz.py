@@ -55,6 +55,7 @@ __all__ = [
     "RELATIVE_ZOOM_SPACE",
     "ZOOM_SPEED_SPACE",
     "Axis",
+    "NoHeads",
     "PtzBackend",
     "PtzError",
     "PtzHead",
@@ -228,6 +229,16 @@ class PtzBackend(Protocol):
     def nodes(self) -> list[PtzNode]: ...
 
     def head(self, profile_token: str) -> PtzHead | None: ...
+
+
+class NoHeads:
+    """The :class:`PtzBackend` of a system without heads of its own (a VSS that forwards PTZ to lower systems)."""
+
+    def nodes(self) -> list[PtzNode]:
+        return []
+
+    def head(self, profile_token: str) -> PtzHead | None:
+        return None
 
 
 def _finite(value: float | None, what: str) -> None:

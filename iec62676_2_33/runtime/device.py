@@ -11,6 +11,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
 
+from ..domain.ptz import NoHeads
+from ..domain.recordings import IndexedRecordingStore, RecordingStore
 from ..domain.registry import REGISTRY_FILE, ResourceRegistry
 from ..security.keystore import DEVICE_KEYSTORE_LIMITS, KeystoreLimits
 from ..security.oauth import AccessTokenProvider
@@ -113,14 +115,16 @@ async def run_device(data_dir: str | Path, listen: str | None, stop: asyncio.Eve
                      settings: AgentSettings | None = None, uplinks: bool = True,
                      ready: Callable[[UplinkServiceContext, str | None], None] | None = None,
                      compose: Callable[[DeviceApplication, EventServiceContext], None] | None = None,
-                     replay_listen: str = "127.0.0.1:0") -> None:
+                     replay_listen: str = "127.0.0.1:0", forwarding: bool = False) -> None:
     """Serve the device until ``stop`` is set; ``listen=None`` runs the uplinks only,
     ``uplinks=False`` the direct services only. ``ready`` is called once everything runs, with the
     uplink service's context (live Status/Error) and the URL of the direct services (or ``None``).
     ``compose`` may wrap the app's routes and publish on its event service before anything is served
     (a VSS adds its gateway and forwards its lower systems' events so). When ``<data>/recordings.json``
     lists recordings (ANX-B-3), Recording Search and Replay serve them, replayed by the RTSP server
-    started on ``replay_listen`` (:func:`.replay_server.start_replay_server`)."""
+    started on ``replay_listen`` (:func:`.replay_server.start_replay_server`). With ``forwarding`` (a VSS)
+    PTZ, Recording Search and Replay are served even without heads or recordings of its own: the system
+    answers as one with none, and ``compose`` forwards what names a lower system."""
     sock = None
     replay: ReplayServer | None = None
     if listen is not None:
@@ -134,12 +138,15 @@ async def run_device(data_dir: str | Path, listen: str | None, stop: asyncio.Eve
     executor = LaneExecutor(WORKERS, lanes=LANES, grace=LANE_GRACE, thread_name_prefix="device")
     try:
         context = UplinkServiceContext(store=store, capabilities=device_capabilities())
-        recordings = FolderRecordingStore(data_dir) if load_recording_configs(data_dir) else None
-        if recordings is not None:
+        recordings: RecordingStore | None = None
+        if load_recording_configs(data_dir):
+            recordings = FolderRecordingStore(data_dir)
             replay = await asyncio.to_thread(start_replay_server, recordings, replay_listen)
             if replay is not None:
                 log.info("replay serving %s/<recording token>", replay.base)
-        app = build_device_app(context, events=events, recordings=recordings,
+        elif forwarding:
+            recordings = IndexedRecordingStore(())
+        app = build_device_app(context, events=events, recordings=recordings, ptz=NoHeads() if forwarding else None,
                                replay_base=None if replay is None else replay.base)
         if compose is not None:
             compose(app, events)

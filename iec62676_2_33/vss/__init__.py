@@ -6,8 +6,7 @@ configuration, :mod:`.adaption` adds and strips remote-token prefixes driven by
 the authored XSD, :mod:`.gateway` forwards operations to the lower system a
 token names, :mod:`.resources` keeps the union of the lower systems' resources
 in the VSS's own registry, :mod:`.events` forwards their events with adapted
-tokens, :mod:`.mounts` serves PTZ, Recording Search and Replay for them on a
-VSS without heads or recordings of its own, :mod:`.searches` runs a search
+tokens, :mod:`.searches` runs a search
 over all of them, :mod:`.rtsp` relays adapted stream and replay URIs and
 :mod:`.runtime` runs it all (``iec62676 vss serve``).
 """

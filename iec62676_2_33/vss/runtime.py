@@ -4,7 +4,7 @@
 
 * the device runtime (:func:`~..runtime.device.run_device`: same data folder,
   users, service paths, uplinks of its own), with PTZ, Recording Search and
-  Replay mounted where it has none of its own (:mod:`.mounts`), and whose
+  Replay served even without heads or recordings of its own (``forwarding``), and whose
   service routes other than the device, uplink, security and event services
   are wrapped by the :class:`~.gateway.Gateway` (so Media2, PTZ, Recording
   Search and Replay are adapted with no code here);
@@ -51,7 +51,6 @@ from ..transport.tcp import start_tcp_server
 from .events import EventForwarder
 from .gateway import Forwarder, Gateway, VssContext
 from .lower import LowerStore, LowerSystem
-from .mounts import mount_forwarding
 from .resources import LowerMirror
 from .rtsp import RelayTable, VssRtspFront
 from .snapshots import SnapshotTable, VssMedia
@@ -207,7 +206,6 @@ async def run_vss(data_dir: str | Path, listen: str | None, stop: asyncio.Event,
                                              name="uplink listener"))
 
         def compose(app: DeviceApplication, events: EventServiceContext) -> None:
-            mount_forwarding(app)
             install_gateway(app, context, forwarder)
             relay_snapshots(app, context.snapshots)
             mirrors.events = events
@@ -215,7 +213,7 @@ async def run_vss(data_dir: str | Path, listen: str | None, stop: asyncio.Event,
         tasks.append(asyncio.create_task(_watch(mirrors, stop), name="lower systems"))
         tasks.append(asyncio.create_task(
             run_device(data_dir, listen, stop, announce, settings=options.settings,
-                       compose=compose), name="device"))
+                       compose=compose, forwarding=True), name="device"))
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in done:
             task.result()
