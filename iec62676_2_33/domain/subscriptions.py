@@ -401,6 +401,11 @@ class Subscription:
         self._cursor: str | None = None
         self._pulling = False
 
+    @property
+    def position(self) -> int:
+        """The last change-log entry this subscription has taken into account (what may be pruned below it)."""
+        return self._seq
+
     # -- EVT-7: one PullMessages at a time
     def begin_pull(self) -> bool:
         """Mark a PullMessages as running; False when another one is running already."""

@@ -240,6 +240,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Newest resource change-log entries kept whatever the readers' positions (a late reader's margin).
+CHANGE_LOG_KEEP = 10_000
+#: Seconds between two prunings of the change log (each is one DELETE on an indexed range).
+PRUNE_INTERVAL = 60.0
+
 EVENT_PATH = "/onvif/event_service"
 #: Every subscription lives at ``SUBSCRIPTION_PATH + <id>``.
 SUBSCRIPTION_PATH = "/onvif/event_service/subscription/"
@@ -378,6 +383,9 @@ class EventServiceContext:
     #: tns1:Monitoring/Resource/Offline: where the change log was last read, and the states seen
     _offline_seq: int = field(init=False)
     _offline: OfflineFlips = field(default_factory=OfflineFlips)
+    #: When the change log was last pruned (:meth:`_prune`), and up to which entry.
+    _pruned_at: float = -math.inf
+    _pruned_seq: int = 0
 
     def __post_init__(self) -> None:
         self.push = PushDelivery(self)
@@ -407,7 +415,24 @@ class EventServiceContext:
         self._seen_seq = seq
         self._publish_offline_flips()
         self.waiter.notify()
+        self._prune()
         return True
+
+    def _prune(self) -> None:
+        """Keep the resource change log bounded: at most every :data:`PRUNE_INTERVAL` seconds, drop the
+        entries every reader here has passed (each subscription's position, the Offline topic's), keeping
+        the newest :data:`CHANGE_LOG_KEEP` for late readers. This device's event service is the log's only
+        reader; a subscription that still fell behind re-enumerates (ChangesPruned)."""
+        now = self.clock()
+        if now - self._pruned_at < PRUNE_INTERVAL:
+            return
+        self._pruned_at = now
+        positions = [sub.position for sub in self.manager.live(now)]
+        up_to = min([self._offline_seq, *positions, self.registry.last_seq() - CHANGE_LOG_KEEP])
+        if up_to > self._pruned_seq:
+            dropped = self.registry.prune_changes(up_to)
+            self._pruned_seq = up_to
+            log.debug("resource change log pruned up to #%d (%d entries)", up_to, dropped)
 
     def _publish_offline_flips(self) -> None:
         """Publish ``tns1:Monitoring/Resource/Offline`` for the flips logged since the last look (bounded work
