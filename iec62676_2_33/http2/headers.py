@@ -67,64 +67,80 @@ class MalformedHeaders(RemoteProtocolError):
     """The header block breaks RFC 9113 §8.2/§8.3 (a connection error, as h2 treats it)."""
 
 
+class _Head:
+    """The RFC 9113 §8.2/§8.3 rules one header block is checked against as its fields go by (shared by
+    :func:`check_received` and :func:`prepare_sent`). A method call per field costs about 0.4 µs per
+    request head more than the rules written inline twice (timeit: 1.6 -> 2.0 µs to prepare, 4.0 -> 4.5 µs
+    to check), some 0.15 % of a proxied call."""
+
+    __slots__ = ("authority", "host", "method", "pseudo", "regular", "request")
+
+    def __init__(self, *, request: bool) -> None:
+        self.request = request
+        self.pseudo: set[bytes] = set()
+        self.regular = False
+        self.method: bytes | None = None
+        self.authority: bytes | None = None
+        self.host: bytes | None = None
+
+    def field(self, name: bytes, value: bytes) -> None:
+        """One field (``name`` lower-case, non-empty, not connection-specific)."""
+        if name[0] == _COLON:
+            if name in self.pseudo:
+                raise MalformedHeaders(f"duplicate pseudo-header field {name!r}")
+            if self.regular:
+                raise MalformedHeaders(f"pseudo-header field out of sequence: {name!r}")
+            if name not in _PSEUDO:
+                raise MalformedHeaders(f"unknown pseudo-header field {name[:64]!r}")
+            self.pseudo.add(name)
+            if name == b":method":
+                self.method = value
+            elif name == b":authority":
+                self.authority = value
+            elif name == b":path" and self.request and not value:
+                raise MalformedHeaders("empty :path")
+            return
+        self.regular = True
+        if name == b"te" and value.lower() != b"trailers":
+            raise MalformedHeaders("te other than 'trailers'")
+        if name == b"host" and self.request:
+            if self.host is not None:
+                raise MalformedHeaders("several host header fields")
+            self.host = value
+
+    def end(self, *, response: bool, trailer: bool) -> None:
+        """After the last field: the pseudo-header set, and a request's :authority and host."""
+        _check_pseudo(self.pseudo, self.method, response=response, trailer=trailer)
+        if self.request:
+            if self.authority is None and self.host is None:
+                raise MalformedHeaders("a request without :authority or host")
+            if self.authority is not None and self.host is not None and self.authority != self.host:
+                raise MalformedHeaders("a request whose :authority and host differ")
+
+
 def check_received(headers: Sequence[tuple[bytes, bytes]], *, response: bool, trailer: bool) -> None:
     """Raise :class:`MalformedHeaders` unless h2's ``validate_headers`` would accept ``headers``.
 
     ``response``: a response (or informational response) head; ``trailer``:
     a trailer block; neither: a request head.
     """
-    pseudo: set[bytes] = set()
-    regular = False
-    method: bytes | None = None
-    authority: bytes | None = None
-    host: bytes | None = None
-    request = not response and not trailer
+    head = _Head(request=not response and not trailer)
     for name, value in headers:
         if not _NAME.fullmatch(name):
             raise MalformedHeaders(f"illegal header name {name[:64]!r}")
         if value and _BAD_VALUE.search(value):
             raise MalformedHeaders(f"illegal value of header {name[:64]!r}")
-        if name[0] == _COLON:
-            if name in pseudo:
-                raise MalformedHeaders(f"duplicate pseudo-header field {name!r}")
-            if regular:
-                raise MalformedHeaders(f"pseudo-header field out of sequence: {name!r}")
-            if name not in _PSEUDO:
-                raise MalformedHeaders(f"unknown pseudo-header field {name[:64]!r}")
-            pseudo.add(name)
-            if name == b":method":
-                method = value
-            elif name == b":authority":
-                authority = value
-            elif name == b":path" and request and not value:
-                raise MalformedHeaders("empty :path")
-            continue
-        regular = True
         if name in _CONNECTION:
             raise MalformedHeaders(f"connection-specific header field {name!r}")
-        if name == b"te" and value.lower() != b"trailers":
-            raise MalformedHeaders("te other than 'trailers'")
-        if name == b"host" and request:
-            if host is not None:
-                raise MalformedHeaders("several host header fields")
-            host = value
-    _check_pseudo(pseudo, method, response=response, trailer=trailer)
-    if request:
-        if authority is None and host is None:
-            raise MalformedHeaders("a request without :authority or host")
-        if authority is not None and host is not None and authority != host:
-            raise MalformedHeaders("a request whose :authority and host differ")
+        head.field(name, value)
+    head.end(response=response, trailer=trailer)
 
 
 def prepare_sent(headers: Sequence[tuple[bytes, bytes]], *, response: bool) -> list[tuple[bytes, bytes]]:
     """The fields h2's ``normalize_outbound_headers`` + ``validate_outbound_headers`` would send
     for a request (``response`` False) or response head; :class:`MalformedHeaders` where h2 raises."""
     sent: list[tuple[bytes, bytes]] = []
-    pseudo: set[bytes] = set()
-    regular = False
-    method: bytes | None = None
-    authority: bytes | None = None
-    host: bytes | None = None
+    head = _Head(request=not response)
     for raw_name, raw_value in headers:
         name = raw_name.lower().strip()
         value = raw_value.strip()
@@ -132,38 +148,12 @@ def prepare_sent(headers: Sequence[tuple[bytes, bytes]], *, response: bool) -> l
             continue  # dropped, as h2 does
         if not name:
             raise MalformedHeaders("an empty header name")
-        if name[0] == _COLON:
-            if name in pseudo:
-                raise MalformedHeaders(f"duplicate pseudo-header field {name!r}")
-            if regular:
-                raise MalformedHeaders(f"pseudo-header field out of sequence: {name!r}")
-            if name not in _PSEUDO:
-                raise MalformedHeaders(f"unknown pseudo-header field {name[:64]!r}")
-            pseudo.add(name)
-            if name == b":method":
-                method = value
-            elif name == b":authority":
-                authority = value
-            elif name == b":path" and not response and not value:
-                raise MalformedHeaders("empty :path")
-        else:
-            regular = True
-            if name == b"te" and value.lower() != b"trailers":
-                raise MalformedHeaders("te other than 'trailers'")
-            if name == b"host" and not response:
-                if host is not None:
-                    raise MalformedHeaders("several host header fields")
-                host = value
+        head.field(name, value)
         if name in _SECURE or (name == b"cookie" and len(value) < _SHORT_COOKIE):
             sent.append(NeverIndexedHeaderTuple(name, value))
         else:
             sent.append((name, value))
-    _check_pseudo(pseudo, method, response=response, trailer=False)
-    if not response:
-        if authority is None and host is None:
-            raise MalformedHeaders("a request without :authority or host")
-        if authority is not None and host is not None and authority != host:
-            raise MalformedHeaders("a request whose :authority and host differ")
+    head.end(response=response, trailer=False)
     return sent
 
 
