@@ -69,9 +69,32 @@ class NatsServer:
         wait_port(self.port)
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(BOUND)
+        if self.proc is not None:
+            kill_process(self.proc)
+
+    def restart_empty(self) -> None:
+        """Kill the server, delete its JetStream store and start it again (a NATS with no memory)."""
+        self.kill()
+        for path in sorted(self.store.rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        self.start()
+
+
+def kill_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL ``proc`` if it still runs, and reap it (bounded)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(BOUND)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM ``proc`` if it still runs; SIGKILL when it does not end within the bound."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(BOUND)
+        except subprocess.TimeoutExpired:
+            kill_process(proc)
 
 
 class NodePki:
@@ -121,17 +144,10 @@ class Node:
         raise AssertionError(f"node {self.name} did not start: {lines} {self.log.read_text()[-2000:]}")
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(BOUND)
+        kill_process(self.proc)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(BOUND)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.proc)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
@@ -166,17 +182,10 @@ class DeviceProcess:
                                          stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=ROOT)
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(BOUND)
+        kill_process(self.proc)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(BOUND)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.proc)
 
 
 class Haproxy:

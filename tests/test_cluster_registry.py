@@ -115,10 +115,7 @@ async def test_registry_claims_moves_expires_and_rebuilds(server: NatsServer) ->
         await until(lambda: ids(b) == [("cam/1 é", "b")], "a's devices gone", timeout=TTL * 3 + 5)
 
         # NATS restarts with an empty store: b reconnects and claims its live device again
-        server.kill()
-        for path in sorted(server.store.rglob("*"), reverse=True):
-            path.unlink() if path.is_file() else path.rmdir()
-        server.start()
+        server.restart_empty()
         c = await start_node(server.url, "c")
         try:
             await until(lambda: ids(c) == [("cam/1 é", "b")], "registry rebuilt from b's live device",
@@ -173,10 +170,7 @@ async def test_a_rebuild_that_fails_while_jetstream_starts_is_retried(server: Na
         registry.connected(b.record("cam-7"))
         await until(lambda: ids(b) == [("cam-7", "b")], "claimed")
         registry._open = open_once_failing  # type: ignore[method-assign]
-        server.kill()
-        for path in sorted(server.store.rglob("*"), reverse=True):
-            path.unlink() if path.is_file() else path.rmdir()
-        server.start()
+        server.restart_empty()
         c = await start_node(server.url, "c")
         try:
             await until(lambda: ids(c) == [("cam-7", "b")], "rebuilt after a failed first attempt",
