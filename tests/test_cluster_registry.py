@@ -89,7 +89,8 @@ async def test_registry_claims_moves_expires_and_rebuilds(server: NatsServer) ->
 
     watcher = asyncio.create_task(watch())
     try:
-        await asyncio.sleep(0.2)  # the subscription is in place
+        await asyncio.sleep(0.2)  # the watcher has subscribed ...
+        await b.nc.flush(timeout=5)  # ... and the server has the subscription (PING/PONG after the SUB)
         first = a.record("cam/1 é")  # any id: the key is encoded
         a.registry.connected(first)
         a.registry.connected(a.record("cam-2"))
