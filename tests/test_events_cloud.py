@@ -117,9 +117,9 @@ async def _renew_across_restart(host: str, port: int, restart: Callable[[], None
         old = cam.xaddrs[pull_point]
         await asyncio.get_running_loop().run_in_executor(None, restart)
         manager.resume()  # the public way to renew now instead of in 48 s
-        for _ in range(int(TIMEOUT / 0.05)):  # bounded: until the manager has subscribed again
-            if cam.xaddrs[pull_point] != old:
-                break
+        for _ in range(int(TIMEOUT / 0.05)):  # bounded: until the manager has subscribed again and
+            if cam.xaddrs[pull_point] != old and manager.get_service().xaddr == cam.xaddrs[pull_point]:
+                break  # swapped its pull-point service (it closes the old one's connector)
             await asyncio.sleep(0.05)
         new = cam.xaddrs[pull_point]
         pulled = await asyncio.wait_for(manager.get_service().PullMessages(
