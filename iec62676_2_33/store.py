@@ -23,9 +23,9 @@ from pathlib import Path
 
 from .domain.media import MediaSource, validate_media_source
 from .domain.sealed import Sealer
+from .domain.sqlite_file import SqliteFile
 from .errors import ConfigurationError
 from .security.access import PREDEFINED_ROLES
-from .sqlite_file import SqliteFile
 from .uplinkconfig import UplinkConfiguration, too_many
 
 DB_NAME = "device.db"

@@ -202,6 +202,18 @@ def test_rq4_event_sequence_initialized_none_changed_deleted(reg):
     assert reg.last_seq() == 4
 
 
+def test_rq4_remove_many_deletes_present_tokens_in_one_run_of_events(reg):
+    """RQ-4: remove_many gives one Deleted per present token, in the order given; absent and repeated
+    tokens are skipped, and nothing at all changes no sequence number."""
+    reg.upsert_many([cam("dev1:a"), cam("dev1:b"), cam("dev1:c")])
+    events = reg.remove_many(["dev1:c", "dev1:missing", "dev1:a", "dev1:c"])
+    assert events == [ResourceEvent("Deleted", Resource("dev1:c", "MediaProfile"), 4),
+                      ResourceEvent("Deleted", Resource("dev1:a", "MediaProfile"), 5)]
+    assert [r.token for r in reg.query(ResourceQuery())] == ["dev1:b"]
+    assert reg.remove_many(["dev1:missing"]) == [] and reg.remove_many([]) == []
+    assert reg.last_seq() == 5
+
+
 def test_rq4_offline_change_is_changed_only_when_the_item_is_carried(reg):
     """RQ-4: Offline None → False is a change of the carried items; equal values are not."""
     reg.upsert(cam("dev1:p1"))

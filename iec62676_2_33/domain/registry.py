@@ -23,11 +23,14 @@ Tables (schema version 1, ``PRAGMA user_version``):
     ``Deleted``). Other processes follow it with :meth:`last_seq` and
     :meth:`changes_since`.
 
-Every change runs in one ``BEGIN IMMEDIATE`` transaction that updates
-``resources``, ``resource_geo`` and ``changes`` together, so a crash (even
-``kill -9``) leaves the old or the new state and the log always agrees with the
-table. The database is in WAL mode, so readers in other processes are never
-blocked by the writer and see only committed changes.
+The file is a :class:`~.sqlite_file.SqliteFile`, with the durability of the
+device store (WAL, ``synchronous=FULL``, private file; the reasons are in
+:mod:`.sqlite_file`). Every change runs in one ``BEGIN IMMEDIATE`` transaction
+that updates ``resources``, ``resource_geo`` and ``changes`` together, so a
+crash (even ``kill -9``, even a power loss after the call returned) leaves the
+old or the new state and the log always agrees with the table. Readers in
+other processes are never blocked by the writer and see only committed changes.
+A bulk load is one transaction, so it waits for the disk once.
 
 Tokens (ADR-2, ADR-3): every resource entering the registry (``upsert_many``,
 ``load_jsonl``) must carry a remote token ``Prefix:LocalToken`` by the rule of
@@ -53,6 +56,7 @@ index instead and must give the same answer; it is the benchmark baseline.
 
 One connection per registry object, opened with ``check_same_thread=False``
 and guarded by a lock, so an asyncio runtime may call it from a thread pool.
+``":memory:"`` gives a private in-memory registry.
 """
 
 from __future__ import annotations
@@ -63,16 +67,14 @@ import heapq
 import json
 import logging
 import sqlite3
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from itertools import groupby, islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from ..errors import ConfigurationError
 from .filters import PrefixFilter, ResourceQuery
-from .private_files import private_database
 from .resources import (
     GeoLocation,
     InvalidResource,
@@ -80,10 +82,8 @@ from .resources import (
     Resource,
     ResourceEvent,
 )
+from .sqlite_file import NewerSchema, SqliteFile
 from .tokens import InvalidToken, RemoteToken
-
-if TYPE_CHECKING:
-    from typing import Self
 
 __all__ = ["REGISTRY_FILE", "SCHEMA_VERSION", "ChangesPruned", "ResourceRegistry", "UnknownResource",
            "check_remote_token"]
@@ -195,60 +195,27 @@ def _prefix_range(prefix: str) -> tuple[str, str]:
     return prefix + ":", prefix + ";"
 
 
-class ResourceRegistry:
+class ResourceRegistry(SqliteFile):
     """The resources a server exposes, their change log and the resource queries over them."""
 
+    path: str
+
     def __init__(self, path: str | Path, *, timeout: float = 30.0) -> None:
-        self.path = str(path)
-        self._lock = threading.RLock()
-        if self.path != ":memory:":
-            private_database(Path(path))
+        """Open (or create) the registry file ``path`` (``":memory:"``: in memory); waits up to ``timeout``
+        seconds for another process's write. Raises :class:`ConfigurationError` for a file that is not a
+        registry or was written by a newer library."""
         try:
-            self._db = sqlite3.connect(
-                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as e:
-            raise ConfigurationError(f"cannot open resource registry {self.path!r}: {e}") from e
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(f"PRAGMA cache_size={-_CACHE_KIB}")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise ConfigurationError(
-                    f"resource registry {self.path!r} has schema version {version}, newer than "
-                    f"this library's {SCHEMA_VERSION}; upgrade the library or use another file"
-                )
-            if version < SCHEMA_VERSION:
-                with self._write():
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            self._db.execute(statement)
-                    self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            super().__init__(str(path), _SCHEMA, version=SCHEMA_VERSION, timeout=timeout)
+        except NewerSchema as e:
+            raise ConfigurationError(
+                f"resource registry {str(path)!r} has schema version {e.found}, newer than "
+                f"this library's {SCHEMA_VERSION}; upgrade the library or use another file"
+            ) from None
         except sqlite3.DatabaseError as e:
-            self._db.close()
-            raise ConfigurationError(f"{self.path!r} is not a usable resource registry: {e}") from e
-        except BaseException:
-            self._db.close()
-            raise
+            raise ConfigurationError(f"{str(path)!r} is not a usable resource registry: {e}") from e
+        self._db.execute(f"PRAGMA cache_size={-_CACHE_KIB}")
 
     # ------------------------------------------------------------------ plumbing
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _write(self) -> _Transaction:
-        return _Transaction(self._db, "BEGIN IMMEDIATE")
-
-    def _read(self) -> _Transaction:
-        return _Transaction(self._db, "BEGIN")
 
     @contextlib.contextmanager
     def _bulk_cache(self) -> Iterator[None]:
@@ -409,20 +376,42 @@ class ResourceRegistry:
 
     def remove(self, token: str) -> ResourceEvent:
         """Remove a resource; its ``Deleted`` event. :class:`UnknownResource` if absent."""
-        with self._lock, self._write():
-            found = self._lookup(token)
-            if found is None:
+        with self._write():
+            if self._lookup(token) is None:
                 raise UnknownResource(f"no resource has the token {token!r}")
+            return self._remove_present([token])[0]
+
+    def remove_many(self, tokens: Iterable[str]) -> list[ResourceEvent]:
+        """Remove the resources of ``tokens`` that exist, in one transaction (one disk sync: a VSS
+        following a lower system removes many at once); their ``Deleted`` events in order. Absent
+        tokens are skipped."""
+        wanted = list(tokens)
+        if not wanted:
+            return []
+        with self._write():
+            return self._remove_present(wanted)
+
+    def _remove_present(self, tokens: Iterable[str]) -> list[ResourceEvent]:
+        state: dict[str, tuple[int | None, Resource | None]] = {}
+        events: list[tuple[PropertyOperation, Resource]] = []
+        for token in tokens:
+            found = None if token in state else self._lookup(token)
+            if found is None:
+                continue
             row_id, old = found
-            self._store({token: (row_id, None)})
-            return self._log([("Deleted", Resource(old.token, old.kind))])[0]
+            state[token] = (row_id, None)
+            events.append(("Deleted", Resource(old.token, old.kind)))
+        if not state:
+            return []
+        self._store(state)
+        return self._log(events)
 
     def set_prefix_offline(self, prefix: str, offline: bool) -> list[ResourceEvent]:
         """Mark every resource of the device ``prefix`` on- or offline; ``Changed`` per change."""
         if not isinstance(offline, bool):
             raise ConfigurationError(f"offline must be True or False, got {offline!r}")
         lo, hi = _prefix_range(PrefixFilter(prefix).prefix)
-        with self._lock, self._write():
+        with self._write():
             rows = self._db.execute(
                 f"SELECT r.id, {_COLUMNS} FROM resources r WHERE r.token >= ? AND r.token < ?"
                 " AND (r.offline IS NULL OR r.offline != ?) ORDER BY r.token",
@@ -522,7 +511,7 @@ class ResourceRegistry:
 
     def prune_changes(self, up_to_seq: int) -> int:
         """Drop change-log entries with ``seq <= up_to_seq``; returns how many were dropped."""
-        with self._lock, self._write():
+        with self._write():
             cur = self._db.execute("DELETE FROM changes WHERE seq <= ?", (up_to_seq,))
             self._db.execute(
                 "INSERT INTO meta(key, value) VALUES ('pruned_seq', ?) ON CONFLICT(key)"
@@ -554,7 +543,7 @@ class ResourceRegistry:
         """
         if limit < 1:
             raise ConfigurationError(f"limit must be >= 1, got {limit!r}")
-        with self._lock, self._read():
+        with self._reading():
             pruned = self._db.execute("SELECT value FROM meta WHERE key = 'pruned_seq'").fetchone()
             if pruned is not None and seq < pruned[0]:
                 raise ChangesPruned(
@@ -615,7 +604,7 @@ class ResourceRegistry:
         base = " AND ".join(where) or "1"
 
         out: list[Resource] = []
-        with self._lock, self._read():
+        with self._reading():
             location = query.location if use_rtree else None
             if location is None:
                 streams: list[Iterator[_Row]] = [
@@ -662,20 +651,3 @@ class ResourceRegistry:
 
 def _token_of(row: _Row) -> str:
     return row[0]
-
-
-class _Transaction:
-    """``with`` block around BEGIN ... COMMIT; ROLLBACK on any exception."""
-
-    def __init__(self, db: sqlite3.Connection, begin: str) -> None:
-        self._db = db
-        self._begin = begin
-
-    def __enter__(self) -> None:
-        self._db.execute(self._begin)
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        if exc_type is None:
-            self._db.execute("COMMIT")
-        else:
-            self._db.execute("ROLLBACK")

@@ -155,9 +155,11 @@ class LowerMirror(LowerFollower):
                 self._apply(subscription.pull())
 
     def _apply(self, changes: list[ResourceChange]) -> list[str]:
-        """Write one pull's changes (one transaction for the upserts between two deletions); their tokens."""
+        """Write one pull's changes, in order: one transaction for each run of upserts and each run of
+        deletions; their tokens."""
         tokens: list[str] = []
         upserts: list[Resource] = []
+        deletions: list[str] = []
         for change in changes:
             resource = adapt_resource(change.resource, self.lower.prefix)
             tokens.append(resource.token)
@@ -168,11 +170,13 @@ class LowerMirror(LowerFollower):
             if change.operation == "Deleted":
                 self._upsert(upserts)
                 upserts = []
-                if self.registry.get(resource.token) is not None:
-                    self.registry.remove(resource.token)
+                deletions.append(resource.token)
             else:
+                self.registry.remove_many(deletions)
+                deletions = []
                 upserts.append(resource)
         self._upsert(upserts)
+        self.registry.remove_many(deletions)
         return tokens
 
     def _upsert(self, resources: list[Resource]) -> None:
@@ -193,9 +197,7 @@ class LowerMirror(LowerFollower):
             after: str | None = None
             while True:
                 page = self.registry.query(query, after_token=after, limit=PAGE)
-                for resource in page:
-                    if resource.token not in seen:
-                        self.registry.remove(resource.token)
+                self.registry.remove_many(resource.token for resource in page if resource.token not in seen)
                 if len(page) < PAGE:
                     break
                 after = page[-1].token
