@@ -44,7 +44,7 @@ from iec62676_2_33.transport import (
     server_context,
     start_tls_server,
 )
-from iec62676_2_33.transport import tls as tls_module
+from iec62676_2_33.transport import tls_engine as tls_module
 
 LOOPBACK = "127.0.0.1"
 CLOUD = "cloud.example.com"

@@ -6,7 +6,8 @@ close / connection information), and its implementations:
 * :mod:`.tls` — TLS over TCP driven through :class:`ssl.MemoryBIO` from a
   plain :class:`asyncio.Protocol`, a few KiB per idle connection
   (:func:`connect_tls` for the device, :func:`start_tls_server` for the
-  cloud);
+  cloud); the public face of :mod:`.tls_engine` (the engine and its stream)
+  and :mod:`.tls_server` (admission, PROXY v2, accept);
 * :mod:`.contexts` — the TLS contexts (:func:`client_context` for the device,
   :func:`server_context` for the cloud); :mod:`.identity` — a peer's identity
   from its certificate (:func:`peer_identity`);
