@@ -59,6 +59,7 @@ def spyne_subscription_app(context: Any) -> Any:
     from spyne import ComplexModel, DateTime, Double, Unicode, XmlAttribute, XmlData, rpc
 
     from iec62676_2_33.namespaces import TEV, TT, WSNT
+    from iec62676_2_33.security.middleware import ENVIRON_REQUEST
     from iec62676_2_33.services import events as ev
     from iec62676_2_33.soap.spyne_glue import SoapEndpoint, SoapService, service_context
 
@@ -137,14 +138,18 @@ def spyne_subscription_app(context: Any) -> Any:
             timeout = ev.parse_duration((request.findtext(f"{{{TEV}}}Timeout") or "PT0S").strip())
             limit = min(int(request.findtext(f"{{{TEV}}}MessageLimit") or "1"), ctxt.max_message_limit)
             now = ctxt.clock()
-            result = ctxt.manager.pull(ev._subscription_id(ctx), limit, now, keep_alive=timeout)
+            result = ctxt.manager.pull(ev._subscription_id(ctx.transport.req_env), limit, now, keep_alive=timeout)
             return PullMessagesResponse(CurrentTime=when(now), TerminationTime=when(result.termination),
                                         NotificationMessage=[message_object(m) for m in result.messages])
 
     pull = SoapEndpoint([SpynePullPoint], TEV, xsd="events", context=context, name="PullPointSubscription")
-    manager = ev._EventEndpoint([ev.SubscriptionManagerService], WSNT, xsd="events", context=context,
-                                name="SubscriptionManager")
-    return ev._ByNamespace({TEV: pull, WSNT: manager}, TEV)
+    library = ev.event_endpoints(context)[1]  # Renew, Unsubscribe, SetSynchronizationPoint
+
+    def subscription(environ: dict[str, Any], start_response: Any) -> Any:
+        request = environ.get(ENVIRON_REQUEST)
+        spyne = request is not None and request.operation_name == (TEV, "PullMessages")
+        return (pull if spyne else library)(environ, start_response)
+    return subscription
 
 
 def serve(data: str, variant: str) -> None:
@@ -160,8 +165,8 @@ def serve(data: str, variant: str) -> None:
 
         original = runtime_device.build_device_app
 
-        def build(uplink: Any, *, clock: Any = _time.time, events: Any = None) -> Any:
-            app = original(uplink, clock=clock, events=events)
+        def build(uplink: Any, *, clock: Any = _time.time, events: Any = None, **services: Any) -> Any:
+            app = original(uplink, clock=clock, events=events, **services)
             gate = app.routes[app_module.SUBSCRIPTION_PATH]  # same credentials and access table
             app.routes[app_module.SUBSCRIPTION_PATH] = AccessControlMiddleware(  # type: ignore[index]
                 spyne_subscription_app(events), operation_access=gate.operation_access, wsse=gate.wsse,
@@ -253,7 +258,7 @@ def query_client_resources(base: str) -> Iterator[str]:
 
     client = ResourceQueryClient(base + "/onvif/event_service", username=USER[0], password=USER[1],
                                  message_limit=MESSAGE_LIMIT, timeout=120, pull_timeout=60, grace=60)
-    client.kinds()  # warm: zeep, the connection, the device's Spyne apps
+    client.kinds()  # warm: zeep, the connection, the device's services
     yield "started"
     with client.subscribe(termination="PT300S") as subscription:
         for resource in subscription.resources():

@@ -42,8 +42,9 @@ from .domain.filters import LocationFilter
 from .domain.resources import GeoLocation, PropertyOperation, Resource
 from .domain.subscriptions import format_duration
 from .errors import SchemaError, TransportError
-from .namespaces import SOAP_ENV, TEV, TT, WSNT, WSTOP
+from .namespaces import TEV, TT, WSNT, WSTOP
 from .schemas import wsdl_path
+from .soap.envelope import body_element
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,7 @@ class ResourceQueryClient:
             raise TransportError(f"{what}: HTTP {exc.status_code}: {exc.message}") from None
         except SchemaError as exc:
             raise TransportError(f"{what}: the answer is not a SOAP envelope: {exc}") from None
-        body = envelope.find(f"{{{SOAP_ENV}}}Body")
-        answer = next((c for c in body if isinstance(c.tag, str)), None) if body is not None else None
+        answer = body_element(envelope)
         if answer is None:
             raise TransportError(f"{what}: the answer has an empty SOAP Body")
         return answer

@@ -21,6 +21,7 @@ from iec62676_2_33.namespaces import SOAP_ENV
 from iec62676_2_33.runtime.background import BackgroundService
 from iec62676_2_33.runtime.http_server import bind_listen, serve_wsgi, wait_event
 from iec62676_2_33.security.wsse import build_username_token
+from iec62676_2_33.soap.envelope import body_element
 
 CALL_TIMEOUT = 10.0
 
@@ -67,4 +68,6 @@ def soap_call(url: str, body: str, namespaces: dict[str, str], *, user: tuple[st
 
 
 def body_of(root: etree._Element) -> etree._Element:
-    return root.find(f"{{{SOAP_ENV}}}Body")[0]
+    element = body_element(root)
+    assert element is not None, "the answer's SOAP Body is empty"
+    return element

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from lxml import etree
 
 from ..namespaces import SOAP12_CONTENT_TYPE, SOAP_ENV
+from ..soap.envelope import body_element
 
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
@@ -60,8 +61,7 @@ def parse(status: int, data: bytes) -> SoapAnswer:
         root = etree.fromstring(data, _PARSER)
     except etree.XMLSyntaxError:
         return SoapAnswer(status, None, None, excerpt)
-    body = root.find(f"{{{SOAP_ENV}}}Body")
-    first = body[0] if body is not None and len(body) else None
+    first = body_element(root)
     if first is None or first.tag != f"{{{SOAP_ENV}}}Fault":
         return SoapAnswer(status, first, None, excerpt)
     code = first.find(f"{{{SOAP_ENV}}}Code")

@@ -1,12 +1,16 @@
-"""Layer 5: the ONVIF event service — resource queries and generic events, on Spyne (clause 7).
+"""Layer 5: the ONVIF event service — resource queries and generic events (clause 7).
 
 Implements RQ-1 (resource topics signalled by GetEventProperties), RQ-5
 (subscribe, then pull), RQ-6 … RQ-9 and RQ-12 (the four resource filters, in
 ``tt`` or by local name in any namespace), EVT-1 … EVT-10, RQ-11 (base
 notification besides pull points), and the server side of RQ-10 (an empty PullMessages at its Timeout is the heartbeat).
 
-Two WSGI apps, both :class:`~..soap.spyne_glue.SoapEndpoint` (requests parsed
-locked-down and validated against the authored ``xsd/events.xsd`` first):
+Two WSGI apps, both :class:`~..soap.dispatch.QNameDispatcher`: the request
+arrives parsed once and authorised (access control hands over the one tree),
+is validated against the authored ``xsd/events.xsd``, and the QName of its
+operation picks a handler from a table (``{tev}…`` and ``{wsnt}…`` side by
+side); the handler reads the tree and returns its answer element, which the
+dispatcher puts in the envelope:
 
 * the **event service** at ``/onvif/event_service``: GetServiceCapabilities,
   GetEventProperties, CreatePullPointSubscription, WS-BaseNotification
@@ -14,16 +18,14 @@ locked-down and validated against the authored ``xsd/events.xsd`` first):
   their ``wsa:To`` names a subscription (see *WS-Addressing*);
 * every **subscription** at an address of its own,
   ``/onvif/event_service/subscription/<id>``: PullMessages,
-  SetSynchronizationPoint (``tev``), Renew, Unsubscribe (``wsnt``). Spyne
-  serves one namespace per application, so a small dispatcher hands each
-  request to the ``tev`` or the ``wsnt`` endpoint by the namespace of the
-  operation of the already-parsed request.
+  SetSynchronizationPoint (``tev``), Renew, Unsubscribe (``wsnt``).
 
-Spyne dispatches and hosts; the payloads are read and written here with lxml
-(``xs:any`` filter content and notification messages are awkward as Spyne
-models). The notification messages of PullMessages are written as text by
-:func:`notification_xml` (escaped like lxml, the same infoset as
-:func:`notification_element`; a test compares the two) and spliced into the
+An operation not in an address's table is ``Receiver/ActionNotSupported``.
+The payloads are read and written with lxml (``xs:any`` filter content and
+notification messages are free-form XML). The notification messages of
+PullMessages are written as text by :func:`notification_xml` (escaped like
+lxml, the same infoset as :func:`notification_element`; a test compares the
+two) and handed to the dispatcher as the answer's *tail*, spliced into the
 envelope: that is the fast path the enumeration benchmark measures (lxml
 elements cost about three times as much per message). Every answer validates
 against the authored XSD (the tests check it) and carries the ONVIF
@@ -164,12 +166,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from http import HTTPStatus
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urlsplit
 
 from lxml import etree
-from spyne import rpc
 
 from ..domain.event_filters import DIALECT_ITEM_FILTER, InvalidExpression, MessageContentFilter, combine_all
 from ..domain.filters import (
@@ -206,9 +206,9 @@ from ..domain.subscriptions import (
 from ..namespaces import SOAP12_CONTENT_TYPE, SOAP_ENV, TEV, TNS1, TT, WSA, WSNT, WSTOP
 from ..security.access import AccessClass
 from ..security.middleware import ENVIRON_REQUEST
+from ..soap.dispatch import Answer, QNameDispatcher, write_envelope, wsa_header
 from ..soap.envelope import SoapRequest, excerpt
-from ..soap.fault import SoapFault, fault_response
-from ..soap.spyne_glue import SoapEndpoint, SoapService, service_context
+from ..soap.fault import SoapFault
 from .forwarded import request_base_url
 
 __all__ = [
@@ -282,7 +282,6 @@ WSA_FAULT_ACTION = "http://www.w3.org/2005/08/addressing/soap/fault"
 
 _NSMAP = {"env": SOAP_ENV, "wsa": WSA, "tev": TEV, "wsnt": WSNT, "tt": TT, "tns1": TNS1, "wstop": WSTOP,
           "xs": XS}
-_RAW_KEY = "iec62676.raw_response"
 
 
 #: Offline flips read per poll: at most this many batches of this many changes.
@@ -303,9 +302,6 @@ class EventFault(SoapFault):
             detail = etree.SubElement(fault, f"{{{SOAP_ENV}}}Detail")
             detail.append(self.detail_element)
         return fault
-
-    def to_envelope(self) -> bytes:
-        return _fault_headers(super().to_envelope(), None)
 
 
 def _base_fault(tag: str, reason: str, now: float) -> etree._Element:
@@ -808,30 +804,6 @@ def _time_text(element: etree._Element | None) -> str | None:
 # --------------------------------------------------------------------------- answers
 
 
-def _answer(ctx: Any, action: str, body: etree._Element, tail: bytes = b"") -> None:
-    """Hand our own answer to :class:`_EventEndpoint` (Spyne's own output is discarded).
-
-    ``tail``: serialised XML appended as the last content of ``body`` (see :func:`notification_xml`).
-    """
-    ctx.transport.req_env[_RAW_KEY] = (action, body, tail)
-
-
-def _envelope(action: str, body: etree._Element, tail: bytes = b"", relates_to: str | None = None,
-              to: str | None = None) -> bytes:
-    env = etree.Element(f"{{{SOAP_ENV}}}Envelope", nsmap=_NSMAP)
-    header = etree.SubElement(env, f"{{{SOAP_ENV}}}Header")
-    etree.SubElement(header, f"{{{WSA}}}Action").text = action
-    if to:
-        etree.SubElement(header, f"{{{WSA}}}To").text = to
-    if relates_to:
-        etree.SubElement(header, f"{{{WSA}}}RelatesTo").text = relates_to
-    etree.SubElement(env, f"{{{SOAP_ENV}}}Body").append(body)
-    if tail:
-        etree.SubElement(body, "_tail_").text = "_"  # a placeholder whose text is replaced by ``tail``
-    data = bytes(etree.tostring(env, xml_declaration=True, encoding="utf-8"))
-    return data.replace(b"<_tail_>_</_tail_>", tail, 1) if tail else data
-
-
 def _xml_bool(value: bool) -> str:
     return "true" if value else "false"
 
@@ -1040,71 +1012,77 @@ def capabilities_element(context: EventServiceContext) -> etree._Element:
 _SUBSCRIPTION_KEY = "iec62676.subscription_id"
 
 
-def _subscription_id(ctx: Any) -> str:
-    env = ctx.transport.req_env
-    chosen = env.get(_SUBSCRIPTION_KEY)
+def _subscription_id(environ: dict[str, Any]) -> str:
+    chosen = environ.get(_SUBSCRIPTION_KEY)
     if chosen is not None:
         return str(chosen)
-    path = env.get("PATH_INFO") or ""
+    path = environ.get("PATH_INFO") or ""
     return path[len(SUBSCRIPTION_PATH):] if path.startswith(SUBSCRIPTION_PATH) else ""
 
 
-def _producer(ctx: Any) -> str:
+def _producer(environ: dict[str, Any]) -> str:
     """``wsnt:ProducerReference`` text naming this event service as the client reaches it (EVT-9)."""
-    return producer_xml(request_base_url(ctx.transport.req_env) + EVENT_PATH)
+    return producer_xml(request_base_url(environ) + EVENT_PATH)
 
 
-# --------------------------------------------------------------------------- services
+# --------------------------------------------------------------------------- operations
+#
+# Each handler gets the context, the one parsed request and the WSGI environ (see :mod:`..soap.dispatch`)
+# and returns its answer element with its wsa:Action; a refusal is a raised fault.
 
 
-def _request(ctx: Any) -> etree._Element:
-    return ctx.in_body_doc
+def _get_service_capabilities(context: EventServiceContext, _request: SoapRequest, _environ: dict[str, Any]) -> Answer:
+    response = etree.Element(f"{{{TEV}}}GetServiceCapabilitiesResponse")
+    response.append(capabilities_element(context))
+    return Answer(_EVENT_ACTION + "GetServiceCapabilitiesResponse", response)
 
 
-class EventService(SoapService):
-    """The operations of ``tev:EventPortType`` we serve."""
+def _get_event_properties(context: EventServiceContext, _request: SoapRequest, _environ: dict[str, Any]) -> Answer:
+    return Answer(_EVENT_ACTION + "GetEventPropertiesResponse", _event_properties(context.kinds, context.topics.values()))
 
-    __service_name__ = "EventService"
-    __port_types__: ClassVar[list[str]] = ["EventPortType"]
 
-    @rpc(_returns=None, _body_style="bare")  # type: ignore[misc]
-    def GetServiceCapabilities(ctx: Any) -> None:
-        response = etree.Element(f"{{{TEV}}}GetServiceCapabilitiesResponse")
-        response.append(capabilities_element(service_context(ctx)))
-        _answer(ctx, _EVENT_ACTION + "GetServiceCapabilitiesResponse", response)
+def _create(context: EventServiceContext, operation: etree._Element, environ: dict[str, Any], namespace: str,
+            consumer: str | None, now: float) -> tuple[etree._Element, Subscription]:
+    """RQ-5, EVT-10: the subscription CreatePullPointSubscription (``tev``) or Subscribe (``wsnt``, pushing to
+    ``consumer``) asks for, and the Reference / CurrentTime / TerminationTime children of the answer."""
+    chosen = _filter_or_fault(operation.find(f"{{{namespace}}}Filter"), context, now)
+    text = _time_text(operation.find(f"{{{namespace}}}InitialTerminationTime"))
+    try:
+        termination = None if text is None else parse_termination(text, now)
+        sub = context.manager.create(chosen.query, now, termination, topics=chosen.topics,
+                                     changed_only=_changed_only(operation.find(f"{{{namespace}}}SubscriptionPolicy")),
+                                     consumer=consumer)
+    except InvalidTime as exc:
+        raise _fault(("InvalidArgVal", "UnacceptableInitialTerminationTime"), str(exc), now, None) from None
+    except UnacceptableTermination as exc:
+        raise _unacceptable(exc, now, initial=True) from None
+    except TooManySubscriptions as exc:
+        raise _fault(("Action", "TooManySubscriptions"), str(exc), now,
+                     f"{{{WSNT}}}SubscribeCreationFailedFault", code="Receiver") from None
+    if consumer is not None:
+        context.push.register(sub.id, _producer(environ))
+    context.offer_states(sub)
+    response = etree.Element(f"{{{namespace}}}{etree.QName(operation).localname}Response")
+    reference = etree.SubElement(response, f"{{{namespace}}}SubscriptionReference")
+    etree.SubElement(reference, f"{{{WSA}}}Address").text = request_base_url(environ) + SUBSCRIPTION_PATH + sub.id
+    etree.SubElement(response, f"{{{WSNT}}}CurrentTime").text = format_datetime(now)
+    etree.SubElement(response, f"{{{WSNT}}}TerminationTime").text = format_datetime(sub.termination)
+    return response, sub
 
-    @rpc(_returns=None, _body_style="bare")  # type: ignore[misc]
-    def GetEventProperties(ctx: Any) -> None:
-        context: EventServiceContext = service_context(ctx)
-        _answer(ctx, _EVENT_ACTION + "GetEventPropertiesResponse",
-                _event_properties(context.kinds, context.topics.values()))
 
-    @rpc(_returns=None, _body_style="bare")  # type: ignore[misc]
-    def CreatePullPointSubscription(ctx: Any) -> None:
-        context: EventServiceContext = service_context(ctx)
-        request = _request(ctx)
-        now = context.clock()
-        chosen = _filter_or_fault(request.find(f"{{{TEV}}}Filter"), context, now)
-        text = _time_text(request.find(f"{{{TEV}}}InitialTerminationTime"))
-        try:
-            termination = None if text is None else parse_termination(text, now)
-            sub = context.manager.create(chosen.query, now, termination, topics=chosen.topics,
-                                         changed_only=_changed_only(request.find(f"{{{TEV}}}SubscriptionPolicy")))
-        except InvalidTime as exc:
-            raise _fault(("InvalidArgVal", "UnacceptableInitialTerminationTime"), str(exc), now, None) from None
-        except UnacceptableTermination as exc:
-            raise _unacceptable(exc, now, initial=True) from None
-        except TooManySubscriptions as exc:
-            raise _fault(("Action", "TooManySubscriptions"), str(exc), now,
-                         f"{{{WSNT}}}SubscribeCreationFailedFault", code="Receiver") from None
-        context.offer_states(sub)
-        response = etree.Element(f"{{{TEV}}}CreatePullPointSubscriptionResponse")
-        reference = etree.SubElement(response, f"{{{TEV}}}SubscriptionReference")
-        address = request_base_url(ctx.transport.req_env) + SUBSCRIPTION_PATH + sub.id
-        etree.SubElement(reference, f"{{{WSA}}}Address").text = address
-        etree.SubElement(response, f"{{{WSNT}}}CurrentTime").text = format_datetime(now)
-        etree.SubElement(response, f"{{{WSNT}}}TerminationTime").text = format_datetime(sub.termination)
-        _answer(ctx, _EVENT_ACTION + "CreatePullPointSubscriptionResponse", response)
+def _create_pull_point_subscription(context: EventServiceContext, request: SoapRequest,
+                                    environ: dict[str, Any]) -> Answer:
+    response, _sub = _create(context, request.operation, environ, TEV, None, context.clock())
+    return Answer(_EVENT_ACTION + "CreatePullPointSubscriptionResponse", response)
+
+
+def _subscribe(context: EventServiceContext, request: SoapRequest, environ: dict[str, Any]) -> Answer:
+    """EVT-10: ``wsnt:Subscribe`` at the event service's address (WS-BaseNotification)."""
+    now = context.clock()
+    operation = request.operation
+    consumer = _consumer_address(operation.findtext(f"{{{WSNT}}}ConsumerReference/{{{WSA}}}Address"), now)
+    response, _sub = _create(context, operation, environ, WSNT, consumer, now)
+    return Answer(_PRODUCER_ACTION + "SubscribeResponse", response)
 
 
 def _pull_fault(subcode: str, reason: str, context: EventServiceContext, *, maxima: bool = False) -> EventFault:
@@ -1118,76 +1096,55 @@ def _pull_fault(subcode: str, reason: str, context: EventServiceContext, *, maxi
     return EventFault(code="Sender", subcodes=("InvalidArgVal", subcode), reason=reason, detail_element=detail)
 
 
-class PullPointService(SoapService):
-    """The ``tev`` operations of ``tev:PullPointSubscription`` (served at each subscription's address)."""
-
-    __service_name__ = "PullPointSubscription"
-    __port_types__: ClassVar[list[str]] = ["PullPointSubscription"]
-
-    @rpc(_returns=None, _body_style="bare")  # type: ignore[misc]
-    def PullMessages(ctx: Any) -> None:
-        context: EventServiceContext = service_context(ctx)
-        request = _request(ctx)
-        timeout_text = (request.findtext(f"{{{TEV}}}Timeout") or "").strip()
-        limit = int((request.findtext(f"{{{TEV}}}MessageLimit") or "0").strip())
-        try:
-            timeout = parse_duration(timeout_text)
-        except InvalidTime as exc:
-            raise _pull_fault("Timeout", str(exc), context) from None
-        if timeout < 0 or timeout > context.max_timeout:
-            raise _pull_fault("Timeout", f"Timeout {timeout_text} is outside 0 .. "
-                              f"{format_duration(context.max_timeout)} (MaxTimeout)", context,
-                              maxima=timeout > context.max_timeout)
-        if limit < 1:
-            raise _pull_fault("MessageLimit", f"MessageLimit {limit} is below 1", context)
-        limit = min(limit, context.max_message_limit)
-        sub_id = _subscription_id(ctx)
-        manager, waiter, clock = context.manager, context.waiter, context.clock
-        now = clock()
-        deadline = now + timeout
-        try:
-            sub = manager.get(sub_id, now)
-        except UnknownSubscription as exc:
-            raise _unknown_subscription(exc, clock()) from None
-        if sub.consumer is not None:
-            raise SoapFault(code="Receiver", subcodes=("ActionNotSupported",),
-                            reason="this subscription pushes its messages to its consumer (Notify); "
-                                   "create a pull point to pull")
-        if not sub.begin_pull():  # EVT-7: the waiting pull keeps waiting; this one is refused
-            raise _fault(("Action", "UnableToGetMessages"), _CONCURRENT_PULL, now,
-                         f"{{{WSNT}}}UnableToGetMessagesFault", code="Receiver")
-        try:
-            while True:
-                generation = waiter.generation
-                now = clock()
-                result = manager.pull(sub_id, limit, now, keep_alive=timeout)
-                remaining = deadline - now
-                if result.messages or remaining <= 0 or context.closed:
-                    break
-                waiter.wait(generation, remaining)
-        except UnknownSubscription as exc:
-            raise _unknown_subscription(exc, clock()) from None
-        finally:
-            sub.end_pull()
-        response = etree.Element(f"{{{TEV}}}PullMessagesResponse")
-        etree.SubElement(response, f"{{{TEV}}}CurrentTime").text = format_datetime(now)
-        etree.SubElement(response, f"{{{TEV}}}TerminationTime").text = format_datetime(result.termination)
-        _answer(ctx, _PULL_ACTION + "PullMessagesResponse", response,
-                notifications_xml(result.messages, _producer(ctx)))
-
-    @rpc(_returns=None, _body_style="bare")  # type: ignore[misc]
-    def SetSynchronizationPoint(ctx: Any) -> None:
-        context: EventServiceContext = service_context(ctx)
-        now = context.clock()
-        try:
-            sub = context.manager.get(_subscription_id(ctx), now)
-            context.manager.synchronize(sub.id, now)
-        except UnknownSubscription as exc:
-            raise _unknown_subscription(exc, now) from None
-        context.offer_states(sub)
-        context.waiter.notify()
-        _answer(ctx, _PULL_ACTION + "SetSynchronizationPointResponse",
-                etree.Element(f"{{{TEV}}}SetSynchronizationPointResponse"))
+def _pull_messages(context: EventServiceContext, request: SoapRequest, environ: dict[str, Any]) -> Answer:
+    """RQ-5, RQ-10, EVT-3, EVT-7: the next page of a pull point, waiting up to its Timeout for news."""
+    operation = request.operation
+    timeout_text = (operation.findtext(f"{{{TEV}}}Timeout") or "").strip()
+    limit = int((operation.findtext(f"{{{TEV}}}MessageLimit") or "0").strip())
+    try:
+        timeout = parse_duration(timeout_text)
+    except InvalidTime as exc:
+        raise _pull_fault("Timeout", str(exc), context) from None
+    if timeout < 0 or timeout > context.max_timeout:
+        raise _pull_fault("Timeout", f"Timeout {timeout_text} is outside 0 .. "
+                          f"{format_duration(context.max_timeout)} (MaxTimeout)", context,
+                          maxima=timeout > context.max_timeout)
+    if limit < 1:
+        raise _pull_fault("MessageLimit", f"MessageLimit {limit} is below 1", context)
+    limit = min(limit, context.max_message_limit)
+    sub_id = _subscription_id(environ)
+    manager, waiter, clock = context.manager, context.waiter, context.clock
+    now = clock()
+    deadline = now + timeout
+    try:
+        sub = manager.get(sub_id, now)
+    except UnknownSubscription as exc:
+        raise _unknown_subscription(exc, clock()) from None
+    if sub.consumer is not None:
+        raise SoapFault(code="Receiver", subcodes=("ActionNotSupported",),
+                        reason="this subscription pushes its messages to its consumer (Notify); "
+                               "create a pull point to pull")
+    if not sub.begin_pull():  # EVT-7: the waiting pull keeps waiting; this one is refused
+        raise _fault(("Action", "UnableToGetMessages"), _CONCURRENT_PULL, now,
+                     f"{{{WSNT}}}UnableToGetMessagesFault", code="Receiver")
+    try:
+        while True:
+            generation = waiter.generation
+            now = clock()
+            result = manager.pull(sub_id, limit, now, keep_alive=timeout)
+            remaining = deadline - now
+            if result.messages or remaining <= 0 or context.closed:
+                break
+            waiter.wait(generation, remaining)
+    except UnknownSubscription as exc:
+        raise _unknown_subscription(exc, clock()) from None
+    finally:
+        sub.end_pull()
+    response = etree.Element(f"{{{TEV}}}PullMessagesResponse")
+    etree.SubElement(response, f"{{{TEV}}}CurrentTime").text = format_datetime(now)
+    etree.SubElement(response, f"{{{TEV}}}TerminationTime").text = format_datetime(result.termination)
+    return Answer(_PULL_ACTION + "PullMessagesResponse", response,
+                  notifications_xml(result.messages, _producer(environ)))
 
 
 #: EVT-7: the reason of the fault of a PullMessages sent while another one waits on the same subscription
@@ -1197,78 +1154,66 @@ _CONCURRENT_PULL = ("another PullMessages is already waiting on this subscriptio
                     "answered (one PullMessages at a time)")
 
 
-class SubscriptionManagerService(SoapService):
-    """``wsnt:Renew`` and ``wsnt:Unsubscribe`` at each subscription's address (EVT-4)."""
-
-    __service_name__ = "SubscriptionManager"
-    __port_types__: ClassVar[list[str]] = ["SubscriptionManager"]
-
-    @rpc(_returns=None, _body_style="bare")  # type: ignore[misc]
-    def Renew(ctx: Any) -> None:
-        context: EventServiceContext = service_context(ctx)
-        now = context.clock()
-        text = _time_text(_request(ctx).find(f"{{{WSNT}}}TerminationTime"))
-        try:
-            termination = None if text is None else parse_termination(text, now)
-            ends = context.manager.renew(_subscription_id(ctx), termination, now)
-        except UnknownSubscription as exc:
-            raise _unknown_subscription(exc, now) from None
-        except InvalidTime as exc:
-            raise _fault(("InvalidArgVal", "UnacceptableTerminationTime"), str(exc), now, None) from None
-        except UnacceptableTermination as exc:
-            raise _unacceptable(exc, now, initial=False) from None
-        response = etree.Element(f"{{{WSNT}}}RenewResponse")
-        etree.SubElement(response, f"{{{WSNT}}}TerminationTime").text = format_datetime(ends)
-        etree.SubElement(response, f"{{{WSNT}}}CurrentTime").text = format_datetime(now)
-        _answer(ctx, _MANAGER_ACTION + "RenewResponse", response)
-
-    @rpc(_returns=None, _body_style="bare")  # type: ignore[misc]
-    def Unsubscribe(ctx: Any) -> None:
-        context: EventServiceContext = service_context(ctx)
-        now = context.clock()
-        try:
-            context.manager.unsubscribe(_subscription_id(ctx), now)
-        except UnknownSubscription as exc:
-            raise _unknown_subscription(exc, now) from None
-        context.waiter.notify()
-        _answer(ctx, _MANAGER_ACTION + "UnsubscribeResponse", etree.Element(f"{{{WSNT}}}UnsubscribeResponse"))
+def _set_synchronization_point(context: EventServiceContext, _request: SoapRequest,
+                               environ: dict[str, Any]) -> Answer:
+    """EVT-4: the current state of every property again, as ``Initialized``."""
+    now = context.clock()
+    try:
+        sub = context.manager.get(_subscription_id(environ), now)
+        context.manager.synchronize(sub.id, now)
+    except UnknownSubscription as exc:
+        raise _unknown_subscription(exc, now) from None
+    context.offer_states(sub)
+    context.waiter.notify()
+    return Answer(_PULL_ACTION + "SetSynchronizationPointResponse",
+                  etree.Element(f"{{{TEV}}}SetSynchronizationPointResponse"))
 
 
-class NotificationProducerService(SoapService):
-    """``wsnt:Subscribe`` at the event service's address (EVT-10, WS-BaseNotification)."""
+def _renew(context: EventServiceContext, request: SoapRequest, environ: dict[str, Any]) -> Answer:
+    """EVT-4: ``wsnt:Renew`` at a subscription's address."""
+    now = context.clock()
+    text = _time_text(request.operation.find(f"{{{WSNT}}}TerminationTime"))
+    try:
+        termination = None if text is None else parse_termination(text, now)
+        ends = context.manager.renew(_subscription_id(environ), termination, now)
+    except UnknownSubscription as exc:
+        raise _unknown_subscription(exc, now) from None
+    except InvalidTime as exc:
+        raise _fault(("InvalidArgVal", "UnacceptableTerminationTime"), str(exc), now, None) from None
+    except UnacceptableTermination as exc:
+        raise _unacceptable(exc, now, initial=False) from None
+    response = etree.Element(f"{{{WSNT}}}RenewResponse")
+    etree.SubElement(response, f"{{{WSNT}}}TerminationTime").text = format_datetime(ends)
+    etree.SubElement(response, f"{{{WSNT}}}CurrentTime").text = format_datetime(now)
+    return Answer(_MANAGER_ACTION + "RenewResponse", response)
 
-    __service_name__ = "NotificationProducer"
-    __port_types__: ClassVar[list[str]] = ["NotificationProducer"]
 
-    @rpc(_returns=None, _body_style="bare")  # type: ignore[misc]
-    def Subscribe(ctx: Any) -> None:
-        context: EventServiceContext = service_context(ctx)
-        request = _request(ctx)
-        now = context.clock()
-        consumer = _consumer_address(request.findtext(f"{{{WSNT}}}ConsumerReference/{{{WSA}}}Address"), now)
-        chosen = _filter_or_fault(request.find(f"{{{WSNT}}}Filter"), context, now)
-        text = _time_text(request.find(f"{{{WSNT}}}InitialTerminationTime"))
-        try:
-            termination = None if text is None else parse_termination(text, now)
-            sub = context.manager.create(chosen.query, now, termination, topics=chosen.topics,
-                                         changed_only=_changed_only(request.find(f"{{{WSNT}}}SubscriptionPolicy")),
-                                         consumer=consumer)
-        except InvalidTime as exc:
-            raise _fault(("InvalidArgVal", "UnacceptableInitialTerminationTime"), str(exc), now, None) from None
-        except UnacceptableTermination as exc:
-            raise _unacceptable(exc, now, initial=True) from None
-        except TooManySubscriptions as exc:
-            raise _fault(("Action", "TooManySubscriptions"), str(exc), now,
-                         f"{{{WSNT}}}SubscribeCreationFailedFault", code="Receiver") from None
-        context.push.register(sub.id, _producer(ctx))
-        context.offer_states(sub)
-        response = etree.Element(f"{{{WSNT}}}SubscribeResponse")
-        reference = etree.SubElement(response, f"{{{WSNT}}}SubscriptionReference")
-        address = request_base_url(ctx.transport.req_env) + SUBSCRIPTION_PATH + sub.id
-        etree.SubElement(reference, f"{{{WSA}}}Address").text = address
-        etree.SubElement(response, f"{{{WSNT}}}CurrentTime").text = format_datetime(now)
-        etree.SubElement(response, f"{{{WSNT}}}TerminationTime").text = format_datetime(sub.termination)
-        _answer(ctx, _PRODUCER_ACTION + "SubscribeResponse", response)
+def _unsubscribe(context: EventServiceContext, _request: SoapRequest, environ: dict[str, Any]) -> Answer:
+    """EVT-4: ``wsnt:Unsubscribe`` at a subscription's address."""
+    now = context.clock()
+    try:
+        context.manager.unsubscribe(_subscription_id(environ), now)
+    except UnknownSubscription as exc:
+        raise _unknown_subscription(exc, now) from None
+    context.waiter.notify()
+    return Answer(_MANAGER_ACTION + "UnsubscribeResponse", etree.Element(f"{{{WSNT}}}UnsubscribeResponse"))
+
+
+#: The operations served at the event service's address (``tev:EventPortType``, ``wsnt:NotificationProducer``).
+_EVENT_OPERATIONS = {
+    (TEV, "GetServiceCapabilities"): _get_service_capabilities,
+    (TEV, "GetEventProperties"): _get_event_properties,
+    (TEV, "CreatePullPointSubscription"): _create_pull_point_subscription,
+    (WSNT, "Subscribe"): _subscribe,
+}
+#: The operations served at each subscription's address (``tev:PullPointSubscription``,
+#: ``wsnt:SubscriptionManager``), and at the event service's address for a ``wsa:To`` naming a subscription.
+_SUBSCRIPTION_OPERATIONS = {
+    (TEV, "PullMessages"): _pull_messages,
+    (TEV, "SetSynchronizationPoint"): _set_synchronization_point,
+    (WSNT, "Renew"): _renew,
+    (WSNT, "Unsubscribe"): _unsubscribe,
+}
 
 
 #: The longest consumer address accepted (characters).
@@ -1288,8 +1233,8 @@ def _consumer_address(text: str | None, now: float) -> str:
 
 def notify_envelope(messages: Iterable[Notification | GenericEvent], consumer: str, producer: str = "") -> bytes:
     """EVT-10: the ``wsnt:Notify`` request pushed to a consumer (its ``wsa:To`` is the consumer address)."""
-    return _envelope(_NOTIFY_ACTION, etree.Element(f"{{{WSNT}}}Notify"), notifications_xml(messages, producer),
-                     to=consumer)
+    return write_envelope(_NOTIFY_ACTION, etree.Element(f"{{{WSNT}}}Notify"), notifications_xml(messages, producer),
+                          nsmap=_NSMAP, to=consumer)
 
 
 def _post(address: str, data: bytes, timeout: float) -> int:
@@ -1412,112 +1357,9 @@ class PushDelivery:
                  excerpt(problem), self.retry_after[box.failures - 1])
 
 
-# --------------------------------------------------------------------------- WS-Addressing
-
-#: The subscription operations and the last segment of their input ``wsa:Action`` (WSDL, WS-N bw-2).
-_SUBSCRIPTION_OPERATIONS = {
-    (TEV, "PullMessages"): "PullMessagesRequest",
-    (TEV, "SetSynchronizationPoint"): "SetSynchronizationPointRequest",
-    (WSNT, "Renew"): "RenewRequest",
-    (WSNT, "Unsubscribe"): "UnsubscribeRequest",
-}
-
-
-def _header_text(request: SoapRequest, name: str) -> str | None:
-    if request.header is None:
-        return None
-    found = request.header.find(f"{{{WSA}}}{name}")
-    return None if found is None else (found.text or "").strip()
-
-
-def _check_action(request: SoapRequest) -> None:
-    """WS-Addressing 1.0: a ``wsa:Action`` that names another operation than the Body is refused.
-
-    The Body decides what runs (one message, one parse); an Action that contradicts it means client and
-    server disagree about the message, so it is refused rather than guessed. Accepted: the WSDL's input
-    action (``…/<Operation>Request``) and the bare ``…/<Operation>`` some clients send.
-    """
-    action = _header_text(request, "Action")
-    if not action:
-        return
-    _namespace, name = request.operation_name
-    last = action.rstrip("/").rpartition("/")[2]
-    if last not in (name, name + "Request"):
-        raise SoapFault(code="Sender", subcodes=("InvalidArgVal", "ActionMismatch"),
-                        reason=f"wsa:Action {excerpt(action)} does not name the operation {name} in the Body")
-
-
-def _fault_headers(data: bytes, message_id: str | None) -> bytes:
-    """Our own fault envelope ``data`` with the event service's fault ``wsa:Action`` (ONVIF Core, Event
-    handling, "SOAP Fault Messages") and, for a request with a ``wsa:MessageID``, ``wsa:RelatesTo``."""
-    env = etree.fromstring(data)
-    header = env.find(f"{{{SOAP_ENV}}}Header")
-    if header is None:
-        header = etree.Element(f"{{{SOAP_ENV}}}Header")
-        env.insert(0, header)
-    action = header.find(f"{{{WSA}}}Action")
-    if action is None:
-        action = etree.SubElement(header, f"{{{WSA}}}Action", nsmap={"wsa": WSA})
-    action.text = WSA_FAULT_ACTION
-    if message_id:
-        etree.SubElement(header, f"{{{WSA}}}RelatesTo", nsmap={"wsa": WSA}).text = message_id
-    return bytes(etree.tostring(env, xml_declaration=True, encoding="utf-8"))
-
-
 # --------------------------------------------------------------------------- endpoints
 
 StartResponse = Callable[..., Any]
-
-
-class _EventEndpoint(SoapEndpoint):
-    """A :class:`SoapEndpoint` whose answers are the lxml elements the methods hand over.
-
-    Every answer (faults too) carries ``wsa:RelatesTo`` when the request had a ``wsa:MessageID``.
-    """
-
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        captured: dict[str, Any] = {}
-
-        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
-            captured["status"], captured["headers"] = status, headers
-            return lambda _chunk: None
-
-        request = environ.get(ENVIRON_REQUEST)
-        message_id = _header_text(request, "MessageID") if isinstance(request, SoapRequest) else None
-        try:
-            if isinstance(request, SoapRequest):
-                _check_action(request)
-            body = b"".join(super().__call__(environ, capture))
-        except SoapFault as fault:
-            log.info("refused request: %s", fault)
-            body = fault.to_envelope()
-            captured["status"] = f"{fault.http_status} {HTTPStatus(fault.http_status).phrase}"
-            captured["headers"] = [("Content-Type", SOAP12_CONTENT_TYPE)]
-        raw = environ.pop(_RAW_KEY, None)
-        if raw is not None and captured["status"].startswith("200"):
-            status, headers = "200 OK", [("Content-Type", SOAP12_CONTENT_TYPE)]
-            action, element, tail = raw
-            data = _envelope(action, element, tail, relates_to=message_id)
-        else:
-            status, data = captured["status"], body
-            headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
-            if data.startswith(b"<?xml"):
-                data = _fault_headers(data, message_id)  # a fault: small, ours, parsed again for the header
-        start_response(status, [*headers, ("Content-Length", str(len(data)))])
-        return [data]
-
-
-class _ByNamespace:
-    """Hands a request to the endpoint serving the namespace of its operation (tev or wsnt)."""
-
-    def __init__(self, endpoints: dict[str, SoapEndpoint], default: str) -> None:
-        self.endpoints = endpoints
-        self.default = default
-
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        request = environ.get(ENVIRON_REQUEST)
-        namespace = request.operation_name[0] if isinstance(request, SoapRequest) else self.default
-        return self.endpoints.get(namespace, self.endpoints[self.default])(environ, start_response)
 
 
 class _EventAddress:
@@ -1529,20 +1371,16 @@ class _EventAddress:
     ``ResourceUnknown`` fault that names where to send it. The header is read from the one parsed request.
     """
 
-    def __init__(self, events: SoapEndpoint, producer: SoapEndpoint, subscriptions: _ByNamespace,
-                 context: EventServiceContext) -> None:
+    def __init__(self, events: QNameDispatcher, subscriptions: QNameDispatcher, context: EventServiceContext) -> None:
         self.events = events
-        self.producer = producer
         self.subscriptions = subscriptions
         self.context = context
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request = environ.get(ENVIRON_REQUEST)
-        if isinstance(request, SoapRequest) and request.operation_name == (WSNT, "Subscribe"):
-            return self.producer(environ, start_response)
         if not isinstance(request, SoapRequest) or request.operation_name not in _SUBSCRIPTION_OPERATIONS:
             return self.events(environ, start_response)
-        to = _header_text(request, "To") or ""
+        to = wsa_header(request, "To") or ""
         path = urlsplit(to).path
         marker = path.find(SUBSCRIPTION_PATH)
         if not to or marker < 0:
@@ -1550,18 +1388,14 @@ class _EventAddress:
                            f"{request.operation_name[1]} goes to a subscription: send it to the "
                            "SubscriptionReference address, or give that address in wsa:To",
                            self.context.clock(), f"{{{WSRF_R}}}ResourceUnknownFault")
-            return fault_response(fault, start_response)
+            return self.events.fault(fault, request, start_response)
         environ[_SUBSCRIPTION_KEY] = path[marker + len(SUBSCRIPTION_PATH):]
         return self.subscriptions(environ, start_response)
 
 
 def event_endpoints(context: EventServiceContext) -> tuple[Any, Any]:
     """The WSGI apps of the event service and of the subscription addresses (no access control: see :mod:`.app`)."""
-    events = _EventEndpoint([EventService], TEV, xsd="events", context=context, name="EventService")
-    pull = _EventEndpoint([PullPointService], TEV, xsd="events", context=context, name="PullPointSubscription")
-    manager = _EventEndpoint([SubscriptionManagerService], WSNT, xsd="events", context=context,
-                             name="SubscriptionManager")
-    producer = _EventEndpoint([NotificationProducerService], WSNT, xsd="events", context=context,
-                              name="NotificationProducer")
-    subscriptions = _ByNamespace({TEV: pull, WSNT: manager}, TEV)
-    return _EventAddress(events, producer, subscriptions, context), subscriptions
+    def dispatcher(handlers: Mapping[tuple[str, str], Any]) -> QNameDispatcher:
+        return QNameDispatcher(handlers, xsd="events", context=context, nsmap=_NSMAP, fault_action=WSA_FAULT_ACTION)
+    subscriptions = dispatcher(_SUBSCRIPTION_OPERATIONS)
+    return _EventAddress(dispatcher(_EVENT_OPERATIONS), subscriptions, context), subscriptions

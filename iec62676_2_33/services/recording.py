@@ -78,7 +78,7 @@ from ..namespaces import TNS1, TT, WSNT
 from ..security.access import AccessClass
 from ..soap.envelope import excerpt
 from ..soap.fault import SoapFault
-from ..soap.spyne_glue import SoapEndpoint, SoapService, service_context
+from ..soap.spyne_glue import SoapEndpoint, SoapService, request_operation, service_context
 from .events import generic_notification_xml, parse_filter
 from .forwarded import request_base_url
 from .media2 import proxied_rtsp_base, through_proxy
@@ -403,7 +403,7 @@ def _event(event: RecordingEvent) -> NotificationMessageHolder:
 
 def _search_filter(ctx: Any) -> Callable[[RecordingEvent], bool]:
     """FindEvents' SearchFilter, read from the parsed request: topic expressions and MessageContent."""
-    element = ctx.in_body_doc.find(f"{{{TSE}}}SearchFilter")
+    element = request_operation(ctx).find(f"{{{TSE}}}SearchFilter")
     has_topic = element is not None and any(etree.QName(c).localname == "TopicExpression"
                                             for c in element if isinstance(c.tag, str))
     try:

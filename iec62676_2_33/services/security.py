@@ -44,7 +44,7 @@ from ..security.keystore import (
     subject_name,
 )
 from ..soap.fault import SoapFault
-from ..soap.spyne_glue import SoapEndpoint, SoapService, service_context
+from ..soap.spyne_glue import SoapEndpoint, SoapService, request_operation, service_context
 from ..store import CertificateRecord, KeyRecord, PolicyRecord
 
 __all__ = ["OPERATION_ACCESS", "SECURITY_PATH", "TAS", "capabilities_element", "security_endpoint"]
@@ -233,7 +233,7 @@ def _op(handler: Handler) -> Any:
     def method(ctx: Any) -> None:
         answer = etree.Element(_q(f"{name}Response"), nsmap={"tas": TAS})
         try:
-            handler(service_context(ctx), ctx.in_body_doc, answer)
+            handler(service_context(ctx), request_operation(ctx), answer)
         except KeystoreError as exc:
             raise SoapFault(code=exc.code, subcodes=exc.subcodes, reason=str(exc)) from None
         ctx.transport.req_env[_ANSWER_KEY] = answer

@@ -54,7 +54,7 @@ from lxml import etree
 from ..namespaces import SOAP_ENV, WSA, WSSE
 from .fault import SoapFault
 
-__all__ = ["SOAP11_ENV", "SoapRequest", "UnsupportedMediaType", "parse_request"]
+__all__ = ["SOAP11_ENV", "SoapRequest", "UnsupportedMediaType", "body_element", "parse_request"]
 
 SOAP11_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 
@@ -121,6 +121,14 @@ class SoapRequest:
 def excerpt(text: str, limit: int = ECHO_LIMIT) -> str:
     """At most ``limit`` characters of client input, for a fault or a log line (``repr``-escaped)."""
     return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def body_element(envelope: etree._Element) -> etree._Element | None:
+    """The first element in the ``env:Body`` of an envelope parsed elsewhere (an answer a client reads, an
+    envelope the library wrote), or None. A *request* is identified by :func:`parse_request` instead, which
+    insists on exactly one."""
+    body = envelope.find(_BODY)
+    return None if body is None else next((child for child in body if isinstance(child.tag, str)), None)
 
 
 def _sender(reason: str, *subcodes: str) -> SoapFault:

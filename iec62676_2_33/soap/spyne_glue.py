@@ -32,9 +32,9 @@ from spyne.protocol.soap import Soap12
 from spyne.server import ServerBase
 
 from .. import schemas
-from ..errors import SchemaError
 from ..namespaces import SOAP12_CONTENT_TYPE
 from ..security.middleware import ENVIRON_REQUEST
+from .dispatch import check_operation, method_not_allowed
 from .envelope import SoapRequest, excerpt
 from .fault import SoapFault, fault_response
 
@@ -147,10 +147,7 @@ class SoapEndpoint:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") != "POST":
-            body = b"this is a SOAP 1.2 endpoint: POST an envelope\n"
-            start_response("405 Method Not Allowed", [("Allow", "POST"), ("Content-Type", "text/plain"),
-                                                      ("Content-Length", str(len(body)))])
-            return [body]
+            return method_not_allowed(start_response)
         request = environ.get(ENVIRON_REQUEST)
         if not isinstance(request, SoapRequest):
             log.error("a request reached %s without passing access control", self.tns)
@@ -178,34 +175,4 @@ class SoapEndpoint:
         return _respond(start_response, "200 OK", body)
 
     def _check(self, request: SoapRequest) -> None:
-        operation = request.operation
-        if operation.tag not in self.operations:
-            raise SoapFault(code="Receiver", subcodes=("ActionNotSupported",),
-                            reason=f"operation {excerpt(operation.tag)} is not supported at this address")
-        if self.precheck is not None:
-            self.precheck(operation)
-        try:
-            schemas.validate(operation if self.schema_view is None else self.schema_view(operation), self.xsd)
-        except SchemaError as exc:
-            raise SoapFault(code="Sender", subcodes=("InvalidArgs",), reason=str(exc)) from None
-        _unambiguous_for_spyne(operation)
-
-
-def _unambiguous_for_spyne(operation: etree._Element) -> None:
-    """Refuse siblings that share a local name across namespaces.
-
-    Spyne matches child elements by local name only and a later one wins, so
-    ``<tup:UserLevel>User</tup:UserLevel><o:UserLevel xmlns:o="urn:x">Administrator</o:UserLevel>``
-    passes the XSD (the second is an ``xs:any`` extension) yet Spyne reads
-    Administrator. What the XSD checked must be what the service reads.
-    """
-    for parent in operation.iter():
-        seen: dict[str, str | None] = {}
-        for child in parent:
-            if not isinstance(child.tag, str):
-                continue
-            qname = etree.QName(child)
-            namespace = seen.setdefault(qname.localname, qname.namespace)
-            if namespace != qname.namespace:
-                raise SoapFault(code="Sender", subcodes=("InvalidArgs",),
-                                reason=f"{excerpt(qname.localname)} appears in two namespaces in one element")
+        check_operation(request, self.operations, self.xsd, precheck=self.precheck, schema_view=self.schema_view)
