@@ -84,11 +84,15 @@ def test_splitter_bounds_the_head() -> None:
 def test_rewriter_maps_player_urls_to_the_camera_and_back() -> None:
     """STR-1, STR-4: request URIs go to the camera with its credentials (the player's own
     Authorization is dropped); Content-Base and SDP come back with the player's URL."""
-    rewriter = UrlRewriter("tok", CAMERA, authorization=CameraAuth("cam", "pw"))
+    auth = CameraAuth("cam", "pw")
+    rewriter = UrlRewriter("tok", CAMERA, authorization=auth)
     req = RtspMessage(f"DESCRIBE {FRONT} RTSP/1.0", [("CSeq", "1"), ("Authorization", "Basic cGxheWVy")])
     out = rewriter.request(req)
     assert out.start == f"DESCRIBE {CAMERA} RTSP/1.0"
-    assert out.header("authorization") == "Basic " + base64.b64encode(b"cam:pw").decode()
+    assert out.header("authorization") is None  # nothing before the camera asks
+    assert auth.challenged(RtspMessage("RTSP/1.0 401 Unauthorized", [("WWW-Authenticate", 'Basic realm="cam"')]))
+    again = rewriter.request(RtspMessage(f"DESCRIBE {FRONT} RTSP/1.0", [("CSeq", "2")]))
+    assert again.header("authorization") == "Basic " + base64.b64encode(b"cam:pw").decode()
     setup = rewriter.request(RtspMessage(f"SETUP {FRONT}/stream=0 RTSP/1.0", [("CSeq", "2")]))
     assert setup.target == CAMERA + "/stream=0"
     assert rewriter.request(RtspMessage("OPTIONS * RTSP/1.0", [])).target == "*"
@@ -190,11 +194,11 @@ def test_extended_connect_between_the_roles() -> None:
 
 
 def test_camera_auth_answers_digest_challenges() -> None:
-    """STR-4: camera credentials go Basic until a Digest challenge, then Digest (qop=auth counted);
-    a challenge with the nonce already answered is not retried."""
+    """STR-4: no camera credentials until a challenge; Digest when offered, even beside Basic
+    (qop=auth counted); a challenge with the nonce already answered is not retried."""
     auth = CameraAuth("cam", "pw")
     request = RtspMessage(f"DESCRIBE {CAMERA} RTSP/1.0", [("CSeq", "1")])
-    assert auth(request) == basic_authorization("cam", "pw")
+    assert auth(request) is None
     challenge = RtspMessage("RTSP/1.0 401 Unauthorized", [
         ("WWW-Authenticate", 'Basic realm="cam"'),
         ("WWW-Authenticate", 'Digest realm="cam", nonce="n1", qop="auth", opaque="o"')])
@@ -206,3 +210,13 @@ def test_camera_auth_answers_digest_challenges() -> None:
                                                  cnonce=params["cnonce"])
     assert parse_auth_header(auth(request))[1]["nc"] == "00000002"
     assert not auth.challenged(challenge)  # the same nonce refused again: wrong credentials
+
+
+def test_camera_auth_sends_basic_only_when_it_is_the_scheme_asked_for() -> None:
+    """STR-4: a Basic-only challenge gets Basic once; refused again, it is not retried."""
+    auth = CameraAuth("cam", "pw")
+    request = RtspMessage(f"DESCRIBE {CAMERA} RTSP/1.0", [("CSeq", "1")])
+    challenge = RtspMessage("RTSP/1.0 401 Unauthorized", [("WWW-Authenticate", 'Basic realm="cam"')])
+    assert auth.challenged(challenge)
+    assert auth(request) == basic_authorization("cam", "pw")
+    assert not auth.challenged(challenge)

@@ -22,9 +22,10 @@ camera: requests are cut out (:class:`~..sansio.rtsp_tunnel.RtspSplitter`), thei
 URLs rewritten to the camera's and the camera's credentials added
 (:class:`~..sansio.rtsp_tunnel.UrlRewriter`); interleaved RTCP passes as is.
 Camera → player: responses get the player's URLs back; interleaved RTP passes in
-runs. Camera credentials (:class:`CameraAuth`): Basic on every request until the camera
-answers 401 with a Digest challenge; that request is then resent with Digest (the 401
-never reaches the player) and Digest is used from then on. Back-pressure, not buffers: the camera is read only after the previous
+runs. Camera credentials (:class:`CameraAuth`): none until the camera answers 401; that
+request is then resent with the scheme the camera asked for, Digest when offered, Basic only
+when it is the one scheme offered (the 401 never reaches the player), and that scheme is used
+from then on. A password is never sent in the clear to a camera that did not ask for it. Back-pressure, not buffers: the camera is read only after the previous
 chunk was handed to the HTTP/2 stream, and that write returns only once the
 stream holds at most ``SEND_LOW_WATER`` bytes (:mod:`.h2conn`), so a player that
 stops reading stops the camera's socket (TCP does the rest); a stream the cloud
@@ -194,18 +195,20 @@ Reader = Callable[[int], Awaitable[bytes]]
 
 
 class CameraAuth:
-    """A media source's camera credentials on each request it is sent: Basic until the camera
-    challenges with Digest (RFC 7616, MD5 or SHA-256, with ``qop=auth`` or without, as RTSP
-    servers commonly do), Digest from then on. Never logged."""
+    """A media source's camera credentials on each request it is sent: none until the camera
+    challenges, then Digest when the challenge offers it (RFC 7616, MD5 or SHA-256, with
+    ``qop=auth`` or without, as RTSP servers commonly do), else Basic when that is the one scheme
+    offered. Unsolicited Basic would hand the password in the clear to whoever answers on the
+    camera's address; the cost is one 401 round trip per session. Never logged."""
 
     def __init__(self, username: str, password: str) -> None:
         self._username = username
         self._password = password
-        self._basic = basic_authorization(username, password)
+        self._basic: str | None = None
         self._digest: dict[str, str] | None = None
         self._nc = 0
 
-    def __call__(self, msg: RtspMessage) -> str:
+    def __call__(self, msg: RtspMessage) -> str | None:
         d = self._digest
         if d is None:
             return self._basic
@@ -234,12 +237,16 @@ class CameraAuth:
         return "Digest " + ", ".join(fields)
 
     def challenged(self, response: RtspMessage) -> bool:
-        """Learn a 401's Digest challenge; True when a retry with it may succeed (a first or a
-        fresh nonce, or ``stale=true``), False when these credentials were already refused."""
+        """Learn a 401's challenge; True when a retry may succeed (a first challenge, a fresh
+        Digest nonce, or ``stale=true``), False when these credentials were already refused."""
+        basic_offered = False
         for value in (v for k, v in response.headers if k.lower() == "www-authenticate"):
             try:
                 scheme, params = parse_auth_header(value)
             except AuthenticationError:
+                continue
+            if scheme.lower() == "basic":
+                basic_offered = True
                 continue
             if scheme.lower() != "digest" or "realm" not in params or "nonce" not in params or \
                     params.get("algorithm", "MD5").upper() not in _DIGESTS:
@@ -247,6 +254,9 @@ class CameraAuth:
             old = self._digest
             self._digest, self._nc = params, 0
             return old is None or old["nonce"] != params["nonce"] or params.get("stale", "").lower() == "true"
+        if basic_offered and self._digest is None and self._basic is None:
+            self._basic = basic_authorization(self._username, self._password)
+            return True
         return False
 
 
@@ -272,13 +282,16 @@ class _Session:
                 self.sent.popitem(last=False)
 
     def retried(self, response: RtspMessage) -> bool:
-        """A 401 answered by resending its request with the camera's Digest credentials."""
+        """A 401 answered by resending its request with the credentials the camera asked for."""
         if self.auth is None or not response.start.startswith("RTSP/1.0 401"):
             return False
         request = self.sent.pop(response.header("cseq") or "", None)
         if request is None or not self.auth.challenged(response):
             return False
-        request.set_header("Authorization", self.auth(request))
+        credentials = self.auth(request)
+        if credentials is None:
+            return False
+        request.set_header("Authorization", credentials)
         self.camera.write(request.encode())
         return True
 

@@ -228,7 +228,7 @@ class UrlRewriter:
     """Player URLs ↔ the camera's URL for one media source (see the module docstring)."""
 
     def __init__(self, token: str, camera_url: str, *,
-                 authorization: Callable[[RtspMessage], str] | None = None) -> None:
+                 authorization: Callable[[RtspMessage], str | None] | None = None) -> None:
         self.token = token
         self.camera_url = camera_url.rstrip("/")
         self.authorization = authorization
@@ -244,8 +244,9 @@ class UrlRewriter:
             parts = msg.start.split(" ")
             msg.start = f"{parts[0]} {self.camera_url}{target[len(base):]} {parts[2]}"
         msg.headers = [(k, v) for k, v in msg.headers if k.lower() != "authorization"]
-        if self.authorization is not None:
-            msg.headers.append(("Authorization", self.authorization(msg)))
+        credentials = self.authorization(msg) if self.authorization is not None else None
+        if credentials is not None:
+            msg.headers.append(("Authorization", credentials))
         return msg
 
     def response(self, msg: RtspMessage) -> RtspMessage:
