@@ -26,9 +26,9 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from cluster_env import Haproxy, NatsServer, Node, NodePki
-from uplink_env import Device, Pki, seed_device, wait_until
 
 from iec62676_2_33.namespaces import SOAP12_CONTENT_TYPE, SOAP_ENV, TUP
+from iec62676_2_33.testing.harness import RunningDevice, UplinkPki, seed_device, wait_until
 
 BODY = (f'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="{SOAP_ENV}" xmlns:tup="{TUP}">'
         "<s:Body><tup:GetServiceCapabilities/></s:Body></s:Envelope>").encode()
@@ -66,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        certs, node_pki = Pki(tmp / "pki"), NodePki(tmp / "pki")
+        certs, node_pki = UplinkPki(tmp / "pki"), NodePki(tmp / "pki")
         nats = NatsServer(tmp / "js")
         nodes = [Node(f"n{i}", cert=certs.cert, key=certs.key, client_ca=certs.ca_file, nodes=node_pki,
                       nats_url=nats.url, log=tmp / f"n{i}.log") for i in range(2)]
@@ -76,7 +76,7 @@ def main() -> None:
             for i in range(args.devices):
                 cn = f"cam-{i}"
                 seed_device(tmp / cn, certs, cn, [(f"https://localhost:{balancer.port}/uplink", ("User",))])
-                devices.append(Device(tmp / cn, listen=False))
+                devices.append(RunningDevice(tmp / cn, listen=False))
 
             def held() -> dict[str, str] | None:
                 listed = httpx.get(f"{nodes[0].proxy_url}/devices", timeout=10).json()

@@ -42,10 +42,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from camera import start_camera
-from uplink_env import Pki, seed_device
 
 from iec62676_2_33.domain.media import MediaSource
 from iec62676_2_33.store import DeviceStore
+from iec62676_2_33.testing.harness import UplinkPki, seed_device
 
 TOKEN = "main"
 DEVICE = "bench-cam"
@@ -80,7 +80,7 @@ def _process(args: list[str], pattern: str, timeout: float = 30.0) -> Iterator[t
 def setup(tmp: Path, kbit: int) -> Iterator[tuple[str, str, int, int]]:
     """Camera, cloud (--rtsp), device over a native uplink; yields (direct URL, uplink URL, cloud pid,
     device pid)."""
-    certs = Pki(tmp / f"pki{kbit}")
+    certs = UplinkPki(tmp / f"pki{kbit}")
     with start_camera(pattern="snow", bitrate=kbit) as cam, \
             _process(["cloud", "serve", "--listen", "127.0.0.1:0", "--cert", str(certs.cert), "--key", str(certs.key),
                       "--client-ca", str(certs.ca_file), "--rtsp", "127.0.0.1:0"],

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from uplink_env import FAST, Pki, seed_device
 
 from iec62676_2_33.errors import ConfigurationError
 from iec62676_2_33.runtime.agent import UplinkAgent
@@ -32,6 +31,7 @@ from iec62676_2_33.runtime.cloud import CloudListener, DeviceEvent, ListenerSett
 from iec62676_2_33.runtime.cloud_server import CloudOptions, run_cloud
 from iec62676_2_33.sansio.admission import Admission, AdmissionLimits, Refusal
 from iec62676_2_33.store import DeviceStore
+from iec62676_2_33.testing.harness import FAST, UplinkPki, seed_device
 from iec62676_2_33.transport.base import PeerClosed, TlsHandshakeError
 from iec62676_2_33.transport.contexts import client_context, server_context
 from iec62676_2_33.transport.tls import (
@@ -275,16 +275,16 @@ def test_limits_are_checked(kw: dict[str, Any]) -> None:
 
 
 @pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return Pki(tmp_path_factory.mktemp("pki"))
+def certs(tmp_path_factory: pytest.TempPathFactory) -> UplinkPki:
+    return UplinkPki(tmp_path_factory.mktemp("pki"))
 
 
-def server_ctx(certs: Pki, *, require_client_cert: bool = False) -> ssl.SSLContext:
+def server_ctx(certs: UplinkPki, *, require_client_cert: bool = False) -> ssl.SSLContext:
     return server_context(certs.server.cert_pem(), certs.server.key_pem(), client_ca_pems=[certs.ca.cert_pem()],
                           require_client_cert=require_client_cert)
 
 
-def client_ctx(certs: Pki) -> ssl.SSLContext:
+def client_ctx(certs: UplinkPki) -> ssl.SSLContext:
     return client_context(cafile_pems=[certs.ca.cert_pem()])
 
 
@@ -322,7 +322,7 @@ async def until_done(tasks: list[asyncio.Task[None]], count: int) -> None:
             await asyncio.wait([t for t in tasks if not t.done()], return_when=asyncio.FIRST_COMPLETED)
 
 
-async def echo_round_trip(port: int, certs: Pki) -> bytes:
+async def echo_round_trip(port: int, certs: UplinkPki) -> bytes:
     stream = await connect_tls(LOOPBACK, port, client_ctx(certs), server_hostname="localhost", timeout=BOUND)
     try:
         await stream.write(b"hello")
@@ -350,7 +350,7 @@ async def flood_of(port: int, count: int, source: str = FLOODER) -> AsyncIterato
 # --------------------------------------------------------------------------- real sockets: the TLS server
 
 
-async def test_a_flood_from_one_source_is_cut_to_its_per_source_limit(certs: Pki) -> None:
+async def test_a_flood_from_one_source_is_cut_to_its_per_source_limit(certs: UplinkPki) -> None:
     """40 silent connections from one source: the first 8 (per_source_pending) are held, the other
     32 closed at once and counted; another source still completes a TLS round trip."""
     limits = AdmissionLimits(max_pending=64, known_reserve=0, per_source_pending=8, rate=None)
@@ -366,7 +366,7 @@ async def test_a_flood_from_one_source_is_cut_to_its_per_source_limit(certs: Pki
     assert server.stats["accepted"] == 41
 
 
-async def test_a_flood_from_one_source_is_cut_to_its_connection_rate(certs: Pki) -> None:
+async def test_a_flood_from_one_source_is_cut_to_its_connection_rate(certs: UplinkPki) -> None:
     """With a burst of 5 and a negligible refill, the 6th and later connections of one source are
     closed at once (refused_rate); another source is not affected."""
     limits = AdmissionLimits(max_pending=64, known_reserve=0, per_source_pending=None, rate=1e-6, burst=5)
@@ -380,7 +380,7 @@ async def test_a_flood_from_one_source_is_cut_to_its_connection_rate(certs: Pki)
         assert await echo_round_trip(port, certs) == b"hello"
 
 
-async def test_a_newcomer_evicts_the_oldest_handshake_of_the_flooding_source(certs: Pki) -> None:
+async def test_a_newcomer_evicts_the_oldest_handshake_of_the_flooding_source(certs: UplinkPki) -> None:
     """The cap full of one source's silent connections: that source's next one is refused, but a
     client from another source is admitted by closing the flood's oldest connection."""
     limits = AdmissionLimits.global_cap(8)
@@ -396,14 +396,14 @@ async def test_a_newcomer_evicts_the_oldest_handshake_of_the_flooding_source(cer
         assert server.stats["evicted"] == 1
 
 
-async def test_start_tls_server_takes_one_cap_not_two(certs: Pki) -> None:
+async def test_start_tls_server_takes_one_cap_not_two(certs: UplinkPki) -> None:
     """admission and max_pending_handshakes together are a ConfigurationError."""
     with pytest.raises(ConfigurationError, match="not both"):
         await start_tls_server(echo, (LOOPBACK, 0), server_ctx(certs), max_pending_handshakes=4,
                                admission=AdmissionLimits())
 
 
-async def test_first_byte_deadline(certs: Pki) -> None:
+async def test_first_byte_deadline(certs: UplinkPki) -> None:
     """A client that sends nothing is closed at the first-byte deadline; one that sent a byte keeps
     the whole handshake deadline (here it is closed by that one)."""
     async with serving(server_ctx(certs), first_byte_timeout=0.2, handshake_timeout=1.0) as (server, port):
@@ -422,7 +422,7 @@ async def test_first_byte_deadline(certs: Pki) -> None:
 
 
 async def test_refusals_and_failed_handshakes_are_summed_up_not_logged_per_connection(
-        certs: Pki, caplog: pytest.LogCaptureFixture) -> None:
+        certs: UplinkPki, caplog: pytest.LogCaptureFixture) -> None:
     """28 refused connections and 3 failed handshakes (plain HTTP sent to the TLS port) write no INFO
     line each: one INFO line sums them up (here at close, else after ADMISSION_LOG_INTERVAL)."""
     caplog.set_level(logging.DEBUG, logger="iec62676_2_33.transport.tls")
@@ -504,7 +504,7 @@ class Reopening:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-async def test_silent_flood_does_not_keep_a_valid_device_out_upl_1_upl_13(certs: Pki, tmp_path: Path) -> None:
+async def test_silent_flood_does_not_keep_a_valid_device_out_upl_1_upl_13(certs: UplinkPki, tmp_path: Path) -> None:
     """UPL-1, UPL-13: the cloud (run_cloud) with a cap of 64 handshakes (8 reserved for known
     devices); 80 silent connections from 127.0.0.2, each reopened as soon as it is closed, hold the
     strangers' whole share (the rest are refused at once, which shows run_cloud applies the
@@ -557,7 +557,7 @@ async def test_silent_flood_does_not_keep_a_valid_device_out_upl_1_upl_13(certs:
 
 
 async def test_a_device_that_authenticated_reconnects_through_the_known_reserve_upl_13(
-        certs: Pki, tmp_path: Path) -> None:
+        certs: UplinkPki, tmp_path: Path) -> None:
     """UPL-13: once a device authenticated with its client certificate, the cloud reports its source
     as known; with the strangers' share full of single connections from 12 sources (which nobody
     may evict: a 13th stranger is refused), the device's reconnect is admitted into the reserve."""

@@ -29,10 +29,10 @@ from httpd_env import (
 )
 from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame
 from test_proxy_budgets import DEVICE, count_opened_streams, proxy_env, raw_request, read_head
-from uplink_env import wait_until
 
 from iec62676_2_33.runtime.httpd import HttpSettings
 from iec62676_2_33.runtime.proxy import ProxyLimits
+from iec62676_2_33.testing.harness import wait_until
 
 #: Direct port: 5 s per read (never reached by the trickle), 0.6 s for the whole body.
 SETTINGS = HttpSettings(body_timeout=5.0, body_deadline=0.6)

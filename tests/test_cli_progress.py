@@ -27,10 +27,10 @@ from typing import Any
 
 from conftest import ADMIN, RunningDevice
 from test_enroll import device_service, fresh_device
-from uplink_env import Cloud, Pki
 
 from iec62676_2_33.domain.registry import ResourceRegistry
 from iec62676_2_33.domain.resources import Resource
+from iec62676_2_33.testing.harness import RunningCloud, UplinkPki
 
 ROOT = Path(__file__).resolve().parent.parent
 COUNT = 1500
@@ -124,8 +124,8 @@ def test_enroll_several_devices_with_progress_prov_1(tmp_path: Path) -> None:
     """PROV-1: two devices are enrolled by one command (a line each on stdout, the bar on stderr) and both
     appear on the cloud; a third that cannot be reached is one line on stderr, and the command ends with
     one error line and exit status 2."""
-    certs = Pki(tmp_path / "pki")
-    cloud = Cloud(certs)
+    certs = UplinkPki(tmp_path / "pki")
+    cloud = RunningCloud(certs)
     devices = [fresh_device(tmp_path / f"dev{i}") for i in range(2)]
     try:
         assert cloud.proxy_url is not None

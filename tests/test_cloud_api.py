@@ -7,19 +7,19 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from uplink_env import Device, Pki, seed_device, wait_until
 
 from iec62676_2_33 import pki
 from iec62676_2_33.runtime.background import BackgroundService
 from iec62676_2_33.runtime.cloud import CloudListener, DeviceEvent
 from iec62676_2_33.runtime.cloud_server import CloudOptions, run_cloud
+from iec62676_2_33.testing.harness import RunningDevice, UplinkPki, seed_device, wait_until
 
 
 @pytest.mark.parametrize("identity", ["cn", "serial", "san"])
 def test_device_identity_from_the_certificate_upl_13(tmp_path: Path, identity: str) -> None:
     """UPL-13: ``--identity cn|serial|san`` names the device by that field of its client certificate,
     and connect/disconnect arrive as events (UPL-16 API for VMS code)."""
-    certs = Pki(tmp_path / "pki")
+    certs = UplinkPki(tmp_path / "pki")
     leaf = pki.make_leaf(certs.ca, "camera-7", kind="client", sans=["DNS:cam7.site.example"], serial=0x1A2B3C)
     expected = {"cn": "camera-7", "serial": "1a2b3c", "san": "cam7.site.example"}[identity]
     listeners: list[CloudListener] = []
@@ -49,7 +49,7 @@ def test_device_identity_from_the_certificate_upl_13(tmp_path: Path, identity: s
         port = int(cloud.messages[0].split(":")[2].split("/")[0])
         seed_device(tmp_path / "dev", certs, "camera-7", [(f"https://localhost:{port}/uplink", ("User",))],
                     client=leaf)
-        device = Device(tmp_path / "dev", listen=False)
+        device = RunningDevice(tmp_path / "dev", listen=False)
         try:
             wait_until(lambda: [e.kind for e in events] == ["connected"], what="the connected event")
             assert events[0].device.device_id == expected

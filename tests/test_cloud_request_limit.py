@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from uplink_env import FAST, Cloud, Pki, seed_device
 
 from iec62676_2_33.runtime.agent import UplinkAgent
 from iec62676_2_33.runtime.cloud import AnswerTooLarge
 from iec62676_2_33.store import DeviceStore
+from iec62676_2_33.testing.harness import FAST, RunningCloud, UplinkPki, seed_device
 
 CHUNK = b"x" * (1 << 20)
 
@@ -30,8 +30,8 @@ def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
 def test_an_answer_over_max_body_is_cut_and_the_uplink_keeps_serving_upl_16(tmp_path: Path) -> None:
     """UPL-16: a 16 MiB answer with max_body = 1 MiB raises AnswerTooLarge; the next request on the same uplink
     is answered; without max_body the whole answer arrives (the limit is the caller's)."""
-    certs = Pki(tmp_path / "pki")
-    cloud = Cloud(certs, proxy=False)
+    certs = UplinkPki(tmp_path / "pki")
+    cloud = RunningCloud(certs, proxy=False)
     try:
         seed_device(tmp_path / "dev", certs, "big-cam", [(cloud.uplink_url(), ("User",))])
 

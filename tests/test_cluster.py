@@ -31,11 +31,11 @@ import nats
 import pytest
 from cluster_env import DEVICE_DOMAIN, DeviceProcess, Haproxy, NatsServer, Node, NodePki, have
 from lxml import etree
-from uplink_env import Device, Pki, seed_device, wait_until
 
 from iec62676_2_33.cluster.records import NodeRecord
 from iec62676_2_33.cluster.registry import _all_values, open_buckets
 from iec62676_2_33.namespaces import SOAP12_CONTENT_TYPE, SOAP_ENV, TDS, TUP
+from iec62676_2_33.testing.harness import RunningDevice, UplinkPki, seed_device, wait_until
 from iec62676_2_33.transport.tls import ADMISSION_LOG_INTERVAL
 
 pytestmark = pytest.mark.skipif(not have("nats-server", "haproxy"),
@@ -59,11 +59,11 @@ GET_SERVICES = (
 class Cluster:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.certs = Pki(tmp / "pki")
+        self.certs = UplinkPki(tmp / "pki")
         self.node_pki = NodePki(tmp / "pki")
         self.nats = NatsServer(tmp / "js")
         self.nodes: list[Node] = []
-        self.devices: list[Device | DeviceProcess] = []
+        self.devices: list[RunningDevice | DeviceProcess] = []
         self.haproxy: Haproxy | None = None
 
     def start(self, devices: int = DEVICES, *, processes: bool = False) -> None:
@@ -76,7 +76,7 @@ class Cluster:
             cn = f"cam-{i:02d}"
             seed_device(self.tmp / cn, self.certs, cn, [(f"https://localhost:{self.haproxy.port}/uplink", ("User",))])
             self.devices.append(DeviceProcess(self.tmp / cn, log=self.tmp / f"{cn}.log") if processes
-                                else Device(self.tmp / cn, listen=False))
+                                else RunningDevice(self.tmp / cn, listen=False))
 
     def stop(self) -> None:
         with concurrent.futures.ThreadPoolExecutor(8) as pool:

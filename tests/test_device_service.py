@@ -198,10 +198,11 @@ def test_request_base_url_forwarded_rules_gen_2(environ: dict[str, str], expecte
 
 def test_xaddrs_through_the_cloud_proxy_point_back_through_it_gen_2(tmp_path: Path) -> None:
     """GEN-2, GEN-3: a client of the cloud's HTTP proxy gets XAddrs under /devices/<id>, and they work."""
-    from uplink_env import Cloud, Device, Pki, seed_device
+    from iec62676_2_33.testing.harness import RunningCloud, UplinkPki, seed_device
+    from iec62676_2_33.testing.harness import RunningDevice as Device
 
-    certs = Pki(tmp_path / "pki")
-    cloud = Cloud(certs)
+    certs = UplinkPki(tmp_path / "pki")
+    cloud = RunningCloud(certs)
     try:
         seed_device(tmp_path / "dev", certs, "cam-9", [(cloud.uplink_url(), ("User",))])
         dev = Device(tmp_path / "dev", listen=False)

@@ -23,7 +23,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from helpers import one_line_error, run
-from uplink_env import ADMIN, Cloud, Device, Pki, seed_device, wait_until
 
 from iec62676_2_33.enroll import TokenClient, clock_offset, enroll, sign_csr
 from iec62676_2_33.errors import ConfigurationError
@@ -38,18 +37,19 @@ from iec62676_2_33.services.uplink import UplinkServiceContext
 from iec62676_2_33.soap.fault import SoapFault
 from iec62676_2_33.store import DeviceStore
 from iec62676_2_33.testing.authserver import AuthServerApp, AuthServerOptions, OAuthClient, run_authserver
+from iec62676_2_33.testing.harness import ADMIN, RunningCloud, RunningDevice, UplinkPki, seed_device, wait_until
 
 WAIT = 30.0
 
 
-def fresh_device(data: Path) -> Device:
+def fresh_device(data: Path) -> RunningDevice:
     """A device with an administrator and nothing in its keystore."""
     with DeviceStore(data) as store:
         store.put_user(*ADMIN, "Administrator")
-    return Device(data)
+    return RunningDevice(data)
 
 
-def device_service(device: Device) -> str:
+def device_service(device: RunningDevice) -> str:
     assert device.url is not None
     return device.url.rsplit("/onvif/", 1)[0] + "/onvif/device_service"
 
@@ -58,8 +58,8 @@ def test_enroll_api_end_to_end_and_idempotent_prov_1_upl_13(tmp_path: Path) -> N
     """PROV-1, UPL-11, UPL-13, CFG-3: the device generates its key, the cloud CA certifies its CSR (CN = the
     device's SerialNumber), trust anchor and policy are installed, SetUplink names them, and the cloud sees
     the device over mTLS; a second run creates nothing and keeps the same objects."""
-    certs = Pki(tmp_path / "pki")
-    cloud = Cloud(certs)
+    certs = UplinkPki(tmp_path / "pki")
+    cloud = RunningCloud(certs)
     device = fresh_device(tmp_path / "dev")
     try:
         assert cloud.proxy_url is not None
@@ -94,8 +94,8 @@ def test_enroll_with_an_ecc_p256_device_key_prov_1_upl_13(tmp_path: Path) -> Non
     """PROV-1, UPL-13: enrolment with ``curve="secp256r1"``: the device generates a P-256 key
     (CreateECCKeyPair), its ECDSA-signed CSR is certified and the uplink's mutual TLS with that ECC key is
     accepted by the cloud, which knows the device by the certificate's CN."""
-    certs = Pki(tmp_path / "pki")
-    cloud = Cloud(certs)
+    certs = UplinkPki(tmp_path / "pki")
+    cloud = RunningCloud(certs)
     device = fresh_device(tmp_path / "dev")
     try:
         assert cloud.proxy_url is not None
@@ -116,8 +116,8 @@ def test_enroll_cli_end_to_end_prov_1_upl_13(tmp_path: Path, capsys: pytest.Capt
     """PROV-1, UPL-13: ``iec62676 cloud enroll`` with an explicit identity and --wait reports the device
     connected, and the cloud knows it by that identity; run again (password from a file) it creates nothing;
     a usage error and a wrong password are one line, exit 2."""
-    certs = Pki(tmp_path / "pki")
-    cloud = Cloud(certs)
+    certs = UplinkPki(tmp_path / "pki")
+    cloud = RunningCloud(certs)
     device = fresh_device(tmp_path / "dev")
     try:
         assert cloud.proxy_url is not None
@@ -168,7 +168,7 @@ def test_enroll_with_a_device_clock_one_hour_ahead_sec_2(tmp_path: Path,
         sock = bind_listen("127.0.0.1", 0)
         service = BackgroundService(lambda stop, announce: _serve(app, sock, stop, announce), name="skewed").start()
         url = f"http://127.0.0.1:{sock.getsockname()[1]}/onvif/device_service"
-        certs = Pki(tmp_path / "pki")
+        certs = UplinkPki(tmp_path / "pki")
         try:
             result = enroll(url, username=ADMIN[0], password=ADMIN[1], ca=load_ca_dir(certs.dir),
                             remote_address="https://cloud.example/uplink", identity="skewed")
@@ -204,11 +204,11 @@ def test_enroll_through_a_cloud_proxy_into_a_second_cloud_prov_1_upl_10(tmp_path
     """PROV-1, UPL-10, UPL-12, UPL-13: a device already connected to cloud A is enrolled into cloud B (another
     CA) through cloud A's proxy — every ONVIF call, addresses included, goes over the existing uplink — and
     then keeps both uplinks up."""
-    certs_a, certs_b = Pki(tmp_path / "pki-a"), Pki(tmp_path / "pki-b")
-    cloud_a, cloud_b = Cloud(certs_a), Cloud(certs_b)
+    certs_a, certs_b = UplinkPki(tmp_path / "pki-a"), UplinkPki(tmp_path / "pki-b")
+    cloud_a, cloud_b = RunningCloud(certs_a), RunningCloud(certs_b)
     data = tmp_path / "dev"
     seed_device(data, certs_a, "cam-a", [(cloud_a.uplink_url(), ("Administrator",))])
-    device = Device(data)
+    device = RunningDevice(data)
     try:
         cloud_a.wait_for("cam-a")
         via_a = f"{cloud_a.proxy_url}/devices/cam-a/onvif/device_service"
@@ -234,7 +234,7 @@ class TokenWorld:
     TLS with the Pki's server certificate. The server knows ``cam-t`` by its secret and ``cam-m`` by a
     client certificate of the Pki's CA with subject ``CN=cam-m`` (tls_client_auth, RFC 8705)."""
 
-    def __init__(self, certs: Pki, tmp: Path) -> None:
+    def __init__(self, certs: UplinkPki, tmp: Path) -> None:
         signing = tmp / "signing.key"
         signing.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
@@ -267,7 +267,7 @@ def test_enroll_token_variant_end_to_end_prov_3_upl_14(tmp_path: Path, server_ur
     the issuer) and SetUplink with AuthorizationServer; the device discovers the token endpoint, gets a token
     and appears on the cloud under the token's subject; a second run updates the same configuration and
     creates nothing."""
-    certs = Pki(tmp_path / "pki")
+    certs = UplinkPki(tmp_path / "pki")
     world = TokenWorld(certs, tmp_path)
     device = fresh_device(tmp_path / "dev")
     try:
@@ -301,7 +301,7 @@ def test_enroll_token_variant_with_tls_client_auth_prov_3_upl_14(tmp_path: Path,
     authorization server configuration without a secret, and the device, authenticated at the project's
     authorization server by that certificate alone, gets a token and appears on the cloud under its subject;
     the uplink itself names no certificate. A secret given with tls_client_auth is a usage error."""
-    certs = Pki(tmp_path / "pki")
+    certs = UplinkPki(tmp_path / "pki")
     world = TokenWorld(certs, tmp_path)
     device = fresh_device(tmp_path / "dev")
     try:
@@ -338,7 +338,7 @@ def test_enroll_token_variant_with_tls_client_auth_prov_3_upl_14(tmp_path: Path,
 def test_enroll_token_variant_cli_prov_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """PROV-3, UPL-14: ``cloud enroll --token-server … --client-id … --client-secret-file …`` enrols with
     access tokens and waits until the device is on; token options without --token-server are a usage error."""
-    certs = Pki(tmp_path / "pki")
+    certs = UplinkPki(tmp_path / "pki")
     world = TokenWorld(certs, tmp_path)
     device = fresh_device(tmp_path / "dev")
     try:

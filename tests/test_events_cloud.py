@@ -40,16 +40,16 @@ def test_base_notification_push_through_the_cloud_proxy_evt_10_rq_11(
     the SubscriptionReference points back through the proxy, the device pushes the matching resources and a
     change to the consumer, Renew and Unsubscribe through the proxy work, and afterwards Renew faults
     ResourceUnknown."""
-    from uplink_env import Cloud, Device, Pki
-    from uplink_env import seed_device as seed_uplink_device
+    from iec62676_2_33.testing.harness import RunningCloud, RunningDevice, UplinkPki
+    from iec62676_2_33.testing.harness import seed_device as seed_uplink_device
 
-    certs = Pki(tmp_path / "pki")
-    cloud = Cloud(certs)
+    certs = UplinkPki(tmp_path / "pki")
+    cloud = RunningCloud(certs)
     try:
         seed_uplink_device(tmp_path / "dev", certs, "cam-n", [(cloud.uplink_url(), ("User",))])
         with ResourceRegistry(tmp_path / "dev" / "resources.db") as registry:
             sample(registry)
-            device = Device(tmp_path / "dev", listen=False)
+            device = RunningDevice(tmp_path / "dev", listen=False)
             try:
                 cloud.wait_for("cam-n")
                 base = f"{cloud.proxy_url}/devices/cam-n"
@@ -178,19 +178,19 @@ def test_stock_pull_point_manager_resubscribes_through_the_cloud_proxy_evt_4_gen
     """EVT-4, GEN-2: the same through the cloud's HTTP proxy to a device reached only over its uplink: the
     device restarts, dials again, the stock manager's Renew through the proxy meets ResourceUnknown, and its new
     pull point (an address through the proxy) answers PullMessages."""
-    from uplink_env import Cloud, Device, Pki, wait_until
-    from uplink_env import seed_device as seed_uplink_device
+    from iec62676_2_33.testing.harness import RunningCloud, RunningDevice, UplinkPki, wait_until
+    from iec62676_2_33.testing.harness import seed_device as seed_uplink_device
 
-    certs = Pki(tmp_path / "pki")
-    cloud = Cloud(certs)
+    certs = UplinkPki(tmp_path / "pki")
+    cloud = RunningCloud(certs)
     try:
         seed_uplink_device(tmp_path / "dev", certs, "cam-r", [(cloud.uplink_url(), ("User",))])
-        devices = [Device(tmp_path / "dev", listen=False)]
+        devices = [RunningDevice(tmp_path / "dev", listen=False)]
 
         def restart() -> None:
             devices[0].stop()
             wait_until(lambda: "cam-r" not in cloud.device_ids(), TIMEOUT, what="the old uplink gone")
-            devices[0] = Device(tmp_path / "dev", listen=False)
+            devices[0] = RunningDevice(tmp_path / "dev", listen=False)
             cloud.wait_for("cam-r")
 
         try:
@@ -216,16 +216,16 @@ def test_stock_notification_manager_through_the_cloud_proxy_evt_10_gen_2(
     subscribes, parses the Notify the device pushes to its consumer and unsubscribes at shutdown. The library
     builds ``http://host:port/onvif/device_service`` itself, so the host it is given ends with ``#`` to keep
     the proxy's ``/devices/<id>`` prefix (docs/interop.md)."""
-    from uplink_env import Cloud, Device, Pki
-    from uplink_env import seed_device as seed_uplink_device
+    from iec62676_2_33.testing.harness import RunningCloud, RunningDevice, UplinkPki
+    from iec62676_2_33.testing.harness import seed_device as seed_uplink_device
 
-    certs = Pki(tmp_path / "pki")
-    cloud = Cloud(certs)
+    certs = UplinkPki(tmp_path / "pki")
+    cloud = RunningCloud(certs)
     try:
         seed_uplink_device(tmp_path / "dev", certs, "cam-s", [(cloud.uplink_url(), ("User",))])
         with ResourceRegistry(tmp_path / "dev" / "resources.db") as registry:
             sample(registry)
-            device = Device(tmp_path / "dev", listen=False)
+            device = RunningDevice(tmp_path / "dev", listen=False)
             try:
                 cloud.wait_for("cam-s")
                 assert cloud.proxy_url is not None

@@ -143,12 +143,12 @@ def test_query_through_uplink_and_cloud_proxy_gen_2_rq_5(tmp_path: Path) -> None
     client code and query work through the device's uplink (UplinkTransport) and through the cloud's HTTP
     proxy, whose X-Forwarded-* headers keep the subscription address reachable — the query does not
     depend on what carries it."""
-    from uplink_env import Cloud, Device, Pki, seed_device
-
     from iec62676_2_33.runtime.zeep_transport import UplinkTransport
+    from iec62676_2_33.testing.harness import RunningCloud, UplinkPki, seed_device
+    from iec62676_2_33.testing.harness import RunningDevice as Device
 
-    certs = Pki(tmp_path / "pki")
-    cloud = Cloud(certs)
+    certs = UplinkPki(tmp_path / "pki")
+    cloud = RunningCloud(certs)
     try:
         seed_device(tmp_path / "dev", certs, "cam-q", [(cloud.uplink_url(), ("User",))])
         with ResourceRegistry(tmp_path / "dev" / "resources.db") as reg:

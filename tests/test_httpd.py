@@ -12,10 +12,10 @@ import threading
 
 import pytest
 from httpd_env import Reader, SampleApp, connect, request, running_server, wsgi
-from uplink_env import wait_until
 
 from iec62676_2_33.runtime.asgi_handler import AsgiHandler
 from iec62676_2_33.runtime.httpd import HttpSettings
+from iec62676_2_33.testing.harness import wait_until
 
 
 @pytest.fixture

@@ -28,11 +28,11 @@ from httpd_env import (
     wsgi,
 )
 from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame
-from uplink_env import wait_until
 
 from iec62676_2_33.namespaces import SOAP12_CONTENT_TYPE, SOAP_ENV, TUP
 from iec62676_2_33.runtime.httpd import HttpSettings
 from iec62676_2_33.sansio.penalty import PenaltyLimits
+from iec62676_2_33.testing.harness import wait_until
 
 CALM = ErrorCodes.ENHANCE_YOUR_CALM
 HAVE_TOOLS = shutil.which("h2load") is not None and shutil.which("curl") is not None

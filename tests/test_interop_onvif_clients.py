@@ -216,10 +216,11 @@ async def test_onvif_zeep_async_pull_point_workflow_direct_gen_2_rq_1_rq_3_rq_4_
 def test_onvif_zeep_async_and_raw_soap_through_cloud_proxy_gen_2_gen_3_rq_5_rq_6(tmp_path: Path) -> None:
     """GEN-2, GEN-3, RQ-5, RQ-6: the same library workflow, and a raw location query, through the cloud's
     HTTP proxy to a device that has no listening port at all (reached over its uplink only)."""
-    from uplink_env import Cloud, Device, Pki, seed_device
+    from iec62676_2_33.testing.harness import RunningCloud, UplinkPki, seed_device
+    from iec62676_2_33.testing.harness import RunningDevice as Device
 
-    certs = Pki(tmp_path / "pki")
-    cloud = Cloud(certs)
+    certs = UplinkPki(tmp_path / "pki")
+    cloud = RunningCloud(certs)
     try:
         seed_device(tmp_path / "dev", certs, "cam-o", [(cloud.uplink_url(), ("User",))])
         with ResourceRegistry(tmp_path / "dev" / "resources.db") as reg:
@@ -253,7 +254,8 @@ def test_onvif_zeep_async_by_device_host_name_through_cloud_proxy_gen_2_gen_3_rq
     not touched. A host of another domain still gets the ``/devices/<id>`` front, an unknown device 404."""
     import socket
 
-    from uplink_env import Cloud, Device, Pki, seed_device
+    from iec62676_2_33.testing.harness import RunningCloud, UplinkPki, seed_device
+    from iec62676_2_33.testing.harness import RunningDevice as Device
 
     real = socket.getaddrinfo
 
@@ -261,8 +263,8 @@ def test_onvif_zeep_async_by_device_host_name_through_cloud_proxy_gen_2_gen_3_rq
         return real("127.0.0.1" if str(host).endswith(".devices.test") else host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", resolve)
-    certs = Pki(tmp_path / "pki")
-    cloud = Cloud(certs, device_domain="devices.test")
+    certs = UplinkPki(tmp_path / "pki")
+    cloud = RunningCloud(certs, device_domain="devices.test")
     try:
         seed_device(tmp_path / "dev", certs, "cam-h", [(cloud.uplink_url(), ("User",))])
         with ResourceRegistry(tmp_path / "dev" / "resources.db") as reg:

@@ -35,11 +35,11 @@ import h2.events
 import httpx
 import pytest
 from lxml import etree
-from uplink_env import Cloud, Device, Pki, seed_device, wait_until
 
 from iec62676_2_33.namespaces import SOAP12_CONTENT_TYPE, SOAP_ENV, TUP
 from iec62676_2_33.runtime.background import BackgroundService
 from iec62676_2_33.runtime.cloud import HttpResponse
+from iec62676_2_33.testing.harness import RunningCloud, RunningDevice, UplinkPki, seed_device, wait_until
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(tool) for tool in ("nghttpd", "nghttp", "h2load", "curl")),
@@ -101,7 +101,7 @@ def nghttpd(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         proc.wait(10)
 
 
-async def relay_device(cloud_port: int, certs: Pki, cn: str, h2c_port: int, stop: asyncio.Event,
+async def relay_device(cloud_port: int, certs: UplinkPki, cn: str, h2c_port: int, stop: asyncio.Event,
                        announce: object) -> None:
     """A device that is nothing but a relay: TLS to the cloud (stdlib ``ssl``, client
     certificate), the upgrade, wait for ``101``, then copy bytes to an h2c server."""
@@ -143,8 +143,8 @@ def test_relay_device_to_nghttpd_serves_cloud_and_proxy_UPL_2_UPL_3_UPL_16(
     """UPL-2, UPL-3, UPL-15, UPL-16: a stock h2c server (nghttpd) behind a bare TLS relay
     is a device to our cloud: ``cloud.request`` and the proxy fetch its files intact."""
     h2c_port, docroot = nghttpd
-    certs = Pki(tmp_path / "pki")
-    cloud = Cloud(certs)
+    certs = UplinkPki(tmp_path / "pki")
+    cloud = RunningCloud(certs)
     relay = BackgroundService(lambda stop, announce: relay_device(cloud.port, certs, "relay-1", h2c_port, stop,
                                                                   announce), name="relay")
     try:
@@ -187,7 +187,7 @@ class H2LibraryCloud:
     """A cloud not written by us: stdlib ``ssl`` + asyncio, the upgrade read by hand,
     ``101``, then ``h2`` as the HTTP/2 client POSTing SOAP to the device."""
 
-    def __init__(self, certs: Pki, requests: list[bytes]) -> None:
+    def __init__(self, certs: UplinkPki, requests: list[bytes]) -> None:
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(str(certs.cert), str(certs.key))
         self.ctx.load_verify_locations(str(certs.ca_file))
@@ -250,13 +250,13 @@ async def test_cloud_on_h2_library_is_served_by_our_device_UPL_2_UPL_3_UPL_12_UP
     """UPL-1, UPL-2, UPL-3, UPL-12, UPL-13, UPL-16: a cloud written on ``h2`` (not our code)
     gets our device's upgrade, answers 101, POSTs two SOAP requests at once and gets
     both answers from the device's services over the reversed connection."""
-    certs = Pki(tmp_path / "pki")
+    certs = UplinkPki(tmp_path / "pki")
     peer = H2LibraryCloud(certs, [GET_CAPABILITIES, GET_UPLINKS])
     peer.result = asyncio.get_running_loop().create_future()
     server = await asyncio.start_server(peer.handle, "127.0.0.1", 0, ssl=peer.ctx)
     port = server.sockets[0].getsockname()[1]
     seed_device(tmp_path / "dev", certs, "camera-7", [(f"https://localhost:{port}/uplink", ("User",))])
-    device = await asyncio.to_thread(Device, tmp_path / "dev", listen=False)
+    device = await asyncio.to_thread(RunningDevice, tmp_path / "dev", listen=False)
     try:
         async with asyncio.timeout(20):
             result = await peer.result
@@ -282,11 +282,11 @@ async def test_cloud_on_h2_library_is_served_by_our_device_UPL_2_UPL_3_UPL_12_UP
 # -- stock HTTP clients against our proxy --------------------------------------------
 
 @pytest.fixture
-def proxied_device(tmp_path: Path) -> Iterator[tuple[Cloud, Device, Path]]:
-    certs = Pki(tmp_path / "pki")
-    cloud = Cloud(certs)
+def proxied_device(tmp_path: Path) -> Iterator[tuple[RunningCloud, RunningDevice, Path]]:
+    certs = UplinkPki(tmp_path / "pki")
+    cloud = RunningCloud(certs)
     seed_device(tmp_path / "dev", certs, "cam-1", [(cloud.uplink_url(), ("User",))])
-    device = Device(tmp_path / "dev", listen=False)
+    device = RunningDevice(tmp_path / "dev", listen=False)
     soap = tmp_path / "caps.xml"
     soap.write_bytes(GET_CAPABILITIES)
     try:
@@ -297,7 +297,7 @@ def proxied_device(tmp_path: Path) -> Iterator[tuple[Cloud, Device, Path]]:
         cloud.stop()
 
 
-def test_nghttp_and_curl_against_the_proxy_GEN_3_UPL_16(proxied_device: tuple[Cloud, Device, Path]) -> None:
+def test_nghttp_and_curl_against_the_proxy_GEN_3_UPL_16(proxied_device: tuple[RunningCloud, RunningDevice, Path]) -> None:
     """GEN-3, UPL-16: unmodified HTTP clients (nghttp with HTTP/2 prior knowledge, curl
     over HTTP/2 and HTTP/1.1) list the devices and call one through the proxy."""
     cloud, _device, soap = proxied_device
@@ -342,7 +342,7 @@ def _h2load_summary(output: str) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("protocol", ["h2c", "h1"])
-def test_h2load_against_the_proxy_UPL_16(proxied_device: tuple[Cloud, Device, Path], protocol: str) -> None:
+def test_h2load_against_the_proxy_UPL_16(proxied_device: tuple[RunningCloud, RunningDevice, Path], protocol: str) -> None:
     """UPL-15, UPL-16: h2load POSTs 200 SOAP calls over 4 client connections (HTTP/2 prior
     knowledge, and ``--h1``) through the proxy and one uplink: every one succeeds."""
     cloud, _device, soap = proxied_device
@@ -362,7 +362,7 @@ def test_h2load_against_the_proxy_UPL_16(proxied_device: tuple[Cloud, Device, Pa
     assert data and int(data.group(1)) == 200 * len(one.content), done.stdout
 
 
-def test_unknown_and_disconnected_devices_give_404_GEN_3(proxied_device: tuple[Cloud, Device, Path]) -> None:
+def test_unknown_and_disconnected_devices_give_404_GEN_3(proxied_device: tuple[RunningCloud, RunningDevice, Path]) -> None:
     """GEN-3: the proxy answers 404 with a clear body for a device that never connected
     and for one that has disconnected."""
     cloud, device, soap = proxied_device
@@ -383,7 +383,7 @@ def test_unknown_and_disconnected_devices_give_404_GEN_3(proxied_device: tuple[C
     assert listing.json() == []
 
 
-async def breaking_device(cloud_port: int, certs: Pki, cn: str, stop: asyncio.Event, announce: object) -> None:
+async def breaking_device(cloud_port: int, certs: UplinkPki, cn: str, stop: asyncio.Event, announce: object) -> None:
     """A device (stdlib ssl + h2 server role) that takes a request and drops the uplink."""
     cert, key = certs.device_files(cn)
     ctx = ssl.create_default_context(cafile=str(certs.ca_file))
@@ -407,8 +407,8 @@ async def breaking_device(cloud_port: int, certs: Pki, cn: str, stop: asyncio.Ev
 def test_device_breaking_off_gives_502_GEN_3(tmp_path: Path) -> None:
     """GEN-3, UPL-16: a connected device that drops its uplink before it answers makes
     the proxy answer 502 with a body saying the device did not answer."""
-    certs = Pki(tmp_path / "pki")
-    cloud = Cloud(certs)
+    certs = UplinkPki(tmp_path / "pki")
+    cloud = RunningCloud(certs)
     dev = BackgroundService(lambda stop, announce: breaking_device(cloud.port, certs, "flaky", stop, announce),
                             name="flaky")
     try:

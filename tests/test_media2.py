@@ -449,10 +449,11 @@ def test_onvif_zeep_async_through_cloud_proxy_str_1_anx_b_1(tmp_path: Path) -> N
     """STR-1, ANX-B-1, UPL-12: the same client through the cloud's HTTP proxy to a device reached only over
     its User-level uplink: profiles listed, RtspOverHttp points back through the cloud, and RTSP is refused
     while this cloud runs no RTSP front (no x-iec62676-rtsp-base)."""
-    from uplink_env import Cloud, Device, Pki, seed_device
+    from iec62676_2_33.testing.harness import RunningCloud, UplinkPki, seed_device
+    from iec62676_2_33.testing.harness import RunningDevice as Device
 
-    certs = Pki(tmp_path / "pki")
-    cloud = Cloud(certs)
+    certs = UplinkPki(tmp_path / "pki")
+    cloud = RunningCloud(certs)
     try:
         seed_device(tmp_path / "dev", certs, "cam-m", [(cloud.uplink_url(), ("User",))])
         with DeviceStore(tmp_path / "dev") as store:

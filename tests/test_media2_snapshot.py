@@ -125,11 +125,12 @@ def test_snapshot_through_the_cloud_proxy_anx_b_1_upl_12(tmp_path: Path, camera:
     """ANX-B-1, UPL-12: through the cloud's HTTP proxy to a device with no listening port, GetSnapshotUri
     points back through the proxy and a plain GET there (no credentials: the User-level uplink decides)
     returns the camera's JPEG."""
-    from uplink_env import Cloud, Device, Pki, seed_device
+    from iec62676_2_33.testing.harness import RunningCloud, UplinkPki, seed_device
+    from iec62676_2_33.testing.harness import RunningDevice as Device
 
     server, jpeg = camera
-    certs = Pki(tmp_path / "pki")
-    cloud = Cloud(certs)
+    certs = UplinkPki(tmp_path / "pki")
+    cloud = RunningCloud(certs)
     try:
         seed_device(tmp_path / "dev", certs, "cam-s", [(cloud.uplink_url(), ("User",))])
         with DeviceStore(tmp_path / "dev") as store:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from uplink_env import FAST, Pki, seed_device, wait_until
 
 from iec62676_2_33.http2.limits import DEFAULT_LIMITS
 from iec62676_2_33.http2.role import DataReceived, Event, RequestReceived
@@ -36,6 +35,7 @@ from iec62676_2_33.runtime.http_server import bind_listen, serve_asgi, wait_even
 from iec62676_2_33.runtime.proxy import ProxyLimits, UplinkProxy
 from iec62676_2_33.sansio.link import LinkMonitor
 from iec62676_2_33.store import DeviceStore
+from iec62676_2_33.testing.harness import FAST, UplinkPki, seed_device, wait_until
 from iec62676_2_33.transport.memory import memory_pipe
 
 MIB = 1 << 20
@@ -82,7 +82,7 @@ class ProxyEnv:
 @contextmanager
 def proxy_env(tmp_path: Path, limits: ProxyLimits) -> Iterator[ProxyEnv]:
     """A cloud with the proxy (``limits``) and the sink device connected over its uplink."""
-    certs = Pki(tmp_path / "pki")
+    certs = UplinkPki(tmp_path / "pki")
     options = CloudOptions(listen="127.0.0.1:0", cert=certs.cert, key=certs.key, client_cas=[certs.ca_file])
     found: dict[str, Any] = {}
 

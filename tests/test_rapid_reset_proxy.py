@@ -22,9 +22,9 @@ from hpack import Encoder
 from httpd_env import OTHER_SOURCE, h2_open, h2_request, in_thread, read_frames
 from hyperframe.frame import GoAwayFrame, RstStreamFrame
 from test_proxy_budgets import DEVICE, proxy_env
-from uplink_env import wait_until
 
 from iec62676_2_33.runtime.proxy import ProxyLimits
+from iec62676_2_33.testing.harness import wait_until
 
 
 def rapid_reset(port: int, path: str, pairs: int = 400) -> list[int]:

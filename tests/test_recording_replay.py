@@ -24,7 +24,6 @@ from lxml import etree
 from recording_env import T0, make_video, replay_play, stamp
 from rtsp_env import RawPlayer
 from served_app import body_of, serve_app, soap_call
-from uplink_env import wait_until
 
 from iec62676_2_33 import schemas
 from iec62676_2_33.domain.recordings import IndexedRecordingStore, RecordingConfig, RecordingFile
@@ -36,6 +35,7 @@ from iec62676_2_33.services.app import build_device_app
 from iec62676_2_33.services.recording import OPERATION_ACCESS, REPLAY_PATH, TRP
 from iec62676_2_33.services.uplink import UplinkServiceContext
 from iec62676_2_33.store import DeviceStore
+from iec62676_2_33.testing.harness import wait_until
 
 NS = {"env": SOAP_ENV, "trp": TRP, "tt": TT}
 WIDTH, HEIGHT = 320, 240

@@ -23,13 +23,13 @@ from rtsp_env import (
     needs_camera,
     video_env,
 )
-from uplink_env import wait_until
 
 from iec62676_2_33.http2.client import H2ClientRole
 from iec62676_2_33.http2.limits import DEFAULT_LIMITS
 from iec62676_2_33.runtime.h2conn import SEND_LOW_WATER
 from iec62676_2_33.runtime.rtsp_relay import READ_CHUNK
 from iec62676_2_33.sansio.rtsp_tunnel import MAX_HEAD
+from iec62676_2_33.testing.harness import wait_until
 
 pytestmark = needs_camera
 

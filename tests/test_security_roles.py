@@ -20,7 +20,6 @@ import pytest
 from conftest import ADMIN, USER, RunningDevice
 from helpers import fault_chain, one_line_error, run
 from lxml import etree
-from uplink_env import Cloud, Device, Pki, seed_device
 
 from iec62676_2_33 import schemas
 from iec62676_2_33.namespaces import SOAP_ENV, TDS, TT, TUP
@@ -29,6 +28,8 @@ from iec62676_2_33.security.roles import MAX_USER_ROLES, function_name
 from iec62676_2_33.security.wsse import build_username_token
 from iec62676_2_33.services.security import TAS
 from iec62676_2_33.store import DeviceStore
+from iec62676_2_33.testing.harness import RunningCloud, UplinkPki, seed_device
+from iec62676_2_33.testing.harness import RunningDevice as Device
 
 NS = {"env": SOAP_ENV, "tds": TDS, "tt": TT, "tas": TAS, "tup": TUP}
 READER = ("<tds:SetUserRole><tds:UserRole><tt:Name>keystore-reader</tt:Name>"
@@ -129,9 +130,9 @@ def test_uplink_user_level_names_roles_through_the_tunnel_prov_4_sec_4(tmp_path:
     holds; an unknown name is refused); a cloud client calling through the tunnel without credentials gets what
     those roles grant — onvif:User's READ_SYSTEM operations and the custom role's GetAllCertificates — and
     nothing more (GetAllKeys, SetUplink)."""
-    certs = Pki(tmp_path / "pki")
+    certs = UplinkPki(tmp_path / "pki")
     seed_device(tmp_path / "dev", certs, "cam-roles")
-    cloud = Cloud(certs)
+    cloud = RunningCloud(certs)
     device = Device(tmp_path / "dev")
     try:
         assert device.url is not None and cloud.proxy_url is not None

@@ -26,7 +26,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from helpers import fault_chain
 from lxml import etree
-from uplink_env import Cloud, Device, Pki, seed_device
 
 from iec62676_2_33 import pki, schemas
 from iec62676_2_33.domain.sealed import SECRET_FILE
@@ -36,6 +35,8 @@ from iec62676_2_33.security.keystore import Keystore, KeystoreError, KeystoreLim
 from iec62676_2_33.security.wsse import build_username_token
 from iec62676_2_33.services.security import OPERATION_ACCESS, SECURITY_PATH, TAS
 from iec62676_2_33.store import DeviceStore
+from iec62676_2_33.testing.harness import RunningCloud, UplinkPki, seed_device
+from iec62676_2_33.testing.harness import RunningDevice as Device
 
 NS = {"env": SOAP_ENV, "tas": TAS, "ter": TER, "tds": TDS, "tup": TUP}
 SHA256_RSA = "1.2.840.113549.1.1.11"
@@ -346,9 +347,9 @@ def test_uplink_3_1_1_client_certificate_from_keystore_test_1(tmp_path: Path) ->
     """TEST-1 (UPLINK-3-1-1), UPL-13, PROV-1: GetServices lists the Security service; GetAllCertificates and
     GetPrivateKeyStatus pick the certificate that has a private key; SetUplink with that CertificateID; the
     cloud (a real listener on loopback, mTLS) sees that certificate's CN as the device's identity."""
-    certs = Pki(tmp_path / "pki")
+    certs = UplinkPki(tmp_path / "pki")
     seed_device(tmp_path / "dev", certs, "camera-311")  # keystore: 'cert' (with key) and the CA anchor (without)
-    cloud = Cloud(certs)
+    cloud = RunningCloud(certs)
     device = Device(tmp_path / "dev")
     try:
         assert device.url is not None

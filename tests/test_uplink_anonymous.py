@@ -12,16 +12,17 @@ from pathlib import Path
 
 from helpers import fault_chain
 from test_security_roles import answer, post
-from uplink_env import Cloud, Device, Pki, seed_device
+
+from iec62676_2_33.testing.harness import RunningCloud, RunningDevice, UplinkPki, seed_device
 
 
 def test_anonymous_uplink_gets_pre_auth_only_through_the_tunnel_cfg_3_sec_4(tmp_path: Path) -> None:
     """CFG-3, SEC-1, SEC-4, UPL-12: SetUplink with UserLevel Anonymous is stored; through the tunnel
     GetServices (PRE_AUTH) answers and GetDeviceInformation (READ_SYSTEM) is env:Sender/ter:NotAuthorized."""
-    certs = Pki(tmp_path / "pki")
+    certs = UplinkPki(tmp_path / "pki")
     seed_device(tmp_path / "dev", certs, "cam-anon")
-    cloud = Cloud(certs)
-    device = Device(tmp_path / "dev")
+    cloud = RunningCloud(certs)
+    device = RunningDevice(tmp_path / "dev")
     try:
         assert device.url is not None and cloud.proxy_url is not None
         base = device.url.rsplit("/onvif/", 1)[0]

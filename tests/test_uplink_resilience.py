@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from uplink_env import FAST, Pki, seed_device
 
 from iec62676_2_33.cli import main
 from iec62676_2_33.runtime import dial as dial_module
 from iec62676_2_33.runtime.agent import UplinkAgent
 from iec62676_2_33.runtime.cloud import CloudListener, DeviceInfo, UpgradeRejected
 from iec62676_2_33.store import DeviceStore
+from iec62676_2_33.testing.harness import FAST, UplinkPki, seed_device
 from iec62676_2_33.transport.contexts import server_context
 from iec62676_2_33.transport.tls import start_tls_server
 
@@ -33,7 +33,7 @@ async def _until(condition: Any, timeout: float = 15.0) -> None:
 async def test_unexpected_failure_while_dialling_is_reported_and_retried_upl_9_upl_10(tmp_path: Path) -> None:
     """UPL-9, UPL-10: a bug in one dial attempt (here a ValueError) becomes the uplink's Error and the
     agent retries on its backoff; the agent itself keeps running."""
-    certs = Pki(tmp_path / "pki")
+    certs = UplinkPki(tmp_path / "pki")
     seed_device(tmp_path / "dev", certs, "cam", [("https://localhost:9/uplink", ("User",))])
     attempts: list[int] = []
 
@@ -60,7 +60,7 @@ async def test_cloud_silent_after_tls_hits_the_upgrade_deadline_upl_8(tmp_path: 
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """UPL-8: a cloud that completes TLS and then says nothing cannot hold an uplink in Connecting."""
     monkeypatch.setattr(dial_module, "HANDSHAKE_TIMEOUT", 0.3)
-    certs = Pki(tmp_path / "pki")
+    certs = UplinkPki(tmp_path / "pki")
     held: list[Any] = []
 
     async def silent(stream: Any) -> None:

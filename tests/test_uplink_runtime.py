@@ -24,7 +24,6 @@ import h2.connection
 import h2.events
 import pytest
 from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame
-from uplink_env import ADMIN, Cloud, Device, Pki, seed_device, wait_until
 
 from iec62676_2_33 import pki
 from iec62676_2_33.client import AsyncUplinkClient, UplinkClient
@@ -33,35 +32,36 @@ from iec62676_2_33.runtime.cloud import ListenerSettings
 from iec62676_2_33.runtime.zeep_transport import AsyncUplinkTransport, UplinkTransport
 from iec62676_2_33.soap.fault import SoapFault
 from iec62676_2_33.store import DeviceStore
+from iec62676_2_33.testing.harness import ADMIN, RunningCloud, RunningDevice, UplinkPki, seed_device, wait_until
 from iec62676_2_33.uplinkconfig import UplinkConfiguration
 
 SERVICE = "http://device/onvif/uplink_service"
 
 
-def uplink_client(cloud: Cloud, device_id: str) -> UplinkClient:
+def uplink_client(cloud: RunningCloud, device_id: str) -> UplinkClient:
     """A sync zeep client whose transport is the cloud's uplink to ``device_id``."""
     assert cloud.loop is not None
     return UplinkClient(SERVICE, transport=UplinkTransport(cloud.cloud, device_id, cloud.loop, timeout=15))
 
 
-def direct_client(device: Device) -> UplinkClient:
+def direct_client(device: RunningDevice) -> UplinkClient:
     assert device.url is not None
     return UplinkClient(device.url, username=ADMIN[0], password=ADMIN[1])
 
 
-def statuses(device: Device) -> dict[str, UplinkConfiguration]:
+def statuses(device: RunningDevice) -> dict[str, UplinkConfiguration]:
     """GetUplinks over the device's direct HTTP service: RemoteAddress → configuration."""
     return {c.remote_address: c for c in direct_client(device).get_uplinks()}
 
 
 @pytest.fixture
-def certs(tmp_path: Path) -> Pki:
-    return Pki(tmp_path / "pki")
+def certs(tmp_path: Path) -> UplinkPki:
+    return UplinkPki(tmp_path / "pki")
 
 
 @pytest.fixture
-def cloud(certs: Pki) -> Iterator[Cloud]:
-    c = Cloud(certs)
+def cloud(certs: UplinkPki) -> Iterator[RunningCloud]:
+    c = RunningCloud(certs)
     try:
         yield c
     finally:
@@ -71,7 +71,7 @@ def cloud(certs: Pki) -> Iterator[Cloud]:
 # -- connecting and calling -----------------------------------------------------------
 
 def test_two_devices_own_certificates_sync_zeep_UPL_1_UPL_13_UPL_16_GEN_3(
-        tmp_path: Path, certs: Pki, cloud: Cloud) -> None:
+        tmp_path: Path, certs: UplinkPki, cloud: RunningCloud) -> None:
     """UPL-1, UPL-13, UPL-16, GEN-3: two devices with their own client certificates dial
     out; the cloud knows each by its certificate and a sync zeep client reaches each
     through its own uplink (UplinkTransport)."""
@@ -79,7 +79,7 @@ def test_two_devices_own_certificates_sync_zeep_UPL_1_UPL_13_UPL_16_GEN_3(
     try:
         for cn in ("cam-a", "cam-b"):
             seed_device(tmp_path / cn, certs, cn, [(cloud.uplink_url(), ("Operator",))])
-            devices.append(Device(tmp_path / cn))
+            devices.append(RunningDevice(tmp_path / cn))
         for cn in ("cam-a", "cam-b"):
             cloud.wait_for(cn)
         infos = {d.device_id: d for d in cloud.cloud.devices()}
@@ -97,11 +97,11 @@ def test_two_devices_own_certificates_sync_zeep_UPL_1_UPL_13_UPL_16_GEN_3(
             device.stop()
 
 
-def test_async_zeep_through_the_uplink_UPL_16_GEN_3(tmp_path: Path, certs: Pki, cloud: Cloud) -> None:
+def test_async_zeep_through_the_uplink_UPL_16_GEN_3(tmp_path: Path, certs: UplinkPki, cloud: RunningCloud) -> None:
     """UPL-16, GEN-3: ``zeep.AsyncClient`` with AsyncUplinkTransport on the cloud's loop;
     many calls at once share the one HTTP/2 connection."""
     seed_device(tmp_path / "dev", certs, "cam-async", [(cloud.uplink_url(), ("User",))])
-    device = Device(tmp_path / "dev")
+    device = RunningDevice(tmp_path / "dev")
     try:
         cloud.wait_for("cam-async")
 
@@ -118,11 +118,11 @@ def test_async_zeep_through_the_uplink_UPL_16_GEN_3(tmp_path: Path, certs: Pki, 
         device.stop()
 
 
-def test_user_level_of_the_uplink_is_applied_UPL_12(tmp_path: Path, certs: Pki, cloud: Cloud) -> None:
+def test_user_level_of_the_uplink_is_applied_UPL_12(tmp_path: Path, certs: UplinkPki, cloud: RunningCloud) -> None:
     """UPL-12: a ``User``-level uplink may read (GetUplinks) but its SetUplink and
     DeleteUplink fault NotAuthorized, whatever the request carries."""
     seed_device(tmp_path / "dev", certs, "cam-user", [(cloud.uplink_url(), ("User",))])
-    device = Device(tmp_path / "dev")
+    device = RunningDevice(tmp_path / "dev")
     try:
         cloud.wait_for("cam-user")
         client = uplink_client(cloud, "cam-user")
@@ -140,12 +140,12 @@ def test_user_level_of_the_uplink_is_applied_UPL_12(tmp_path: Path, certs: Pki, 
         device.stop()
 
 
-def test_live_reconfiguration_through_the_uplink_UPL_10_CFG_2(tmp_path: Path, certs: Pki, cloud: Cloud) -> None:
+def test_live_reconfiguration_through_the_uplink_UPL_10_CFG_2(tmp_path: Path, certs: UplinkPki, cloud: RunningCloud) -> None:
     """UPL-10, CFG-2: SetUplink sent *through* an Administrator uplink adds a second uplink,
     which connects at once to a second cloud; DeleteUplink drops it again."""
-    second = Cloud(certs, proxy=False)
+    second = RunningCloud(certs, proxy=False)
     seed_device(tmp_path / "dev", certs, "cam-admin", [(cloud.uplink_url(), ("Administrator",))])
-    device = Device(tmp_path / "dev")
+    device = RunningDevice(tmp_path / "dev")
     try:
         cloud.wait_for("cam-admin")
         client = uplink_client(cloud, "cam-admin")
@@ -190,7 +190,7 @@ def _hanging_tcp() -> tuple[socket.socket, list[socket.socket]]:
     return listener, accepted
 
 
-def test_status_and_error_are_truthful_CFG_2_UPL_10_UPL_11_UPL_13(tmp_path: Path, certs: Pki, cloud: Cloud) -> None:
+def test_status_and_error_are_truthful_CFG_2_UPL_10_UPL_11_UPL_13(tmp_path: Path, certs: UplinkPki, cloud: RunningCloud) -> None:
     """CFG-2, UPL-10, UPL-11, UPL-13: one device with five uplinks in parallel, each
     showing its own truth in GetUplinks: Connected (Error empty); cloud down (Offline,
     connection refused); the cloud's certificate not trusted by the policy (certificate
@@ -198,7 +198,7 @@ def test_status_and_error_are_truthful_CFG_2_UPL_10_UPL_11_UPL_13(tmp_path: Path
     a TLS handshake that never ends (Connecting)."""
     other_ca = pki.make_ca("some other CA")
     other_ca_file, _ = other_ca.write(certs.dir, "other-ca")
-    picky = Cloud(certs, client_cas=[other_ca_file], proxy=False)  # does not trust our device's CA
+    picky = RunningCloud(certs, client_cas=[other_ca_file], proxy=False)  # does not trust our device's CA
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead_port = s.getsockname()[1]  # nothing listens here
@@ -216,7 +216,7 @@ def test_status_and_error_are_truthful_CFG_2_UPL_10_UPL_11_UPL_13(tmp_path: Path
                                 (slow, "policy")):
             store.put_uplink(UplinkConfiguration(remote_address=address, user_level=("User",), certificate_id="cert",
                                                  cert_path_validation_policy_id=policy), max_uplinks=8)
-    device = Device(data)
+    device = RunningDevice(data)
     try:
         def settled() -> dict[str, UplinkConfiguration] | None:
             s = statuses(device)
@@ -243,16 +243,16 @@ def test_status_and_error_are_truthful_CFG_2_UPL_10_UPL_11_UPL_13(tmp_path: Path
             conn.close()
 
 
-def test_cloud_restart_devices_come_back_UPL_8_UPL_9_CFG_2(tmp_path: Path, certs: Pki) -> None:
+def test_cloud_restart_devices_come_back_UPL_8_UPL_9_CFG_2(tmp_path: Path, certs: UplinkPki) -> None:
     """UPL-8, UPL-9, CFG-2: when the cloud goes away both devices show Offline with the
     reason in Error, and reconnect by themselves when it is back on the same address."""
-    cloud = Cloud(certs)
+    cloud = RunningCloud(certs)
     port = cloud.port
     devices = []
     try:
         for cn in ("cam-1", "cam-2"):
             seed_device(tmp_path / cn, certs, cn, [(cloud.uplink_url(), ("User",))])
-            devices.append(Device(tmp_path / cn))
+            devices.append(RunningDevice(tmp_path / cn))
         for cn in ("cam-1", "cam-2"):
             cloud.wait_for(cn)
         cloud.stop()
@@ -260,7 +260,7 @@ def test_cloud_restart_devices_come_back_UPL_8_UPL_9_CFG_2(tmp_path: Path, certs
             gone = wait_until(lambda d=device: (c := statuses(d)[f"https://localhost:{port}/uplink"]).error and c,
                               what="the device to see the cloud go")
             assert gone.status in ("Offline", "Connecting")
-        cloud = Cloud(certs, port=port)
+        cloud = RunningCloud(certs, port=port)
         for cn in ("cam-1", "cam-2"):
             cloud.wait_for(cn)
         for device in devices:
@@ -275,14 +275,14 @@ def test_cloud_restart_devices_come_back_UPL_8_UPL_9_CFG_2(tmp_path: Path, certs
 
 # -- the cloud: identity, deadlines, caps ----------------------------------------------------
 
-def _device_ssl(certs: Pki, cn: str) -> ssl.SSLContext:
+def _device_ssl(certs: UplinkPki, cn: str) -> ssl.SSLContext:
     cert, key = certs.device_files(cn)
     ctx = ssl.create_default_context(cafile=str(certs.ca_file))
     ctx.load_cert_chain(str(cert), str(key))
     return ctx
 
 
-async def _mini_device(cloud: Cloud, certs: Pki, cn: str, label: bytes, up: asyncio.Event,
+async def _mini_device(cloud: RunningCloud, certs: UplinkPki, cn: str, label: bytes, up: asyncio.Event,
                        ended: asyncio.Future[bytes]) -> None:
     """A minimal device on stdlib ssl + h2: answers every request with ``label``."""
     reader, writer = await asyncio.open_connection("127.0.0.1", cloud.port, ssl=_device_ssl(certs, cn),
@@ -306,7 +306,7 @@ async def _mini_device(cloud: Cloud, certs: Pki, cn: str, label: bytes, up: asyn
     ended.set_result(goaway)
 
 
-async def test_reconnect_of_the_same_identity_replaces_the_old_channel_UPL_13(certs: Pki, cloud: Cloud) -> None:
+async def test_reconnect_of_the_same_identity_replaces_the_old_channel_UPL_13(certs: UplinkPki, cloud: RunningCloud) -> None:
     """UPL-13: a second connection with the same certificate replaces the first one: the
     old connection gets GOAWAY and is closed, requests go to the new one."""
     loop = asyncio.get_running_loop()
@@ -339,8 +339,8 @@ SHORT = ListenerSettings(handshake_timeout=1.0, upgrade_timeout=0.5, preface_tim
 
 
 @pytest.fixture
-def strict_cloud(certs: Pki) -> Iterator[Cloud]:
-    c = Cloud(certs, settings=SHORT, proxy=False)
+def strict_cloud(certs: UplinkPki) -> Iterator[RunningCloud]:
+    c = RunningCloud(certs, settings=SHORT, proxy=False)
     try:
         yield c
     finally:
@@ -355,14 +355,14 @@ async def _read_to_eof(reader: asyncio.StreamReader, limit: float = 15.0) -> byt
     return bytes(data)
 
 
-async def test_silent_tcp_peer_is_closed_at_the_handshake_deadline_UPL_6(strict_cloud: Cloud) -> None:
+async def test_silent_tcp_peer_is_closed_at_the_handshake_deadline_UPL_6(strict_cloud: RunningCloud) -> None:
     """UPL-6: a TCP client that never starts TLS is dropped at the handshake deadline."""
     reader, writer = await asyncio.open_connection("127.0.0.1", strict_cloud.port)
     assert await _read_to_eof(reader) == b""
     writer.close()
 
 
-async def test_silent_tls_peer_is_closed_at_the_upgrade_deadline_UPL_2(certs: Pki, strict_cloud: Cloud) -> None:
+async def test_silent_tls_peer_is_closed_at_the_upgrade_deadline_UPL_2(certs: UplinkPki, strict_cloud: RunningCloud) -> None:
     """UPL-2: a device that completes the TLS handshake and then sends nothing is closed
     at the upgrade deadline; it never becomes a device."""
     reader, writer = await asyncio.open_connection("127.0.0.1", strict_cloud.port, ssl=_device_ssl(certs, "mute"),
@@ -372,7 +372,7 @@ async def test_silent_tls_peer_is_closed_at_the_upgrade_deadline_UPL_2(certs: Pk
     writer.close()
 
 
-async def test_oversized_upgrade_head_gets_431_UPL_2(certs: Pki, strict_cloud: Cloud) -> None:
+async def test_oversized_upgrade_head_gets_431_UPL_2(certs: UplinkPki, strict_cloud: RunningCloud) -> None:
     """UPL-2: an upgrade request head over 16 KiB (here 20 KiB) is answered 431 and closed."""
     reader, writer = await asyncio.open_connection("127.0.0.1", strict_cloud.port, ssl=_device_ssl(certs, "big"),
                                                    server_hostname="localhost")
@@ -395,7 +395,7 @@ def _frames(data: bytes) -> list[Frame]:
 
 
 async def test_device_without_settings_is_dropped_at_the_preface_deadline_UPL_3_UPL_15(
-        certs: Pki, strict_cloud: Cloud) -> None:
+        certs: UplinkPki, strict_cloud: RunningCloud) -> None:
     """UPL-3, UPL-15: after the 101 the cloud sends its preface (SETTINGS) first; a device
     that never answers with its own SETTINGS gets GOAWAY at the preface deadline and is
     never registered."""
@@ -479,7 +479,7 @@ class FreezableRelay:
 
 
 def test_silent_cloud_makes_the_device_close_and_reconnect_UPL_7_UPL_8(
-        tmp_path: Path, certs: Pki, cloud: Cloud) -> None:
+        tmp_path: Path, certs: UplinkPki, cloud: RunningCloud) -> None:
     """UPL-7, UPL-8: with small idle-PING/dead-link timers, a cloud that stops answering
     (a relay that drops everything the cloud sends) makes the device close the uplink with
     the reason in Error, try again (Connecting) and come back Connected once the path is
@@ -489,7 +489,7 @@ def test_silent_cloud_makes_the_device_close_and_reconnect_UPL_7_UPL_8(
     seed_device(tmp_path / "dev", certs, "cam-live", [(address, ("User",))])
     settings = AgentSettings(idle_ping_after=0.2, dead_after=1.0, stable_after=0.5, backoff_first=(0.05, 0.1),
                              backoff_cap=0.2)
-    device = Device(tmp_path / "dev", settings=settings)
+    device = RunningDevice(tmp_path / "dev", settings=settings)
     try:
         cloud.wait_for("cam-live")
         first = wait_until(lambda: (c := statuses(device)[address]).status == "Connected" and c, what="Connected")

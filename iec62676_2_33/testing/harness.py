@@ -1,8 +1,22 @@
 """Test scaffolding: certificates made at test time, our cloud and device running on loopback in
 background threads, bounded waits (TEST-1, UPL-1, UPL-13, GEN-3).
 
-The parts behind the pytest fixtures of :mod:`.plugin`, usable without pytest
-too. Each runtime runs on its own event loop in a
+The parts behind the pytest fixtures of :mod:`.plugin` and of the library's
+own test suite, usable without pytest too:
+
+* :func:`wait_until` — poll a condition with a deadline;
+* :class:`UplinkPki` — a CA, the cloud's server certificate and device
+  certificates (objects, or files with :meth:`UplinkPki.device_files`);
+* :class:`RunningCloud` — ``run_cloud`` on loopback (TLS listener, mTLS, the
+  HTTP proxy unless ``proxy=False``; any other :class:`CloudOptions` field
+  passes through, e.g. ``device_domain``), with ``request()``, ``transport()``
+  and the listener's ``loop`` for clients of its own;
+* :func:`seed_device` — a device store with the administrator and, given the
+  PKI, a client certificate, a trust policy and uplinks;
+* :class:`RunningDevice` — ``run_device`` on loopback (``listen=False``: the
+  uplink agent alone, no direct address).
+
+Each runtime runs on its own event loop in a
 :class:`~iec62676_2_33.runtime.background.BackgroundService` thread, so test
 code stays synchronous; every wait has a deadline.
 """
@@ -20,7 +34,7 @@ from .. import pki
 from ..errors import Iec62676Error
 from ..runtime.agent import AgentSettings
 from ..runtime.background import BackgroundService
-from ..runtime.cloud import CloudListener, DeviceInfo, HttpResponse
+from ..runtime.cloud import CloudListener, DeviceInfo, HttpResponse, ListenerSettings
 from ..runtime.cloud_server import CloudOptions, run_cloud
 from ..runtime.device import run_device
 from ..store import DeviceStore
@@ -34,51 +48,67 @@ ADMIN = ("admin", "admin-pw")
 FAST = AgentSettings(backoff_first=(0.05, 0.3), backoff_cap=0.5, stable_after=0.5)
 
 
-def wait_until(condition: Callable[[], T], timeout: float = 15.0, what: str = "condition") -> T:
-    """Poll ``condition`` until it is truthy; :class:`Iec62676Error` after ``timeout`` seconds."""
+def wait_until(condition: Callable[[], T], timeout: float = 15.0, interval: float = 0.02,
+               what: str = "condition") -> T:
+    """Poll ``condition`` every ``interval`` seconds until it is truthy and return its value;
+    :class:`Iec62676Error` naming ``what`` (and the last value) after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise Iec62676Error(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)
+            raise Iec62676Error(f"timed out after {timeout:g} s waiting for {what} (last: {repr(value)[:200]})")
+        time.sleep(interval)
 
 
 class UplinkPki:
-    """A CA, the cloud's server certificate (localhost, 127.0.0.1) and device certificates, in ``folder``."""
+    """A CA (``ca``, given or made), the cloud's server certificate (localhost, 127.0.0.1: ``cert``, ``key``) and
+    device certificates, written to ``folder`` (kept as ``dir``; ``ca_file`` is the CA's certificate there)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path, ca: pki.CertKey | None = None) -> None:
+        self.dir = folder
         folder.mkdir(parents=True, exist_ok=True)
-        self.ca = pki.make_ca("iec62676 test CA")
+        self.ca = ca or pki.make_ca("iec62676 test CA")
         self.ca_file, _ = self.ca.write(folder, "ca")
-        server = pki.make_leaf(self.ca, "cloud", kind="server", sans=["localhost", "127.0.0.1"])
-        self.cert, self.key = server.write(folder, "cloud")
+        self.server = pki.make_leaf(self.ca, "cloud", kind="server", sans=["localhost", "127.0.0.1"])
+        self.cert, self.key = self.server.write(folder, "cloud")
 
     def device(self, cn: str) -> pki.CertKey:
         """A client certificate with CN ``cn`` (the cloud's device identity, UPL-13)."""
         return pki.make_leaf(self.ca, cn, kind="client")
 
+    def device_files(self, cn: str) -> tuple[Path, Path]:
+        """A client certificate with CN ``cn`` written to ``dir``: (certificate file, key file)."""
+        return self.device(cn).write(self.dir, cn)
+
 
 class RunningCloud:
-    """``run_cloud`` (TLS listener, mTLS, HTTP proxy) on loopback in a background thread."""
+    """``run_cloud`` (TLS listener, mTLS with the PKI's CA or ``client_cas``, the HTTP proxy unless ``proxy`` is
+    false) on loopback in a background thread; ``options`` are further :class:`CloudOptions` fields."""
 
-    def __init__(self, certs: UplinkPki) -> None:
+    def __init__(self, certs: UplinkPki, *, port: int = 0, settings: ListenerSettings | None = None,
+                 client_cas: Sequence[Path] | None = None, proxy: bool = True, **options: Any) -> None:
         self.listener: CloudListener | None = None
-        options = CloudOptions(listen="127.0.0.1:0", cert=certs.cert, key=certs.key, client_cas=[certs.ca_file],
-                               proxy="127.0.0.1:0")
+        self.loop: asyncio.AbstractEventLoop | None = None
+        cloud_options = CloudOptions(listen=f"127.0.0.1:{port}", cert=certs.cert, key=certs.key,
+                                     client_cas=list(client_cas or [certs.ca_file]),
+                                     proxy="127.0.0.1:0" if proxy else None, **options)
 
         def ready(cloud: CloudListener) -> None:
             self.listener = cloud
+            self.loop = asyncio.get_running_loop()
 
         self.service = BackgroundService(
-            lambda stop, announce: run_cloud(options, stop, announce, ready=ready), name="cloud", ready_after=2
-        ).start()
-        listening, proxy = self.service.messages[:2]
-        self.port = int(re.search(r":(\d+)/", listening).group(1))  # type: ignore[union-attr]
-        self.proxy_url = re.search(r"(http://\S+)/devices", proxy).group(1)  # type: ignore[union-attr]
+            lambda stop, announce: run_cloud(cloud_options, stop, announce, settings=settings, ready=ready),
+            name="cloud").start()
+        messages = self.service.messages
+        self.port = int(re.search(r":(\d+)/", messages[0]).group(1))  # type: ignore[union-attr]
+        self.proxy_url: str | None = None
+        if proxy:
+            found = wait_until(lambda: next((m for m in list(messages) if re.search(r"http://\S+/devices", m)), None),
+                               15, what="the cloud's proxy announcement")
+            self.proxy_url = re.search(r"(http://\S+)/devices", str(found)).group(1)  # type: ignore[union-attr]
 
     def uplink_url(self, path: str = "/uplink") -> str:
         return f"https://localhost:{self.port}{path}"
@@ -87,6 +117,9 @@ class RunningCloud:
     def cloud(self) -> CloudListener:
         assert self.listener is not None
         return self.listener
+
+    def device_ids(self) -> list[str]:
+        return [d.device_id for d in self.cloud.devices()]
 
     def call(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
         """Run a coroutine function on the cloud's loop (bounded)."""
@@ -116,17 +149,19 @@ class RunningCloud:
         self.service.stop()
 
 
-def seed_device(data: Path, *, uplinks: Sequence[tuple[str, Sequence[str]]] = (), certs: UplinkPki | None = None,
-                cn: str = "device-1") -> None:
-    """A device store with the administrator and, with ``certs``, a client certificate (``cert``), the
-    cloud CA as trust policy (``policy``) and the given (RemoteAddress, UserLevel) uplinks."""
+def seed_device(data: Path, certs: UplinkPki | None = None, cn: str = "device-1",
+                uplinks: Sequence[tuple[str, Sequence[str]]] = (), *, anchors: Sequence[bytes] | None = None,
+                client: pki.CertKey | None = None) -> None:
+    """A device store with the administrator and, with ``certs``, a client certificate (``cert``: ``client``, or
+    one for ``cn``), a trust policy (``policy``: ``anchors``, default the PKI's CA) and the given
+    (RemoteAddress, UserLevel) uplinks."""
     with DeviceStore(data) as store:
         store.put_user(*ADMIN, "Administrator")
         if certs is None:
             return
-        leaf = certs.device(cn)
+        leaf = client or certs.device(cn)
         store.put_certificate("cert", leaf.cert_pem(), leaf.key_pem())
-        store.put_policy("policy", [certs.ca.cert_pem()])
+        store.put_policy("policy", list(anchors) if anchors is not None else [certs.ca.cert_pem()])
         for address, levels in uplinks:
             store.put_uplink(UplinkConfiguration(remote_address=address, user_level=tuple(levels),
                                                  certificate_id="cert", cert_path_validation_policy_id="policy"),
@@ -134,17 +169,21 @@ def seed_device(data: Path, *, uplinks: Sequence[tuple[str, Sequence[str]]] = ()
 
 
 class RunningDevice:
-    """``run_device`` (direct HTTP and the uplink agent) on loopback in a background thread."""
+    """``run_device`` (direct HTTP and the uplink agent) on loopback in a background thread; with ``listen``
+    false the uplink agent alone (``url`` and ``device_service`` are then None)."""
 
-    def __init__(self, data: Path, *, settings: AgentSettings | None = FAST) -> None:
+    def __init__(self, data: Path, *, settings: AgentSettings | None = FAST, listen: bool = True) -> None:
         self.data = data
 
         async def serve(stop: asyncio.Event, announce: Callable[[str], None]) -> None:
-            await run_device(data, "127.0.0.1:0", stop, announce, settings=settings)
+            await run_device(data, "127.0.0.1:0" if listen else None, stop, announce, settings=settings)
 
         self.service = BackgroundService(serve, name=f"device {data.name}").start()
-        self.url = re.search(r"(http://\S+)", self.service.messages[0]).group(1)  # type: ignore[union-attr]
-        self.device_service = self.url.rsplit("/onvif/", 1)[0] + "/onvif/device_service"
+        self.url: str | None = None
+        self.device_service: str | None = None
+        if listen:
+            self.url = re.search(r"(http://\S+)", self.service.messages[0]).group(1)  # type: ignore[union-attr]
+            self.device_service = self.url.rsplit("/onvif/", 1)[0] + "/onvif/device_service"
         self.username, self.password = ADMIN
 
     def stop(self) -> None:
