@@ -377,7 +377,8 @@ def part_hierarchy(device_data: Path, device_url: str, out: Print) -> None:
         out(f"  Media2 GetProfiles at the regional VSS: {', '.join(tokens)}")
         uri = media2.GetStreamUri(Protocol="RTSP", ProfileToken=token)
         out(f"  GetStreamUri({token}) at the regional VSS: {uri}")
-        out(f"  ffmpeg decoded {_decode(uri, 50)} through the regional VSS's relay from the camera of {DEVICES[0]}")
+        played = uri.replace("rtsp://", f"rtsp://{ADMIN[0]}:{ADMIN[1]}@", 1)  # the VSS's front asks for its users
+        out(f"  ffmpeg decoded {_decode(played, 50)} through the regional VSS's relay from the camera of {DEVICES[0]}")
     finally:
         vss.stop()
 

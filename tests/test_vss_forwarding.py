@@ -28,8 +28,6 @@ from lxml import etree
 from recording_env import T0, make_video, replay_play, stamp
 from rtsp_env import decode_frames, decoded_frames
 from served_app import serve_app
-from uplink_env import Device, Pki, wait_until
-from uplink_env import seed_device as seed_uplink_device
 from vss_env import FAR, HERE, NEAR, add_lower, seed, soap, start_vss
 
 from iec62676_2_33 import schemas
@@ -53,6 +51,8 @@ from iec62676_2_33.services.recording import REPLAY_PATH, SEARCH_PATH, TRP, TSE
 from iec62676_2_33.services.uplink import UplinkServiceContext
 from iec62676_2_33.soap.fault import SoapFault
 from iec62676_2_33.store import DeviceStore
+from iec62676_2_33.testing.harness import RunningDevice, UplinkPki, wait_until
+from iec62676_2_33.testing.harness import seed_device as seed_uplink_device
 from iec62676_2_33.vss.adaption import prefix_messages, token_index
 from iec62676_2_33.vss.gateway import recorded_topics
 from iec62676_2_33.vss.lower import LowerSystem
@@ -144,12 +144,12 @@ def hierarchy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hierarchy]:
             for prefix, base in (("cam", cam), ("yard", yard)):
                 add_lower(root / "site", LowerSystem(prefix=prefix, url=f"{base}/onvif/device_service",
                                                      username=ADMIN[0], password=ADMIN[1]))
-            site_service, site = start_vss(root / "site", VssOptions(rtsp="127.0.0.1:0", timeout=10,
+            site_service, site = start_vss(root / "site", VssOptions(rtsp="127.0.0.1:0", rtsp_open=True, timeout=10,
                                                                      mirror_retry=0.3))
             services.append(site_service)
             add_lower(root / "regional", LowerSystem(prefix="site", url=f"{site}/onvif/device_service",
                                                      username=ADMIN[0], password=ADMIN[1]))
-            regional_service, regional = start_vss(root / "regional", VssOptions(rtsp="127.0.0.1:0", timeout=15,
+            regional_service, regional = start_vss(root / "regional", VssOptions(rtsp="127.0.0.1:0", rtsp_open=True, timeout=15,
                                                                                  mirror_retry=0.3))
             services.append(regional_service)
             assert cam_replay is not None
@@ -507,13 +507,13 @@ def test_replay_of_a_lower_device_on_an_uplink_anx_b_3(tmp_path: Path) -> None:
     """ANX-B-3, GEN-3: a lower device that dials the VSS (its embedded cloud listener) and serves a recording:
     GetReplayUri through the VSS answers a URI on the VSS's RTSP front (the device was told the front), and
     ffprobe plays it through the front, the uplink and the device's replay server."""
-    certs = Pki(tmp_path / "pki")
+    certs = UplinkPki(tmp_path / "pki")
     (tmp_path / "rec").mkdir()
     make_video(tmp_path / "rec" / f"cam_{stamp(T0)}.mp4", 4)
     seed(tmp_path / "vss")
     add_lower(tmp_path / "vss", LowerSystem(prefix="cam-device", uplink="cam-device"))
     uplink = CloudOptions(listen="127.0.0.1:0", cert=certs.cert, key=certs.key, client_cas=[certs.ca_file])
-    vss, url = start_vss(tmp_path / "vss", VssOptions(rtsp="127.0.0.1:0", uplink=uplink, timeout=5))
+    vss, url = start_vss(tmp_path / "vss", VssOptions(rtsp="127.0.0.1:0", rtsp_open=True, uplink=uplink, timeout=5))
     try:
         listening = wait_until(lambda: next((m for m in vss.messages if "cloud listening" in m), None), 15,
                                what="the VSS's uplink listener")
@@ -522,7 +522,7 @@ def test_replay_of_a_lower_device_on_an_uplink_anx_b_3(tmp_path: Path) -> None:
         seed(tmp_path / "dev", sources=(MediaSource(token="main", name="Gate", rtsp_url="rtsp://127.0.0.1:9/main"),))
         save_recording_configs(tmp_path / "dev", [RecordingConfig(token="rec-a", source_token="main",
                                                                   folder=str(tmp_path / "rec"))])
-        device = Device(tmp_path / "dev")
+        device = RunningDevice(tmp_path / "dev")
         try:
             body = _op("<trp:GetReplayUri><trp:StreamSetup><tt:Stream>RTP-Unicast</tt:Stream><tt:Transport>"
                        "<tt:Protocol>RTSP</tt:Protocol></tt:Transport></trp:StreamSetup>"

@@ -17,11 +17,11 @@ import pytest
 from helpers import fault_chain
 from lxml import etree
 from rtsp_env import RawPlayer
-from uplink_env import Pki
 from vss_env import NS, add_lower, answer, seed, soap, start_device, start_vss, stream_uri
 
 from iec62676_2_33.domain.media import MediaSource
 from iec62676_2_33.runtime.cloud_server import CloudOptions
+from iec62676_2_33.testing.harness import UplinkPki
 from iec62676_2_33.vss.lower import LowerStore, LowerSystem
 from iec62676_2_33.vss.runtime import VssOptions
 
@@ -45,7 +45,7 @@ def hierarchy(tmp_path: Path) -> Iterator[Hierarchy]:
     seed(tmp_path / "vss", sources=(OWN,))
     add_lower(tmp_path / "vss", LowerSystem(prefix="gate", url=f"{lower}/onvif/device_service",
                                             username="admin", password="admin-pw"))
-    vss, base = start_vss(tmp_path / "vss", VssOptions(rtsp="127.0.0.1:0", timeout=5), ready_after=2)
+    vss, base = start_vss(tmp_path / "vss", VssOptions(rtsp="127.0.0.1:0", rtsp_open=True, timeout=5), ready_after=2)
     try:
         yield Hierarchy(base, lower, tmp_path / "vss")
     finally:
@@ -178,7 +178,7 @@ def test_rtsp_front_refuses_unknown_streams(hierarchy: Hierarchy) -> None:
 def test_uplink_lower_not_connected(tmp_path: Path) -> None:
     """GEN-3: a lower system reached by uplink that has not dialled in: Receiver/Action/LowerSystemUnreachable
     at once, and without --uplink-listen the same fault says why."""
-    certs = Pki(tmp_path / "pki")
+    certs = UplinkPki(tmp_path / "pki")
     seed(tmp_path / "vss")
     add_lower(tmp_path / "vss", LowerSystem(prefix="ghost", uplink="ghost"))
     listener = CloudOptions(listen="127.0.0.1:0", cert=certs.cert, key=certs.key, client_cas=[certs.ca_file])

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from camera import start_camera
 from rtsp_env import decode_frames, decoded_frames, needs_camera
-from uplink_env import Device, Pki, seed_device, wait_until
 from vss_env import FAR, HERE, NEAR, NS, add_lower, answer, seed, start_vss, stream_uri
 
 from iec62676_2_33.domain.filters import LocationFilter
@@ -30,6 +29,7 @@ from iec62676_2_33.query import ResourceChange, ResourceQueryClient
 from iec62676_2_33.runtime.background import BackgroundService
 from iec62676_2_33.runtime.cloud_server import CloudOptions
 from iec62676_2_33.store import DeviceStore
+from iec62676_2_33.testing.harness import RunningDevice, UplinkPki, seed_device, wait_until
 from iec62676_2_33.vss.lower import LowerSystem
 from iec62676_2_33.vss.runtime import VssOptions
 
@@ -59,7 +59,7 @@ def _announced(service: BackgroundService, pattern: str) -> str:
 
 @pytest.fixture
 def chain(tmp_path: Path) -> Iterator[Chain]:
-    certs = Pki(tmp_path / "pki")
+    certs = UplinkPki(tmp_path / "pki")
     with start_camera() as cam:
         services: list[BackgroundService] = []
         try:
@@ -77,7 +77,7 @@ def chain(tmp_path: Path) -> Iterator[Chain]:
                  resources=(CAMERA, FAR_CAMERA))
             with DeviceStore(tmp_path / "dev") as store:
                 store.put_user("viewer", "viewer-pw", "User")
-            device = Device(tmp_path / "dev")
+            device = RunningDevice(tmp_path / "dev")
             services.append(device.service)
 
             seed(tmp_path / "regional")
@@ -105,7 +105,7 @@ def test_live_video_example_7_8_1(chain: Chain) -> None:
     assert status == 200, root
     uri = answer(root).findtext("tr2:Uri", namespaces=NS)
     assert uri.startswith("rtsp://127.0.0.1:") and "/relay/" in uri
-    run = decode_frames(uri, 50)
+    run = decode_frames(uri.replace("rtsp://", "rtsp://admin:admin-pw@", 1), 50)  # the fronts ask for a user
     assert run.returncode == 0, run.stderr[-2000:]
     assert decoded_frames(run.stderr) >= 50
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from uplink_env import wait_until
 from vss_env import FAR, HERE, NEAR, add_lower, seed, start_device, start_vss
 
 from iec62676_2_33.domain.filters import LocationFilter
@@ -22,6 +21,7 @@ from iec62676_2_33.domain.registry import REGISTRY_FILE, ResourceRegistry
 from iec62676_2_33.domain.resources import Resource
 from iec62676_2_33.query import ResourceChange, ResourceQueryClient
 from iec62676_2_33.runtime.background import BackgroundService
+from iec62676_2_33.testing.harness import wait_until
 from iec62676_2_33.vss.lower import LowerStore, LowerSystem
 from iec62676_2_33.vss.runtime import VssOptions
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from lxml import etree
-from uplink_env import wait_until
 
 from iec62676_2_33.domain.media import MediaSource
 from iec62676_2_33.domain.registry import REGISTRY_FILE, ResourceRegistry
@@ -21,6 +20,7 @@ from iec62676_2_33.runtime.device import run_device
 from iec62676_2_33.security.wsse import build_username_token
 from iec62676_2_33.services.media2 import TR2
 from iec62676_2_33.store import DeviceStore
+from iec62676_2_33.testing.harness import wait_until
 from iec62676_2_33.vss.lower import LowerStore, LowerSystem
 from iec62676_2_33.vss.runtime import VssOptions, run_vss
 

@@ -30,11 +30,14 @@ def register(sub: Any) -> None:
     lsub = lower.add_subparsers(dest="lower_command", required=True, parser_class=type(lower))
     p = lsub.add_parser("add", help="add or replace a lower system, reached by URL or through an uplink")
     _data(p)
-    p.add_argument("--prefix", help="the prefix of its remote tokens (default: the --uplink device ID)")
+    p.add_argument("--prefix", help="the prefix of its remote tokens (default: the system's Annex A device ID: "
+                   "the SerialNumber it announces, or the --uplink device ID)")
     p.add_argument("--url", metavar="http://HOST:PORT/onvif/device_service")
     p.add_argument("--user", help="the VSS's account at the lower system (with --url)")
     p.add_argument("--password")
     p.add_argument("--uplink", metavar="DEVICE_ID", help="the lower system dials this VSS (--uplink-listen)")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds the system at --url has to announce its device ID (default 10)")
     p.set_defaults(handler=lower_add)
     p = lsub.add_parser("list", help="list the lower systems")
     _data(p)
@@ -49,6 +52,8 @@ def register(sub: Any) -> None:
     _data(p)
     p.add_argument("--listen", required=True, metavar="HOST:PORT")
     p.add_argument("--rtsp", metavar="HOST:PORT", help="RTSP front relaying the lower systems' streams")
+    p.add_argument("--rtsp-open", action="store_true",
+                   help="serve the RTSP front without authentication (default: RTSP Digest of the VSS's users)")
     p.add_argument("--uplink-listen", metavar="HOST:PORT", help="embed a cloud listener for lower systems on uplinks")
     p.add_argument("--cert", type=Path, metavar="CERT.pem", help="the listener's server certificate")
     p.add_argument("--key", type=Path, metavar="KEY.pem")
@@ -60,6 +65,7 @@ def register(sub: Any) -> None:
 
 def lower_add(args: argparse.Namespace) -> int:
     from ..vss.lower import LowerStore, LowerSystem
+    from ..vss.prefix import default_prefix
 
     if args.url is None and args.uplink is None:
         raise ConfigurationError("give --url (with --user/--password) or --uplink DEVICE_ID")
@@ -67,9 +73,10 @@ def lower_add(args: argparse.Namespace) -> int:
         raise ConfigurationError("--user/--password go with --url; an uplink carries its own UserLevel")
     if (args.user is None) != (args.password is None):
         raise ConfigurationError("--user and --password go together")
-    prefix = args.prefix or args.uplink
-    if prefix is None:
-        raise ConfigurationError("--prefix is required with --url")
+    if args.url is not None and args.uplink is not None:
+        raise ConfigurationError("a lower system is reached either by --url or by --uplink, not both")
+    prefix = args.prefix or default_prefix(url=args.url, username=args.user, password=args.password,
+                                           uplink=args.uplink, timeout=args.timeout)
     lower = LowerSystem(prefix=prefix, url=args.url, username=args.user, password=args.password, uplink=args.uplink)
     with LowerStore(args.data) as store:
         store.put(lower)
@@ -110,7 +117,7 @@ def serve(args: argparse.Namespace) -> int:
             raise ConfigurationError("--uplink-listen needs --cert, --key and --client-ca")
         uplink = CloudOptions(listen=args.uplink_listen, cert=args.cert, key=args.key, client_cas=args.client_ca)
         build_authenticator(uplink)
-    options = VssOptions(rtsp=args.rtsp, uplink=uplink, timeout=args.timeout)
+    options = VssOptions(rtsp=args.rtsp, rtsp_open=args.rtsp_open, uplink=uplink, timeout=args.timeout)
 
     async def main() -> None:
         stop = asyncio.Event()

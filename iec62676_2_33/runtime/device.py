@@ -23,10 +23,13 @@ from ..store import DeviceStore
 from ..uplinkconfig import UplinkCapabilities
 from .agent import AgentSettings, UplinkAgent
 from .dial import supported_protocols
-from .http_server import bind_listen, parse_listen, serve_wsgi, wait_event
+from .exchange import Handler
+from .http_server import bind_listen, parse_listen, wait_event
+from .httpd import serve
 from .lanes import LaneExecutor
 from .recording_files import FolderRecordingStore, load_recording_configs
 from .replay_server import ReplayServer, start_replay_server
+from .wsgi_handler import WsgiHandler
 
 #: Worker threads for the services (Spyne and SQLite block). A waiting PullMessages holds
 #: one thread for up to its Timeout, and up to MaxPullPoints (32) may wait at once, so the
@@ -115,7 +118,8 @@ async def run_device(data_dir: str | Path, listen: str | None, stop: asyncio.Eve
                      settings: AgentSettings | None = None, uplinks: bool = True,
                      ready: Callable[[UplinkServiceContext, str | None], None] | None = None,
                      compose: Callable[[DeviceApplication, EventServiceContext], None] | None = None,
-                     replay_listen: str = "127.0.0.1:0", forwarding: bool = False) -> None:
+                     replay_listen: str = "127.0.0.1:0", forwarding: bool = False,
+                     http: Callable[[Handler], Handler] | None = None) -> None:
     """Serve the device until ``stop`` is set; ``listen=None`` runs the uplinks only,
     ``uplinks=False`` the direct services only. ``ready`` is called once everything runs, with the
     uplink service's context (live Status/Error) and the URL of the direct services (or ``None``).
@@ -124,7 +128,8 @@ async def run_device(data_dir: str | Path, listen: str | None, stop: asyncio.Eve
     lists recordings (ANX-B-3), Recording Search and Replay serve them, replayed by the RTSP server
     started on ``replay_listen`` (:func:`.replay_server.start_replay_server`). With ``forwarding`` (a VSS)
     PTZ, Recording Search and Replay are served even without heads or recordings of its own: the system
-    answers as one with none, and ``compose`` forwards what names a lower system."""
+    answers as one with none, and ``compose`` forwards what names a lower system. ``http`` wraps the direct
+    port's exchange handler (a VSS serves RTSP over HTTP there beside the WSGI app)."""
     sock = None
     replay: ReplayServer | None = None
     if listen is not None:
@@ -167,7 +172,9 @@ async def run_device(data_dir: str | Path, listen: str | None, stop: asyncio.Eve
             shown = f"[{host}]" if ":" in host else host
             url = f"http://{shown}:{port}{UPLINK_PATH}"
             announce(f"device serving {url}")
-            tasks.append(asyncio.create_task(serve_wsgi(app, sock, lambda: wait_event(stop), executor=executor), name="http"))
+            handler: Handler = WsgiHandler(app, executor=executor)
+            tasks.append(asyncio.create_task(serve(handler if http is None else http(handler), sock,
+                                                   lambda: wait_event(stop)), name="http"))
         else:
             announce(f"device running {len(store.list_uplinks())} uplink(s)")
         if ready is not None:

@@ -59,7 +59,7 @@ from ..security.access import AccessClass, CredentialRejected, is_allowed
 from ..security.httpdigest import DigestAuthenticator, StaleNonce
 from ..security.middleware import ENVIRON_UPLINK_LEVEL
 
-__all__ = ["MAX_SNAPSHOT_BYTES", "SNAPSHOT_PATH", "SnapshotRelay", "snapshot_uri"]
+__all__ = ["MAX_SNAPSHOT_BYTES", "SNAPSHOT_PATH", "SnapshotFailed", "SnapshotRelay", "snapshot_uri"]
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,9 @@ def snapshot_uri(base: str, token: str) -> str:
     return f"{base}{SNAPSHOT_PATH}{quote(token, safe='')}"
 
 
-class _Failed(Exception):
+class SnapshotFailed(Exception):
+    """A snapshot that cannot be relayed: ``status`` (502, 504) and one line for the client."""
+
     def __init__(self, status: int, text: str) -> None:
         super().__init__(text)
         self.status = status
@@ -106,8 +108,8 @@ class SnapshotRelay:
         if source is None or source.snapshot_url is None:
             return _text(start_response, 404, f"no snapshot for media token {token[:64]!r}")
         try:
-            content_type, image = self._fetch(source)
-        except _Failed as exc:
+            content_type, image = self.fetch(source)
+        except SnapshotFailed as exc:
             log.info("snapshot of media source %s: %s", source.token, exc)
             return _text(start_response, exc.status, str(exc))
         start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(image))),
@@ -147,7 +149,9 @@ class SnapshotRelay:
 
     # ------------------------------------------------------------------ the camera side
 
-    def _fetch(self, source: MediaSource) -> tuple[str, bytes]:
+    def fetch(self, source: MediaSource) -> tuple[str, bytes]:
+        """The image of ``source`` as (content type, bytes), within the budget; a subclass may fetch it
+        another way (the VSS over an uplink). Raises :class:`SnapshotFailed`."""
         assert source.snapshot_url is not None
         auth = httpx.DigestAuth(source.username, source.password or "") if source.username else None
         end = time.monotonic() + self.deadline
@@ -155,25 +159,25 @@ class SnapshotRelay:
             with httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False) as client, \
                     client.stream("GET", source.snapshot_url, auth=auth) as response:
                 if response.status_code != 200:
-                    raise _Failed(502, f"the camera answered {response.status_code} to the snapshot request")
+                    raise SnapshotFailed(502, f"the camera answered {response.status_code} to the snapshot request")
                 content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
                 if not content_type.startswith("image/"):
-                    raise _Failed(502, "the camera's snapshot is not an image")
+                    raise SnapshotFailed(502, "the camera's snapshot is not an image")
                 length = response.headers.get("content-length", "")
                 if length.isdigit() and int(length) > self.max_bytes:
-                    raise _Failed(502, f"the camera's snapshot is larger than {self.max_bytes} bytes")
+                    raise SnapshotFailed(502, f"the camera's snapshot is larger than {self.max_bytes} bytes")
                 chunks, size = [], 0
                 for chunk in response.iter_bytes():
                     size += len(chunk)
                     if size > self.max_bytes:
-                        raise _Failed(502, f"the camera's snapshot is larger than {self.max_bytes} bytes")
+                        raise SnapshotFailed(502, f"the camera's snapshot is larger than {self.max_bytes} bytes")
                     if time.monotonic() > end:
-                        raise _Failed(504, f"the camera took longer than {self.deadline:g} s for the snapshot")
+                        raise SnapshotFailed(504, f"the camera took longer than {self.deadline:g} s for the snapshot")
                     chunks.append(chunk)
         except httpx.TimeoutException:
-            raise _Failed(504, f"the camera did not answer within {self.timeout:g} s") from None
+            raise SnapshotFailed(504, f"the camera did not answer within {self.timeout:g} s") from None
         except httpx.HTTPError as exc:
-            raise _Failed(502, f"cannot fetch the camera's snapshot ({type(exc).__name__})") from None
+            raise SnapshotFailed(502, f"cannot fetch the camera's snapshot ({type(exc).__name__})") from None
         return content_type, b"".join(chunks)
 
 

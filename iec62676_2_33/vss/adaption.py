@@ -24,8 +24,21 @@ PTZ, Recording Search or Replay need no change here.
 * A request token ``X:Rest`` goes to the lower system X with ``Rest`` when X
   is a configured prefix (stripped), or unchanged to the lower system a route
   names for X. Any other prefix is ``Sender/InvalidArgVal``; so is a token over
-  64 characters, or tokens of two lower systems in one request. A request
-  without remote tokens is the VSS's own.
+  64 characters, or tokens of two lower systems in one request (the scope of a
+  search is split among its systems instead, :mod:`.searches`, with
+  :func:`token_owner`). A request without remote tokens is the VSS's own.
+
+*Recording sources* (``tt:RecordingSourceInformation`` of RecordingInformation,
+ANX-B-3, ANX-B-5) carry two ``xs:anyURI`` the XSD cannot type as tokens:
+:func:`adapt_recording_sources` treats a ``SourceId`` without a URI scheme as
+the percent-encoded token of the source at the lower system (this project's
+devices write their profile token so, edge-storage style) and writes the token
+the VSS exposes for it, percent-encoded again (``main`` → ``cam%3Amain``), so a
+client finds the source's resource and profile at the VSS by that token; a
+``SourceId`` with a scheme (``urn:…``, ``rtsp://…``) is the recording creator's
+opaque name and stays. An ``http(s)`` ``Address`` is the lower system's own
+service address, which the VSS's clients do not use (ADR-6): it becomes the
+VSS's address as the client reached it; any other ``Address`` stays.
 
 *Event messages in answers* (the recorded events FindEvents finds, ANX-B-4 for
 recordings) carry their tokens in ``tt:SimpleItem`` values, whose types the
@@ -39,8 +52,10 @@ Everything here is pure (no I/O); :func:`token_index` caches the parsed index.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from urllib.parse import quote, unquote
 
 from lxml import etree
 
@@ -51,13 +66,15 @@ from ..namespaces import TT, WSNT
 from ..soap.envelope import excerpt
 from ..soap.fault import SoapFault
 
-__all__ = ["Forwarding", "TokenIndex", "prefix_messages", "prefix_response", "route_request", "token_index",
-           "token_items"]
+__all__ = ["Forwarding", "TokenIndex", "adapt_recording_sources", "prefix_messages", "prefix_response", "route_request", "token_index",
+           "token_items", "token_owner"]
 
 XS = "http://www.w3.org/2001/XMLSchema"
 REFERENCE_TOKEN = f"{{{TT}}}ReferenceToken"
 #: Deepest element nesting the walker follows (ONVIF messages nest far less).
 MAX_DEPTH = 32
+#: An absolute URI's start (RFC 3986 scheme): a SourceId so is a name, not a token.
+_URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 @dataclass
@@ -220,6 +237,24 @@ class Forwarding:
     lower: str | None
 
 
+def token_owner(value: str, lowers: frozenset[str] | set[str], routes: Mapping[str, str]) -> tuple[str | None, str]:
+    """The system request token ``value`` names and the token it gets: ``(None, value)`` for the VSS's own,
+    ``(P, Local)`` for ``P:Local`` of a configured lower system P, ``(P, value)`` for a prefix routed to P."""
+    try:
+        validate_reference_token(value)
+    except InvalidToken as exc:
+        raise _invalid(str(exc)) from None
+    prefix, sep, rest = value.partition(SEPARATOR)
+    if not sep:
+        return None, value
+    if prefix in lowers:
+        return prefix, rest
+    if prefix in routes:
+        return routes[prefix], value
+    raise _invalid(f"token {excerpt(value, 80)}: no lower system has the prefix {excerpt(prefix, 40)} "
+                   "(use only tokens received from this VSS, ADR-6)")
+
+
 def route_request(operation: etree._Element, lowers: frozenset[str] | set[str],
                   routes: Mapping[str, str], index: TokenIndex | None = None) -> Forwarding:
     """Decide where ``operation`` goes and strip the configured prefix from its tokens (in place)."""
@@ -227,22 +262,10 @@ def route_request(operation: etree._Element, lowers: frozenset[str] | set[str],
     target: str | None = None
     local = False
     for element, attribute in list(index.sites(operation)):
-        value = _get(element, attribute).strip()
-        try:
-            validate_reference_token(value)
-        except InvalidToken as exc:
-            raise _invalid(str(exc)) from None
-        prefix, sep, rest = value.partition(SEPARATOR)
-        if not sep:
+        lower, value = token_owner(_get(element, attribute).strip(), lowers, routes)
+        if lower is None:
             local = True
             continue
-        if prefix in lowers:
-            lower, value = prefix, rest
-        elif prefix in routes:
-            lower = routes[prefix]
-        else:
-            raise _invalid(f"token {excerpt(value, 80)}: no lower system has the prefix {excerpt(prefix, 40)} "
-                           "(use only tokens received from this VSS, ADR-6)")
         if target not in (None, lower):
             raise _invalid("the request names tokens of two lower systems; send one request to each")
         target = lower
@@ -278,6 +301,25 @@ def prefix_response(answer: etree._Element, prefix: str, index: TokenIndex | Non
             learnt.update([met] if met else [])
     learnt.discard(prefix)
     return learnt
+
+
+def adapt_recording_sources(answer: etree._Element, prefix: str, address: str) -> None:
+    """Adapt the ``SourceId`` and ``Address`` of every recording source (a ``tt:Source`` that has both) in
+    ``answer`` of lower system ``prefix``, in place (module docstring); ``address``: the VSS's own, as the
+    client reached it."""
+    for source in answer.iter(f"{{{TT}}}Source"):
+        source_id, written_address = source.find(f"{{{TT}}}SourceId"), source.find(f"{{{TT}}}Address")
+        if source_id is None or written_address is None:
+            continue  # an event message's Source
+        written = (source_id.text or "").strip()
+        if not _URI_SCHEME.match(written):
+            try:
+                source_id.text = quote(_expose(validate_reference_token(unquote(written)), prefix)[0], safe="")
+            except InvalidToken:
+                pass  # not a token: the creator's name for the source, kept
+        scheme = _URI_SCHEME.match((written_address.text or "").strip())
+        if scheme is not None and scheme.group(0).lower() in ("http:", "https:"):
+            written_address.text = address
 
 
 def token_items(description: TopicDescription, index: TokenIndex | None = None) -> frozenset[str]:

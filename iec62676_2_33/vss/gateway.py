@@ -33,7 +33,8 @@ each request it works on a copy of the operation element:
    its reason marked with the prefix. ``rtsp://`` URIs (GetStreamUri, GetReplayUri, …) are rewritten
    by the VSS's RTSP relay (:mod:`.rtsp`) unless they already point at it; the
    ``http(s)://`` URI of a GetSnapshotUri answer by the VSS's snapshot route
-   (:mod:`.snapshots`).
+   (:mod:`.snapshots`). GetStreamUri for RtspOverHttp asks the lower system for RTSP and answers the
+   relayed stream on the VSS's own HTTP port (:mod:`.rtsp_http`).
 
 Operations without tokens that list or count objects (:data:`MERGED`: Media2
 GetProfiles, PTZ GetNodes and GetConfigurations, Recording Search
@@ -43,8 +44,11 @@ that are down or answer malformed are left out). A search (FindRecordings,
 FindEvents) goes to the lower system its scope's tokens name; the search token
 it answers is a ``tt:JobToken`` and gets that system's prefix like any other
 token, so GetRecordingSearchResults, GetEventSearchResults and EndSearch find
-their way back to it. A search whose scope names no lower system runs on the
-VSS and every lower system together (:mod:`.searches`).
+their way back to it. A search whose scope names no token runs on the VSS and
+every lower system together, one whose scope names tokens of several systems on
+exactly those (:mod:`.searches`). The recording sources of Recording Search
+answers get the VSS's SourceId and Address
+(:func:`~.adaption.adapt_recording_sources`).
 """
 
 from __future__ import annotations
@@ -75,11 +79,13 @@ from ..security.middleware import ENVIRON_ACCESS_CLASS, ENVIRON_REQUEST
 from ..security.wsse import build_username_token
 from ..services.forwarded import request_base_url
 from ..services.recording import RECORDING_HISTORY
-from ..soap.envelope import SoapRequest, excerpt
+from ..soap.envelope import SoapRequest, body_element, excerpt, parse_request
 from ..soap.fault import SoapFault, fault_response
-from .adaption import prefix_messages, prefix_response, route_request, token_items
+from .adaption import adapt_recording_sources, prefix_messages, prefix_response, route_request, token_items
 from .lower import LowerStore, LowerSystem
-from .searches import JOINT_FINDS, JointSearches, Searcher, joint_token
+from .rtsp import account_for
+from .rtsp_http import ask_rtsp, tunnel_uris
+from .searches import JOINT_FINDS, JointSearches, Searcher, joint_token, narrow_scope, scope_owners
 from .snapshots import SnapshotTable
 
 if TYPE_CHECKING:
@@ -218,7 +224,9 @@ class Forwarder:
         header = None
         if lower.username is not None:
             header = build_username_token(lower.username, lower.password or "", datetime.now(UTC))
-        body = _envelope(copy.deepcopy(operation), header)
+        sent = copy.deepcopy(operation)
+        ask_rtsp(sent)  # RtspOverHttp is the VSS's own tunnel to the lower system's RTSP (.rtsp_http)
+        body = _envelope(sent, header)
         headers = [("content-type", _CONTENT_TYPE), (HOP_HEADER, ",".join(hops))]
         status, data = (self._post_url(lower, path, headers, body) if lower.url is not None
                         else self._post_uplink(lower, path, headers, body, host))
@@ -230,7 +238,7 @@ class Forwarder:
         fault = _fault_of(root, lower.prefix)
         if fault is not None:
             return LowerAnswer(None, fault)
-        element = next((c for c in root.iterfind(f"{{{SOAP_ENV}}}Body/*")), None)
+        element = body_element(root)
         if status != 200 or element is None:
             raise _fault("Receiver", f"lower system {lower.prefix} answered HTTP {status} without an answer",
                          "Action", "LowerSystemFailed")
@@ -249,7 +257,7 @@ class Forwarder:
             if relay is None:
                 raise _fault("Receiver", "this VSS runs no RTSP front (--rtsp) to relay the lower system's "
                              "stream", "Action", "NoRtspFront")
-            uri.text = relay.expose(text, lower.prefix)
+            uri.text = relay.expose(text, lower.prefix, account_for(text, lower))
 
     def _post_url(self, lower: LowerSystem, path: str, headers: list[tuple[str, str]],
                   body: bytes) -> tuple[int, bytes]:
@@ -320,16 +328,17 @@ class Gateway:
             hops = self._hops(environ)
             operation = copy.deepcopy(request.operation)
             lowers = {lower.prefix: lower for lower in self.context.lowers.list()}
-            target = route_request(operation, frozenset(lowers), self.context.lowers.routes()).lower
             host = environ.get("HTTP_HOST")
+            classified = environ.get(ENVIRON_ACCESS_CLASS) is not None  # the client's level was checked
+            if classified and operation.tag in JOINT_FINDS and lowers:
+                owners = scope_owners(operation, frozenset(lowers), self.context.lowers.routes())
+                if len(owners) != 1:  # a scope naming no system searches all of them, one naming several those
+                    return _respond(start_response, self._joint_find(environ, operation, owners or [None, *lowers],
+                                                                     lowers, hops, host))
+            target = route_request(operation, frozenset(lowers), self.context.lowers.routes()).lower
             if target is None:
                 if operation.tag in MERGED and lowers:
                     return self._merged(environ, start_response, operation, list(lowers.values()), hops, host)
-                classified = environ.get(ENVIRON_ACCESS_CLASS) is not None  # the client's level was checked
-                if classified and operation.tag in JOINT_FINDS and lowers:
-                    searchers = [(p, self._lower_searcher(lower, lowers, hops, host)) for p, lower in lowers.items()]
-                    return _respond(start_response, self.context.searches.find(
-                        operation, self._own_searcher(environ), searchers))
                 joint = joint_token(operation) if classified else None
                 if joint is not None:
                     return _respond(start_response, self.context.searches.results(operation, joint))
@@ -345,6 +354,8 @@ class Gateway:
             return fault_response(answer.fault, start_response)
         assert answer.element is not None
         self.context.snapshots.rewrite(answer.element, lowers[target], request_base_url(environ))
+        adapt_recording_sources(answer.element, target, request_base_url(environ))
+        tunnel_uris(request.operation, answer.element, request_base_url(environ), self.context.rtsp_base)
         return _respond(start_response, answer.element)
 
     def _hops(self, environ: dict[str, Any]) -> list[str]:
@@ -356,23 +367,41 @@ class Gateway:
                          "InvalidArgVal", "ConfigurationLoop")
         return [*passed, own]
 
+    def _joint_find(self, environ: dict[str, Any], operation: etree._Element, owners: list[str | None],
+                    lowers: dict[str, LowerSystem], hops: list[str], host: str | None) -> etree._Element:
+        """A joint search (:mod:`.searches`) on ``owners`` (``None``: the VSS itself), each system's Find with
+        the scope entries of its own tokens only."""
+        routes = self.context.lowers.routes()
+
+        def narrowed(searcher: Searcher, owner: str | None) -> Searcher:
+            return lambda op: searcher(narrow_scope(op, owner, frozenset(lowers), routes)
+                                       if op.tag in JOINT_FINDS else op)
+
+        own = narrowed(self._own_searcher(environ), None) if None in owners else None
+        address = request_base_url(environ)
+        searchers = [(p, narrowed(self._lower_searcher(lowers[p], lowers, hops, host, address), p))
+                     for p in owners if p is not None]
+        return self.context.searches.find(operation, own, searchers)
+
     def _own_searcher(self, environ: dict[str, Any]) -> Searcher:
         """Operations of a joint search on the VSS's own endpoint (the client's request passed access control;
         these are the same service's operations of the same class), each parsed once into a request."""
         def run(operation: etree._Element) -> etree._Element:
-            root = schemas.parse_xml(_envelope(copy.deepcopy(operation), None))
-            request = SoapRequest(envelope=root, header=None, operation=next(root.iterfind(f"{{{SOAP_ENV}}}Body/*")))
+            request = parse_request(_CONTENT_TYPE, _envelope(copy.deepcopy(operation), None))
             _status, _headers, data = _call(self.inner, {**environ, ENVIRON_REQUEST: request})
             answer = schemas.parse_xml(data)
             fault = _fault_of(answer, None)
             if fault is not None:
                 raise fault
-            return next(answer.iterfind(f"{{{SOAP_ENV}}}Body/*"))
+            element = body_element(answer)
+            assert element is not None, "an answer of the VSS's own service without a fault holds an element"
+            return element
         return run
 
     def _lower_searcher(self, lower: LowerSystem, lowers: dict[str, LowerSystem], hops: list[str],
-                        host: str | None) -> Searcher:
-        """Operations of a joint search forwarded to ``lower`` (its search token routed like a client's)."""
+                        host: str | None, address: str) -> Searcher:
+        """Operations of a joint search forwarded to ``lower`` (its search token routed like a client's; the
+        recording sources adapted for the VSS at ``address``)."""
         def run(operation: etree._Element) -> etree._Element:
             operation = copy.deepcopy(operation)
             route_request(operation, frozenset(lowers), self.context.lowers.routes())
@@ -380,6 +409,7 @@ class Gateway:
             if answer.fault is not None:
                 raise answer.fault
             assert answer.element is not None
+            adapt_recording_sources(answer.element, lower.prefix, address)
             return answer.element
         return run
 
@@ -390,7 +420,8 @@ class Gateway:
             start_response(status, headers)
             return [own]
         root = schemas.parse_xml(own)
-        mine = next(root.iterfind(f"{{{SOAP_ENV}}}Body/*"))
+        mine = body_element(root)
+        assert mine is not None, "a 200 answer of the VSS's own service holds an element"
         futures = [(lower, self.context.pool.submit(self.forwarder.call, lower, self.path, operation, hops, host))
                    for lower in lowers]
         for lower, future in futures:

@@ -41,11 +41,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..domain.sealed import Sealer
+from ..domain.sqlite_file import SqliteFile
 from ..domain.tokens import InvalidToken, RemoteToken
 from ..errors import ConfigurationError
-from ..sqlite_file import SqliteFile
 
-__all__ = ["MAX_ROUTES", "VSS_DB", "LowerStore", "LowerSystem", "check_prefix"]
+__all__ = ["MAX_ROUTES", "VSS_DB", "LowerStore", "LowerSystem", "check_prefix", "check_url"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,15 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
+def check_url(url: str) -> str:
+    """A lower system's device service address: ``http(s)://host[:port]/…`` without user info."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.fragment:
+        raise ConfigurationError(f"--url {url!r}: expected http(s)://host[:port]/onvif/device_service "
+                                 "without user info (credentials go to --user/--password)")
+    return url
+
+
 @dataclass(frozen=True)
 class LowerSystem:
     """One lower system: reached by ``url`` (with credentials) or through the uplink of ``uplink``."""
@@ -96,10 +105,7 @@ class LowerSystem:
         if (self.url is None) == (self.uplink is None):
             raise ConfigurationError("a lower system is reached either by --url or by --uplink, not both")
         if self.url is not None:
-            parts = urlsplit(self.url)
-            if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.fragment:
-                raise ConfigurationError(f"--url {self.url!r}: expected http(s)://host[:port]/onvif/device_service "
-                                         "without user info (credentials go to --user/--password)")
+            check_url(self.url)
 
     def __repr__(self) -> str:  # the password stays out of every log
         where = self.url or f"uplink {self.uplink}"

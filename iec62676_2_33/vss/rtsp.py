@@ -1,14 +1,18 @@
-"""Layer 4: the VSS's RTSP front — stream and replay URIs of lower systems made reachable (ANX-B-1, ANX-B-3, STR-1).
+"""Layer 4: the VSS's RTSP front — stream and replay URIs of lower systems made reachable (ANX-B-1, ANX-B-3, STR-1,
+SEC-1).
 
 Theory of operation
 -------------------
 A URI a lower system answers (GetStreamUri, GetReplayUri) points at
 that system's RTSP server, which a client of the VSS may not reach. The
 gateway hands each such ``rtsp://`` URI to :meth:`RelayTable.expose`, which
-keeps it under a short deterministic id (the same URI gives the same id, so
-asking twice gives one URI) and answers ``rtsp://<front>/relay/<id>``. URIs
-that already point at this front (a lower system on an uplink was told the
-front's address, :data:`~..services.media2.RTSP_BASE_HEADER`) are kept.
+keeps it under a random id (the same URI keeps its id, so asking twice gives
+one URI) and answers ``rtsp://<front>/relay/<id>``. URIs that already point
+at this front (a lower system on an uplink was told the front's address,
+:data:`~..services.media2.RTSP_BASE_HEADER`) are kept. When the URI is on the
+host of the lower system's URL, the VSS's account there goes with it
+(:func:`account_for`): the relay logs in with it if that server (another
+VSS's front) asks.
 
 :class:`VssRtspFront` serves one port for players (RTSP over TCP,
 interleaved):
@@ -20,17 +24,22 @@ interleaved):
   cloud listener, through the cloud's front
   (:class:`~..runtime.rtsp_front.RtspFront`): the tunnel over the uplink.
 
-The front reads the first request to choose (the device relay's
+A player first logs in with a user of the VSS (RTSP Digest, READ_MEDIA,
+:mod:`.rtsp_auth`) unless the front runs open. The front reads the first
+(authorized) request to choose (the device relay's
 :func:`~..runtime.rtsp_relay.first_request`: bounded bytes, a deadline); the
-bytes read are handed on unchanged (:class:`~..runtime.rtsp_relay.Replayed`).
+bytes read are handed on (:class:`~..runtime.rtsp_relay.Replayed`), every
+request without the player's ``Authorization``. :meth:`VssRtspFront.serve`
+is the same without the login, for the sessions inside the VSS's RTSP-over-HTTP
+tunnels, authorized on the HTTP side (:mod:`.rtsp_http`).
 The table is bounded (:data:`MAX_RELAYS`, least recently exposed dropped
-first) and lives in
-memory: after a restart clients ask GetStreamUri again, as they must anyway
-when a URI stops working.
+first) and lives in memory: after a restart clients ask GetStreamUri again,
+as they must anyway when a URI stops working.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import secrets
@@ -41,37 +50,42 @@ from urllib.parse import unquote, urlsplit
 
 from ..domain.media import MediaSource
 from ..runtime.rtsp_relay import Replayed, RtspRelay, first_request
-from ..sansio.rtsp_tunnel import rtsp_response
+from ..sansio.rtsp_tunnel import RtspMessage, rtsp_response
 from ..transport.base import ByteStream
+from .lower import LowerSystem
+from .rtsp_auth import MAX_ATTEMPTS, RtspAuthenticator, RtspChallenge, WithoutCredentials
 
 if TYPE_CHECKING:
     from ..runtime.rtsp_front import RtspFront
 
-__all__ = ["MAX_RELAYS", "RelayTable", "VssRtspFront"]
+__all__ = ["DEVICES_PATH", "MAX_RELAYS", "RELAY_PATH", "NoSources", "RelayTable", "VssRtspFront", "account_for"]
 
 log = logging.getLogger(__name__)
 
 #: Upstream URIs kept at once.
 MAX_RELAYS = 4096
 RELAY_PATH = "/relay/"
+#: Streams of lower systems on uplinks of the embedded cloud listener (its RTSP front's paths).
+DEVICES_PATH = "/devices/"
 
 
 class RelayTable:
     """Upstream ``rtsp://`` URIs under random ids (thread-safe: the gateway runs in worker threads).
 
-    The id is 80 random bits, not derived from the upstream URI: the front has no authentication of its own,
-    so a relay URI is only known to whoever was handed it by GetStreamUri (which access control decided).
-    The same upstream keeps its id while it stays in the table."""
+    The id is 80 random bits, not derived from the upstream URI: a relay URI is only known to whoever was handed
+    it by GetStreamUri (which access control decided), also where the front runs without authentication.
+    The same upstream keeps its id while it stays in the table, with the VSS's account at the lower system when
+    the upstream is on that system's host (:func:`account_for`)."""
 
     def __init__(self, front_base: str, *, max_entries: int = MAX_RELAYS) -> None:
         self.front_base = front_base.rstrip("/")
         self.max_entries = max_entries
         self._lock = threading.Lock()
-        self._entries: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[str, str, tuple[str, str] | None]] = OrderedDict()
         self._ids: dict[str, str] = {}
 
-    def expose(self, upstream: str, prefix: str) -> str:
-        """The front's URI for ``upstream`` (a stream of lower system ``prefix``)."""
+    def expose(self, upstream: str, prefix: str, account: tuple[str, str] | None = None) -> str:
+        """The front's URI for ``upstream`` (a stream of lower system ``prefix``, played with ``account``)."""
         if upstream.startswith(self.front_base + "/"):
             return upstream
         with self._lock:
@@ -79,10 +93,10 @@ class RelayTable:
             if relay_id is None:
                 relay_id = base64.b32encode(secrets.token_bytes(10)).decode("ascii").lower()
                 self._ids[upstream] = relay_id
-            self._entries[relay_id] = (upstream, prefix)
+            self._entries[relay_id] = (upstream, prefix, account)
             self._entries.move_to_end(relay_id)
             while len(self._entries) > self.max_entries:
-                _, (gone, _) = self._entries.popitem(last=False)
+                _, (gone, _, _) = self._entries.popitem(last=False)
                 del self._ids[gone]
         return f"{self.front_base}{RELAY_PATH}{relay_id}"
 
@@ -91,31 +105,88 @@ class RelayTable:
             found = self._entries.get(relay_id)
         if found is None:
             return None
-        upstream, prefix = found
-        return MediaSource(token=relay_id, name=f"{prefix} stream", rtsp_url=upstream)
+        upstream, prefix, account = found
+        username, password = account if account is not None else (None, None)
+        return MediaSource(token=relay_id, name=f"{prefix} stream", rtsp_url=upstream, username=username,
+                           password=password)
+
+
+def account_for(upstream: str, lower: LowerSystem) -> tuple[str, str] | None:
+    """The VSS's account at ``lower`` for its RTSP URI ``upstream``: only on the host of the lower system's URL
+    (its RTSP front, e.g. another VSS's, may ask for it), never offered to another server it names."""
+    if lower.url is None or lower.username is None:
+        return None
+    try:
+        same = urlsplit(upstream).hostname == urlsplit(lower.url).hostname
+    except ValueError:
+        return None
+    return (lower.username, lower.password or "") if same else None
 
 
 class VssRtspFront:
-    """``rtsp://…/relay/<id>`` and ``rtsp://…/devices/<id>/<token>`` for players (module docstring)."""
+    """``rtsp://…/relay/<id>`` and ``rtsp://…/devices/<id>/<token>`` for players (module docstring);
+    ``auth`` (:mod:`.rtsp_auth`) asks the players of a TCP connection for the VSS's users, ``None``: open."""
 
-    def __init__(self, table: RelayTable, cloud_front: RtspFront | None = None) -> None:
+    def __init__(self, table: RelayTable, cloud_front: RtspFront | None = None,
+                 auth: RtspAuthenticator | None = None) -> None:
         self.table = table
         self.cloud_front = cloud_front
-        self.relay = RtspRelay(_NoSources(), ("User",))
+        self.auth = auth
+        self.relay = RtspRelay(NoSources(), ("User",))
 
     async def handle(self, player: ByteStream) -> None:
+        """A player's TCP connection to the front: logged in first when the front authenticates."""
+        auth = self.auth
+        if auth is None:
+            await self.serve(player)
+            return
+        state, pending = RtspChallenge(), b""
+        for _ in range(MAX_ATTEMPTS):
+            received, first = await first_request(Replayed(pending, player).read)
+            if first is None or not received.lstrip(b"\r\n").startswith(first.start.encode("latin-1")):
+                await self._no_request(player, received)
+                return
+            loop = asyncio.get_running_loop()
+            status, stale, why = await loop.run_in_executor(None, auth.decide, first, state)  # users: SQLite
+            cseq = first.header("cseq")
+            if status == 200:
+                await self._dispatch(player, received, first)
+                return
+            log.info("VSS RTSP front: %s refused to %s: %s", first.method, _peer(player), why)
+            if status == 403:
+                await player.write(rtsp_response(403, "Forbidden", cseq))
+                return
+            values = auth.challenges(state, stale=stale)
+            refusal = RtspMessage("RTSP/1.0 401 Unauthorized", [("CSeq", cseq)] if cseq else [])
+            refusal.headers += [("WWW-Authenticate", v) for v in values] + [("Content-Length", "0")]
+            await player.write(refusal.encode())
+            head = received.lstrip(b"\r\n")
+            pending = head[head.index(b"\r\n\r\n") + 4 + len(first.body):]
+        log.info("VSS RTSP front: %s gave no accepted credentials in %d requests", _peer(player), MAX_ATTEMPTS)
+
+    async def serve(self, player: ByteStream) -> None:
+        """A player's session, by the path of its first request (also the sessions inside the VSS's RTSP-over-HTTP
+        tunnels, :mod:`.rtsp_http`, which were authorized on the HTTP side)."""
         received, first = await first_request(player.read)
         if first is None:
-            if received:
-                log.info("VSS RTSP front: no RTSP request came first")
-                await player.write(rtsp_response(400, "Bad Request", None))
+            await self._no_request(player, received)
             return
-        replayed: Any = Replayed(received, player)
+        await self._dispatch(player, received, first)
+
+    @staticmethod
+    async def _no_request(player: ByteStream, received: bytes) -> None:
+        if received:
+            log.info("VSS RTSP front: no RTSP request came first")
+            await player.write(rtsp_response(400, "Bad Request", None))
+
+    async def _dispatch(self, player: ByteStream, received: bytes, first: RtspMessage) -> None:
+        """To the stream ``first`` names, from the bytes ``received`` on (the player's credentials left out)."""
+        replayed: Any = WithoutCredentials(Replayed(received, player))
         try:
             path = urlsplit(first.target).path
         except ValueError:
             path = ""
-        if path.startswith("/devices/") and self.cloud_front is not None:
+        if path.startswith(DEVICES_PATH) and self.cloud_front is not None:
             await self.cloud_front.handle(replayed)
             return
         source = None
@@ -127,7 +198,12 @@ class VssRtspFront:
         await self.relay.relay(source, replayed.read, player)
 
 
-class _NoSources:
+def _peer(stream: ByteStream) -> str:
+    peer = stream.extra("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "?"
+
+
+class NoSources:
     """The relay's media backend: sources come from the table, never by token lookup."""
 
     def media_sources(self) -> list[MediaSource]:

@@ -14,7 +14,9 @@
   channel (zeep through :class:`~..runtime.zeep_transport.UplinkTransport`,
   forwarded operations through :meth:`~..runtime.cloud.CloudListener.request`);
 * optionally the RTSP front (:mod:`.rtsp`, ``rtsp``) that makes the lower
-  systems' stream URIs reachable;
+  systems' stream URIs reachable, its players asked for the VSS's users
+  (RTSP Digest, :mod:`.rtsp_auth`) unless ``rtsp_open``, and then also RTSP
+  over HTTP on the VSS's HTTP port into the same front (:mod:`.rtsp_http`);
 * one :class:`~.resources.LowerMirror` and one :class:`~.events.EventForwarder`
   per lower system, started and stopped as ``iec62676 vss lower add|remove``
   change the configuration (checked every :data:`WATCH_INTERVAL` seconds), so
@@ -38,22 +40,27 @@ from ..runtime.agent import AgentSettings
 from ..runtime.cloud import CloudListener
 from ..runtime.cloud_server import CloudOptions, run_cloud
 from ..runtime.device import run_device
+from ..runtime.exchange import Handler
 from ..runtime.http_server import bind_listen, parse_listen
 from ..runtime.rtsp_front import RtspFront
 from ..runtime.zeep_transport import UplinkTransport
+from ..security.httpdigest import DigestAuthenticator
 from ..security.middleware import AccessControlMiddleware
-from ..services.app import DEVICE_PATH, EVENT_PATH, UPLINK_PATH, DeviceApplication
+from ..services.app import DEVICE_PATH, EVENT_PATH, REALM, UPLINK_PATH, DeviceApplication
 from ..services.events import SUBSCRIPTION_PATH, EventServiceContext
 from ..services.security import SECURITY_PATH
 from ..services.snapshot import SNAPSHOT_PATH, SnapshotRelay
 from ..soap.spyne_glue import SoapEndpoint
+from ..store import DeviceStore
 from ..transport.tcp import start_tcp_server
 from .events import EventForwarder
 from .gateway import Forwarder, Gateway, VssContext
 from .lower import LowerStore, LowerSystem
 from .resources import LowerMirror
 from .rtsp import RelayTable, VssRtspFront
-from .snapshots import SnapshotTable, VssMedia
+from .rtsp_auth import RtspAuthenticator
+from .rtsp_http import HttpTunnels
+from .snapshots import UplinkSnapshotRelay, VssMedia
 
 __all__ = ["NOT_ADAPTED", "VssOptions", "run_vss"]
 
@@ -74,6 +81,8 @@ class VssOptions:
     """``iec62676 vss serve`` options beyond the device's."""
 
     rtsp: str | None = None
+    #: The RTSP front without authentication (``--rtsp-open``): its URIs are then the only secret.
+    rtsp_open: bool = False
     uplink: CloudOptions | None = None
     timeout: float = 10.0
     settings: AgentSettings | None = None
@@ -97,14 +106,16 @@ def install_gateway(app: DeviceApplication, context: VssContext, forwarder: Forw
     app.runs_inline = runs_inline  # type: ignore[method-assign]
 
 
-def relay_snapshots(app: DeviceApplication, snapshots: SnapshotTable) -> None:
+def relay_snapshots(app: DeviceApplication, context: VssContext) -> None:
     """The VSS's snapshot route also serves the lower systems' snapshots the gateway rewrote (:mod:`.snapshots`),
-    behind the same access decision (READ_MEDIA) as its own."""
+    behind the same access decision (READ_MEDIA) as its own; those of lower systems on uplinks come over them."""
     route = app.routes[SNAPSHOT_PATH]
-    relay = route.app if isinstance(route, AccessControlMiddleware) else None
-    if not isinstance(relay, SnapshotRelay):
+    if not isinstance(route, AccessControlMiddleware) or not isinstance(route.app, SnapshotRelay):
         raise ConfigurationError("the device application has no snapshot relay to extend")
-    relay.media = VssMedia(relay.media, snapshots)
+    relay = route.app
+    route.app = UplinkSnapshotRelay(VssMedia(relay.media, context.snapshots), relay.digest, relay.clock,
+                                    relay.timeout, relay.deadline, relay.max_bytes, snapshots=context.snapshots,
+                                    cloud=lambda: context.cloud, loop=context.loop)
 
 
 class _Mirrors:
@@ -184,6 +195,7 @@ async def run_vss(data_dir: str | Path, listen: str | None, stop: asyncio.Event,
     context = VssContext(lowers, timeout=options.timeout, loop=asyncio.get_running_loop())
     forwarder = Forwarder(context)
     mirrors = _Mirrors(context, registry, options.mirror_retry)
+    users = DeviceStore(data_dir)  # the VSS's users, for the RTSP front and the RTSP-over-HTTP tunnels
     front = None
     rtsp_server = None
     tasks: list[asyncio.Task[None]] = []
@@ -193,9 +205,11 @@ async def run_vss(data_dir: str | Path, listen: str | None, stop: asyncio.Event,
             host, port = rtsp_sock.getsockname()[:2]
             context.rtsp_base = f"rtsp://{f'[{host}]' if ':' in host else host}:{port}"
             context.relay = RelayTable(context.rtsp_base)
-            front = VssRtspFront(context.relay)
+            auth = None if options.rtsp_open else RtspAuthenticator(users.get_user, REALM)
+            front = VssRtspFront(context.relay, auth=auth)
             rtsp_server = await start_tcp_server(front.handle, rtsp_sock)
-            announce(f"VSS RTSP front on {context.rtsp_base}")
+            announce(f"VSS RTSP front on {context.rtsp_base}" + (" (open: no authentication)" if auth is None
+                                                                  else " (RTSP Digest of the VSS's users)"))
         if options.uplink is not None:
             def cloud_ready(cloud: CloudListener) -> None:
                 context.cloud = cloud
@@ -207,13 +221,19 @@ async def run_vss(data_dir: str | Path, listen: str | None, stop: asyncio.Event,
 
         def compose(app: DeviceApplication, events: EventServiceContext) -> None:
             install_gateway(app, context, forwarder)
-            relay_snapshots(app, context.snapshots)
+            relay_snapshots(app, context)
             mirrors.events = events
+
+        def http(inner: Handler) -> Handler:
+            """RTSP over HTTP on the VSS's port (:mod:`.rtsp_http`), where it runs an RTSP front to end in."""
+            if front is None:
+                return inner
+            return HttpTunnels(inner, front, DigestAuthenticator(users.get_user, REALM))
 
         tasks.append(asyncio.create_task(_watch(mirrors, stop), name="lower systems"))
         tasks.append(asyncio.create_task(
             run_device(data_dir, listen, stop, announce, settings=options.settings,
-                       compose=compose, forwarding=True), name="device"))
+                       compose=compose, forwarding=True, http=http), name="device"))
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in done:
             task.result()
@@ -227,3 +247,4 @@ async def run_vss(data_dir: str | Path, listen: str | None, stop: asyncio.Event,
         context.close()
         registry.close()
         lowers.close()
+        users.close()

@@ -1,14 +1,27 @@
-"""Layer 5: a recording or event search over the VSS and all its lower systems at once (ANX-B-3, GEN-1).
+"""Layer 5: a recording or event search over several systems at once — the VSS and its lower systems
+(ANX-B-3, GEN-1, ADR-2).
 
 Theory of operation
 -------------------
-A FindRecordings or FindEvents whose scope names no lower system's token
-would search only the VSS's own recordings. The gateway hands such a search to
-:class:`JointSearches`, which runs it *everywhere* and keeps the union:
+A FindRecordings or FindEvents goes to one system when its scope names the
+tokens of one system only. Two cases need several, and the gateway hands them
+to :class:`JointSearches`:
 
-1. **Collect.** The VSS's own Recording Search endpoint and every configured
-   lower system get the Find (scope, filter, MaxMatches and KeepAliveTime as
-   the client sent them), then Get…SearchResults until ``Completed`` and
+* a scope that names **no token** would search only the VSS's own
+  recordings: the search runs on the VSS and *every* lower system (a scope of
+  the VSS's own tokens only is the VSS's own search);
+* a scope that names the tokens of **several systems** (two lower systems, or
+  a lower system and the VSS's own): the search runs on *exactly those*
+  (:func:`scope_owners`), each asked with only the scope entries that name
+  its own tokens (:func:`narrow_scope`; the prefixes are then stripped as in
+  any forwarded request), so no system sees another one's tokens and none
+  searches everything for lack of a scope.
+
+Then the joint search keeps the union:
+
+1. **Collect.** The systems get the Find (the scope as above; filter,
+   MaxMatches and KeepAliveTime as the client sent them), then
+   Get…SearchResults until ``Completed`` and
    EndSearch — one system after the other, with one deadline for the whole
    collection (the gateway's timeout) and at most ``MaxMatches`` (bounded by
    :data:`~..domain.recordings.MAX_MATCHES`) results kept: a system's search
@@ -38,7 +51,7 @@ import copy
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from lxml import etree
@@ -48,12 +61,14 @@ from ..domain.subscriptions import InvalidTime, format_datetime, parse_datetime,
 from ..namespaces import TT
 from ..soap.envelope import excerpt
 from ..soap.fault import SoapFault
+from .adaption import token_index, token_owner
 
-__all__ = ["JOINT", "JOINT_FINDS", "JointSearches", "Searcher", "joint_token"]
+__all__ = ["JOINT", "JOINT_FINDS", "JointSearches", "Searcher", "joint_token", "narrow_scope", "scope_owners"]
 
 log = logging.getLogger(__name__)
 
 TSE = "http://www.onvif.org/ver10/search/wsdl"
+_SCOPE = f"{{{TSE}}}Scope"
 #: The start of a joint search's token.
 JOINT = "joint-"
 #: Get…SearchResults rounds per system before its search counts as not completing.
@@ -74,7 +89,7 @@ _KINDS = {
     f"{{{TSE}}}FindRecordings": _Kind("recordings", "GetRecordingSearchResults", f"{{{TT}}}RecordingInformation"),
     f"{{{TSE}}}FindEvents": _Kind("events", "GetEventSearchResults", f"{{{TT}}}Result"),
 }
-#: The operations that start a joint search when their scope names no lower system.
+#: The operations that start a joint search when their scope names no token, or tokens of several systems.
 JOINT_FINDS = frozenset(_KINDS)
 _RESULTS = {"GetRecordingSearchResults": _KINDS[f"{{{TSE}}}FindRecordings"],
             "GetEventSearchResults": _KINDS[f"{{{TSE}}}FindEvents"]}
@@ -86,6 +101,43 @@ def joint_token(operation: etree._Element) -> str | None:
         return None
     token = (operation.findtext(f"{{{TSE}}}SearchToken") or "").strip()
     return token if token.startswith(JOINT) else None
+
+
+def scope_owners(operation: etree._Element, lowers: frozenset[str], routes: Mapping[str, str]) -> list[str | None]:
+    """The systems the tokens of Find ``operation`` name, in the order met: ``None`` for the VSS's own, else
+    the lower system's configured prefix (unknown prefixes and over-long tokens: ``Sender/InvalidArgVal``)."""
+    owners: list[str | None] = []
+    for element, attribute in token_index().sites(operation):
+        owner = token_owner(_value(element, attribute), lowers, routes)[0]
+        if owner not in owners:
+            owners.append(owner)
+    return owners
+
+
+def narrow_scope(operation: etree._Element, owner: str | None, lowers: frozenset[str],
+                 routes: Mapping[str, str]) -> etree._Element:
+    """A copy of Find ``operation`` whose Scope keeps only the entries (``IncludedSources``,
+    ``IncludedRecordings``, …) that name tokens of ``owner`` (:func:`scope_owners`)."""
+    narrowed = copy.deepcopy(operation)
+    others: list[tuple[etree._Element, etree._Element]] = []  # (Scope, entry): removed after the walk
+    for element, attribute in list(token_index().sites(narrowed)):
+        if token_owner(_value(element, attribute), lowers, routes)[0] == owner:
+            continue
+        entry, parent = element, element.getparent()
+        while parent is not None and parent.tag != _SCOPE:
+            entry, parent = parent, parent.getparent()
+        if parent is None:
+            raise _invalid("the request names tokens of several systems outside its Scope; send one request "
+                           "to each")
+        others.append((parent, entry))
+    for scope, entry in others:
+        if entry.getparent() is scope:  # an entry with two tokens is met twice
+            scope.remove(entry)
+    return narrowed
+
+
+def _value(element: etree._Element, attribute: str | None) -> str:
+    return ((element.get(attribute) if attribute else element.text) or "").strip()
 
 
 def _invalid(reason: str, *subcodes: str) -> SoapFault:
@@ -120,10 +172,11 @@ class JointSearches:
     clock: Callable[[], float] = time.time
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def find(self, operation: etree._Element, own: Searcher, lowers: list[tuple[str, Searcher]]) -> etree._Element:
-        """Run the Find ``operation`` on the VSS's ``own`` endpoint (its fault is the client's answer: the
-        request is wrong) and on every ``(prefix, searcher)`` of ``lowers``; the FindXResponse with the joint
-        token."""
+    def find(self, operation: etree._Element, own: Searcher | None,
+             lowers: list[tuple[str, Searcher]]) -> etree._Element:
+        """Run the Find ``operation`` on the VSS's ``own`` endpoint, unless ``None`` (its fault is the client's
+        answer: the request is wrong) and on every ``(prefix, searcher)`` of ``lowers``; the FindXResponse with
+        the joint token."""
         kind = _KINDS[operation.tag]
         try:
             keep_alive = parse_duration((operation.findtext(f"{{{TSE}}}KeepAliveTime") or "").strip())
@@ -141,7 +194,7 @@ class JointSearches:
                 return found + more
             return sorted(found + more, key=_time, reverse=backward)[:limit]  # the first in time order
 
-        found = self._collect("this VSS", own, own(operation), kind, deadline, limit)
+        found = [] if own is None else self._collect("this VSS", own, own(operation), kind, deadline, limit)
         for prefix, searcher in lowers:
             room = limit if kind.name == "events" else limit - len(found)
             if room <= 0 or time.monotonic() > deadline:
