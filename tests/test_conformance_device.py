@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 from camera import camera_available, start_camera
 from helpers import run
-from uplink_env import ADMIN, Device
 
 from iec62676_2_33.conformance import DEVICE_CASES, DeviceSession, DeviceTarget, Verdict
 from iec62676_2_33.conformance import run as run_cases
 from iec62676_2_33.domain.media import MediaSource
 from iec62676_2_33.runtime.agent import AgentSettings
 from iec62676_2_33.store import DeviceStore
+from iec62676_2_33.testing.harness import ADMIN, RunningDevice, seed_device
 
 #: Our device with a 2 s silence rule (PING after 1 s) and short reconnection intervals (first 0.1 … 0.3 s,
 #: capped at 1 s: long enough that a loaded machine's scheduling jitter does not blur the ascent).
@@ -33,21 +33,18 @@ QUICK = AgentSettings(backoff_first=(0.1, 0.3), backoff_cap=1.0, stable_after=0.
                       idle_ping_after=1.0)
 
 
-def fresh_device(data: Path, settings: AgentSettings = QUICK) -> Device:
+def fresh_device(data: Path, settings: AgentSettings = QUICK) -> RunningDevice:
     """A device with an administrator and nothing else: the tool enrols it."""
-    with DeviceStore(data) as store:
-        store.put_user(*ADMIN, "Administrator")
-    device = Device(data, settings=settings)
-    device.data = data  # type: ignore[attr-defined]
-    return device
+    seed_device(data)
+    return RunningDevice(data, settings=settings)
 
 
-def dut_url(device: Device) -> str:
-    assert device.url is not None
-    return device.url.rsplit("/onvif/", 1)[0] + "/onvif/device_service"
+def dut_url(device: RunningDevice) -> str:
+    assert device.device_service is not None
+    return device.device_service
 
 
-def quick_target(device: Device, **changes: object) -> DeviceTarget:
+def quick_target(device: RunningDevice, **changes: object) -> DeviceTarget:
     values: dict[str, object] = {"silence_rule": 2.0, "silence_grace": 2.0, "connect_timeout": 10.0, "notice_timeout": 3.0,
                                  "backoff_window": 10.0}
     values.update(changes)
@@ -55,7 +52,7 @@ def quick_target(device: Device, **changes: object) -> DeviceTarget:
 
 
 @pytest.fixture
-def quick_device(tmp_path: Path) -> Iterator[Device]:
+def quick_device(tmp_path: Path) -> Iterator[RunningDevice]:
     device = fresh_device(tmp_path / "dut")
     try:
         yield device
@@ -64,8 +61,9 @@ def quick_device(tmp_path: Path) -> Iterator[Device]:
 
 
 #: Run by its own test, on a device whose first reconnection intervals are spread as widely as a real
-#: device spreads them (with QUICK's 0.2 s spread four uplinks would coincide by chance in many runs).
-OWN_TEST = ("EXT-SHARED-BACKOFF",)
+#: device spreads them (with QUICK's 0.2 s spread four uplinks would coincide by chance in many runs);
+#: EXT-TWO-DUT-BACKOFF needs a second instance (test_conformance_two_duts.py).
+OWN_TEST = ("EXT-SHARED-BACKOFF", "EXT-TWO-DUT-BACKOFF")
 
 
 def test_our_device_passes_every_case(tmp_path: Path) -> None:
@@ -104,7 +102,7 @@ def test_our_device_passes_every_case(tmp_path: Path) -> None:
             assert store.list_uplinks() == [] and store.list_auth_servers() == []
 
 
-def test_cli_runs_selected_cases_and_writes_reports(quick_device: Device, tmp_path: Path,
+def test_cli_runs_selected_cases_and_writes_reports(quick_device: RunningDevice, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """TEST-1, UPL-7, CFG-5: ``iec62676 conformance device --only`` runs the named cases, prints one line each,
     writes JUnit XML and HTML, exits 0; an unknown case ID is a one-line usage error (exit 2)."""
@@ -161,7 +159,7 @@ def test_uplinks_back_off_individually_upl_9(tmp_path: Path) -> None:
     assert len(sequences) == 4 and len(set(sequences)) == 4
 
 
-def test_hostile_frames_and_access_token_upl_14_upl_15(quick_device: Device) -> None:
+def test_hostile_frames_and_access_token_upl_14_upl_15(quick_device: RunningDevice) -> None:
     """UPL-4, UPL-14, UPL-15, UPL-16, PROV-3: EXT-HOSTILE's evidence shows our device ending each malformed
     connection with the GOAWAY the RFC names and cutting every flood off; EXT-TOKEN shows the Bearer token
     in the native and the WebSocket upgrade request (UPL-4), redacted in the report."""
@@ -178,6 +176,24 @@ def test_hostile_frames_and_access_token_upl_14_upl_15(quick_device: Device) -> 
     assert len(heads) == 2 and "Upgrade: h2c-reverse" in heads[0] and "Upgrade: websocket" in heads[1]
     for head in heads:  # https, then wss (our device lists both Protocols)
         assert re.search(r"Authorization: Bearer <\d+ characters>", head) and "eyJ" not in head
+
+
+def test_parallel_uplinks_and_token_refetch_upl_10_upl_14(quick_device: RunningDevice) -> None:
+    """UPL-10, UPL-16, UPL-14: EXT-PARALLEL's evidence shows our device's two uplinks to two endpoints, each
+    answering; EXT-TOKEN-REFETCH's shows the revoked first token, then one new token fetched and accepted."""
+    with DeviceSession(quick_target(quick_device)) as session:
+        report = run_cases(DEVICE_CASES, session, target=dut_url(quick_device),
+                           only=["EXT-PARALLEL", "EXT-TOKEN-REFETCH"])
+    parallel, refetch = report.results
+    assert (parallel.verdict, refetch.verdict) == (Verdict.PASS, Verdict.PASS), (parallel.message, refetch.message)
+    heads = [item.text for item in parallel.evidence if "request head" in item.label]
+    assert len(heads) == 2 and len({re.search(r"Host: (\S+)", h).group(1) for h in heads}) == 2  # type: ignore[union-attr]
+    presented = next(item.text for item in refetch.evidence if item.label == "tokens presented").splitlines()
+    first, retry = (re.match(r"token (\w+): (.+) \(tokens issued by then: (\d+)\)", line) for line in presented[:2])
+    assert first and retry and first[2] == "revoked now" and retry[2] == "accepted"
+    assert first[1] != retry[1] and int(retry[3]) == int(first[3]) + 1
+    challenge = next(item.text for item in refetch.evidence if item.label == "the tool's answer head")
+    assert challenge.startswith("HTTP/1.1 401") and 'error="invalid_token"' in challenge
 
 
 def test_cli_demo_leaves_the_ci_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

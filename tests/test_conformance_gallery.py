@@ -97,6 +97,11 @@ def ignores_authorization_server(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(AccessTokenProvider, "auth_headers", nothing)
 
 
+def reuses_the_rejected_token(mp: pytest.MonkeyPatch) -> None:
+    """UPL-14: after a 401 (invalid_token) the device "refreshes" from its cache: the rejected token again."""
+    mp.setattr(AccessTokenProvider, "refresh", AccessTokenProvider.auth_headers)
+
+
 def connection_error_drops_every_uplink(mp: pytest.MonkeyPatch) -> None:
     """UPL-10, UPL-15: a connection error on one uplink restarts the device's whole HTTP/2 side, dropping
     every other uplink too."""
@@ -123,6 +128,23 @@ def backoff_shared_by_every_uplink(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(agent, "ReconnectBackoff", PerDevice)
 
 
+def one_uplink_at_a_time(mp: pytest.MonkeyPatch) -> None:
+    """UPL-10: the device holds one uplink only: the first configuration that dials keeps the only slot, every
+    other one is refused (as a device with a single connection slot does) until that configuration is gone."""
+    real = agent._Link._dial
+
+    async def dial(self: Any) -> Any:
+        holder = next((link for link in self.agent._links.values()
+                       if link is not self and getattr(link, "holds_the_slot", False) and not link.supervisor.stopped),
+                      None)
+        if holder is not None:
+            raise OSError(f"only one uplink at a time; {holder.cfg.remote_address} holds it")
+        self.holds_the_slot = True
+        return await real(self)
+
+    mp.setattr(agent._Link, "_dial", dial)
+
+
 NEVER_SILENT = AgentSettings(backoff_first=(0.05, 0.3), backoff_cap=0.5, stable_after=0.5, dead_after=3600.0,
                              idle_ping_after=1.0)
 TOO_EAGER = AgentSettings(backoff_first=(0.05, 0.3), backoff_cap=0.5, stable_after=0.5, dead_after=0.4,
@@ -147,8 +169,12 @@ GALLERY: list[tuple[str, Callable[[pytest.MonkeyPatch], None] | None, AgentSetti
     ("sends no access token", ignores_authorization_server, QUICK, "EXT-TOKEN",
      ("the device's upgrade request carries no Authorization: Bearer token (UPL-14); the tool answered "
       "'HTTP/1.1 401")),
+    ("reuses the rejected token", reuses_the_rejected_token, QUICK, "EXT-TOKEN-REFETCH",
+     "after the 401 (invalid_token) the device retried with the rejected token instead of fetching a new one"),
     ("a connection error drops every uplink", connection_error_drops_every_uplink, QUICK, "EXT-HOSTILE",
      "after DATA on stream 0: the device dropped its uplink to the legitimate cloud"),
+    ("connects only one of two uplinks", one_uplink_at_a_time, QUICK, "EXT-PARALLEL",
+     "the device connected 1 of its 2 uplinks: none to https://127.0.0.1:"),
     ("one backoff sequence for every uplink", backoff_shared_by_every_uplink, QUICK, "EXT-SHARED-BACKOFF",
      "all 4 uplinks wait the same intervals"),
 ]

@@ -38,6 +38,12 @@ def register(sub: Any) -> None:
                    "device's CSR and issued --cert (default: a CA made for the run)")
     p.add_argument("--identity", default="conformance-dut", metavar="CN",
                    help="the CN of the client certificate the device gets (default conformance-dut)")
+    p.add_argument("--dut2", metavar="URL", help="a second instance of the same model (EXT-TWO-DUT-BACKOFF: the two "
+                   "must not share one backoff sequence); its certificate's CN is the --identity plus -2")
+    p.add_argument("--user2", help="a user of the second instance (default: --user)")
+    secret2 = p.add_mutually_exclusive_group()
+    secret2.add_argument("--password2", help="its password (default: the first instance's)")
+    secret2.add_argument("--password2-file", type=Path, metavar="FILE", help="read it from the file's first line")
     _common(p)
     p.set_defaults(handler=device_command)
 
@@ -49,10 +55,18 @@ def register(sub: Any) -> None:
     d.set_defaults(handler=demo_command)
 
     c = csub.add_parser("cloud", help="test a cloud: the tool is the device that dials it")
-    c.add_argument("--cloud", required=True, metavar="URL", help="the uplink address, e.g. https://cloud:8443/uplink")
-    c.add_argument("--cert", required=True, type=Path, metavar="CERT.pem",
-                   help="the device certificate the cloud accepts (mTLS)")
-    c.add_argument("--key", required=True, type=Path, metavar="KEY.pem", help="its private key")
+    c.add_argument("--cloud", required=True, metavar="URL", help="the uplink address, e.g. https://cloud:8443/uplink "
+                   "(wss://…: every case dials with the WebSocket handshake)")
+    c.add_argument("--cert", type=Path, metavar="CERT.pem",
+                   help="the device certificate the cloud accepts (mTLS); optional with an access-token source")
+    c.add_argument("--key", type=Path, metavar="KEY.pem", help="its private key")
+    c.add_argument("--token-file", type=Path, metavar="FILE", help="an access token the cloud accepts (first line)")
+    c.add_argument("--token-server", metavar="URL", help="an authorization server to get the token from "
+                   "(client credentials; the token endpoint, RFC 8414 metadata or the issuer)")
+    c.add_argument("--client-id", help="the OAuth client ID at --token-server")
+    c.add_argument("--client-secret-file", type=Path, metavar="FILE", help="its client secret (first line)")
+    c.add_argument("--token-ca", type=Path, metavar="CA.pem",
+                   help="trust anchor(s) for --token-server's certificate (default: the system store)")
     c.add_argument("--ca", required=True, type=Path, metavar="CA.pem",
                    help="the trust anchor(s) for the cloud's server certificate")
     c.add_argument("--wait-request", type=float, default=10.0, metavar="SECONDS",
@@ -95,9 +109,14 @@ def device_command(args: argparse.Namespace) -> int:
         return _list(DEVICE_CASES)
     DEVICE_CASES.select(args.only)  # an unknown ID is a usage error before anything starts
     password = args.password if args.password is not None else _first_line(args.password_file)
+    password2 = args.password2 if args.password2_file is None else _first_line(args.password2_file)
+    if args.dut2 is not None and args.dut2 == args.dut:
+        from ..errors import ConfigurationError
+
+        raise ConfigurationError("--dut2 names the same device service as --dut: give a second instance")
     target = DeviceTarget(dut=args.dut, username=args.user, password=password, listen=args.listen,
                           remote_host=args.remote_host, cert=args.cert, key=args.key, ca=args.ca,
-                          identity=args.identity)
+                          identity=args.identity, dut2=args.dut2, username2=args.user2, password2=password2)
     with DeviceSession(target) as session:
         print(f"testing {args.dut}; the tool's cloud listens on {session.main.url()}", flush=True)
         report = run(DEVICE_CASES, session, target=args.dut, only=args.only, skip_long=args.skip_long,
@@ -136,7 +155,16 @@ def cloud_command(args: argparse.Namespace) -> int:
     if args.list:
         return _list(CLOUD_CASES)
     CLOUD_CASES.select(args.only)
-    target = CloudTarget(url=args.cloud, cert=args.cert, key=args.key, ca=args.ca, wait_request=args.wait_request)
+    token = None
+    if args.token_file is not None or args.token_server is not None:
+        from ..conformance.tokensource import TokenSource
+
+        token = TokenSource(token=None if args.token_file is None else _first_line(args.token_file),
+                            server_uri=args.token_server, client_id=args.client_id,
+                            client_secret=None if args.client_secret_file is None else
+                            _first_line(args.client_secret_file), ca=args.token_ca)
+    target = CloudTarget(url=args.cloud, cert=args.cert, key=args.key, ca=args.ca, wait_request=args.wait_request,
+                         token=token)
     session = CloudSession(target)
     print(f"testing the cloud at {args.cloud}", flush=True)
     report = run(CLOUD_CASES, session, target=args.cloud, only=args.only, skip_long=args.skip_long,
@@ -149,5 +177,5 @@ def _first_line(path: Path) -> str:
 
     lines = path.read_text().splitlines()
     if not lines:
-        raise ConfigurationError(f"{path} is empty: put the password on its first line")
+        raise ConfigurationError(f"{path} is empty: put the secret on its first line")
     return lines[0]

@@ -4,8 +4,11 @@ UPL-6 … UPL-8, UPL-13, UPL-15, UPL-16).
 Each case dials the cloud afresh as a device would: TLS with the device
 certificate (our :func:`~iec62676_2_33.transport.tls.connect_tls` and
 :func:`~iec62676_2_33.transport.contexts.client_context`, verification always on),
-the native upgrade (:class:`~iec62676_2_33.sansio.upgrade.UpgradeClient`),
-then the HTTP/2 *server* role on the ``h2`` library, driven by hand so the
+the native upgrade (:class:`~iec62676_2_33.sansio.upgrade.UpgradeClient`) or,
+for a ``wss`` address, the WebSocket handshake with subprotocol ``h2c-reverse``
+(:func:`~iec62676_2_33.transport.websocket.websocket_connect`, UPL-4), with
+``Authorization: Bearer`` when the engineer gives an access-token source
+(:mod:`.tokensource`, UPL-14), then the HTTP/2 *server* role on the ``h2`` library, driven by hand so the
 probe sees exactly what the cloud sends and when (the preface, PING ACKs,
 requests). Requests are answered with a SOAP 1.2 fault
 (``env:Receiver/ter:ActionNotSupported``): the cloud gets a well-formed
@@ -26,7 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import h2.config
 import h2.connection
@@ -34,15 +37,18 @@ import h2.events
 import h2.exceptions
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ..errors import Iec62676Error
+from ..errors import ConfigurationError, Iec62676Error, RemoteProtocolError
 from ..namespaces import SOAP12_CONTENT_TYPE
 from ..pki import load_certs_pem
 from ..sansio.upgrade import Switched, UpgradeClient, UpgradeRefused, parse_remote_address
 from ..soap.fault import SoapFault
+from ..transport.base import ByteStream
 from ..transport.contexts import client_context
 from ..transport.tls import TlsStream, connect_tls
+from ..transport.websocket import websocket_connect
 from .hostile import BATCHES
 from .registry import Evidence, Registry
+from .tokensource import TokenSource
 from .wire import CLIENT_MAGIC, ERROR_CODES, SETTINGS, FrameScanner
 
 CLOUD_CASES = Registry("cloud")
@@ -57,24 +63,44 @@ ANSWER = SoapFault(code="Receiver", subcodes=("ActionNotSupported",),
 
 @dataclass
 class CloudTarget:
-    url: str  # the uplink address, https://HOST:PORT/PATH
-    cert: Path  # the device certificate the cloud accepts
-    key: Path
+    url: str  # the uplink address, https://HOST:PORT/PATH or wss://HOST:PORT/PATH
+    cert: Path | None  # the device certificate the cloud accepts (None: the cloud takes access tokens only)
+    key: Path | None
     ca: Path  # trust anchor(s) for the cloud's server certificate
     wait_request: float = 10.0
     timeout: float = 10.0
     #: Called with nothing once a probe is up and waits for a request (a test makes the cloud send one).
     trigger: Callable[[], None] | None = None
+    #: Where the tool's device gets access tokens (UPL-14); None: no token variant.
+    token: TokenSource | None = None
 
 
 class CloudSession:
     def __init__(self, target: CloudTarget) -> None:
+        if target.cert is None and target.token is None:
+            raise ConfigurationError("give the device certificate (--cert, --key) or an access token source")
+        if (target.cert is None) != (target.key is None):
+            raise ConfigurationError("--cert and --key go together")
         self.target = target
         self.address = parse_remote_address(target.url)
         pems = [c.public_bytes(Encoding.PEM) for c in load_certs_pem(target.ca)]
-        self.context = client_context(cafile_pems=pems, certfile_pem=target.cert.read_bytes(),
-                                      keyfile_pem=target.key.read_bytes())
         self.anonymous = client_context(cafile_pems=pems)
+        self.context = self.anonymous if target.cert is None or target.key is None else client_context(
+            cafile_pems=pems, certfile_pem=target.cert.read_bytes(), keyfile_pem=target.key.read_bytes())
+        self._token: str | None = None
+
+    @property
+    def websocket(self) -> bool:
+        """The uplink address is ``wss``: every probe dials with the WebSocket handshake (UPL-4)."""
+        return self.address.scheme == "wss"
+
+    async def bearer(self) -> str | None:
+        """The access token every probe presents (fetched once per run), or None without a token source."""
+        if self.target.token is None:
+            return None
+        if self._token is None:
+            self._token = await self.target.token.fetch(self.target.timeout)
+        return self._token
 
     def run(self, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run one probe's coroutine on a loop of its own (the cases are sequential code)."""
@@ -86,7 +112,8 @@ class Probe:
     """One connection to the cloud, as a device."""
 
     session: CloudSession
-    stream: TlsStream | None = None
+    stream: ByteStream | None = None
+    tls: TlsStream | None = None
     head: bytes = b""
     after: bytearray = field(default_factory=bytearray)  # bytes after the 101 (bounded)
     conn: h2.connection.H2Connection | None = None
@@ -94,30 +121,47 @@ class Probe:
     events: list[h2.events.Event] = field(default_factory=list)
     answered: list[str] = field(default_factory=list)
 
-    async def open(self, *, with_certificate: bool = True) -> Switched:
+    async def open(self, *, with_certificate: bool = True, token: str | None | Literal["session"] = "session",
+                   target: str | None = None) -> None:
+        """TLS (with the device certificate unless told otherwise), the upgrade the address asks for (native or
+        WebSocket) with ``token`` as ``Authorization: Bearer`` (default: the session's token, if any), then the
+        HTTP/2 server role. ``target`` replaces the request target (path and query)."""
         s = self.session
-        target = s.address
-        self.stream = await connect_tls(target.host, target.port, s.context if with_certificate else s.anonymous,
-                                        server_hostname=target.host, timeout=s.target.timeout)
-        client = UpgradeClient(s.target.url)
-        await self.stream.write(client.initiate())
-        raw = bytearray()
+        address = s.address
+        bearer = await s.bearer() if token == "session" else token
+        headers = [("Authorization", f"Bearer {bearer}")] if bearer else []
+        self.tls = await connect_tls(address.host, address.port, s.context if with_certificate else s.anonymous,
+                                     server_hostname=address.host, timeout=s.target.timeout)
+        self.stream = self.tls
+        trailing = b""
         async with asyncio.timeout(s.target.timeout):
-            while True:
-                data = await self.stream.read(16384)
-                raw += data[:16384]
-                if not data:
-                    client.receive_eof()
-                event = client.receive_data(data)
-                if isinstance(event, Switched):
-                    break
-        self.head = bytes(raw[:len(raw) - len(event.trailing_data)])
+            if s.websocket:
+                tap = _HeadTap(self.tls)
+                try:
+                    self.stream = await websocket_connect(tap, host=address.host_header, target=target or address.target,
+                                                          extra_headers=headers, label="the cloud")
+                finally:
+                    self.head = tap.head()
+            else:
+                url = s.target.url if target is None else f"https://{address.host_header}{target}"
+                client = UpgradeClient(url, extra_headers=headers)
+                await self.tls.write(client.initiate())
+                raw = bytearray()
+                while True:
+                    data = await self.tls.read(16384)
+                    raw += data[:16384]
+                    if not data:
+                        client.receive_eof()
+                    event = client.receive_data(data)
+                    if isinstance(event, Switched):
+                        break
+                trailing = event.trailing_data
+                self.head = bytes(raw[:len(raw) - len(trailing)])
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False,
                                                                          header_encoding="utf-8"))
         self.conn.initiate_connection()
         await self.stream.write(self.conn.data_to_send())
-        self._received(event.trailing_data)
-        return event
+        self._received(trailing)
 
     def _received(self, data: bytes) -> None:
         assert self.conn is not None
@@ -174,6 +218,27 @@ class Probe:
         await self.stream.close()
 
 
+class _HeadTap:
+    """A stream that keeps the first bytes read through it (the cloud's answer head to the WebSocket upgrade,
+    which the handshake itself checks and does not hand back)."""
+
+    def __init__(self, inner: ByteStream) -> None:
+        self.inner = inner
+        self.seen = bytearray()
+
+    async def read(self, max_bytes: int = 65536) -> bytes:
+        data = await self.inner.read(max_bytes)
+        if len(self.seen) < 16384:
+            self.seen += data[:16384 - len(self.seen)]
+        return data
+
+    def head(self) -> bytes:
+        return bytes(self.seen).split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n" if self.seen else b""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 def _with_probe(s: CloudSession, ev: Evidence, body: Callable[[Probe], Awaitable[None]]) -> None:
     async def go() -> None:
         probe = Probe(s)
@@ -182,6 +247,9 @@ def _with_probe(s: CloudSession, ev: Evidence, body: Callable[[Probe], Awaitable
                 await probe.open()
             except UpgradeRefused as exc:
                 ev.fail(f"the cloud refused the upgrade: {exc}")
+            except RemoteProtocolError as exc:
+                ev.note("the cloud's answer to the upgrade", probe.head.decode("latin-1") or "(nothing)")
+                ev.fail(f"the cloud's answer to the upgrade is not right: {exc}")
             ev.note("the cloud's answer to the upgrade", probe.head.decode("latin-1"))
             await body(probe)
         finally:
@@ -197,27 +265,34 @@ def tls(s: CloudSession, ev: Evidence) -> None:
     async def go() -> None:
         probe = Probe(s)
         await probe.open()
-        assert probe.stream is not None
-        version = probe.stream.extra("version")
-        ev.note("with the device certificate", f"{version}; {probe.head.splitlines()[0].decode('latin-1')}")
+        assert probe.tls is not None
+        version = probe.tls.extra("version")
+        credentials = " and ".join(x for x in ("the device certificate" if s.target.cert else "",
+                                               "an access token" if s.target.token else "") if x)
+        ev.note(f"with {credentials}", f"{version}; {probe.head.splitlines()[0].decode('latin-1')}")
         await probe.close()
         ev.check(version in ("TLSv1.2", "TLSv1.3"), f"TLS version {version} is below 1.2")
         stranger = Probe(s)
         try:
-            await stranger.open(with_certificate=False)
+            await stranger.open(with_certificate=False, token=None)
         except (Iec62676Error, TimeoutError) as exc:
-            ev.note("without a client certificate", f"refused: {exc}")
+            ev.note("without a client certificate or token", f"refused: {exc}")
             return
         finally:
             await stranger.close()
-        ev.fail("the cloud switched protocols for a device without a client certificate")
+        ev.fail("the cloud switched protocols for a device without a client certificate"
+                + (" or access token" if s.target.token else ""))
 
     s.run(go)
 
 
 @case("CLOUD-101", "the 101 answer of the native upgrade", "UPL-2")
 def switching(s: CloudSession, ev: Evidence) -> None:
-    """``HTTP/1.1 101`` with ``Upgrade: h2c-reverse`` and ``Connection: Upgrade``."""
+    """``HTTP/1.1 101`` with ``Upgrade: h2c-reverse`` and ``Connection: Upgrade`` (the WebSocket form of a wss
+    address is CLOUD-WSS's)."""
+    if s.websocket:
+        ev.skip("the address is wss: the 101 of the WebSocket handshake is checked by CLOUD-WSS")
+
     async def check(probe: Probe) -> None:
         lines = probe.head.decode("latin-1").split("\r\n")
         ev.check(lines[0].startswith("HTTP/1.1 101"), f"status line {lines[0]!r}")

@@ -16,14 +16,16 @@ is possible, so the case fails only when every configuration matches the first
 within :data:`STEP_ABS` + :data:`STEP_REL` (the absolute part covers the
 scheduling and handshake jitter of a loaded machine); with first intervals
 spread over 3 s (1 … 4 s, as our device picks them) four configurations
-coincide that closely about once in ten thousand runs.
+coincide that closely about once in ten thousand runs. The measuring part
+(:func:`outage_intervals`, :func:`same_intervals`) also serves
+``EXT-TWO-DUT-BACKOFF`` (:mod:`.device_pair`), which compares two instances.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ..namespaces import TDS
 from .device_cases import answered, case, device_xaddr, not_ascending, refused_intervals
@@ -114,8 +116,31 @@ def hostile_frames(s: DeviceSession, ev: Evidence) -> None:
     ev.check(not problems, "; ".join(problems))
 
 
-def _same(a: list[float], b: list[float]) -> bool:
+def same_intervals(a: list[float], b: list[float]) -> bool:
+    """Two sequences of intervals coincide: each pair within :data:`STEP_ABS` + :data:`STEP_REL`."""
     return all(math.isclose(x, y, rel_tol=STEP_REL, abs_tol=STEP_ABS) for x, y in zip(a, b, strict=False))
+
+
+def outage_intervals(s: DeviceSession, ev: Evidence, keys: Sequence[str], intervals: Callable[[str], list[float]],
+                     since: float) -> dict[str, list[float]]:
+    """Wait until every configuration in ``keys`` shows :data:`OUTAGE_INTERVALS` reconnection intervals
+    (``intervals(key)``), or the backoff window since ``since`` is over; note each one's intervals and fail
+    unless each has enough and they ascend (UPL-9). Returns each key's first :data:`OUTAGE_INTERVALS`."""
+    deadline = since + s.target.backoff_window
+    while True:
+        seen = {key: intervals(key) for key in keys}
+        if all(len(v) >= OUTAGE_INTERVALS for v in seen.values()) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    for key, found in seen.items():
+        ev.note(f"intervals of {key} (s)", ", ".join(f"{i:.3f}" for i in found) or "none")
+    for key, found in seen.items():
+        ev.check(len(found) >= OUTAGE_INTERVALS, f"{key}: only {len(found) + 1} attempt(s) in "
+                                                 f"{s.target.backoff_window:g} s")
+        problem = not_ascending(found[:OUTAGE_INTERVALS])
+        if problem:
+            ev.fail(f"{key}: {problem}")
+    return {key: found[:OUTAGE_INTERVALS] for key, found in seen.items()}
 
 
 @case("EXT-SHARED-BACKOFF", "several uplinks to one unreachable cloud back off individually", "UPL-9", "UPL-10",
@@ -138,22 +163,9 @@ def individual_backoff(s: DeviceSession, ev: Evidence) -> None:
     try:
         for path in paths:
             s.set_uplink(s.main.url(path))
-        deadline = since + s.target.backoff_window
-        while True:
-            seen = {path: refused_intervals(s, path, since) for path in paths}
-            if all(len(v) >= OUTAGE_INTERVALS for v in seen.values()) or time.monotonic() >= deadline:
-                break
-            time.sleep(0.05)
-        for path, intervals in seen.items():
-            ev.note(f"intervals of {path} (s)", ", ".join(f"{i:.3f}" for i in intervals) or "none")
-        for path, intervals in seen.items():
-            ev.check(len(intervals) >= OUTAGE_INTERVALS, f"{path}: only {len(intervals) + 1} attempt(s) in "
-                                                         f"{s.target.backoff_window:g} s")
-            problem = not_ascending(intervals[:OUTAGE_INTERVALS])
-            if problem:
-                ev.fail(f"{path}: {problem}")
-        first = seen[paths[0]][:OUTAGE_INTERVALS]
-        if all(_same(first, seen[path][:OUTAGE_INTERVALS]) for path in paths[1:]):
+        seen = outage_intervals(s, ev, paths, lambda path: refused_intervals(s, path, since), since)
+        first = seen[paths[0]]
+        if all(same_intervals(first, seen[path]) for path in paths[1:]):
             ev.fail(f"all {count} uplinks wait the same intervals ({', '.join(f'{i:.2f}' for i in first)} s): one "
                     "shared sequence, so they reconnect in step (UPL-9 asks for individual intervals)")
         ev.check(s.cloud.channel(s.main, s.enrolment().device_id) is not None,

@@ -83,6 +83,9 @@ class DeviceTarget:
     notice_timeout: float = 10.0  # how soon the device must notice a closed uplink or a DeleteUplink
     backoff_window: float = 150.0
     timeout: float = 10.0
+    dut2: str | None = None  # a second instance of the same model (EXT-TWO-DUT-BACKOFF) ...
+    username2: str | None = None  # ... and its credentials (default: the first instance's)
+    password2: str | None = None
 
 
 def wait_for(condition: Callable[[], T | None], timeout: float, what: str) -> T:
