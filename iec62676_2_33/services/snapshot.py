@@ -55,6 +55,7 @@ from urllib.parse import quote, unquote
 import httpx
 
 from ..domain.media import MediaBackend, MediaSource
+from ..errors import TransportError
 from ..security.access import AccessClass, CredentialRejected, is_allowed
 from ..security.httpdigest import DigestAuthenticator, StaleNonce
 from ..security.middleware import ENVIRON_UPLINK_LEVEL
@@ -76,7 +77,7 @@ def snapshot_uri(base: str, token: str) -> str:
     return f"{base}{SNAPSHOT_PATH}{quote(token, safe='')}"
 
 
-class SnapshotFailed(Exception):
+class SnapshotFailed(TransportError):
     """A snapshot that cannot be relayed: ``status`` (502, 504) and one line for the client."""
 
     def __init__(self, status: int, text: str) -> None:
