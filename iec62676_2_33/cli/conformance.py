@@ -83,14 +83,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML report")
 
 
+#: Width of the case ID column (the longest ID, EXT-TWO-DUT-BACKOFF, has 19 characters).
+_ID_WIDTH = 20
+
+
 def _print_result(result: Any) -> None:
-    print(f"{result.verdict.value.upper():4}  {result.case.id:<18} {result.case.title}"
+    print(f"{result.verdict.value.upper():4}  {result.case.id:<{_ID_WIDTH}} {result.case.title}"
           + ("" if result.verdict.value == "pass" else f"\n      {result.message}"), flush=True)
 
 
 def _list(registry: Any) -> int:
     for case in registry.cases.values():
-        print(f"{case.id:<18} {'(long) ' if case.long else ''}{case.title} [{', '.join(case.requirements)}]")
+        print(f"{case.id:<{_ID_WIDTH}} {'(long) ' if case.long else ''}{case.title} [{', '.join(case.requirements)}]")
     return 0
 
 
