@@ -51,14 +51,18 @@ def source_of(index: int) -> str:
 
 
 def fleet_main(conn: object, port: int, certs_dir: str, prefix: str, first: int, n: int,
-               backoff: tuple[float, float], stable_after: float) -> None:
-    """``n`` devices kept connected through the balancer on ``port`` until "stop" arrives."""
+               backoff: tuple[float, float], stable_after: float, wait_go: bool = False) -> None:
+    """``n`` devices kept connected through the balancer on ``port`` until "stop" arrives. With
+    ``wait_go`` the process makes its certificates, sends "ready" and dials only after "go"."""
     from iec62676_2_33.errors import Iec62676Error
     from iec62676_2_33.sansio.backoff import ReconnectBackoff
     from iec62676_2_33.sansio.link import UplinkSupervisor
 
     raise_nofile()
     contexts = device_contexts(certs_dir, prefix, n)
+    if wait_go:
+        conn.send("ready")  # type: ignore[attr-defined]
+        conn.recv()  # type: ignore[attr-defined]
     url = f"https://localhost:{port}/uplink"
 
     async def device(i: int, ctx: object) -> None:
