@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 from camera import Camera, camera_available, start_camera
-from uplink_env import Device, Pki, seed_device, wait_until
 
 from iec62676_2_33.domain.media import MediaSource
 from iec62676_2_33.http2.server import H2ServerRole
@@ -28,6 +27,7 @@ from iec62676_2_33.runtime.http_server import bind_listen
 from iec62676_2_33.runtime.rtsp_front import RtspFront
 from iec62676_2_33.runtime.rtsp_relay import RtspRelay
 from iec62676_2_33.store import DeviceStore
+from iec62676_2_33.testing.harness import RunningDevice, UplinkPki, seed_device, wait_until
 from iec62676_2_33.transport.tcp import TcpServer, start_tcp_server
 
 DEVICE = "cam-device"
@@ -46,7 +46,7 @@ class VideoEnv:
     listener: CloudListener
     rtsp_base: str  # rtsp://127.0.0.1:<front>
     proxy_url: str
-    device: Device
+    device: RunningDevice
     data: Path
     front: RtspFront  # a second front on the same listener, whose counters the tests read
     front_base: str
@@ -62,11 +62,13 @@ class VideoEnv:
 
 @contextmanager
 def video_env(tmp_path: Path, *, scheme: str = "https", level: tuple[str, ...] = ("User",),
-              camera_user: str | None = None, digest: bool = False, pattern: str = "ball") -> Iterator[VideoEnv]:
-    """Camera -> device (media source TOKEN) -> uplink (``scheme``: https native, wss) -> cloud."""
-    certs = Pki(tmp_path / "pki")
+              camera_user: str | None = None, digest: bool = False, pattern: str = "ball",
+              **cloud_options: Any) -> Iterator[VideoEnv]:
+    """Camera -> device (media source TOKEN) -> uplink (``scheme``: https native, wss) -> cloud
+    (``cloud_options``: more :class:`CloudOptions` fields, e.g. ``device_domain``)."""
+    certs = UplinkPki(tmp_path / "pki")
     options = CloudOptions(listen="127.0.0.1:0", cert=certs.cert, key=certs.key, client_cas=[certs.ca_file],
-                           proxy="127.0.0.1:0", rtsp="127.0.0.1:0")
+                           **{"proxy": "127.0.0.1:0", "rtsp": "127.0.0.1:0", **cloud_options})
     found: dict[str, Any] = {}
 
     async def cloud_service(stop: asyncio.Event, announce: Callable[[str], None]) -> None:
@@ -98,7 +100,7 @@ def video_env(tmp_path: Path, *, scheme: str = "https", level: tuple[str, ...] =
                 store.put_media_source(MediaSource(token=TOKEN, name="Camera 1", rtsp_url=cam.url, width=cam.width,
                                                    height=cam.height, username=camera_user,
                                                    password="cam-pw" if camera_user else None))
-            device = Device(data)
+            device = RunningDevice(data)
             try:
                 listener = found["listener"]
                 wait_until(lambda: DEVICE in [d.device_id for d in listener.devices()], 20, what="the uplink")

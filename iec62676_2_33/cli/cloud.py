@@ -33,6 +33,10 @@ def register(sub: Any) -> None:
     p.add_argument("--device-domain", metavar="DOMAIN",
                    help="the proxy also routes Host: <device id>.DOMAIN to that device, paths unchanged, so a stock "
                         "ONVIF client can use http://<device id>.DOMAIN:PORT (give DOMAIN a wildcard DNS record)")
+    p.add_argument("--device-ports", metavar="START-END",
+                   help="also give each connected device a port of its own in this range (at most 4096 ports), on "
+                        "the proxy's host: every request there goes to that device, paths unchanged; the port "
+                        "derives from the device id (stable); GET /devices lists it")
     p.add_argument("--rtsp", type=host_port, metavar="HOST:PORT",
                    help="also serve live video to RTSP players: rtsp://HOST:PORT/devices/<id>/<media token> "
                         "(RTSP over TCP; loopback only unless --rtsp-allow-remote)")
@@ -121,7 +125,7 @@ def serve(args: argparse.Namespace) -> int:
 
     options = CloudOptions(listen=args.listen, cert=args.cert, key=args.key, client_cas=args.client_ca,
                            identity=args.identity, proxy=args.proxy, proxy_allow_remote=args.proxy_allow_remote,
-                           device_domain=args.device_domain,
+                           device_domain=args.device_domain, device_ports=args.device_ports,
                            path=args.path, rtsp=args.rtsp, rtsp_allow_remote=args.rtsp_allow_remote,
                            jwt_issuers=args.jwt_issuer, jwt_audience=args.jwt_audience, jwt_keys=args.jwt_keys,
                            jwt_keys_ca=args.jwt_keys_ca, jwt_identity_claim=args.jwt_identity_claim,

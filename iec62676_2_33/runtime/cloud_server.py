@@ -49,6 +49,8 @@ class CloudOptions:
     proxy_allow_remote: bool = False
     #: The proxy also routes ``Host: <device id>.<device_domain>`` to that device (``--device-domain``).
     device_domain: str | None = None
+    #: A listening port per device in this range, ``START-END``, on the proxy's host (``--device-ports``).
+    device_ports: str | None = None
     rtsp: str | None = None
     rtsp_allow_remote: bool = False
     path: str | None = None
@@ -123,6 +125,14 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
             f"--proxy {options.proxy}: the proxy gives whoever reaches it each device's uplink UserLevel; "
             "bind it to loopback (e.g. 127.0.0.1:8081) or, behind your own authentication, add --proxy-allow-remote")
     rtsp_at = None if options.rtsp is None else parse_listen(options.rtsp)
+    port_range = None
+    if options.device_ports is not None:
+        from .device_ports import device_port_range
+
+        if proxy_at is None:
+            raise ConfigurationError("--device-ports needs --proxy (the device ports are the proxy's)")
+        taken = tuple(at[1] for at in ((host, port), proxy_at, rtsp_at) if at is not None)
+        port_range = device_port_range(options.device_ports, taken=taken)
     if rtsp_at is not None and not options.rtsp_allow_remote and not _loopback(rtsp_at[0]):
         raise ConfigurationError(
             f"--rtsp {options.rtsp}: the RTSP front plays each device's cameras with its uplink UserLevel; "
@@ -161,6 +171,7 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
     announce(f"cloud listening for uplinks on https://{bound[0]}:{bound[1]}{options.path or '/'}"
              f" (and wss://{bound[0]}:{bound[1]}{options.path or '/'})")
     tasks = []
+    device_ports = None
     rtsp_server = None
     rtsp_base = None
     if rtsp_sock is not None:  # STR-1: live video for stock players
@@ -169,16 +180,21 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
 
         rbound = rtsp_sock.getsockname()
         rtsp_base = f"rtsp://{_url_host(rbound[0])}:{rbound[1]}"
-        rtsp_server = await start_tcp_server(RtspFront(cloud).handle, rtsp_sock)
+        rtsp_server = await start_tcp_server(RtspFront(cloud, router=router).handle, rtsp_sock)
         announce(f"cloud RTSP front on {rtsp_base}/devices/<id>/<media token>")
     if proxy_sock is not None:
         from .proxy import UplinkProxy
 
         pbound = proxy_sock.getsockname()
         announce(f"cloud proxy on http://{pbound[0]}:{pbound[1]}/devices")
-        tasks.append(asyncio.create_task(serve_asgi(UplinkProxy(cloud, rtsp_base=rtsp_base, router=router,
-                                                                     device_domain=options.device_domain), proxy_sock,
-                                                    lambda: wait_event(stop))))
+        proxy = UplinkProxy(cloud, rtsp_base=rtsp_base, router=router, device_domain=options.device_domain)
+        if port_range is not None:
+            from .device_ports import DevicePorts
+
+            proxy.device_ports = device_ports = DevicePorts(cloud, proxy, pbound[0], port_range)
+            announce(f"cloud device ports {port_range.start}-{port_range.stop - 1} on {pbound[0]} "
+                     "(GET /devices lists each device's)")
+        tasks.append(asyncio.create_task(serve_asgi(proxy, proxy_sock, lambda: wait_event(stop))))
     stopped = asyncio.ensure_future(stop.wait())
     try:
         done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -192,6 +208,8 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
         cloud.close_all()
         if rtsp_server is not None:
             await rtsp_server.aclose()
+        if device_ports is not None:
+            await device_ports.aclose()
         await server.wait_closed()
         await asyncio.gather(*tasks, return_exceptions=True)
         if cluster is not None:

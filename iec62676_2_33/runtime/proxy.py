@@ -16,6 +16,16 @@ too. onvif-zeep-async's ``ONVIFCamera(host, port)`` then needs nothing more
 than a DNS name (a wildcard record for the domain). Only device ids that are
 DNS labels (letters, digits, ``-``) can be reached so; the label is compared
 as sent, then without case when exactly one connected device matches.
+An RTSP front that listens on every address (``--rtsp 0.0.0.0:PORT``) has no
+host a player could dial, so the front the device is told of
+(``x-iec62676-rtsp-base``, its GetStreamUri) then takes the host the client named:
+``rtsp://<id>.<domain>:PORT/devices/<id>`` for a host-named device, which the same
+wildcard record resolves to the cloud.
+
+A port per device (``device_ports``, ``cloud serve --device-ports``,
+:mod:`.device_ports`) is the same routing by the port the request came in on: that
+port's listeners run this application, every request there goes to its device the
+way a host name does, and ``GET /devices`` lists each device's ``port``.
 
 Theory of operation: budgets and back-pressure
 ----------------------------------------------
@@ -90,6 +100,7 @@ from .cloud import CloudListener, DeviceChannel, UnknownDevice
 
 if TYPE_CHECKING:
     from ..cluster.router import NodeRouter
+    from .device_ports import DevicePorts
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +112,14 @@ RawHeaders = list[tuple[bytes, bytes]]
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
                          b"te", b"host", b"http2-settings", b"content-length"})
 
-#: Where the cloud's RTSP front serves this device (only the proxy sets it).
-_RTSP_BASE = b"x-iec62676-rtsp-base"
+#: Where the cloud's RTSP front serves this device: set by the proxy, and on a node's internal listener
+#: kept as the first node sent it (the front the client asked through), like ``X-Forwarded-*``.
+RTSP_BASE = b"x-iec62676-rtsp-base"
+#: Marks an answer the proxy gave itself (a refusal, a 404 for a device not connected, a 502), not
+#: a device's: a node relaying a Python API call (:mod:`..cluster.calls`) tells them apart by it.
+PROXY_ANSWER = b"x-iec62676-proxy-answer"
+#: An RTSP front on every address (``--rtsp 0.0.0.0:PORT``): no host a player could dial.
+_RTSP_ANY_HOST = re.compile(r"rtsp://(?:0\.0\.0\.0|\[::\]):(\d+)")
 #: A device id that can be the first label of a host name (host-based routing).
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
@@ -273,6 +290,11 @@ def _retry_after(limits: ProxyLimits) -> RawHeaders:
     return [(b"retry-after", str(limits.retry_after).encode())]
 
 
+def _host_name(host: str) -> str:
+    """A ``Host`` value without its port (``[::1]:80`` → ``[::1]``)."""
+    return host.rsplit(":", 1)[0] if not host.endswith("]") else host
+
+
 def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
     values = {v.strip() for k, v in headers if k.lower() == b"content-length"}
     if not values:
@@ -288,7 +310,7 @@ async def _plain(send: Send, status: int, text: str, content_type: bytes = b"tex
     body = text.encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
-                            *(headers or [])]})
+                            (PROXY_ANSWER, b"1"), *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -301,6 +323,8 @@ class UplinkProxy:
         self.cloud = cloud
         #: ``Host: <device id>.<device_domain>`` routes to that device (module docstring).
         self.device_domain = device_domain.strip(".").lower() if device_domain else None
+        #: A listening port per device (:mod:`.device_ports`), set by whoever opens them.
+        self.device_ports: DevicePorts | None = None
         #: In a cluster: relays requests for devices held by other nodes (:mod:`..cluster.router`).
         self.router = router
         #: Keep the ``X-Forwarded-*`` a client sent: only on a node's internal listener, whose
@@ -309,6 +333,8 @@ class UplinkProxy:
         #: ``rtsp://HOST:PORT`` of the cloud's RTSP front, told to devices (``x-iec62676-rtsp-base``)
         #: so that their Media2 GetStreamUri points players at it (STR-1).
         self.rtsp_base = rtsp_base
+        #: The front's port when it listens on every address: its URIs then take the host the client named.
+        self._rtsp_any_port = (m.group(1) if rtsp_base and (m := _RTSP_ANY_HOST.fullmatch(rtsp_base)) else None)
         self.limits = limits or ProxyLimits()
         self.stats = ProxyStats()
         self._budget = _Budget(self.limits, self.stats)
@@ -322,9 +348,9 @@ class UplinkProxy:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
-        by_host = self._host_device(scope)
-        if by_host is not None:
-            await self._forward(scope, receive, send, by_host, (scope.get("raw_path") or path.encode("utf-8"))
+        named = self._named_device(scope)
+        if named is not None:
+            await self._forward(scope, receive, send, named, (scope.get("raw_path") or path.encode("utf-8"))
                                 .decode("latin-1"), prefix="")
             return
         if path in ("/devices", "/devices/"):
@@ -332,6 +358,10 @@ class UplinkProxy:
                 await _plain(send, 405, "only GET lists the devices\n")
                 return
             devices = self.router.devices() if self.router is not None else [d.as_json() for d in self.cloud.devices()]
+            if self.device_ports is not None:
+                for entry in devices:
+                    if (port := self.device_ports.port_of(str(entry["id"]))) is not None:
+                        entry["port"] = port
             listing = json.dumps(devices, indent=2) + "\n"
             await _plain(send, 200, listing, b"application/json")
             return
@@ -345,13 +375,17 @@ class UplinkProxy:
         device_id = unquote(encoded_id.decode("latin-1"))
         await self._forward(scope, receive, send, device_id, "/" + rest.decode("latin-1"))
 
-    def _host_device(self, scope: Scope) -> str | None:
-        """The device a ``Host: <id>.<device_domain>`` names, or ``None`` (no domain configured, another host)."""
+    def _named_device(self, scope: Scope) -> str | None:
+        """The device the address the client used names -- its port (``device_ports``) or a ``Host:
+        <id>.<device_domain>`` -- or ``None`` (the ``/devices`` front)."""
+        if self.device_ports is not None and (server := scope.get("server")) is not None:
+            by_port = self.device_ports.device_at(server[1])
+            if by_port is not None:
+                return by_port
         if self.device_domain is None:
             return None
         host = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() in (b"host", b":authority")), "")
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        label, dot, domain = name.partition(".")
+        label, dot, domain = _host_name(host).partition(".")
         if not dot or domain.rstrip(".").lower() != self.device_domain or not _LABEL.fullmatch(label):
             return None
         if self.router is None:
@@ -400,8 +434,10 @@ class UplinkProxy:
             await _plain(send, 503, "the proxy is busy; retry later\n", headers=_retry_after(self.limits))
             return
         try:
-            forwarded = [(k.encode("latin-1"), v.encode("latin-1"))
-                         for k, v in self._forwarded(scope, device_id, prefix)]
+            ours = self._forwarded(scope, device_id, prefix)
+            if (front := self._rtsp_front(scope, device_id, ours)) is not None:
+                ours.append((RTSP_BASE.decode(), front))
+            forwarded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in ours]
             await self.router.forward(scope, receive, send, device_id, rest, forwarded)
         finally:
             self._budget.leave()
@@ -426,11 +462,28 @@ class UplinkProxy:
         # Names with "_" are dropped: WSGI maps x_forwarded_host and x-forwarded-host to one key.
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
                    if k.lower() not in _HOP_BY_HOP and not k.lower().startswith(b"x-forwarded-") and b"_" not in k
-                   and k.lower() != _RTSP_BASE]
-        headers += self._forwarded(scope, device_id, prefix)
-        if self.rtsp_base is not None:
-            headers.append((_RTSP_BASE.decode(), f"{self.rtsp_base}/devices/{quote(device_id, safe='')}"))
+                   and k.lower() != RTSP_BASE]
+        forwarded = self._forwarded(scope, device_id, prefix)
+        headers += forwarded
+        if (front := self._rtsp_front(scope, device_id, forwarded)) is not None:
+            headers.append((RTSP_BASE.decode(), front))
         return target, headers
+
+    def _rtsp_front(self, scope: Scope, device_id: str, forwarded: list[tuple[str, str]]) -> str | None:
+        """Where the RTSP front the client asked through serves the device (``x-iec62676-rtsp-base``):
+        this proxy's front, or on an internal listener (``trust_forwarded``) the first node's; ``None``
+        without a front."""
+        if self.trust_forwarded:
+            sent: str | None = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() == RTSP_BASE),
+                                    None)
+            if sent is not None:
+                return sent
+        if self.rtsp_base is None:
+            return None
+        front = self.rtsp_base
+        if self._rtsp_any_port is not None:  # where the client reached us (the device ignores a bad name)
+            front = f"rtsp://{_host_name(dict(forwarded)['x-forwarded-host'])}:{self._rtsp_any_port}"
+        return f"{front}/devices/{quote(device_id, safe='')}"
 
     async def _relay(self, scope: Scope, body: _Body, send: Send, channel: DeviceChannel, device_id: str,
                      rest: str, prefix: str | None) -> None:
