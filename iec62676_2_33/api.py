@@ -12,10 +12,16 @@ shuts down in order (listeners closed, uplinks ended, stores closed)::
         print(device.url, device.uplinks())
 
 The cloud handle is the library's :class:`~.runtime.cloud.CloudListener`
-(devices, events, requests over an uplink) plus the bound address and a
-factory for zeep transports. The device handle shows each uplink's live
-Status and Error and changes configurations through the same validation as
-SetUplink (:func:`~.uplinkconfig.validate`). Errors are
+(devices, events, requests over an uplink) plus the bound address, a request
+call and a factory for zeep transports. With ``cluster=ClusterOptions(...)``
+the cloud runs as a node of a cluster on NATS, joined exactly as
+``cloud serve --nats`` joins (:func:`~.cluster.node.join_cluster`); the
+handle's request call and transports then reach a device at any live node:
+directly on its uplink when this node holds it, else over the node-to-node
+HTTP/2 mTLS connection (:mod:`~.cluster.calls`).
+
+The device handle shows each uplink's live Status and Error and changes
+configurations through the same validation as SetUplink (:func:`~.uplinkconfig.validate`). Errors are
 :class:`~.errors.Iec62676Error` subclasses whose text names parameters of
 these functions, never command-line flags.
 """
@@ -23,21 +29,37 @@ these functions, never command-line flags.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ConfigurationError
 from .runtime.agent import AgentSettings
-from .runtime.cloud import Authenticator, CloudListener, ListenerSettings, MtlsAuthenticator
+from .runtime.cloud import (
+    Authenticator,
+    CloudListener,
+    HttpResponse,
+    ListenerSettings,
+    MtlsAuthenticator,
+    UnknownDevice,
+)
 from .runtime.zeep_transport import AsyncUplinkTransport
 from .services.uplink import UplinkServiceContext
 from .store import DB_NAME
 from .uplinkconfig import UplinkConfiguration
 
+if TYPE_CHECKING:
+    from .cluster.node import ClusterOptions
+    from .cluster.router import NodeRouter
+
 __all__ = ["Cloud", "Device", "has_device_store", "serve_cloud", "serve_device"]
+
+#: Seconds a cluster node waits, on joining, for the registry's current state (it fills in later if
+#: NATS is slower): calls made at once then find the devices other nodes hold.
+REGISTRY_SYNC = 10.0
 
 #: A server certificate (chain) and its key as PEM file paths, or a ready server-side SSLContext.
 TlsServerConfig = ssl.SSLContext | tuple[str | Path, str | Path]
@@ -45,11 +67,13 @@ TlsServerConfig = ssl.SSLContext | tuple[str | Path, str | Path]
 
 @dataclass(frozen=True)
 class Cloud:
-    """A running cloud: ``listener`` (devices, events, requests) and where it listens."""
+    """A running cloud: ``listener`` (devices, events, requests) and where it listens; in a
+    cluster, ``router`` (the registry of the cluster's devices, and calls to other nodes)."""
 
     listener: CloudListener
     host: str
     port: int
+    router: NodeRouter | None = None
 
     @property
     def url(self) -> str:
@@ -57,9 +81,24 @@ class Cloud:
         shown = f"[{self.host}]" if ":" in self.host else self.host
         return f"https://{shown}:{self.port}{self.listener.path or '/'}"
 
+    async def request(self, device_id: str, method: str, path: str, headers: Iterable[tuple[str, str]] = (),
+                      body: bytes = b"", *, timeout: float = 30.0, max_body: int | None = None) -> HttpResponse:
+        """Call the device (UPL-16) over its uplink here or, in a cluster, at the node holding it;
+        ``timeout`` and ``max_body`` as in :meth:`~.runtime.cloud.CloudListener.request`."""
+        try:
+            channel = self.listener.channel(device_id)
+        except UnknownDevice:
+            if self.router is None:
+                raise
+            from .cluster.calls import request_at_node
+
+            return await request_at_node(self.router, device_id, method, path, headers, body, timeout=timeout,
+                                         max_body=max_body)
+        return await channel.request(method, path, headers, body, timeout=timeout, max_body=max_body)
+
     def transport(self, device_id: str, *, timeout: float = 30.0) -> AsyncUplinkTransport:
-        """A zeep ``AsyncTransport`` whose requests go to ``device_id`` over its uplink."""
-        return AsyncUplinkTransport(self.listener, device_id, timeout=timeout)
+        """A zeep ``AsyncTransport`` whose requests go to ``device_id`` (see :meth:`request`)."""
+        return AsyncUplinkTransport(self, device_id, timeout=timeout)
 
 
 @dataclass(frozen=True)
@@ -98,17 +137,19 @@ def _server_context(tls: TlsServerConfig, client_cas: Sequence[str | Path], requ
                           require_client_cert=require_client_cert)
 
 
-@asynccontextmanager
+@contextlib.asynccontextmanager
 async def serve_cloud(tls: TlsServerConfig, *, listen: tuple[str, int] = ("127.0.0.1", 0),
                       client_cas: Sequence[str | Path] = (), identity: str = "cn",
                       authenticator: Authenticator | None = None, path: str | None = None,
-                      settings: ListenerSettings | None = None) -> AsyncIterator[Cloud]:
+                      settings: ListenerSettings | None = None,
+                      cluster: ClusterOptions | None = None) -> AsyncIterator[Cloud]:
     """Accept device uplinks on ``listen`` (port 0: a free port) until the block ends.
 
     ``tls`` is ``(cert_path, key_path)`` or an ``SSLContext``. Devices are
     authenticated by ``authenticator`` or, by default, by their client
     certificate issued by one of ``client_cas`` (named by its ``identity``
-    field: ``cn``, ``serial`` or ``san``; UPL-13).
+    field: ``cn``, ``serial`` or ``san``; UPL-13). With ``cluster`` the cloud
+    is a node of a cluster on NATS (needs the extra ``cluster``; UPL-16).
     """
     from .runtime.http_server import bind_listen
     from .transport.tls import start_tls_server
@@ -120,21 +161,30 @@ async def serve_cloud(tls: TlsServerConfig, *, listen: tuple[str, int] = ("127.0
     context = _server_context(tls, client_cas, require_client_cert=isinstance(authenticator, MtlsAuthenticator))
     sock = bind_listen(*listen)
     listener = CloudListener(authenticator, settings=settings, path=path)
-    try:
-        server = await start_tls_server(listener.handle, sock, context,
-                                        handshake_timeout=listener.settings.handshake_timeout,
-                                        first_byte_timeout=listener.settings.first_byte_timeout,
-                                        admission=listener.settings.admission)
-    except BaseException:
-        sock.close()
-        raise
-    host, port = server.sockets[0].getsockname()[:2]
-    try:
-        yield Cloud(listener, host, port)
-    finally:
-        server.close()
-        listener.close_all()
-        await server.wait_closed()
+    async with contextlib.AsyncExitStack() as stack:
+        router = None
+        try:
+            if cluster is not None:  # NATS is needed only here (the optional extra "cluster")
+                from .cluster.node import join_cluster
+
+                router = await stack.enter_async_context(join_cluster(listener, cluster))
+                with contextlib.suppress(TimeoutError):  # know the cluster's devices before the first call
+                    async with asyncio.timeout(REGISTRY_SYNC):
+                        await router.registry.synced.wait()
+            server = await start_tls_server(listener.handle, sock, context,
+                                            handshake_timeout=listener.settings.handshake_timeout,
+                                            first_byte_timeout=listener.settings.first_byte_timeout,
+                                            admission=listener.settings.admission)
+        except BaseException:
+            sock.close()
+            raise
+        host, port = server.sockets[0].getsockname()[:2]
+        try:
+            yield Cloud(listener, host, port, router)
+        finally:
+            server.close()
+            listener.close_all()
+            await server.wait_closed()
 
 
 def has_device_store(data_dir: str | Path) -> bool:
@@ -142,7 +192,7 @@ def has_device_store(data_dir: str | Path) -> bool:
     return (Path(data_dir) / DB_NAME).is_file()
 
 
-@asynccontextmanager
+@contextlib.asynccontextmanager
 async def serve_device(data_dir: str | Path, *, listen: str | None = "127.0.0.1:0", create: bool = False,
                        settings: AgentSettings | None = None, uplinks: bool = True,
                        replay_listen: str = "127.0.0.1:0") -> AsyncIterator[Device]:

@@ -6,12 +6,18 @@ from any thread but the cloud's loop) or
 (async, on the cloud's loop) reach the device's services with the same client
 code as a direct connection: the service address's path and query are sent
 over the device's HTTP/2 uplink; its host part is ignored.
+
+Either transport calls any :class:`DeviceCaller`: a :class:`~.cloud.CloudListener`
+(devices connected to this process) or the :class:`~..api.Cloud` handle of
+``serve_cloud``, which in a cluster also reaches devices held by other nodes
+(:mod:`..cluster.calls`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -19,7 +25,14 @@ import requests
 from requests.structures import CaseInsensitiveDict
 from zeep.transports import AsyncTransport, Transport
 
-from .cloud import CloudListener, HttpResponse
+from .cloud import HttpResponse
+
+
+class DeviceCaller(Protocol):
+    """Whatever calls a device by its id: :meth:`~.cloud.CloudListener.request`'s signature."""
+
+    async def request(self, device_id: str, method: str, path: str, headers: Iterable[tuple[str, str]] = (),
+                      body: bytes = b"", *, timeout: float = 30.0, max_body: int | None = None) -> HttpResponse: ...
 
 
 def _target(address: str) -> str:
@@ -36,7 +49,7 @@ def _headers(headers: dict[str, str], body: bytes) -> list[tuple[str, str]]:
 class UplinkTransport(Transport):  # type: ignore[misc]
     """Synchronous zeep transport over an uplink; the cloud runs on ``loop`` in another thread."""
 
-    def __init__(self, cloud: CloudListener, device_id: str, loop: asyncio.AbstractEventLoop, *,
+    def __init__(self, cloud: DeviceCaller, device_id: str, loop: asyncio.AbstractEventLoop, *,
                  timeout: float = 30.0) -> None:
         super().__init__(timeout=timeout, operation_timeout=timeout)
         self.cloud = cloud
@@ -65,7 +78,7 @@ class UplinkTransport(Transport):  # type: ignore[misc]
 class AsyncUplinkTransport(AsyncTransport):  # type: ignore[misc]
     """asyncio zeep transport over an uplink (use it on the cloud's event loop)."""
 
-    def __init__(self, cloud: CloudListener, device_id: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, cloud: DeviceCaller, device_id: str, *, timeout: float = 30.0) -> None:
         super().__init__(timeout=timeout)
         self.cloud = cloud
         self.device_id = device_id
