@@ -112,10 +112,11 @@ class NodePki:
 
 
 class Node:
-    """``iec62676 cloud serve --nats ...`` as a subprocess; its uplink and proxy ports parsed from its output."""
+    """``iec62676 cloud serve --nats ...`` as a subprocess; its uplink and proxy ports parsed from its output
+    (with ``rtsp`` also its RTSP front, ``rtsp_base``)."""
 
     def __init__(self, name: str, *, cert: Path, key: Path, client_ca: Path, nodes: NodePki, nats_url: str,
-                 balancer: str = "127.0.0.1/32", ttl: float = 3.0, log: Path) -> None:
+                 balancer: str = "127.0.0.1/32", ttl: float = 3.0, log: Path, rtsp: bool = False) -> None:
         self.name = name
         ncert, nkey = nodes.node(name)
         self.port = free_port()
@@ -123,7 +124,9 @@ class Node:
                 "--cert", str(cert), "--key", str(key), "--client-ca", str(client_ca), "--proxy", "127.0.0.1:0",
                 "--proxy-protocol-from", balancer, "--nats", nats_url, "--node-id", name,
                 "--internal", "127.0.0.1:0", "--internal-cert", str(ncert), "--internal-key", str(nkey),
-                "--internal-ca", str(nodes.ca_file), "--cluster-ttl", str(ttl), "--device-domain", DEVICE_DOMAIN]
+                "--internal-ca", str(nodes.ca_file), "--cluster-ttl", str(ttl), "--device-domain", DEVICE_DOMAIN,
+                *(["--rtsp", "127.0.0.1:0"] if rtsp else [])]
+        self.rtsp_base: str | None = None
         self.log = log
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=open(log, "wb"),  # noqa: SIM115
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=ROOT)
@@ -138,6 +141,8 @@ class Node:
             if not line:
                 break
             lines.append(line)
+            if front := re.search(r"cloud RTSP front on (rtsp://\S+)/devices", line):
+                self.rtsp_base = front.group(1)
             found = re.search(r"cloud proxy on (http://\S+)/devices", line)
             if found:
                 return found.group(1)

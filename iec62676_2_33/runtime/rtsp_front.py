@@ -29,6 +29,11 @@ Theory of operation
   device or media token gets ``404``, a refused or failed tunnel ``503`` (also beyond
   ``max_sessions``). When the uplink drops, the tunnel's read fails and the player's
   connection is closed: the player sees the end of the session, never a hang.
+* **A device at another node** (``router``: a cluster node, :mod:`..cluster`): when no local
+  uplink has the device and the registry shows it at another live node, the session is RTSP
+  over HTTP through that node's internal listener (:mod:`..cluster.node_rtsp`); the relay
+  here is the same, and so are the refusals (404 when the node knows no such device or
+  token, 503 when it fails) and the end of a session when that node dies.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ from ..transport.websocket import WebSocketStream
 from .cloud import UnknownDevice
 
 if TYPE_CHECKING:
+    from ..cluster.router import NodeRouter
     from .cloud import CloudListener, DeviceChannel
 
 __all__ = ["FrontStats", "RtspFront", "TunnelRefused", "open_rtsp_stream"]
@@ -213,8 +219,10 @@ class RtspFront:
     """Serves ``rtsp://…/devices/<id>/<token>`` to players (``handle`` each TCP connection)."""
 
     def __init__(self, cloud: CloudListener, *, head_timeout: float = 10.0, stall_timeout: float = STALL_TIMEOUT,
-                 max_sessions: int = MAX_SESSIONS) -> None:
+                 max_sessions: int = MAX_SESSIONS, router: NodeRouter | None = None) -> None:
         self.cloud = cloud
+        #: In a cluster: opens sessions to devices held by other nodes.
+        self.router = router
         self.head_timeout = head_timeout
         self.stall_timeout = stall_timeout
         self.max_sessions = max_sessions
@@ -243,7 +251,7 @@ class RtspFront:
             await _answer(player, rtsp_response(503, "Service Unavailable", cseq))
             return
         try:
-            tunnel = await open_rtsp_stream(self.cloud.channel(device_id), token)
+            tunnel = await self._open(device_id, token)
         except (UnknownDevice, TunnelRefused) as exc:
             found = isinstance(exc, TunnelRefused) and exc.status != 404
             self.stats.failed += found
@@ -265,6 +273,16 @@ class RtspFront:
             self.stats.sessions -= 1
             tunnel.abort()
             await player.close()
+
+    async def _open(self, device_id: str, token: str) -> ByteStream:
+        """A session on the device's uplink here, or through the node that holds it."""
+        try:
+            channel = self.cloud.channel(device_id)
+        except UnknownDevice:
+            if self.router is None or not self.router.holds(device_id):
+                raise
+            return await self.router.open_rtsp(device_id, token)
+        return await open_rtsp_stream(channel, token)
 
     async def _first_request(self, player: ByteStream, received: bytearray) -> RtspMessage | None:
         splitter = RtspSplitter()
