@@ -125,7 +125,10 @@ def test_cli_runs_selected_cases_and_writes_reports(quick_device: RunningDevice,
     assert code == 2 and "unknown device case ID(s): NO-SUCH-CASE" in err and len(err.strip().splitlines()) == 1
     code, out, _ = run(capsys, "conformance", "device", "--dut", "x", "--user", "u", "--password", "p",
                        "--listen", "127.0.0.1:0", "--list")
-    assert code == 0 and "EXT-SILENCE        (long)" in out
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert code == 0 and lines["EXT-SILENCE"].startswith("EXT-SILENCE" + " " * 10 + "(long)")
+    titles = {line.index(line.split(maxsplit=1)[1]) for line in lines.values()}
+    assert titles == {21}, "every title starts in one column, after the longest case ID"
 
 
 def test_silence_rule_at_its_real_length_upl_8(tmp_path: Path) -> None:
