@@ -31,7 +31,8 @@ each request it works on a copy of the operation element:
    (:func:`~.adaption.prefix_messages`), prefixes of deeper systems learnt as
    routes; a fault of the lower system is relayed with its code and subcodes,
    its reason marked with the prefix. ``rtsp://`` URIs (GetStreamUri, GetReplayUri, …) are rewritten
-   by the VSS's RTSP relay (:mod:`.rtsp`) unless they already point at it; the
+   by the VSS's RTSP relay (:mod:`.rtsp`) unless they already point at it (a request that came over the
+   VSS's own uplink with an RTSP base gets ``<that base>/<relay id>``, :func:`uplink_rtsp_base`); the
    ``http(s)://`` URI of a GetSnapshotUri answer by the VSS's snapshot route
    (:mod:`.snapshots`). GetStreamUri for RtspOverHttp asks the lower system for RTSP and answers the
    relayed stream on the VSS's own HTTP port (:mod:`.rtsp_http`).
@@ -75,9 +76,10 @@ from ..domain.subscriptions import InvalidTime, parse_datetime
 from ..errors import Iec62676Error, SchemaError
 from ..namespaces import SOAP_ENV
 from ..runtime.cloud import AnswerTooLarge
-from ..security.middleware import ENVIRON_ACCESS_CLASS, ENVIRON_REQUEST
+from ..security.middleware import ENVIRON_ACCESS_CLASS, ENVIRON_REQUEST, ENVIRON_UPLINK_LEVEL
 from ..security.wsse import build_username_token
 from ..services.forwarded import request_base_url
+from ..services.media2 import proxied_rtsp_base
 from ..services.recording import RECORDING_HISTORY
 from ..soap.envelope import SoapRequest, body_element, excerpt, parse_request
 from ..soap.fault import SoapFault, fault_response
@@ -92,7 +94,7 @@ if TYPE_CHECKING:
     from ..runtime.cloud import CloudListener
     from .rtsp import RelayTable
 
-__all__ = ["HOP_HEADER", "MAX_HOPS", "MERGED", "Forwarder", "Gateway", "VssContext"]
+__all__ = ["HOP_HEADER", "MAX_HOPS", "MERGED", "Forwarder", "Gateway", "VssContext", "uplink_rtsp_base"]
 
 log = logging.getLogger(__name__)
 
@@ -219,8 +221,9 @@ class Forwarder:
         self._http.close()
 
     def call(self, lower: LowerSystem, path: str, operation: etree._Element, hops: list[str],
-             host: str | None = None) -> LowerAnswer:
-        """Forward ``operation`` (tokens already stripped) to ``lower`` at service ``path``."""
+             host: str | None = None, *, uplink_base: str | None = None) -> LowerAnswer:
+        """Forward ``operation`` (tokens already stripped) to ``lower`` at service ``path``; ``uplink_base``: the
+        RTSP base of the uplink the client's request came over (:func:`uplink_rtsp_base`)."""
         header = None
         if lower.username is not None:
             header = build_username_token(lower.username, lower.password or "", datetime.now(UTC))
@@ -245,19 +248,23 @@ class Forwarder:
         learnt = prefix_response(element, lower.prefix) | prefix_messages(element, lower.prefix, recorded_topics())
         if learnt:
             self.context.lowers.learn(lower.prefix, learnt)
-        self._rewrite_uris(element, lower)
+        self._rewrite_uris(element, lower, uplink_base)
         return LowerAnswer(element)
 
-    def _rewrite_uris(self, element: etree._Element, lower: LowerSystem) -> None:
+    def _rewrite_uris(self, element: etree._Element, lower: LowerSystem, uplink_base: str | None) -> None:
+        """``rtsp://`` URIs kept by the relay table: answered on the VSS's front, or under ``uplink_base``."""
         relay = self.context.relay
         for uri in element.iter("{*}Uri"):
             text = (uri.text or "").strip()
             if not text.lower().startswith("rtsp://"):
                 continue
-            if relay is None:
+            try:
+                if relay is None:
+                    raise ValueError("no relay table")
+                uri.text = relay.expose(text, lower.prefix, account_for(text, lower), base=uplink_base)
+            except ValueError:
                 raise _fault("Receiver", "this VSS runs no RTSP front (--rtsp) to relay the lower system's "
-                             "stream", "Action", "NoRtspFront")
-            uri.text = relay.expose(text, lower.prefix, account_for(text, lower))
+                             "stream", "Action", "NoRtspFront") from None
 
     def _post_url(self, lower: LowerSystem, path: str, headers: list[tuple[str, str]],
                   body: bytes) -> tuple[int, bytes]:
@@ -346,7 +353,8 @@ class Gateway:
             if environ.get(ENVIRON_ACCESS_CLASS) is None:  # no access class here: the client's level was not checked
                 raise _fault("Receiver", f"operation {excerpt(operation.tag, 120)} is not supported at this address",
                              "ActionNotSupported")
-            answer = self.forwarder.call(lowers[target], self.path, operation, hops, host)
+            answer = self.forwarder.call(lowers[target], self.path, operation, hops, host,
+                                         uplink_base=uplink_rtsp_base(environ))
         except SoapFault as fault:
             log.info("VSS %s: %s", self.path, fault)
             return fault_response(fault, start_response)
@@ -438,6 +446,12 @@ class Gateway:
             except (KeyError, ValueError, InvalidTime) as exc:
                 log.info("VSS %s: lower system %s left out: a malformed answer (%s)", self.path, lower.prefix, exc)
         return _respond(start_response, mine)
+
+
+def uplink_rtsp_base(environ: dict[str, Any]) -> str | None:
+    """The RTSP base (:data:`~..services.media2.RTSP_BASE_HEADER`) of a request that came over one of the VSS's
+    own uplinks (the uplink bridge gives those their UserLevel; a header cannot), ``None`` for any other request."""
+    return proxied_rtsp_base(environ) if environ.get(ENVIRON_UPLINK_LEVEL) is not None else None
 
 
 def _call(app: Callable[..., Iterable[bytes]], environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:

@@ -14,6 +14,17 @@ host of the lower system's URL, the VSS's account there goes with it
 (:func:`account_for`): the relay logs in with it if that server (another
 VSS's front) asks.
 
+A VSS that is itself on an uplink (a site VSS, lower system of a regional
+one) answers a request that came over the uplink the way a device does: the
+cloud side (the regional VSS) sent its RTSP front's base for this uplink
+(``rtsp://<regional front>/devices/<id>``), so the kept URI is answered as
+``<that base>/<id>`` instead of on this VSS's own front, which the upper
+system may not reach (NAT). The upper front tunnels the player's session
+over the uplink to ``/onvif/rtsp/<id>`` here, where the uplink's RTSP relay
+finds the id in the same table (:class:`RelayedSources`, the VSS's
+``rtsp_sources``). So this VSS needs no RTSP front of its own for them
+(``front_base`` ``None``).
+
 :class:`VssRtspFront` serves one port for players (RTSP over TCP,
 interleaved):
 
@@ -48,7 +59,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from ..domain.media import MediaSource
+from ..domain.media import MediaBackend, MediaSource
 from ..runtime.rtsp_relay import Replayed, RtspRelay, first_request
 from ..sansio.rtsp_tunnel import RtspMessage, rtsp_response
 from ..transport.base import ByteStream
@@ -58,7 +69,8 @@ from .rtsp_auth import MAX_ATTEMPTS, RtspAuthenticator, RtspChallenge, WithoutCr
 if TYPE_CHECKING:
     from ..runtime.rtsp_front import RtspFront
 
-__all__ = ["DEVICES_PATH", "MAX_RELAYS", "RELAY_PATH", "NoSources", "RelayTable", "VssRtspFront", "account_for"]
+__all__ = ["DEVICES_PATH", "MAX_RELAYS", "RELAY_PATH", "NoSources", "RelayTable", "RelayedSources", "VssRtspFront",
+           "account_for"]
 
 log = logging.getLogger(__name__)
 
@@ -75,19 +87,24 @@ class RelayTable:
     The id is 80 random bits, not derived from the upstream URI: a relay URI is only known to whoever was handed
     it by GetStreamUri (which access control decided), also where the front runs without authentication.
     The same upstream keeps its id while it stays in the table, with the VSS's account at the lower system when
-    the upstream is on that system's host (:func:`account_for`)."""
+    the upstream is on that system's host (:func:`account_for`). ``front_base`` is the VSS's RTSP front
+    (``None``: it runs none, and only requests over an uplink that name an RTSP base get relayed URIs)."""
 
-    def __init__(self, front_base: str, *, max_entries: int = MAX_RELAYS) -> None:
-        self.front_base = front_base.rstrip("/")
+    def __init__(self, front_base: str | None, *, max_entries: int = MAX_RELAYS) -> None:
+        self.front_base = None if front_base is None else front_base.rstrip("/")
         self.max_entries = max_entries
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, tuple[str, str, tuple[str, str] | None]] = OrderedDict()
         self._ids: dict[str, str] = {}
 
-    def expose(self, upstream: str, prefix: str, account: tuple[str, str] | None = None) -> str:
-        """The front's URI for ``upstream`` (a stream of lower system ``prefix``, played with ``account``)."""
-        if upstream.startswith(self.front_base + "/"):
+    def expose(self, upstream: str, prefix: str, account: tuple[str, str] | None = None, *,
+               base: str | None = None) -> str:
+        """The front's URI for ``upstream`` (a stream of lower system ``prefix``, played with ``account``);
+        ``base``: the RTSP base of the uplink the request came over, answered ``<base>/<id>`` (module docstring)."""
+        if self.front_base is not None and upstream.startswith(self.front_base + "/"):
             return upstream
+        if base is None and self.front_base is None:
+            raise ValueError("no RTSP front to relay on")
         with self._lock:
             relay_id = self._ids.get(upstream)
             if relay_id is None:
@@ -98,7 +115,7 @@ class RelayTable:
             while len(self._entries) > self.max_entries:
                 _, (gone, _, _) = self._entries.popitem(last=False)
                 del self._ids[gone]
-        return f"{self.front_base}{RELAY_PATH}{relay_id}"
+        return f"{base}/{relay_id}" if base is not None else f"{self.front_base}{RELAY_PATH}{relay_id}"
 
     def source(self, relay_id: str) -> MediaSource | None:
         with self._lock:
@@ -201,6 +218,22 @@ class VssRtspFront:
 def _peer(stream: ByteStream) -> str:
     peer = stream.extra("peername")
     return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "?"
+
+
+class RelayedSources:
+    """What the RTSP relay of the VSS's own uplinks reaches (a :class:`~..domain.media.MediaBackend`): its own
+    sources (and replay server), then the relay ids it answered over an uplink (module docstring). An id is
+    80 random bits, so it names no source of the VSS's own by chance."""
+
+    def __init__(self, own: MediaBackend, table: RelayTable) -> None:
+        self.own = own
+        self.table = table
+
+    def media_sources(self) -> list[MediaSource]:
+        return self.own.media_sources()
+
+    def media_source(self, token: str) -> MediaSource | None:
+        return self.own.media_source(token) or self.table.source(token)
 
 
 class NoSources:

@@ -17,6 +17,9 @@
   systems' stream URIs reachable, its players asked for the VSS's users
   (RTSP Digest, :mod:`.rtsp_auth`) unless ``rtsp_open``, and then also RTSP
   over HTTP on the VSS's HTTP port into the same front (:mod:`.rtsp_http`);
+  the relay table exists also without the front: the VSS's own uplinks reach
+  its ids (:func:`relay_over_uplinks`), so an upper VSS plays a stream of
+  this one's lower systems through its own front and the uplink;
 * one :class:`~.resources.LowerMirror` and one :class:`~.events.EventForwarder`
   per lower system, started and stopped as ``iec62676 vss lower add|remove``
   change the configuration (checked every :data:`WATCH_INTERVAL` seconds), so
@@ -57,7 +60,7 @@ from .events import EventForwarder
 from .gateway import Forwarder, Gateway, VssContext
 from .lower import LowerStore, LowerSystem
 from .resources import LowerMirror
-from .rtsp import RelayTable, VssRtspFront
+from .rtsp import RelayedSources, RelayTable, VssRtspFront
 from .rtsp_auth import RtspAuthenticator
 from .rtsp_http import HttpTunnels
 from .snapshots import UplinkSnapshotRelay, VssMedia
@@ -116,6 +119,17 @@ def relay_snapshots(app: DeviceApplication, context: VssContext) -> None:
     route.app = UplinkSnapshotRelay(VssMedia(relay.media, context.snapshots), relay.digest, relay.clock,
                                     relay.timeout, relay.deadline, relay.max_bytes, snapshots=context.snapshots,
                                     cloud=lambda: context.cloud, loop=context.loop)
+
+
+def relay_over_uplinks(app: DeviceApplication, context: VssContext) -> None:
+    """The RTSP relay of the VSS's own uplinks also reaches the streams the gateway answered over them
+    (:class:`~.rtsp.RelayedSources`): an upper VSS's front tunnels to ``/onvif/rtsp/<relay id>``. So the
+    uplinks' StreamingOverUplink (STR-5) is true also while the VSS has lower systems (and no sources)."""
+    if context.relay is None or app.media2 is None:
+        raise ConfigurationError("the VSS has no relay table or no Media2 service to relay over its uplinks")
+    app.rtsp_sources = RelayedSources(app.rtsp_sources or app.media2.media, context.relay)
+    own = app.uplink.streaming
+    app.uplink.streaming = lambda: own() or bool(context.lowers.list())
 
 
 class _Mirrors:
@@ -198,13 +212,15 @@ async def run_vss(data_dir: str | Path, listen: str | None, stop: asyncio.Event,
     users = DeviceStore(data_dir)  # the VSS's users, for the RTSP front and the RTSP-over-HTTP tunnels
     front = None
     rtsp_server = None
+    rtsp_sock = None
     tasks: list[asyncio.Task[None]] = []
     try:
         if options.rtsp is not None:
             rtsp_sock = bind_listen(*parse_listen(options.rtsp))
             host, port = rtsp_sock.getsockname()[:2]
             context.rtsp_base = f"rtsp://{f'[{host}]' if ':' in host else host}:{port}"
-            context.relay = RelayTable(context.rtsp_base)
+        context.relay = RelayTable(context.rtsp_base)  # also without a front: URIs answered over own uplinks
+        if rtsp_sock is not None:
             auth = None if options.rtsp_open else RtspAuthenticator(users.get_user, REALM)
             front = VssRtspFront(context.relay, auth=auth)
             rtsp_server = await start_tcp_server(front.handle, rtsp_sock)
@@ -222,6 +238,7 @@ async def run_vss(data_dir: str | Path, listen: str | None, stop: asyncio.Event,
         def compose(app: DeviceApplication, events: EventServiceContext) -> None:
             install_gateway(app, context, forwarder)
             relay_snapshots(app, context)
+            relay_over_uplinks(app, context)
             mirrors.events = events
 
         def http(inner: Handler) -> Handler:
