@@ -55,6 +55,7 @@ from ..transport.identity import peer_identity
 from ..transport.tls import report_authenticated
 from ..transport.websocket import check_websocket_request, websocket_accept
 from .h2driver import H2Driver
+from .lazy_event import LazyEvent
 
 log = logging.getLogger(__name__)
 
@@ -172,19 +173,25 @@ class DeviceChannel:
     :meth:`request` do the steps for a body held whole in memory.
     """
 
-    def __init__(self, info: DeviceInfo, stream: ByteStream, *, limits: H2Limits, monitor: LinkMonitor) -> None:
+    def __init__(self, info: DeviceInfo, stream: ByteStream, *, limits: H2Limits, monitor: LinkMonitor,
+                 settings_timeout: float | None = None,
+                 on_ready: Callable[[DeviceChannel], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.info = info
         self.role = H2ClientRole(now=loop.time(), limits=limits)
         # Set after every read and write of the uplink (the role frames queued body bytes then)
         # and whenever a stream stops taking a body: wakes the senders waiting in send().
-        self._progress = asyncio.Event()
+        self._progress = LazyEvent()
         self.driver = H2Driver(stream, self.role, self._on_event, monitor=monitor, name=f"device {info.device_id}",
-                               on_progress=self._progress.set)
-        self.settings_seen = asyncio.Event()
+                               on_progress=self._progress.set, cancel_reason="cloud shutting down")
+        self.settings_seen = LazyEvent()
+        # The device's first SETTINGS (UPL-15) is due within settings_timeout of run(); it calls on_ready.
+        self._settings_timeout = settings_timeout
+        self._settings_deadline: asyncio.TimerHandle | None = None
+        self._on_ready = on_ready
         self._pending: dict[int, _Pending] = {}
         self._acks: dict[int, deque[int]] = {}
-        self._capacity = asyncio.Event()  # set whenever a stream of ours ends: a waiting request may go
+        self._capacity = LazyEvent()  # set whenever a stream of ours ends: a waiting request may go
         self._closed = False
 
     @property
@@ -199,7 +206,8 @@ class DeviceChannel:
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, RemoteSettingsChanged):
-            self.settings_seen.set()
+            if not self.settings_seen.is_set():
+                self._ready()
         elif isinstance(event, ResponseReceived):
             pending = self._pending.get(event.stream_id)
             if pending is not None and not pending.future.done():
@@ -225,6 +233,16 @@ class DeviceChannel:
                 f"device {self.device_id} reset the stream (HTTP/2 error {event.error_code})"))
         elif isinstance(event, ConnectionTerminated):
             self._fail_all(TransportError(f"uplink of device {self.device_id} ended: {event.reason or event.error_code}"))
+
+    def _ready(self) -> None:
+        """The device's first SETTINGS arrived: the uplink is up."""
+        self.settings_seen.set()
+        if self._settings_deadline is not None:
+            self._settings_deadline.cancel()
+            self._settings_deadline = None
+        on_ready, self._on_ready = self._on_ready, None
+        if on_ready is not None:
+            on_ready(self)
 
     def _unacked(self, stream_id: int, n: int) -> None:
         self._acks.setdefault(stream_id, deque()).append(n)
@@ -268,9 +286,21 @@ class DeviceChannel:
             self._fail(stream_id, exc)
 
     async def run(self, trailing: bytes) -> str:
+        """Drive the uplink until it ends (``trailing``: the bytes read past the upgrade); returns why.
+
+        Without the device's SETTINGS within ``settings_timeout`` the uplink is closed. A cancelled
+        run still sends GOAWAY before the connection closes.
+        """
+        if self._settings_timeout is not None and not self.settings_seen.is_set():
+            self._settings_deadline = asyncio.get_running_loop().call_later(
+                self._settings_timeout, self.close, "no HTTP/2 SETTINGS from the device before the deadline")
         try:
             return await self.driver.run(trailing)
         finally:
+            if self._settings_deadline is not None:
+                self._settings_deadline.cancel()
+                self._settings_deadline = None
+            self._on_ready = None
             self._fail_all(TransportError(f"uplink of device {self.device_id} closed"))
 
     def close(self, reason: str) -> None:
@@ -434,7 +464,7 @@ class CloudListener:
         self._subscribers: set[asyncio.Queue[DeviceEvent]] = set()
         #: Called with every connect/disconnect event as it happens (the cluster registry's hook).
         self.observers: list[Callable[[DeviceEvent], None]] = []
-        self._changed = asyncio.Condition()
+        self._changed = LazyEvent()  # pulsed (set, then cleared) whenever a device comes or goes
         self.stats = {"upgrades": 0, "rejected": 0, "replaced": 0}
 
     # -- API for VMS code --------------------------------------------------------
@@ -461,8 +491,8 @@ class CloudListener:
     async def wait_for(self, device_id: str, *, timeout: float = 30.0) -> DeviceInfo:
         """Until the device is connected (bounded)."""
         async with asyncio.timeout(timeout):
-            async with self._changed:
-                await self._changed.wait_for(lambda: device_id in self._channels)
+            while device_id not in self._channels:
+                await self._changed.wait()
         return self._channels[device_id].info
 
     async def events(self) -> AsyncIterator[DeviceEvent]:
@@ -482,6 +512,36 @@ class CloudListener:
     # -- the connection handler (pass to a TLS server) -------------------------
     async def handle(self, stream: ByteStream) -> None:
         peer = _peer(stream)
+        accepted = await self._accept(stream, peer)
+        if accepted is None:
+            return
+        # The upgrade's state (h11 connection, request head) went with _accept's frame: an
+        # uplink holds only what it needs from here on.
+        stream, device_id, mode, trailing = accepted
+        loop = asyncio.get_running_loop()
+        info = DeviceInfo(device_id=device_id, peer=peer, connected_since=time.time(), auth_mode=mode)
+        monitor = LinkMonitor(loop.time(), idle_ping_after=self.settings.idle_ping_after,
+                              dead_after=self.settings.dead_after)
+        # The handler drives the uplink itself: no task of its own for the channel, none for the
+        # SETTINGS wait (the channel registers itself through _register when they arrive).
+        channel = DeviceChannel(info, stream, limits=self.settings.limits, monitor=monitor,
+                                settings_timeout=self.settings.preface_timeout, on_ready=self._register)
+        reason = "cloud shutting down"  # what stands if this handler is cancelled while waiting
+        try:
+            reason = await channel.run(trailing)
+        except Exception as exc:
+            log.exception("the uplink of device %s failed", device_id)
+            reason = f"internal error: {exc}"
+        finally:
+            if channel.settings_seen.is_set():
+                self._unregister(channel, reason)
+            else:
+                log.info("device %s from %s: %s", device_id, peer, reason)
+
+    async def _accept(self, stream: ByteStream, peer: str) -> tuple[ByteStream, str, str, bytes] | None:
+        """Read, authenticate and answer the upgrade (UPL-2, UPL-4, UPL-11 … UPL-14): the stream the
+        HTTP/2 bytes travel on, the device's identity and auth mode, the bytes read past the
+        upgrade; None when the device was refused (answered and closed)."""
         try:
             server, request = await self._read_upgrade(stream)
             websocket = check_websocket_request(request) if request.kind == "websocket" else None
@@ -492,17 +552,17 @@ class CloudListener:
             log.info("upgrade from %s refused: %s %s", peer, exc.status, exc)
             await _send_and_close(stream, UpgradeServer().reject(exc.status, str(exc), headers=exc.headers,
                                                                  body=f"{exc}\n".encode()))
-            return
+            return None
         except BadUpgradeRequest as exc:
             self.stats["rejected"] += 1
             log.info("bad upgrade request from %s: %s", peer, exc)
             await _send_and_close(stream, UpgradeServer().reject_error(exc))
-            return
+            return None
         except (ProtocolError, AuthenticationError, TransportError, TimeoutError) as exc:
             self.stats["rejected"] += 1
             log.info("upgrade from %s failed: %s", peer, exc or "deadline passed")
             await stream.close()
-            return
+            return None
         report_authenticated(stream)  # its source is a known device's now: admitted ahead of strangers
         if websocket is not None:  # UPL-4: the HTTP/2 bytes travel in binary frames
             stream = await websocket_accept(stream, websocket, trailing=server.trailing_data,
@@ -511,35 +571,7 @@ class CloudListener:
         else:
             await stream.write(server.accept())
             trailing = server.trailing_data
-        loop = asyncio.get_running_loop()
-        info = DeviceInfo(device_id=device_id, peer=peer, connected_since=time.time(), auth_mode=mode)
-        monitor = LinkMonitor(loop.time(), idle_ping_after=self.settings.idle_ping_after,
-                              dead_after=self.settings.dead_after)
-        channel = DeviceChannel(info, stream, limits=self.settings.limits, monitor=monitor)
-        runner = asyncio.create_task(channel.run(trailing))
-        settings_seen = asyncio.ensure_future(channel.settings_seen.wait())
-        try:
-            await asyncio.wait([runner, settings_seen], timeout=self.settings.preface_timeout,
-                               return_when=asyncio.FIRST_COMPLETED)
-            if not settings_seen.done():
-                channel.close("no HTTP/2 SETTINGS from the device before the deadline")
-            if runner.done() or not settings_seen.done():
-                log.info("device %s from %s: %s", device_id, peer, await runner)
-                return
-            await self._register(channel)
-            reason = "cloud shutting down"  # what stands if this handler is cancelled while waiting
-            try:
-                reason = await runner
-            except Exception as exc:
-                log.exception("the uplink of device %s failed", device_id)
-                reason = f"internal error: {exc}"
-            finally:
-                if not runner.done():  # the handler itself was cancelled (cloud shutting down)
-                    channel.close(reason)
-                    runner.cancel()
-                await self._unregister(channel, reason)
-        finally:
-            settings_seen.cancel()
+        return stream, device_id, mode, trailing
 
     def _check_identity(self, device_id: str, mode: str) -> None:
         """A reconnect replaces a channel only when it proves the identity the same way (UPL-13, UPL-14):
@@ -563,7 +595,7 @@ class CloudListener:
         self.stats["upgrades"] += 1
         return server, request
 
-    async def _register(self, channel: DeviceChannel) -> None:
+    def _register(self, channel: DeviceChannel) -> None:
         old = self._channels.get(channel.device_id)
         if old is not None:
             self.stats["replaced"] += 1
@@ -571,16 +603,16 @@ class CloudListener:
         self._channels[channel.device_id] = channel
         log.info("device %s connected from %s (%s)", channel.device_id, channel.info.peer, channel.info.auth_mode)
         self._publish(DeviceEvent("connected", channel.info))
-        async with self._changed:
-            self._changed.notify_all()
+        self._changed.set()
+        self._changed.clear()
 
-    async def _unregister(self, channel: DeviceChannel, reason: str) -> None:
+    def _unregister(self, channel: DeviceChannel, reason: str) -> None:
         if self._channels.get(channel.device_id) is channel:
             del self._channels[channel.device_id]
         log.info("device %s disconnected: %s", channel.device_id, reason)
         self._publish(DeviceEvent("disconnected", channel.info, reason))
-        async with self._changed:
-            self._changed.notify_all()
+        self._changed.set()
+        self._changed.clear()
 
     def _publish(self, event: DeviceEvent) -> None:
         for queue in self._subscribers:

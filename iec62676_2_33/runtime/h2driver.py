@@ -10,7 +10,9 @@ The driver owns no protocol logic. It
   nothing arrived for too long; the clock is the event loop's.
 
 ``kick()`` is called by the owner after it changed the role (a response, a
-request, a PING) to wake the writer.
+request, a PING) to wake the writer. ``run()`` may be awaited by the
+connection's own handler (the cloud does: one task fewer per uplink); with a
+``cancel_reason`` a cancelled run says GOAWAY before it closes the stream.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ..errors import TransportError
 from ..http2.role import ConnectionTerminated, Event, H2Role, PingAcknowledged
 from ..sansio.link import CloseLink, LinkMonitor, SendPing
 from ..transport.base import ByteStream
+from .lazy_event import LazyEvent
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,7 @@ class H2Driver:
 
     def __init__(self, stream: ByteStream, role: H2Role, on_event: Callable[[Event], None], *,
                  monitor: LinkMonitor | None = None, name: str = "uplink",
-                 on_progress: Callable[[], None] | None = None) -> None:
+                 on_progress: Callable[[], None] | None = None, cancel_reason: str | None = None) -> None:
         self.stream = stream
         self.role = role
         self.on_event = on_event
@@ -46,8 +49,10 @@ class H2Driver:
         self.name = name
         self.on_progress = on_progress or (lambda: None)
         self.close_reason: str | None = None
+        #: When set, a cancelled ``run()`` first ends the connection with GOAWAY and this reason.
+        self.cancel_reason = cancel_reason
         self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
+        self._wake = LazyEvent()
         self._done = False
         self._timer: asyncio.TimerHandle | None = None
 
@@ -85,6 +90,10 @@ class H2Driver:
                 raise writer.exception()  # type: ignore[misc]
         except TransportError as exc:
             self.close_reason = self.close_reason or str(exc)
+        except asyncio.CancelledError:
+            if self.cancel_reason is not None and not self._done:
+                self.close(self.cancel_reason)  # the writer flushes the GOAWAY below
+            raise
         finally:
             self._done = True
             self._wake.set()
