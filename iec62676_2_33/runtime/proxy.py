@@ -117,6 +117,7 @@ _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"tr
 RTSP_BASE = b"x-iec62676-rtsp-base"
 #: Marks an answer the proxy gave itself (a refusal, a 404 for a device not connected, a 502), not
 #: a device's: a node relaying a Python API call (:mod:`..cluster.calls`) tells them apart by it.
+#: A device's answer never carries it (the proxy drops the device's copy).
 PROXY_ANSWER = b"x-iec62676-proxy-answer"
 #: An RTSP front on every address (``--rtsp 0.0.0.0:PORT``): no host a player could dial.
 _RTSP_ANY_HOST = re.compile(r"rtsp://(?:0\.0\.0\.0|\[::\]):(\d+)")
@@ -529,8 +530,10 @@ class UplinkProxy:
                        head: list[tuple[str, str]]) -> None:
         """Stream the device's answer to the client; a failure part-way aborts the client's connection."""
         timeout = self.limits.timeout
+        # A device's own PROXY_ANSWER is dropped: only this proxy marks its answers so.
         out_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in head
-                       if k.encode() not in _HOP_BY_HOP or k == "content-length"]
+                       if (k.encode() not in _HOP_BY_HOP or k == "content-length")
+                       and k.lower().encode("latin-1") != PROXY_ANSWER]
 
         async def to_client(message: dict[str, Any]) -> None:
             try:

@@ -64,7 +64,7 @@ from ..runtime.rtsp_relay import Replayed, RtspRelay, first_request
 from ..sansio.rtsp_tunnel import RtspMessage, rtsp_response
 from ..transport.base import ByteStream
 from .lower import LowerSystem
-from .rtsp_auth import MAX_ATTEMPTS, RtspAuthenticator, RtspChallenge, WithoutCredentials
+from .rtsp_auth import MAX_ATTEMPTS, MAX_LOGINS, LoginBudget, RtspAuthenticator, RtspChallenge, WithoutCredentials
 
 if TYPE_CHECKING:
     from ..runtime.rtsp_front import RtspFront
@@ -150,6 +150,9 @@ class VssRtspFront:
         self.cloud_front = cloud_front
         self.auth = auth
         self.relay = RtspRelay(NoSources(), ("User",))
+        #: Connections logging in now (at most ``max_logins``, :mod:`.rtsp_auth`).
+        self.logins = 0
+        self.max_logins = MAX_LOGINS
 
     async def handle(self, player: ByteStream) -> None:
         """A player's TCP connection to the front: logged in first when the front authenticates."""
@@ -157,22 +160,35 @@ class VssRtspFront:
         if auth is None:
             await self.serve(player)
             return
-        state, pending = RtspChallenge(), b""
+        if self.logins >= self.max_logins:
+            log.info("VSS RTSP front: %d players are logging in already; %s refused", self.logins, _peer(player))
+            await player.write(rtsp_response(503, "Service Unavailable", None))
+            return
+        self.logins += 1
+        try:
+            authorized = await self._login(player, auth)
+        finally:
+            self.logins -= 1
+        if authorized is not None:
+            await self._dispatch(player, *authorized)
+
+    async def _login(self, player: ByteStream, auth: RtspAuthenticator) -> tuple[bytes, RtspMessage] | None:
+        """The bytes up to the player's first authorized request, and that request (``None``: refused, answered)."""
+        state, pending, budget = RtspChallenge(), b"", LoginBudget(player)
         for _ in range(MAX_ATTEMPTS):
-            received, first = await first_request(Replayed(pending, player).read)
+            received, first = await first_request(Replayed(pending, budget).read)
             if first is None or not received.lstrip(b"\r\n").startswith(first.start.encode("latin-1")):
                 await self._no_request(player, received)
-                return
+                return None
             loop = asyncio.get_running_loop()
             status, stale, why = await loop.run_in_executor(None, auth.decide, first, state)  # users: SQLite
             cseq = first.header("cseq")
             if status == 200:
-                await self._dispatch(player, received, first)
-                return
+                return received, first
             log.info("VSS RTSP front: %s refused to %s: %s", first.method, _peer(player), why)
             if status == 403:
                 await player.write(rtsp_response(403, "Forbidden", cseq))
-                return
+                return None
             values = auth.challenges(state, stale=stale)
             refusal = RtspMessage("RTSP/1.0 401 Unauthorized", [("CSeq", cseq)] if cseq else [])
             refusal.headers += [("WWW-Authenticate", v) for v in values] + [("Content-Length", "0")]
@@ -180,6 +196,7 @@ class VssRtspFront:
             head = received.lstrip(b"\r\n")
             pending = head[head.index(b"\r\n\r\n") + 4 + len(first.body):]
         log.info("VSS RTSP front: %s gave no accepted credentials in %d requests", _peer(player), MAX_ATTEMPTS)
+        return None
 
     async def serve(self, player: ByteStream) -> None:
         """A player's session, by the path of its first request (also the sessions inside the VSS's RTSP-over-HTTP

@@ -24,6 +24,11 @@ device user add``), whose level must allow READ_MEDIA:
   sends) — only for the nonce this connection was challenged with, within
   its lifetime: a captured answer cannot be used on another connection.
 
+Before it is authorized a connection may send at most :data:`LOGIN_BYTES`
+(:class:`LoginBudget`; more is a bad request) and at most :data:`MAX_LOGINS`
+connections log in at once (more are answered ``503`` and closed), so
+players without credentials hold bounded memory and connections.
+
 A refused answer gets a fresh challenge (``stale=true`` when only the nonce
 aged), a user whose level is too low ``403 Forbidden`` and the connection
 ends. Logs name the user and the reason, never an ``Authorization`` value;
@@ -51,10 +56,16 @@ from ..security.access import (
 )
 from ..security.httpdigest import ALGORITHMS, DigestAuthenticator, StaleNonce, parse_auth_header
 
-__all__ = ["MAX_ATTEMPTS", "RtspAuthenticator", "RtspChallenge", "WithoutCredentials"]
+__all__ = ["LOGIN_BYTES", "MAX_ATTEMPTS", "MAX_LOGINS", "LoginBudget", "RtspAuthenticator", "RtspChallenge",
+           "WithoutCredentials"]
 
 #: Refused requests per connection before it is closed.
 MAX_ATTEMPTS = 3
+#: Bytes a player may send before it is authorized, over all its attempts (a request head with Digest
+#: credentials is well under 4 KiB; without this, each attempt could make the front buffer ~1 MiB).
+LOGIN_BYTES = 64 * 1024
+#: Connections logging in at once (each held up to ``MAX_ATTEMPTS`` first-request deadlines): more get 503.
+MAX_LOGINS = 256
 
 
 class RtspChallenge:
@@ -134,6 +145,21 @@ class RtspAuthenticator:
         if level == "Anonymous":
             return 401, False, "credentials needed"
         return 403, False, f"level {level!r} may not read media (READ_MEDIA)"
+
+
+class LoginBudget:
+    """A player's stream before it is authorized: at most ``left`` bytes are read from it, then it reads as ended."""
+
+    def __init__(self, stream: Any, left: int = LOGIN_BYTES) -> None:
+        self._stream = stream
+        self.left = left
+
+    async def read(self, max_bytes: int = READ_CHUNK) -> bytes:
+        if self.left <= 0:
+            return b""
+        data: bytes = await self._stream.read(min(max_bytes, self.left))
+        self.left -= len(data)
+        return data
 
 
 class WithoutCredentials:

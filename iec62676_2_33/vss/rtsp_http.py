@@ -31,7 +31,9 @@ before anything is relayed: HTTP Digest of the VSS's users (its
 :class:`~..security.httpdigest.DigestAuthenticator`: signed, expiring nonces
 and a bounded nonce-count memory), level READ_MEDIA, like the snapshot route.
 No credentials is 401 with Digest challenges, refused ones 401 (``stale=true``
-for an expired nonce), too low a level 403. The RTSP inside an authorized
+for an expired nonce), too low a level 403. A POST joins only a GET channel
+of the same user (``x-sessioncookie`` is looked up per user): another user who
+learns or guesses the cookie cannot drive the session. The RTSP inside an authorized
 tunnel is not asked again; the player's ``Authorization`` never goes upstream
 (the relay strips it). At most ``max_sessions`` tunnels run at once (503).
 """
@@ -124,8 +126,11 @@ class HttpTunnels(RtspRelay):
         await (super().__call__(ex) if self.tunnels(ex) else self.inner(ex))
 
     async def _serve(self, ex: Exchange) -> None:
-        if not await self._allowed(ex):
+        user = await self._allowed(ex)
+        if user is None:
             return
+        # A POST joins only a GET of the same user: the cookie is looked up in that user's name space.
+        ex.headers = [(k, f"{len(user)}:{user}:{v}" if k == "x-sessioncookie" else v) for k, v in ex.headers]
         if ex.method == "POST":
             await self._post(ex)
             return
@@ -143,28 +148,29 @@ class HttpTunnels(RtspRelay):
         """The paired channels' session goes to the RTSP front's dispatch (not to a media source's server)."""
         await self.front.serve(_Tunnel(read, player))
 
-    async def _allowed(self, ex: Exchange) -> bool:
-        """HTTP Digest of the VSS's users, READ_MEDIA (module docstring); False when answered with a refusal."""
+    async def _allowed(self, ex: Exchange) -> str | None:
+        """HTTP Digest of the VSS's users, READ_MEDIA (module docstring): the user's name, ``None`` when answered
+        with a refusal."""
         header = next((v for k, v in ex.headers if k == "authorization"), None)
         target = f"{ex.path}?{ex.query}" if ex.query else ex.path
-        level, stale = "Anonymous", False
+        user, level, stale = "", "Anonymous", False
         if header is not None:
             now = self.clock()
             try:
-                _, level = await asyncio.get_running_loop().run_in_executor(
+                user, level = await asyncio.get_running_loop().run_in_executor(
                     None, lambda: self.digest.verify(ex.method, header, now, request_uri=target))
             except CredentialRejected as exc:
                 log.info("RTSP over HTTP refused to %s: %s", ex.describe(), exc)
                 level, stale = "", isinstance(exc, StaleNonce)
         if is_allowed([level], AccessClass.READ_MEDIA):
-            return True
+            return user
         self.stats.refused += 1
         if level in ("", "Anonymous"):
             await _text(ex, 401, "credentials needed (HTTP Digest)",
                         [("www-authenticate", v) for v in self.digest.challenges(self.clock(), stale=stale)])
         else:
             await _text(ex, 403, "this user level may not read media (READ_MEDIA)")
-        return False
+        return None
 
 
 async def _text(ex: Exchange, status: int, text: str, extra: list[tuple[str, str]] | None = None) -> None:
