@@ -220,3 +220,15 @@ def test_camera_auth_sends_basic_only_when_it_is_the_scheme_asked_for() -> None:
     assert auth.challenged(challenge)
     assert auth(request) == basic_authorization("cam", "pw")
     assert not auth.challenged(challenge)
+
+
+@pytest.mark.parametrize("suffix", ["/../../admin/replay", "/%2e%2e/admin", "/%2E%2e/x", "/./x", "/..", "/a\\..\\b",
+                                    "/%5c..%5cadmin"])
+def test_rewriter_refuses_paths_that_leave_the_stream(suffix: str) -> None:
+    """STR-1, STR-4: a player cannot reach other paths of the camera's server through the stream's URL."""
+    rewriter = UrlRewriter("tok", CAMERA)
+    with pytest.raises(RtspError) as refused:
+        rewriter.request(RtspMessage(f"DESCRIBE {FRONT}{suffix} RTSP/1.0", [("CSeq", "1")]))
+    assert refused.value.status_hint == 404
+    kept = rewriter.request(RtspMessage(f"SETUP {FRONT}/trackID=0?x=..y RTSP/1.0", [("CSeq", "2")]))
+    assert kept.target == CAMERA + "/trackID=0?x=..y"

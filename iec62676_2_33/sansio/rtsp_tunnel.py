@@ -32,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ..errors import RemoteProtocolError
 
@@ -224,6 +224,14 @@ class RtspSplitter:
         return RtspMessage(start, headers)
 
 
+def _climbs(suffix: str) -> bool:
+    """Whether what follows a stream's URL (a control path such as ``/trackID=0``, a query) names
+    ``.`` or ``..`` segments, also percent-encoded, or a backslash: appended to the camera's URL it
+    would reach paths of the camera's server that were never handed out."""
+    path = unquote(suffix.partition("?")[0])
+    return "\\" in path or any(segment in (".", "..") for segment in path.split("/"))
+
+
 class UrlRewriter:
     """Player URLs ↔ the camera's URL for one media source (see the module docstring)."""
 
@@ -241,8 +249,11 @@ class UrlRewriter:
             base = self._client_base(target)
             if base is None:
                 raise RtspError(f"{target!r} names no stream of media source {self.token!r}", status_hint=404)
+            suffix = target[len(base):]
+            if _climbs(suffix):
+                raise RtspError(f"{target!r} leaves the stream of media source {self.token!r}", status_hint=404)
             parts = msg.start.split(" ")
-            msg.start = f"{parts[0]} {self.camera_url}{target[len(base):]} {parts[2]}"
+            msg.start = f"{parts[0]} {self.camera_url}{suffix} {parts[2]}"
         msg.headers = [(k, v) for k, v in msg.headers if k.lower() != "authorization"]
         credentials = self.authorization(msg) if self.authorization is not None else None
         if credentials is not None:
