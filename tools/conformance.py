@@ -30,9 +30,7 @@ NOTES = {
     "GEN-4": "scope statement of the standard; nothing to test",
     "RQ-11": "transport independence tested (direct, uplink, proxy) and base notification (Subscribe, "
              "Notify, tests/test_events_push.py); notification streaming is not implemented",
-    "STR-1": "not implemented: Capabilities report StreamingOverUplink=false",
-    **{f"ANX-B-{n}": "informative annex; the VSS gateway with token adaption is not built yet "
-                     "(domain/tokens.py TokenMapper is its base)" for n in range(1, 6)},
+    **{f"ANX-B-{n}": "informative annex; built as the VSS (docs/hierarchy.md)" for n in range(1, 6)},
 }
 
 ID = re.compile(rf"\b{ID_PATTERN}\b", re.IGNORECASE)
