@@ -19,11 +19,8 @@ new one, never a torn key.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import ipaddress
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .domain.private_files import write_atomic
 from .errors import ConfigurationError
 
 __all__ = [
@@ -93,8 +91,8 @@ class CertKey:
         Returns the certificate path and the key path.
         """
         cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
-        _write_atomic(key_path, self.key_pem(), 0o600)
-        _write_atomic(cert_path, self.cert_pem(), 0o644)
+        write_atomic(key_path, self.key_pem(), 0o600)
+        write_atomic(cert_path, self.cert_pem(), 0o644)
         return cert_path, key_path
 
 
@@ -334,27 +332,6 @@ def _read(path: Path, what: str) -> bytes:
         ) from None
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Replace *path* by *data* with permissions *mode*: old or new content, never a mix."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), mode)
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot write {path}: {exc.strerror or exc}; check that the directory is writable"
-        ) from None
-
-
 # --------------------------------------------------------------------------- directories
 
 
@@ -397,9 +374,9 @@ def issue_to_dir(
     leaf = make_leaf(ca, cn, kind=kind, sans=sans, days=days)
     out = Path(out)
     _make_dir(out)
-    _write_atomic(out / "key.pem", leaf.key_pem(), 0o600)
-    _write_atomic(out / "cert.pem", leaf.cert_pem(), 0o644)
-    _write_atomic(out / "ca.pem", ca.cert_pem(), 0o644)
+    write_atomic(out / "key.pem", leaf.key_pem(), 0o600)
+    write_atomic(out / "cert.pem", leaf.cert_pem(), 0o644)
+    write_atomic(out / "ca.pem", ca.cert_pem(), 0o644)
     return leaf
 
 

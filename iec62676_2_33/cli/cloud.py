@@ -36,7 +36,10 @@ def register(sub: Any) -> None:
     p.add_argument("--device-ports", metavar="START-END",
                    help="also give each connected device a port of its own in this range (at most 4096 ports), on "
                         "the proxy's host: every request there goes to that device, paths unchanged; the port "
-                        "derives from the device id (stable); GET /devices lists it")
+                        "derives from the device id and is kept in --device-ports-file; GET /devices lists it")
+    p.add_argument("--device-ports-file", type=Path, metavar="FILE",
+                   help="where the device ports are kept (needed with --device-ports; created 0600): a port, once "
+                        "a device's, never goes to another device unless freed with 'cloud ports release'")
     p.add_argument("--rtsp", type=host_port, metavar="HOST:PORT",
                    help="also serve live video to RTSP players: rtsp://HOST:PORT/devices/<id>/<media token> "
                         "(RTSP over TCP; loopback only unless --rtsp-allow-remote)")
@@ -72,6 +75,12 @@ def register(sub: Any) -> None:
     d = csub.add_parser("devices", help="list the devices of a cluster (from its NATS registry) as JSON")
     d.add_argument("--nats", required=True, metavar="nats://HOST:PORT")
     d.set_defaults(handler=devices)
+    ports = csub.add_parser("ports", help="the device ports kept in a --device-ports-file")
+    psub = ports.add_subparsers(dest="ports_command", required=True, parser_class=type(cloud))
+    r = psub.add_parser("release", help="free a device's port for another device (with the cloud stopped)")
+    r.add_argument("--file", required=True, type=Path, metavar="FILE", help="the cloud's --device-ports-file")
+    r.add_argument("--device", required=True, metavar="ID", help="the device id whose port is freed")
+    r.set_defaults(handler=release_port)
     add_enroll_parser(csub)
 
 
@@ -120,12 +129,21 @@ def devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def release_port(args: argparse.Namespace) -> int:
+    """``iec62676 cloud ports release --file FILE --device ID``."""
+    from ..runtime.device_ports import release_port as release
+
+    print(f"device {args.device}: port {release(args.file, args.device)} released")
+    return 0
+
+
 def serve(args: argparse.Namespace) -> int:
     from ..runtime.cloud_server import CloudOptions, run_cloud
 
     options = CloudOptions(listen=args.listen, cert=args.cert, key=args.key, client_cas=args.client_ca,
                            identity=args.identity, proxy=args.proxy, proxy_allow_remote=args.proxy_allow_remote,
                            device_domain=args.device_domain, device_ports=args.device_ports,
+                           device_ports_file=args.device_ports_file,
                            path=args.path, rtsp=args.rtsp, rtsp_allow_remote=args.rtsp_allow_remote,
                            jwt_issuers=args.jwt_issuer, jwt_audience=args.jwt_audience, jwt_keys=args.jwt_keys,
                            jwt_keys_ca=args.jwt_keys_ca, jwt_identity_claim=args.jwt_identity_claim,

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from pathlib import Path
 
 from ..errors import ConfigurationError
 
-__all__ = ["private_database"]
+__all__ = ["private_database", "write_atomic"]
 
 
 def private_database(path: Path) -> None:
@@ -33,3 +34,24 @@ def private_database(path: Path) -> None:
         with contextlib.suppress(FileNotFoundError, PermissionError):  # not ours to change: leave it
             if item.stat().st_mode & 0o777 & ~mode:
                 os.chmod(item, mode)
+
+
+def write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Replace *path* by *data* with permissions *mode*: old or new content, never a mix."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), mode)
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot write {path}: {exc.strerror or exc}; check that the directory is writable"
+        ) from None

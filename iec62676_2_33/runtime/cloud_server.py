@@ -51,6 +51,8 @@ class CloudOptions:
     device_domain: str | None = None
     #: A listening port per device in this range, ``START-END``, on the proxy's host (``--device-ports``).
     device_ports: str | None = None
+    #: Where the device-port assignments are kept across restarts (``--device-ports-file``, needed with them).
+    device_ports_file: Path | None = None
     rtsp: str | None = None
     rtsp_allow_remote: bool = False
     path: str | None = None
@@ -125,18 +127,29 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
             f"--proxy {options.proxy}: the proxy gives whoever reaches it each device's uplink UserLevel; "
             "bind it to loopback (e.g. 127.0.0.1:8081) or, behind your own authentication, add --proxy-allow-remote")
     rtsp_at = None if options.rtsp is None else parse_listen(options.rtsp)
-    port_range = None
-    if options.device_ports is not None:
-        from .device_ports import device_port_range
+    if rtsp_at is not None and not options.rtsp_allow_remote and not _loopback(rtsp_at[0]):
+        raise ConfigurationError(
+            f"--rtsp {options.rtsp}: the RTSP front plays each device's cameras with its uplink UserLevel; "
+            "bind it to loopback (e.g. 127.0.0.1:8554) or, behind your own authentication, add --rtsp-allow-remote")
+    port_table = port_store = None
+    if (options.device_ports is None) != (options.device_ports_file is None):
+        raise ConfigurationError("--device-ports and --device-ports-file go together (the file keeps the "
+                                 "assignments, so a port never passes to another device)")
+    if options.device_ports is not None and options.device_ports_file is not None:
+        from .device_ports import AssignmentsFile, device_port_range
 
         if proxy_at is None:
             raise ConfigurationError("--device-ports needs --proxy (the device ports are the proxy's)")
         taken = tuple(at[1] for at in ((host, port), proxy_at, rtsp_at) if at is not None)
         port_range = device_port_range(options.device_ports, taken=taken)
-    if rtsp_at is not None and not options.rtsp_allow_remote and not _loopback(rtsp_at[0]):
-        raise ConfigurationError(
-            f"--rtsp {options.rtsp}: the RTSP front plays each device's cameras with its uplink UserLevel; "
-            "bind it to loopback (e.g. 127.0.0.1:8554) or, behind your own authentication, add --rtsp-allow-remote")
+        port_store = AssignmentsFile(options.device_ports_file)
+        port_store.lock()
+        try:
+            port_table = port_store.table(port_range)
+            port_store.save(port_table.assignments())  # the file exists and can be written, from the start
+        except BaseException:
+            port_store.unlock()
+            raise
     sockets: list[socket.socket] = []
     rtsp_sock: socket.socket | None = None
     cluster: AbstractAsyncContextManager[NodeRouter] | None = None
@@ -161,6 +174,8 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
     except BaseException:
         for s in sockets:
             s.close()
+        if port_store is not None:
+            port_store.unlock()
         if router is not None and cluster is not None:
             await cluster.__aexit__(None, None, None)
         raise
@@ -188,12 +203,12 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
         pbound = proxy_sock.getsockname()
         announce(f"cloud proxy on http://{pbound[0]}:{pbound[1]}/devices")
         proxy = UplinkProxy(cloud, rtsp_base=rtsp_base, router=router, device_domain=options.device_domain)
-        if port_range is not None:
+        if port_table is not None and port_store is not None:
             from .device_ports import DevicePorts
 
-            proxy.device_ports = device_ports = DevicePorts(cloud, proxy, pbound[0], port_range)
-            announce(f"cloud device ports {port_range.start}-{port_range.stop - 1} on {pbound[0]} "
-                     "(GET /devices lists each device's)")
+            proxy.device_ports = device_ports = DevicePorts(cloud, proxy, pbound[0], port_table, port_store)
+            announce(f"cloud device ports {port_table.ports.start}-{port_table.ports.stop - 1} on {pbound[0]} "
+                     f"(GET /devices lists each device's; kept in {port_store.path})")
         tasks.append(asyncio.create_task(serve_asgi(proxy, proxy_sock, lambda: wait_event(stop))))
     stopped = asyncio.ensure_future(stop.wait())
     try:
@@ -210,6 +225,8 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
             await rtsp_server.aclose()
         if device_ports is not None:
             await device_ports.aclose()
+        if port_store is not None:
+            port_store.unlock()
         await server.wait_closed()
         await asyncio.gather(*tasks, return_exceptions=True)
         if cluster is not None:

@@ -12,10 +12,15 @@ XAddr, subscription address and stream URI it returns is on that port too.
 
 Theory of operation
 -------------------
-* **Which port.** :class:`~..sansio.port_table.PortTable` derives it from the id
-  (stable across reconnects and restarts; collisions probe to the next free port;
-  nothing is persisted). The listeners bind the proxy's host, so the proxy's loopback
-  rule covers them; the range may not hold the cloud's other ports.
+* **Which port.** :class:`~..sansio.port_table.PortTable` gives a new id its home port
+  or the next one never assigned, and never another id's port. The assignments are kept
+  in the file the operator names (``--device-ports-file``, :class:`AssignmentsFile`):
+  loaded before anything listens (a damaged file is a one-line startup error), written
+  atomically with mode 0600 before a new device's port opens (a port whose assignment
+  could not be written does not open), and locked while the cloud runs, so
+  ``iec62676 cloud ports release`` (:func:`release_port`, the operator freeing one id's
+  port) works on a stopped cloud only. The listeners bind the proxy's host, so the
+  proxy's loopback rule covers them; the range may not hold the cloud's other ports.
 * **When.** The device's ``connected`` event (a :attr:`~.cloud.CloudListener.observers`
   hook) binds the port at once -- before the event reaches anyone else, so a client
   that saw the device listed waits in the backlog at worst. A reconnect keeps the
@@ -35,18 +40,23 @@ Theory of operation
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from ..domain.private_files import write_atomic
 from ..errors import ConfigurationError
-from ..sansio.port_table import PortTable, parse_port_range
+from ..sansio.port_table import MAX_FILE_BYTES, PortTable, dumps_assignments, loads_assignments, parse_port_range
 from .asgi_handler import AsgiApp, AsgiHandler
 from .cloud import CloudListener, DeviceEvent, UnknownDevice
 from .http_server import bind_listen
 from .httpd import KIB, HttpServer, HttpSettings, start_http_server
 
-__all__ = ["LINGER", "PORT_SETTINGS", "DevicePorts", "device_port_range"]
+__all__ = ["LINGER", "PORT_SETTINGS", "AssignmentsFile", "DevicePorts", "device_port_range", "release_port"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +75,78 @@ def device_port_range(text: str, *, taken: tuple[int, ...]) -> range:
         raise ConfigurationError(f"--device-ports {text}: the range holds port {clash[0]}, which the cloud "
                                  "listens on already (--listen, --proxy or --rtsp)")
     return ports
+
+
+class AssignmentsFile:
+    """The device-port assignments file (``--device-ports-file``): owner-only, replaced atomically, locked
+    (``PATH.lock``, :func:`fcntl.flock`) by the one process that uses it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock: int | None = None
+
+    def lock(self) -> None:
+        """Take the file for this process; another process holding it is a one-line error."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise ConfigurationError(f"--device-ports-file {self.path}: cannot create {lock_path}: "
+                                     f"{exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ConfigurationError(f"--device-ports-file {self.path}: a running cloud uses it (stop it first)") \
+                from None
+        self._lock = fd
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def load(self) -> dict[str, int]:
+        """The assignments kept (none when the file does not exist yet)."""
+        try:
+            with open(self.path, "rb") as f:
+                if os.fstat(f.fileno()).st_mode & 0o077:
+                    os.fchmod(f.fileno(), 0o600)
+                data = f.read(MAX_FILE_BYTES + 1)
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise ConfigurationError(f"--device-ports-file {self.path}: {exc.strerror or exc}") from None
+        try:
+            return loads_assignments(data)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"--device-ports-file {self.path} is damaged: {exc}") from None
+
+    def table(self, ports: range) -> PortTable:
+        """The table of ``ports`` with the assignments kept (each in the range, no port twice)."""
+        assigned = self.load()
+        try:
+            return PortTable(ports, assigned)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"--device-ports-file {self.path}: {exc}") from None
+
+    def save(self, assigned: Mapping[str, int]) -> None:
+        write_atomic(self.path, dumps_assignments(assigned), 0o600)
+
+
+def release_port(path: Path, device_id: str) -> int:
+    """``iec62676 cloud ports release``: free ``device_id``'s port in the (unused) file for another id."""
+    store = AssignmentsFile(path)
+    store.lock()
+    try:
+        assigned = store.load()
+        port = assigned.pop(device_id, None)
+        if port is None:
+            raise ConfigurationError(f"{path}: device {device_id} has no port")
+        store.save(assigned)
+        return port
+    finally:
+        store.unlock()
 
 
 @dataclass
@@ -91,12 +173,14 @@ class _Listener:
 class DevicePorts:
     """The per-device listeners of one proxy (module docstring): made on the running loop, it opens
     the ports of the devices connected already and watches ``cloud`` for the others; :meth:`aclose`
-    at the end."""
+    at the end. ``table`` holds the assignments loaded from ``store``, which keeps every new one."""
 
-    def __init__(self, cloud: CloudListener, app: AsgiApp, host: str, ports: range) -> None:
+    def __init__(self, cloud: CloudListener, app: AsgiApp, host: str, table: PortTable,
+                 store: AssignmentsFile) -> None:
         self.cloud = cloud
         self.host = host
-        self.table = PortTable(ports)
+        self.table = table
+        self.store = store
         self.linger = LINGER
         self._handler = AsgiHandler(app)
         self._open: dict[str, _Listener] = {}
@@ -120,7 +204,6 @@ class DevicePorts:
         if event.kind == "connected":
             self._connected(device_id)
         elif not self._present(device_id):  # not the old channel of a device that has reconnected
-            self.table.release(device_id)
             listener = self._open.get(device_id)
             if listener is not None:
                 listener.expiry = asyncio.get_running_loop().call_later(self.linger, self._expire, device_id)
@@ -141,20 +224,26 @@ class DevicePorts:
         return True
 
     def _connected(self, device_id: str) -> None:
-        port = self.table.assign(device_id)
         listener = self._open.get(device_id)
         if listener is not None:
             if listener.expiry is not None:
                 listener.expiry.cancel()
                 listener.expiry = None
             return
+        new = self.table.port(device_id) is None
+        port = self.table.assign(device_id)
         if port is None:
-            log.warning("device %s: no port left in %d-%d (every one belongs to a connected device)", device_id,
+            log.warning("device %s: no port left in %d-%d (every one is assigned to another device; "
+                        "iec62676 cloud ports release frees one)", device_id,
                         self.table.ports.start, self.table.ports.stop - 1)
             return
-        evicted = self._at.get(port)
-        if evicted is not None:  # a device gone long enough that a full range gave its port away
-            self._close(evicted)
+        if new:
+            try:
+                self.store.save(self.table.assignments())
+            except ConfigurationError as exc:  # not kept: another id could get the port after a restart
+                self.table.release(device_id)
+                log.error("device %s: its port is not open: %s", device_id, exc)
+                return
         try:
             sock = bind_listen(self.host, port)
         except ConfigurationError as exc:

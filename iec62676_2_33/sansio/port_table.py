@@ -1,40 +1,44 @@
 """Layer 1 (sans-IO): which port of a range each device gets (``cloud serve --device-ports START-END``).
 
 A stock ONVIF client takes a host and a port, nothing more; the cloud can give each
-device a port of its own (:mod:`..runtime.device_ports` listens on it). This table
-decides the numbers; it does no I/O and reads no clock.
+device a port of its own (:mod:`..runtime.device_ports` listens on it). A client
+configured with ``host:port`` for a device sends that device its ONVIF credentials,
+so a port must never pass to another device behind the client's back. This table
+decides the numbers and encodes them for the assignments file; it does no I/O and
+reads no clock (the runtime loads and saves the file).
 
 Theory of operation
 -------------------
-* **Stable by derivation.** A device's *home port* is ``START + SHA-256(id) mod size``:
-  the same id gets the same port across reconnects and restarts of the cloud, with no
-  state kept anywhere. Two ids with one home port collide; the later one gets the next
-  free port after it (wrapping around the range), and keeps it for as long as the
-  table keeps the assignment. After a restart the collision is resolved by who comes
-  first again, so only a device that collided may then get another port. Nothing is
-  persisted: a range much larger than the number of devices keeps collisions rare
-  (with ``n`` devices in ``size`` ports about ``n²/(2·size)`` of them collide).
-* **Kept across reconnects.** An assignment outlives its device's connection
-  (:meth:`PortTable.release` only marks it *released*), so a device that comes back
-  gets its port again even when it had collided.
+* **Assigned once, kept for good.** A device's *home port* is
+  ``START + SHA-256(id) mod size``; a new id gets its home port, or when another id
+  holds that one the next port after it that was never assigned (wrapping around the
+  range). From then on the port is that id's: across reconnects and, through the
+  assignments file (:func:`dumps_assignments` / :func:`loads_assignments`), across
+  restarts of the cloud, whoever connects first.
+* **Never reused.** When every port of the range is assigned, a new id gets none
+  (:meth:`PortTable.assign` answers ``None``) and stays reachable by path and by host
+  name; no id loses its port because it has been gone long. Only the operator frees
+  one (:meth:`PortTable.release`, ``iec62676 cloud ports release``).
 * **Bounded.** The range holds at most :data:`MAX_PORTS` ports and the table one
-  assignment per port. When every port is assigned, a new device takes the port of the
-  device released longest ago; when every port belongs to a connected device, it gets
-  none (:meth:`PortTable.assign` answers ``None``) and stays reachable by path and by
-  host name.
+  assignment per port; the encoded file is bounded by :data:`MAX_FILE_BYTES`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
+import json
+from collections.abc import Mapping
 
 from ..errors import ConfigurationError
 
-__all__ = ["MAX_PORTS", "PortTable", "parse_port_range"]
+__all__ = ["MAX_FILE_BYTES", "MAX_PORTS", "PortTable", "dumps_assignments", "loads_assignments",
+           "parse_port_range"]
 
 #: The largest range ``--device-ports`` takes: one listening socket per connected device at most.
 MAX_PORTS = 4096
+#: The largest assignments file read: 4 KiB per assignment of the largest range.
+MAX_FILE_BYTES = MAX_PORTS * 4096
+_FORMAT = 1
 
 
 def parse_port_range(text: str) -> range:
@@ -51,16 +55,22 @@ def parse_port_range(text: str) -> range:
 
 
 class PortTable:
-    """Device id → port within ``ports`` (module docstring)."""
+    """Device id → port within ``ports`` (module docstring); ``assigned`` are the assignments kept so far."""
 
-    def __init__(self, ports: range) -> None:
+    def __init__(self, ports: range, assigned: Mapping[str, int] | None = None) -> None:
         if not 0 < len(ports) <= MAX_PORTS or ports.step != 1:
             raise ConfigurationError(f"a device port range is 1 to {MAX_PORTS} consecutive ports")
         self.ports = ports
         self._port: dict[str, int] = {}
         self._owner: dict[int, str] = {}
-        #: Assignments of devices that are gone, the longest gone first (the ones a full range gives up).
-        self._released: OrderedDict[str, None] = OrderedDict()
+        for device_id, port in (assigned or {}).items():
+            if port not in ports:
+                raise ConfigurationError(f"device {device_id} has port {port}, outside {ports.start}-"
+                                         f"{ports.stop - 1}: give the range it was assigned from or release it")
+            if port in self._owner:
+                raise ConfigurationError(f"port {port} is assigned to both {self._owner[port]} and {device_id}")
+            self._port[device_id] = port
+            self._owner[port] = device_id
 
     def home(self, device_id: str) -> int:
         """The port the id derives (before collisions)."""
@@ -73,18 +83,16 @@ class PortTable:
     def owner(self, port: int) -> str | None:
         return self._owner.get(port)
 
+    def assignments(self) -> dict[str, int]:
+        """Every assignment, id → port (a copy)."""
+        return dict(self._port)
+
     def assign(self, device_id: str) -> int | None:
-        """The device's port, now held by it: its earlier one, else its home port or the next free one;
-        ``None`` when every port belongs to a device that is not released."""
-        self._released.pop(device_id, None)
+        """The device's port: its assigned one, else its home port or the next one never assigned (now
+        assigned to it); ``None`` when every port of the range is another id's."""
         port = self._port.get(device_id)
-        if port is not None:
+        if port is not None or len(self._owner) == len(self.ports):
             return port
-        if len(self._owner) == len(self.ports):
-            if not self._released:
-                return None
-            gone, _ = self._released.popitem(last=False)
-            del self._owner[self._port.pop(gone)]
         size = len(self.ports)
         offset = self.home(device_id) - self.ports.start
         port = next(p for p in (self.ports.start + (offset + i) % size for i in range(size)) if p not in self._owner)
@@ -92,11 +100,35 @@ class PortTable:
         self._owner[port] = device_id
         return port
 
-    def release(self, device_id: str) -> None:
-        """The device is gone: it keeps its port until a full range needs it for another device."""
-        if device_id in self._port:
-            self._released[device_id] = None
-            self._released.move_to_end(device_id)
+    def release(self, device_id: str) -> int | None:
+        """The operator frees the id's port for another id (the port it had, ``None``: it had none)."""
+        port = self._port.pop(device_id, None)
+        if port is not None:
+            del self._owner[port]
+        return port
 
-    def released(self, device_id: str) -> bool:
-        return device_id in self._released
+
+def dumps_assignments(assigned: Mapping[str, int]) -> bytes:
+    """The assignments file's content: ``{"format": 1, "ports": {id: port, ...}}``, sorted by port."""
+    ports = dict(sorted(assigned.items(), key=lambda item: item[1]))
+    return json.dumps({"format": _FORMAT, "ports": ports}, indent=1).encode("utf-8") + b"\n"
+
+
+def loads_assignments(data: bytes) -> dict[str, int]:
+    """The assignments of :func:`dumps_assignments` output; anything else is one-line ConfigurationError
+    (the caller names the file)."""
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigurationError(f"larger than {MAX_FILE_BYTES} bytes")
+    try:
+        document = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"not JSON ({str(exc).splitlines()[0][:80]})") from None
+    if not isinstance(document, dict) or document.get("format") != _FORMAT or not isinstance(
+            ports := document.get("ports"), dict):
+        raise ConfigurationError(f'not an assignments file (expected {{"format": {_FORMAT}, "ports": {{...}}}})')
+    if len(ports) > MAX_PORTS:
+        raise ConfigurationError(f"more than {MAX_PORTS} assignments")
+    for device_id, port in ports.items():
+        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            raise ConfigurationError(f"device {device_id[:64]!r}: {str(port)[:20]!r} is not a port")
+    return dict(ports)
