@@ -26,14 +26,20 @@ Theory of operation
   Player→device bytes are read only after the previous chunk was framed.
 * **Refusals.** The first request must arrive within ``head_timeout`` and its head be
   at most 64 KiB of RTSP; garbage gets ``400`` and the connection is closed. An unknown
-  device or media token gets ``404``, a refused or failed tunnel ``503`` (also beyond
-  ``max_sessions``). When the uplink drops, the tunnel's read fails and the player's
-  connection is closed: the player sees the end of the session, never a hang.
+  device or media token gets ``404``, a refused or failed tunnel ``503``. When the uplink
+  drops, the tunnel's read fails and the player's connection is closed: the player sees
+  the end of the session, never a hang.
 * **A device at another node** (``router``: a cluster node, :mod:`..cluster`): when no local
   uplink has the device and the registry shows it at another live node, the session is RTSP
   over HTTP through that node's internal listener (:mod:`..cluster.node_rtsp`); the relay
   here is the same, and so are the refusals (404 when the node knows no such device or
   token, 503 when it fails) and the end of a session when that node dies.
+* **Limits** (:class:`~.slots.Slots`). At most ``max_connections`` player connections at once
+  (:data:`~.slots.MAX_CONNECTIONS`): one more is closed at once, before a byte is read or
+  written. At most ``max_sessions`` sessions (:data:`MAX_SESSIONS`), counted from the moment a
+  session's tunnel starts to open (the slot is given back when the open fails or the session
+  ends), so players opening at the same time cannot pass the bound together; one more is
+  answered ``503``.
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ from ..sansio.rtsp_tunnel import (
 from ..transport.base import ByteStream
 from ..transport.websocket import WebSocketStream
 from .cloud import UnknownDevice
+from .slots import MAX_CONNECTIONS, Slots
 
 if TYPE_CHECKING:
     from ..cluster.router import NodeRouter
@@ -219,16 +226,29 @@ class RtspFront:
     """Serves ``rtsp://…/devices/<id>/<token>`` to players (``handle`` each TCP connection)."""
 
     def __init__(self, cloud: CloudListener, *, head_timeout: float = 10.0, stall_timeout: float = STALL_TIMEOUT,
-                 max_sessions: int = MAX_SESSIONS, router: NodeRouter | None = None) -> None:
+                 max_sessions: int = MAX_SESSIONS, max_connections: int = MAX_CONNECTIONS,
+                 router: NodeRouter | None = None) -> None:
         self.cloud = cloud
         #: In a cluster: opens sessions to devices held by other nodes.
         self.router = router
         self.head_timeout = head_timeout
         self.stall_timeout = stall_timeout
-        self.max_sessions = max_sessions
+        #: Player connections held now; sessions opening or relaying now (module docstring).
+        self.connections = Slots(max_connections)
+        self.sessions = Slots(max_sessions)
         self.stats = FrontStats()
 
     async def handle(self, player: ByteStream) -> None:
+        """One player connection (closed at once beyond ``max_connections``)."""
+        if not self.connections.take():
+            player.abort()
+            return
+        try:
+            await self._handle(player)
+        finally:
+            self.connections.release()
+
+    async def _handle(self, player: ByteStream) -> None:
         received = bytearray()
         try:
             first = await self._first_request(player, received)
@@ -246,10 +266,19 @@ class RtspFront:
             await _answer(player, rtsp_response(404, "Not Found", cseq))
             return
         device_id, token = where
-        if self.stats.sessions >= self.max_sessions:
+        if not self.sessions.take():
             self.stats.failed += 1
+            log.info("RTSP front: %d sessions run already; %s refused", self.sessions.in_use, _peer(player))
             await _answer(player, rtsp_response(503, "Service Unavailable", cseq))
             return
+        try:
+            await self._session(player, bytes(received), cseq, device_id, token)
+        finally:
+            self.sessions.release()
+
+    async def _session(self, player: ByteStream, received: bytes, cseq: str | None, device_id: str,
+                       token: str) -> None:
+        """Open the tunnel to ``token`` of ``device_id`` and relay (the caller holds the session's slot)."""
         try:
             tunnel = await self._open(device_id, token)
         except (UnknownDevice, TunnelRefused) as exc:
@@ -267,7 +296,7 @@ class RtspFront:
         self.stats.opened += 1
         self.stats.sessions += 1
         try:
-            await tunnel.write(bytes(received))
+            await tunnel.write(received)
             await _relay(player, tunnel, self.stall_timeout)
         finally:
             self.stats.sessions -= 1

@@ -43,6 +43,12 @@ bytes read are handed on (:class:`~..runtime.rtsp_relay.Replayed`), every
 request without the player's ``Authorization``. :meth:`VssRtspFront.serve`
 is the same without the login, for the sessions inside the VSS's RTSP-over-HTTP
 tunnels, authorized on the HTTP side (:mod:`.rtsp_http`).
+The front holds at most ``max_connections`` player connections
+(:data:`~..runtime.slots.MAX_CONNECTIONS`; one more is closed at once, before
+a byte is read), at most ``max_logins`` of them logging in, and at most
+``max_sessions`` sessions (:data:`MAX_SESSIONS`, counted from the moment the
+first authorized request is dispatched until the session ends; one more is
+answered ``503``), all with :class:`~..runtime.slots.Slots`.
 The table is bounded (:data:`MAX_RELAYS`, least recently exposed dropped
 first) and lives in memory: after a restart clients ask GetStreamUri again,
 as they must anyway when a URI stops working.
@@ -61,6 +67,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..domain.media import MediaBackend, MediaSource
 from ..runtime.rtsp_relay import Replayed, RtspRelay, first_request
+from ..runtime.slots import MAX_CONNECTIONS, Slots
 from ..sansio.rtsp_tunnel import RtspMessage, rtsp_response
 from ..transport.base import ByteStream
 from .lower import LowerSystem
@@ -69,13 +76,15 @@ from .rtsp_auth import MAX_ATTEMPTS, MAX_LOGINS, LoginBudget, RtspAuthenticator,
 if TYPE_CHECKING:
     from ..runtime.rtsp_front import RtspFront
 
-__all__ = ["DEVICES_PATH", "MAX_RELAYS", "RELAY_PATH", "NoSources", "RelayTable", "RelayedSources", "VssRtspFront",
-           "account_for"]
+__all__ = ["DEVICES_PATH", "MAX_RELAYS", "MAX_SESSIONS", "RELAY_PATH", "NoSources", "RelayTable", "RelayedSources",
+           "VssRtspFront", "account_for"]
 
 log = logging.getLogger(__name__)
 
 #: Upstream URIs kept at once.
 MAX_RELAYS = 4096
+#: Sessions relayed at once (each holds a player connection and one to the upstream server or a tunnel).
+MAX_SESSIONS = 1024
 RELAY_PATH = "/relay/"
 #: Streams of lower systems on uplinks of the embedded cloud listener (its RTSP front's paths).
 DEVICES_PATH = "/devices/"
@@ -145,30 +154,54 @@ class VssRtspFront:
     ``auth`` (:mod:`.rtsp_auth`) asks the players of a TCP connection for the VSS's users, ``None``: open."""
 
     def __init__(self, table: RelayTable, cloud_front: RtspFront | None = None,
-                 auth: RtspAuthenticator | None = None) -> None:
+                 auth: RtspAuthenticator | None = None, *, max_connections: int = MAX_CONNECTIONS,
+                 max_sessions: int = MAX_SESSIONS) -> None:
         self.table = table
         self.cloud_front = cloud_front
         self.auth = auth
         self.relay = RtspRelay(NoSources(), ("User",))
-        #: Connections logging in now (at most ``max_logins``, :mod:`.rtsp_auth`).
-        self.logins = 0
-        self.max_logins = MAX_LOGINS
+        #: Player connections held now; of them logging in now (:mod:`.rtsp_auth`); sessions now (module docstring).
+        self.connections = Slots(max_connections)
+        self.login_slots = Slots(MAX_LOGINS)
+        self.sessions = Slots(max_sessions)
+
+    @property
+    def logins(self) -> int:
+        """Connections logging in now."""
+        return self.login_slots.in_use
+
+    @property
+    def max_logins(self) -> int:
+        return self.login_slots.limit
+
+    @max_logins.setter
+    def max_logins(self, value: int) -> None:
+        self.login_slots.limit = value
 
     async def handle(self, player: ByteStream) -> None:
-        """A player's TCP connection to the front: logged in first when the front authenticates."""
+        """A player's TCP connection to the front (closed at once beyond ``max_connections``)."""
+        if not self.connections.take():
+            player.abort()
+            return
+        try:
+            await self._connection(player)
+        finally:
+            self.connections.release()
+
+    async def _connection(self, player: ByteStream) -> None:
+        """Logged in first when the front authenticates."""
         auth = self.auth
         if auth is None:
             await self.serve(player)
             return
-        if self.logins >= self.max_logins:
+        if not self.login_slots.take():
             log.info("VSS RTSP front: %d players are logging in already; %s refused", self.logins, _peer(player))
             await player.write(rtsp_response(503, "Service Unavailable", None))
             return
-        self.logins += 1
         try:
             authorized = await self._login(player, auth)
         finally:
-            self.logins -= 1
+            self.login_slots.release()
         if authorized is not None:
             await self._dispatch(player, *authorized)
 
@@ -214,6 +247,18 @@ class VssRtspFront:
             await player.write(rtsp_response(400, "Bad Request", None))
 
     async def _dispatch(self, player: ByteStream, received: bytes, first: RtspMessage) -> None:
+        """To the stream ``first`` names, from the bytes ``received`` on, holding a session slot (``503`` beyond
+        ``max_sessions``)."""
+        if not self.sessions.take():
+            log.info("VSS RTSP front: %d sessions run already; %s refused", self.sessions.in_use, _peer(player))
+            await player.write(rtsp_response(503, "Service Unavailable", first.header("cseq")))
+            return
+        try:
+            await self._session(player, received, first)
+        finally:
+            self.sessions.release()
+
+    async def _session(self, player: ByteStream, received: bytes, first: RtspMessage) -> None:
         """To the stream ``first`` names, from the bytes ``received`` on (the player's credentials left out)."""
         replayed: Any = WithoutCredentials(Replayed(received, player))
         try:
