@@ -16,8 +16,14 @@ Media2 through the cloud's HTTP proxy, and ffmpeg decoding frames from the
 cloud's RTSP front. Part 5 is a hierarchy (clause 7.8.1): a regional VSS whose
 lower system is that device re-exposes its resources and its camera under
 remote tokens; a location query and Media2 at the VSS find the camera, and
-ffmpeg decodes it through the VSS's RTSP relay. Without GStreamer or ffmpeg,
-Parts 4 and 5 print one line each saying what is missing and are skipped.
+ffmpeg decodes it through the VSS's RTSP relay. Part 6 is the forensic example
+(clause 7.8.2) at the same VSS: ffmpeg records a few seconds of a test pattern
+into the folder of a recording the device was configured with (edge storage:
+the device replays what appears there), the video sources within 100 m are
+asked, FindEvents over a time window scoped to the camera's remote token finds
+the recording, GetReplayUri answers a URI on the VSS's RTSP front and ffmpeg
+decodes the replay through it. Without GStreamer or ffmpeg, Parts 4, 5 and 6
+print one line each saying what is missing and are skipped.
 Every step prints what it shows; the run exits 0 only when every step behaved
 as the standard says.
 """
@@ -25,6 +31,7 @@ as the standard says.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import tempfile
@@ -32,6 +39,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -43,16 +51,20 @@ from .client import SETTINGS, UplinkClient
 from .demo_camera import HEIGHT, WIDTH, camera_missing, start_camera
 from .domain.filters import LocationFilter, token_prefix
 from .domain.media import MediaSource
+from .domain.recordings import RecordingConfig
 from .domain.registry import REGISTRY_FILE, ResourceRegistry
+from .domain.resources import GeoLocation, Resource
 from .errors import Iec62676Error
 from .query import ResourceQueryClient
 from .runtime.background import BackgroundService
 from .runtime.cloud import CloudListener, DeviceInfo
 from .runtime.cloud_server import CloudOptions, run_cloud
 from .runtime.device import run_device
+from .runtime.recording_files import save_recording_configs
 from .runtime.zeep_transport import UplinkTransport
 from .schemas import wsdl_path
 from .services.media2 import TR2
+from .services.recording import REPLAY_PATH, SEARCH_PATH, TRP, TSE
 from .soap.fault import SoapFault
 from .store import AuthServerConfig, DeviceStore
 from .testing.authserver import DEFAULT_AUDIENCE, AuthServerOptions, OAuthClient, run_authserver
@@ -70,6 +82,9 @@ ADMIN = ("admin", "admin-password")
 VIEWER = ("viewer", "viewer-password")
 #: The prefix under which the regional VSS of Part 5 exposes camera-0001.
 LOWER_PREFIX = "site1"
+#: Part 6: camera-0001's recording of its profile cam1, and the seconds of video recorded into it.
+RECORDING = "rec1"
+CLIP_SECONDS = 3
 
 
 class DemoFailure(Iec62676Error):
@@ -230,9 +245,12 @@ def part_uplink(material: Material, tmp: Path, out: Print) -> None:
         proxy = _url(cloud.messages, r"(http://\S+)/devices")
         for message in cloud.messages:
             out(f"  {message}")
+        missing = camera_missing()
         for name in ALL_DEVICES:
             data = tmp / name
             _seed_device(data, name, material, port)
+            if name == DEVICES[0] and missing is None:
+                _configure_recording(data)
             devices.append(_start_device(data, name))
         for name in ALL_DEVICES:
             cloud.call(lambda name=name: listener.wait_for(name, timeout=30), timeout=35)
@@ -258,7 +276,7 @@ def part_uplink(material: Material, tmp: Path, out: Print) -> None:
         out("  all devices came back on their own (individual ascending backoff, UPL-9)")
         _show_through_uplink(listener, cloud, out)
         part_resources(listener, cloud, tmp / DEVICES[0], out)
-        part_video(cloud, tmp / DEVICES[0], _url(devices[0].messages, r"(http://\S+)"), out)
+        part_video(cloud, tmp / DEVICES[0], _url(devices[0].messages, r"(http://\S+)"), missing, out)
     finally:
         for device in devices:
             device.stop()
@@ -301,14 +319,13 @@ def part_resources(cloud: CloudListener, service: BackgroundService, data: Path,
         raise DemoFailure("the Offline change did not arrive")
 
 
-def part_video(service: BackgroundService, data: Path, device_url: str, out: Print) -> None:
-    """Parts 4 and 5 play the synthetic camera; without it (or ffmpeg) each says what is missing."""
-    missing = camera_missing()
+def part_video(service: BackgroundService, data: Path, device_url: str, missing: str | None, out: Print) -> None:
+    """Parts 4, 5 and 6 play the synthetic camera and a recording; when ``missing`` names what this host lacks
+    (:func:`.demo_camera.camera_missing`), each says so."""
     if missing is not None:
-        out(PART_4)
-        out(f"  skipped: {missing} not installed")
-        out(PART_5)
-        out(f"  skipped: {missing} not installed")
+        for part in (PART_4, PART_5, PART_6):
+            out(part)
+            out(f"  skipped: {missing} not installed")
         return
     with start_camera() as camera:
         part_live_video(service, data, camera.url, out)
@@ -317,6 +334,7 @@ def part_video(service: BackgroundService, data: Path, device_url: str, out: Pri
 
 PART_4 = f"Part 4 — live video: a synthetic camera behind {DEVICES[0]}, played through the cloud"
 PART_5 = f"Part 5 — a hierarchy (clause 7.8.1): a regional VSS re-exposes {DEVICES[0]} under the prefix {LOWER_PREFIX}"
+PART_6 = f"Part 6 — forensic (clause 7.8.2): a recording of {DEVICES[0]} found and replayed at the regional VSS"
 
 
 def part_live_video(service: BackgroundService, data: Path, camera_url: str, out: Print) -> None:
@@ -353,23 +371,10 @@ def part_hierarchy(device_data: Path, device_url: str, out: Print) -> None:
     try:
         base = _url(vss.messages, r"device serving (http://[^/\s]+)")
         out(f"  regional VSS serving {base} (what `iec62676 vss serve` does)")
-        client = ResourceQueryClient(f"{base}/onvif/event_service", username=ADMIN[0], password=ADMIN[1],
-                                     pull_timeout=5.0)
-        near = LocationFilter(lon=NANJING.lon, lat=NANJING.lat, radius=100.0)
-        found: list[str] = []
-        deadline = time.monotonic() + 30  # the VSS mirrors its lower systems' resources once it reaches them
-        while not found and time.monotonic() < deadline:
-            with client.subscribe(["MediaProfile"], location=near) as subscription:
-                found = [resource.token for resource in subscription.resources()]
-            if not found:
-                time.sleep(0.5)
-        if not found:
-            raise DemoFailure("the regional VSS did not mirror the resources of its lower system within 30 s")
+        found = _nearby(base, "MediaProfile", bool)
         out(f"  {len(found)} MediaProfiles within 100 m, asked at the regional VSS (mirrored from {DEVICES[0]}; "
             f"remote tokens keep their prefix, e.g. {found[0]})")
-        media2 = zeep.Client(str(wsdl_path("media2")), settings=SETTINGS, wsse=UsernameToken(*ADMIN, use_digest=True),
-                             transport=zeep.Transport(timeout=30, operation_timeout=30)
-                             ).create_service(f"{{{TR2}}}Media2Binding", f"{base}/onvif/media2_service")
+        media2 = _service(base, "media2", f"{{{TR2}}}Media2Binding", "/onvif/media2_service")
         tokens = [profile.token for profile in media2.GetProfiles()]
         token = f"{LOWER_PREFIX}:cam1"
         if token not in tokens:
@@ -379,8 +384,110 @@ def part_hierarchy(device_data: Path, device_url: str, out: Print) -> None:
         out(f"  GetStreamUri({token}) at the regional VSS: {uri}")
         played = uri.replace("rtsp://", f"rtsp://{ADMIN[0]}:{ADMIN[1]}@", 1)  # the VSS's front asks for its users
         out(f"  ffmpeg decoded {_decode(played, 50)} through the regional VSS's relay from the camera of {DEVICES[0]}")
+        part_forensic(base, device_data, out)
     finally:
         vss.stop()
+
+
+def _configure_recording(data: Path) -> None:
+    """The recording of Part 6 (ANX-B-5: made by the profile cam1), configured as ``iec62676 recordings add`` does
+    before the device starts — a device starts its replay server for the recordings configured — with an empty
+    folder that Part 6 records into (the store looks at the folder again when it changes)."""
+    folder = _recording_folder(data)
+    folder.mkdir()
+    save_recording_configs(data, [RecordingConfig(token=RECORDING, source_token="cam1", folder=str(folder),
+                                                  name="Demo camera")])
+
+
+def _recording_folder(data: Path) -> Path:
+    return data.parent / f"{data.name}-recordings"
+
+
+def _record(folder: Path, seconds: int) -> Path:
+    """``seconds`` of ffmpeg's test pattern as H.264 in ``folder``, named with its UTC start (which is now minus
+    ``seconds``); written beside and moved in, so the store never probes a half-written file."""
+    start = datetime.fromtimestamp(int(time.time()) - seconds, UTC)
+    path = folder / f"cam1_{start:%Y%m%dT%H%M%SZ}.mp4"
+    partial = folder.parent / f"{path.name}.part.mp4"
+    proc = subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                           "testsrc=size=320x240:rate=10", "-t", str(seconds), "-c:v", "libx264", "-preset",
+                           "ultrafast", "-pix_fmt", "yuv420p", "-g", "10", "-y", str(partial)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        raise DemoFailure(f"ffmpeg could not record: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
+    os.replace(partial, path)
+    return path
+
+
+def part_forensic(base: str, device_data: Path, out: Print) -> None:
+    """Clause 7.8.2 at the regional VSS of Part 5 (GEN-1, ADR-6, ANX-B-3, RQ-5): the video sources near a point,
+    FindEvents over a time window scoped to the remote token found, GetReplayUri for the recording found, and
+    ffmpeg decodes the replay through the VSS's RTSP front."""
+    out(PART_6)
+    clip = _record(_recording_folder(device_data), CLIP_SECONDS)
+    out(f"  ffmpeg recorded {CLIP_SECONDS} s of a test pattern into recording {RECORDING} of {DEVICES[0]}: {clip.name}"
+        " (configured as `iec62676 recordings add` does, before the device started)")
+    source = f"{LOWER_PREFIX}:cam1"  # a registry holds remote tokens: the device names cam1 with its own prefix
+    with ResourceRegistry(device_data / REGISTRY_FILE) as registry:
+        registry.upsert_many([Resource(source, "VideoSource", name="Demo camera",
+                                       location=GeoLocation(NANJING.lon, NANJING.lat))])
+    out(f"  video source {source} placed at the city centre in {DEVICES[0]}'s registry")
+    found = _nearby(base, "VideoSource", lambda tokens: source in tokens)
+    out(f"  {len(found)} VideoSources within 100 m, asked at the regional VSS; {source} is the demo camera")
+    search = _service(base, "search", f"{{{TSE}}}SearchBinding", SEARCH_PATH)
+    now = datetime.now(UTC).replace(microsecond=0)
+    window = (now - timedelta(minutes=5), now + timedelta(minutes=1))
+    token = search.FindEvents(StartPoint=window[0], EndPoint=window[1], Scope={"IncludedSources": [{"Token": source}]},
+                              SearchFilter={}, IncludeStartState=False, KeepAliveTime=timedelta(seconds=30))
+    try:
+        results = search.GetEventSearchResults(SearchToken=token, WaitTime=timedelta(seconds=5))
+    finally:
+        search.EndSearch(SearchToken=token)
+    hits = sorted({(r.RecordingToken, r.TrackToken, r.Time) for r in results.Result or ()}, key=lambda h: h[2])
+    if not hits:
+        raise DemoFailure(f"FindEvents scoped to {source} found nothing in {window[0]:%H:%M:%S}–{window[1]:%H:%M:%S}")
+    recording = hits[0][0]
+    out(f"  FindEvents {window[0]:%H:%M:%S}–{window[1]:%H:%M:%S} UTC scoped to {source} (search {token}): "
+        + ", ".join(f"{rec} track {track} at {when:%H:%M:%S}" for rec, track, when in hits[:4]))
+    replay = _service(base, "replay", f"{{{TRP}}}ReplayBinding", REPLAY_PATH)
+    uri = replay.GetReplayUri(StreamSetup={"Stream": "RTP-Unicast", "Transport": {"Protocol": "RTSP"}},
+                              RecordingToken=recording)
+    out(f"  GetReplayUri({recording}) at the regional VSS: {uri}")
+    played = uri.replace("rtsp://", f"rtsp://{ADMIN[0]}:{ADMIN[1]}@", 1)
+    deadline = time.monotonic() + 15  # the replay server mounts a new file within a few seconds
+    while True:
+        try:
+            decoded = _decode(played, 20)
+            break
+        except DemoFailure:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    out(f"  ffmpeg decoded {decoded} of the replay from its start through the regional VSS's RTSP front "
+        "(ffmpeg cannot ask for a Range: clock= time)")
+
+
+def _nearby(base: str, kind: str, done: Callable[[list[str]], bool]) -> list[str]:
+    """The tokens of the ``kind`` resources within 100 m of the city centre at the VSS on ``base``, asked again
+    until ``done`` says they are complete (the VSS mirrors its lower systems' resources once it reaches them)."""
+    client = ResourceQueryClient(f"{base}/onvif/event_service", username=ADMIN[0], password=ADMIN[1],
+                                 pull_timeout=5.0)
+    near = LocationFilter(lon=NANJING.lon, lat=NANJING.lat, radius=100.0)
+    deadline = time.monotonic() + 30
+    while True:
+        with client.subscribe([kind], location=near) as subscription:
+            found = [resource.token for resource in subscription.resources()]
+        if done(found):
+            return found
+        if time.monotonic() > deadline:
+            raise DemoFailure(f"the regional VSS did not mirror the {kind}s of its lower system within 30 s")
+        time.sleep(0.5)
+
+
+def _service(base: str, wsdl: str, binding: str, path: str) -> zeep.proxy.ServiceProxy:
+    """A zeep service for ``binding`` of ``wsdl`` at ``base`` + ``path``, as the VSS's Administrator."""
+    return zeep.Client(str(wsdl_path(wsdl)), settings=SETTINGS, wsse=UsernameToken(*ADMIN, use_digest=True),
+                       transport=zeep.Transport(timeout=30, operation_timeout=30)).create_service(binding, base + path)
 
 
 def _decode(uri: str, frames: int) -> str:
