@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hyperframe.frame import Frame
 from lxml import etree
 
 from iec62676_2_33.cli import main
+from iec62676_2_33.http2.role import PREFACE
 from iec62676_2_33.namespaces import SOAP_ENV, TER
 
 _NS = {"env": SOAP_ENV}
@@ -42,3 +44,14 @@ def one_line_error(err: str) -> str:
     assert len(lines) == 1, err
     assert lines[0].startswith("iec62676: error: ")
     return lines[0]
+
+
+def parse_frames(data: bytes) -> list[Frame]:
+    """Split HTTP/2 bytes (the client preface, if they start with it, left out) into hyperframe frames."""
+    frames, view = [], memoryview(data.removeprefix(PREFACE))
+    while view:
+        frame, length = Frame.parse_frame_header(view[:9])
+        frame.parse_body(view[9:9 + length])
+        frames.append(frame)
+        view = view[9 + length:]
+    return frames

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from hyperframe.frame import Frame, GoAwayFrame
+from helpers import parse_frames
+from hyperframe.frame import GoAwayFrame
 
 from iec62676_2_33.http2.role import PREFACE, RequestReceived, StreamEnded
 from iec62676_2_33.http2.server import H2ServerRole
@@ -41,16 +42,6 @@ async def _upgrade(device: MemoryStream) -> bytes:
             event = client.receive_data(await device.read())
             if isinstance(event, Switched):
                 return event.trailing_data
-
-
-def _frames(data: bytes) -> list[Frame]:
-    frames = []
-    while len(data) >= 9:
-        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
-        frame.parse_body(memoryview(data[9:9 + length]))
-        frames.append(frame)
-        data = data[9 + length:]
-    return frames
 
 
 async def test_the_handler_registers_serves_and_says_goaway_when_cancelled_upl_3_upl_15_upl_16() -> None:
@@ -103,7 +94,7 @@ async def test_the_handler_registers_serves_and_says_goaway_when_cancelled_upl_3
         async with asyncio.timeout(BOUND):
             while chunk := await device.read():
                 rest += chunk
-        goaway = [f for f in _frames(bytes(rest)) if isinstance(f, GoAwayFrame)]
+        goaway = [f for f in parse_frames(bytes(rest)) if isinstance(f, GoAwayFrame)]
         assert goaway and goaway[-1].additional_data == b"cloud shutting down"
         async with asyncio.timeout(BOUND):
             with contextlib.suppress(asyncio.CancelledError):

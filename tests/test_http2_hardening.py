@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from h2.errors import ErrorCodes
+from helpers import parse_frames
 from hpack import Decoder, Encoder
 from hyperframe.frame import (
     ContinuationFrame,
@@ -53,19 +54,6 @@ CALM = ErrorCodes.ENHANCE_YOUR_CALM
 REQUEST = [(":method", "GET"), (":scheme", "https"), (":authority", "cam"), (":path", "/")]
 POST = [(":method", "POST"), (":scheme", "https"), (":authority", "cam"), (":path", "/up")]
 BIG_WINDOW = 2**31 - 1
-
-
-def parse_frames(data: bytes) -> list[Frame]:
-    """Split bytes the role sent into hyperframe frames."""
-    data = data.removeprefix(PREFACE)
-    frames = []
-    view = memoryview(data)
-    while view:
-        frame, length = Frame.parse_frame_header(view[:9])
-        frame.parse_body(view[9 : 9 + length])
-        frames.append(frame)
-        view = view[9 + length :]
-    return frames
 
 
 class Raw:

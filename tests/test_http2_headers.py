@@ -18,9 +18,10 @@ import h2.exceptions
 import pytest
 from h2.errors import ErrorCodes
 from h2.utilities import HeaderValidationFlags, validate_headers
+from helpers import parse_frames
 from hpack import Decoder, Encoder
 from hpack.struct import NeverIndexedHeaderTuple
-from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, SettingsFrame
+from hyperframe.frame import GoAwayFrame, HeadersFrame, SettingsFrame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -93,16 +94,6 @@ def _server() -> tuple[H2ServerRole, Encoder]:
     return role, Encoder()
 
 
-def _frames(data: bytes) -> list[Frame]:
-    frames, view = [], memoryview(data)
-    while view:
-        frame, length = Frame.parse_frame_header(view[:9])
-        frame.parse_body(view[9:9 + length])
-        frames.append(frame)
-        view = view[9 + length:]
-    return frames
-
-
 @pytest.mark.parametrize("bad", [("X-Upper", "1"), ("connection", "close"), ("te", "gzip"), ("x-a", " lead"),
                                  (":custom", "1")])
 def test_a_malformed_request_ends_the_connection_with_protocol_error_upl16(bad: tuple[str, str]) -> None:
@@ -121,7 +112,7 @@ def test_a_malformed_request_ends_the_connection_with_protocol_error_upl16(bad: 
     assert [r.stream_id for r in requests] == [1]
     ends = [e for e in events if isinstance(e, ConnectionTerminated)]
     assert len(ends) == 1 and ends[0].local and ends[0].error_code == ErrorCodes.PROTOCOL_ERROR
-    assert [f.error_code for f in _frames(role.data_to_send()) if isinstance(f, GoAwayFrame)] == [
+    assert [f.error_code for f in parse_frames(role.data_to_send()) if isinstance(f, GoAwayFrame)] == [
         ErrorCodes.PROTOCOL_ERROR]
     assert role.is_closed
 
@@ -137,7 +128,7 @@ def test_authorization_goes_out_never_indexed_and_normalised_upl14() -> None:
     server.receive_data(client.data_to_send(), NOW)
     client.receive_data(server.data_to_send(), NOW)
     client.send_request("GET", "/", [("Authorization", "Bearer secret-token"), ("X-A", " v ")], authority="cam")
-    heads = [f for f in _frames(client.data_to_send().removeprefix(PREFACE)) if isinstance(f, HeadersFrame)]
+    heads = [f for f in parse_frames(client.data_to_send().removeprefix(PREFACE)) if isinstance(f, HeadersFrame)]
     decoded = list(Decoder().decode(heads[-1].data, raw=True))
     auth = [h for h in decoded if h[0] == b"authorization"]
     assert auth == [(b"authorization", b"Bearer secret-token")]

@@ -23,7 +23,8 @@ import h2.config
 import h2.connection
 import h2.events
 import pytest
-from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame
+from helpers import parse_frames
+from hyperframe.frame import GoAwayFrame, SettingsFrame
 
 from iec62676_2_33 import pki
 from iec62676_2_33.client import AsyncUplinkClient, UplinkClient
@@ -384,16 +385,6 @@ async def test_oversized_upgrade_head_gets_431_UPL_2(certs: UplinkPki, strict_cl
     writer.close()
 
 
-def _frames(data: bytes) -> list[Frame]:
-    frames = []
-    while len(data) >= 9:
-        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
-        frame.parse_body(memoryview(data[9:9 + length]))
-        frames.append(frame)
-        data = data[9 + length:]
-    return frames
-
-
 async def test_device_without_settings_is_dropped_at_the_preface_deadline_UPL_3_UPL_15(
         certs: UplinkPki, strict_cloud: RunningCloud) -> None:
     """UPL-3, UPL-15: after the 101 the cloud sends its preface (SETTINGS) first; a device
@@ -407,7 +398,7 @@ async def test_device_without_settings_is_dropped_at_the_preface_deadline_UPL_3_
     rest = await _read_to_eof(reader)
     preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # the cloud is the HTTP/2 client
     assert rest.startswith(preface), rest[:64]
-    frames = _frames(rest[len(preface):])
+    frames = parse_frames(rest[len(preface):])
     assert isinstance(frames[0], SettingsFrame), frames
     assert isinstance(frames[-1], GoAwayFrame), frames
     assert b"SETTINGS" in frames[-1].additional_data
