@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from hyperframe.frame import Frame
 from lxml import etree
@@ -55,3 +57,26 @@ def parse_frames(data: bytes) -> list[Frame]:
         frames.append(frame)
         view = view[9 + length:]
     return frames
+
+
+async def rtsp_stub_server(seen: list[str], gate: asyncio.Event | None = None, *,
+                           wait: float = 15.0) -> asyncio.Server:
+    """A loopback stand-in for an RTSP server behind a relay: records each request line in ``seen`` and
+    answers ``200 OK`` (once ``gate`` is set, when one is given); every read and wait bounded by ``wait``."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), wait):
+                lines = head.decode("latin-1").split("\r\n")
+                seen.append(lines[0])
+                if gate is not None:
+                    await asyncio.wait_for(gate.wait(), wait)
+                cseq = next(line for line in lines if line.lower().startswith("cseq"))
+                writer.write(f"RTSP/1.0 200 OK\r\n{cseq}\r\nContent-Length: 0\r\n\r\n".encode())
+                await writer.drain()
+        except (asyncio.IncompleteReadError, TimeoutError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)

@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 import pytest
 import test_proxy_budgets
+from helpers import rtsp_stub_server
 from test_proxy_budgets import Sink, proxy_env
 
 from iec62676_2_33.errors import ConfigurationError
@@ -168,29 +169,10 @@ def _rfc2069(user: str, password: str, nonce: str, method: str, uri: str) -> str
             f'response="{response}"')
 
 
-async def _upstream(seen: list[str]) -> asyncio.Server:
-    """A stand-in RTSP server for the relayed streams: records each request line, answers 200."""
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while head := await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 15):
-                lines = head.decode("latin-1").split("\r\n")
-                seen.append(lines[0])
-                cseq = next(line for line in lines if line.lower().startswith("cseq"))
-                writer.write(f"RTSP/1.0 200 OK\r\n{cseq}\r\nContent-Length: 0\r\n\r\n".encode())
-                await writer.drain()
-        except (asyncio.IncompleteReadError, TimeoutError, OSError):
-            pass
-        finally:
-            writer.close()
-
-    return await asyncio.start_server(serve, "127.0.0.1", 0)
-
-
 async def test_rtsp_digest_is_bound_to_the_connection_and_the_stream_sec_1() -> None:
     """SEC-1, STR-1: RFC 2069 replay on another connection, and another stream on an authorized connection."""
     seen: list[str] = []
-    upstream = await _upstream(seen)
+    upstream = await rtsp_stub_server(seen)
     at = f"rtsp://127.0.0.1:{upstream.sockets[0].getsockname()[1]}"
     table = RelayTable("rtsp://front")
     stream_a = table.expose(f"{at}/a", "cam").rsplit("/", 1)[1]

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
+from helpers import rtsp_stub_server
 
 from iec62676_2_33.runtime.cloud import UnknownDevice
 from iec62676_2_33.runtime.http_server import bind_listen
@@ -29,26 +30,6 @@ from iec62676_2_33.transport.tcp import start_tcp_server
 from iec62676_2_33.vss.rtsp import RelayTable, VssRtspFront
 
 WAIT = 15.0
-
-
-async def _upstream(gate: asyncio.Event, seen: list[str]) -> asyncio.Server:
-    """A loopback RTSP server: records each request line, answers 200 once ``gate`` is set."""
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while head := await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT):
-                lines = head.decode("latin-1").split("\r\n")
-                seen.append(lines[0])
-                await asyncio.wait_for(gate.wait(), WAIT)
-                cseq = next(line for line in lines if line.lower().startswith("cseq"))
-                writer.write(f"RTSP/1.0 200 OK\r\n{cseq}\r\nContent-Length: 0\r\n\r\n".encode())
-                await writer.drain()
-        except (asyncio.IncompleteReadError, TimeoutError, OSError):
-            pass
-        finally:
-            writer.close()
-
-    return await asyncio.start_server(serve, "127.0.0.1", 0)
 
 
 class _Tunnel:
@@ -117,7 +98,7 @@ async def test_cloud_front_counts_sessions_from_the_open_str_1() -> None:
     counted a session only once its tunnel had opened, and let the third open too); the first two then get their
     answers; the slots come back when the sessions end and when an open fails (404)."""
     gate, seen = asyncio.Event(), []
-    upstream = await _upstream(gate, seen)
+    upstream = await rtsp_stub_server(seen, gate, wait=WAIT)
     front = _GatedFront(gate, upstream.sockets[0].getsockname()[1], max_sessions=2)
     server = await start_tcp_server(front.handle, bind_listen("127.0.0.1", 0))
     port = server.sockets[0].getsockname()[1]
@@ -154,7 +135,7 @@ async def test_vss_front_bounds_sessions_str_1() -> None:
     """STR-1, ANX-B-1: with ``max_sessions`` = 2 relayed sessions waiting on their upstream server, a third player
     gets 503 (before, the VSS front had no session bound at all); the first two then get their answers."""
     gate, seen = asyncio.Event(), []
-    upstream = await _upstream(gate, seen)
+    upstream = await rtsp_stub_server(seen, gate, wait=WAIT)
     table = RelayTable("rtsp://front")
     relay_id = table.expose(f"rtsp://127.0.0.1:{upstream.sockets[0].getsockname()[1]}/a", "cam").rsplit("/", 1)[1]
     front = VssRtspFront(table, max_sessions=2)
