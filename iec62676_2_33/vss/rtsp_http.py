@@ -51,6 +51,7 @@ from lxml import etree
 from ..domain.media import MediaSource
 from ..runtime.exchange import Exchange, Handler
 from ..runtime.rtsp_relay import Reader, RtspRelay
+from ..runtime.slots import Slots
 from ..security.access import AccessClass, CredentialRejected, is_allowed
 from ..security.httpdigest import DigestAuthenticator, StaleNonce
 from ..services.media2 import TR2
@@ -115,8 +116,7 @@ class HttpTunnels(RtspRelay):
         self.front = front
         self.digest = digest
         self.clock = clock
-        self.max_sessions = max_sessions
-        self.running = 0
+        self.sessions = Slots(max_sessions)
 
     @staticmethod
     def tunnels(ex: Exchange) -> bool:
@@ -134,15 +134,14 @@ class HttpTunnels(RtspRelay):
         if ex.method == "POST":
             await self._post(ex)
             return
-        if self.running >= self.max_sessions:
+        if not self.sessions.take():
             self.stats.refused += 1
-            await _text(ex, 503, f"at most {self.max_sessions} RTSP-over-HTTP sessions at once")
+            await _text(ex, 503, f"at most {self.sessions.limit} RTSP-over-HTTP sessions at once")
             return
-        self.running += 1
         try:
             await self._get(ex, MediaSource(token=ex.path, name="RTSP over HTTP", rtsp_url=""))
         finally:
-            self.running -= 1
+            self.sessions.release()
 
     async def _session(self, source: MediaSource, read: Reader, player: Any) -> None:
         """The paired channels' session goes to the RTSP front's dispatch (not to a media source's server)."""
