@@ -36,7 +36,7 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from ..errors import TransportError
 from .base import PeerClosed
@@ -127,8 +127,8 @@ class _TcpProtocol(asyncio.BufferedProtocol):
     # ------------------------------------------------------------------ asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports do not subclass asyncio.Transport: a cast, not a check.
+        self._transport = transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
         self._label = f"client {_format_addr(transport.get_extra_info('peername'))}"
         if self._server is not None:

@@ -77,7 +77,7 @@ import ssl
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ..errors import TransportError
 from ..sansio.proxy_protocol import ProxyHeaderError, ProxyHeaderReader
@@ -319,8 +319,8 @@ class TlsEngine(asyncio.BufferedProtocol):
     # ------------------------------------------------------------------ asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports do not subclass asyncio.Transport: a cast, not a check.
+        self._transport = transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
         self._peer = transport.get_extra_info("peername")
         acceptor = self._acceptor
@@ -960,7 +960,6 @@ async def connect_tls(
             port,
             local_addr=local_addr,
         )
-        assert isinstance(tcp, asyncio.Transport)
         transport = tcp
         assert protocol._handshake_waiter is not None
         await protocol._handshake_waiter
