@@ -20,6 +20,7 @@ server with the VSS's tunnel handler, plain HTTP servers on loopback; every wait
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import threading
@@ -113,6 +114,25 @@ def test_a_tunnel_cookie_is_the_users_own_sec_1(tunnels: str) -> None:
         assert hijack.status_code == 404, hijack.text
         own = alice.post(uri, content=b"", headers=head)
         assert own.status_code == 204
+
+
+def test_one_user_cannot_hold_every_waiting_tunnel_sec_1(tunnels: str) -> None:
+    """SEC-1, STR-2: mallory's GET channels that never get a POST hold at most 8 waiting slots (before, one user
+    could take all 64 for the pairing deadline): the ninth is 503, and alice's GET is still served."""
+    uri = f"{tunnels}/relay/abc"
+    with contextlib.ExitStack() as held, \
+            httpx.Client(auth=httpx.DigestAuth("alice", "alice-pw"), timeout=10) as alice, \
+            httpx.Client(auth=httpx.DigestAuth("mallory", "mallory-pw"), timeout=10,
+                         limits=httpx.Limits(max_connections=16)) as mallory:
+        for n in range(8):
+            channel = held.enter_context(mallory.stream(
+                "GET", uri, headers={"accept": "application/x-rtsp-tunnelled", "x-sessioncookie": f"m{n}"}))
+            assert channel.status_code == 200
+        ninth = mallory.get(uri, headers={"accept": "application/x-rtsp-tunnelled", "x-sessioncookie": "m8"})
+        assert ninth.status_code == 503, ninth.text
+        with alice.stream("GET", uri, headers={"accept": "application/x-rtsp-tunnelled",
+                                               "x-sessioncookie": "a0"}) as channel:
+            assert channel.status_code == 200
 
 
 async def _status(reader: asyncio.StreamReader) -> str:

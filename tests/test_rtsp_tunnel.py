@@ -141,6 +141,24 @@ def test_cookie_table_is_bounded_and_expires() -> None:
     assert len(table) == 0
 
 
+def test_cookie_table_bounds_each_owner() -> None:
+    """STR-2, SEC-1: one owner holds at most ``max_per_owner`` waiting GET channels; its slots come back
+    when a POST takes one, its GET gives up or the wait expires, and other owners are not affected."""
+    table: CookieTable[str] = CookieTable(max_entries=8, wait=10.0, max_per_owner=2)
+    assert table.add("a1", "a1", now=0.0, owner="alice")
+    assert table.add("a2", "a2", now=1.0, owner="alice")
+    assert not table.add("a3", "a3", now=1.0, owner="alice")  # alice's two slots are taken
+    assert table.add("b1", "b1", now=1.0, owner="bob")
+    assert table.take("a1", now=2.0) == "a1"
+    assert table.add("a3", "a3", now=2.0, owner="alice")  # a POST freed one
+    table.remove("a3", "a3")
+    assert table.add("a4", "a4", now=3.0, owner="alice")  # a GET that gave up freed one
+    assert table.expire(now=11.5) == ["a2", "b1"]
+    assert table.add("a5", "a5", now=11.5, owner="alice")  # expiry freed one; a4 still waits
+    assert not table.add("a6", "a6", now=11.5, owner="alice")
+    assert len(table) == 2
+
+
 def _pair() -> tuple[H2ClientRole, H2ServerRole]:
     client, server = H2ClientRole(now=0.0), H2ServerRole(now=0.0)
     return client, server

@@ -304,14 +304,15 @@ class RtspRelay:
     """
 
     def __init__(self, media: MediaBackend, user_level: Sequence[str], *, executor: Executor | None = None,
-                 pair_timeout: float = 10.0, max_waiting: int = 64,
+                 pair_timeout: float = 10.0, max_waiting: int = 64, max_waiting_per_owner: int | None = None,
                  connect_timeout: float = CONNECT_TIMEOUT) -> None:
         self.media = media
         self.user_level = list(user_level)
         self.executor = executor
         self.connect_timeout = connect_timeout
         self.stats = RelayStats()
-        self._waiting: CookieTable[_Waiting] = CookieTable(max_entries=max_waiting, wait=pair_timeout)
+        self._waiting: CookieTable[_Waiting] = CookieTable(max_entries=max_waiting, wait=pair_timeout,
+                                                           max_per_owner=max_waiting_per_owner)
 
     @staticmethod
     def handles(ex: Exchange) -> bool:
@@ -380,11 +381,12 @@ class RtspRelay:
 
     # ------------------------------------------------------------------ RTSP over HTTP
 
-    async def _get(self, ex: Exchange, source: MediaSource) -> None:
+    async def _get(self, ex: Exchange, source: MediaSource, owner: str = "") -> None:
+        """The GET channel; ``owner`` (a VSS's user) has at most ``max_waiting_per_owner`` waiting."""
         cookie = next(iter(_values(ex, "x-sessioncookie")), "")
         loop = asyncio.get_running_loop()
         waiting = _Waiting(post=loop.create_future())
-        if not cookie or not self._waiting.add(cookie, waiting, loop.time()):
+        if not cookie or not self._waiting.add(cookie, waiting, loop.time(), owner):
             self.stats.refused += 1
             await ex.respond(400 if not cookie else 503, [("content-type", "text/plain")],
                              b"RTSP over HTTP needs a fresh x-sessioncookie\n")

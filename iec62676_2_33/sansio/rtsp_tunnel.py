@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -331,43 +331,62 @@ T = TypeVar("T")
 
 
 class CookieTable(Generic[T]):
-    """GET channels waiting for their POST partner, by ``x-sessioncookie`` (bounded, with deadlines)."""
+    """GET channels waiting for their POST partner, by ``x-sessioncookie`` (bounded, with deadlines).
 
-    def __init__(self, *, max_entries: int = 64, wait: float = 10.0) -> None:
+    At most ``max_entries`` wait at once, and at most ``max_per_owner`` of one owner (the
+    user or client address the caller names), so one client cannot hold every slot for a
+    whole ``wait``."""
+
+    def __init__(self, *, max_entries: int = 64, wait: float = 10.0, max_per_owner: int | None = None) -> None:
         self.max_entries = max_entries
+        self.max_per_owner = max_entries if max_per_owner is None else max_per_owner
         self.wait = wait
-        self._entries: OrderedDict[str, tuple[float, T]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, str, T]] = OrderedDict()
+        self._owners: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def add(self, cookie: str, value: T, now: float) -> bool:
-        """Register a GET channel; False when the cookie is taken or the table is full."""
+    def add(self, cookie: str, value: T, now: float, owner: str = "") -> bool:
+        """Register a GET channel; False when the cookie is taken, the table is full or ``owner``
+        has ``max_per_owner`` channels waiting."""
         self.expire(now)
-        if cookie in self._entries or len(self._entries) >= self.max_entries:
+        if (cookie in self._entries or len(self._entries) >= self.max_entries
+                or self._owners[owner] >= self.max_per_owner):
             return False
-        self._entries[cookie] = (now + self.wait, value)
+        self._entries[cookie] = (now + self.wait, owner, value)
+        self._owners[owner] += 1
         return True
 
     def take(self, cookie: str, now: float) -> T | None:
         """The GET channel a POST names (removed from the table), or None."""
         self.expire(now)
         entry = self._entries.pop(cookie, None)
-        return None if entry is None else entry[1]
+        if entry is None:
+            return None
+        self._forget(entry[1])
+        return entry[2]
 
     def remove(self, cookie: str, value: T) -> None:
         """Forget ``value`` if it still waits under ``cookie`` (its GET gave up)."""
         entry = self._entries.get(cookie)
-        if entry is not None and entry[1] is value:
+        if entry is not None and entry[2] is value:
             del self._entries[cookie]
+            self._forget(entry[1])
 
     def expire(self, now: float) -> list[T]:
         """Drop and return the entries whose partner did not come in time."""
         gone: list[T] = []
         while self._entries:
-            cookie, (deadline, value) = next(iter(self._entries.items()))
+            cookie, (deadline, owner, value) = next(iter(self._entries.items()))
             if deadline > now:
                 break
             del self._entries[cookie]
+            self._forget(owner)
             gone.append(value)
         return gone
+
+    def _forget(self, owner: str) -> None:
+        self._owners[owner] -= 1
+        if not self._owners[owner]:
+            del self._owners[owner]

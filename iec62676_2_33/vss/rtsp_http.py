@@ -33,7 +33,9 @@ and a bounded nonce-count memory), level READ_MEDIA, like the snapshot route.
 No credentials is 401 with Digest challenges, refused ones 401 (``stale=true``
 for an expired nonce), too low a level 403. A POST joins only a GET channel
 of the same user (``x-sessioncookie`` is looked up per user): another user who
-learns or guesses the cookie cannot drive the session. The RTSP inside an authorized
+learns or guesses the cookie cannot drive the session, and one user has at most
+``max_waiting_per_user`` (8) GET channels waiting for their POST, so one user cannot
+hold every waiting slot (64) for the pairing deadline. The RTSP inside an authorized
 tunnel is not asked again; the player's ``Authorization`` never goes upstream
 (the relay strips it). At most ``max_sessions`` tunnels run at once (503).
 """
@@ -110,8 +112,9 @@ class HttpTunnels(RtspRelay):
 
     def __init__(self, inner: Handler, front: VssRtspFront, digest: DigestAuthenticator, *,
                  clock: Callable[[], float] = time.time, max_sessions: int = MAX_TUNNELS,
-                 pair_timeout: float = 10.0, max_waiting: int = 64) -> None:
-        super().__init__(NoSources(), ("User",), pair_timeout=pair_timeout, max_waiting=max_waiting)
+                 pair_timeout: float = 10.0, max_waiting: int = 64, max_waiting_per_user: int = 8) -> None:
+        super().__init__(NoSources(), ("User",), pair_timeout=pair_timeout, max_waiting=max_waiting,
+                         max_waiting_per_owner=max_waiting_per_user)
         self.inner = inner
         self.front = front
         self.digest = digest
@@ -139,7 +142,7 @@ class HttpTunnels(RtspRelay):
             await _text(ex, 503, f"at most {self.sessions.limit} RTSP-over-HTTP sessions at once")
             return
         try:
-            await self._get(ex, MediaSource(token=ex.path, name="RTSP over HTTP", rtsp_url=""))
+            await self._get(ex, MediaSource(token=ex.path, name="RTSP over HTTP", rtsp_url=""), owner=user)
         finally:
             self.sessions.release()
 
