@@ -57,3 +57,21 @@ def test_ffmpeg_rtsp_over_http_through_the_proxy(tmp_path: Path, caplog: pytest.
         assert run.returncode == 0, run.stderr[-2000:]
         assert decoded_frames(run.stderr) >= 100
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
+
+
+def test_a_tunnel_post_joins_only_a_get_of_the_same_client_sec_1(tmp_path: Path) -> None:
+    """SEC-1, STR-2: a GET channel opened through the proxy from 127.0.0.1 waits under cookie ``c``; a POST with
+    ``c`` from another address (127.0.0.2) is 404 (before, the device paired it by the cookie alone and the
+    stranger drove the session); the POST from the GET's own address is joined (the empty session ends: 204)."""
+    import httpx
+
+    with video_env(tmp_path) as env:
+        uri = get_stream_uri(env.proxy_url, "RtspOverHttp")
+        head = {"accept": "application/x-rtsp-tunnelled", "x-sessioncookie": "c"}
+        stranger = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=10)
+        with httpx.Client(timeout=10) as player, stranger, player.stream("GET", uri, headers=head) as channel:
+            assert channel.status_code == 200
+            hijack = stranger.post(uri, content=b"", headers=head)
+            assert hijack.status_code == 404, hijack.text
+            own = player.post(uri, content=b"", headers=head)
+            assert own.status_code == 204, own.text

@@ -27,6 +27,10 @@ A port per device (``device_ports``, ``cloud serve --device-ports``,
 port's listeners run this application, every request there goes to its device the
 way a host name does, and ``GET /devices`` lists each device's ``port``.
 
+RTSP over HTTP (STR-2) passes as two requests the device pairs by ``x-sessioncookie``;
+the proxy sends the cookie prefixed with the client's address, so a POST joins only a
+GET channel opened from the same address (the first node's view of it in a cluster).
+
 Theory of operation: budgets and back-pressure
 ----------------------------------------------
 The proxy asks for no credentials (it binds loopback unless
@@ -465,6 +469,10 @@ class UplinkProxy:
                    if k.lower() not in _HOP_BY_HOP and not k.lower().startswith(b"x-forwarded-") and b"_" not in k
                    and k.lower() != RTSP_BASE]
         forwarded = self._forwarded(scope, device_id, prefix)
+        # RTSP over HTTP: a POST joins only a GET channel of the same client address, so a player elsewhere
+        # that learns a cookie cannot drive or end another's session (the device pairs by cookie alone).
+        client = dict(forwarded)["x-forwarded-for"]
+        headers = [(k, f"{client} {v}" if k == "x-sessioncookie" else v) for k, v in headers]
         headers += forwarded
         if (front := self._rtsp_front(scope, device_id, forwarded)) is not None:
             headers.append((RTSP_BASE.decode(), front))
