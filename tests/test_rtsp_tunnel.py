@@ -105,6 +105,34 @@ def test_rewriter_maps_player_urls_to_the_camera_and_back() -> None:
     assert f"Content-Length: {len(resp.body)}\r\n".encode() in resp.encode()
 
 
+@pytest.mark.parametrize("camera", ["rtsp://10.0.0.5/cam", "rtsp://admin:pw@10.0.0.5/cam/", "RTSP://10.0.0.5:554/cam"])
+@pytest.mark.parametrize("answered", ["rtsp://10.0.0.5:554/cam", "rtsp://10.0.0.5/cam", "rtsp://admin@10.0.0.5/cam",
+                                      "RTSP://10.0.0.5/cam"])
+def test_rewriter_hides_every_form_of_the_camera_url_sec_1(camera: str, answered: str) -> None:
+    """STR-1, SEC-1: the camera answers its URL in another form than the one configured (default port written or
+    not, user information, trailing ``/``, scheme case): Content-Base, RTP-Info and SDP still come back with the
+    player's URL only (before, only the configured spelling was replaced and the camera's address leaked)."""
+    rewriter = UrlRewriter("tok", camera)
+    rewriter.request(RtspMessage(f"DESCRIBE {FRONT} RTSP/1.0", [("CSeq", "1")]))
+    sdp = f"v=0\r\na=control:{answered}/trackID=1\r\n".encode()
+    resp = rewriter.response(RtspMessage("RTSP/1.0 200 OK", [
+        ("Content-Base", answered + "/"), ("RTP-Info", f"url={answered}/trackID=1;seq=1,url={answered}/trackID=2"),
+        ("Content-Type", "application/sdp")], sdp))
+    assert resp.header("content-base") == FRONT + "/"
+    assert resp.header("rtp-info") == f"url={FRONT}/trackID=1;seq=1,url={FRONT}/trackID=2"
+    assert resp.body == f"v=0\r\na=control:{FRONT}/trackID=1\r\n".encode()
+    assert b"10.0.0.5" not in resp.encode()
+
+
+def test_rewriter_leaves_other_urls_alone() -> None:
+    """STR-1: a URL of another server or of a path that merely starts like the camera's is not taken for it."""
+    rewriter = UrlRewriter("tok", "rtsp://10.0.0.5/cam")
+    rewriter.request(RtspMessage(f"DESCRIBE {FRONT} RTSP/1.0", [("CSeq", "1")]))
+    for other in ("rtsp://10.0.0.5/camera2", "rtsp://10.0.0.6/cam", "rtsp://10.0.0.5:8554/cam", "rtsps://10.0.0.5/cam"):
+        assert rewriter.response(RtspMessage("RTSP/1.0 200 OK", [("Content-Base", other)])).header("content-base") \
+            == other
+
+
 def test_rewriter_refuses_other_streams() -> None:
     """STR-1: a URL that does not name this media source is a 404, never sent to the camera."""
     rewriter = UrlRewriter("tok", CAMERA)

@@ -16,7 +16,9 @@ streams"); the relays parse it only as far as the standard demands:
   device's own stream URI: whatever ends in ``/<token>``) to the camera's URL in
   requests, and the camera's URL back in responses (``Content-Base``,
   ``Content-Location``, ``Location``, ``RTP-Info`` and the SDP body), so the player
-  never sees the camera's address. Camera-side credentials are added to each
+  never sees the camera's address -- in whatever form the camera writes its URL
+  (default port or not, host case, user information, trailing ``/``). URLs of other
+  servers or paths pass unchanged. Camera-side credentials are added to each
   request where configured (the caller's ``authorization(request)``; never logged).
 * RTSP over HTTP (STR-2): :class:`Base64Decoder` decodes the POST channel (each
   client write may be a padded base64 piece of its own); :class:`CookieTable`
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -261,15 +264,32 @@ class UrlRewriter:
         return msg
 
     def response(self, msg: RtspMessage) -> RtspMessage:
-        """Replace the camera's URL by the player's in the headers that carry URLs and in SDP."""
+        """Replace the camera's URL by the player's in the headers that carry URLs and in SDP.
+
+        The camera's URL is recognised in any form naming the same stream (host case, the
+        default port written or not, user information, a trailing ``/``), so a camera that
+        answers ``rtsp://10.0.0.5:554/stream/`` for ``rtsp://user:pw@10.0.0.5/stream`` does not
+        show the player its address."""
         base = self.client_base
         if base is None:
             return msg
-        camera = self.camera_url
-        msg.headers = [(k, v.replace(camera, base) if k.lower() in _URL_HEADERS else v) for k, v in msg.headers]
+        msg.headers = [(k, self._rewrite(v, base) if k.lower() in _URL_HEADERS else v) for k, v in msg.headers]
         if msg.body and (msg.header("content-type") or "").lower().startswith("application/sdp"):
-            msg.body = msg.body.replace(camera.encode("latin-1"), base.encode("latin-1"))
+            msg.body = self._rewrite(msg.body.decode("latin-1"), base).encode("latin-1")
         return msg
+
+    def _rewrite(self, text: str, base: str) -> str:
+        camera = _stream_key(self.camera_url)
+
+        def swap(found: re.Match[str]) -> str:
+            url = found.group(0)
+            key = _stream_key(url)
+            if camera is None or key is None or key[0] != camera[0] or not key[1].startswith(camera[1].rstrip("/")):
+                return url
+            rest = key[1][len(camera[1].rstrip("/")):]
+            return base + rest if not rest or rest[0] in "/?" else url
+
+        return _RTSP_URL.sub(swap, text)
 
     def _client_base(self, target: str) -> str | None:
         """The player's URL of this stream: ``target`` up to and including its ``/<token>`` segment."""
@@ -291,6 +311,24 @@ class UrlRewriter:
 
 
 _URL_HEADERS = frozenset({"content-base", "content-location", "location", "rtp-info"})
+#: An RTSP URL inside a header value or SDP (ends at white space and at the separators of RTP-Info).
+_RTSP_URL = re.compile(r"rtsps?://[^\s;,\"'<>]+", re.IGNORECASE)
+_DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322}
+
+
+def _stream_key(url: str) -> tuple[tuple[str, str, int], str] | None:
+    """``url`` as ((scheme, host, port), path and query), the forms of one server made equal (host case,
+    default port, user information); None when it is not an RTSP URL."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    rest = parts.path + (f"?{parts.query}" if parts.query else "")
+    return (scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme]), rest
 
 
 def basic_authorization(username: str, password: str) -> str:
