@@ -24,10 +24,13 @@ process's CPU time (all threads, user + system) per request.
 
 Options: ``--pin`` puts the device on one CPU and this process and h2load on the others;
 ``--all-inline`` is a what-if: the device's application declares every request quick
-(``runs_inline``), so the runtime runs them on its event loop; ``--only NAME`` measures
+(``runs_inline``), so the runtime runs them on its event loop; ``--null-app`` another:
+the device answers every request with its first answer, inline (the HTTP edge alone,
+its floor without any SOAP work); ``--only NAME`` measures
 one run; ``--py-spy FILE`` samples the device with py-spy during the measured runs
 (collapsed stacks of the thread holding the GIL; ``pip install py-spy``). Usage:
-``python bench/bench_edge.py [-n 4000] [--rounds 2] [--pin] [--all-inline] [--only NAME] [--py-spy FILE]``.
+``python bench/bench_edge.py [-n 4000] [--rounds 2] [--pin] [--all-inline] [--null-app] [--only NAME]
+[--py-spy FILE]``.
 Results and their analysis: docs/benchmarks.md, "Service edge (issue 8)".
 """
 
@@ -70,15 +73,29 @@ SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h
 
 # -- the device process ------------------------------------------------------------------------
 
-def device_main(conn: object, data_dir: str, all_inline: bool, cpu: int | None) -> None:
+def device_main(conn: object, data_dir: str, all_inline: bool, cpu: int | None, null_app: bool = False) -> None:
     if cpu is not None:  # --pin: before any thread exists (threads inherit the calling thread's mask)
         os.sched_setaffinity(0, {cpu})
     from iec62676_2_33.runtime.agent import AgentSettings
     from iec62676_2_33.runtime.device import run_device
     from iec62676_2_33.services.app import DeviceApplication
 
-    if all_inline:  # what-if (--all-inline): the application declares every request quick
+    if all_inline or null_app:  # what-if (--all-inline): the application declares every request quick
         DeviceApplication.runs_inline = lambda _self, _environ: True  # type: ignore[attr-defined]
+    if null_app:  # what-if (--null-app): the edge alone -- the first answer, replayed for every request
+        real, kept = DeviceApplication.__call__, {}
+
+        def replay(self: DeviceApplication, environ: dict[str, object], start_response: Callable[..., object]) -> list[bytes]:
+            if not kept:
+                got: list[object] = []
+                kept["body"] = b"".join(real(self, environ, lambda *head: got.extend(head)))
+                kept["head"] = got
+            else:
+                environ["wsgi.input"].read()  # type: ignore[attr-defined]
+            start_response(*kept["head"][:2])
+            return [kept["body"]]  # type: ignore[list-item]
+
+        DeviceApplication.__call__ = replay  # type: ignore[method-assign]
 
     # Re-dial at once after a splice ended (the next h2load run needs a fresh HTTP/2 connection).
     settings = AgentSettings(backoff_first=(0.05, 0.1), backoff_cap=0.1)
@@ -223,7 +240,8 @@ def h2load(url: str, body: Path, n: int, streams: int, *, h1: bool = False, clie
 
 # -- the run -------------------------------------------------------------------------------------
 
-def run(n: int, rounds: int, profile: str | None, only: list[str], all_inline: bool, pin: bool) -> None:
+def run(n: int, rounds: int, profile: str | None, only: list[str], all_inline: bool, pin: bool,
+        null_app: bool = False) -> None:
     from iec62676_2_33 import pki
     from iec62676_2_33.store import DeviceStore
     from iec62676_2_33.uplinkconfig import UplinkConfiguration
@@ -250,7 +268,7 @@ def run(n: int, rounds: int, profile: str | None, only: list[str], all_inline: b
 
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=device_main, args=(child, str(data), all_inline, cpus[0] if cpus else None),
+    proc = ctx.Process(target=device_main, args=(child, str(data), all_inline, cpus[0] if cpus else None, null_app),
                        daemon=True)
     proc.start()
     if not parent.poll(30):
@@ -303,6 +321,7 @@ def run(n: int, rounds: int, profile: str | None, only: list[str], all_inline: b
     shutil.rmtree(body.parent, ignore_errors=True)
 
     what = ("; WHAT-IF every request inline" if all_inline else "") + ("; device pinned to one CPU" if pin else "")
+    what += "; WHAT-IF no application (the first answer replayed)" if null_app else ""
     print(f"# service edge, GetServiceCapabilities, h2load -c 1 -n {n} — {machine()}; best of {rounds}{what}")
     for name, result in best.items():
         print(f"{name:<16} {result.rate:9.1f} req/s   device CPU {result.cpu * 1e6:6.0f} us/req")
@@ -325,11 +344,13 @@ def main() -> None:
                         help="measure only this run (repeatable; no ratios then)")
     parser.add_argument("--all-inline", action="store_true",
                         help="what-if: run every request on the device's event loop (WsgiHandler inline)")
+    parser.add_argument("--null-app", action="store_true",
+                        help="what-if: the device replays its first answer inline (the HTTP edge alone, no SOAP)")
     parser.add_argument("--pin", action="store_true",
                         help="pin the device process to one CPU and the rest (cloud, h2load) to the others")
     args = parser.parse_args()
     start = time.monotonic()
-    run(args.n, args.rounds, args.profile, args.only, args.all_inline, args.pin)
+    run(args.n, args.rounds, args.profile, args.only, args.all_inline, args.pin, args.null_app)
     print(f"# total {time.monotonic() - start:.0f} s")
 
 
