@@ -198,11 +198,11 @@ class Haproxy:
     send-proxy-v2 and health checks) for every node."""
 
     def __init__(self, directory: Path, nodes: Sequence[int], *, server_options: str = CHECKED,
-                 name: str = "haproxy", maxconn: int = 4096) -> None:
+                 name: str = "haproxy", maxconn: int = 4096, extra: str = "") -> None:
         self.port = free_port()
         servers = "\n".join(f"    server n{i} 127.0.0.1:{port} {server_options}" for i, port in enumerate(nodes))
         config = (ROOT / "examples" / "haproxy.cfg").read_text().format(
-            maxconn=maxconn, bind=f"127.0.0.1:{self.port}", servers=servers)
+            maxconn=maxconn, bind=f"127.0.0.1:{self.port}", servers=servers) + extra  # extra: more sections
         self.config = directory / f"{name}.cfg"
         self.config.write_text(config)
         subprocess.run(["haproxy", "-c", "-q", "-f", str(self.config)], check=True, timeout=BOUND)

@@ -9,7 +9,8 @@ has been gone for the linger time, and a port another program holds gives one er
 stays reachable by path. A port never passes to another device: a full range gives a new device none,
 until the operator frees one with ``iec62676 cloud ports release``; the assignments file is private and a
 damaged one is a one-line startup error. The assignment rules themselves
-(:class:`~iec62676_2_33.sansio.port_table.PortTable`) are checked without I/O.
+(:class:`~iec62676_2_33.sansio.port_table.PortTable`, also as a cluster node's mirror of assignments made
+by other nodes) are checked without I/O.
 """
 
 from __future__ import annotations
@@ -87,6 +88,28 @@ def test_full_range_gives_a_new_id_no_port_until_the_operator_releases_one() -> 
     assert table.assign("c") is None and table.port("c") is None
     assert table.release("a") == port_a and table.release("a") is None
     assert table.assign("c") == port_a and table.assign("d") is None
+
+
+def test_assignments_made_elsewhere_follow_the_same_rules() -> None:
+    """A cluster node's mirror: an assignment recorded from another node takes its port from the candidates
+    (the candidate is not assigned); a forgotten (released) port is free again; an id that holds two ports
+    uses the first in its probe order and a release frees both; a port outside the range is refused."""
+    table = PortTable(range(100, 104))
+    a, b = colliding(table)
+    home = table.home(a)
+    assert table.candidate(a) == home and table.port(a) is None
+    table.record(b, home)
+    nxt = 100 + (home - 100 + 1) % 4
+    assert table.owner(home) == b and table.port(b) == home and table.candidate(a) == nxt
+    assert table.forget(home) == b and table.port(b) is None and table.candidate(a) == home
+    table.record(a, nxt)
+    table.record(a, home)
+    assert table.port(a) == home and table.owner(nxt) == a  # both reserved, the home port used
+    assert table.forget(home) == a and table.port(a) == nxt
+    table.record(a, home)
+    assert table.release(a) == home and table.owner(nxt) is None and table.assignments() == {}
+    with pytest.raises(ConfigurationError, match="same --device-ports range"):
+        table.record(a, 99)
 
 
 @pytest.mark.parametrize(("data", "words"), [
@@ -172,12 +195,12 @@ def start(certs: UplinkPki, data: Path, ports: str, port: int = 0) -> RunningClo
     return cloud
 
 
-async def device_information(port: int) -> tuple[str, str, dict[str, str]]:
-    """onvif-zeep-async, unmodified: bootstrap on 127.0.0.1:<port>, then GetDeviceInformation."""
+async def device_information(port: int, host: str = "127.0.0.1") -> tuple[str, str, dict[str, str]]:
+    """onvif-zeep-async, unmodified: bootstrap on <host>:<port>, then GetDeviceInformation."""
     import onvif
     from onvif import ONVIFCamera
 
-    cam = ONVIFCamera("127.0.0.1", port, *ADMIN, os.path.join(os.path.dirname(onvif.__file__), "wsdl"),
+    cam = ONVIFCamera(host, port, *ADMIN, os.path.join(os.path.dirname(onvif.__file__), "wsdl"),
                       no_cache=True, adjust_time=True)
     try:
         await asyncio.wait_for(cam.update_xaddrs(), TIMEOUT)

@@ -36,9 +36,10 @@ def register(sub: Any) -> None:
     p.add_argument("--device-ports", metavar="START-END",
                    help="also give each connected device a port of its own in this range (at most 4096 ports), on "
                         "the proxy's host: every request there goes to that device, paths unchanged; the port "
-                        "derives from the device id and is kept in --device-ports-file; GET /devices lists it")
+                        "derives from the device id and is kept in --device-ports-file (with --nats: in NATS, and every node "
+                        "opens every device's port); GET /devices lists it")
     p.add_argument("--device-ports-file", type=Path, metavar="FILE",
-                   help="where the device ports are kept (needed with --device-ports; created 0600): a port, once "
+                   help="where the device ports are kept (needed with --device-ports without --nats; created 0600): a port, once "
                         "a device's, never goes to another device unless freed with 'cloud ports release'")
     p.add_argument("--rtsp", type=host_port, metavar="HOST:PORT",
                    help="also serve live video to RTSP players: rtsp://HOST:PORT/devices/<id>/<media token> "
@@ -75,10 +76,13 @@ def register(sub: Any) -> None:
     d = csub.add_parser("devices", help="list the devices of a cluster (from its NATS registry) as JSON")
     d.add_argument("--nats", required=True, metavar="nats://HOST:PORT")
     d.set_defaults(handler=devices)
-    ports = csub.add_parser("ports", help="the device ports kept in a --device-ports-file")
+    ports = csub.add_parser("ports", help="the device ports kept in a --device-ports-file or a cluster's NATS")
     psub = ports.add_subparsers(dest="ports_command", required=True, parser_class=type(cloud))
-    r = psub.add_parser("release", help="free a device's port for another device (with the cloud stopped)")
-    r.add_argument("--file", required=True, type=Path, metavar="FILE", help="the cloud's --device-ports-file")
+    r = psub.add_parser("release", help="free a device's port for another device (with the cloud stopped; in a "
+                        "cluster, with the device disconnected)")
+    where = r.add_mutually_exclusive_group(required=True)
+    where.add_argument("--file", type=Path, metavar="FILE", help="the cloud's --device-ports-file")
+    where.add_argument("--nats", metavar="nats://HOST:PORT", help="the cluster's NATS server")
     r.add_argument("--device", required=True, metavar="ID", help="the device id whose port is freed")
     r.set_defaults(handler=release_port)
     add_enroll_parser(csub)
@@ -105,20 +109,26 @@ def _cluster(args: argparse.Namespace) -> Any:
                           advertise=args.internal_advertise)
 
 
+async def _nats(url: str) -> Any:
+    """A NATS connection for one command (no reconnects); one line when it cannot be made."""
+    import nats
+
+    from ..errors import ConfigurationError
+
+    try:
+        return await nats.connect(url, connect_timeout=5, allow_reconnect=False)
+    except (nats.errors.Error, OSError, TimeoutError) as exc:
+        raise ConfigurationError(f"--nats {url}: cannot connect ({exc or type(exc).__name__})") from None
+
+
 def devices(args: argparse.Namespace) -> int:
     """``iec62676 cloud devices --nats URL``: the cluster's devices, each once, as JSON."""
     import json
 
-    import nats
-
     from ..cluster.registry import read_registry
-    from ..errors import ConfigurationError
 
     async def main() -> list[dict[str, object]]:
-        try:
-            nc = await nats.connect(args.nats, connect_timeout=5, allow_reconnect=False)
-        except (nats.errors.Error, OSError, TimeoutError) as exc:
-            raise ConfigurationError(f"--nats {args.nats}: cannot connect ({exc or type(exc).__name__})") from None
+        nc = await _nats(args.nats)
         try:
             return [{"id": r.id, "node": r.node, "peer": r.peer, "auth_mode": r.auth_mode,
                      "connected_since": r.connected_since} for r in await read_registry(nc)]
@@ -130,10 +140,23 @@ def devices(args: argparse.Namespace) -> int:
 
 
 def release_port(args: argparse.Namespace) -> int:
-    """``iec62676 cloud ports release --file FILE --device ID``."""
-    from ..runtime.device_ports import release_port as release
+    """``iec62676 cloud ports release --file FILE | --nats URL --device ID``."""
+    if args.nats is None:
+        from ..runtime.device_ports import release_port as release
 
-    print(f"device {args.device}: port {release(args.file, args.device)} released")
+        print(f"device {args.device}: port {release(args.file, args.device)} released")
+        return 0
+    from ..cluster.port_assignments import release_cluster_ports
+
+    async def main() -> list[int]:
+        nc = await _nats(args.nats)
+        try:
+            return await release_cluster_ports(nc, args.device)
+        finally:
+            await nc.close()
+
+    released = asyncio.run(main())
+    print(f"device {args.device}: port {', '.join(map(str, released))} released")
     return 0
 
 

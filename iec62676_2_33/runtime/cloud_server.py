@@ -131,17 +131,21 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
         raise ConfigurationError(
             f"--rtsp {options.rtsp}: the RTSP front plays each device's cameras with its uplink UserLevel; "
             "bind it to loopback (e.g. 127.0.0.1:8554) or, behind your own authentication, add --rtsp-allow-remote")
-    port_table = port_store = None
-    if (options.device_ports is None) != (options.device_ports_file is None):
+    port_range = port_table = port_store = port_assignments = None
+    if options.cluster is not None and options.device_ports_file is not None:
+        raise ConfigurationError("--device-ports-file: in a cluster (--nats) the device ports are kept in NATS, "
+                                 "for every node alike; drop the file")
+    if (options.device_ports is None) != (options.device_ports_file is None) and options.cluster is None:
         raise ConfigurationError("--device-ports and --device-ports-file go together (the file keeps the "
                                  "assignments, so a port never passes to another device)")
-    if options.device_ports is not None and options.device_ports_file is not None:
+    if options.device_ports is not None:
         from .device_ports import AssignmentsFile, device_port_range
 
         if proxy_at is None:
             raise ConfigurationError("--device-ports needs --proxy (the device ports are the proxy's)")
         taken = tuple(at[1] for at in ((host, port), proxy_at, rtsp_at) if at is not None)
         port_range = device_port_range(options.device_ports, taken=taken)
+    if port_range is not None and options.device_ports_file is not None:
         port_store = AssignmentsFile(options.device_ports_file)
         port_store.lock()
         try:
@@ -166,6 +170,10 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
 
             cluster = join_cluster(cloud, options.cluster)
             router = await cluster.__aenter__()
+            if port_range is not None:  # one assignment per device for the whole cluster
+                from ..cluster.port_assignments import ClusterPortAssignments
+
+                port_assignments = await ClusterPortAssignments.open(router.registry.nc, port_range)
         server = await start_tls_server(cloud.handle, sock, context,
                                         handshake_timeout=cloud.settings.handshake_timeout,
                                         first_byte_timeout=cloud.settings.first_byte_timeout,
@@ -176,6 +184,8 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
             s.close()
         if port_store is not None:
             port_store.unlock()
+        if port_assignments is not None:
+            await port_assignments.aclose()
         if router is not None and cluster is not None:
             await cluster.__aexit__(None, None, None)
         raise
@@ -209,6 +219,14 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
             proxy.device_ports = device_ports = DevicePorts(cloud, proxy, pbound[0], port_table, port_store)
             announce(f"cloud device ports {port_table.ports.start}-{port_table.ports.stop - 1} on {pbound[0]} "
                      f"(GET /devices lists each device's; kept in {port_store.path})")
+        elif port_assignments is not None and router is not None:
+            from ..cluster.node_ports import ClusterDevicePorts
+
+            proxy.device_ports = device_ports = ClusterDevicePorts(cloud, proxy, pbound[0], port_assignments,
+                                                                   router.registry)
+            announce(f"cloud device ports {port_assignments.table.ports.start}-"
+                     f"{port_assignments.table.ports.stop - 1} on {pbound[0]} for every device of the cluster "
+                     "(GET /devices lists each device's; kept in NATS)")
         tasks.append(asyncio.create_task(serve_asgi(proxy, proxy_sock, lambda: wait_event(stop))))
     stopped = asyncio.ensure_future(stop.wait())
     try:

@@ -35,6 +35,9 @@ Theory of operation
   :data:`PORT_SETTINGS` ``max_connections`` clients at once. The assignment itself
   is kept (the table is bounded by the range), so a device gone for longer gets its
   port back when it returns.
+* **In a cluster** :class:`~..cluster.node_ports.ClusterDevicePorts` keeps these
+  listeners and rules, keeps the assignments in NATS instead of the file, and opens the
+  ports of the devices other nodes hold too.
 """
 
 from __future__ import annotations
@@ -173,10 +176,11 @@ class _Listener:
 class DevicePorts:
     """The per-device listeners of one proxy (module docstring): made on the running loop, it opens
     the ports of the devices connected already and watches ``cloud`` for the others; :meth:`aclose`
-    at the end. ``table`` holds the assignments loaded from ``store``, which keeps every new one."""
+    at the end. ``table`` holds the assignments loaded from ``store``, which keeps every new one
+    (``None``: a subclass keeps them, :class:`~..cluster.node_ports.ClusterDevicePorts`)."""
 
     def __init__(self, cloud: CloudListener, app: AsgiApp, host: str, table: PortTable,
-                 store: AssignmentsFile) -> None:
+                 store: AssignmentsFile | None) -> None:
         self.cloud = cloud
         self.host = host
         self.table = table
@@ -204,9 +208,13 @@ class DevicePorts:
         if event.kind == "connected":
             self._connected(device_id)
         elif not self._present(device_id):  # not the old channel of a device that has reconnected
-            listener = self._open.get(device_id)
-            if listener is not None:
-                listener.expiry = asyncio.get_running_loop().call_later(self.linger, self._expire, device_id)
+            self._linger(device_id)
+
+    def _linger(self, device_id: str) -> None:
+        """The device is gone: close its listener after :attr:`linger` seconds unless it comes back."""
+        listener = self._open.get(device_id)
+        if listener is not None and listener.expiry is None:
+            listener.expiry = asyncio.get_running_loop().call_later(self.linger, self._expire, device_id)
 
     async def aclose(self) -> None:
         if self.observe in self.cloud.observers:
@@ -224,26 +232,42 @@ class DevicePorts:
         return True
 
     def _connected(self, device_id: str) -> None:
+        if not self._stay(device_id):
+            port = self._assign(device_id)
+            if port is not None:
+                self._listen(device_id, port)
+
+    def _stay(self, device_id: str) -> bool:
+        """Keep the device's listener open (a reconnect): whether it has one."""
         listener = self._open.get(device_id)
-        if listener is not None:
-            if listener.expiry is not None:
-                listener.expiry.cancel()
-                listener.expiry = None
-            return
+        if listener is not None and listener.expiry is not None:
+            listener.expiry.cancel()
+            listener.expiry = None
+        return listener is not None
+
+    def _assign(self, device_id: str) -> int | None:
+        """The device's port, kept in the file before it opens (module docstring); ``None``: none."""
         new = self.table.port(device_id) is None
         port = self.table.assign(device_id)
         if port is None:
-            log.warning("device %s: no port left in %d-%d (every one is assigned to another device; "
-                        "iec62676 cloud ports release frees one)", device_id,
-                        self.table.ports.start, self.table.ports.stop - 1)
-            return
-        if new:
+            self._no_port(device_id)
+            return None
+        if new and self.store is not None:
             try:
                 self.store.save(self.table.assignments())
             except ConfigurationError as exc:  # not kept: another id could get the port after a restart
                 self.table.release(device_id)
                 log.error("device %s: its port is not open: %s", device_id, exc)
-                return
+                return None
+        return port
+
+    def _no_port(self, device_id: str) -> None:
+        log.warning("device %s: no port left in %d-%d (every one is assigned to another device; "
+                    "iec62676 cloud ports release frees one)", device_id, self.table.ports.start,
+                    self.table.ports.stop - 1)
+
+    def _listen(self, device_id: str, port: int) -> None:
+        """Open the device's listener on ``port`` (one error line when the port cannot be bound)."""
         try:
             sock = bind_listen(self.host, port)
         except ConfigurationError as exc:
@@ -263,6 +287,9 @@ class DevicePorts:
                 self._close(device_id)
 
     def _expire(self, device_id: str) -> None:
+        listener = self._open.get(device_id)
+        if listener is not None:
+            listener.expiry = None
         if not self._present(device_id):
             self._close(device_id)
 

@@ -21,6 +21,13 @@ Theory of operation
   one (:meth:`PortTable.release`, ``iec62676 cloud ports release``).
 * **Bounded.** The range holds at most :data:`MAX_PORTS` ports and the table one
   assignment per port; the encoded file is bounded by :data:`MAX_FILE_BYTES`.
+* **Assignments made elsewhere.** In a cluster the assignments live in a NATS bucket,
+  one create-only key per port (:mod:`..cluster.port_assignments`); each node mirrors
+  the bucket into a table (:meth:`PortTable.record`, :meth:`PortTable.forget`) and asks
+  it for the candidate port of a new id (:meth:`PortTable.candidate`), so every node
+  derives ports by the same rules. Keys are per port, so a port never names two ids; an
+  id that ends up with two ports (two nodes assigned it while a third port was being
+  released) uses the first in its probe order, and the other stays reserved for it.
 """
 
 from __future__ import annotations
@@ -90,22 +97,54 @@ class PortTable:
     def assign(self, device_id: str) -> int | None:
         """The device's port: its assigned one, else its home port or the next one never assigned (now
         assigned to it); ``None`` when every port of the range is another id's."""
+        port = self.candidate(device_id)
+        if port is not None and device_id not in self._port:
+            self._port[device_id] = port
+            self._owner[port] = device_id
+        return port
+
+    def candidate(self, device_id: str) -> int | None:
+        """The port :meth:`assign` would give, without assigning it."""
         port = self._port.get(device_id)
         if port is not None or len(self._owner) == len(self.ports):
             return port
         size = len(self.ports)
         offset = self.home(device_id) - self.ports.start
-        port = next(p for p in (self.ports.start + (offset + i) % size for i in range(size)) if p not in self._owner)
-        self._port[device_id] = port
-        self._owner[port] = device_id
-        return port
+        return next(p for p in (self.ports.start + (offset + i) % size for i in range(size)) if p not in self._owner)
 
     def release(self, device_id: str) -> int | None:
         """The operator frees the id's port for another id (the port it had, ``None``: it had none)."""
         port = self._port.pop(device_id, None)
         if port is not None:
-            del self._owner[port]
+            for extra in [p for p, owner in self._owner.items() if owner == device_id]:
+                del self._owner[extra]
         return port
+
+    def record(self, device_id: str, port: int) -> None:
+        """An assignment made elsewhere (another node): ``port`` is now ``device_id``'s, whoever had it.
+        An id with two ports uses the first in its probe order (module docstring)."""
+        if port not in self.ports:
+            raise ConfigurationError(f"device {device_id} has port {port}, outside {self.ports.start}-"
+                                     f"{self.ports.stop - 1}: every node needs the same --device-ports range")
+        self.forget(port)
+        self._owner[port] = device_id
+        current = self._port.get(device_id)
+        if current is None or self._probe(device_id, port) < self._probe(device_id, current):
+            self._port[device_id] = port
+
+    def forget(self, port: int) -> str | None:
+        """An assignment removed elsewhere (the operator released it): the id that had ``port``, if any."""
+        device_id = self._owner.pop(port, None)
+        if device_id is not None and self._port.get(device_id) == port:
+            del self._port[device_id]
+            others = [p for p, owner in self._owner.items() if owner == device_id]
+            if others:
+                self._port[device_id] = min(others, key=lambda p: self._probe(device_id, p))
+        return device_id
+
+    def _probe(self, device_id: str, port: int) -> int:
+        """Where ``port`` comes in the id's probe order (0: its home port)."""
+        return (port - self.home(device_id)) % len(self.ports)
 
 
 def dumps_assignments(assigned: Mapping[str, int]) -> bytes:
