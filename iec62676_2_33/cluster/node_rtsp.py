@@ -15,12 +15,12 @@ the same :class:`~..transport.base.ByteStream` as for a local uplink.
 
 Theory of operation
 -------------------
-* **A connection per session.** The router's shared connection to B is not used: in
-  httpcore one task at a time reads an HTTP/2 connection, and a task that finds its own
-  frame already read still queues behind a reader blocked on the socket. A session's GET
-  waits for video that may not come for long (before PLAY, while paused): on a shared
-  connection the third of three sessions opened before PLAY got its answer only after 10 s
-  (then the device gave up its unpaired GET), and relayed SOAP answers would wait alike.
+* **A connection per session**, not the router's pooled HTTP/1.1 ones (a session's two
+  channels must stay open together): in httpcore one task at a time reads an HTTP/2
+  connection, and a task that finds its own frame already read still queues behind a
+  reader blocked on the socket. A session's GET waits for video that may not come for long
+  (before PLAY, while paused): on one shared connection the third of three sessions opened
+  before PLAY got its answer only after 10 s (then the device gave up its unpaired GET).
   So each session has its own HTTP/2 connection (an ``httpx.AsyncClient`` with the same
   TLS context: one TLS handshake more per session; a first DESCRIBE through two nodes took
   10-50 ms here, handshake included), read by its GET only, and
