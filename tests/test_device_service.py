@@ -419,55 +419,7 @@ def test_scopes_of_default_info_gen_2() -> None:
                                        "onvif://www.onvif.org/hardware/iec62676-device"]
 
 
-# -- the schema, the models and independent clients -----------------------------------------
-
-XS = "http://www.w3.org/2001/XMLSchema"
-
-
-def _xsd_parts(file: str, type_name: str) -> list[tuple[str, str]]:
-    doc = etree.parse(str(schemas.xsd_path(file)))
-    ctype = doc.find(f"{{{XS}}}complexType[@name='{type_name}']")
-    assert ctype is not None, type_name
-    out = [(e.get("name"), "element") for e in ctype.iter(f"{{{XS}}}element")]
-    out += [(a.get("name"), "attribute") for a in ctype.iter(f"{{{XS}}}attribute")]
-    return out
-
-
-@pytest.mark.parametrize(("model", "file", "type_name"), [
-    (device_module.Service, "device", "Service"),
-    (device_module.DeviceServiceCapabilities, "device", "DeviceServiceCapabilities"),
-    (device_module.NetworkCapabilities, "device", "NetworkCapabilities"),
-    (device_module.SecurityCapabilities, "device", "SecurityCapabilities"),
-    (device_module.SystemCapabilities, "device", "SystemCapabilities"),
-    (device_module.OnvifVersion, "device-common", "OnvifVersion"),
-    (device_module.SystemDateTime, "device-common", "SystemDateTime"),
-    (device_module.TimeZone, "device-common", "TimeZone"),
-    (device_module.DateTime, "device-common", "DateTime"),
-    (device_module.Date, "device-common", "Date"),
-    (device_module.Time, "device-common", "Time"),
-    (device_module.Scope, "device-common", "Scope"),
-    (device_module.Capabilities, "device-common", "Capabilities"),
-    (device_module.DeviceCapabilities, "device-common", "DeviceCapabilities"),
-    (device_module.EventCapabilities, "device-common", "EventCapabilities"),
-])
-def test_spyne_models_match_authored_xsd_gen_2(model: type, file: str, type_name: str) -> None:
-    """GEN-2: the Spyne models carry the authored XSD's names, order, kinds and namespace."""
-    from spyne.model.complex import XmlAttribute
-
-    spyne_side = [(name, "attribute" if isinstance(t, type) and issubclass(t, XmlAttribute) else "element")
-                  for name, t in model._type_info.items()]
-    assert spyne_side == _xsd_parts(file, type_name)
-    assert model.get_namespace() == (TDS if file == "device" else TT)
-
-
-def test_get_device_information_response_matches_xsd_gen_2() -> None:
-    """GEN-2: the bare GetDeviceInformation answer carries the XSD's five strings in order."""
-    doc = etree.parse(str(schemas.xsd_path("device")))
-    element = doc.find(f"{{{XS}}}element[@name='GetDeviceInformationResponse']")
-    model = device_module.DeviceInformation
-    assert list(model._type_info) == [e.get("name") for e in element.iter(f"{{{XS}}}element")][1:]
-    assert (model.get_namespace(), model.get_type_name()) == (TDS, "GetDeviceInformationResponse")
-
+# -- the schema and independent clients (every answer against the XSD: test_device_dispatch.py) --------
 
 def test_wsdl_binding_and_soap_actions_gen_2() -> None:
     """GEN-2: DeviceBinding on port type Device, SOAP 1.2, soapAction = namespace + operation."""

@@ -1,4 +1,4 @@
-"""Layer 5: the minimal ONVIF device service on Spyne (GEN-2, SEC-1).
+"""Layer 5: the minimal ONVIF device service (GEN-2, SEC-1).
 
 Standard ONVIF clients bootstrap through the device service before they use
 any other: they read the clock (GetSystemDateAndTime, PRE_AUTH, so a client
@@ -8,9 +8,11 @@ can correct its WS-Security timestamps first), find the other services
 ``/onvif/device_service``, so the same clients reach the uplink and event
 services of a device directly or through the cloud proxy (GEN-2).
 
-The Spyne models mirror ``xsd/device.xsd`` (tds) and ``xsd/device-common.xsd``
-(the tt types only this service uses) element for element; a test compares the
-two, and every answer validates against them.
+The answers are written with lxml element for element as ``xsd/device.xsd``
+(tds) and ``xsd/device-common.xsd`` (the tt types only this service uses)
+declare them; a test validates the answer to every request of a corpus (each
+operation, with and without its optional arguments, forwarded headers, the
+faults) against them and checks the values.
 
 Theory of operation
 -------------------
@@ -39,9 +41,21 @@ device conforms to no ONVIF profile.
 
 *Clock.* GetSystemDateAndTime reads the injected ``clock`` (seconds since the
 epoch, like :func:`time.time`), so tests pin the time.
-"""
 
-# Spyne declares models and ports with class-level lists:
+*Dispatch.* The operations are served by a
+:class:`~..soap.dispatch.QNameDispatcher` (the checks every SOAP endpoint
+makes: the operation in the table, the authored XSD, no local name in two
+namespaces; then one handler per operation) with ``addressing=False``: like the
+Spyne-hosted services, the answers carry no SOAP Header and a ``wsa:Action``
+is not compared with the Body (WS-Addressing is optional for these operations
+in ONVIF Core). Every ONVIF client calls them first and video management
+systems poll them on many devices, so their cost matters: through Spyne
+(serialising nested complex models, method contexts, events) the app spent,
+per call with an already parsed request (best of 5 x 2000, same machine),
+GetSystemDateAndTime 373 us, GetServiceCapabilities 284 us, GetDeviceInformation
+159 us, GetServices without capabilities 396 us; with the handlers writing
+lxml directly 45, 31, 22 and 55 us (docs/benchmarks.md, "Proxy front").
+"""
 
 from __future__ import annotations
 
@@ -59,16 +73,16 @@ from typing import Any
 from urllib.parse import quote
 
 from lxml import etree
-from spyne import AnyXml, Boolean, ComplexModel, Integer, Unicode, XmlAttribute, rpc
 from spyne.util.xml import get_object_as_xml
 
 from .. import __version__
 from ..errors import ConfigurationError
-from ..namespaces import TDS, TEV, TT, TUP
+from ..namespaces import SOAP_ENV, TDS, TEV, TT, TUP
 from ..security.access import AccessClass
 from ..security.roles import RoleBook, UserRole, UserRoleError
+from ..soap.dispatch import Answer, Handler, QNameDispatcher
+from ..soap.envelope import SoapRequest
 from ..soap.fault import SoapFault
-from ..soap.spyne_glue import SoapEndpoint, SoapService, service_context
 from .forwarded import request_base_url
 from .media2 import MEDIA2_PATH, TR2
 from .ptz import TPTZ
@@ -84,11 +98,9 @@ __all__ = [
     "UPLINK_PATH",
     "DeviceDescription",
     "DeviceDescriptionFile",
-    "DeviceService",
     "DeviceServiceContext",
     "EventFlags",
     "ServiceEntry",
-    "capabilities_element",
     "default_serial",
     "device_context",
     "device_endpoint",
@@ -307,287 +319,185 @@ class DeviceServiceContext:
         return datetime.fromtimestamp(int(self.clock()), UTC)
 
 
-# --------------------------------------------------------------------------- Spyne models (mirror the XSD)
+# --------------------------------------------------------------------------- answers (element for element as the XSD)
 
-class NetworkCapabilities(ComplexModel):  # type: ignore[misc]
-    __namespace__ = TDS
-    _type_info = [
-        ("IPFilter", XmlAttribute(Boolean)),
-        ("ZeroConfiguration", XmlAttribute(Boolean)),
-        ("IPVersion6", XmlAttribute(Boolean)),
-        ("DynDNS", XmlAttribute(Boolean)),
-    ]
+#: Declared on every answer envelope (the answers' elements are in these two namespaces).
+_NSMAP = {"env": SOAP_ENV, "tds": TDS, "tt": TT}
 
 
-class SecurityCapabilities(ComplexModel):  # type: ignore[misc]
-    __namespace__ = TDS
-    _type_info = [
-        ("DefaultAccessPolicy", XmlAttribute(Boolean)),
-        ("UsernameToken", XmlAttribute(Boolean)),
-        ("HttpDigest", XmlAttribute(Boolean)),
-        ("MaxUserRoles", XmlAttribute(Integer)),
-    ]
+def _tds(name: str) -> str:
+    return f"{{{TDS}}}{name}"
 
 
-class UserRoleModel(ComplexModel):  # type: ignore[misc]
-    """tt:UserRole (PROV-4)."""
-
-    __namespace__ = TT
-    __type_name__ = "UserRole"
-    _type_info = [("Name", Unicode(min_occurs=1)), ("Functions", Unicode(min_occurs=1))]
+def _tt(name: str) -> str:
+    return f"{{{TT}}}{name}"
 
 
-class SystemCapabilities(ComplexModel):  # type: ignore[misc]
-    __namespace__ = TDS
-    _type_info = [
-        ("DiscoveryResolve", XmlAttribute(Boolean)),
-        ("DiscoveryBye", XmlAttribute(Boolean)),
-        ("RemoteDiscovery", XmlAttribute(Boolean)),
-        ("SystemBackup", XmlAttribute(Boolean)),
-        ("SystemLogging", XmlAttribute(Boolean)),
-        ("DiscoveryNotSupported", XmlAttribute(Boolean)),
-        ("NetworkConfigNotSupported", XmlAttribute(Boolean)),
-        ("UserConfigNotSupported", XmlAttribute(Boolean)),
-    ]
+def _xs_boolean(value: bool) -> str:
+    return "true" if value else "false"
 
 
-class DeviceServiceCapabilities(ComplexModel):  # type: ignore[misc]
-    """tds:DeviceServiceCapabilities."""
-
-    __namespace__ = TDS
-    _type_info = [
-        ("Network", NetworkCapabilities.customize(min_occurs=1)),
-        ("Security", SecurityCapabilities.customize(min_occurs=1)),
-        ("System", SystemCapabilities.customize(min_occurs=1)),
-    ]
+def _texts(parent: etree._Element, *children: tuple[str, object]) -> etree._Element:
+    """``parent`` with one child element per ``(tag, value)``, its text ``str(value)``, in order."""
+    for tag, value in children:
+        etree.SubElement(parent, tag).text = _xs_boolean(value) if isinstance(value, bool) else str(value)
+    return parent
 
 
-class OnvifVersion(ComplexModel):  # type: ignore[misc]
-    __namespace__ = TT
-    _type_info = [("Major", Integer(min_occurs=1)), ("Minor", Integer(min_occurs=1))]
+def device_service_capabilities(roles: RoleBook | None = None) -> etree._Element:
+    """``tds:Capabilities`` (tds:DeviceServiceCapabilities): the default access policy, UsernameToken and HTTP
+    Digest (SEC-1, SEC-2), user roles with ``roles`` (MaxUserRoles, PROV-4); no discovery, network or user
+    configuration over ONVIF. GetServiceCapabilities answers it, GetServices embeds it."""
+    caps = etree.Element(_tds("Capabilities"))
+    etree.SubElement(caps, _tds("Network"), IPFilter="false", ZeroConfiguration="false", IPVersion6="false",
+                     DynDNS="false")
+    security = etree.SubElement(caps, _tds("Security"), DefaultAccessPolicy="true", UsernameToken="true",
+                                HttpDigest="true")
+    if roles is not None:
+        security.set("MaxUserRoles", str(roles.max_roles))
+    etree.SubElement(caps, _tds("System"), DiscoveryResolve="false", DiscoveryBye="false", RemoteDiscovery="false",
+                     SystemBackup="false", SystemLogging="false", DiscoveryNotSupported="true",
+                     NetworkConfigNotSupported="true", UserConfigNotSupported="true")
+    return caps
 
 
-class Service(ComplexModel):  # type: ignore[misc]
-    """tds:Service; ``Capabilities`` wraps the service's own capabilities element."""
-
-    __namespace__ = TDS
-    _type_info = [
-        ("Namespace", Unicode(min_occurs=1)),
-        ("XAddr", Unicode(min_occurs=1)),
-        ("Capabilities", AnyXml),
-        ("Version", OnvifVersion.customize(min_occurs=1)),
-    ]
+def _date_time(parent: etree._Element, tag: str, moment: datetime) -> None:
+    """A tt:DateTime child ``tag`` of ``parent``: Time (hour, minute, second) then Date (year, month, day)."""
+    node = etree.SubElement(parent, tag)
+    _texts(etree.SubElement(node, _tt("Time")), (_tt("Hour"), moment.hour), (_tt("Minute"), moment.minute),
+           (_tt("Second"), moment.second))
+    _texts(etree.SubElement(node, _tt("Date")), (_tt("Year"), moment.year), (_tt("Month"), moment.month),
+           (_tt("Day"), moment.day))
 
 
-class TimeZone(ComplexModel):  # type: ignore[misc]
-    __namespace__ = TT
-    _type_info = [("TZ", Unicode(min_occurs=1))]
+def _answer(name: str) -> tuple[str, etree._Element]:
+    """The ``wsa:Action`` and the empty answer element of operation ``name`` (``tds:<name>Response``)."""
+    return f"{TDS}/{name}Response", etree.Element(_tds(f"{name}Response"))
 
 
-class Time(ComplexModel):  # type: ignore[misc]
-    __namespace__ = TT
-    _type_info = [("Hour", Integer(min_occurs=1)), ("Minute", Integer(min_occurs=1)),
-                  ("Second", Integer(min_occurs=1))]
+def _boolean_arg(operation: etree._Element, name: str) -> bool:
+    """An xs:boolean child the XSD has checked (``true``, ``false``, ``1``, ``0``)."""
+    return (operation.findtext(_tds(name)) or "").strip() in ("true", "1")
 
 
-class Date(ComplexModel):  # type: ignore[misc]
-    __namespace__ = TT
-    _type_info = [("Year", Integer(min_occurs=1)), ("Month", Integer(min_occurs=1)),
-                  ("Day", Integer(min_occurs=1))]
+# --------------------------------------------------------------------------- the operations
 
-
-class DateTime(ComplexModel):  # type: ignore[misc]
-    __namespace__ = TT
-    _type_info = [("Time", Time.customize(min_occurs=1)), ("Date", Date.customize(min_occurs=1))]
-
-
-class SystemDateTime(ComplexModel):  # type: ignore[misc]
-    __namespace__ = TT
-    _type_info = [
-        ("DateTimeType", Unicode(min_occurs=1)),
-        ("DaylightSavings", Boolean(min_occurs=1)),
-        ("TimeZone", TimeZone),
-        ("UTCDateTime", DateTime),
-        ("LocalDateTime", DateTime),
-    ]
-
-
-class Scope(ComplexModel):  # type: ignore[misc]
-    __namespace__ = TT
-    _type_info = [("ScopeDef", Unicode(min_occurs=1)), ("ScopeItem", Unicode(min_occurs=1))]
-
-
-class DeviceCapabilities(ComplexModel):  # type: ignore[misc]
-    __namespace__ = TT
-    _type_info = [("XAddr", Unicode(min_occurs=1))]
-
-
-class EventCapabilities(ComplexModel):  # type: ignore[misc]
-    __namespace__ = TT
-    _type_info = [
-        ("XAddr", Unicode(min_occurs=1)),
-        ("WSSubscriptionPolicySupport", Boolean(min_occurs=1)),
-        ("WSPullPointSupport", Boolean(min_occurs=1)),
-        ("WSPausableSubscriptionManagerInterfaceSupport", Boolean(min_occurs=1)),
-    ]
-
-
-class Capabilities(ComplexModel):  # type: ignore[misc]
-    """tt:Capabilities (the backward compatible GetCapabilities answer)."""
-
-    __namespace__ = TT
-    _type_info = [("Device", DeviceCapabilities), ("Events", EventCapabilities)]
-
-
-class DeviceInformation(ComplexModel):  # type: ignore[misc]
-    """The content of tds:GetDeviceInformationResponse (answered bare: these are its children)."""
-
-    __namespace__ = TDS
-    __type_name__ = "GetDeviceInformationResponse"
-    _type_info = [
-        ("Manufacturer", Unicode(min_occurs=1)),
-        ("Model", Unicode(min_occurs=1)),
-        ("FirmwareVersion", Unicode(min_occurs=1)),
-        ("SerialNumber", Unicode(min_occurs=1)),
-        ("HardwareId", Unicode(min_occurs=1)),
-    ]
-
-
-def device_service_capabilities(roles: RoleBook | None = None) -> DeviceServiceCapabilities:
-    """What this device implements: the default access policy, UsernameToken and HTTP Digest (SEC-1, SEC-2),
-    user roles with ``roles`` (MaxUserRoles, PROV-4); no discovery, network or user configuration over ONVIF."""
-    return DeviceServiceCapabilities(
-        Network=NetworkCapabilities(IPFilter=False, ZeroConfiguration=False, IPVersion6=False, DynDNS=False),
-        Security=SecurityCapabilities(DefaultAccessPolicy=True, UsernameToken=True, HttpDigest=True,
-                                     MaxUserRoles=None if roles is None else roles.max_roles),
-        System=SystemCapabilities(DiscoveryResolve=False, DiscoveryBye=False, RemoteDiscovery=False,
-                                  SystemBackup=False, SystemLogging=False, DiscoveryNotSupported=True,
-                                  NetworkConfigNotSupported=True, UserConfigNotSupported=True),
-    )
-
-
-def capabilities_element(instance: ComplexModel, namespace: str) -> etree._Element:
-    """A Spyne capabilities instance as the ``<ns>:Capabilities`` element GetServices embeds."""
-    element = get_object_as_xml(instance, type(instance), "Capabilities")
-    element.tag = f"{{{namespace}}}Capabilities"
-    return element
-
-
-def _datetime(moment: datetime) -> DateTime:
-    return DateTime(Time=Time(Hour=moment.hour, Minute=moment.minute, Second=moment.second),
-                    Date=Date(Year=moment.year, Month=moment.month, Day=moment.day))
-
-
-# --------------------------------------------------------------------------- the service
-
-def _context(ctx: Any) -> DeviceServiceContext:
-    context: DeviceServiceContext = service_context(ctx)
-    return context
-
-
-def _base(ctx: Any) -> str:
-    return request_base_url(ctx.transport.req_env)
-
-
-def _info(ctx: Any) -> DeviceDescription:
+def _info(context: DeviceServiceContext) -> DeviceDescription:
     try:
-        return _context(ctx).device_info()
+        return context.device_info()
     except ConfigurationError as exc:
         raise SoapFault(code="Receiver", subcodes=("Action",),
                         reason=f"the device information is misconfigured: {exc}") from None
 
 
-class DeviceService(SoapService):
-    """The operations of ``tds:Device`` that a client needs to bootstrap (GEN-2)."""
-
-    __service_name__ = "DeviceService"
-    __port_types__ = ["Device"]
-
-    @rpc(Boolean(min_occurs=1), _returns=Service.customize(max_occurs="unbounded"),  # type: ignore[misc]
-         _in_variable_names={"include_capability": "IncludeCapability"}, _out_variable_name="Service")
-    def GetServices(ctx: Any, include_capability: bool) -> list[Service]:
-        context, base = _context(ctx), _base(ctx)
-        out = []
-        for entry in context.live_services():
-            caps = entry.capabilities() if include_capability and entry.capabilities is not None else None
-            out.append(Service(Namespace=entry.namespace, XAddr=base + entry.path, Capabilities=caps,
-                               Version=OnvifVersion(Major=entry.version[0], Minor=entry.version[1])))
-        return out
-
-    @rpc(_returns=DeviceServiceCapabilities, _out_variable_name="Capabilities")  # type: ignore[misc]
-    def GetServiceCapabilities(ctx: Any) -> DeviceServiceCapabilities:
-        return device_service_capabilities(_context(ctx).roles)
-
-    @rpc(Unicode(max_occurs="unbounded"), _returns=Capabilities,  # type: ignore[misc]
-         _in_variable_names={"category": "Category"}, _out_variable_name="Capabilities")
-    def GetCapabilities(ctx: Any, category: list[str] | None) -> Capabilities:
-        context, base = _context(ctx), _base(ctx)
-        device = context.service(TDS)
-        events = context.service(TEV)
-        available = {"Device": device, "Events": events}
-        wanted = set(category or ["All"])
-        if "All" in wanted:  # all that exist; only a category named explicitly must exist
-            wanted = {name for name, entry in available.items() if entry is not None} | (wanted - {"All"})
-        missing = sorted(name for name in wanted if available.get(name) is None)
-        if missing:
-            raise SoapFault(code="Receiver", subcodes=("ActionNotSupported", "NoSuchService"),
-                            reason=f"this device has no {', '.join(missing)} service; it offers "
-                                   f"{', '.join(n for n, s in available.items() if s is not None)}")
-        result = Capabilities()
-        if "Device" in wanted and device is not None:
-            result.Device = DeviceCapabilities(XAddr=base + device.path)
-        if "Events" in wanted and events is not None:
-            flags = context.events
-            result.Events = EventCapabilities(
-                XAddr=base + events.path,
-                WSSubscriptionPolicySupport=flags.ws_subscription_policy_support,
-                WSPullPointSupport=flags.ws_pull_point_support,
-                WSPausableSubscriptionManagerInterfaceSupport=(
-                    flags.ws_pausable_subscription_manager_interface_support))
-        return result
-
-    @rpc(_returns=SystemDateTime, _out_variable_name="SystemDateAndTime")  # type: ignore[misc]
-    def GetSystemDateAndTime(ctx: Any) -> SystemDateTime:
-        now = _context(ctx).now()
-        return SystemDateTime(DateTimeType="Manual", DaylightSavings=False, TimeZone=TimeZone(TZ="UTC0"),
-                              UTCDateTime=_datetime(now), LocalDateTime=_datetime(now))
-
-    @rpc(_returns=DeviceInformation, _body_style="bare")  # type: ignore[misc]
-    def GetDeviceInformation(ctx: Any) -> DeviceInformation:
-        info = _info(ctx)
-        return DeviceInformation(Manufacturer=info.manufacturer, Model=info.model,
-                                 FirmwareVersion=info.firmware_version, SerialNumber=info.serial_number,
-                                 HardwareId=info.hardware_id)
-
-    @rpc(_returns=Scope.customize(max_occurs="unbounded"), _out_variable_name="Scopes")  # type: ignore[misc]
-    def GetScopes(ctx: Any) -> list[Scope]:
-        return [Scope(ScopeDef="Fixed", ScopeItem=item) for item in scopes_of(_info(ctx))]
-
-    @rpc(Unicode, _returns=UserRoleModel.customize(max_occurs="unbounded"),  # type: ignore[misc]
-         _in_variable_names={"name": "UserRole"}, _out_variable_name="UserRole")
-    def GetUserRoles(ctx: Any, name: str | None) -> list[UserRoleModel]:
-        with _role_faults():
-            roles = _roles(ctx).roles(name)
-        return [UserRoleModel(Name=r.name, Functions=" ".join(r.functions)) for r in roles]
-
-    @rpc(UserRoleModel.customize(min_occurs=1), _returns=None,  # type: ignore[misc]
-         _in_variable_names={"role": "UserRole"})
-    def SetUserRole(ctx: Any, role: UserRoleModel) -> None:
-        with _role_faults():
-            _roles(ctx).set(UserRole(role.Name or "", tuple((role.Functions or "").split())))
-
-    @rpc(Unicode(min_occurs=1), _returns=None, _in_variable_names={"name": "UserRole"})  # type: ignore[misc]
-    def DeleteUserRole(ctx: Any, name: str) -> None:
-        with _role_faults():
-            _roles(ctx).delete(name)
+def _get_services(context: DeviceServiceContext, request: SoapRequest, environ: dict[str, Any]) -> Answer:
+    include = _boolean_arg(request.operation, "IncludeCapability")
+    base = request_base_url(environ)
+    action, response = _answer("GetServices")
+    for entry in context.live_services():
+        service = _texts(etree.SubElement(response, _tds("Service")), (_tds("Namespace"), entry.namespace),
+                         (_tds("XAddr"), base + entry.path))
+        caps = entry.capabilities() if include and entry.capabilities is not None else None
+        if caps is not None:
+            etree.SubElement(service, _tds("Capabilities")).append(caps)
+        _texts(etree.SubElement(service, _tds("Version")), (_tt("Major"), entry.version[0]),
+               (_tt("Minor"), entry.version[1]))
+    return Answer(action, response)
 
 
-def _roles(ctx: Any) -> RoleBook:
-    roles = _context(ctx).roles
-    if roles is None:
+def _get_service_capabilities(context: DeviceServiceContext, _request: SoapRequest,
+                              _environ: dict[str, Any]) -> Answer:
+    action, response = _answer("GetServiceCapabilities")
+    response.append(device_service_capabilities(context.roles))
+    return Answer(action, response)
+
+
+def _get_capabilities(context: DeviceServiceContext, request: SoapRequest, environ: dict[str, Any]) -> Answer:
+    device, events = context.service(TDS), context.service(TEV)
+    available = {"Device": device, "Events": events}
+    wanted = {c.text or "" for c in request.operation.iterchildren(_tds("Category"))} or {"All"}
+    if "All" in wanted:  # all that exist; only a category named explicitly must exist
+        wanted = {name for name, entry in available.items() if entry is not None} | (wanted - {"All"})
+    missing = sorted(name for name in wanted if available.get(name) is None)
+    if missing:
+        raise SoapFault(code="Receiver", subcodes=("ActionNotSupported", "NoSuchService"),
+                        reason=f"this device has no {', '.join(missing)} service; it offers "
+                               f"{', '.join(n for n, s in available.items() if s is not None)}")
+    base = request_base_url(environ)
+    action, response = _answer("GetCapabilities")
+    caps = etree.SubElement(response, _tds("Capabilities"))
+    if "Device" in wanted and device is not None:
+        _texts(etree.SubElement(caps, _tt("Device")), (_tt("XAddr"), base + device.path))
+    if "Events" in wanted and events is not None:
+        flags = context.events
+        _texts(etree.SubElement(caps, _tt("Events")), (_tt("XAddr"), base + events.path),
+               (_tt("WSSubscriptionPolicySupport"), flags.ws_subscription_policy_support),
+               (_tt("WSPullPointSupport"), flags.ws_pull_point_support),
+               (_tt("WSPausableSubscriptionManagerInterfaceSupport"),
+                flags.ws_pausable_subscription_manager_interface_support))
+    return Answer(action, response)
+
+
+def _get_system_date_and_time(context: DeviceServiceContext, _request: SoapRequest,
+                              _environ: dict[str, Any]) -> Answer:
+    now = context.now()
+    action, response = _answer("GetSystemDateAndTime")
+    sdt = _texts(etree.SubElement(response, _tds("SystemDateAndTime")), (_tt("DateTimeType"), "Manual"),
+                 (_tt("DaylightSavings"), False))
+    _texts(etree.SubElement(sdt, _tt("TimeZone")), (_tt("TZ"), "UTC0"))
+    _date_time(sdt, _tt("UTCDateTime"), now)
+    _date_time(sdt, _tt("LocalDateTime"), now)
+    return Answer(action, response)
+
+
+def _get_device_information(context: DeviceServiceContext, _request: SoapRequest,
+                            _environ: dict[str, Any]) -> Answer:
+    info = _info(context)
+    action, response = _answer("GetDeviceInformation")
+    _texts(response, (_tds("Manufacturer"), info.manufacturer), (_tds("Model"), info.model),
+           (_tds("FirmwareVersion"), info.firmware_version), (_tds("SerialNumber"), info.serial_number),
+           (_tds("HardwareId"), info.hardware_id))
+    return Answer(action, response)
+
+
+def _get_scopes(context: DeviceServiceContext, _request: SoapRequest, _environ: dict[str, Any]) -> Answer:
+    action, response = _answer("GetScopes")
+    for item in scopes_of(_info(context)):
+        _texts(etree.SubElement(response, _tds("Scopes")), (_tt("ScopeDef"), "Fixed"), (_tt("ScopeItem"), item))
+    return Answer(action, response)
+
+
+def _get_user_roles(context: DeviceServiceContext, request: SoapRequest, _environ: dict[str, Any]) -> Answer:
+    wanted = request.operation.find(_tds("UserRole"))
+    with _role_faults():
+        roles = _roles(context).roles(None if wanted is None else wanted.text or "")
+    action, response = _answer("GetUserRoles")
+    for role in roles:
+        _texts(etree.SubElement(response, _tds("UserRole")), (_tt("Name"), role.name),
+               (_tt("Functions"), " ".join(role.functions)))
+    return Answer(action, response)
+
+
+def _set_user_role(context: DeviceServiceContext, request: SoapRequest, _environ: dict[str, Any]) -> Answer:
+    role = request.operation.find(_tds("UserRole"))
+    name = "" if role is None else role.findtext(_tt("Name")) or ""
+    functions = "" if role is None else role.findtext(_tt("Functions")) or ""
+    with _role_faults():
+        _roles(context).set(UserRole(name, tuple(functions.split())))
+    return Answer(*_answer("SetUserRole"))
+
+
+def _delete_user_role(context: DeviceServiceContext, request: SoapRequest, _environ: dict[str, Any]) -> Answer:
+    with _role_faults():
+        _roles(context).delete(request.operation.findtext(_tds("UserRole")) or "")
+    return Answer(*_answer("DeleteUserRole"))
+
+
+def _roles(context: DeviceServiceContext) -> RoleBook:
+    if context.roles is None:
         raise SoapFault(code="Receiver", subcodes=("ActionNotSupported",),
                         reason="this device does not support user roles (no MaxUserRoles)")
-    return roles
+    return context.roles
 
 
 @contextmanager
@@ -599,9 +509,23 @@ def _role_faults() -> Iterator[None]:
         raise SoapFault(code=exc.code, subcodes=exc.subcodes, reason=str(exc)) from None
 
 
-def device_endpoint(context: DeviceServiceContext) -> SoapEndpoint:
+#: The operations of ``tds:Device`` that a client needs to bootstrap (GEN-2), and the user roles (PROV-4).
+_OPERATIONS: Mapping[tuple[str, str], Handler] = MappingProxyType({
+    (TDS, "GetServices"): _get_services,
+    (TDS, "GetServiceCapabilities"): _get_service_capabilities,
+    (TDS, "GetCapabilities"): _get_capabilities,
+    (TDS, "GetSystemDateAndTime"): _get_system_date_and_time,
+    (TDS, "GetDeviceInformation"): _get_device_information,
+    (TDS, "GetScopes"): _get_scopes,
+    (TDS, "GetUserRoles"): _get_user_roles,
+    (TDS, "SetUserRole"): _set_user_role,
+    (TDS, "DeleteUserRole"): _delete_user_role,
+})
+
+
+def device_endpoint(context: DeviceServiceContext) -> QNameDispatcher:
     """The WSGI app of the device service (no access control: see :mod:`.app`)."""
-    return SoapEndpoint([DeviceService], TDS, xsd="device", context=context, name="DeviceService")
+    return QNameDispatcher(_OPERATIONS, xsd="device", context=context, nsmap=_NSMAP, addressing=False)
 
 
 def device_context(uplink: UplinkServiceContext, *, clock: Callable[[], float] = time.time,
@@ -623,16 +547,16 @@ def device_context(uplink: UplinkServiceContext, *, clock: Callable[[], float] =
         info = DeviceDescriptionFile(Path(store.data_dir) / DEVICE_INFO_FILE,
                               DeviceDescription(serial_number=default_serial(store.device_salt())))
 
-    def uplink_caps() -> etree._Element:
+    def uplink_caps() -> etree._Element:  # tup:Capabilities, as the uplink service's own model writes it
         caps = uplink.current_capabilities()
-        return capabilities_element(UplinkServiceCapabilities(
+        element: etree._Element = get_object_as_xml(UplinkServiceCapabilities(
             MaxUplinks=caps.max_uplinks, Protocols=" ".join(caps.protocols),
             AuthorizationModes=" ".join(caps.authorization_modes),
-            StreamingOverUplink=caps.streaming_over_uplink), TUP)
+            StreamingOverUplink=caps.streaming_over_uplink), UplinkServiceCapabilities, "Capabilities")
+        return element
 
     services = [
-        ServiceEntry(TDS, DEVICE_PATH,
-                     capabilities=lambda: capabilities_element(device_service_capabilities(roles), TDS)),
+        ServiceEntry(TDS, DEVICE_PATH, capabilities=lambda: device_service_capabilities(roles)),
         ServiceEntry(TUP, UPLINK_PATH, capabilities=uplink_caps),
         ServiceEntry(TEV, EVENT_PATH, capabilities=event_capabilities),
         ServiceEntry(TR2, MEDIA2_PATH, capabilities=media2_capabilities),

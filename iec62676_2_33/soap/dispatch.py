@@ -30,7 +30,10 @@ The endpoint never reads the body. In order:
    envelope).
 
 Every answer and every fault carries ``wsa:RelatesTo`` when the request had a
-``wsa:MessageID``. A :class:`~.fault.SoapFault` (from a check or a handler)
+``wsa:MessageID``. An endpoint built with ``addressing=False`` leaves
+WS-Addressing out, as the Spyne-hosted services do (ONVIF Core makes it
+optional for their operations): no step 3, answers without a SOAP Header,
+faults with their ``wsa:Action`` only. A :class:`~.fault.SoapFault` (from a check or a handler)
 is answered as a fault envelope whose ``wsa:Action`` is the endpoint's
 ``fault_action``, with the fault's HTTP status; any other exception of a
 handler is logged in one line and answered ``env:Receiver/ter:Action``.
@@ -103,17 +106,20 @@ def wsa_header(request: SoapRequest, name: str) -> str | None:
     return None if found is None else (found.text or "").strip()
 
 
-def write_envelope(action: str, body: etree._Element, tail: bytes = b"", *, nsmap: Mapping[str, str],
+def write_envelope(action: str | None, body: etree._Element, tail: bytes = b"", *, nsmap: Mapping[str, str],
                    relates_to: str | None = None, to: str | None = None) -> bytes:
     """A SOAP 1.2 envelope (``nsmap`` declared on it) with ``body`` in its Body and the WS-Addressing header
-    ``Action`` (then ``To``, ``RelatesTo`` when given); ``tail`` is spliced in as the last content of ``body``."""
+    ``Action`` (then ``To``, ``RelatesTo`` when given; no Header when none is); ``tail`` is spliced in as the
+    last content of ``body``."""
     env = etree.Element(f"{{{SOAP_ENV}}}Envelope", nsmap=dict(nsmap))
-    header = etree.SubElement(env, f"{{{SOAP_ENV}}}Header")
-    etree.SubElement(header, f"{{{WSA}}}Action").text = action
-    if to:
-        etree.SubElement(header, f"{{{WSA}}}To").text = to
-    if relates_to:
-        etree.SubElement(header, f"{{{WSA}}}RelatesTo").text = relates_to
+    if action is not None or to or relates_to:
+        header = etree.SubElement(env, f"{{{SOAP_ENV}}}Header")
+        if action is not None:
+            etree.SubElement(header, f"{{{WSA}}}Action").text = action
+        if to:
+            etree.SubElement(header, f"{{{WSA}}}To").text = to
+        if relates_to:
+            etree.SubElement(header, f"{{{WSA}}}RelatesTo").text = relates_to
     etree.SubElement(env, f"{{{SOAP_ENV}}}Body").append(body)
     if tail:
         etree.SubElement(body, "_tail_").text = "_"  # a placeholder replaced by ``tail``
@@ -184,17 +190,19 @@ class QNameDispatcher:
     """A WSGI app serving the operations of ``handlers`` (``(namespace, local name) -> handler``) at one path.
 
     ``xsd`` names the authored schema of the requests; ``context`` is handed to every handler; ``nsmap`` is
-    declared on every answer envelope; ``fault_action`` is the ``wsa:Action`` of every fault.
+    declared on every answer envelope; ``fault_action`` is the ``wsa:Action`` of every fault; ``addressing``
+    False leaves WS-Addressing out (no Action check, no answer header, no RelatesTo: see the module).
     """
 
     def __init__(self, handlers: Mapping[tuple[str, str], Handler], *, xsd: str, context: object,
-                 nsmap: Mapping[str, str], fault_action: str = FAULT_ACTION) -> None:
+                 nsmap: Mapping[str, str], fault_action: str = FAULT_ACTION, addressing: bool = True) -> None:
         self.handlers = dict(handlers)
         self.operations = frozenset(etree.QName(namespace, name).text for namespace, name in self.handlers)
         self.xsd = xsd
         self.context = context
         self.nsmap = dict(nsmap)
         self.fault_action = fault_action
+        self.addressing = addressing
         schemas.schema(xsd)  # fail at start-up, not at the first request
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -206,7 +214,8 @@ class QNameDispatcher:
             return self.fault(SoapFault(code="Receiver", subcodes=("Action",), reason="the service is not configured"),
                               None, start_response)
         try:
-            check_action(request)
+            if self.addressing:
+                check_action(request)
             check_operation(request, self.operations, self.xsd)
             answer = self.handlers[request.operation_name](self.context, request, environ)
         except SoapFault as fault:
@@ -216,14 +225,17 @@ class QNameDispatcher:
             log.warning("service error in %s: %s: %s", request.operation.tag, type(exc).__name__, excerpt(str(exc)))
             return self.fault(SoapFault(code="Receiver", subcodes=("Action",),
                                         reason="the service failed to process the request"), request, start_response)
-        data = write_envelope(answer.action, answer.body, answer.tail, nsmap=self.nsmap,
-                              relates_to=wsa_header(request, "MessageID"))
+        if self.addressing:
+            data = write_envelope(answer.action, answer.body, answer.tail, nsmap=self.nsmap,
+                                  relates_to=wsa_header(request, "MessageID"))
+        else:
+            data = write_envelope(None, answer.body, answer.tail, nsmap=self.nsmap)
         start_response("200 OK", [("Content-Type", SOAP12_CONTENT_TYPE), ("Content-Length", str(len(data)))])
         return [data]
 
     def fault(self, fault: SoapFault, request: SoapRequest | None, start_response: StartResponse) -> list[bytes]:
         """Answer ``fault`` (``wsa:Action`` = ``fault_action``; ``wsa:RelatesTo`` for a request's MessageID)."""
-        relates_to = None if request is None else wsa_header(request, "MessageID")
+        relates_to = None if request is None or not self.addressing else wsa_header(request, "MessageID")
         data = write_envelope(self.fault_action, fault.to_element(), nsmap=_FAULT_NSMAP, relates_to=relates_to)
         status = fault.http_status
         start_response(f"{status} {HTTPStatus(status).phrase}",
