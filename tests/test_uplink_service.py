@@ -19,8 +19,6 @@ from lxml import etree
 from iec62676_2_33 import schemas
 from iec62676_2_33.namespaces import SOAP_ENV, TER, TUP
 from iec62676_2_33.security.wsse import build_username_token
-from iec62676_2_33.services.uplink import Configuration, UplinkServiceCapabilities
-from iec62676_2_33.soap.extension import ANY_FIELD
 
 NS = {"env": SOAP_ENV, "tup": TUP, "ter": TER}
 
@@ -191,24 +189,3 @@ def test_malformed_and_hostile_xml_refused_cfg_3(device: RunningDevice) -> None:
     assert status == 400
     assert fault_chain(root)[0] == "env:Sender"
 
-
-def _xsd_sequence(type_name: str) -> list[tuple[str, str]]:
-    """(name, kind) of the elements and attributes of a complexType in xsd/uplink.xsd."""
-    xs = "http://www.w3.org/2001/XMLSchema"
-    doc = etree.parse(str(schemas.xsd_path("uplink")))
-    ctype = doc.find(f"{{{xs}}}complexType[@name='{type_name}']")
-    out = [(e.get("name"), "element") for e in ctype.iter(f"{{{xs}}}element")]
-    out += [(a.get("name"), "attribute") for a in ctype.iter(f"{{{xs}}}attribute")]
-    return out
-
-
-@pytest.mark.parametrize(("model", "type_name"), [(UplinkServiceCapabilities, "Capabilities"),
-                                                 (Configuration, "Configuration")])
-def test_spyne_models_match_authored_xsd_cfg_1_cfg_5(model: type, type_name: str) -> None:
-    """CFG-1, CFG-5: the Spyne models carry the authored XSD's names, order and element/attribute kinds."""
-    from spyne.model.complex import XmlAttribute
-
-    spyne_side = [(name, "attribute" if isinstance(t, type) and issubclass(t, XmlAttribute) else "element")
-                  for name, t in model._type_info.items() if name != ANY_FIELD]  # xs:any is not named
-    assert spyne_side == _xsd_sequence(type_name)
-    assert model.get_namespace() == TUP

@@ -73,7 +73,6 @@ from typing import Any
 from urllib.parse import quote
 
 from lxml import etree
-from spyne.util.xml import get_object_as_xml
 
 from .. import __version__
 from ..errors import ConfigurationError
@@ -88,7 +87,8 @@ from .media2 import MEDIA2_PATH, TR2
 from .ptz import TPTZ
 from .recording import TRP, TSE
 from .security import SECURITY_PATH, TAS
-from .uplink import UplinkServiceCapabilities, UplinkServiceContext
+from .uplink import UplinkServiceContext
+from .uplink import capabilities_element as uplink_capabilities
 
 __all__ = [
     "DEVICE_INFO_FILE",
@@ -547,17 +547,9 @@ def device_context(uplink: UplinkServiceContext, *, clock: Callable[[], float] =
         info = DeviceDescriptionFile(Path(store.data_dir) / DEVICE_INFO_FILE,
                               DeviceDescription(serial_number=default_serial(store.device_salt())))
 
-    def uplink_caps() -> etree._Element:  # tup:Capabilities, as the uplink service's own model writes it
-        caps = uplink.current_capabilities()
-        element: etree._Element = get_object_as_xml(UplinkServiceCapabilities(
-            MaxUplinks=caps.max_uplinks, Protocols=" ".join(caps.protocols),
-            AuthorizationModes=" ".join(caps.authorization_modes),
-            StreamingOverUplink=caps.streaming_over_uplink), UplinkServiceCapabilities, "Capabilities")
-        return element
-
     services = [
         ServiceEntry(TDS, DEVICE_PATH, capabilities=lambda: device_service_capabilities(roles)),
-        ServiceEntry(TUP, UPLINK_PATH, capabilities=uplink_caps),
+        ServiceEntry(TUP, UPLINK_PATH, capabilities=lambda: uplink_capabilities(uplink)),
         ServiceEntry(TEV, EVENT_PATH, capabilities=event_capabilities),
         ServiceEntry(TR2, MEDIA2_PATH, capabilities=media2_capabilities),
         ServiceEntry(TAS, SECURITY_PATH, capabilities=security_capabilities),  # PROV-1

@@ -191,11 +191,15 @@ class QNameDispatcher:
 
     ``xsd`` names the authored schema of the requests; ``context`` is handed to every handler; ``nsmap`` is
     declared on every answer envelope; ``fault_action`` is the ``wsa:Action`` of every fault; ``addressing``
-    False leaves WS-Addressing out (no Action check, no answer header, no RelatesTo: see the module).
+    False leaves WS-Addressing out (no Action check, no answer header, no RelatesTo: see the module);
+    ``precheck`` and ``schema_view`` are handed to :func:`check_operation` (a value's own fault before the
+    schema's, the schema's view of ``xs:any ##any`` content).
     """
 
     def __init__(self, handlers: Mapping[tuple[str, str], Handler], *, xsd: str, context: object,
-                 nsmap: Mapping[str, str], fault_action: str = FAULT_ACTION, addressing: bool = True) -> None:
+                 nsmap: Mapping[str, str], fault_action: str = FAULT_ACTION, addressing: bool = True,
+                 precheck: Callable[[etree._Element], None] | None = None,
+                 schema_view: Callable[[etree._Element], etree._Element] | None = None) -> None:
         self.handlers = dict(handlers)
         self.operations = frozenset(etree.QName(namespace, name).text for namespace, name in self.handlers)
         self.xsd = xsd
@@ -203,6 +207,8 @@ class QNameDispatcher:
         self.nsmap = dict(nsmap)
         self.fault_action = fault_action
         self.addressing = addressing
+        self.precheck = precheck
+        self.schema_view = schema_view
         schemas.schema(xsd)  # fail at start-up, not at the first request
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -216,7 +222,7 @@ class QNameDispatcher:
         try:
             if self.addressing:
                 check_action(request)
-            check_operation(request, self.operations, self.xsd)
+            check_operation(request, self.operations, self.xsd, precheck=self.precheck, schema_view=self.schema_view)
             answer = self.handlers[request.operation_name](self.context, request, environ)
         except SoapFault as fault:
             log.info("refused request: %s", fault)

@@ -23,15 +23,8 @@ on the one parsed tree of the request (:mod:`.envelope`):
 * :func:`serialise` keeps a tail as XML text: one element named like the
   parent, declaring the parent's in-scope namespaces once (prefixes in QName
   values of the content keep their meaning), holding copies of the tail;
-  :func:`elements` gives the elements back;
-* :data:`AnyContent` is a Spyne field type whose values (lxml elements) are
-  written unwrapped where the schema has ``xs:any`` — Spyne's own ``AnyXml``
-  wraps each value in an element named after the field. The field is named
-  :data:`ANY_FIELD`, which is no XML name, so Spyne never reads a request
-  element into it.
-
-Spyne ignores request children that match no field, so the tail never
-reaches a model on the way in.
+  :func:`elements` gives the elements back, to be written after the type's
+  known children.
 """
 
 from __future__ import annotations
@@ -39,18 +32,13 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Collection
-from typing import Any
 
 from lxml import etree
-from spyne import AnyXml
-from spyne.protocol.xml import SubXmlBase
 
 from .. import schemas
 
-__all__ = ["ANY_FIELD", "AnyContent", "elements", "extension_tail", "schema_view", "serialise"]
+__all__ = ["elements", "extension_tail", "schema_view", "serialise"]
 
-#: The Spyne field name of ``xs:any`` content (not an XML name: no request element can match it).
-ANY_FIELD = "##any"
 #: A namespace prefix followed by a colon, as in a QName value.
 _PREFIX = re.compile(r"([A-Za-z_][A-Za-z0-9_.-]*):")
 
@@ -116,14 +104,3 @@ def elements(text: str) -> list[etree._Element]:
     """The elements :func:`serialise` kept in ``text``."""
     return list(schemas.parse_xml(text.encode("utf-8"))) if text else []
 
-
-class _Unwrapped(SubXmlBase):  # type: ignore[misc]
-    """Spyne sub-protocol writing an element value as it is, not inside an element named after the field."""
-
-    def subserialize(self, ctx: Any, cls: Any, inst: etree._Element, parent: etree._Element,
-                     ns: str | None = None, name: str | None = None) -> None:
-        parent.append(copy.deepcopy(inst))
-
-
-#: Spyne type of the :data:`ANY_FIELD` field: ``xs:any`` content, a list of lxml elements.
-AnyContent = AnyXml.customize(max_occurs="unbounded", prot=_Unwrapped())
