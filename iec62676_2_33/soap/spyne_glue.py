@@ -118,18 +118,10 @@ class SoapEndpoint:
     (:data:`~..security.middleware.ENVIRON_REQUEST`); it never reads the body.
     ``xsd`` names the authored schema of the service's messages; ``context``
     is any object the service methods reach through :func:`service_context`.
-    ``precheck`` sees each operation element before the schema does, so a
-    value with a fault of its own (e.g. a malformed RemoteAddress) gets that
-    fault rather than the schema's generic one: it raises :class:`SoapFault`.
-    ``schema_view`` gives the schema a copy of the operation without the
-    ``xs:any ##any`` content the authored XSD cannot express
-    (:func:`.extension.schema_view`); the service reads that content from
-    the one tree (:func:`request_operation`).
     """
 
     def __init__(self, services: Sequence[type[SoapService]], tns: str, *, xsd: str, context: object,
-                 name: str | None = None, precheck: Callable[[etree._Element], None] | None = None,
-                 schema_view: Callable[[etree._Element], etree._Element] | None = None) -> None:
+                 name: str | None = None) -> None:
         app = Application(list(services), tns, name=name, in_protocol=Soap12(), out_protocol=Soap12())
         self.operations = frozenset(
             etree.QName(tns, method.name).text
@@ -137,8 +129,6 @@ class SoapEndpoint:
         self.tns = tns
         self.xsd = xsd
         self.context = context
-        self.precheck = precheck
-        self.schema_view = schema_view
         self._server = _TreeServer(app)
         spyne_log = logging.getLogger("spyne")
         if spyne_log.level == logging.NOTSET:  # the application chose nothing: no request content in logs
@@ -175,4 +165,4 @@ class SoapEndpoint:
         return _respond(start_response, "200 OK", body)
 
     def _check(self, request: SoapRequest) -> None:
-        check_operation(request, self.operations, self.xsd, precheck=self.precheck, schema_view=self.schema_view)
+        check_operation(request, self.operations, self.xsd)
