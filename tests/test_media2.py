@@ -34,7 +34,6 @@ from iec62676_2_33.domain.media import MediaSource
 from iec62676_2_33.namespaces import SOAP_ENV, TDS, TT, TUP
 from iec62676_2_33.security.middleware import ENVIRON_UPLINK_LEVEL
 from iec62676_2_33.security.wsse import build_username_token
-from iec62676_2_33.services import media2 as media2_module
 from iec62676_2_33.services.app import build_device_app
 from iec62676_2_33.services.media2 import MEDIA2_PATH, OPERATION_ACCESS, TR2
 from iec62676_2_33.services.uplink import UplinkServiceContext
@@ -319,50 +318,7 @@ def test_rtsp_websocket_uri_where_the_uplink_serves_it_str_3(tmp_path: Path) -> 
         assert ws_uri(**uplink) is None
 
 
-# -- the models, the WSDL and clients ---------------------------------------------------------------
-
-XS = "http://www.w3.org/2001/XMLSchema"
-
-
-def _xsd_parts(file: str, type_name: str) -> list[tuple[str, str]]:
-    doc = etree.parse(str(schemas.xsd_path(file)))
-    ctype = doc.find(f"{{{XS}}}complexType[@name='{type_name}']")
-    assert ctype is not None, type_name
-    base = ctype.find(f".//{{{XS}}}extension")
-    parts = _xsd_parts(file, base.get("base").split(":")[1]) if base is not None else []
-    parts += [(e.get("name"), "element") for e in ctype.iter(f"{{{XS}}}element")]
-    parts += [(a.get("name"), "attribute") for a in ctype.iter(f"{{{XS}}}attribute")]
-    return parts
-
-
-@pytest.mark.parametrize(("model", "file", "type_name", "optional"), [
-    (media2_module.MediaProfile, "media2", "MediaProfile", ()),
-    (media2_module.ConfigurationSet, "media2", "ConfigurationSet", ("AudioSource",)),
-    (media2_module.Capabilities2, "media2", "Capabilities2",
-     ("Rotation", "VideoSourceMode", "OSD", "TemporaryOSDText", "Mask", "SourceMask")),
-    (media2_module.ProfileCapabilities, "media2", "ProfileCapabilities", ()),
-    (media2_module.StreamingCapabilities, "media2", "StreamingCapabilities", ()),
-    (media2_module.VideoSourceConfiguration, "media-common", "VideoSourceConfiguration", ("Extension", "ViewMode")),
-    (media2_module.VideoEncoder2Configuration, "media-common", "VideoEncoder2Configuration",
-     ("RateControl", "Multicast", "GovLength", "AnchorFrameDistance", "Profile", "GuaranteedFrameRate")),
-    (media2_module.VideoResolution2, "media-common", "VideoResolution2", ()),
-    (media2_module.IntRectangle, "media-common", "IntRectangle", ()),
-])
-def test_spyne_models_match_authored_xsd_anx_b_1(model: type, file: str, type_name: str,
-                                                 optional: tuple[str, ...]) -> None:
-    """ANX-B-1: the Spyne models carry the authored XSD's names, order and kinds (the optional parts
-    this device never sends aside), in the XSD's namespace."""
-    from spyne.model.complex import XmlAttribute
-
-    def kind(t: Any) -> str:
-        return "attribute" if isinstance(t, type) and issubclass(t, XmlAttribute) else "element"
-
-    spyne_side = [(name, kind(t)) for name, t in model._type_info.items()]
-    xsd_side = [(n, k) for n, k in _xsd_parts(file, type_name) if n not in optional]
-    assert sorted(spyne_side, key=lambda p: p[1]) == sorted(xsd_side, key=lambda p: p[1])  # attributes: any order
-    assert [p for p in spyne_side if p[1] == "element"] == [p for p in xsd_side if p[1] == "element"]
-    assert model.get_namespace() == (TR2 if file == "media2" else TT)
-
+# -- the WSDL and clients (every answer against the XSD: test_media2_dispatch.py) --------------------
 
 def test_wsdl_binding_and_soap_actions_anx_b_1() -> None:
     """ANX-B-1: Media2Binding on port type Media2, SOAP 1.2 document/literal, soapAction = namespace +

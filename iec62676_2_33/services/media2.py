@@ -1,13 +1,14 @@
-"""Layer 5: the Media2 service on Spyne — live video profiles and stream URIs (STR-1, STR-3, ANX-B-1).
+"""Layer 5: the Media2 service — live video profiles and stream URIs (STR-1, STR-3, ANX-B-1).
 
 Serves at ``/onvif/media2_service`` (namespace ``tr2``) the operations a
 client needs to find and play the device's streams: GetServiceCapabilities,
 GetProfiles, GetStreamUri and GetSnapshotUri. The profiles are the
 :class:`~..domain.media.MediaSource` entries of a
 :class:`~..domain.media.MediaBackend` (the store's, or firmware's own). The
-Spyne models mirror ``xsd/media2.xsd`` (tr2) and ``xsd/media-common.xsd``
-(tt) element for element; a test compares them, and every answer validates
-against the authored XSD.
+answers are written with lxml element for element as ``xsd/media2.xsd`` (tr2)
+and ``xsd/media-common.xsd`` (tt) declare them; a test validates the answer to
+every request of a corpus (each operation, with and without its optional
+arguments, forwarded headers, the faults) against them and checks the values.
 
 Theory of operation
 -------------------
@@ -61,31 +62,49 @@ cloud's HTTP proxy (which carries no WebSocket; its clients play through the
 RTSP front), and in the copy in GetServices, whose capability providers are not
 given the request.
 
+*Dispatch.* The operations are served by a
+:class:`~..soap.dispatch.QNameDispatcher` (the operation in the table, the
+authored XSD, no local name in two namespaces; then one handler per operation)
+with ``addressing=False``, as the device service is: the answers carry no SOAP
+Header, and a ``wsa:Action`` is not compared with the Body. A video management
+system calls GetProfiles and GetStreamUri for every stream it opens, and
+GetServices embeds the capabilities, so their cost matters on a camera's CPU:
+through Spyne (serialising nested complex models, method contexts) the endpoint
+spent, per call with an already parsed request (best of 5 x 2000, same machine),
+GetServiceCapabilities 230 us, GetProfiles of two profiles 219 us (Type=All 701
+us), GetStreamUri 160 us, and the capabilities element for GetServices 115 us;
+with the handlers writing lxml directly 36, 35 (87), 34 and 18 us
+(docs/benchmarks.md, "Proxy front"). The one part still written by a Spyne
+model is a profile's PTZ configuration: the PTZ service's own
+``tt:PTZConfiguration`` (:func:`.ptz.ptz_configuration`), serialised once per
+node and kept (a bounded cache; the model costs ~400 us a profile).
+
 Camera-side credentials never leave the device: a URI never carries them.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote
 
 from lxml import etree
-from spyne import Boolean, Float, Integer, Unicode, XmlAttribute, rpc
-from spyne.model.complex import ComplexModel
 from spyne.util.xml import get_object_as_xml
 
 from ..domain.media import MediaBackend, MediaSource
-from ..domain.ptz import PtzBackend
-from ..namespaces import TT
+from ..domain.ptz import PtzBackend, PtzNode
+from ..namespaces import SOAP_ENV, TT
 from ..sansio.rtsp_tunnel import TUNNEL_PATH
 from ..security.access import AccessClass
 from ..security.middleware import ENVIRON_UPLINK_LEVEL
-from ..soap.envelope import excerpt
+from ..soap.dispatch import Answer, Handler, QNameDispatcher
+from ..soap.envelope import SoapRequest, excerpt
 from ..soap.fault import SoapFault
-from ..soap.spyne_glue import SoapEndpoint, SoapService, service_context
 from .forwarded import request_base_url
 from .ptz import PTZConfiguration, ptz_configuration
 from .snapshot import snapshot_uri
@@ -96,7 +115,6 @@ __all__ = [
     "RTSP_BASE_HEADER",
     "RTSP_HTTP_PATH",
     "TR2",
-    "Media2Service",
     "Media2ServiceContext",
     "capabilities_element",
     "media2_endpoint",
@@ -129,6 +147,8 @@ _RTSP_HTTP = "RtspOverHttp"
 #: GetProfiles Type values that select the configurations a profile here has.
 _VIDEO_TYPES = frozenset({"All", "VideoSource", "VideoEncoder"})
 _CONFIGURATIONS_SUPPORTED = "VideoSource VideoEncoder"
+#: PTZ nodes whose serialised configuration is kept (a device has a few heads).
+_PTZ_CACHE = 64
 #: An rtsp:// base URI as the cloud proxy sends it: scheme, host[:port], optional path; nothing else.
 _RTSP_BASE = re.compile(r"^rtsp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?$")
 
@@ -148,149 +168,101 @@ class Media2ServiceContext:
     ptz: PtzBackend | None = None
 
 
-# --------------------------------------------------------------------------- Spyne models (mirror the XSD)
+# --------------------------------------------------------------------------- answers (element for element as the XSD)
 
-class ProfileCapabilities(ComplexModel):  # type: ignore[misc]
-    __namespace__ = TR2
-    _type_info = [
-        ("MaximumNumberOfProfiles", XmlAttribute(Integer)),
-        ("ConfigurationsSupported", XmlAttribute(Unicode)),
-    ]
+#: Declared on every answer envelope (the answers' elements are in these two namespaces).
+_NSMAP = {"env": SOAP_ENV, "tr2": TR2, "tt": TT}
 
 
-class StreamingCapabilities(ComplexModel):  # type: ignore[misc]
-    __namespace__ = TR2
-    _type_info = [
-        ("RTSPStreaming", XmlAttribute(Boolean)),
-        ("RTPMulticast", XmlAttribute(Boolean)),
-        ("RTP_RTSP_TCP", XmlAttribute(Boolean)),
-        ("NonAggregateControl", XmlAttribute(Boolean)),
-        ("RTSPWebSocketUri", XmlAttribute(Unicode)),
-        ("AutoStartMulticast", XmlAttribute(Boolean)),
-    ]
+def _tr2(name: str) -> str:
+    return f"{{{TR2}}}{name}"
 
 
-class Capabilities2(ComplexModel):  # type: ignore[misc]
-    """tr2:Capabilities2 (the attributes we report; the others are absent = false)."""
-
-    __namespace__ = TR2
-    _type_info = [
-        ("ProfileCapabilities", ProfileCapabilities.customize(min_occurs=1)),
-        ("StreamingCapabilities", StreamingCapabilities.customize(min_occurs=1)),
-        ("SnapshotUri", XmlAttribute(Boolean)),
-    ]
+def _tt(name: str) -> str:
+    return f"{{{TT}}}{name}"
 
 
-class IntRectangle(ComplexModel):  # type: ignore[misc]
-    __namespace__ = TT
-    _type_info = [
-        ("x", XmlAttribute(Integer(min_occurs=1))),
-        ("y", XmlAttribute(Integer(min_occurs=1))),
-        ("width", XmlAttribute(Integer(min_occurs=1))),
-        ("height", XmlAttribute(Integer(min_occurs=1))),
-    ]
+def _xs_boolean(value: bool) -> str:
+    return "true" if value else "false"
 
 
-class VideoResolution2(ComplexModel):  # type: ignore[misc]
-    __namespace__ = TT
-    _type_info = [("Width", Integer(min_occurs=1)), ("Height", Integer(min_occurs=1))]
+def _texts(parent: etree._Element, *children: tuple[str, str]) -> etree._Element:
+    """``parent`` with one child element per ``(tag, text)``, in order."""
+    for tag, text in children:
+        etree.SubElement(parent, tag).text = text
+    return parent
 
 
-class VideoSourceConfiguration(ComplexModel):  # type: ignore[misc]
-    """tt:VideoSourceConfiguration, its tt:ConfigurationEntity base flattened in (Name, UseCount, token)."""
-
-    __namespace__ = TT
-    _type_info = [
-        ("Name", Unicode(min_occurs=1)),
-        ("UseCount", Integer(min_occurs=1)),
-        ("SourceToken", Unicode(min_occurs=1)),
-        ("Bounds", IntRectangle.customize(min_occurs=1)),
-        ("token", XmlAttribute(Unicode(min_occurs=1))),
-    ]
-
-
-class VideoEncoder2Configuration(ComplexModel):  # type: ignore[misc]
-    """tt:VideoEncoder2Configuration, its tt:ConfigurationEntity base flattened in."""
-
-    __namespace__ = TT
-    _type_info = [
-        ("Name", Unicode(min_occurs=1)),
-        ("UseCount", Integer(min_occurs=1)),
-        ("Encoding", Unicode(min_occurs=1)),
-        ("Resolution", VideoResolution2.customize(min_occurs=1)),
-        ("Quality", Float(min_occurs=1)),
-        ("token", XmlAttribute(Unicode(min_occurs=1))),
-    ]
-
-
-class ConfigurationSet(ComplexModel):  # type: ignore[misc]
-    __namespace__ = TR2
-    _type_info = [("VideoSource", VideoSourceConfiguration), ("VideoEncoder", VideoEncoder2Configuration),
-                  ("PTZ", PTZConfiguration)]
-
-
-class MediaProfile(ComplexModel):  # type: ignore[misc]
-    __namespace__ = TR2
-    _type_info = [
-        ("Name", Unicode(min_occurs=1)),
-        ("Configurations", ConfigurationSet),
-        ("token", XmlAttribute(Unicode(min_occurs=1))),
-        ("fixed", XmlAttribute(Boolean)),
-    ]
-
-
-# --------------------------------------------------------------------------- answers
-
-def _capabilities(context: Media2ServiceContext, environ: dict[str, Any] | None) -> Capabilities2:
+def _capabilities(context: Media2ServiceContext, environ: dict[str, Any] | None) -> etree._Element:
+    """``tr2:Capabilities`` (tr2:Capabilities2: the attributes we report; the others are absent = false)."""
     sources = context.media.media_sources()
-    ws_uri = None
+    ptz = context.ptz is not None and bool(context.ptz.nodes())
+    caps = etree.Element(_tr2("Capabilities"), SnapshotUri=_xs_boolean(any(s.snapshot_url is not None for s in sources)))
+    etree.SubElement(caps, _tr2("ProfileCapabilities"), MaximumNumberOfProfiles=str(len(sources)),
+                     ConfigurationsSupported=_CONFIGURATIONS_SUPPORTED + (" PTZ" if ptz else ""))
+    streaming = etree.SubElement(caps, _tr2("StreamingCapabilities"), RTSPStreaming="true", RTPMulticast="false",
+                                 RTP_RTSP_TCP="true", NonAggregateControl="false")
     if (context.rtsp_websocket_path is not None and environ is not None and ENVIRON_UPLINK_LEVEL in environ
             and not through_proxy(environ)):
-        ws_uri = "ws" + request_base_url(environ)[len("http"):] + context.rtsp_websocket_path  # https→wss
-    return Capabilities2(
-        ProfileCapabilities=ProfileCapabilities(MaximumNumberOfProfiles=len(sources),
-                                                ConfigurationsSupported=_CONFIGURATIONS_SUPPORTED + (
-                                                    " PTZ" if context.ptz is not None and context.ptz.nodes() else "")),
-        StreamingCapabilities=StreamingCapabilities(RTSPStreaming=True, RTPMulticast=False, RTP_RTSP_TCP=True,
-                                                    NonAggregateControl=False, RTSPWebSocketUri=ws_uri),
-        SnapshotUri=any(s.snapshot_url is not None for s in sources))
+        streaming.set("RTSPWebSocketUri",  # https→wss
+                      "ws" + request_base_url(environ)[len("http"):] + context.rtsp_websocket_path)
+    return caps
 
 
 def capabilities_element(context: Media2ServiceContext) -> etree._Element:
     """``tr2:Capabilities`` for GetServices (RTSPWebSocketUri left out: it is built from the request)."""
-    element = get_object_as_xml(_capabilities(context, None), Capabilities2, "Capabilities")
-    element.tag = f"{{{TR2}}}Capabilities"
+    return _capabilities(context, None)
+
+
+@functools.lru_cache(maxsize=_PTZ_CACHE)
+def _ptz_configuration_template(node: PtzNode) -> etree._Element:
+    """``tr2:PTZ``: the PTZ service's own tt:PTZConfiguration of ``node``, written by that service's model
+    (once per node: a node is immutable, and the model costs ~400 us a call); never modified, only copied."""
+    element: etree._Element = get_object_as_xml(ptz_configuration(node), PTZConfiguration, "PTZ")
+    element.tag = _tr2("PTZ")
     return element
 
 
-def _profile(src: MediaSource, types: Sequence[str], ptz: PtzBackend | None = None) -> MediaProfile:
-    profile = MediaProfile(token=src.token, fixed=True, Name=src.name)
+def _ptz_configuration(node: PtzNode) -> etree._Element:
+    return copy.deepcopy(_ptz_configuration_template(node))
+
+
+def _profile(parent: etree._Element, src: MediaSource, types: Collection[str], ptz: PtzBackend | None) -> None:
+    """A ``tr2:Profiles`` child of ``parent`` (tr2:MediaProfile) with the configurations ``types`` select."""
+    profile = etree.SubElement(parent, _tr2("Profiles"), token=src.token, fixed="true")
+    etree.SubElement(profile, _tr2("Name")).text = src.name
     head = None if ptz is None else ptz.head(src.token)
     wanted = set(types) & (_VIDEO_TYPES | ({"PTZ"} if head is not None else set()))
     if not wanted:
-        return profile
-    width, height = src.width or 0, src.height or 0
-    profile.Configurations = ConfigurationSet()
-    if wanted & {"All", "VideoSource"}:
-        profile.Configurations.VideoSource = VideoSourceConfiguration(
-            token=src.token, Name=src.name, UseCount=1, SourceToken=src.token,
-            Bounds=IntRectangle(x=0, y=0, width=width, height=height))
-    if wanted & {"All", "VideoEncoder"}:
-        profile.Configurations.VideoEncoder = VideoEncoder2Configuration(
-            token=src.token, Name=src.name, UseCount=1, Encoding=src.encoding,
-            Resolution=VideoResolution2(Width=width, Height=height), Quality=0.0)
+        return
+    width, height = str(src.width or 0), str(src.height or 0)
+    configurations = etree.SubElement(profile, _tr2("Configurations"))
+    if wanted & {"All", "VideoSource"}:  # tt:VideoSourceConfiguration
+        source = _texts(etree.SubElement(configurations, _tr2("VideoSource"), token=src.token),
+                        (_tt("Name"), src.name), (_tt("UseCount"), "1"), (_tt("SourceToken"), src.token))
+        etree.SubElement(source, _tt("Bounds"), x="0", y="0", width=width, height=height)
+    if wanted & {"All", "VideoEncoder"}:  # tt:VideoEncoder2Configuration
+        encoder = _texts(etree.SubElement(configurations, _tr2("VideoEncoder"), token=src.token),
+                         (_tt("Name"), src.name), (_tt("UseCount"), "1"), (_tt("Encoding"), src.encoding))
+        _texts(etree.SubElement(encoder, _tt("Resolution")), (_tt("Width"), width), (_tt("Height"), height))
+        etree.SubElement(encoder, _tt("Quality")).text = "0.0"
     if head is not None and wanted & {"All", "PTZ"}:
-        profile.Configurations.PTZ = ptz_configuration(head.node)
-    return profile
+        configurations.append(_ptz_configuration(head.node))
 
 
-def _context(ctx: Any) -> Media2ServiceContext:
-    context: Media2ServiceContext = service_context(ctx)
-    return context
+def _answer(name: str) -> tuple[str, etree._Element]:
+    """The ``wsa:Action`` and the empty answer element of operation ``name`` (``tr2:<name>Response``)."""
+    return f"{TR2}/{name}Response", etree.Element(_tr2(f"{name}Response"))
 
 
-def _source(ctx: Any, token: str) -> MediaSource:
-    src = _context(ctx).media.media_source(token)
+def _uri_answer(name: str, uri: str) -> Answer:
+    action, response = _answer(name)
+    etree.SubElement(response, _tr2("Uri")).text = uri
+    return Answer(action, response)
+
+
+def _source(context: Media2ServiceContext, token: str) -> MediaSource:
+    src = context.media.media_source(token)
     if src is None:
         raise SoapFault(code="Sender", subcodes=("InvalidArgVal", "NoProfile"),
                         reason=f"the requested profile token {excerpt(token)} does not exist")
@@ -333,40 +305,48 @@ def stream_uri(environ: dict[str, Any], src: MediaSource, protocol: str) -> str:
     raise _unsupported(protocol, "this device offers RTSP, RtspUnicast and RtspOverHttp (no multicast, no RTSPS)")
 
 
-# --------------------------------------------------------------------------- the service
+# --------------------------------------------------------------------------- the operations
 
-class Media2Service(SoapService):
-    """The operations of ``tr2:Media2`` this device serves."""
-
-    __service_name__ = "Media2Service"
-    __port_types__ = ["Media2"]
-
-    @rpc(_returns=Capabilities2, _out_variable_name="Capabilities")  # type: ignore[misc]
-    def GetServiceCapabilities(ctx: Any) -> Capabilities2:
-        return _capabilities(_context(ctx), ctx.transport.req_env)
-
-    @rpc(Unicode, Unicode(max_occurs="unbounded"),  # type: ignore[misc]
-         _returns=MediaProfile.customize(max_occurs="unbounded"), _out_variable_name="Profiles",
-         _in_variable_names={"token": "Token", "types": "Type"})
-    def GetProfiles(ctx: Any, token: str | None, types: list[str] | None) -> list[MediaProfile]:
-        sources = [_source(ctx, token)] if token is not None else _context(ctx).media.media_sources()
-        return [_profile(src, types or (), _context(ctx).ptz) for src in sources]
-
-    @rpc(Unicode(min_occurs=1), Unicode(min_occurs=1), _returns=Unicode,  # type: ignore[misc]
-         _out_variable_name="Uri", _in_variable_names={"protocol": "Protocol", "profile_token": "ProfileToken"})
-    def GetStreamUri(ctx: Any, protocol: str, profile_token: str) -> str:
-        return stream_uri(ctx.transport.req_env, _source(ctx, profile_token), protocol)
-
-    @rpc(Unicode(min_occurs=1), _returns=Unicode,  # type: ignore[misc]
-         _out_variable_name="Uri", _in_variable_names={"profile_token": "ProfileToken"})
-    def GetSnapshotUri(ctx: Any, profile_token: str) -> str:
-        src = _source(ctx, profile_token)
-        if src.snapshot_url is None:
-            raise SoapFault(code="Receiver", subcodes=("ActionNotSupported",),
-                            reason=f"profile {excerpt(profile_token)} has no snapshot source")
-        return snapshot_uri(request_base_url(ctx.transport.req_env), src.token)
+def _get_service_capabilities(context: Media2ServiceContext, _request: SoapRequest, environ: dict[str, Any]) -> Answer:
+    action, response = _answer("GetServiceCapabilities")
+    response.append(_capabilities(context, environ))
+    return Answer(action, response)
 
 
-def media2_endpoint(context: Media2ServiceContext) -> SoapEndpoint:
+def _get_profiles(context: Media2ServiceContext, request: SoapRequest, _environ: dict[str, Any]) -> Answer:
+    token = request.operation.find(_tr2("Token"))
+    types = {t.text or "" for t in request.operation.iterchildren(_tr2("Type"))}
+    sources = [_source(context, token.text or "")] if token is not None else context.media.media_sources()
+    action, response = _answer("GetProfiles")
+    for src in sources:
+        _profile(response, src, types, context.ptz)
+    return Answer(action, response)
+
+
+def _get_stream_uri(context: Media2ServiceContext, request: SoapRequest, environ: dict[str, Any]) -> Answer:
+    operation = request.operation
+    src = _source(context, operation.findtext(_tr2("ProfileToken")) or "")
+    return _uri_answer("GetStreamUri", stream_uri(environ, src, operation.findtext(_tr2("Protocol")) or ""))
+
+
+def _get_snapshot_uri(context: Media2ServiceContext, request: SoapRequest, environ: dict[str, Any]) -> Answer:
+    token = request.operation.findtext(_tr2("ProfileToken")) or ""
+    src = _source(context, token)
+    if src.snapshot_url is None:
+        raise SoapFault(code="Receiver", subcodes=("ActionNotSupported",),
+                        reason=f"profile {excerpt(token)} has no snapshot source")
+    return _uri_answer("GetSnapshotUri", snapshot_uri(request_base_url(environ), src.token))
+
+
+#: The operations of ``tr2:Media2`` this device serves.
+_OPERATIONS: Mapping[tuple[str, str], Handler] = MappingProxyType({
+    (TR2, "GetServiceCapabilities"): _get_service_capabilities,
+    (TR2, "GetProfiles"): _get_profiles,
+    (TR2, "GetStreamUri"): _get_stream_uri,
+    (TR2, "GetSnapshotUri"): _get_snapshot_uri,
+})
+
+
+def media2_endpoint(context: Media2ServiceContext) -> QNameDispatcher:
     """The WSGI app of the Media2 service (no access control: see :mod:`.app`)."""
-    return SoapEndpoint([Media2Service], TR2, xsd="media2", context=context, name="Media2Service")
+    return QNameDispatcher(_OPERATIONS, xsd="media2", context=context, nsmap=_NSMAP, addressing=False)

@@ -53,6 +53,7 @@ from ..services.app import DEVICE_PATH, EVENT_PATH, REALM, UPLINK_PATH, DeviceAp
 from ..services.events import SUBSCRIPTION_PATH, EventServiceContext
 from ..services.security import SECURITY_PATH
 from ..services.snapshot import SNAPSHOT_PATH, SnapshotRelay
+from ..soap.dispatch import QNameDispatcher
 from ..soap.spyne_glue import SoapEndpoint
 from ..store import DeviceStore
 from ..transport.tcp import start_tcp_server
@@ -98,7 +99,7 @@ def install_gateway(app: DeviceApplication, context: VssContext, forwarder: Forw
     wrapped = set()
     for path, route in app.routes.items():
         if path not in NOT_ADAPTED and isinstance(route, AccessControlMiddleware) \
-                and isinstance(route.app, SoapEndpoint):
+                and isinstance(route.app, (SoapEndpoint, QNameDispatcher)):
             route.app = Gateway(route.app, path, context, forwarder)
             wrapped.add(path)
     quick = app.runs_inline
