@@ -3,7 +3,10 @@ device shown once, a reconnect at another node takes the entry over by compare-a
 the old holder yields, a node that stops its heartbeat drops out within the TTL, a NATS
 restart with an empty store is rebuilt from the nodes' live devices, a node's entry swept
 while its uplink is live is claimed again, events reach every
-subscriber, and ``iec62676 cloud devices --nats`` lists the registry. Every wait is bounded.
+subscriber, and ``iec62676 cloud devices --nats`` lists the registry. Under load (hundreds of
+devices, claims in flight at once): a connect and a disconnect of one device are never reordered,
+two nodes claiming the same devices at once end with one holder each and the other told, and a
+NATS restart in the middle ends with exactly the live devices listed. Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -11,17 +14,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import nats
 import pytest
 from cluster_env import NatsServer, have
 from helpers import run
-from nats.js.errors import ServiceUnavailableError
+from nats.js.errors import KeyWrongLastSequenceError, ServiceUnavailableError
 
 from iec62676_2_33.cluster.records import DeviceRecord, device_key
-from iec62676_2_33.cluster.registry import ClusterRegistry
+from iec62676_2_33.cluster.registry import ClusterRegistry, read_registry
 
 pytestmark = pytest.mark.skipif(not have("nats-server"), reason="Debian nats-server is not installed (.ci/run)")
 
@@ -54,7 +58,7 @@ class Node:
                             auth_mode="mTLS")
 
 
-async def start_node(url: str, name: str) -> Node:
+async def start_node(url: str, name: str, in_flight: int = 64) -> Node:
     resync: list[ClusterRegistry] = []
 
     async def reconnected() -> None:
@@ -64,7 +68,7 @@ async def start_node(url: str, name: str) -> Node:
                             reconnected_cb=reconnected)
     node = Node(name, None, nc)  # type: ignore[arg-type]
     node.registry = ClusterRegistry(nc, node_id=name, internal=f"127.0.0.1:{len(name)}", ttl=TTL,
-                                    on_superseded=node.superseded.append)
+                                    in_flight=in_flight, on_superseded=node.superseded.append)
     resync.append(node.registry)
     await node.registry.start()
     return node
@@ -191,5 +195,157 @@ async def test_cli_lists_the_cluster_devices(server: NatsServer, capsys: pytest.
         code, out, _ = await asyncio.to_thread(run, capsys, "cloud", "devices", "--nats", server.url)
         assert code == 0
         assert [(d["id"], d["node"]) for d in json.loads(out)] == [("cam-9", "a")]
+    finally:
+        await stop_node(a)
+
+
+class Writes:
+    """Watches a node's writes to the devices bucket: how many are in flight, in all and per key; the
+    writes of ``hold`` keys wait (bounded) until :attr:`gate` is set, so a change can meet them in flight."""
+
+    def __init__(self, registry: ClusterRegistry, hold: set[str]) -> None:
+        self.hold, self.gate, self.waiting = hold, asyncio.Event(), set[str]()
+        self.now: Counter[str] = Counter()
+        self.most_per_key = self.most = 0
+        kv = registry._devices_kv
+        assert kv is not None
+        kv.create, kv.update, kv.delete = (  # type: ignore[method-assign]
+            self.wrap(kv.create), self.wrap(kv.update), self.wrap(kv.delete))  # type: ignore[arg-type]
+
+    def wrap(self, write: Callable[..., Awaitable[object]]) -> Callable[..., Awaitable[object]]:
+        async def watched(key: str, *args: object, **kwargs: object) -> object:
+            self.now[key] += 1
+            self.most_per_key = max(self.most_per_key, self.now[key])
+            self.most = max(self.most, self.now.total())
+            try:
+                if key in self.hold and not self.gate.is_set():
+                    self.waiting.add(key)
+                    await asyncio.wait_for(self.gate.wait(), BOUND)
+                return await write(key, *args, **kwargs)
+            finally:
+                self.now[key] -= 1
+
+        return watched
+
+
+def listed(node: Node) -> dict[str, DeviceRecord]:
+    return {r.id: r for r in node.registry.devices()}
+
+
+async def test_changes_of_one_device_are_never_reordered_among_many_claims_in_flight(server: NatsServer) -> None:
+    """UPL-16: with 8 claims in flight among 400 devices, a device whose uplink drops and comes back
+    while its claim is still in flight ends with its last state (listed with its last record, or not
+    at all); no device ever has two writes in flight, and the node never more than 8."""
+    a, b = await start_node(server.url, "a", in_flight=8), await start_node(server.url, "b")
+    try:
+        flap = {pattern: a.record(f"flap-{pattern}", since=1.0) for pattern in ("gone", "back", "again", "back-and-gone")}
+        writes = Writes(a.registry, {device_key(r.id) for r in flap.values()})  # holds 4 of the 8 claims in flight
+        others = [a.record(f"cam-{i}", since=1.0) for i in range(400)]
+        expected = {r.id: r for r in others}
+        for i, record in enumerate(others):
+            a.registry.connected(record)
+            if i == 100:
+                for r in flap.values():
+                    a.registry.connected(r)
+        await until(lambda: len(writes.waiting) == len(writes.hold), "the first claims of the flapping devices in flight")
+        for pattern, r in flap.items():
+            second = a.record(r.id, since=2.0)
+            if pattern != "again":
+                a.registry.disconnected(r)
+            if pattern != "gone":
+                a.registry.connected(second)
+                expected[r.id] = second
+            if pattern == "back-and-gone":
+                a.registry.disconnected(second)
+                del expected[r.id]
+        for record in others[::8]:  # others drop and come back while claims are queued or in flight
+            a.registry.disconnected(record)
+            expected[record.id] = a.record(record.id, since=2.0)
+            a.registry.connected(expected[record.id])
+            await asyncio.sleep(0)
+        flapping = {r.id for r in flap.values()}
+        await until(lambda: set(a.registry._claims) == flapping and set(a.registry._dirty) <= flapping,
+                    "every other device claimed while the first claims of the flapping ones wait")
+        writes.gate.set()
+        await until(lambda: listed(b) == expected and not a.registry._dirty and not a.registry._claims,
+                    "every device in its last state, seen from b")
+        assert listed(a) == expected
+        assert {r.id: r for r in await read_registry(b.nc)} == expected
+        assert writes.most_per_key == 1
+        assert 1 < writes.most <= 8
+    finally:
+        await stop_node(a)
+        await stop_node(b)
+
+
+async def test_two_nodes_claiming_the_same_devices_at_once_end_with_one_holder_each(server: NatsServer) -> None:
+    """UPL-16, rules 1 and 2: 200 devices reported connected at two nodes in the same instant (claims
+    in flight at both): each device ends held by one node, both see the same, and the other node is
+    told (once) to close its uplink of it."""
+    a, b = await start_node(server.url, "a"), await start_node(server.url, "b")
+    try:
+        devices = [f"cam-{i}" for i in range(200)]
+        for device in devices:
+            a.registry.connected(a.record(device))
+            b.registry.connected(b.record(device))
+
+        def settled() -> bool:
+            owners = dict(ids(a))
+            return len(owners) == len(devices) and ids(a) == ids(b) and \
+                sorted(r.id for r in a.superseded + b.superseded) == sorted(devices)
+
+        await until(settled, "one holder per device, the other told")
+        owners = dict(ids(a))
+        assert sorted(r.id for r in a.superseded) == sorted(d for d, node in owners.items() if node == "b")
+        assert sorted(r.id for r in b.superseded) == sorted(d for d, node in owners.items() if node == "a")
+        assert {r.id: r.node for r in await read_registry(a.nc)} == owners
+    finally:
+        await stop_node(a)
+        await stop_node(b)
+
+
+async def test_a_nats_restart_amid_many_claims_ends_with_exactly_the_live_devices(server: NatsServer) -> None:
+    """UPL-16: NATS restarts with an empty store while 600 claims are queued or in flight; devices come
+    and go during the outage. After the node's resync the registry lists exactly its live devices."""
+    a = await start_node(server.url, "a")
+    try:
+        live = {f"cam-{i}": a.record(f"cam-{i}") for i in range(600)}
+        for record in live.values():
+            a.registry.connected(record)
+        await asyncio.sleep(0.05)  # some claims written, most not
+        server.restart_empty()
+        for device in [f"cam-{i}" for i in range(0, 600, 6)]:
+            a.registry.disconnected(live.pop(device))
+        for i in range(600, 650):
+            live[f"cam-{i}"] = a.record(f"cam-{i}")
+            a.registry.connected(live[f"cam-{i}"])
+        c = await start_node(server.url, "c")
+        try:
+            await until(lambda: listed(c) == live, "the live devices, seen from a new node", timeout=BOUND + 15)
+            await until(lambda: not a.registry._dirty and not a.registry._claims, "nothing left to claim")
+            assert listed(c) == listed(a) == live
+        finally:
+            await stop_node(c)
+    finally:
+        await stop_node(a)
+
+
+async def test_a_stale_delete_is_a_conflict_and_the_sweep_leaves_a_newer_claim(server: NatsServer) -> None:
+    """UPL-16: removing an entry by compare-and-set on an old revision fails as a conflict (not as NATS
+    being unavailable), and the sweep of a node that is not live leaves an entry written after its view."""
+    a = await start_node(server.url, "a")
+    try:
+        kv = a.registry._devices_kv
+        assert kv is not None
+        key = device_key("cam-3")
+        first = await kv.create(key, a.record("cam-3").encode())
+        newer = DeviceRecord(id="cam-3", node="gone", peer="192.0.2.9:5000", connected_since=2.0, auth_mode="mTLS")
+        await kv.update(key, newer.encode(), last=first)
+        with pytest.raises(KeyWrongLastSequenceError):
+            await a.registry._delete(kv, key, first)
+        await until(lambda: a.registry._mirror.get(key, (None, 0))[0] == newer, "the newer entry in the mirror")
+        a.registry._mirror[key] = (newer, first)  # a stale view of a dead node's entry
+        await a.registry._sweep()
+        assert DeviceRecord.decode((await kv.get(key)).value or b"") == newer
     finally:
         await stop_node(a)
