@@ -349,3 +349,51 @@ async def test_a_stale_delete_is_a_conflict_and_the_sweep_leaves_a_newer_claim(s
         assert DeviceRecord.decode((await kv.get(key)).value or b"") == newer
     finally:
         await stop_node(a)
+
+
+async def test_device_events_reach_subscribers_in_order(server: NatsServer) -> None:
+    """UPL-16: 50 devices each connect and disconnect 20 times in a burst; a subscriber sees every event, and
+    each device's in the order they happened (one publisher, not one task per event)."""
+    a, b = await start_node(server.url, "a"), await start_node(server.url, "b")
+    seen: list[tuple[str, str, float]] = []
+
+    async def watch() -> None:
+        async for kind, record in b.registry.events():
+            seen.append((record.id, kind, record.connected_since))
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await asyncio.sleep(0.2)  # the watcher has subscribed ...
+        await b.nc.flush(timeout=5)  # ... and the server has the subscription
+        sent: list[tuple[str, str, float]] = []
+        for round_ in range(20):
+            for i in range(50):
+                record = a.record(f"cam-{i}", since=float(round_ + 1))
+                a.registry.connected(record)
+                a.registry.disconnected(record)
+                sent += [(record.id, "connected", record.connected_since),
+                         (record.id, "disconnected", record.connected_since)]
+        await until(lambda: len(seen) >= len(sent), "every event at the subscriber")
+        for i in range(50):
+            device = f"cam-{i}"
+            assert [e for e in seen if e[0] == device] == [e for e in sent if e[0] == device]
+        assert a.registry.events_dropped == 0
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await stop_node(a)
+        await stop_node(b)
+
+
+def test_device_events_waiting_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """UPL-16: events that NATS has not taken yet are bounded (``MAX_EVENTS``); beyond, they are counted as
+    dropped, never buffered without end. (No publisher runs here: nothing is taken.)"""
+    from iec62676_2_33.cluster import registry as module
+
+    monkeypatch.setattr(module, "MAX_EVENTS", 100)
+    node = ClusterRegistry(None, node_id="a", internal="127.0.0.1:1")  # type: ignore[arg-type]
+    for i in range(130):
+        node.connected(DeviceRecord(id=f"cam-{i}", node="a", peer="192.0.2.1:5000", connected_since=1.0,
+                                    auth_mode="mTLS"))
+    assert len(node._events) == 100
+    assert node.events_dropped == 30

@@ -63,6 +63,10 @@ claim is one: written by compare-and-set on the revision the mirror last saw (a 
 mirror costs a conflict, then a read). The sweep of dead nodes' entries deletes
 ``in_flight`` at a time and ends after ``ttl / 3``, so a long sweep never delays the
 node's own heartbeat (the rest is swept on the next beat, on fresh liveness).
+
+Connect and disconnect events go out on ``iec62676.device.*`` from one publisher task in
+the order they happened (at most :data:`MAX_EVENTS` waiting; beyond, they are counted in
+``events_dropped`` and logged, never buffered without end).
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -91,6 +96,8 @@ __all__ = ["DEFAULT_TTL", "IN_FLIGHT", "ClusterRegistry", "open_buckets", "read_
 
 #: Seconds a node's heartbeat lives: a killed node's devices disappear within this.
 DEFAULT_TTL = 15.0
+#: Device events waiting to be published at most (each about 200 bytes); beyond, an event is counted and dropped.
+MAX_EVENTS = 65_536
 #: Compare-and-set attempts on one device before the change is retried later.
 _CAS_TRIES = 5
 #: Claims a node keeps in flight at once (each of a different device): see the module docstring.
@@ -179,6 +186,10 @@ class ClusterRegistry:
         self._devices_kv: KeyValue | None = None
         self._nodes_kv: KeyValue | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._events: deque[tuple[str, DeviceRecord]] = deque()  # connect/disconnect events to publish
+        self._events_ready = asyncio.Event()
+        #: Events not published because ``MAX_EVENTS`` were waiting already.
+        self.events_dropped = 0
         self._watcher: Any = None
         self._resync = asyncio.Event()
         self.synced = asyncio.Event()  # set once the mirror holds the bucket's state
@@ -241,19 +252,33 @@ class ClusterRegistry:
         self._wake.set()
 
     def _publish(self, kind: str, record: DeviceRecord) -> None:
-        async def send() -> None:
-            with contextlib.suppress(*_NATS_ERRORS):
-                await self.nc.publish(f"{EVENTS_SUBJECT}.{kind}", record.encode())
+        """Queue a connect/disconnect event for :meth:`_publisher` (in order; at most ``MAX_EVENTS`` waiting)."""
+        if len(self._events) >= MAX_EVENTS:
+            self.events_dropped += 1
+            if self.events_dropped == 1 or self.events_dropped % 10_000 == 0:
+                log.warning("device events: %d not published (NATS does not take them as fast as devices come "
+                            "and go)", self.events_dropped)
+            return
+        self._events.append((kind, record))
+        self._events_ready.set()
 
-        task = asyncio.ensure_future(send())
-        self._tasks.append(task)
-        task.add_done_callback(self._tasks.remove)
+    async def _publisher(self) -> None:
+        """Publish the queued events one at a time, so subscribers see a device's events in order (one
+        task per event could let a later publish overtake one that waited for nats-py to flush)."""
+        while True:
+            await self._events_ready.wait()
+            self._events_ready.clear()
+            while self._events:
+                kind, record = self._events.popleft()
+                with contextlib.suppress(*_NATS_ERRORS):
+                    await self.nc.publish(f"{EVENTS_SUBJECT}.{kind}", record.encode())
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         await self._open()
-        self._tasks += [asyncio.create_task(self._worker()), asyncio.create_task(self._heartbeat())]
+        self._tasks += [asyncio.create_task(self._worker()), asyncio.create_task(self._heartbeat()),
+                        asyncio.create_task(self._publisher())]
 
     async def close(self) -> None:
         """Stop; the node's heartbeat is removed so the others see it gone at once."""
