@@ -120,10 +120,23 @@ async def get_channel(client: httpx.AsyncClient, url: str, opened: asyncio.Event
 
 @contextlib.asynccontextmanager
 async def open_channels(client: httpx.AsyncClient, env: Env, n: int) -> AsyncIterator[list[asyncio.Task[int]]]:
-    """``n`` GET channels to ``cam-media`` through node A, their heads in (each task ends with its body)."""
+    """``n`` GET channels to ``cam-media`` through node A, their heads in (each task ends with its body), from
+    as many client addresses (127.0.0.1 ... 127.0.0.4) as the per-client bounds need: one address has at most
+    8 unpaired channels waiting on the device. ``client`` is the first address's."""
     url = f"{env.a.proxy_url}/devices/cam-media{TUNNEL_PATH}{TOKEN}"
+    async with contextlib.AsyncExitStack() as stack:
+        others = [await stack.enter_async_context(httpx.AsyncClient(
+            timeout=WAIT, limits=httpx.Limits(max_connections=MAX_NODE_REQUESTS),
+            transport=httpx.AsyncHTTPTransport(local_address=f"127.0.0.{k}"))) for k in (2, 3, 4)]
+        async with _channels([client, *others], url, n) as channels:
+            yield channels
+
+
+@contextlib.asynccontextmanager
+async def _channels(clients: list[httpx.AsyncClient], url: str, n: int) -> AsyncIterator[list[asyncio.Task[int]]]:
     openings = [asyncio.Event() for _ in range(n)]
-    channels = [asyncio.create_task(get_channel(client, url, opened)) for opened in openings]
+    channels = [asyncio.create_task(get_channel(clients[i % len(clients)], url, opened))
+                for i, opened in enumerate(openings)]
     heads = asyncio.ensure_future(asyncio.gather(*(opened.wait() for opened in openings)))
     try:
         # all heads in, or the first channel that failed (its assertion) ends the wait

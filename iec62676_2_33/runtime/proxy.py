@@ -29,7 +29,11 @@ way a host name does, and ``GET /devices`` lists each device's ``port``.
 
 RTSP over HTTP (STR-2) passes as two requests the device pairs by ``x-sessioncookie``;
 the proxy sends the cookie prefixed with the client's address, so a POST joins only a
-GET channel opened from the same address (the first node's view of it in a cluster).
+GET channel opened from the same address (the first node's view of it in a cluster). Such
+channels last as long as their session, so one client address has at most
+:data:`MAX_TUNNELS_PER_CLIENT` open at once (503 beyond), and the device keeps at most 8
+GET channels of one address waiting for their POST: silent channels of one client
+cannot take every request slot of the proxy, of a node-to-node relay or of the device.
 
 Theory of operation: budgets and back-pressure
 ----------------------------------------------
@@ -93,12 +97,14 @@ import asyncio
 import json
 import logging
 import re
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from ..errors import ConfigurationError, Iec62676Error, TransportError
+from ..sansio.rtsp_tunnel import TUNNEL_PATH
 from .body import BODY_DEADLINE, body_deadline
 from .cloud import CloudListener, DeviceChannel, UnknownDevice
 
@@ -140,6 +146,9 @@ MAX_REQUESTS = 64
 #: far smaller anyway.
 MAX_IN_FLIGHT = 4 * MIB
 TIMEOUT = 30.0
+#: RTSP-over-HTTP channels (GET or POST on a device's ``/onvif/rtsp/``) one client address has open at once:
+#: they last as long as their session, so one client may not hold every request slot with silent ones.
+MAX_TUNNELS_PER_CLIENT = 16
 
 
 @dataclass(frozen=True)
@@ -343,6 +352,8 @@ class UplinkProxy:
         self.limits = limits or ProxyLimits()
         self.stats = ProxyStats()
         self._budget = _Budget(self.limits, self.stats)
+        #: RTSP-over-HTTP channels open now, by client address (at most ``MAX_TUNNELS_PER_CLIENT`` each).
+        self._tunnels: Counter[str] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -403,7 +414,26 @@ class UplinkProxy:
     async def _forward(self, scope: Scope, receive: Receive, send: Send, device_id: str, rest: str, *,
                        prefix: str | None = None) -> None:
         """Forward to ``device_id``; ``prefix``: the X-Forwarded-Prefix the device gets (default
-        ``/devices/<id>``; ``""`` when the device was named by the host)."""
+        ``/devices/<id>``; ``""`` when the device was named by the host). An RTSP-over-HTTP channel takes
+        one of its client's ``MAX_TUNNELS_PER_CLIENT`` tunnel slots for as long as it lasts."""
+        if not rest.startswith(TUNNEL_PATH):
+            await self._forward_admitted(scope, receive, send, device_id, rest, prefix)
+            return
+        client = dict(self._forwarded(scope, device_id, prefix))["x-forwarded-for"]
+        if self._tunnels[client] >= MAX_TUNNELS_PER_CLIENT:
+            await _plain(send, 503, f"at most {MAX_TUNNELS_PER_CLIENT} RTSP-over-HTTP channels per client at once\n",
+                         headers=_retry_after(self.limits))
+            return
+        self._tunnels[client] += 1
+        try:
+            await self._forward_admitted(scope, receive, send, device_id, rest, prefix)
+        finally:
+            self._tunnels[client] -= 1
+            if not self._tunnels[client]:
+                del self._tunnels[client]
+
+    async def _forward_admitted(self, scope: Scope, receive: Receive, send: Send, device_id: str, rest: str,
+                                prefix: str | None) -> None:
         try:
             channel = self.cloud.channel(device_id)
         except UnknownDevice:

@@ -382,8 +382,11 @@ class RtspRelay:
     # ------------------------------------------------------------------ RTSP over HTTP
 
     async def _get(self, ex: Exchange, source: MediaSource, owner: str = "") -> None:
-        """The GET channel; ``owner`` (a VSS's user) has at most ``max_waiting_per_owner`` waiting."""
+        """The GET channel; ``owner`` has at most ``max_waiting_per_owner`` waiting: a VSS's user, or by default
+        the client address the cloud's proxy puts before the cookie (``"<address> <cookie>"``; a cookie
+        without one, such as the cloud's RTSP front makes, is an owner of its own)."""
         cookie = next(iter(_values(ex, "x-sessioncookie")), "")
+        owner = owner or cookie.partition(" ")[0]
         loop = asyncio.get_running_loop()
         waiting = _Waiting(post=loop.create_future())
         if not cookie or not self._waiting.add(cookie, waiting, loop.time(), owner):

@@ -58,7 +58,7 @@ class WsgiOnH2(H2Streams):
         self.rtsp: RtspRelay | None = None
         if backend is not None:
             role.enable_connect_protocol()
-            relay = self.rtsp = RtspRelay(backend, levels, executor=executor)
+            relay = self.rtsp = RtspRelay(backend, levels, executor=executor, max_waiting_per_owner=8)
 
             async def handler(ex: Exchange) -> None:
                 await (relay if relay.handles(ex) else wsgi)(ex)
