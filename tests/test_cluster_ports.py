@@ -23,10 +23,11 @@ import asyncio
 import random
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -37,7 +38,7 @@ from test_device_ports import colliding, device_information
 
 from iec62676_2_33.cli import main
 from iec62676_2_33.cluster import ClusterOptions
-from iec62676_2_33.cluster.port_assignments import PORTS_BUCKET
+from iec62676_2_33.cluster.port_assignments import PORTS_BUCKET, ClusterPortAssignments
 from iec62676_2_33.cluster.registry import _all_values
 from iec62676_2_33.errors import ConfigurationError
 from iec62676_2_33.runtime import device_ports
@@ -305,3 +306,23 @@ def test_device_ports_through_haproxy_upl_16_gen_2(setting: Setting, tmp_path: P
     finally:
         device.stop()
         balancer.stop()
+
+
+@pytest.mark.parametrize("alias", ["port.040003", "port.40003 ", "port.４0003", "port.+40003"])
+def test_only_the_canonical_key_names_a_port_gen_3(alias: str) -> None:
+    """GEN-3: a second key that spells port 40003 another way (leading zero, space, a non-ASCII digit, a sign)
+    does not pass the port to another device (before, ``port.040003`` -> device B moved 40003 from device A
+    to B and clients set up with it sent A's credentials to B)."""
+    assignments = ClusterPortAssignments(None, None, range(40000, 40010))  # type: ignore[arg-type]
+    released: list[tuple[str, int]] = []
+    assignments.on_released = lambda device, port: released.append((device, port))
+
+    async def entries() -> AsyncIterator[object]:
+        yield SimpleNamespace(key="port.40003", value=b"device-A", operation=None)
+        yield None  # the initial state is in
+        yield SimpleNamespace(key=alias, value=b"device-B", operation=None)
+
+    asyncio.run(assignments._watch(entries()))
+    assert assignments.table.owner(40003) == "device-A"
+    assert assignments.table.port("device-B") is None
+    assert released == []

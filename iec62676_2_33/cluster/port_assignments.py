@@ -77,8 +77,12 @@ def _port_key(port: int) -> str:
 
 
 def _port_of(key: str) -> int | None:
+    """The port of a key written as :func:`_port_key` writes it, else None: ``port.040003`` is not port
+    40003, so a second key can never name a port another key already gives to a device."""
     number = key[len(_PREFIX):]
-    return int(number) if key.startswith(_PREFIX) and number.isdigit() else None
+    if not (key.startswith(_PREFIX) and number.isascii() and number.isdigit()) or number != str(int(number)):
+        return None
+    return int(number)
 
 
 def _text(ports: range) -> str:
@@ -206,7 +210,8 @@ class ClusterPortAssignments:
                     with contextlib.suppress(NotFoundError):
                         owner = (await self.kv.get(_port_key(port))).value
                         if owner is not None and len(owner) <= MAX_ID:
-                            self._learn(owner.decode("utf-8", "replace"), port)
+                            with contextlib.suppress(UnicodeDecodeError):  # as the watcher: strict
+                                self._learn(owner.decode("utf-8"), port)
                     continue
             except NATS_ERRORS as exc:
                 raise TransportError(f"the assignments bucket did not answer ({exc or type(exc).__name__})") \
