@@ -124,6 +124,25 @@ def test_rewriter_hides_every_form_of_the_camera_url_sec_1(camera: str, answered
     assert b"10.0.0.5" not in resp.encode()
 
 
+def test_rewriter_with_a_camera_url_that_has_a_query_sec_1() -> None:
+    """STR-1, SEC-1: an Axis-style camera URL with a query: the camera's answers (Content-Base without the query,
+    SDP controls with it) come back with the player's URL only (before, they kept the camera's address), and the
+    player's SETUP of a track goes to the camera with the query at the end, where the camera put it."""
+    camera = "rtsp://10.0.0.5/axis-media/media.amp?videocodec=h264"
+    rewriter = UrlRewriter("tok", camera)
+    assert rewriter.request(RtspMessage(f"DESCRIBE {FRONT} RTSP/1.0", [("CSeq", "1")])).target == camera
+    sdp = b"v=0\r\na=control:rtsp://10.0.0.5/axis-media/media.amp/stream=0?videocodec=h264\r\n"
+    resp = rewriter.response(RtspMessage("RTSP/1.0 200 OK", [
+        ("Content-Base", "rtsp://10.0.0.5/axis-media/media.amp/"), ("Content-Type", "application/sdp")], sdp))
+    assert resp.header("content-base") == FRONT + "/"
+    assert resp.body == f"v=0\r\na=control:{FRONT}/stream=0\r\n".encode()
+    assert b"10.0.0.5" not in resp.encode()
+    setup = rewriter.request(RtspMessage(f"SETUP {FRONT}/stream=0 RTSP/1.0", [("CSeq", "2")]))
+    assert setup.target == "rtsp://10.0.0.5/axis-media/media.amp/stream=0?videocodec=h264"
+    other = rewriter.request(RtspMessage(f"SETUP {FRONT}/stream=1?x=1 RTSP/1.0", [("CSeq", "3")]))
+    assert other.target == "rtsp://10.0.0.5/axis-media/media.amp/stream=1?videocodec=h264&x=1"
+
+
 def test_rewriter_leaves_other_urls_alone() -> None:
     """STR-1: a URL of another server or of a path that merely starts like the camera's is not taken for it."""
     rewriter = UrlRewriter("tok", "rtsp://10.0.0.5/cam")

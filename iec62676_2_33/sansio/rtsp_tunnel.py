@@ -256,7 +256,7 @@ class UrlRewriter:
             if _climbs(suffix):
                 raise RtspError(f"{target!r} leaves the stream of media source {self.token!r}", status_hint=404)
             parts = msg.start.split(" ")
-            msg.start = f"{parts[0]} {self.camera_url}{suffix} {parts[2]}"
+            msg.start = f"{parts[0]} {self._camera(suffix)} {parts[2]}"
         msg.headers = [(k, v) for k, v in msg.headers if k.lower() != "authorization"]
         credentials = self.authorization(msg) if self.authorization is not None else None
         if credentials is not None:
@@ -284,12 +284,26 @@ class UrlRewriter:
         def swap(found: re.Match[str]) -> str:
             url = found.group(0)
             key = _stream_key(url)
-            if camera is None or key is None or key[0] != camera[0] or not key[1].startswith(camera[1].rstrip("/")):
+            if camera is None or key is None or key[0] != camera[0]:
                 return url
-            rest = key[1][len(camera[1].rstrip("/")):]
-            return base + rest if not rest or rest[0] in "/?" else url
+            stem = camera[1].rstrip("/")
+            if not key[1].startswith(stem) or key[1][len(stem):len(stem) + 1] not in ("", "/"):
+                return url
+            # the camera's own query (rtsp://cam/media.amp?videocodec=h264 answers .../stream=0?videocodec=h264)
+            # is the camera's business: the player's URLs go without it, requests get it back (:meth:`_camera`)
+            query = "" if key[2] in ("", camera[2]) else f"?{key[2]}"
+            return base + key[1][len(stem):] + query
 
         return _RTSP_URL.sub(swap, text)
+
+    def _camera(self, suffix: str) -> str:
+        """The camera's URL for the player's ``suffix`` (after the stream's URL): the camera URL's query, if it
+        has one, stays at the end (``/stream=0`` -> ``…/media.amp/stream=0?videocodec=h264``)."""
+        path, mark, query = self.camera_url.partition("?")
+        if not mark:
+            return self.camera_url + suffix
+        extra_path, extra_mark, extra_query = suffix.partition("?")
+        return f"{path.rstrip('/')}{extra_path}?{query}" + (f"&{extra_query}" if extra_mark else "")
 
     def _client_base(self, target: str) -> str | None:
         """The player's URL of this stream: ``target`` up to and including its ``/<token>`` segment."""
@@ -316,8 +330,8 @@ _RTSP_URL = re.compile(r"rtsps?://[^\s;,\"'<>]+", re.IGNORECASE)
 _DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322}
 
 
-def _stream_key(url: str) -> tuple[tuple[str, str, int], str] | None:
-    """``url`` as ((scheme, host, port), path and query), the forms of one server made equal (host case,
+def _stream_key(url: str) -> tuple[tuple[str, str, int], str, str] | None:
+    """``url`` as ((scheme, host, port), path, query), the forms of one server made equal (host case,
     default port, user information); None when it is not an RTSP URL."""
     try:
         parts = urlsplit(url)
@@ -327,8 +341,7 @@ def _stream_key(url: str) -> tuple[tuple[str, str, int], str] | None:
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS or not parts.hostname:
         return None
-    rest = parts.path + (f"?{parts.query}" if parts.query else "")
-    return (scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme]), rest
+    return (scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme]), parts.path, parts.query
 
 
 def basic_authorization(username: str, password: str) -> str:
