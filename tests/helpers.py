@@ -80,3 +80,21 @@ async def rtsp_stub_server(seen: list[str], gate: asyncio.Event | None = None, *
             writer.close()
 
     return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+def count_parses(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every body :func:`~iec62676_2_33.soap.envelope.parse_request` parses from now on, through either of its
+    two callers (the inline decision and access control), in order: one entry per parse."""
+    from iec62676_2_33.security import middleware
+    from iec62676_2_33.services import inline
+    from iec62676_2_33.soap import envelope
+
+    parses: list[bytes] = []
+
+    def parse(content_type: str | None, data: bytes) -> envelope.SoapRequest:
+        parses.append(data)
+        return envelope.parse_request(content_type, data)
+
+    monkeypatch.setattr(inline, "parse_request", parse)
+    monkeypatch.setattr(middleware, "parse_request", parse)
+    return parses

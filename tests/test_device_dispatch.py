@@ -19,20 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import fault_chain
+from helpers import count_parses, fault_chain
 from lxml import etree
 
 from iec62676_2_33 import schemas
 from iec62676_2_33.domain.registry import ResourceRegistry
 from iec62676_2_33.namespaces import SOAP_ENV, TDS, TEV, TT, TUP
-from iec62676_2_33.security import middleware
 from iec62676_2_33.security.middleware import ENVIRON_UPLINK_LEVEL
-from iec62676_2_33.services import inline
 from iec62676_2_33.services.app import DEVICE_PATH, DeviceApplication, build_device_app
 from iec62676_2_33.services.device import OPERATION_ACCESS, SERVICE_VERSIONS, DeviceServiceContext, device_endpoint
 from iec62676_2_33.services.events import EventServiceContext
 from iec62676_2_33.services.uplink import UplinkServiceContext
-from iec62676_2_33.soap import envelope as envelope_module
 from iec62676_2_33.store import DeviceStore
 
 WSA = "http://www.w3.org/2005/08/addressing"
@@ -335,14 +332,7 @@ def test_the_operation_run_is_the_one_parsed_once_sec_1(device: DeviceApplicatio
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """SEC-1: a device-service request is parsed once (by the inline decision or by access control) and
     the operation that answers is the one access control decided on."""
-    parses: list[bytes] = []
-
-    def parse(content_type: str | None, data: bytes) -> envelope_module.SoapRequest:
-        parses.append(data)
-        return envelope_module.parse_request(content_type, data)
-
-    monkeypatch.setattr(inline, "parse_request", parse)
-    monkeypatch.setattr(middleware, "parse_request", parse)
+    parses = count_parses(monkeypatch)
     statuses: list[str] = []
     for name, runs_inline in (("GetSystemDateAndTime", True), ("GetUserRoles", False)):
         parses.clear()

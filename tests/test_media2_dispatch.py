@@ -20,21 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import fault_chain
+from helpers import count_parses, fault_chain
 from lxml import etree
 
 from iec62676_2_33 import schemas
 from iec62676_2_33.domain.media import MediaSource, StoreMediaBackend
 from iec62676_2_33.domain.ptz import PtzNode, SimulatedPtz
 from iec62676_2_33.namespaces import SOAP_ENV, TDS, TT
-from iec62676_2_33.security import middleware
 from iec62676_2_33.security.middleware import ENVIRON_UPLINK_LEVEL
-from iec62676_2_33.services import inline
 from iec62676_2_33.services.app import DeviceApplication, build_device_app
 from iec62676_2_33.services.media2 import MEDIA2_PATH, TR2, Media2ServiceContext, media2_endpoint
 from iec62676_2_33.services.ptz import PTZ_PATH, TPTZ
 from iec62676_2_33.services.uplink import UplinkServiceContext
-from iec62676_2_33.soap import envelope as envelope_module
 from iec62676_2_33.store import DeviceStore
 
 WSA = "http://www.w3.org/2005/08/addressing"
@@ -363,14 +360,7 @@ def test_the_operation_run_is_the_one_parsed_once_sec_1(device: DeviceApplicatio
         def media_source(self, token: str) -> MediaSource | None:
             return MAIN if token == MAIN.token else None
 
-    parses: list[bytes] = []
-
-    def parse(content_type: str | None, data: bytes) -> envelope_module.SoapRequest:
-        parses.append(data)
-        return envelope_module.parse_request(content_type, data)
-
-    monkeypatch.setattr(inline, "parse_request", parse)
-    monkeypatch.setattr(middleware, "parse_request", parse)
+    parses = count_parses(monkeypatch)
     statuses: list[str] = []
     with DeviceStore(tmp_path / "firmware") as store:
         firmware = build_device_app(UplinkServiceContext(store=store), media=Firmware())

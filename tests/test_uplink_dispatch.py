@@ -20,18 +20,15 @@ from typing import Any
 
 import pytest
 from conftest import seed_device
-from helpers import fault_chain
+from helpers import count_parses, fault_chain
 from lxml import etree
 
 from iec62676_2_33 import schemas
 from iec62676_2_33.namespaces import SOAP_ENV, TDS, TUP
-from iec62676_2_33.security import middleware
 from iec62676_2_33.security.access import operation_access_from
 from iec62676_2_33.security.middleware import ENVIRON_UPLINK_LEVEL, AccessControlMiddleware
-from iec62676_2_33.services import inline
 from iec62676_2_33.services.app import UPLINK_PATH, DeviceApplication, build_device_app
 from iec62676_2_33.services.uplink import OPERATION_ACCESS, UplinkServiceContext, schema_view, uplink_endpoint
-from iec62676_2_33.soap import envelope as envelope_module
 from iec62676_2_33.store import AuthServerConfig, DeviceStore
 from iec62676_2_33.uplinkconfig import UplinkCapabilities
 
@@ -288,14 +285,7 @@ def test_the_operation_run_is_the_one_parsed_once_sec_1(device: DeviceApplicatio
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """SEC-1: an uplink-service request is parsed once (by the inline decision or by access control) and the
     operation that answers is the one access control decided on."""
-    parses: list[bytes] = []
-
-    def parse(content_type: str | None, data: bytes) -> envelope_module.SoapRequest:
-        parses.append(data)
-        return envelope_module.parse_request(content_type, data)
-
-    monkeypatch.setattr(inline, "parse_request", parse)
-    monkeypatch.setattr(middleware, "parse_request", parse)
+    parses = count_parses(monkeypatch)
     for body, runs_inline, answer in (("<tup:GetServiceCapabilities/>", True, "GetServiceCapabilitiesResponse"),
                                       ("<tup:GetUplinks/>", True, "GetUplinksResponse"),
                                       (delete_uplink("https://none.example/"), False, "Fault")):

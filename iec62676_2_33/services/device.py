@@ -79,6 +79,7 @@ from ..errors import ConfigurationError
 from ..namespaces import SOAP_ENV, TDS, TEV, TT, TUP
 from ..security.access import AccessClass
 from ..security.roles import RoleBook, UserRole, UserRoleError
+from ..soap.answer_xml import texts
 from ..soap.dispatch import Answer, Handler, QNameDispatcher
 from ..soap.envelope import SoapRequest
 from ..soap.fault import SoapFault
@@ -333,17 +334,6 @@ def _tt(name: str) -> str:
     return f"{{{TT}}}{name}"
 
 
-def _xs_boolean(value: bool) -> str:
-    return "true" if value else "false"
-
-
-def _texts(parent: etree._Element, *children: tuple[str, object]) -> etree._Element:
-    """``parent`` with one child element per ``(tag, value)``, its text ``str(value)``, in order."""
-    for tag, value in children:
-        etree.SubElement(parent, tag).text = _xs_boolean(value) if isinstance(value, bool) else str(value)
-    return parent
-
-
 def device_service_capabilities(roles: RoleBook | None = None) -> etree._Element:
     """``tds:Capabilities`` (tds:DeviceServiceCapabilities): the default access policy, UsernameToken and HTTP
     Digest (SEC-1, SEC-2), user roles with ``roles`` (MaxUserRoles, PROV-4); no discovery, network or user
@@ -364,9 +354,9 @@ def device_service_capabilities(roles: RoleBook | None = None) -> etree._Element
 def _date_time(parent: etree._Element, tag: str, moment: datetime) -> None:
     """A tt:DateTime child ``tag`` of ``parent``: Time (hour, minute, second) then Date (year, month, day)."""
     node = etree.SubElement(parent, tag)
-    _texts(etree.SubElement(node, _tt("Time")), (_tt("Hour"), moment.hour), (_tt("Minute"), moment.minute),
+    texts(etree.SubElement(node, _tt("Time")), (_tt("Hour"), moment.hour), (_tt("Minute"), moment.minute),
            (_tt("Second"), moment.second))
-    _texts(etree.SubElement(node, _tt("Date")), (_tt("Year"), moment.year), (_tt("Month"), moment.month),
+    texts(etree.SubElement(node, _tt("Date")), (_tt("Year"), moment.year), (_tt("Month"), moment.month),
            (_tt("Day"), moment.day))
 
 
@@ -395,12 +385,12 @@ def _get_services(context: DeviceServiceContext, request: SoapRequest, environ: 
     base = request_base_url(environ)
     action, response = _answer("GetServices")
     for entry in context.live_services():
-        service = _texts(etree.SubElement(response, _tds("Service")), (_tds("Namespace"), entry.namespace),
+        service = texts(etree.SubElement(response, _tds("Service")), (_tds("Namespace"), entry.namespace),
                          (_tds("XAddr"), base + entry.path))
         caps = entry.capabilities() if include and entry.capabilities is not None else None
         if caps is not None:
             etree.SubElement(service, _tds("Capabilities")).append(caps)
-        _texts(etree.SubElement(service, _tds("Version")), (_tt("Major"), entry.version[0]),
+        texts(etree.SubElement(service, _tds("Version")), (_tt("Major"), entry.version[0]),
                (_tt("Minor"), entry.version[1]))
     return Answer(action, response)
 
@@ -427,10 +417,10 @@ def _get_capabilities(context: DeviceServiceContext, request: SoapRequest, envir
     action, response = _answer("GetCapabilities")
     caps = etree.SubElement(response, _tds("Capabilities"))
     if "Device" in wanted and device is not None:
-        _texts(etree.SubElement(caps, _tt("Device")), (_tt("XAddr"), base + device.path))
+        texts(etree.SubElement(caps, _tt("Device")), (_tt("XAddr"), base + device.path))
     if "Events" in wanted and events is not None:
         flags = context.events
-        _texts(etree.SubElement(caps, _tt("Events")), (_tt("XAddr"), base + events.path),
+        texts(etree.SubElement(caps, _tt("Events")), (_tt("XAddr"), base + events.path),
                (_tt("WSSubscriptionPolicySupport"), flags.ws_subscription_policy_support),
                (_tt("WSPullPointSupport"), flags.ws_pull_point_support),
                (_tt("WSPausableSubscriptionManagerInterfaceSupport"),
@@ -442,9 +432,9 @@ def _get_system_date_and_time(context: DeviceServiceContext, _request: SoapReque
                               _environ: dict[str, Any]) -> Answer:
     now = context.now()
     action, response = _answer("GetSystemDateAndTime")
-    sdt = _texts(etree.SubElement(response, _tds("SystemDateAndTime")), (_tt("DateTimeType"), "Manual"),
+    sdt = texts(etree.SubElement(response, _tds("SystemDateAndTime")), (_tt("DateTimeType"), "Manual"),
                  (_tt("DaylightSavings"), False))
-    _texts(etree.SubElement(sdt, _tt("TimeZone")), (_tt("TZ"), "UTC0"))
+    texts(etree.SubElement(sdt, _tt("TimeZone")), (_tt("TZ"), "UTC0"))
     _date_time(sdt, _tt("UTCDateTime"), now)
     _date_time(sdt, _tt("LocalDateTime"), now)
     return Answer(action, response)
@@ -454,7 +444,7 @@ def _get_device_information(context: DeviceServiceContext, _request: SoapRequest
                             _environ: dict[str, Any]) -> Answer:
     info = _info(context)
     action, response = _answer("GetDeviceInformation")
-    _texts(response, (_tds("Manufacturer"), info.manufacturer), (_tds("Model"), info.model),
+    texts(response, (_tds("Manufacturer"), info.manufacturer), (_tds("Model"), info.model),
            (_tds("FirmwareVersion"), info.firmware_version), (_tds("SerialNumber"), info.serial_number),
            (_tds("HardwareId"), info.hardware_id))
     return Answer(action, response)
@@ -463,7 +453,7 @@ def _get_device_information(context: DeviceServiceContext, _request: SoapRequest
 def _get_scopes(context: DeviceServiceContext, _request: SoapRequest, _environ: dict[str, Any]) -> Answer:
     action, response = _answer("GetScopes")
     for item in scopes_of(_info(context)):
-        _texts(etree.SubElement(response, _tds("Scopes")), (_tt("ScopeDef"), "Fixed"), (_tt("ScopeItem"), item))
+        texts(etree.SubElement(response, _tds("Scopes")), (_tt("ScopeDef"), "Fixed"), (_tt("ScopeItem"), item))
     return Answer(action, response)
 
 
@@ -473,7 +463,7 @@ def _get_user_roles(context: DeviceServiceContext, request: SoapRequest, _enviro
         roles = _roles(context).roles(None if wanted is None else wanted.text or "")
     action, response = _answer("GetUserRoles")
     for role in roles:
-        _texts(etree.SubElement(response, _tds("UserRole")), (_tt("Name"), role.name),
+        texts(etree.SubElement(response, _tds("UserRole")), (_tt("Name"), role.name),
                (_tt("Functions"), " ".join(role.functions)))
     return Answer(action, response)
 

@@ -206,6 +206,7 @@ from ..domain.subscriptions import (
 from ..namespaces import SOAP12_CONTENT_TYPE, SOAP_ENV, TEV, TNS1, TT, WSA, WSNT, WSTOP
 from ..security.access import AccessClass
 from ..security.middleware import ENVIRON_REQUEST
+from ..soap.answer_xml import xs_boolean
 from ..soap.dispatch import Answer, QNameDispatcher, write_envelope, wsa_header
 from ..soap.envelope import SoapRequest, excerpt
 from ..soap.fault import SoapFault
@@ -449,7 +450,7 @@ class EventServiceContext:
                 if offline is not None:
                     resource = change.resource
                     self.publish(RESOURCE_OFFLINE, {"Token": resource.token, "Kind": resource.kind},
-                                 {"Offline": _xml_bool(offline)})
+                                 {"Offline": xs_boolean(offline)})
 
     def follow_changes(self, stop: threading.Event, interval: float = 0.2) -> None:
         """A blocking loop around :meth:`poll_changes` for a thread (tests, WSGI-only hosting)."""
@@ -804,10 +805,6 @@ def _time_text(element: etree._Element | None) -> str | None:
 # --------------------------------------------------------------------------- answers
 
 
-def _xml_bool(value: bool) -> str:
-    return "true" if value else "false"
-
-
 def _xml_float(value: float) -> str:
     return repr(float(value))
 
@@ -848,7 +845,7 @@ def notification_element(parent: etree._Element, message: Notification, producer
     for scope in resource.scopes:
         sub(data, _SIMPLE, Name="Scope", Value=scope)
     if resource.offline is not None:
-        sub(data, _SIMPLE, Name="Offline", Value=_xml_bool(resource.offline))
+        sub(data, _SIMPLE, Name="Offline", Value=xs_boolean(resource.offline))
     location = resource.location
     if location is not None:
         geo = sub(sub(data, _ELEMENT, Name="Location"), _GEO, lon=_xml_float(location.lon),
@@ -920,7 +917,7 @@ def notification_xml(message: Notification, utc_time: str | None = None, produce
     for scope in scopes:
         parts += ('<tt:SimpleItem Name="Scope" Value="', scope if plain else _attr(scope), '"/>')
     if resource.offline is not None:
-        parts.append(f'<tt:SimpleItem Name="Offline" Value="{_xml_bool(resource.offline)}"/>')
+        parts.append(f'<tt:SimpleItem Name="Offline" Value="{xs_boolean(resource.offline)}"/>')
     location = resource.location
     if location is not None:
         # GeoLocation holds floats (it converts ints), so repr() is what _xml_float gives
@@ -984,7 +981,7 @@ def _event_properties(kinds: Iterable[str], topics: Iterable[TopicDescription]) 
             found = node.find(f"{{{TNS1}}}{step}")
             node = found if found is not None else sub(node, f"{{{TNS1}}}{step}")
         node.set(f"{{{WSTOP}}}topic", "true")
-        description = sub(node, f"{{{TT}}}MessageDescription", IsProperty=_xml_bool(generic.is_property))
+        description = sub(node, f"{{{TT}}}MessageDescription", IsProperty=xs_boolean(generic.is_property))
         for part, items in (("Source", generic.source), ("Data", generic.data)):
             holder = sub(description, f"{{{TT}}}{part}")
             for name, type_ in items:

@@ -102,6 +102,7 @@ from ..namespaces import SOAP_ENV, TT
 from ..sansio.rtsp_tunnel import TUNNEL_PATH
 from ..security.access import AccessClass
 from ..security.middleware import ENVIRON_UPLINK_LEVEL
+from ..soap.answer_xml import texts, xs_boolean
 from ..soap.dispatch import Answer, Handler, QNameDispatcher
 from ..soap.envelope import SoapRequest, excerpt
 from ..soap.fault import SoapFault
@@ -182,22 +183,11 @@ def _tt(name: str) -> str:
     return f"{{{TT}}}{name}"
 
 
-def _xs_boolean(value: bool) -> str:
-    return "true" if value else "false"
-
-
-def _texts(parent: etree._Element, *children: tuple[str, str]) -> etree._Element:
-    """``parent`` with one child element per ``(tag, text)``, in order."""
-    for tag, text in children:
-        etree.SubElement(parent, tag).text = text
-    return parent
-
-
 def _capabilities(context: Media2ServiceContext, environ: dict[str, Any] | None) -> etree._Element:
     """``tr2:Capabilities`` (tr2:Capabilities2: the attributes we report; the others are absent = false)."""
     sources = context.media.media_sources()
     ptz = context.ptz is not None and bool(context.ptz.nodes())
-    caps = etree.Element(_tr2("Capabilities"), SnapshotUri=_xs_boolean(any(s.snapshot_url is not None for s in sources)))
+    caps = etree.Element(_tr2("Capabilities"), SnapshotUri=xs_boolean(any(s.snapshot_url is not None for s in sources)))
     etree.SubElement(caps, _tr2("ProfileCapabilities"), MaximumNumberOfProfiles=str(len(sources)),
                      ConfigurationsSupported=_CONFIGURATIONS_SUPPORTED + (" PTZ" if ptz else ""))
     streaming = etree.SubElement(caps, _tr2("StreamingCapabilities"), RTSPStreaming="true", RTPMulticast="false",
@@ -238,13 +228,13 @@ def _profile(parent: etree._Element, src: MediaSource, types: Collection[str], p
     width, height = str(src.width or 0), str(src.height or 0)
     configurations = etree.SubElement(profile, _tr2("Configurations"))
     if wanted & {"All", "VideoSource"}:  # tt:VideoSourceConfiguration
-        source = _texts(etree.SubElement(configurations, _tr2("VideoSource"), token=src.token),
+        source = texts(etree.SubElement(configurations, _tr2("VideoSource"), token=src.token),
                         (_tt("Name"), src.name), (_tt("UseCount"), "1"), (_tt("SourceToken"), src.token))
         etree.SubElement(source, _tt("Bounds"), x="0", y="0", width=width, height=height)
     if wanted & {"All", "VideoEncoder"}:  # tt:VideoEncoder2Configuration
-        encoder = _texts(etree.SubElement(configurations, _tr2("VideoEncoder"), token=src.token),
+        encoder = texts(etree.SubElement(configurations, _tr2("VideoEncoder"), token=src.token),
                          (_tt("Name"), src.name), (_tt("UseCount"), "1"), (_tt("Encoding"), src.encoding))
-        _texts(etree.SubElement(encoder, _tt("Resolution")), (_tt("Width"), width), (_tt("Height"), height))
+        texts(etree.SubElement(encoder, _tt("Resolution")), (_tt("Width"), width), (_tt("Height"), height))
         etree.SubElement(encoder, _tt("Quality")).text = "0.0"
     if head is not None and wanted & {"All", "PTZ"}:
         configurations.append(_ptz_configuration(head.node))

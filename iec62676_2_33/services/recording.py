@@ -76,6 +76,7 @@ from ..domain.subscriptions import InvalidTime, format_datetime, parse_datetime,
 from ..errors import ConfigurationError
 from ..namespaces import TNS1, TT, WSNT
 from ..security.access import AccessClass
+from ..soap.answer_xml import xs_boolean
 from ..soap.envelope import excerpt
 from ..soap.fault import SoapFault
 from ..soap.spyne_glue import SoapEndpoint, SoapService, request_operation, service_context
@@ -388,7 +389,7 @@ def _state(complete: bool) -> str:
 def _generic(event: RecordingEvent) -> GenericEvent:
     return GenericEvent.of(RECORDING_HISTORY, event.time,
                            {"RecordingToken": event.recording_token, "Track": event.track_token},
-                           {"IsDataPresent": "true" if event.data_present else "false"},
+                           {"IsDataPresent": xs_boolean(event.data_present)},
                            operation="Initialized" if event.start_state else "Changed")
 
 

@@ -43,6 +43,7 @@ from ..security.keystore import (
     KeystoreError,
     subject_name,
 )
+from ..soap.answer_xml import xs_boolean
 from ..soap.fault import SoapFault
 from ..soap.spyne_glue import SoapEndpoint, SoapService, request_operation, service_context
 from ..store import CertificateRecord, KeyRecord, PolicyRecord
@@ -147,10 +148,6 @@ def _sub(parent: etree._Element, name: str, text: str | None = None, **attrs: st
     return child
 
 
-def _flag(value: bool) -> str:
-    return "true" if value else "false"
-
-
 def capabilities_element(keystore: Keystore) -> etree._Element:
     """``tas:Capabilities``: what the keystore really supports (PROV-2: AuthorizationServer MaxConfigurations)."""
     limits = keystore.limits
@@ -159,7 +156,7 @@ def capabilities_element(keystore: Keystore) -> etree._Element:
     store_caps = _sub(
         caps, "KeystoreCapabilities", MaximumNumberOfKeys=str(limits.max_keys),
         MaximumNumberOfCertificates=str(limits.max_certificates), RSAKeyPairGeneration="true",
-        ECCKeyPairGeneration=_flag(bool(curves)), KeyPairGeneration="RSA ECC" if curves else "RSA",
+        ECCKeyPairGeneration=xs_boolean(bool(curves)), KeyPairGeneration="RSA ECC" if curves else "RSA",
         RSAKeyLengths=" ".join(map(str, limits.rsa_key_lengths)), **({"EllipticCurves": curves} if curves else {}),
         PKCS10ExternalCertificationWithRSA="true", PKCS10="true", SelfSignedCertificateCreationWithRSA="true",
         SelfSignedCertificateCreation="true", X509Versions="3", MaximumNumberOfPassphrases="0",
@@ -180,9 +177,9 @@ def _key(parent: etree._Element, key: KeyRecord) -> None:
     _sub(item, "KeyID", key.key_id)
     if key.alias is not None:
         _sub(item, "Alias", key.alias)
-    _sub(item, "hasPrivateKey", _flag(key.has_private_key))
+    _sub(item, "hasPrivateKey", xs_boolean(key.has_private_key))
     _sub(item, "KeyStatus", key.status)
-    _sub(item, "externallyGenerated", _flag(key.external))
+    _sub(item, "externallyGenerated", xs_boolean(key.external))
     _sub(item, "securelyStored", "false")  # sealed in software, not in a secure element
 
 
@@ -203,9 +200,9 @@ def _policy(parent: etree._Element, policy: PolicyRecord) -> None:
         _sub(item, "Alias", policy.alias)
     params = _sub(item, "Parameters")
     if policy.require_client_auth_eku is not None:
-        _sub(params, "RequireTLSWWWClientAuthExtendedKeyUsage", _flag(policy.require_client_auth_eku))
+        _sub(params, "RequireTLSWWWClientAuthExtendedKeyUsage", xs_boolean(policy.require_client_auth_eku))
     if policy.use_delta_crls is not None:
-        _sub(params, "UseDeltaCRLs", _flag(policy.use_delta_crls))
+        _sub(params, "UseDeltaCRLs", xs_boolean(policy.use_delta_crls))
     for certificate_id in policy.anchors:
         _sub(_sub(item, "TrustAnchor"), "CertificateID", certificate_id)
 
@@ -263,7 +260,7 @@ def GetKeyStatus(ks: Keystore, req: etree._Element, answer: etree._Element) -> N
 
 
 def GetPrivateKeyStatus(ks: Keystore, req: etree._Element, answer: etree._Element) -> None:
-    _sub(answer, "hasPrivateKey", _flag(ks.key(_text(req, "KeyID") or "").has_private_key))
+    _sub(answer, "hasPrivateKey", xs_boolean(ks.key(_text(req, "KeyID") or "").has_private_key))
 
 
 def GetAllKeys(ks: Keystore, _req: etree._Element, answer: etree._Element) -> None:

@@ -48,6 +48,7 @@ from lxml import etree
 from ..namespaces import SOAP_ENV, TUP
 from ..security.access import AccessClass
 from ..soap import extension
+from ..soap.answer_xml import xs_boolean
 from ..soap.dispatch import Answer, Handler, QNameDispatcher
 from ..soap.envelope import SoapRequest
 from ..soap.fault import SoapFault
@@ -142,7 +143,7 @@ def capabilities_element(context: UplinkServiceContext) -> etree._Element:
     caps = context.current_capabilities()
     return etree.Element(_tup("Capabilities"), MaxUplinks=str(caps.max_uplinks), Protocols=" ".join(caps.protocols),
                          AuthorizationModes=" ".join(caps.authorization_modes),
-                         StreamingOverUplink="true" if caps.streaming_over_uplink else "false")
+                         StreamingOverUplink=xs_boolean(caps.streaming_over_uplink))
 
 
 def _configuration(cfg: UplinkConfiguration) -> etree._Element:
