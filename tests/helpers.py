@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hyperframe.frame import Frame
@@ -10,7 +12,7 @@ from lxml import etree
 
 from iec62676_2_33.cli import main
 from iec62676_2_33.http2.role import PREFACE
-from iec62676_2_33.namespaces import SOAP_ENV, TER
+from iec62676_2_33.namespaces import SOAP_ENV, TER, WSA
 
 _NS = {"env": SOAP_ENV}
 
@@ -98,3 +100,24 @@ def count_parses(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     monkeypatch.setattr(inline, "parse_request", parse)
     monkeypatch.setattr(middleware, "parse_request", parse)
     return parses
+
+
+#: A corpus entry that expects a fault (:func:`check_dispatched`).
+FAULT = "fault"
+
+
+def check_dispatched(got: int, root: etree._Element, status: int, namespace: str, tag: str, check: Any,
+                     validate: Callable[[etree._Element], None]) -> None:
+    """One corpus answer of a service on the QName dispatcher without WS-Addressing: the HTTP ``status``; for
+    ``tag`` :data:`FAULT` the fault chain ``check`` and no ``wsa:RelatesTo``; otherwise no SOAP Header, the
+    answer element ``{namespace}tag``, ``validate`` (the authored XSD) and ``check(answer)``."""
+    assert got == status, etree.tostring(root)
+    answer = root.find("env:Body", _NS)[0]
+    if tag == FAULT:
+        assert fault_chain(root) == check
+        assert root.findtext("env:Header/wsa:RelatesTo", namespaces={**_NS, "wsa": WSA}) is None
+        return
+    assert root.find("env:Header", _NS) is None
+    assert answer.tag == f"{{{namespace}}}{tag}"
+    validate(answer)
+    check(answer)
