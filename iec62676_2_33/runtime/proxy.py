@@ -147,8 +147,9 @@ MAX_REQUESTS = 64
 MAX_IN_FLIGHT = 4 * MIB
 TIMEOUT = 30.0
 #: RTSP-over-HTTP channels (GET or POST on a device's ``/onvif/rtsp/``) one client address has open at once:
-#: they last as long as their session, so one client may not hold every request slot with silent ones.
-MAX_TUNNELS_PER_CLIENT = 16
+#: they last as long as their session, so one client may hold at most half the request slots with them
+#: (16 sessions: as many as the RTSP front relays to one other node).
+MAX_TUNNELS_PER_CLIENT = MAX_REQUESTS // 2
 
 
 @dataclass(frozen=True)
