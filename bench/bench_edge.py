@@ -17,9 +17,10 @@ Every figure is ``h2load -c 1`` posting a GetServiceCapabilities envelope
 * through the uplink, h2c ``-m 1`` and ``-m 16`` (each h2load run uses a fresh uplink
   connection: the device re-dials within 0.1 s after the previous one ended).
 
-Goals (issue 8): uplink ``-m 16`` >= 2,000 req/s and uplink ``-m 1`` >= 1.0x direct
-HTTP/1.1, same run. Any failed request (a non-2xx answer included) stops the benchmark
-with the h2load output. Each figure is the best of ``--rounds``, printed with the device
+Goals (issue 8): uplink ``-m 16`` >= 2,000 req/s and >= 1.0x the direct HTTP/1.1 port at
+one connection, same run; the ratio is printed for the uplink at 16 streams (one connection
+each) and at 1 stream (one request at a time). Any failed request (a non-2xx answer
+included) stops the benchmark with the h2load output. Each figure is the best of ``--rounds``, printed with the device
 process's CPU time (all threads, user + system) per request.
 
 Options: ``--pin`` puts the device on one CPU and this process and h2load on the others;
@@ -330,7 +331,12 @@ def run(n: int, rounds: int, profile: str | None, only: list[str], all_inline: b
     m16, m1, h1 = (best[name].rate for name in ("uplink m16", "uplink m1", "direct HTTP/1.1"))
     print(f"uplink m16 / {GOAL_M16:.0f} goal       {m16 / GOAL_M16:5.2f}x "
           f"({'met' if m16 >= GOAL_M16 else 'MISSED'})")
-    print(f"uplink m1 / direct HTTP/1.1  {m1 / h1:5.2f}x (goal >= 1.0x: {'met' if m1 >= h1 else 'MISSED'})")
+    # The goal's "1.0x the direct HTTP/1.1 port at 1 connection", both readings: one connection
+    # each (the uplink at its 16 streams), and one request at a time (the uplink at 1 stream).
+    print(f"uplink m16 / direct HTTP/1.1 {m16 / h1:5.2f}x (one connection each; goal >= 1.0x: "
+          f"{'met' if m16 >= h1 else 'MISSED'})")
+    print(f"uplink m1 / direct HTTP/1.1  {m1 / h1:5.2f}x (one request at a time; goal >= 1.0x: "
+          f"{'met' if m1 >= h1 else 'MISSED'})")
     if cloud.errors:
         print(f"# cloud errors: {cloud.errors}")
 

@@ -143,6 +143,27 @@ def test_rewriter_with_a_camera_url_that_has_a_query_sec_1() -> None:
     assert other.target == "rtsp://10.0.0.5/axis-media/media.amp/stream=1?videocodec=h264&x=1"
 
 
+def test_rewriter_hides_the_camera_address_in_sdp_sec_1() -> None:
+    """STR-1, SEC-1: the host addresses a camera writes into SDP (origin, connection, RTCP, source filter, IPv4 and
+    IPv6, a host name) come back as the unspecified address, so the player does not learn where the camera is
+    (before, only URLs were rewritten); multicast groups and ``*`` stay, and Content-Length follows the body."""
+    rewriter = UrlRewriter("tok", "rtsp://10.0.0.5/cam")
+    rewriter.request(RtspMessage(f"DESCRIBE {FRONT} RTSP/1.0", [("CSeq", "1")]))
+    sdp = ("v=0\r\no=- 1188340656180883 1 IN IP4 10.0.0.5\r\ns=Session\r\nc=IN IP4 10.0.0.5\r\n"
+           "m=video 0 RTP/AVP 96\r\nc=IN IP6 fd00::5\r\na=rtcp:5001 IN IP4 cam.site.local\r\n"
+           "a=source-filter: incl IN IP4 * 10.0.0.5\r\nm=audio 0 RTP/AVP 0\r\nc=IN IP4 224.2.1.1/127\r\n"
+           "a=control:rtsp://10.0.0.5/cam/trackID=1\r\n").encode()
+    resp = rewriter.response(RtspMessage("RTSP/1.0 200 OK", [("Content-Type", "application/sdp"),
+                                                             ("Content-Length", str(len(sdp)))], sdp))
+    assert resp.body.decode().split("\r\n") == [
+        "v=0", "o=- 1188340656180883 1 IN IP4 0.0.0.0", "s=Session", "c=IN IP4 0.0.0.0", "m=video 0 RTP/AVP 96",
+        "c=IN IP6 ::", "a=rtcp:5001 IN IP4 0.0.0.0", "a=source-filter: incl IN IP4 * 0.0.0.0", "m=audio 0 RTP/AVP 0",
+        "c=IN IP4 224.2.1.1/127", f"a=control:{FRONT}/trackID=1", ""]
+    encoded = resp.encode()
+    assert b"10.0.0.5" not in encoded and b"fd00" not in encoded and b"cam.site" not in encoded
+    assert f"Content-Length: {len(resp.body)}\r\n".encode() in encoded
+
+
 def test_rewriter_leaves_other_urls_alone() -> None:
     """STR-1: a URL of another server or of a path that merely starts like the camera's is not taken for it."""
     rewriter = UrlRewriter("tok", "rtsp://10.0.0.5/cam")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -264,7 +265,8 @@ class UrlRewriter:
         return msg
 
     def response(self, msg: RtspMessage) -> RtspMessage:
-        """Replace the camera's URL by the player's in the headers that carry URLs and in SDP.
+        """Replace the camera's URL by the player's in the headers that carry URLs and in SDP,
+        and the host addresses of SDP by the unspecified one (:func:`_hide_sdp_addresses`).
 
         The camera's URL is recognised in any form naming the same stream (host case, the
         default port written or not, user information, a trailing ``/``), so a camera that
@@ -275,7 +277,7 @@ class UrlRewriter:
             return msg
         msg.headers = [(k, self._rewrite(v, base) if k.lower() in _URL_HEADERS else v) for k, v in msg.headers]
         if msg.body and (msg.header("content-type") or "").lower().startswith("application/sdp"):
-            msg.body = self._rewrite(msg.body.decode("latin-1"), base).encode("latin-1")
+            msg.body = _hide_sdp_addresses(self._rewrite(msg.body.decode("latin-1"), base)).encode("latin-1")
         return msg
 
     def _rewrite(self, text: str, base: str) -> str:
@@ -328,6 +330,36 @@ _URL_HEADERS = frozenset({"content-base", "content-location", "location", "rtp-i
 #: An RTSP URL inside a header value or SDP (ends at white space and at the separators of RTP-Info).
 _RTSP_URL = re.compile(r"rtsps?://[^\s;,\"'<>]+", re.IGNORECASE)
 _DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322}
+
+
+#: SDP lines that name hosts after ``IN IP4``/``IN IP6`` (RFC 8866 origin and connection, RFC 3605 ``a=rtcp``,
+#: RFC 4570 ``a=source-filter``): the prefix up to the address type, then the addresses.
+_SDP_ADDRESSES = re.compile(r"^((?:o=|c=|a=rtcp:|a=source-filter:)[^\r\n]*?\bIN IP([46]) )([^\r\n]*)",
+                            re.MULTILINE | re.IGNORECASE)
+
+
+def _hide_sdp_addresses(sdp: str) -> str:
+    """Every unicast host in SDP's origin, connection, RTCP and source-filter lines -> ``0.0.0.0`` (``::``).
+
+    A tunnelled session carries its media inside the RTSP stream, so these addresses tell the player
+    nothing it uses, only where the camera is (cameras write their own address there). Multicast
+    groups, ``*`` and the unspecified address stay; a host name counts as a host."""
+
+    def hide(token: str, unspecified: str) -> str:
+        host, slash, rest = token.partition("/")  # c=IN IP4 224.2.1.1/127: a multicast group with a TTL
+        if host in ("", "*"):
+            return token
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return unspecified + slash + rest
+        return token if address.is_multicast or address.is_unspecified else unspecified + slash + rest
+
+    def swap(found: re.Match[str]) -> str:
+        unspecified = "0.0.0.0" if found.group(2) == "4" else "::"
+        return found.group(1) + " ".join(hide(token, unspecified) for token in found.group(3).split(" "))
+
+    return _SDP_ADDRESSES.sub(swap, sdp)
 
 
 def _stream_key(url: str) -> tuple[tuple[str, str, int], str, str] | None:
