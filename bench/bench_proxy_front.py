@@ -10,10 +10,12 @@ through the cloud's proxy (``/devices/<id>/onvif/device_service``: proxy front, 
 device), in the same run, interleaved:
 
 * HTTP/1.1 (``h2load --h1``) with 1 and with 8 connections (concurrency 1 and 8);
-* h2c with prior knowledge, 1 connection, 1 and 8 streams.
+* h2c with prior knowledge, 1 connection, 1 and 8 streams;
+* the standard library's HTTP/1.1 client (``http.client``, one keep-alive connection per
+  client process) with 1 and with 8 clients: the kind of client a VMS script uses.
 
 Goals (issue 14): HTTP/1.1 through the proxy >= 1.0x direct at concurrency 1 and >= 1.5x
-at 8. Every figure is the best of ``--rounds``; any failed or non-2xx request stops the
+at 8, with both clients. Every figure is the best of ``--rounds``; any failed or non-2xx request stops the
 run. The CPU time of both processes (user + system, all threads, psutil) per request is
 printed beside each rate. ``--py-spy PREFIX`` samples the cloud and the device with py-spy during
 the measured runs (collapsed stacks of the thread holding the GIL, ``PREFIX-cloud.txt`` and
@@ -25,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
+import multiprocessing as mp
 import shutil
 import signal
 import subprocess
@@ -36,10 +40,11 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 from _uplink_bench import free_port, machine, wait_until
-from bench_edge import Result, h2load
+from bench_edge import CONTENT_TYPE, Result, h2load
 from bench_proxy_memory import DEVICE, processes, setup
 
 PATH = "/onvif/device_service"
@@ -47,9 +52,10 @@ ENVELOPE = (b'<?xml version="1.0" encoding="utf-8"?>'
             b'<env:Envelope xmlns:env="http://www.w3.org/2003/05/soap-envelope" '
             b'xmlns:tds="http://www.onvif.org/ver10/device/wsdl">'
             b"<env:Body><tds:GetServiceCapabilities/></env:Body></env:Envelope>")
-#: (name, h1, connections, streams per connection)
-SHAPES = (("HTTP/1.1 c1", True, 1, 1), ("HTTP/1.1 c8", True, 8, 1), ("h2c m1", False, 1, 1), ("h2c m8", False, 1, 8))
-GOALS = {"HTTP/1.1 c1": 1.0, "HTTP/1.1 c8": 1.5}
+#: (name, client: "h1" / "h2c" (h2load) or "stdlib" (http.client), connections, streams per connection)
+SHAPES = (("HTTP/1.1 c1", "h1", 1, 1), ("HTTP/1.1 c8", "h1", 8, 1), ("h2c m1", "h2c", 1, 1),
+          ("h2c m8", "h2c", 1, 8), ("http.client c1", "stdlib", 1, 1), ("http.client c8", "stdlib", 8, 1))
+GOALS = {"HTTP/1.1 c1": 1.0, "HTTP/1.1 c8": 1.5, "http.client c1": 1.0, "http.client c8": 1.5}
 
 
 @dataclass
@@ -104,18 +110,20 @@ def run(n: int, rounds: int, profile: str | None = None) -> None:
     cpu: dict[tuple[str, str], dict[str, float]] = {}
     with stack() as s:
 
-        def measure(where: str, h1: bool, clients: int, streams: int, k: int) -> Result:
-            return h2load(s.urls[where], s.body, k, streams, h1=h1, clients=clients)
+        def measure(where: str, client: str, clients: int, streams: int, k: int) -> Result:
+            if client == "stdlib":
+                return stdlib_clients(s.urls[where], k, clients)
+            return h2load(s.urls[where], s.body, k, streams, h1=client == "h1", clients=clients)
 
-        for _shape, h1, clients, streams in SHAPES:  # warm up every path
+        for _shape, client, clients, streams in SHAPES:  # warm up every path
             for where in s.urls:
-                measure(where, h1, clients, streams, 300)
+                measure(where, client, clients, streams, 300)
         spies = [spy(p.pid, f"{profile}-{name}.txt") for name, p in s.procs.items()] if profile else []
         for _ in range(rounds):
-            for shape, h1, clients, streams in SHAPES:
+            for shape, client, clients, streams in SHAPES:
                 for where in s.urls:
                     before = {name: cpu_seconds(p) for name, p in s.procs.items()}
-                    result = measure(where, h1, clients, streams, n)
+                    result = measure(where, client, clients, streams, n)
                     spent = {name: (cpu_seconds(p) - before[name]) / n for name, p in s.procs.items()}
                     key = (shape, where)
                     if key not in best or result.rate > best[key].rate:
@@ -125,8 +133,8 @@ def run(n: int, rounds: int, profile: str | None = None) -> None:
         for sampler in spies:
             sampler.wait(30)
 
-    print(f"# proxy front, GetServiceCapabilities, h2load -n {n} -- {machine()}; best of {rounds}")
-    print(f"{'':12} {'direct':>10} {'proxy':>10} {'ratio':>7}   CPU per request: direct (device) | "
+    print(f"# proxy front, GetServiceCapabilities, -n {n} per run -- {machine()}; best of {rounds}")
+    print(f"{'':15} {'direct':>10} {'proxy':>10} {'ratio':>7}   CPU per request: direct (device) | "
           "proxy (cloud + device)")
     for shape, *_ in SHAPES:
         direct, via = best[(shape, "direct")], best[(shape, "proxy")]
@@ -134,9 +142,48 @@ def run(n: int, rounds: int, profile: str | None = None) -> None:
         ratio = via.rate / direct.rate
         goal = GOALS.get(shape)
         verdict = f" (goal >= {goal:.1f}x: {'met' if ratio >= goal else 'MISSED'})" if goal else ""
-        print(f"{shape:12} {direct.rate:10.1f} {via.rate:10.1f} {ratio:6.2f}x   "
+        print(f"{shape:15} {direct.rate:10.1f} {via.rate:10.1f} {ratio:6.2f}x   "
               f"{d_cpu['device'] * 1e6:5.0f} us | {p_cpu['cloud'] * 1e6:5.0f} + {p_cpu['device'] * 1e6:5.0f} us"
               f"{verdict}")
+
+
+def stdlib_clients(url: str, n: int, clients: int) -> Result:
+    """``n`` calls from ``clients`` processes, each with one keep-alive ``http.client`` connection
+    (processes, so the clients do not share one GIL); the rate over the wall time of all of them."""
+    context = mp.get_context("fork")
+    share = [n // clients + (1 if i < n % clients else 0) for i in range(clients)]
+    with context.Pool(clients) as pool:
+        ready = [pool.apply_async(_stdlib_connect, (url,)) for _ in range(clients)]
+        for started in ready:
+            started.get(30)
+        start = time.perf_counter()
+        counts = pool.starmap(_stdlib_calls, [(url, k) for k in share], chunksize=1)
+        elapsed = time.perf_counter() - start
+    if sum(counts) != n:
+        raise SystemExit(f"FAILED requests (http.client, {url}): {n - sum(counts)} not 200")
+    return Result(n / elapsed, n, 0)
+
+
+def _stdlib_connect(url: str) -> None:
+    """Import and warm the client in the pool's worker before the clock starts."""
+    _stdlib_calls(url, 1)
+
+
+def _stdlib_calls(url: str, k: int) -> int:
+    """``k`` POSTs of the envelope on one keep-alive connection; how many were answered 200."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+    headers = {"Content-Type": CONTENT_TYPE.split(": ", 1)[1]}
+    ok = 0
+    try:
+        for _ in range(k):
+            conn.request("POST", parts.path, ENVELOPE, headers)
+            answer = conn.getresponse()
+            answer.read()
+            ok += answer.status == 200
+    finally:
+        conn.close()
+    return ok
 
 
 def spy(pid: int, output: str) -> subprocess.Popen[bytes]:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from iec62676_2_33.cli import main
+from iec62676_2_33.runtime import proxy
 from iec62676_2_33.runtime.cloud import UnknownDevice
 from iec62676_2_33.runtime.proxy import ProxyLimits, UplinkProxy
 
@@ -66,13 +67,14 @@ class FakeCloud:
 
 
 async def call(app: UplinkProxy, raw_path: bytes, headers: list[tuple[bytes, bytes]] = (),
-               query: bytes = b"", *, method: str = "GET", body: list[bytes] = ()) -> tuple[int, bytes]:
-    """One request through the ASGI app; ``body`` is delivered in these chunks. (status, body)."""
+               query: bytes = b"", *, method: str = "GET", body: list[bytes] = (),
+               client: str = "127.0.0.1") -> tuple[int, bytes]:
+    """One request from ``client`` through the ASGI app; ``body`` is delivered in these chunks. (status, body)."""
     from urllib.parse import unquote_to_bytes
 
     scope = {"type": "http", "method": method, "path": unquote_to_bytes(raw_path).decode("latin-1"),
              "raw_path": raw_path, "query_string": query, "headers": [(b"host", b"cloud:8081"), *headers],
-             "scheme": "http", "client": ("127.0.0.1", 5000)}
+             "scheme": "http", "client": (client, 5000)}
     sent: list[dict[str, Any]] = []
     chunks = list(body) or [b""]
 
@@ -221,3 +223,46 @@ def test_proxy_refuses_a_public_address_without_opt_in_gen_3(capsys: pytest.Capt
     assert err == ("iec62676: error: --proxy 0.0.0.0:0: the proxy gives whoever reaches it each device's uplink "
                    "UserLevel; bind it to loopback (e.g. 127.0.0.1:8081) or, behind your own authentication, "
                    "add --proxy-allow-remote")
+
+
+class HeldChannel(FakeChannel):
+    """A device that answers only once ``release`` is set, as an RTSP-over-HTTP GET channel stays open."""
+
+    def __init__(self) -> None:
+        super().__init__([b""])
+        self.release = asyncio.Event()
+
+    async def response(self, stream_id: int, *, timeout: float) -> Any:
+        await self.release.wait()
+        return await super().response(stream_id, timeout=timeout)
+
+
+async def test_tunnel_channels_count_per_ipv6_64_sec_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SEC-1, STR-2: the proxy counts a client's RTSP-over-HTTP channels by its source, as admission does: with
+    ``MAX_TUNNELS_PER_CLIENT`` 2, a third channel from another address of the same IPv6 /64 is the proxy's 503
+    and never reaches the device (before, every address counted alone, so a client with a /64 took every request
+    slot); an address of another /64 is served. The device gets the client's own address before the cookie."""
+    monkeypatch.setattr(proxy, "MAX_TUNNELS_PER_CLIENT", 2)
+    channel = HeldChannel()
+    app = UplinkProxy(FakeCloud({"cam": channel}))  # type: ignore[arg-type]
+    path = b"/devices/cam/onvif/rtsp/tok"
+    cookie = [(b"x-sessioncookie", b"c")]
+
+    async def opened(count: int) -> None:
+        async with asyncio.timeout(5):
+            while len(channel.opened) < count:
+                await asyncio.sleep(0.01)
+
+    held = [asyncio.create_task(call(app, path, cookie, client=f"2001:db8::{n}")) for n in (1, 2)]
+    try:
+        await opened(2)
+        assert await asyncio.wait_for(call(app, path, cookie, client="2001:db8::ffff:3"), 5) == (
+            503, b"at most 2 RTSP-over-HTTP channels per client at once\n")
+        held.append(asyncio.create_task(call(app, path, cookie, client="2001:db8:0:1::1")))
+        await opened(3)
+    finally:
+        channel.release.set()
+        answers = await asyncio.gather(*held, return_exceptions=True)
+    assert [answer[0] for answer in answers] == [200, 200, 200]  # type: ignore[index]
+    assert [dict(headers)["x-sessioncookie"] for _, _, headers, _, _ in channel.opened] == [
+        "2001:db8::1 c", "2001:db8::2 c", "2001:db8:0:1::1 c"]

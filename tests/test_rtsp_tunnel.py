@@ -26,6 +26,7 @@ from iec62676_2_33.sansio.rtsp_tunnel import (
     RtspSplitter,
     UrlRewriter,
     basic_authorization,
+    cookie_owner,
 )
 from iec62676_2_33.security.httpdigest import digest_response, parse_auth_header
 
@@ -149,10 +150,10 @@ def test_rewriter_hides_the_camera_address_in_sdp_sec_1() -> None:
     (before, only URLs were rewritten); multicast groups and ``*`` stay, and Content-Length follows the body."""
     rewriter = UrlRewriter("tok", "rtsp://10.0.0.5/cam")
     rewriter.request(RtspMessage(f"DESCRIBE {FRONT} RTSP/1.0", [("CSeq", "1")]))
-    sdp = ("v=0\r\no=- 1188340656180883 1 IN IP4 10.0.0.5\r\ns=Session\r\nc=IN IP4 10.0.0.5\r\n"
-           "m=video 0 RTP/AVP 96\r\nc=IN IP6 fd00::5\r\na=rtcp:5001 IN IP4 cam.site.local\r\n"
-           "a=source-filter: incl IN IP4 * 10.0.0.5\r\nm=audio 0 RTP/AVP 0\r\nc=IN IP4 224.2.1.1/127\r\n"
-           "a=control:rtsp://10.0.0.5/cam/trackID=1\r\n").encode()
+    sdp = (b"v=0\r\no=- 1188340656180883 1 IN IP4 10.0.0.5\r\ns=Session\r\nc=IN IP4 10.0.0.5\r\n"
+           b"m=video 0 RTP/AVP 96\r\nc=IN IP6 fd00::5\r\na=rtcp:5001 IN IP4 cam.site.local\r\n"
+           b"a=source-filter: incl IN IP4 * 10.0.0.5\r\nm=audio 0 RTP/AVP 0\r\nc=IN IP4 224.2.1.1/127\r\n"
+           b"a=control:rtsp://10.0.0.5/cam/trackID=1\r\n")
     resp = rewriter.response(RtspMessage("RTSP/1.0 200 OK", [("Content-Type", "application/sdp"),
                                                              ("Content-Length", str(len(sdp)))], sdp))
     assert resp.body.decode().split("\r\n") == [
@@ -207,6 +208,21 @@ def test_cookie_table_is_bounded_and_expires() -> None:
     assert table.take("a", now=3.0) is None
     assert table.expire(now=11.5) == ["get-b"]
     assert len(table) == 0
+
+
+def test_cookie_owner_counts_a_client_by_its_source_sec_1() -> None:
+    """STR-2, SEC-1: the device counts the waiting channels of a proxied client by its source, as admission does:
+    every address of one IPv6 /64 is one owner (before, each address was, so a client with a /64 took every
+    waiting slot), an IPv4 address is its own, and a cookie without an address is an owner of its own."""
+    assert cookie_owner("2001:db8::1 a") == cookie_owner("2001:db8::ffff:2 b") == "2001:db8::/64"
+    assert cookie_owner("2001:db8:0:1::1 a") == "2001:db8:0:1::/64"
+    assert cookie_owner("192.0.2.7 a") == "192.0.2.7" != cookie_owner("192.0.2.8 a")
+    assert cookie_owner("::ffff:192.0.2.7 c") == "192.0.2.7"
+    assert cookie_owner("front-cookie") == "front-cookie"
+    table: CookieTable[str] = CookieTable(max_entries=8, wait=10.0, max_per_owner=2)
+    assert [table.add(c, c, 0.0, cookie_owner(c)) for c in ("2001:db8::1 a", "2001:db8::2 b", "2001:db8::3 c")] == [
+        True, True, False]
+    assert table.add("2001:db8:0:1::1 d", "d", 0.0, cookie_owner("2001:db8:0:1::1 d"))
 
 
 def test_cookie_table_bounds_each_owner() -> None:

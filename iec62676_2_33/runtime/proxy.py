@@ -30,10 +30,12 @@ way a host name does, and ``GET /devices`` lists each device's ``port``.
 RTSP over HTTP (STR-2) passes as two requests the device pairs by ``x-sessioncookie``;
 the proxy sends the cookie prefixed with the client's address, so a POST joins only a
 GET channel opened from the same address (the first node's view of it in a cluster). Such
-channels last as long as their session, so one client address has at most
+channels last as long as their session, so one client source (an IPv4 address, an IPv6
+/64, as :func:`~..sansio.admission.source_key` counts them) has at most
 :data:`MAX_TUNNELS_PER_CLIENT` open at once (503 beyond), and the device keeps at most 8
-GET channels of one address waiting for their POST: silent channels of one client
+GET channels of one source waiting for their POST: silent channels of one client
 cannot take every request slot of the proxy, of a node-to-node relay or of the device.
+A client with many IPv4 addresses still can; the global caps bound what it takes.
 
 Theory of operation: budgets and back-pressure
 ----------------------------------------------
@@ -104,6 +106,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from ..errors import ConfigurationError, Iec62676Error, TransportError
+from ..sansio.admission import source_key
 from ..sansio.rtsp_tunnel import TUNNEL_PATH
 from .body import BODY_DEADLINE, body_deadline
 from .cloud import CloudListener, DeviceChannel, UnknownDevice
@@ -353,7 +356,8 @@ class UplinkProxy:
         self.limits = limits or ProxyLimits()
         self.stats = ProxyStats()
         self._budget = _Budget(self.limits, self.stats)
-        #: RTSP-over-HTTP channels open now, by client address (at most ``MAX_TUNNELS_PER_CLIENT`` each).
+        #: RTSP-over-HTTP channels open now, by client source (IPv4 address, IPv6 /64; at most
+        #: ``MAX_TUNNELS_PER_CLIENT`` each).
         self._tunnels: Counter[str] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -420,7 +424,7 @@ class UplinkProxy:
         if not rest.startswith(TUNNEL_PATH):
             await self._forward_admitted(scope, receive, send, device_id, rest, prefix)
             return
-        client = dict(self._forwarded(scope, device_id, prefix))["x-forwarded-for"]
+        client = source_key(dict(self._forwarded(scope, device_id, prefix))["x-forwarded-for"])
         if self._tunnels[client] >= MAX_TUNNELS_PER_CLIENT:
             await _plain(send, 503, f"at most {MAX_TUNNELS_PER_CLIENT} RTSP-over-HTTP channels per client at once\n",
                          headers=_retry_after(self.limits))

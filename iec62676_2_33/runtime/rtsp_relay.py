@@ -71,6 +71,7 @@ from ..sansio.rtsp_tunnel import (
     RtspSplitter,
     UrlRewriter,
     basic_authorization,
+    cookie_owner,
     rtsp_response,
 )
 from ..security.access import AccessClass, is_allowed
@@ -383,10 +384,9 @@ class RtspRelay:
 
     async def _get(self, ex: Exchange, source: MediaSource, owner: str = "") -> None:
         """The GET channel; ``owner`` has at most ``max_waiting_per_owner`` waiting: a VSS's user, or by default
-        the client address the cloud's proxy puts before the cookie (``"<address> <cookie>"``; a cookie
-        without one, such as the cloud's RTSP front makes, is an owner of its own)."""
+        the client the cloud's proxy names before the cookie (:func:`~..sansio.rtsp_tunnel.cookie_owner`)."""
         cookie = next(iter(_values(ex, "x-sessioncookie")), "")
-        owner = owner or cookie.partition(" ")[0]
+        owner = owner or cookie_owner(cookie)
         loop = asyncio.get_running_loop()
         waiting = _Waiting(post=loop.create_future())
         if not cookie or not self._waiting.add(cookie, waiting, loop.time(), owner):

@@ -265,6 +265,29 @@ class _Bucket:
     stamp: float
 
 
+def source_key(address: str | None, ipv6_prefix: int = DEFAULT_ADMISSION.ipv6_prefix) -> str:
+    """The source a peer *address* counts against: IPv4 as is, IPv6 by its prefix (a host picks any
+    address of its /64). The one notion of "source" of every per-source limit: admission, the flood
+    penalty box, the proxy's and the device's RTSP-over-HTTP channels per client.
+
+    An IPv4-mapped IPv6 address (a dual-stack socket) counts as its IPv4
+    address; a scope (``%eth0``) is dropped; anything that is not an IP
+    address is one source per distinct string (cut to 64 characters).
+    """
+    if not address:
+        return "?"
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address[:_MAX_KEY]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        net = ipaddress.IPv6Network((int(ip) >> (128 - ipv6_prefix) << (128 - ipv6_prefix), ipv6_prefix))
+        return str(net)
+    return str(ip)
+
+
 class Admission(Generic[C]):
     """Admission of connections to their TLS handshake (see the module docstring).
 
@@ -283,25 +306,8 @@ class Admission(Generic[C]):
     # ------------------------------------------------------------------ sources
 
     def source_key(self, address: str | None) -> str:
-        """The source a peer *address* counts against: IPv4 as is, IPv6 by its prefix.
-
-        An IPv4-mapped IPv6 address (a dual-stack socket) counts as its IPv4
-        address; a scope (``%eth0``) is dropped; anything that is not an IP
-        address is one source per distinct string (cut to 64 characters).
-        """
-        if not address:
-            return "?"
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            return address[:_MAX_KEY]
-        if isinstance(ip, ipaddress.IPv6Address):
-            if ip.ipv4_mapped is not None:
-                return str(ip.ipv4_mapped)
-            prefix = self.limits.ipv6_prefix
-            net = ipaddress.IPv6Network((int(ip) >> (128 - prefix) << (128 - prefix), prefix))
-            return str(net)
-        return str(ip)
+        """The source a peer *address* counts against (:func:`source_key` with these limits' IPv6 prefix)."""
+        return source_key(address, self.limits.ipv6_prefix)
 
     # ------------------------------------------------------------------ decisions
 

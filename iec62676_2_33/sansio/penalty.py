@@ -27,7 +27,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, fields
 
 from ..errors import ConfigurationError
-from .admission import Admission
+from .admission import source_key
 
 __all__ = ["DEFAULT_PENALTY", "PenaltyBox", "PenaltyLimits"]
 
@@ -51,8 +51,6 @@ class PenaltyLimits:
 
 DEFAULT_PENALTY = PenaltyLimits()
 
-_KEYS: Admission[object] = Admission()  # only its source_key(): one notion of "source"
-
 
 @dataclass
 class _Entry:
@@ -70,8 +68,8 @@ class PenaltyBox:
 
     @staticmethod
     def source_key(address: str | None) -> str:
-        """The source ``address`` counts against (as :meth:`.Admission.source_key`)."""
-        return _KEYS.source_key(address)
+        """The source ``address`` counts against (:func:`.admission.source_key`)."""
+        return source_key(address)
 
     def strike(self, source: str, now: float) -> float:
         """A connection of ``source`` was cut off for flooding; returns how long it is now blocked."""

@@ -39,6 +39,7 @@ from typing import Generic, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from ..errors import RemoteProtocolError
+from .admission import source_key
 
 __all__ = [
     "MAX_BODY",
@@ -55,6 +56,7 @@ __all__ = [
     "RtspSplitter",
     "UrlRewriter",
     "basic_authorization",
+    "cookie_owner",
     "rtsp_response",
 ]
 
@@ -411,6 +413,15 @@ class Base64Decoder:
 
 
 T = TypeVar("T")
+
+
+def cookie_owner(cookie: str) -> str:
+    """Who an ``x-sessioncookie`` counts against: the cloud's proxy sends ``"<client address> <cookie>"``, and
+    the address counts as its source (IPv4 address, IPv6 /64: :func:`.admission.source_key`), so a client
+    cannot take more waiting channels by spreading them over the addresses of its prefix; a cookie
+    without an address (as the cloud's RTSP front makes them) is an owner of its own."""
+    address, space, _ = cookie.partition(" ")
+    return source_key(address) if space else cookie
 
 
 class CookieTable(Generic[T]):
