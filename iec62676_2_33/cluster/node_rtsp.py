@@ -55,13 +55,13 @@ import base64
 import logging
 import secrets
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import quote
 
 import httpx
 
 from ..errors import TransportError
+from ..runtime.chunk_stream import ChunkStream
 from ..runtime.rtsp_front import OPEN_TIMEOUT, SESSION_IDLE, TunnelRefused
 from ..sansio.rtsp_tunnel import TUNNEL_CONTENT_TYPE, TUNNEL_PATH
 
@@ -119,20 +119,18 @@ async def _open(client: httpx.AsyncClient, node: str, device_url: httpx.URL, dev
                                                                      timeout=timeout)))
 
 
-class _NodeTunnel:
+class _NodeTunnel(ChunkStream):
     """The GET/POST pair of one session as a byte stream (module docstring)."""
 
     def __init__(self, client: httpx.AsyncClient, node: str, device_id: str, response: httpx.Response,
                  endings: set[asyncio.Task[None]], on_end: Callable[[], None], send_post: _SendPost) -> None:
+        super().__init__()
         self._client = client
         self._node = node
         self._device_id = device_id
         self._response = response
         self._inbox: asyncio.Queue[_Item] = asyncio.Queue(maxsize=1)
         self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1)
-        self._rest = b""
-        self._eof = False
-        self._pending: list[bytes] = []
         self._closing = False
         self._endings = endings
         self._on_end = on_end
@@ -175,41 +173,22 @@ class _NodeTunnel:
         except httpx.HTTPError as exc:
             log.debug("%s: the POST channel failed: %s", self._what(), type(exc).__name__)
 
-    async def read(self, max_bytes: int = 65536) -> bytes:
-        if not self._rest and not self._eof:
-            item = await self._inbox.get()
-            if isinstance(item, Exception):
-                self._eof = True
-                raise TransportError(f"{self._what()} broken off: {type(item).__name__}")
-            self._eof = not item
-            self._rest = item
-        data, self._rest = self._rest[:max_bytes], self._rest[max_bytes:]
-        return data
+    async def _next_chunk(self) -> bytes:
+        item = await self._inbox.get()
+        if isinstance(item, Exception):
+            raise TransportError(f"{self._what()} broken off: {type(item).__name__}")
+        return item
 
-    def write_nowait(self, data: bytes) -> None:
-        self._pending.append(bytes(data))
-
-    def writelines(self, parts: Sequence[bytes]) -> None:
-        self._pending.extend(bytes(p) for p in parts)
-
-    async def drain(self) -> None:
-        if not self._pending:
-            return
-        data = base64.b64encode(b"".join(self._pending))
-        self._pending.clear()
+    async def _send(self, data: bytes) -> None:
         if self._closing or self._post.done():
             raise TransportError(f"{self._what()}: the node takes no more of the player's bytes")
-        put = asyncio.ensure_future(self._outbox.put(data))
+        put = asyncio.ensure_future(self._outbox.put(base64.b64encode(data)))
         try:
             await asyncio.wait([put, self._post], timeout=SESSION_IDLE, return_when=asyncio.FIRST_COMPLETED)
         finally:
             put.cancel()
         if put.cancelled() or put.exception() is not None:
             raise TransportError(f"{self._what()}: the node takes no more of the player's bytes")
-
-    async def write(self, data: bytes) -> None:
-        self.write_nowait(data)
-        await self.drain()
 
     def abort(self) -> None:
         if self._ending is None:
@@ -233,10 +212,4 @@ class _NodeTunnel:
         finally:
             self._on_end()
 
-    def extra(self, name: str, default: Any = None) -> Any:
-        return default
-
-    @property
-    def at_eof(self) -> bool:
-        return self._eof and not self._rest
 

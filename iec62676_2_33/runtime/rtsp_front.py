@@ -48,9 +48,8 @@ import asyncio
 import base64
 import logging
 import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urlsplit
 
 from wsproto import ConnectionType
@@ -69,6 +68,7 @@ from ..sansio.rtsp_tunnel import (
 )
 from ..transport.base import ByteStream
 from ..transport.websocket import WebSocketStream
+from .chunk_stream import ChunkStream
 from .cloud import UnknownDevice
 from .slots import MAX_CONNECTIONS, Slots
 
@@ -103,58 +103,35 @@ class TunnelRefused(TransportError):
         self.status = status
 
 
-class _StreamTunnel:
+class _StreamTunnel(ChunkStream):
     """One HTTP/2 stream of a :class:`DeviceChannel` as a byte stream: response body in,
     request body out (see the module docstring for the back-pressure)."""
 
     def __init__(self, channel: DeviceChannel, stream_id: int) -> None:
+        super().__init__()
         self._channel = channel
         self._stream_id = stream_id
         self._body = channel.body(stream_id, timeout=SESSION_IDLE)
-        self._rest = b""
-        self._pending: list[bytes] = []
-        self._eof = False
 
-    async def read(self, max_bytes: int = 65536) -> bytes:
-        if not self._rest and not self._eof:
-            try:
-                self._rest = await anext(self._body)
-            except StopAsyncIteration:
-                self._eof = True
-            except TimeoutError:
-                raise TransportError(f"device {self._channel.device_id} sent nothing for {SESSION_IDLE:g} s") from None
-        data, self._rest = self._rest[:max_bytes], self._rest[max_bytes:]
-        return data
+    async def _next_chunk(self) -> bytes:
+        try:
+            while not (chunk := await anext(self._body)):
+                pass  # an empty DATA frame is not the end
+            return chunk
+        except StopAsyncIteration:
+            return b""
+        except TimeoutError:
+            raise TransportError(f"device {self._channel.device_id} sent nothing for {SESSION_IDLE:g} s") from None
 
-    def write_nowait(self, data: bytes) -> None:
-        self._pending.append(bytes(data))
-
-    def writelines(self, parts: Sequence[bytes]) -> None:
-        self._pending.extend(bytes(p) for p in parts)
-
-    async def drain(self) -> None:
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending.clear()
-            if not await self._channel.send(self._stream_id, data, timeout=SESSION_IDLE):
-                raise TransportError(f"device {self._channel.device_id} takes no more on the tunnel")
-
-    async def write(self, data: bytes) -> None:
-        self.write_nowait(data)
-        await self.drain()
+    async def _send(self, data: bytes) -> None:
+        if not await self._channel.send(self._stream_id, data, timeout=SESSION_IDLE):
+            raise TransportError(f"device {self._channel.device_id} takes no more on the tunnel")
 
     async def close(self) -> None:
         self.abort()
 
     def abort(self) -> None:
         self._channel.cancel(self._stream_id)
-
-    def extra(self, name: str, default: Any = None) -> Any:
-        return default
-
-    @property
-    def at_eof(self) -> bool:
-        return self._eof and not self._rest
 
 
 class _HttpTunnel(_StreamTunnel):
@@ -164,11 +141,8 @@ class _HttpTunnel(_StreamTunnel):
         super().__init__(channel, get_id)
         self._post = post
 
-    async def drain(self) -> None:
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending.clear()
-            await self._post.write(base64.b64encode(data))
+    async def _send(self, data: bytes) -> None:
+        await self._post.write(base64.b64encode(data))
 
     def abort(self) -> None:
         super().abort()
