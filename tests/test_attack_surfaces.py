@@ -233,6 +233,43 @@ async def test_rtsp_digest_is_bound_to_the_connection_and_the_stream_sec_1() -> 
         upstream.close()
 
 
+async def test_the_relay_hides_the_address_of_a_camera_named_by_host_name_sec_1() -> None:
+    """SEC-1, STR-1: a camera configured by host name (``localhost``) writes its address into Content-Base, SDP
+    controls and ``c=``; the player, through a relay, sees its own URL and the unspecified address only (the
+    relay takes the address of its connection to the camera for the camera's too). Before, the address passed."""
+    async def camera(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 15)
+            cseq = next(line for line in head.decode().split("\r\n") if line.lower().startswith("cseq"))
+            here = f"rtsp://127.0.0.1:{port}/cam"
+            sdp = f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\nc=IN IP4 127.0.0.1\r\na=control:{here}/trackID=1\r\n".encode()
+            writer.write(f"RTSP/1.0 200 OK\r\n{cseq}\r\nContent-Base: {here}/\r\nContent-Type: application/sdp\r\n"
+                         f"Content-Length: {len(sdp)}\r\n\r\n".encode() + sdp)
+            await writer.drain()
+        finally:
+            writer.close()
+
+    upstream = await asyncio.start_server(camera, "127.0.0.1", 0)
+    port = upstream.sockets[0].getsockname()[1]
+    table = RelayTable("rtsp://front")
+    stream = table.expose(f"rtsp://localhost:{port}/cam", "cam").rsplit("/", 1)[1]
+    server = await start_tcp_server(VssRtspFront(table).handle, bind_listen("127.0.0.1", 0))
+    uri = f"rtsp://127.0.0.1:{server.sockets[0].getsockname()[1]}/relay/{stream}"
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(*server.sockets[0].getsockname()[:2]), 10)
+        writer.write(f"DESCRIBE {uri} RTSP/1.0\r\nCSeq: 1\r\n\r\n".encode())
+        head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 15)).decode()
+        length = int(re.search(r"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+        body = (await asyncio.wait_for(reader.readexactly(length), 15)).decode()
+        writer.close()
+        assert head.startswith("RTSP/1.0 200 OK") and f"Content-Base: {uri}/\r\n" in head
+        assert body == f"v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\nc=IN IP4 0.0.0.0\r\na=control:{uri}/trackID=1\r\n"
+        assert f":{port}" not in head + body
+    finally:
+        server.close()
+        upstream.close()
+
+
 class _Answers(BaseHTTPRequestHandler):
     """A "device service" whose answer is huge (``/huge``) or trickles a byte at a time (``/slow``)."""
 

@@ -72,6 +72,43 @@ def test_splitter_refuses_garbage(data: bytes) -> None:
     assert info.value.status_hint == 400
 
 
+@pytest.mark.parametrize("data", [
+    b"OPTIONS rtsp://h/devices/d/tok RTSP/1.0\r\nCSeq: 1\r\nX-A: y\n\nDESCRIBE rtsp://10.0.0.5/cam RTSP/1.0\r\n\r\n",
+    b"DESCRIBE rtsp://h/devices/d/tok RTSP/1.0\nDESCRIBE rtsp://10.0.0.5/other RTSP/1.0\r\nCSeq: 1\r\n\r\n",
+    b"DESCRIBE rtsp://h/devices/d/tok RTSP/1.0\r\nCSeq: 1\rX: 2\r\n\r\n",
+    b"DESCRIBE rtsp://h/devices/d/tok RTSP/1.0\r\nX-\x01: 1\r\n\r\n",
+    b"DESCRIBE rtsp://h/devices/d/tok RTSP/1.0 extra\r\n\r\n",
+    b"DESCRIBE  RTSP/1.0\r\n\r\n",
+    b"DESCRIBE rtsp://h/dev\tices/d/tok RTSP/1.0\r\n\r\n",
+    b"DESCRIBE rtsp://h/devices/d/tok HTTP/1.1\r\n\r\n",
+    b"RTSP/1.0 200 OK\nLocation: rtsp://10.0.0.5/x\r\n\r\n",
+    b"ANNOUNCE rtsp://h/devices/d/tok RTSP/1.0\r\nContent-Length: \xc2\xb2\r\n\r\nxx",
+    b"ANNOUNCE rtsp://h/devices/d/tok RTSP/1.0\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\nxx",
+])
+def test_splitter_refuses_what_could_smuggle_a_request_sec_1(data: bytes) -> None:
+    """STR-1, SEC-1: a bare LF or CR, a control character, a malformed start line (a fourth part, an empty or
+    tabbed URI, another protocol), a Content-Length that is not ASCII digits or is given twice: 400, never
+    passed on. Before, a bare LF inside a header reached the camera as written, so a camera that takes LF for a
+    line end ran a second request the relay never saw, with the credentials the relay appends."""
+    with pytest.raises(RtspError) as info:
+        RtspSplitter().feed(data)
+    assert info.value.status_hint == 400
+
+
+def test_splitter_takes_every_rtsp_method_and_utf8_heads() -> None:
+    """STR-1: GET_PARAMETER and SET_PARAMETER (the keep-alives of ffmpeg and GStreamer) and PLAY_NOTIFY are
+    requests (before, a method with "_" was 400 and ended the session at the first keep-alive); a UTF-8 header
+    value passes through unchanged."""
+    stream = ("GET_PARAMETER rtsp://h/devices/d/tok RTSP/1.0\r\nCSeq: 5\r\n\r\n"
+              "SET_PARAMETER * RTSP/1.0\r\nCSeq: 6\r\nContent-Length: 2\r\n\r\nx\n"
+              "PLAY_NOTIFY rtsp://h/devices/d/tok RTSP/2.0\r\nCSeq: 7\r\nUser-Agent: Caméra\r\n\r\n").encode()
+    units = RtspSplitter().feed(stream)
+    assert [u.method for u in units if isinstance(u, RtspMessage)] == ["GET_PARAMETER", "SET_PARAMETER", "PLAY_NOTIFY"]
+    last = units[-1]
+    assert isinstance(last, RtspMessage) and last.header("user-agent") == "Caméra"
+    assert last.encode().endswith("User-Agent: Caméra\r\n\r\n".encode())
+
+
 def test_splitter_bounds_the_head() -> None:
     """STR-1: a head over 64 KiB is refused once that much arrived, never buffered further."""
     splitter = RtspSplitter()
@@ -165,13 +202,74 @@ def test_rewriter_hides_the_camera_address_in_sdp_sec_1() -> None:
     assert f"Content-Length: {len(resp.body)}\r\n".encode() in encoded
 
 
+def test_rewriter_sends_only_tunnel_transports_sec_1() -> None:
+    """STR-1, SEC-1: a SETUP goes to the camera with only the transports a tunnel carries (RTP over the RTSP
+    connection) and no ``destination``, so a player cannot point the camera's packets at another host; a SETUP
+    offering nothing else is 461. The camera's answer loses ``source``/``destination``; ``*`` is refused where
+    RFC 2326 does not allow it (a ``DESCRIBE *`` used to leave every answer unrewritten)."""
+    rewriter = UrlRewriter("tok", CAMERA)
+    setup = rewriter.request(RtspMessage(f"SETUP {FRONT}/trackID=0 RTSP/1.0", [("CSeq", "3"), (
+        "Transport", ("RTP/AVP;unicast;client_port=53-54;destination=192.0.2.9,"
+                      "RTP/AVP/TCP;unicast;interleaved=0-1;destination=192.0.2.9"))]))
+    assert setup.header("transport") == "RTP/AVP/TCP;unicast;interleaved=0-1"
+    with pytest.raises(RtspError) as info:
+        rewriter.request(RtspMessage(f"SETUP {FRONT}/trackID=1 RTSP/1.0", [
+            ("CSeq", "4"), ("Transport", "RTP/AVP;multicast;destination=232.1.1.1")]))
+    assert info.value.status_hint == 461
+    answer = rewriter.response(RtspMessage("RTSP/1.0 200 OK", [
+        ("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1;source=10.0.0.5;destination=10.0.0.9;ssrc=1A2B")]))
+    assert answer.header("transport") == "RTP/AVP/TCP;unicast;interleaved=0-1;ssrc=1A2B"
+    for method in ("OPTIONS", "GET_PARAMETER", "SET_PARAMETER"):
+        assert rewriter.request(RtspMessage(f"{method} * RTSP/1.0", [("CSeq", "5")])).target == "*"
+    with pytest.raises(RtspError) as info:
+        UrlRewriter("tok", CAMERA).request(RtspMessage("DESCRIBE * RTSP/1.0", [("CSeq", "1")]))
+    assert info.value.status_hint == 400
+
+
+def test_rewriter_hides_the_camera_everywhere_it_writes_itself_sec_1() -> None:
+    """STR-1, SEC-1: the camera's own requests (ANNOUNCE, SET_PARAMETER) name the player's URL; bodies without
+    an SDP content type are rewritten too; a camera configured by name that writes its address (an alias, as
+    the relay learns it from the connection), or an IPv6 address in another spelling, does not show it."""
+    rewriter = UrlRewriter("tok", "rtsp://cam.site.local/cam")
+    rewriter.add_alias("10.0.0.5")
+    rewriter.request(RtspMessage(f"DESCRIBE {FRONT} RTSP/1.0", [("CSeq", "1")]))
+    announce = rewriter.response(RtspMessage("ANNOUNCE rtsp://10.0.0.5/cam RTSP/1.0", [("CSeq", "9")],
+                                             b"v=0\r\nc=IN  IP4 10.0.0.5\r\na=control:rtsp://cam.site.local/cam/t=1\r\n"))
+    assert announce.start == f"ANNOUNCE {FRONT} RTSP/1.0"
+    assert announce.body == f"v=0\r\nc=IN  IP4 0.0.0.0\r\na=control:{FRONT}/t=1\r\n".encode()
+    params = rewriter.response(RtspMessage("RTSP/1.0 200 OK", [("Content-Type", "text/parameters")],
+                                           b"position: 1\r\nsource: rtsp://10.0.0.5/cam\r\n"))
+    assert params.body == f"position: 1\r\nsource: {FRONT}\r\n".encode()
+    six = UrlRewriter("tok", "rtsp://[fd00::5]/cam")
+    six.request(RtspMessage(f"DESCRIBE {FRONT} RTSP/1.0", [("CSeq", "1")]))
+    answer = six.response(RtspMessage("RTSP/1.0 200 OK", [("Content-Base", "rtsp://[FD00:0:0:0:0:0:0:5%eth0]:554/cam/")]))
+    assert answer.header("content-base") == FRONT + "/"
+
+
+def test_rewriter_keeps_the_camera_query_the_cameras_sec_1() -> None:
+    """STR-1, SEC-1: the player cannot set again what the camera URL's query sets (``channel=5`` after an NVR's
+    ``channel=1`` named another camera), and the camera's query items do not come back to the player (a
+    camera URL may carry credentials there); the player's other items still pass both ways."""
+    camera = "rtsp://10.0.0.5/cam/realmonitor?channel=1&subtype=0&password=pw"
+    rewriter = UrlRewriter("tok", camera)
+    described = rewriter.request(RtspMessage(f"DESCRIBE {FRONT}?channel=5&Password=x&tcp RTSP/1.0", [("CSeq", "1")]))
+    assert described.target == f"{camera}&tcp"
+    answer = rewriter.response(RtspMessage("RTSP/1.0 200 OK", [
+        ("Content-Base", "rtsp://10.0.0.5/cam/realmonitor/?channel=1&subtype=0&password=pw&tcp")]))
+    assert answer.header("content-base") == f"{FRONT}/?tcp"
+
+
 def test_rewriter_leaves_other_urls_alone() -> None:
-    """STR-1: a URL of another server or of a path that merely starts like the camera's is not taken for it."""
+    """STR-1: a URL of another server is not taken for the camera's; one of another path, port or scheme of the
+    camera's host is not taken for the stream, but loses the camera's address (SEC-1: it becomes the front's)."""
     rewriter = UrlRewriter("tok", "rtsp://10.0.0.5/cam")
     rewriter.request(RtspMessage(f"DESCRIBE {FRONT} RTSP/1.0", [("CSeq", "1")]))
-    for other in ("rtsp://10.0.0.5/camera2", "rtsp://10.0.0.6/cam", "rtsp://10.0.0.5:8554/cam", "rtsps://10.0.0.5/cam"):
+    for other, seen in (("rtsp://10.0.0.6/cam", "rtsp://10.0.0.6/cam"),
+                        ("rtsp://10.0.0.5/camera2", "rtsp://cloud.example:8554/camera2"),
+                        ("rtsp://10.0.0.5:8554/cam", "rtsp://cloud.example:8554/cam"),
+                        ("rtsps://admin:pw@10.0.0.5/cam?user=admin&password=pw", "rtsps://cloud.example:8554/cam")):
         assert rewriter.response(RtspMessage("RTSP/1.0 200 OK", [("Content-Base", other)])).header("content-base") \
-            == other
+            == seen
 
 
 def test_rewriter_refuses_other_streams() -> None:

@@ -445,7 +445,11 @@ class RtspRelay:
             await self._refuse(read, player, 503, "Service Unavailable")
             return
         auth = CameraAuth(source.username, source.password or "") if source.username else None
-        session = _Session(UrlRewriter(source.token, source.rtsp_url, authorization=auth), writer, auth)
+        rewriter = UrlRewriter(source.token, source.rtsp_url, authorization=auth)
+        peer = writer.get_extra_info("peername")
+        if peer:  # a camera named by host name may write its address: hidden as well
+            rewriter.add_alias(str(peer[0]))
+        session = _Session(rewriter, writer, auth)
         self.stats.sessions += 1
         self.stats.opened += 1
         log.info("RTSP session to media source %s opened", source.token)
@@ -487,7 +491,7 @@ class RtspRelay:
                     out.append(session.rewriter.request(unit).encode())
                     session.keep(unit)
                 except RtspError as exc:
-                    await player.write(rtsp_response(exc.status_hint, "Not Found", unit.header("cseq")))
+                    await player.write(rtsp_response(exc.status_hint, None, unit.header("cseq")))
                     return
             if out:
                 camera.writelines(out)
