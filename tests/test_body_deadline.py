@@ -2,7 +2,8 @@
 timeout, so that no single wait ever times out) hits the whole-body deadline: 408 with a clear
 line, and the stream or connection is freed -- on the device's direct HTTP/1.1 and h2c port
 (``HttpSettings.body_deadline``) and on the cloud's HTTP proxy (``ProxyLimits.body_deadline``,
-whose device stream is reset). RTSP over HTTP's POST channel (STR-2) is exempt.
+whose device stream is reset). RTSP over HTTP's POST channel (STR-2), a POST on the tunnel path, is
+exempt; the tunnel content type elsewhere exempts nothing (SEC-1).
 
 The deadlines are configured short here; no test measures a duration."""
 
@@ -12,6 +13,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from h2.errors import ErrorCodes
 from hpack import Decoder, Encoder
@@ -32,6 +34,7 @@ from test_proxy_budgets import DEVICE, count_opened_streams, proxy_env, raw_requ
 
 from iec62676_2_33.runtime.httpd import HttpSettings
 from iec62676_2_33.runtime.proxy import ProxyLimits
+from iec62676_2_33.sansio.rtsp_tunnel import TUNNEL_PATH
 from iec62676_2_33.testing.harness import wait_until
 
 #: Direct port: 5 s per read (never reached by the trickle), 0.6 s for the whole body.
@@ -102,12 +105,22 @@ def test_a_trickled_h2c_body_gets_408_and_its_stream_is_reset() -> None:
         assert srv.server.budget.used == 0
 
 
+class TunnelEchoApp(SampleApp):
+    """The sample app, whose ``/echo`` also answers on the tunnel path (where the device's relay reads a POST
+    channel)."""
+
+    def __call__(self, env: dict[str, Any], start: Callable[..., Any]) -> list[bytes]:
+        if env["PATH_INFO"].startswith(TUNNEL_PATH):
+            env = {**env, "PATH_INFO": "/echo"}
+        return super().__call__(env, start)
+
+
 def test_an_rtsp_tunnel_post_has_no_body_deadline_str_2() -> None:
-    """STR-2: the same trickle as an RTSP-over-HTTP POST channel (application/x-rtsp-tunnelled) is read to
+    """STR-2: the same trickle as an RTSP-over-HTTP POST channel (a POST on the tunnel path) is read to
     its end, well past the body deadline (its session decides how long it lasts)."""
     pieces = 12  # 12 * PACE = twice the deadline
-    with running_server(wsgi(SampleApp()), SETTINGS) as srv, connect(srv.port) as sock:
-        sock.sendall(request("POST", "/echo", headers={"Content-Type": "application/x-rtsp-tunnelled",
+    with running_server(wsgi(TunnelEchoApp()), SETTINGS) as srv, connect(srv.port) as sock:
+        sock.sendall(request("POST", f"{TUNNEL_PATH}tok", headers={"Content-Type": "application/x-rtsp-tunnelled",
                                                        "Content-Length": str(pieces)}))
         sent = 0
 
@@ -126,6 +139,23 @@ def test_an_rtsp_tunnel_post_has_no_body_deadline_str_2() -> None:
             dripping.join(5)
         assert got.status == 200
         assert got.body.startswith(b"12 ")
+
+
+def test_the_tunnel_content_type_elsewhere_gets_408_sec_1() -> None:
+    """SEC-1: a trickled POST to another path that claims the tunnel content type gets 408 at the body deadline
+    like any other (before, the content type alone exempted it, and it held a worker thread for ever)."""
+    with running_server(wsgi(TunnelEchoApp()), SETTINGS) as srv, connect(srv.port) as sock:
+        sock.sendall(b"POST /slow HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-rtsp-tunnelled\r\n"
+                     b"Content-Length: 1000\r\n\r\n")
+        stop = threading.Event()
+        dripping = trickle(sock.sendall, stop)
+        try:
+            got = Reader(sock).response()
+        finally:
+            stop.set()
+            dripping.join(5)
+        assert got.status == 408
+        assert b"not complete within 0.6 s" in got.body
 
 
 async def test_proxy_trickled_body_gets_408_and_the_device_stream_is_freed(tmp_path: Path) -> None:

@@ -266,3 +266,66 @@ async def test_tunnel_channels_count_per_ipv6_64_sec_1(monkeypatch: pytest.Monke
     assert [answer[0] for answer in answers] == [200, 200, 200]  # type: ignore[index]
     assert [dict(headers)["x-sessioncookie"] for _, _, headers, _, _ in channel.opened] == [
         "2001:db8::1 c", "2001:db8::2 c", "2001:db8:0:1::1 c"]
+
+
+class HeldRouter:
+    """A NodeRouter stand-in: ``nodes`` maps device ids to the other node holding each; every relayed request is
+    recorded and answered 200 once ``release`` is set (as an RTSP-over-HTTP channel stays open)."""
+
+    def __init__(self, nodes: dict[str, str]) -> None:
+        self.nodes = nodes
+        self.registry = self  # locate() is the registry's
+        self.forwarded: list[tuple[str, str]] = []
+        self.release = asyncio.Event()
+
+    def holds(self, device_id: str) -> bool:
+        return device_id in self.nodes
+
+    def locate(self, device_id: str) -> Any:
+        node = self.nodes.get(device_id)
+        return None if node is None else type("NodeRecord", (), {"node": node})()
+
+    async def forward(self, scope: dict[str, Any], receive: Any, send: Any, device_id: str, rest: str,
+                      forwarded: list[tuple[bytes, bytes]]) -> None:
+        self.forwarded.append((device_id, rest))
+        await self.release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def test_routed_tunnel_channels_per_client_and_node_sec_1() -> None:
+    """SEC-1, STR-2: RTSP-over-HTTP channels routed to another node hold a slot of that node's relay for their whole
+    session, so one client has at most half of them (``MAX_NODE_REQUESTS // 2``) to one node: one more is the
+    proxy's 503 and is never relayed, while the same client's channel to another node, another client's channel to
+    that node and the client's other requests to it are relayed; a closed channel gives its slot back. (Before, one
+    client's 32 channels filled the relay and every other client of the node got 503 for that node.)"""
+    from iec62676_2_33.cluster.router import MAX_NODE_REQUESTS
+
+    cap = MAX_NODE_REQUESTS // 2
+    router = HeldRouter({"b1": "node-b", "b2": "node-b", "c1": "node-c"})
+    app = UplinkProxy(FakeCloud({}), router=router)  # type: ignore[arg-type]
+
+    def tunnel(device: str, client: str = "198.51.100.7") -> asyncio.Task[tuple[int, bytes]]:
+        return asyncio.create_task(call(app, f"/devices/{device}/onvif/rtsp/tok".encode(),
+                                        [(b"x-sessioncookie", b"c")], client=client))
+
+    async def relayed(count: int) -> None:
+        async with asyncio.timeout(5):
+            while len(router.forwarded) < count:
+                await asyncio.sleep(0.01)
+
+    held = [tunnel("b1" if n % 2 else "b2") for n in range(cap)]
+    try:
+        await relayed(cap)
+        assert await asyncio.wait_for(call(app, b"/devices/b1/onvif/rtsp/tok", client="198.51.100.7"), 5) == (
+            503, f"at most {cap} RTSP-over-HTTP channels per client to one node at once\n".encode())
+        held += [tunnel("c1"), tunnel("b1", client="203.0.113.9"),
+                 asyncio.create_task(call(app, b"/devices/b1/onvif/device_service", client="198.51.100.7"))]
+        await relayed(cap + 3)
+    finally:
+        router.release.set()
+        answers = await asyncio.wait_for(asyncio.gather(*held, return_exceptions=True), 5)
+    assert [answer[0] for answer in answers] == [200] * (cap + 3)  # type: ignore[index]
+    assert router.forwarded[cap:] == [("c1", "/onvif/rtsp/tok"), ("b1", "/onvif/rtsp/tok"),
+                                      ("b1", "/onvif/device_service")]
+    assert await asyncio.wait_for(call(app, b"/devices/b2/onvif/rtsp/tok", client="198.51.100.7"), 5) == (200, b"")

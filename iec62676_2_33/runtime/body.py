@@ -45,7 +45,12 @@ the body is not complete that many seconds after the request began: a client
 that trickles a byte every few seconds never trips the per-read timeout, and
 would otherwise hold a worker (and a stream) for as long as it likes. The
 public ports set it (:func:`body_deadline`); the uplink's requests come from
-the cloud's proxy, which bounds its clients itself.
+the cloud's proxy, which bounds its clients itself. Only the POST channel of
+RTSP over HTTP (a POST on the tunnel path, :func:`tunnel_channel`) is exempt: the
+proxy counts every request on that path against its client's tunnel cap, so an
+exempt body never escapes both bounds (a content type alone exempts nothing). A
+server whose tunnels live on other paths (a VSS's ``/relay/<id>``) lifts the
+deadline of a POST channel once its handler admitted it (:meth:`BodyPipe.lift_deadline`).
 A failed pipe (the stream was reset, the connection is gone, the body grew
 past its limit) makes the consumer's next read raise :class:`BodyError`, an
 :class:`OSError` as WSGI servers conventionally raise for a broken input, with
@@ -60,12 +65,13 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 
 from ..errors import TransportError
-from ..sansio.rtsp_tunnel import TUNNEL_CONTENT_TYPE
+from ..sansio.rtsp_tunnel import TUNNEL_PATH
 
-__all__ = ["BODY_DEADLINE", "BodyBudget", "BodyError", "BodyPipe", "WsgiInput", "body_deadline"]
+__all__ = ["BODY_DEADLINE", "BodyBudget", "BodyError", "BodyPipe", "WsgiInput", "body_deadline",
+           "tunnel_channel"]
 
 #: Most bytes one read hands to the application (ASGI chunks are at most this size).
 READ_CHUNK = 64 * 1024
@@ -88,12 +94,19 @@ class BodyError(TransportError, OSError):
         self.status = status
 
 
-def body_deadline(headers: Iterable[tuple[str, str]], seconds: float | None) -> float | None:
-    """The whole-body deadline of a request (``seconds``), or ``None`` for the POST channel of RTSP
-    over HTTP (``application/x-rtsp-tunnelled``, STR-2): its body lasts as long as the session,
-    and the RTSP relay answers an unpaired one at once (per-read ``timeout`` still applies)."""
-    if seconds is None or any(n == "content-type" and v.split(";")[0].strip().lower() == TUNNEL_CONTENT_TYPE
-                              for n, v in headers):
+def tunnel_channel(path: str) -> bool:
+    """Whether a request path (after the proxy's ``/devices/<id>`` prefix, as the device sees it) is an
+    RTSP-over-HTTP channel (STR-2): the proxy's per-client tunnel cap and :func:`body_deadline` both ask this."""
+    return path.startswith(TUNNEL_PATH)
+
+
+def body_deadline(method: str, path: str, seconds: float | None) -> float | None:
+    """The whole-body deadline of a request (``seconds``), or ``None`` for the POST channel of RTSP over
+    HTTP (STR-2: a POST on the tunnel path, :func:`tunnel_channel`): its body lasts as long as the session,
+    the RTSP relay answers an unpaired one at once, and the proxy counts it against its client's tunnel
+    cap (per-read ``timeout`` still applies). The content type decides nothing: a slow POST elsewhere that
+    claims ``application/x-rtsp-tunnelled`` gets its deadline like any other (SEC-1)."""
+    if seconds is None or (method == "POST" and tunnel_channel(path)):
         return None
     return seconds
 
@@ -267,6 +280,13 @@ class BodyPipe:
             self._notify()
         self._wake_async()
         self.budget.wake()
+
+    def lift_deadline(self) -> None:
+        """No whole-body deadline from now on (the per-read ``timeout`` stays): for a handler that admitted
+        the POST channel of RTSP over HTTP on a path :func:`body_deadline` does not know (a VSS's relay
+        paths), whose body lasts as long as its session. Call it before reading."""
+        with self._lock:
+            self._due = math.inf
 
     def discard(self) -> None:
         """The application is done: drop what it did not read; later bytes are dropped on arrival."""

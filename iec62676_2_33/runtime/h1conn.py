@@ -200,9 +200,10 @@ class H1Connection:
         if b"://" in target[:16]:  # absolute-form: keep the path
             target = b"/" + target.split(b"://", 1)[1].partition(b"/")[2]
         path, _, query = target.decode("latin-1").partition("?")
+        method = request.method.decode("latin-1")
         pipe = BodyPipe(self.loop, self.budget, length=length, timeout=settings.body_timeout,
-                        deadline=body_deadline(headers, settings.body_deadline))
-        return H1Exchange(self, method=request.method.decode("latin-1"), path=path, query=query, headers=headers,
+                        deadline=body_deadline(method, path, settings.body_deadline))
+        return H1Exchange(self, method=method, path=path, query=query, headers=headers,
                           http_version=request.http_version.decode("latin-1"), scheme=self.scheme,
                           client=self.client, server=self.server, body=pipe, peercert_chain=self.peercert_chain)
 

@@ -209,12 +209,13 @@ class H2Streams:
         if authority and not any(name == "host" for name, _ in fields):
             fields.append(("host", authority))
         length = next((v for k, v in fields if k == "content-length"), None)
+        method = pseudo.get(":method", "GET")
+        path, _, query = pseudo.get(":path", "/").partition("?")
         pipe = BodyPipe(self._loop, self.budget, lambda n: self._acknowledge(stream_id, n),
                         length=int(length) if length is not None and length.isdigit() else None,
                         capacity=self.role.limits.initial_window_size, timeout=self.body_timeout,
-                        deadline=body_deadline(fields, self.body_deadline))
-        path, _, query = pseudo.get(":path", "/").partition("?")
-        ex = H2Exchange(self, stream_id, method=pseudo.get(":method", "GET"), path=path, query=query,
+                        deadline=body_deadline(method, path, self.body_deadline))
+        ex = H2Exchange(self, stream_id, method=method, path=path, query=query,
                         headers=fields, http_version="2", scheme=pseudo.get(":scheme", self.scheme),
                         client=self.client, server=self.server, body=pipe, peercert_chain=self.peercert_chain)
         ex.protocol = pseudo.get(":protocol")

@@ -33,9 +33,14 @@ GET channel opened from the same address (the first node's view of it in a clust
 channels last as long as their session, so one client source (an IPv4 address, an IPv6
 /64, as :func:`~..sansio.admission.source_key` counts them) has at most
 :data:`MAX_TUNNELS_PER_CLIENT` open at once (503 beyond), and the device keeps at most 8
-GET channels of one source waiting for their POST: silent channels of one client
-cannot take every request slot of the proxy, of a node-to-node relay or of the device.
-A client with many IPv4 addresses still can; the global caps bound what it takes.
+GET channels of one source waiting for their POST. In a cluster, a source has at most
+half of a node-to-node relay's slots (:data:`~..cluster.router.MAX_NODE_REQUESTS` // 2,
+16) with channels routed to that node (503 beyond): each holds a relay slot for its whole
+session, and 32 from one client would leave none for the node's other clients. (The cap per
+client stays :data:`MAX_TUNNELS_PER_CLIENT`: a node's internal listener takes 16 sessions x
+2 channels from another node's RTSP front, all from that node's address.) So silent
+channels of one client cannot take every request slot of the proxy, of a node-to-node relay
+or of the device. A client with many IPv4 addresses still can; the global caps bound what it takes.
 
 Theory of operation: budgets and back-pressure
 ----------------------------------------------
@@ -79,9 +84,12 @@ bounded by :class:`ProxyLimits`, and every wait has a deadline:
 * **Deadlines.** The whole request body must arrive within ``body_deadline``
   of the request (408, the device's stream reset): a client trickling a byte
   every few seconds never misses a per-chunk deadline but would hold a request
-  slot and a device stream for ever. RTSP over HTTP's POST channel
-  (``application/x-rtsp-tunnelled``) is exempt: it lasts as long as its session,
-  and the device answers a POST that has no GET channel at once.
+  slot and a device stream for ever. RTSP over HTTP's POST channel (a POST on
+  the device's ``/onvif/rtsp/``, :func:`~.body.body_deadline`) is exempt: it lasts
+  as long as its session, and the device answers a POST that has no GET channel
+  at once. The exemption goes by method and path, never by content type, and
+  that path is the one the per-client tunnel cap counts, so an exempt body
+  always holds one of its client's tunnel slots.
   Each wait -- for a chunk from the client (408), for budget
   (503), for the device to take a chunk or to answer (502), for each chunk of
   the answer and for the client to take it -- is bounded by ``timeout``.
@@ -100,15 +108,15 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from ..errors import ConfigurationError, Iec62676Error, TransportError
 from ..sansio.admission import source_key
-from ..sansio.rtsp_tunnel import TUNNEL_PATH
-from .body import BODY_DEADLINE, body_deadline
+from .body import BODY_DEADLINE, body_deadline, tunnel_channel
 from .cloud import CloudListener, DeviceChannel, UnknownDevice
 
 if TYPE_CHECKING:
@@ -304,6 +312,22 @@ class _Body:
         self.held = 0
 
 
+@contextmanager
+def _holding(counter: Counter[Any], key: object | None) -> Iterator[None]:
+    """``key`` counted once more in ``counter`` while the block runs (``None``: nothing counted); a key
+    back at zero is dropped, so a counter holds only the clients with something open."""
+    if key is None:
+        yield
+        return
+    counter[key] += 1
+    try:
+        yield
+    finally:
+        counter[key] -= 1
+        if not counter[key]:
+            del counter[key]
+
+
 def _retry_after(limits: ProxyLimits) -> RawHeaders:
     return [(b"retry-after", str(limits.retry_after).encode())]
 
@@ -359,6 +383,9 @@ class UplinkProxy:
         #: RTSP-over-HTTP channels open now, by client source (IPv4 address, IPv6 /64; at most
         #: ``MAX_TUNNELS_PER_CLIENT`` each).
         self._tunnels: Counter[str] = Counter()
+        #: Of those, the channels routed to another node, by (client source, node): at most
+        #: ``MAX_NODE_REQUESTS // 2`` each (:mod:`..cluster.router`).
+        self._routed_tunnels: Counter[tuple[str, str]] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -421,29 +448,25 @@ class UplinkProxy:
         """Forward to ``device_id``; ``prefix``: the X-Forwarded-Prefix the device gets (default
         ``/devices/<id>``; ``""`` when the device was named by the host). An RTSP-over-HTTP channel takes
         one of its client's ``MAX_TUNNELS_PER_CLIENT`` tunnel slots for as long as it lasts."""
-        if not rest.startswith(TUNNEL_PATH):
-            await self._forward_admitted(scope, receive, send, device_id, rest, prefix)
+        if not tunnel_channel(rest):
+            await self._forward_admitted(scope, receive, send, device_id, rest, prefix, None)
             return
         client = source_key(dict(self._forwarded(scope, device_id, prefix))["x-forwarded-for"])
         if self._tunnels[client] >= MAX_TUNNELS_PER_CLIENT:
             await _plain(send, 503, f"at most {MAX_TUNNELS_PER_CLIENT} RTSP-over-HTTP channels per client at once\n",
                          headers=_retry_after(self.limits))
             return
-        self._tunnels[client] += 1
-        try:
-            await self._forward_admitted(scope, receive, send, device_id, rest, prefix)
-        finally:
-            self._tunnels[client] -= 1
-            if not self._tunnels[client]:
-                del self._tunnels[client]
+        with _holding(self._tunnels, client):
+            await self._forward_admitted(scope, receive, send, device_id, rest, prefix, client)
 
     async def _forward_admitted(self, scope: Scope, receive: Receive, send: Send, device_id: str, rest: str,
-                                prefix: str | None) -> None:
+                                prefix: str | None, tunnel_client: str | None) -> None:
+        """``tunnel_client``: the source of an RTSP-over-HTTP channel's client, ``None`` for other requests."""
         try:
             channel = self.cloud.channel(device_id)
         except UnknownDevice:
             if self.router is not None and self.router.holds(device_id):
-                await self._route(scope, receive, send, device_id, rest, prefix)
+                await self._route(scope, receive, send, device_id, rest, prefix, tunnel_client)
                 return
             await _plain(send, 404, f"device {device_id!r} is not connected; GET /devices lists the connected ones\n")
             return
@@ -459,26 +482,36 @@ class UplinkProxy:
             await _plain(send, answer.status, str(answer), headers=answer.headers)
             return
         try:
-            fields = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
-                      if k.lower() == b"content-type"]
-            body = _Body(receive, self._budget, declared, body_deadline(fields, self.limits.body_deadline))
+            body = _Body(receive, self._budget, declared,
+                         body_deadline(scope["method"], rest, self.limits.body_deadline))
             await self._relay(scope, body, send, channel, device_id, rest, prefix)
         finally:
             self._budget.leave()
 
     async def _route(self, scope: Scope, receive: Receive, send: Send, device_id: str, rest: str,
-                     prefix: str | None) -> None:
-        """A device at another node of the cluster: relayed there under this proxy's admission."""
+                     prefix: str | None, tunnel_client: str | None) -> None:
+        """A device at another node of the cluster: relayed there under this proxy's admission. An
+        RTSP-over-HTTP channel (``tunnel_client``: its client's source) also takes one of that client's
+        ``MAX_NODE_REQUESTS // 2`` channels to that node for as long as it lasts (module docstring)."""
+        from ..cluster.router import MAX_NODE_REQUESTS  # not at the top: the router imports this module
+
         assert self.router is not None
+        node = self.router.registry.locate(device_id) if tunnel_client is not None else None
+        routed = (tunnel_client, node.node) if tunnel_client is not None and node is not None else None
+        if routed is not None and self._routed_tunnels[routed] >= MAX_NODE_REQUESTS // 2:
+            await _plain(send, 503, f"at most {MAX_NODE_REQUESTS // 2} RTSP-over-HTTP channels per client to one "
+                                    f"node at once\n", headers=_retry_after(self.limits))
+            return
         if not self._budget.admit():
             await _plain(send, 503, "the proxy is busy; retry later\n", headers=_retry_after(self.limits))
             return
         try:
-            ours = self._forwarded(scope, device_id, prefix)
-            if (front := self._rtsp_front(scope, device_id, ours)) is not None:
-                ours.append((RTSP_BASE.decode(), front))
-            forwarded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in ours]
-            await self.router.forward(scope, receive, send, device_id, rest, forwarded)
+            with _holding(self._routed_tunnels, routed):
+                ours = self._forwarded(scope, device_id, prefix)
+                if (front := self._rtsp_front(scope, device_id, ours)) is not None:
+                    ours.append((RTSP_BASE.decode(), front))
+                forwarded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in ours]
+                await self.router.forward(scope, receive, send, device_id, rest, forwarded)
         finally:
             self._budget.leave()
 

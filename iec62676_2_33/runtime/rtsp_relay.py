@@ -513,16 +513,21 @@ class RtspRelay:
 
     @staticmethod
     async def _refuse(read: Reader, player: _Writer, status: int, reason: str) -> None:
-        """Answer the player's first request with ``status`` and end the session."""
+        """Answer the player's first request with ``status`` and end the session; all within
+        ``FIRST_REQUEST_TIMEOUT``, so interleaved frames without a request never keep a refused session."""
         splitter = RtspSplitter()
         try:
-            while data := await read(READ_CHUNK):
-                for unit in splitter.feed(data):
-                    if not isinstance(unit, Interleaved):
-                        await player.write(rtsp_response(status, reason, unit.header("cseq")))
-                        return
-        except RtspError as bad:
-            await player.write(rtsp_response(bad.status_hint, "Bad Request", None))
+            async with asyncio.timeout(FIRST_REQUEST_TIMEOUT):
+                try:
+                    while data := await read(READ_CHUNK):
+                        for unit in splitter.feed(data):
+                            if not isinstance(unit, Interleaved):
+                                await player.write(rtsp_response(status, reason, unit.header("cseq")))
+                                return
+                except RtspError as bad:
+                    await player.write(rtsp_response(bad.status_hint, "Bad Request", None))
+        except TimeoutError:
+            log.info("refused RTSP session ended: not answered within %g s", FIRST_REQUEST_TIMEOUT)
         finally:
             await player.close()
 

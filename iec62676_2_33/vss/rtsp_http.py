@@ -135,6 +135,7 @@ class HttpTunnels(RtspRelay):
         # A POST joins only a GET of the same user: the cookie is looked up in that user's name space.
         ex.headers = [(k, f"{len(user)}:{user}:{v}" if k == "x-sessioncookie" else v) for k, v in ex.headers]
         if ex.method == "POST":
+            ex.body.lift_deadline()  # an admitted POST channel lasts as long as its session (STR-2)
             await self._post(ex)
             return
         if not self.sessions.take():
