@@ -142,6 +142,57 @@ def test_slow_loris_head_is_cut_at_the_header_deadline(app: SampleApp) -> None:
     assert app.calls == []
 
 
+def test_the_first_head_has_one_header_deadline_sec_1(app: SampleApp) -> None:
+    """SEC-1: the first head must be complete ``header_timeout`` after the connection was accepted, however long
+    its first bytes took to come (before, the wait for those bytes and the head each had the whole time, so a
+    client could hold a connection for twice as long)."""
+    settings = HttpSettings(header_timeout=1.0)
+    with running_server(wsgi(app), settings) as srv, connect(srv.port) as sock:
+        threading.Event().wait(0.8)
+        sock.sendall(b"GET /echo HTTP/1.1\r\n")
+        threading.Event().wait(0.9)  # well past the deadline of the connection, within one of the head
+        try:
+            sock.sendall(b"Host: t\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = Reader(sock).response()
+    assert answer.status == 408
+    assert app.calls == []
+
+
+def test_request_targets_are_paths_or_absolute_urls_of_the_host_sec_1(app: SampleApp) -> None:
+    """SEC-1: a path with "://" in it stays that path and keeps its query (before, ``/nope://x/echo`` ran
+    ``/echo`` and ``/environ?u=http://x/y/z`` ran ``/y/z``: a front filtering by path and this server
+    disagreed); an absolute URL runs its path when its authority is the Host, and is 400 when it names
+    another host (routing by Host and by target cannot disagree)."""
+    with running_server(wsgi(app)) as srv, connect(srv.port) as sock:
+        reader = Reader(sock)
+        sock.sendall(request("GET", "/nope://x/echo"))
+        assert reader.response().status == 404
+        sock.sendall(request("POST", "/environ?u=http://x/y/z", b""))
+        assert reader.response().status == 200
+        sock.sendall(b"GET http://T/echo?q=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert reader.response().status == 200
+        sock.sendall(b"GET http://other.example/echo HTTP/1.1\r\nHost: t\r\n\r\n")
+        refused = reader.response()
+        assert refused.status == 400 and refused.headers["connection"] == "close"
+    assert app.calls == ["/nope://x/echo", "/environ", "/echo"]  # the refused one never ran
+
+
+def test_content_length_with_transfer_encoding_is_refused_sec_1(app: SampleApp) -> None:
+    """SEC-1: a request with both Content-Length and Transfer-Encoding is 400 and the connection closes, the
+    request behind it unread (before, it was served by its chunks, the application was told the other length,
+    and the connection stayed open for the next request: a front that went by Content-Length would desync)."""
+    with running_server(wsgi(app)) as srv, connect(srv.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"5\r\nAAAAA\r\n0\r\n\r\n" + request("GET", "/echo"))
+        reader = Reader(sock)
+        answer = reader.response()
+        assert answer.status == 400 and answer.headers["connection"] == "close"
+        assert reader.at_eof()
+    assert app.calls == []
+
+
 def test_idle_keep_alive_connections_are_closed(app: SampleApp) -> None:
     """After an answer, a connection that sends nothing more is closed at idle_timeout (and a fresh
     connection that sends nothing at header_timeout), without an answer."""

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import h11
@@ -121,10 +122,13 @@ class H1Connection:
 
     # ------------------------------------------------------------------ the request loop
 
-    async def run(self, initial: bytes) -> None:
-        """Serve requests until the connection should close; ``initial`` are bytes already read."""
+    async def run(self, initial: bytes, head_due: float | None = None) -> None:
+        """Serve requests until the connection should close; ``initial`` are bytes already read, ``head_due``
+        the loop time by which the first head must be complete (default: ``header_timeout`` from now): the
+        server that read ``initial`` already spent part of that time."""
         try:
-            self.deadlines.arm("head", self.settings.header_timeout)
+            due = self.settings.header_timeout if head_due is None else max(0.0, head_due - self.loop.time())
+            self.deadlines.arm("head", due)
             if initial:
                 self._head_started = True
                 self.h11.receive_data(initial)
@@ -197,8 +201,17 @@ class H1Connection:
             if not _expects_continue(headers):
                 await self._linger()
             return None
-        if b"://" in target[:16]:  # absolute-form: keep the path
-            target = b"/" + target.split(b"://", 1)[1].partition(b"/")[2]
+        if declared is not None and any(n == "transfer-encoding" for n, _ in headers):
+            # h11 frames such a body by its chunks; a front that went by Content-Length would read another request
+            # into it (RFC 9112 §6.3: a server may refuse it, and must not keep the connection)
+            await self._refuse(400, "Content-Length and Transfer-Encoding together")
+            return None
+        if not target.startswith(b"/") and target != b"*":
+            origin = _origin_form(target, next((v for n, v in headers if n == "host"), None))
+            if origin is None:
+                await self._refuse(400, "a request target is a path, or an absolute URL naming the Host")
+                return None
+            target = origin
         path, _, query = target.decode("latin-1").partition("?")
         method = request.method.decode("latin-1")
         pipe = BodyPipe(self.loop, self.budget, length=length, timeout=settings.body_timeout,
@@ -364,3 +377,19 @@ class H1Connection:
 def _expects_continue(headers: list[tuple[str, str]]) -> bool:
     """The client waits for ``100 Continue`` before it sends the body."""
     return any(n == "expect" and v.lower() == "100-continue" for n, v in headers)
+
+
+#: RFC 9112 §3.2.2 absolute-form: a scheme, ``://``, the authority, then the path and query (maybe none).
+_ABSOLUTE_FORM = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)([^#]*)")
+
+
+def _origin_form(target: bytes, host: str | None) -> bytes | None:
+    """An absolute-form ``target`` as the path (and query) it names, when its authority is the ``Host``
+    (RFC 9112 §3.2.2 lets the target's authority win; here a request that names two hosts is refused, so
+    routing by ``Host`` and by the target cannot disagree); ``None`` for anything else that is no path
+    (``/onvif://x/...`` is a path, not an absolute URL)."""
+    found = _ABSOLUTE_FORM.fullmatch(target)
+    if found is None or (host is not None and found.group(1).decode("latin-1").lower() != host.strip().lower()):
+        return None
+    rest = found.group(2)
+    return rest if rest.startswith(b"/") else b"/" + rest

@@ -168,7 +168,8 @@ class HttpServer:
             self.stats["active"] -= 1
 
     async def _serve(self, stream: ByteStream, peer: tuple[str, int] | None, source: str) -> None:
-        initial = await self._first_bytes(stream)
+        head_due = asyncio.get_running_loop().time() + self.settings.header_timeout
+        initial = await self._first_bytes(stream, head_due)
         if not initial:
             return
         settings = self.settings
@@ -196,15 +197,15 @@ class HttpServer:
                     log.info("h2c %s cut off for flooding (%s); source %s refused for %g s",
                              format_addr(peer), reason, source, block)
             else:
-                await conn.run(initial)
+                await conn.run(initial, head_due)  # one header_timeout for the first head, however it came
         finally:
             self._connections.discard(conn)
 
-    async def _first_bytes(self, stream: ByteStream) -> bytes:
-        """Read until the bytes are, or cannot be, the HTTP/2 preface (``b""``: nothing came in time)."""
+    async def _first_bytes(self, stream: ByteStream, deadline: float) -> bytes:
+        """Read until the bytes are, or cannot be, the HTTP/2 preface (``b""``: nothing came by the loop time
+        ``deadline``)."""
         data = b""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.header_timeout
         try:
             while len(data) < len(PREFACE) and PREFACE.startswith(data):
                 chunk = await asyncio.wait_for(stream.read(64 * KIB), max(0.0, deadline - loop.time()))
