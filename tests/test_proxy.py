@@ -116,6 +116,59 @@ async def test_forwarded_headers_cannot_be_spoofed_upl_16() -> None:
     assert ("x-custom", "kept") in headers
 
 
+async def test_dot_segments_are_refused_sec_1() -> None:
+    """SEC-1, GEN-3: a path with ``.`` or ``..`` segments, written or percent-encoded, is 400 and reaches no
+    device (before, ``/devices/other/../cam/x`` went to device ``other`` while a front that normalises paths
+    took it for ``cam``'s)."""
+    channel = FakeChannel([b"ok"])
+    app = UplinkProxy(FakeCloud({"cam": channel, "other": channel}))  # type: ignore[arg-type]
+    for path in (b"/devices/other/../cam/onvif/x", b"/devices/other/%2e%2E/cam/x", b"/devices/cam/./x",
+                 b"/devices/cam/onvif/%2E"):
+        assert (await call(app, path))[0] == 400, path
+    assert channel.opened == []
+    assert (await call(app, b"/devices/cam/onvif/a..b"))[0] == 200  # ".." inside a segment is a name
+
+
+async def test_hop_by_hop_fields_named_by_the_client_stay_here_sec_1() -> None:
+    """SEC-1, UPL-16: the fields the client's Connection header names, and its Proxy-Authorization, are not
+    forwarded to the device (before, ``Connection: close, x-custom`` still sent ``x-custom``)."""
+    channel = FakeChannel([b""])
+    app = UplinkProxy(FakeCloud({"cam": channel}))  # type: ignore[arg-type]
+    await call(app, b"/devices/cam/onvif/device_service", [
+        (b"connection", b"close, X-Custom"), (b"x-custom", b"dropped"), (b"proxy-authorization", b"Basic eA=="),
+        (b"x-kept", b"kept")])
+    [(_, _, headers, _, _)] = channel.opened
+    names = [k for k, _ in headers]
+    assert "x-custom" not in names and "proxy-authorization" not in names and ("x-kept", "kept") in headers
+
+
+async def test_device_answers_are_contained_under_the_clouds_origin_sec_1() -> None:
+    """SEC-1: a device's answer reaches the client without its Set-Cookie and with ``nosniff`` and a sandbox
+    policy in place of its own, so a hostile device can neither set cookies for the cloud's origin, which
+    every device shares, nor serve a page that runs there."""
+
+    class Hostile(FakeChannel):
+        async def response(self, stream_id: int, *, timeout: float) -> Any:
+            return 200, [("content-type", "text/html"), ("set-cookie", "session=x; Path=/"),
+                         ("content-security-policy", "default-src *"), ("x-content-type-options", "sniff")]
+
+    app = UplinkProxy(FakeCloud({"cam": Hostile([b"<script>alert(1)</script>"])}))  # type: ignore[arg-type]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/devices/cam/x", "raw_path": b"/devices/cam/x",
+             "query_string": b"", "headers": [(b"host", b"cloud:8081")], "scheme": "http", "client": ("127.0.0.1", 1)}
+    await app(scope, receive, send)
+    [start] = [m for m in sent if m["type"] == "http.response.start"]
+    assert start["headers"] == [(b"content-type", b"text/html"), (b"x-content-type-options", b"nosniff"),
+                                (b"content-security-policy", b"sandbox")]
+
+
 async def test_device_stream_freed_when_the_response_breaks_off_upl_16() -> None:
     """UPL-16: a response cut short (client gone, task cancelled) still frees the device's stream."""
     channel = FakeChannel([b"a", b"b"], fail_after=1)

@@ -140,6 +140,11 @@ RTSP_BASE = b"x-iec62676-rtsp-base"
 #: a device's: a node relaying a Python API call (:mod:`..cluster.calls`) tells them apart by it.
 #: A device's answer never carries it (the proxy drops the device's copy).
 PROXY_ANSWER = b"x-iec62676-proxy-answer"
+#: Headers of a device's answer the proxy never passes on: its own PROXY_ANSWER, and what _CONTAINED governs.
+_NOT_FROM_DEVICES = frozenset({PROXY_ANSWER, b"set-cookie", b"set-cookie2", b"x-content-type-options",
+                               b"content-security-policy"})
+#: Added to every device answer: a hostile device cannot serve script or set cookies for the cloud's origin.
+_CONTAINED: RawHeaders = [(b"x-content-type-options", b"nosniff"), (b"content-security-policy", b"sandbox")]
 #: An RTSP front on every address (``--rtsp 0.0.0.0:PORT``): no host a player could dial.
 _RTSP_ANY_HOST = re.compile(r"rtsp://(?:0\.0\.0\.0|\[::\]):(\d+)")
 #: A device id that can be the first label of a host name (host-based routing).
@@ -328,6 +333,11 @@ def _holding(counter: Counter[Any], key: object | None) -> Iterator[None]:
             del counter[key]
 
 
+def _dot_segments(raw_path: bytes) -> bool:
+    """Whether the path names a ``.`` or ``..`` segment, written or percent-encoded."""
+    return any(segment in (".", "..") for segment in unquote(raw_path.partition(b"?")[0].decode("latin-1")).split("/"))
+
+
 def _retry_after(limits: ProxyLimits) -> RawHeaders:
     return [(b"retry-after", str(limits.retry_after).encode())]
 
@@ -396,6 +406,10 @@ class UplinkProxy:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
+        if _dot_segments(scope.get("raw_path") or path.encode("utf-8")):
+            # a front that normalises paths would route /devices/a/../b/ to b; this proxy would reach a
+            await _plain(send, 400, "no '.' or '..' path segments through the proxy\n")
+            return
         named = self._named_device(scope)
         if named is not None:
             await self._forward(scope, receive, send, named, (scope.get("raw_path") or path.encode("utf-8"))
@@ -533,9 +547,13 @@ class UplinkProxy:
         """The target and headers sent to the device: hop-by-hop and client X-Forwarded-* dropped, ours added."""
         target = rest + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
         # Names with "_" are dropped: WSGI maps x_forwarded_host and x-forwarded-host to one key.
+        # Also dropped: the fields the client's Connection names (hop-by-hop by its say, RFC 9110 §7.6.1) and
+        # its credentials for this proxy.
+        named = {token.strip().lower() for k, v in scope["headers"] if k.lower() == b"connection"
+                 for token in v.split(b",")}
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
                    if k.lower() not in _HOP_BY_HOP and not k.lower().startswith(b"x-forwarded-") and b"_" not in k
-                   and k.lower() != RTSP_BASE]
+                   and k.lower() != RTSP_BASE and k.lower() != b"proxy-authorization" and k.lower() not in named]
         forwarded = self._forwarded(scope, device_id, prefix)
         # RTSP over HTTP: a POST joins only a GET channel of the same client address, so a player elsewhere
         # that learns a cookie cannot drive or end another's session (the device pairs by cookie alone).
@@ -606,10 +624,12 @@ class UplinkProxy:
                        head: list[tuple[str, str]]) -> None:
         """Stream the device's answer to the client; a failure part-way aborts the client's connection."""
         timeout = self.limits.timeout
-        # A device's own PROXY_ANSWER is dropped: only this proxy marks its answers so.
+        # A device's own PROXY_ANSWER is dropped: only this proxy marks its answers so. The answer is served
+        # under the cloud's origin, shared by every device: a device sets no cookie there, and what it sends
+        # is neither sniffed into another type nor run as a page (_CONTAINED).
         out_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in head
                        if (k.encode() not in _HOP_BY_HOP or k == "content-length")
-                       and k.lower().encode("latin-1") != PROXY_ANSWER]
+                       and k.lower().encode("latin-1") not in _NOT_FROM_DEVICES] + _CONTAINED
 
         async def to_client(message: dict[str, Any]) -> None:
             try:
