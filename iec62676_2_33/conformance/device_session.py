@@ -303,8 +303,10 @@ class DeviceSession:
         self.enrolment()  # its own SetUplink comes first, so "since" below follows it
         if self._configured.get(address) == tuple(user_level):
             return self.wait_connected(endpoint, 0.0)
+        # "since" before SetUplink: the device may dial while its answer is still on the way back
+        since = time.monotonic()
         self.set_uplink(address, user_level)
-        return self.wait_connected(endpoint, time.monotonic())
+        return self.wait_connected(endpoint, since)
 
     def wait_connected(self, endpoint: Endpoint, since: float, timeout: float | None = None,
                        identity: str | None = None) -> Connection:
