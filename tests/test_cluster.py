@@ -43,9 +43,14 @@ pytestmark = pytest.mark.skipif(not have("nats-server", "haproxy"),
 
 DEVICES = 12
 #: Devices run as ``iec62676 device serve`` processes of their own (about 70 MiB and 1 s of CPU to
-#: start each; 60 pass too, in about 80 s here, too close to the 120 s test timeout).
+#: start each; 60 pass too, in about 80 s here).
 PROCESSES = 30
-TTL = 3.0
+#: The registry's TTL: a node heartbeats every third of it. At 3 s, a node starved of CPU on a loaded
+#: machine missed its heartbeats, the others swept its devices' entries (as designed), and calls in the
+#: gap before it claimed them again were 404.
+TTL = 10.0
+#: Both tests wait up to 45-60 s three times, and 30 processes take a while to stop on a loaded machine.
+pytestmark = [pytestmark, pytest.mark.timeout(300)]
 GET_CAPABILITIES = (
     f'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="{SOAP_ENV}" xmlns:tup="{TUP}">'
     "<s:Body><tup:GetServiceCapabilities/></s:Body></s:Envelope>").encode()
@@ -183,10 +188,8 @@ def test_three_nodes_behind_haproxy(cluster: Cluster) -> None:
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         futures = [pool.submit(call, survivors[i % 2], theirs[i % len(theirs)]) for i in range(32)]
         victim.kill()
-        started = time.monotonic()
-        statuses = [f.result(timeout=60) for f in futures]
+        statuses = [f.result(timeout=60) for f in futures]  # none hung: each answered within the bound
     assert set(statuses) <= {200, 502, 503, 404}, statuses  # 404: the registry already dropped the device
-    assert time.monotonic() - started < 60  # none hung (bounded above by the result timeout anyway)
 
     held = wait_until(lambda: converged(c, survivors), 60, 0.2, "the victim's devices back at the survivors")
     assert set(held.values()) <= {n.name for n in survivors}
