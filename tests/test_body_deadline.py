@@ -18,6 +18,7 @@ from typing import Any
 from h2.errors import ErrorCodes
 from hpack import Decoder, Encoder
 from httpd_env import (
+    RawResponse,
     Reader,
     SampleApp,
     connect,
@@ -63,18 +64,24 @@ def trickle(send: Callable[[bytes], object], stop: threading.Event, piece: bytes
 def test_a_trickled_http1_body_gets_408_at_the_body_deadline() -> None:
     """HTTP/1.1: the application's read fails with 408 ("not complete within"), the connection closes,
     and nothing stays charged to the server's body budget."""
-    with running_server(wsgi(SampleApp()), SETTINGS) as srv, connect(srv.port) as sock:
-        sock.sendall(b"POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n")
-        stop = threading.Event()
-        dripping = trickle(sock.sendall, stop)
-        try:
-            got = Reader(sock).response()
-        finally:
-            stop.set()
-            dripping.join(5)
+    with running_server(wsgi(SampleApp()), SETTINGS) as srv:
+        got = _trickled(srv.port, b"POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n")
         assert (got.status, got.headers["connection"]) == (408, "close")
         assert b"not complete within 0.6 s" in got.body
         assert srv.server.budget.used == 0
+
+
+def _trickled(port: int, head: bytes) -> RawResponse:
+    """The answer to a request whose body trickles in after ``head`` until the server answers."""
+    with connect(port) as sock:
+        sock.sendall(head)
+        stop = threading.Event()
+        dripping = trickle(sock.sendall, stop)
+        try:
+            return Reader(sock).response()
+        finally:
+            stop.set()
+            dripping.join(5)
 
 
 def test_a_trickled_h2c_body_gets_408_and_its_stream_is_reset() -> None:
@@ -144,16 +151,9 @@ def test_an_rtsp_tunnel_post_has_no_body_deadline_str_2() -> None:
 def test_the_tunnel_content_type_elsewhere_gets_408_sec_1() -> None:
     """SEC-1: a trickled POST to another path that claims the tunnel content type gets 408 at the body deadline
     like any other (before, the content type alone exempted it, and it held a worker thread for ever)."""
-    with running_server(wsgi(TunnelEchoApp()), SETTINGS) as srv, connect(srv.port) as sock:
-        sock.sendall(b"POST /slow HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-rtsp-tunnelled\r\n"
-                     b"Content-Length: 1000\r\n\r\n")
-        stop = threading.Event()
-        dripping = trickle(sock.sendall, stop)
-        try:
-            got = Reader(sock).response()
-        finally:
-            stop.set()
-            dripping.join(5)
+    with running_server(wsgi(TunnelEchoApp()), SETTINGS) as srv:
+        got = _trickled(srv.port, b"POST /slow HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-rtsp-tunnelled\r\n"
+                                  b"Content-Length: 1000\r\n\r\n")
         assert got.status == 408
         assert b"not complete within 0.6 s" in got.body
 

@@ -3,7 +3,8 @@
 The RTSP tunnels of the cloud's RTSP front (an HTTP/2 stream of the uplink, or an
 RTSP-over-HTTP GET/POST pair) and of the cluster's node relay (a GET/POST pair to
 another node) read what arrives as chunks and send what the player wrote as one
-piece per :meth:`~ChunkStream.drain`. :class:`ChunkStream` holds what they share:
+piece per :meth:`~ChunkStream.drain`; the device relay's uplink streams
+(:mod:`.rtsp_relay`) write the same way. :class:`ChunkStream` holds what they share:
 
 * ``read(n)`` hands out the current chunk ``n`` bytes at a time, then waits for the
   next one (:meth:`~ChunkStream._next_chunk`); ``b""`` or a failure is the end, and
@@ -23,7 +24,7 @@ __all__ = ["ChunkStream"]
 
 
 class ChunkStream:
-    """The shared half of a tunnel stream; a subclass gives :meth:`_next_chunk`, :meth:`_send`,
+    """The shared half of a tunnel stream; a subclass gives :meth:`_next_chunk` (or its own ``read``), :meth:`_send`,
     ``close`` and ``abort``."""
 
     def __init__(self) -> None:

@@ -78,6 +78,7 @@ from ..security.access import AccessClass, is_allowed
 from ..security.httpdigest import parse_auth_header
 from ..transport.websocket import WebSocketStream
 from .body import BodyError
+from .chunk_stream import ChunkStream
 from .exchange import Exchange
 
 __all__ = ["CameraAuth", "RelayStats", "Replayed", "RtspRelay", "first_request"]
@@ -114,12 +115,13 @@ class _Waiting:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class _ExchangeStream:
-    """One HTTP/2 stream of the uplink as a byte stream: its request body in, its response out."""
+class _ExchangeStream(ChunkStream):
+    """One HTTP/2 stream of the uplink as a byte stream: its request body in (read straight from the body,
+    which buffers already), its response out (:class:`~.chunk_stream.ChunkStream`'s writes)."""
 
     def __init__(self, ex: Exchange) -> None:
+        super().__init__()
         self._ex = ex
-        self._pending: list[bytes] = []
         ex.body.timeout = SESSION_IDLE
 
     async def read(self, max_bytes: int = 65536) -> bytes:
@@ -128,24 +130,11 @@ class _ExchangeStream:
         except BodyError as exc:
             raise TransportError(f"tunnel stream: {exc}") from None
 
-    def write_nowait(self, data: bytes) -> None:
-        self._pending.append(bytes(data))
-
-    def writelines(self, parts: Sequence[bytes]) -> None:
-        self._pending.extend(bytes(p) for p in parts)
-
-    async def drain(self) -> None:
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending.clear()
-            try:
-                await self._ex.write(data)
-            except LocalProtocolError as exc:  # the response already ended
-                raise TransportError(f"tunnel stream: {exc}") from None
-
-    async def write(self, data: bytes) -> None:
-        self.write_nowait(data)
-        await self.drain()
+    async def _send(self, data: bytes) -> None:
+        try:
+            await self._ex.write(data)
+        except LocalProtocolError as exc:  # the response already ended
+            raise TransportError(f"tunnel stream: {exc}") from None
 
     async def close(self) -> None:
         if not self._ex.finished and not self._ex.gone:
