@@ -43,6 +43,7 @@ from iec62676_2_33.security.oauth import (
     Discovery,
     TokenError,
     discovery,
+    fetch_token,
 )
 from iec62676_2_33.store import AuthServerConfig, DeviceStore
 from iec62676_2_33.testing.authserver import AuthServerApp, AuthServerOptions, OAuthClient, run_authserver
@@ -385,3 +386,35 @@ async def test_metadata_deadline_prov_3(tmp_path: Path) -> None:
             await AccessTokenProvider(store, timeout=0.5, allow_loopback_http=True).token("plain")
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize(("answer", "lifetime"), [
+    (b"[" * 60000, None),  # nesting deeper than the JSON decoder's recursion
+    (b'{"access_token":"x","token_type":"Bearer","expires_in":' + b"9" * 5000 + b"}", None),  # over int digits
+    (b'{"access_token":"x","token_type":"Bearer","expires_in":Infinity}', 60.0),
+    (b'{"access_token":"x","token_type":"Bearer","expires_in":1e300}', 60.0),
+    (json.dumps({"access_token": jwt.encode({"exp": 10 ** 400}, "k" * 32, algorithm="HS256"),
+                 "token_type": "Bearer"}).encode(), 60.0),  # an exp no float holds
+])
+async def test_a_hostile_token_endpoint_gets_a_token_error_or_the_default_lifetime_prov_3(
+        answer: bytes, lifetime: float | None) -> None:
+    """PROV-3, UPL-14: what a token endpoint answers never escapes as another exception (before: RecursionError,
+    ValueError, OverflowError, logged as an internal error with a traceback), and a lifetime that is infinite,
+    over a year or unreadable is the default one, not "never refresh"."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            while (await receive()).get("more_body"):
+                pass
+            await _answer(send, 200, answer)
+
+    token_server = serve(app)
+    try:
+        cfg = _plain(f"http://127.0.0.1:{token_server.port}/token")
+        if lifetime is None:
+            with pytest.raises(TokenError):
+                await fetch_token(cfg, None, timeout=BOUND, allow_loopback_http=True)
+        else:
+            assert (await fetch_token(cfg, None, timeout=BOUND, allow_loopback_http=True)).lifetime == lifetime
+    finally:
+        token_server.service.stop()

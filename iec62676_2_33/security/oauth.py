@@ -76,6 +76,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds a token without ``expires_in`` (and without a readable ``exp``) is reused.
 DEFAULT_LIFETIME = 60.0
+#: A lifetime at or over this (a year), infinite or not a number is not believed: DEFAULT_LIFETIME instead.
+MAX_LIFETIME = 366 * 86400.0
 #: RFC 8414 §3: the well-known path of an authorization server's metadata.
 METADATA_PATH = "/.well-known/oauth-authorization-server"
 #: Budget of a metadata document and of a token response (ours are a few hundred bytes).
@@ -184,7 +186,7 @@ async def _read(client: httpx.AsyncClient, where: str, timeout: float, method: s
         raise TokenError(f"{where} cannot be reached: {_short(str(exc) or type(exc).__name__)}") from None
     try:
         return status, json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, an integer of thousands of digits, deep nesting
         return status, None
 
 
@@ -273,7 +275,7 @@ async def fetch_token(cfg: AuthServerConfig, anchors: list[bytes] | None, *, tim
     if any(ch in token for ch in " \r\n\t,\"\\") or not token.isascii():
         raise TokenError(f"{where} issued an access token with characters a header cannot carry")
     lifetime = body.get("expires_in")
-    if isinstance(lifetime, (int, float)) and not isinstance(lifetime, bool) and lifetime > 0:
+    if isinstance(lifetime, (int, float)) and not isinstance(lifetime, bool) and 0 < lifetime < MAX_LIFETIME:
         return FetchedToken(token, float(lifetime))
     return FetchedToken(token, _jwt_lifetime(token))
 
@@ -282,10 +284,10 @@ def _jwt_lifetime(token: str) -> float:
     """Seconds until the ``exp`` of a JWT (read, not verified: the cloud verifies it); else the default."""
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
-        exp = float(claims["exp"])
-    except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+        left = float(claims["exp"]) - time.time()
+    except (jwt.PyJWTError, KeyError, TypeError, ValueError, OverflowError, RecursionError):
         return DEFAULT_LIFETIME
-    return max(0.0, exp - time.time())
+    return max(0.0, left) if left < MAX_LIFETIME else DEFAULT_LIFETIME  # NaN and infinity too
 
 
 @dataclass
