@@ -21,6 +21,14 @@ PTZ, Recording Search or Replay need no change here.
   prefix: prefixing again would soon break the 64-character limit (ADR-3), and
   a device prefix (an Annex A device ID) is unique in the whole hierarchy.
   ``Q`` (when it is not P) is then *routed* to P.
+* *Isolation* (:func:`expose_token`, the one rule for answers and forwarded
+  events): P names only tokens under its own prefix. ``Q:Local`` keeps its
+  prefix only when Q is P, a prefix routed to P, or (in ``learning`` mode) a
+  prefix nobody has yet, then learnt as P's route. When Q is another
+  configured lower system or routed to another one, P cannot speak for it: the
+  token is P's own name and gets P's prefix (``P:Q:Local``), so it never reads
+  as the other system's and a request with it goes back to P with exactly
+  what P answered.
 * A request token ``X:Rest`` goes to the lower system X with ``Rest`` when X
   is a configured prefix (stripped), or unchanged to the lower system a route
   names for X. Any other prefix is ``Sender/InvalidArgVal``; so is a token over
@@ -53,8 +61,9 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from urllib.parse import quote, unquote
 
 from lxml import etree
@@ -66,8 +75,8 @@ from ..namespaces import TT, WSNT
 from ..soap.envelope import excerpt
 from ..soap.fault import SoapFault
 
-__all__ = ["Forwarding", "TokenIndex", "adapt_recording_sources", "prefix_messages", "prefix_response", "route_request", "token_index",
-           "token_items", "token_owner"]
+__all__ = ["Forwarding", "TokenIndex", "adapt_recording_sources", "expose_token", "prefix_messages", "prefix_response",
+           "route_request", "token_index", "token_items", "token_owner"]
 
 XS = "http://www.w3.org/2001/XMLSchema"
 REFERENCE_TOKEN = f"{{{TT}}}ReferenceToken"
@@ -275,19 +284,39 @@ def route_request(operation: etree._Element, lowers: frozenset[str] | set[str],
     return Forwarding(target)
 
 
-def _expose(value: str, prefix: str) -> tuple[str, str | None]:
-    """A token of lower system ``prefix`` as the VSS exposes it, and the prefix it already had (if any)."""
-    if SEPARATOR in value:
-        return value, value.partition(SEPARATOR)[0]
+_NO_ROUTES: Mapping[str, str] = MappingProxyType({})
+
+
+def expose_token(value: str, prefix: str, lowers: Collection[str] = frozenset(),
+                 routes: Mapping[str, str] = _NO_ROUTES, *, learning: bool = True) -> tuple[str, str | None]:
+    """A token lower system ``prefix`` named, as the VSS exposes it, and the other prefix it keeps (if any).
+
+    ``lowers``: the configured prefixes, ``routes``: learnt prefix -> lower system. ``Q:Local`` is kept when Q
+    is ``prefix``, routed to it, or — ``learning`` — neither configured nor routed (the caller learns Q as a
+    route of ``prefix``); any other token gets ``prefix`` (module docstring, *Isolation*): prefixing, not
+    dropping, because every token P answers is P's name for something, and ``P:…`` routes back to P. Raises
+    :class:`InvalidToken` when that would break ADR-3 (never truncated).
+    """
+    head, sep, _ = value.partition(SEPARATOR)
+    if sep and (head == prefix or routes.get(head) == prefix
+                or (learning and head not in routes and head not in lowers)):
+        return value, None if head == prefix else head
+    return str(RemoteToken.of(prefix, value, allow_colon_in_local=bool(sep))), None
+
+
+def _expose(value: str, prefix: str, lowers: Collection[str], routes: Mapping[str, str]) -> tuple[str, str | None]:
+    """:func:`expose_token` for an answer: a token it cannot expose is ``Receiver/Action``."""
     try:
-        return RemoteToken.of(prefix, value).prefix + SEPARATOR + value, None
+        return expose_token(value, prefix, lowers, routes)
     except InvalidToken as exc:
         raise SoapFault(code="Receiver", subcodes=("Action",),
                         reason=f"lower system {prefix!r} answered a token this VSS cannot expose: {exc}") from None
 
 
-def prefix_response(answer: etree._Element, prefix: str, index: TokenIndex | None = None) -> set[str]:
-    """Expose the tokens of lower system ``prefix`` in ``answer`` (in place); the other prefixes met.
+def prefix_response(answer: etree._Element, prefix: str, index: TokenIndex | None = None, *,
+                    lowers: Collection[str] = frozenset(), routes: Mapping[str, str] = _NO_ROUTES) -> set[str]:
+    """Expose the tokens of lower system ``prefix`` in ``answer`` (in place, :func:`expose_token` with the
+    configured ``lowers`` and learnt ``routes``); the other prefixes kept, for the caller to learn.
 
     Raises ``Receiver/Action`` when ``prefix:Local`` would break ADR-3 (tokens are never truncated).
     """
@@ -296,17 +325,18 @@ def prefix_response(answer: etree._Element, prefix: str, index: TokenIndex | Non
     for element, attribute in list(index.sites(answer)):
         value = _get(element, attribute).strip()
         if value:
-            exposed, met = _expose(value, prefix)
+            exposed, met = _expose(value, prefix, lowers, routes)
             _set(element, attribute, exposed)
             learnt.update([met] if met else [])
     learnt.discard(prefix)
     return learnt
 
 
-def adapt_recording_sources(answer: etree._Element, prefix: str, address: str) -> None:
+def adapt_recording_sources(answer: etree._Element, prefix: str, address: str, *,
+                            lowers: Collection[str] = frozenset(), routes: Mapping[str, str] = _NO_ROUTES) -> None:
     """Adapt the ``SourceId`` and ``Address`` of every recording source (a ``tt:Source`` that has both) in
     ``answer`` of lower system ``prefix``, in place (module docstring); ``address``: the VSS's own, as the
-    client reached it."""
+    client reached it; ``lowers``, ``routes``: as for :func:`prefix_response`."""
     for source in answer.iter(f"{{{TT}}}Source"):
         source_id, written_address = source.find(f"{{{TT}}}SourceId"), source.find(f"{{{TT}}}Address")
         if source_id is None or written_address is None:
@@ -314,7 +344,8 @@ def adapt_recording_sources(answer: etree._Element, prefix: str, address: str) -
         written = (source_id.text or "").strip()
         if not _URI_SCHEME.match(written):
             try:
-                source_id.text = quote(_expose(validate_reference_token(unquote(written)), prefix)[0], safe="")
+                source_id.text = quote(_expose(validate_reference_token(unquote(written)), prefix, lowers, routes)[0],
+                                       safe="")
             except InvalidToken:
                 pass  # not a token: the creator's name for the source, kept
         scheme = _URI_SCHEME.match((written_address.text or "").strip())
@@ -332,11 +363,13 @@ def token_items(description: TopicDescription, index: TokenIndex | None = None) 
                                             f"{written.partition(':')[2]}"))
 
 
-def prefix_messages(answer: etree._Element, prefix: str, topics: Mapping[str, frozenset[str]]) -> set[str]:
+def prefix_messages(answer: etree._Element, prefix: str, topics: Mapping[str, frozenset[str]], *,
+                    lowers: Collection[str] = frozenset(), routes: Mapping[str, str] = _NO_ROUTES) -> set[str]:
     """Expose the tokens of lower system ``prefix`` in the event messages ``answer`` carries (the Events of
     FindEvents results: a ``wsnt:Topic`` beside ``wsnt:Message/tt:Message``), for the items ``topics`` (topic
-    path below ``tns1`` -> token items, :func:`token_items`) names; the other prefixes met. A message of
-    another topic is left as it is: its item types are not known here."""
+    path below ``tns1`` -> token items, :func:`token_items`) names; the other prefixes kept (``lowers``,
+    ``routes``: as for :func:`prefix_response`). A message of another topic is left as it is: its item types
+    are not known here."""
     learnt: set[str] = set()
     for topic in answer.iter(f"{{{WSNT}}}Topic"):
         holder = topic.getparent()
@@ -346,7 +379,7 @@ def prefix_messages(answer: etree._Element, prefix: str, topics: Mapping[str, fr
         for item in holder.iterfind(f"{{{WSNT}}}Message/{{{TT}}}Message/*/{{{TT}}}SimpleItem"):
             value = (item.get("Value") or "").strip()
             if item.get("Name") in names and value:
-                exposed, met = _expose(value, prefix)
+                exposed, met = _expose(value, prefix, lowers, routes)
                 item.set("Value", exposed)
                 learnt.update([met] if met else [])
     learnt.discard(prefix)

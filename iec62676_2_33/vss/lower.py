@@ -19,7 +19,10 @@ device store: :func:`~..domain.private_files.private_database`) holds:
     with their lower system. A prefix stays with the first lower system that
     announced it until that one is removed: another lower system answering the
     same prefix is logged, never routed to (it could otherwise take over the
-    devices of a system beside it). At most :data:`MAX_ROUTES` are kept; the
+    devices of a system beside it), and a configured prefix is never learnt. At
+    most :data:`MAX_ROUTES` are kept, at most :data:`MAX_ROUTES_PER_LOWER` of
+    them for one lower system (so one lower system cannot fill the table and
+    leave the devices of the others without a route); the
     table is read from memory and reloaded only when this or another process
     changed the file (SQLite's ``data_version``).
 ``meta``
@@ -44,8 +47,9 @@ from ..domain.sealed import Sealer
 from ..domain.sqlite_file import SqliteFile
 from ..domain.tokens import InvalidToken, RemoteToken
 from ..errors import ConfigurationError
+from .adaption import expose_token
 
-__all__ = ["MAX_ROUTES", "VSS_DB", "LowerStore", "LowerSystem", "check_prefix", "check_url"]
+__all__ = ["MAX_ROUTES", "MAX_ROUTES_PER_LOWER", "VSS_DB", "LowerStore", "LowerSystem", "check_prefix", "check_url"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,8 @@ VSS_DB = "vss.db"
 MAX_LOWERS = 256
 #: Most learnt prefixes (devices below the lower systems) a VSS routes.
 MAX_ROUTES = 100_000
+#: Most learnt prefixes routed to one lower system (a sixteenth of :data:`MAX_ROUTES`): its share of the table.
+MAX_ROUTES_PER_LOWER = MAX_ROUTES // 16
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -129,6 +135,7 @@ class LowerStore(SqliteFile):
     def __init__(self, data_dir: str | Path) -> None:
         self.data_dir = Path(data_dir)
         self._routes: dict[str, str] | None = None
+        self._prefixes: frozenset[str] = frozenset()
         self._routes_version = -1
         try:
             super().__init__(self.data_dir / VSS_DB, _SCHEMA)  # creates the data folder
@@ -172,26 +179,47 @@ class LowerStore(SqliteFile):
 
     def routes(self) -> dict[str, str]:
         """Learnt prefix -> the configured prefix of the lower system that announced it (do not modify)."""
+        return self._tables()[0]
+
+    def prefixes(self) -> frozenset[str]:
+        """The configured prefixes of the lower systems (read from memory like :meth:`routes`)."""
+        return self._tables()[1]
+
+    def _tables(self) -> tuple[dict[str, str], frozenset[str]]:
         with self._lock:
             version = self._db.execute("PRAGMA data_version").fetchone()[0]
             if self._routes is None or version != self._routes_version:
                 self._routes = dict(self._db.execute("SELECT prefix, lower FROM routes").fetchall())
+                self._prefixes = frozenset(p for (p,) in self._db.execute("SELECT prefix FROM lowers"))
                 self._routes_version = version
-            return self._routes
+            return self._routes, self._prefixes
+
+    def expose(self, lower: str, token: str) -> str:
+        """``token``, named by lower system ``lower``, as the VSS exposes it (:func:`.adaption.expose_token`
+        with this store's prefixes and routes); a prefix it carries that nobody has is first learnt as
+        ``lower``'s route (taken or over the quota: the token gets ``lower``'s prefix). Raises
+        :class:`~..domain.tokens.InvalidToken` when the exposed token would be too long."""
+        kept = expose_token(token, lower, self.prefixes(), self.routes())[1]
+        if kept is not None and kept not in self.routes():
+            self.learn(lower, [kept])
+        return expose_token(token, lower, self.prefixes(), self.routes(), learning=False)[0]
 
     def learn(self, lower: str, prefixes: Iterable[str]) -> None:
         """Route each of ``prefixes`` to ``lower`` unless configured or already routed elsewhere (module
-        docstring), up to :data:`MAX_ROUTES`."""
-        known = self.routes()
-        new = {p for p in prefixes if p != lower and p not in known}
-        taken = {p for p in prefixes if known.get(p, lower) != lower}
+        docstring), up to :data:`MAX_ROUTES` in all and :data:`MAX_ROUTES_PER_LOWER` for ``lower``."""
+        known, configured = self._tables()
+        prefixes = set(prefixes)
+        new = {p for p in prefixes if p not in known and p not in configured}
+        taken = {p for p in prefixes if p != lower and (known.get(p, lower) != lower or p in configured)}
         if taken:
-            log.warning("lower system %s answered prefixes routed to another lower system (kept there): %s",
+            log.warning("lower system %s answered prefixes of another lower system (kept there): %s",
                         lower, ", ".join(sorted(taken)[:5]))
-        room = MAX_ROUTES - len(known)
+        if not new:
+            return
+        room = min(MAX_ROUTES - len(known), MAX_ROUTES_PER_LOWER - sum(1 for o in known.values() if o == lower))
         if len(new) > room:
-            log.warning("the VSS routes at most %d prefixes: %d of lower system %s left out",
-                        MAX_ROUTES, len(new) - max(room, 0), lower)
+            log.warning("the VSS routes at most %d prefixes, %d of one lower system: %d of lower system %s left out",
+                        MAX_ROUTES, MAX_ROUTES_PER_LOWER, len(new) - max(room, 0), lower)
             new = set(sorted(new)[:max(room, 0)])
         rows = [(p, lower) for p in new]
         if not rows:

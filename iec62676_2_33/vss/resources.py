@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 from ..domain.filters import PrefixFilter, ResourceQuery
 from ..domain.registry import ResourceRegistry
 from ..domain.resources import InvalidResource, Resource
-from ..domain.tokens import SEPARATOR
+from ..domain.tokens import InvalidToken
 from ..errors import Iec62676Error
 from ..query import ResourceChange, ResourceQueryClient
 from .lower import LowerStore, LowerSystem
@@ -53,18 +53,12 @@ from .lower import LowerStore, LowerSystem
 if TYPE_CHECKING:
     from typing import Self
 
-__all__ = ["LowerFollower", "LowerMirror", "adapt_resource"]
+__all__ = ["LowerFollower", "LowerMirror"]
 
 log = logging.getLogger(__name__)
 
 #: Resources read per page when the mirror compares its registry with an enumeration.
 PAGE = 1000
-
-
-def adapt_resource(resource: Resource, prefix: str) -> Resource:
-    """The lower system's resource as the VSS exposes it (clause 6 rule, :mod:`.adaption`)."""
-    token = resource.token if SEPARATOR in resource.token else f"{prefix}{SEPARATOR}{resource.token}"
-    return replace(resource, token=token, offline=bool(resource.offline))
 
 
 class LowerFollower:
@@ -161,12 +155,15 @@ class LowerMirror(LowerFollower):
         upserts: list[Resource] = []
         deletions: list[str] = []
         for change in changes:
-            resource = adapt_resource(change.resource, self.lower.prefix)
+            # the clause 6 rule with isolation (:mod:`.adaption`): a token of another lower system gets this
+            # one's prefix, so a lower system can neither write nor delete another's mirrored resources
+            try:
+                token = self.lowers.expose(self.lower.prefix, change.resource.token)
+            except InvalidToken as exc:
+                log.info("lower system %s: resource change dropped: %s", self.lower.prefix, exc)
+                continue
+            resource = replace(change.resource, token=token, offline=bool(change.resource.offline))
             tokens.append(resource.token)
-            prefix = resource.token.partition(SEPARATOR)[0]
-            if prefix not in self._owned:
-                self._owned.add(prefix)
-                self.lowers.learn(self.lower.prefix, [prefix])
             if change.operation == "Deleted":
                 self._upsert(upserts)
                 upserts = []
