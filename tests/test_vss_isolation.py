@@ -5,18 +5,21 @@ topics, and one lower system can fill only its share of the route table, never w
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from lxml import etree
+from vss_env import NS, add_lower, answer, seed, soap, start_vss
 
 from iec62676_2_33.domain.generic_events import TopicDescription
 from iec62676_2_33.domain.registry import ResourceRegistry
 from iec62676_2_33.domain.resources import Resource
 from iec62676_2_33.domain.subscriptions import SubscriptionManager
-from iec62676_2_33.namespaces import TNS1, TT, WSNT, WSTOP
+from iec62676_2_33.namespaces import SOAP_ENV, TNS1, TT, WSNT, WSTOP
 from iec62676_2_33.query import ResourceChange
 from iec62676_2_33.services.events import EventServiceContext
 from iec62676_2_33.services.media2 import TR2
@@ -25,6 +28,7 @@ from iec62676_2_33.vss.adaption import prefix_messages, prefix_response, token_o
 from iec62676_2_33.vss.events import EventForwarder, LowerDescription, lower_topics
 from iec62676_2_33.vss.lower import LowerStore, LowerSystem
 from iec62676_2_33.vss.resources import LowerMirror
+from iec62676_2_33.vss.runtime import VssOptions
 
 MOTION = "VideoSource/MotionAlarm"
 #: The VSS's own description of the topic: its Source is a token.
@@ -182,3 +186,39 @@ def test_a_lower_system_cannot_write_or_delete_another_ones_mirrored_resources_r
     kept = vss.events.registry.get("R:cam")
     assert kept is not None and kept.name == "R's camera"
     assert vss.lowers.routes() == {"deep": "P"}
+
+
+def test_a_forwarded_answer_naming_another_lower_systems_token_gets_its_own_prefix_anx_b_1(tmp_path: Path) -> None:
+    """ANX-B-1, ADR-4: through a running VSS, lower system P's GetProfiles answer naming ``R:main`` (R another
+    configured lower system) reaches the client as ``P:R:main``, P's name for it, never as R's profile (before,
+    the gateway kept any prefixed token as P wrote it)."""
+    envelope = (f'<env:Envelope xmlns:env="{SOAP_ENV}" xmlns:tr2="{TR2}"><env:Body><tr2:GetProfilesResponse>'
+                '<tr2:Profiles token="R:main" fixed="true"><tr2:Name>forged</tr2:Name></tr2:Profiles>'
+                "</tr2:GetProfilesResponse></env:Body></env:Envelope>").encode()
+
+    class Lower(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            self.send_response(200)
+            self.send_header("content-type", "application/soap+xml; charset=utf-8")
+            self.send_header("content-length", str(len(envelope)))
+            self.end_headers()
+            self.wfile.write(envelope)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Lower)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    seed(tmp_path / "vss")
+    add_lower(tmp_path / "vss", LowerSystem(prefix="P", url=f"http://127.0.0.1:{server.server_port}/onvif/device_service"))
+    add_lower(tmp_path / "vss", LowerSystem(prefix="R", url="http://127.0.0.1:9/onvif/device_service"))
+    vss_service, base = start_vss(tmp_path / "vss", VssOptions(timeout=2.0))
+    try:
+        status, root = soap(base, "/onvif/media2_service", "<tr2:GetProfiles><tr2:Type>All</tr2:Type></tr2:GetProfiles>")
+    finally:
+        vss_service.stop()
+        server.shutdown()
+        server.server_close()
+    assert status == 200
+    assert [p.get("token") for p in answer(root).findall("tr2:Profiles", NS)] == ["P:R:main"]

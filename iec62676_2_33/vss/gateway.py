@@ -21,11 +21,12 @@ each request it works on a copy of the operation element:
 3. **Forwarding** (:class:`Forwarder`): a fresh SOAP 1.2 envelope around the
    operation, signed with the VSS's account at the lower system (WS-Security
    UsernameToken) or sent over the lower system's uplink (the uplink's
-   UserLevel applies), with the hop header extended. Every call has a
-   deadline (:attr:`Forwarder.timeout`): a lower system that does not answer
-   in time is ``Receiver/Action/LowerSystemTimeout``, never a hang; one that
-   cannot be reached ``Receiver/Action/LowerSystemUnreachable``. An answer is
-   at most :data:`MAX_ANSWER` bytes and parsed locked down.
+   UserLevel applies), with the hop header extended. Every call has one
+   deadline for the whole exchange, head included (``VssContext.timeout``,
+   :func:`~.exchange.post`): a lower system that does not answer in time, or
+   trickles its answer, is ``Receiver/Action/LowerSystemTimeout``, never a
+   hang; one that cannot be reached ``Receiver/Action/LowerSystemUnreachable``.
+   An answer is at most :data:`MAX_ANSWER` bytes and parsed locked down.
 4. **Adaption** of the answer (:func:`~.adaption.prefix_response`): every
    token prefixed, also those in the recorded events FindEvents finds
    (:func:`~.adaption.prefix_messages`), prefixes of deeper systems learnt as
@@ -41,7 +42,7 @@ Operations without tokens that list or count objects (:data:`MERGED`: Media2
 GetProfiles, PTZ GetNodes and GetConfigurations, Recording Search
 GetRecordingSummary) are answered by the VSS's own endpoint and every reachable
 lower system, the lists concatenated and the summaries added (lower systems
-that are down or answer malformed are left out). A search (FindRecordings,
+that are down, answer malformed or not within the calls' one deadline are left out). A search (FindRecordings,
 FindEvents) goes to the lower system its scope's tokens name; the search token
 it answers is a ``tt:JobToken`` and gets that system's prefix like any other
 token, so GetRecordingSearchResults, GetEventSearchResults and EndSearch find
@@ -68,12 +69,11 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-import httpx
 from lxml import etree
 
 from .. import schemas
 from ..domain.subscriptions import InvalidTime, parse_datetime
-from ..errors import Iec62676Error, SchemaError
+from ..errors import Iec62676Error, SchemaError, TransportError
 from ..namespaces import SOAP_ENV
 from ..runtime.cloud import AnswerTooLarge
 from ..security.middleware import ENVIRON_ACCESS_CLASS, ENVIRON_REQUEST, ENVIRON_UPLINK_LEVEL
@@ -84,6 +84,7 @@ from ..services.recording import RECORDING_HISTORY
 from ..soap.envelope import SoapRequest, body_element, excerpt, parse_request
 from ..soap.fault import SoapFault, fault_response
 from .adaption import adapt_recording_sources, prefix_messages, prefix_response, route_request, token_items
+from .exchange import AnswerTooLong, ExchangeTimeout, lower_client, post
 from .lower import LowerStore, LowerSystem
 from .rtsp import account_for
 from .rtsp_http import ask_rtsp, tunnel_uris
@@ -105,6 +106,8 @@ _HOP_ENVIRON = "HTTP_" + HOP_HEADER.upper().replace("-", "_")
 MAX_HOPS = 8
 #: The largest answer taken from a lower system.
 MAX_ANSWER = 4 * 1024 * 1024
+#: Seconds a merged operation waits past the calls' deadline for their answers' adaption.
+_ADAPTION = 1.0
 
 
 def _concatenate(mine: etree._Element, theirs: etree._Element) -> None:
@@ -215,7 +218,7 @@ class Forwarder:
 
     def __init__(self, context: VssContext) -> None:
         self.context = context
-        self._http = httpx.Client(timeout=context.timeout, follow_redirects=False)
+        self._http = lower_client(context.timeout)
 
     def close(self) -> None:
         self._http.close()
@@ -245,7 +248,10 @@ class Forwarder:
         if status != 200 or element is None:
             raise _fault("Receiver", f"lower system {lower.prefix} answered HTTP {status} without an answer",
                          "Action", "LowerSystemFailed")
-        learnt = prefix_response(element, lower.prefix) | prefix_messages(element, lower.prefix, recorded_topics())
+        # isolation (docs/hierarchy.md): a token of another lower system gets this one's prefix
+        known, routes = self.context.lowers.prefixes(), self.context.lowers.routes()
+        learnt = (prefix_response(element, lower.prefix, lowers=known, routes=routes)
+                  | prefix_messages(element, lower.prefix, recorded_topics(), lowers=known, routes=routes))
         if learnt:
             self.context.lowers.learn(lower.prefix, learnt)
         self._rewrite_uris(element, lower, uplink_base)
@@ -268,24 +274,18 @@ class Forwarder:
 
     def _post_url(self, lower: LowerSystem, path: str, headers: list[tuple[str, str]],
                   body: bytes) -> tuple[int, bytes]:
-        url = lower.service_url(path)
-        deadline = time.monotonic() + self.context.timeout  # httpx's timeouts are per read, this one is whole
         try:
-            with self._http.stream("POST", url, headers=headers, content=body) as response:
-                data = bytearray()
-                for chunk in response.iter_bytes():
-                    data += chunk
-                    if time.monotonic() > deadline:
-                        raise self._timeout(lower)
-                    if len(data) > MAX_ANSWER:
-                        raise _fault("Receiver", f"lower system {lower.prefix} answered more than "
-                                     f"{MAX_ANSWER} bytes", "Action", "LowerSystemFailed")
-                return response.status_code, bytes(data)
-        except httpx.TimeoutException:
+            answer = post(self._http, lower.service_url(path), headers, body, timeout=self.context.timeout,
+                          max_bytes=MAX_ANSWER)
+        except ExchangeTimeout:
             raise self._timeout(lower) from None
-        except httpx.HTTPError as exc:
-            raise _fault("Receiver", f"lower system {lower.prefix} cannot be reached: {type(exc).__name__}",
+        except AnswerTooLong:
+            raise _fault("Receiver", f"lower system {lower.prefix} answered more than {MAX_ANSWER} bytes",
+                         "Action", "LowerSystemFailed") from None
+        except TransportError as exc:
+            raise _fault("Receiver", f"lower system {lower.prefix} cannot be reached: {exc}",
                          "Action", "LowerSystemUnreachable") from None
+        return answer.status, answer.body
 
     def _post_uplink(self, lower: LowerSystem, path: str, headers: list[tuple[str, str]], body: bytes,
                      host: str | None) -> tuple[int, bytes]:
@@ -362,7 +362,8 @@ class Gateway:
             return fault_response(answer.fault, start_response)
         assert answer.element is not None
         self.context.snapshots.rewrite(answer.element, lowers[target], request_base_url(environ))
-        adapt_recording_sources(answer.element, target, request_base_url(environ))
+        adapt_recording_sources(answer.element, target, request_base_url(environ),
+                                lowers=self.context.lowers.prefixes(), routes=self.context.lowers.routes())
         tunnel_uris(request.operation, answer.element, request_base_url(environ), self.context.rtsp_base)
         return _respond(start_response, answer.element)
 
@@ -417,7 +418,8 @@ class Gateway:
             if answer.fault is not None:
                 raise answer.fault
             assert answer.element is not None
-            adapt_recording_sources(answer.element, lower.prefix, address)
+            adapt_recording_sources(answer.element, lower.prefix, address, lowers=self.context.lowers.prefixes(),
+                                    routes=self.context.lowers.routes())
             return answer.element
         return run
 
@@ -432,10 +434,16 @@ class Gateway:
         assert mine is not None, "a 200 answer of the VSS's own service holds an element"
         futures = [(lower, self.context.pool.submit(self.forwarder.call, lower, self.path, operation, hops, host))
                    for lower in lowers]
+        deadline = time.monotonic() + self.context.timeout + _ADAPTION  # one for all: each call has its own
         for lower, future in futures:
             try:
-                answer = future.result(self.context.timeout + 2)
-            except (SoapFault, FutureTimeout) as exc:
+                answer = future.result(max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                future.cancel()  # still queued behind busy calls: it is never sent
+                log.info("VSS %s: lower system %s left out of the list: no answer within %g s", self.path,
+                         lower.prefix, self.context.timeout)
+                continue
+            except SoapFault as exc:
                 log.info("VSS %s: lower system %s left out of the list: %s", self.path, lower.prefix, exc)
                 continue
             if answer.fault is not None or answer.element is None:

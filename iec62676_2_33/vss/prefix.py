@@ -13,7 +13,7 @@ the system announces it:
   ``serial_number`` on this project's devices and VSSs), asked with the
   account the VSS will use, within ``timeout`` seconds for the whole answer
   (not only per read: a server that sends a byte now and then is cut off),
-  and at most :data:`MAX_ANSWER` bytes of it (:class:`BoundedTransport`).
+  and at most :data:`MAX_ANSWER` bytes of it (:class:`~.exchange.BoundedTransport`).
 * **Reached by uplink**: the device ID the cloud listener knows the device by
   (its client certificate's identity). ``cloud enroll`` makes that the
   device's ``SerialNumber`` by default, so both ways give one device the same
@@ -28,15 +28,10 @@ that asks for ``--prefix``.
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
-from typing import Any
 
-import requests
-import urllib3
 import zeep
 import zeep.exceptions
-from zeep.transports import Transport
 
 from ..client import SETTINGS, mapped_errors, username_token
 from ..domain.deviceid import DeviceId, InvalidDeviceId
@@ -44,9 +39,10 @@ from ..errors import ConfigurationError, Iec62676Error, TransportError
 from ..namespaces import TDS
 from ..schemas import wsdl_path
 from ..soap.envelope import excerpt
+from .exchange import BoundedTransport
 from .lower import check_prefix, check_url
 
-__all__ = ["MAX_ANSWER", "BoundedTransport", "announced_serial_number", "default_prefix"]
+__all__ = ["MAX_ANSWER", "announced_serial_number", "default_prefix"]
 
 #: What a refusal asks the user to do instead.
 _ASK = "pass --prefix P"
@@ -54,47 +50,15 @@ _ASK = "pass --prefix P"
 MAX_ANSWER = 64 * 1024
 
 
-class BoundedTransport(Transport):
-    """zeep's transport whose answers are read within ``operation_timeout`` in all and up to ``max_bytes``
-    (requests' own timeout bounds each read only, and it reads a body whole)."""
-
-    def __init__(self, timeout: float, *, max_bytes: int = MAX_ANSWER) -> None:
-        super().__init__(timeout=timeout, operation_timeout=timeout)  # type: ignore[no-untyped-call]
-        self.max_bytes = max_bytes
-
-    def post(self, address: str, message: Any, headers: Any) -> requests.Response:
-        deadline = time.monotonic() + self.operation_timeout
-        response = self.session.post(address, data=message, headers=headers, timeout=self.operation_timeout,
-                                     stream=True)
-        body = bytearray()
-        with response:
-            try:  # read1: what has arrived (read(n) would wait for all n bytes, past the deadline)
-                while chunk := response.raw.read1(4096, decode_content=True):
-                    body += chunk
-                    if len(body) > self.max_bytes:
-                        raise TransportError(f"an answer longer than {self.max_bytes} bytes")
-                    if time.monotonic() > deadline:
-                        raise TransportError(f"no whole answer within {self.operation_timeout:g} s")
-            except urllib3.exceptions.HTTPError as exc:
-                raise TransportError(f"the answer broke off ({type(exc).__name__})") from None
-        response._content = bytes(body)
-        return response
-
-
 def announced_serial_number(url: str, username: str | None, password: str | None, timeout: float) -> str:
     """The ``SerialNumber`` the device service at ``url`` answers to ``GetDeviceInformation``."""
-    transport = BoundedTransport(timeout)
+    transport = BoundedTransport(timeout, max_bytes=MAX_ANSWER)
     client = zeep.Client(str(wsdl_path("devicemgmt")), settings=SETTINGS, transport=transport,
                          wsse=username_token(username, password, timedelta(0)))
     service = client.create_service(f"{{{TDS}}}DeviceBinding", url)
     try:
         with mapped_errors("GetDeviceInformation"):
-            try:
-                return str(service.GetDeviceInformation().SerialNumber or "").strip()
-            except requests.Timeout:  # zeep's transport (requests): connect or a read over the deadline
-                raise TransportError(f"no answer within {timeout:g} s") from None
-            except requests.ConnectionError as exc:
-                raise TransportError(f"cannot connect ({type(exc).__name__})") from None
+            return str(service.GetDeviceInformation().SerialNumber or "").strip()
     except zeep.exceptions.Error as exc:  # an answer that is not the operation's (mapped_errors took the rest)
         raise TransportError(f"GetDeviceInformation: {type(exc).__name__}") from None
 

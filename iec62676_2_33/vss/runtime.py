@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zeep.transports import Transport
+
 from ..domain.registry import REGISTRY_FILE, ResourceRegistry
 from ..errors import ConfigurationError
 from ..query import ResourceQueryClient
@@ -58,7 +60,8 @@ from ..soap.spyne_glue import SoapEndpoint
 from ..store import DeviceStore
 from ..transport.tcp import start_tcp_server
 from .events import EventForwarder
-from .gateway import Forwarder, Gateway, VssContext
+from .exchange import BoundedTransport
+from .gateway import MAX_ANSWER, Forwarder, Gateway, VssContext
 from .lower import LowerStore, LowerSystem
 from .resources import LowerMirror
 from .rtsp import RelayedSources, RelayTable, VssRtspFront
@@ -66,7 +69,7 @@ from .rtsp_auth import RtspAuthenticator
 from .rtsp_http import HttpTunnels
 from .snapshots import UplinkSnapshotRelay, VssMedia
 
-__all__ = ["NOT_ADAPTED", "VssOptions", "run_vss"]
+__all__ = ["NOT_ADAPTED", "VssOptions", "lower_query_client", "run_vss"]
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +136,23 @@ def relay_over_uplinks(app: DeviceApplication, context: VssContext) -> None:
     app.uplink.streaming = lambda: own() or bool(context.lowers.list())
 
 
+def lower_query_client(context: VssContext, lower: LowerSystem) -> ResourceQueryClient:
+    """The event-service client of a resource mirror or event forwarder: over the lower system's uplink, or by
+    URL with the gateway's bounds (one deadline for each whole exchange, at most ``MAX_ANSWER`` bytes)."""
+    deadline = context.timeout + MIRROR_PULL  # a PullMessages waits up to MIRROR_PULL before it answers
+    transport: Transport
+    if lower.uplink is not None:
+        if context.cloud is None or context.loop is None:
+            raise ConfigurationError(f"lower system {lower.prefix} is reached by uplink; "
+                                     "start the VSS with --uplink-listen")
+        transport = UplinkTransport(context.cloud, lower.uplink, context.loop, timeout=deadline)
+    else:
+        transport = BoundedTransport(deadline, max_bytes=MAX_ANSWER)
+    return ResourceQueryClient(lower.service_url(EVENT_PATH), username=lower.username, password=lower.password,
+                               transport=transport, timeout=context.timeout, pull_timeout=MIRROR_PULL,
+                               message_limit=MIRROR_PAGE)
+
+
 class _Mirrors:
     """One resource mirror and one event forwarder per configured lower system, following the
     configuration (the forwarders once the device runtime handed over its event service)."""
@@ -146,16 +166,7 @@ class _Mirrors:
         self.forwarders: dict[str, tuple[LowerSystem, EventForwarder]] = {}
 
     def _client(self, lower: LowerSystem) -> ResourceQueryClient:
-        transport = None
-        if lower.uplink is not None:
-            if self.context.cloud is None or self.context.loop is None:
-                raise ConfigurationError(f"lower system {lower.prefix} is reached by uplink; "
-                                         "start the VSS with --uplink-listen")
-            transport = UplinkTransport(self.context.cloud, lower.uplink, self.context.loop,
-                                        timeout=self.context.timeout + MIRROR_PULL)
-        return ResourceQueryClient(lower.service_url(EVENT_PATH), username=lower.username, password=lower.password,
-                                   transport=transport, timeout=self.context.timeout, pull_timeout=MIRROR_PULL,
-                                   message_limit=MIRROR_PAGE)
+        return lower_query_client(self.context, lower)
 
     def sync(self) -> None:
         wanted = {lower.prefix: lower for lower in self.context.lowers.list()}
