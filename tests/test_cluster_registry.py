@@ -6,7 +6,8 @@ while its uplink is live is claimed again, events reach every
 subscriber, and ``iec62676 cloud devices --nats`` lists the registry. Under load (hundreds of
 devices, claims in flight at once): a connect and a disconnect of one device are never reordered,
 two nodes claiming the same devices at once end with one holder each and the other told, and a
-NATS restart in the middle ends with exactly the live devices listed. Every wait is bounded.
+NATS restart in the middle ends with exactly the live devices listed. Records in either bucket
+that do not decode are skipped and stop no node task. Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -397,3 +398,41 @@ def test_device_events_waiting_are_bounded(monkeypatch: pytest.MonkeyPatch) -> N
                                     auth_mode="mTLS"))
     assert len(node._events) == 100
     assert node.events_dropped == 30
+
+
+async def test_bad_records_in_the_buckets_are_skipped_and_stop_no_task(server: NatsServer,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """UPL-16: records that do not decode (an integer too large for a float, nesting too deep for
+    the parser, NaN) in the node and device buckets: the heartbeats go on (no node expires, none
+    is swept), a good record written after the bad ones is mirrored, a device whose key holds a bad
+    record is claimed over it (a live uplink's entry overwritten so is claimed again), and each bad
+    node record is logged once, without its text."""
+    a, b = await start_node(server.url, "a"), await start_node(server.url, "b")
+    try:
+        devices, nodes = a.registry._devices_kv, a.registry._nodes_kv
+        assert devices is not None and nodes is not None
+        huge = b"1" + b"0" * 400
+        a.registry.connected(a.record("cam-1"))
+        await until(lambda: ids(b) == [("cam-1", "a")], "cam-1 claimed, seen from b")
+        await nodes.put("evil", b'{"node":"evil","internal":"127.0.0.1:1","started":%s}' % huge)
+        await nodes.put("deep", b"[" * 3000)
+        bad = b'{"id":"%s","node":"a","peer":"192.0.2.1:5000","connected_since":%s,"auth_mode":"mTLS"}'
+        for device, value in (("bad-1", bad % (b"bad-1", huge)), ("bad-2", b"[" * 3000), ("bad-3", bad % (b"bad-3", b"NaN"))):
+            await devices.put(device_key(device), value)
+        b.registry.connected(b.record("cam-2"))
+        await until(lambda: ids(a) == [("cam-1", "a"), ("cam-2", "b")], "a good record after bad ones, seen from a")
+        await asyncio.sleep(TTL * 2.5)  # several heartbeats, each reading the bad node records
+        assert not [task for node in (a, b) for task in node.registry._tasks if task.done()]
+        # both still beat (a beat a starved CPU delayed past the TTL is made up by the next one)
+        await until(lambda: set(a.registry.live_nodes()) == set(b.registry.live_nodes()) == {"a", "b"}
+                    and ids(a) == ids(b) == [("cam-1", "a"), ("cam-2", "b")], "both nodes live, both devices listed")
+        b.registry.connected(b.record("bad-1"))  # its key holds a bad record: the claim replaces it
+        await until(lambda: ("bad-1", "b") in ids(a), "bad-1 claimed over its bad record")
+        await devices.put(device_key("cam-1"), b"[" * 3000)  # over a live uplink's entry: a claims it again
+        await until(lambda: ids(b) == [("bad-1", "b"), ("cam-1", "a"), ("cam-2", "b")], "cam-1 claimed again")
+        logged = [r.getMessage() for r in caplog.records if "bad node record" in r.getMessage()]
+        assert sorted(line.split("key ")[1].split(":")[0] for line in logged) == ["deep", "deep", "evil", "evil"]
+        assert "0000000000" not in caplog.text
+    finally:
+        await stop_node(a)
+        await stop_node(b)

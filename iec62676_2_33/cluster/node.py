@@ -7,6 +7,16 @@ closes a local uplink when the device reconnected at another node, serves the no
 *internal* listener (the proxy application over HTTP/2 on mutual TLS, for requests other
 nodes relay here) and yields the :class:`~.router.NodeRouter` the node's own proxy uses
 for devices held elsewhere. The single node (no ``--nats``) never imports this package.
+
+The internal listener admits nodes only. Its TLS handshake requires a client certificate
+issued by ``--internal-ca``, and the proxy behind it trusts the ``X-Forwarded-*`` headers
+of its clients (they are the first node's view of the VMS). A CA that also issues device
+certificates would so let a device in with forged headers; therefore every request on
+the internal listener must come with a certificate naming serverAuth in its extended key
+usage (:func:`is_node_certificate`), as a node certificate does (a node serves the
+internal listener with the certificate it relays with, so it needs serverAuth and
+clientAuth). A device certificate (clientAuth only) gets 403 and the proxy never sees
+the request. A node's own certificate without serverAuth is refused at start-up.
 """
 
 from __future__ import annotations
@@ -20,12 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import nats
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from nats.errors import Error as NatsError
 
 from ..errors import ConfigurationError
+from ..runtime.asgi_handler import AsgiApp, Scope
 from ..runtime.cloud import CloudListener, DeviceEvent, UnknownDevice
 from ..runtime.http_server import bind_listen, parse_listen, serve_asgi, wait_event
-from ..runtime.proxy import UplinkProxy
+from ..runtime.proxy import Receive, Send, UplinkProxy
 from ..transport.contexts import client_context, server_context
 from .records import DeviceRecord, check_node_id
 from .registry import DEFAULT_TTL, ClusterRegistry
@@ -33,7 +46,7 @@ from .router import NodeRouter
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ClusterOptions", "join_cluster"]
+__all__ = ["ClusterOptions", "is_node_certificate", "join_cluster"]
 
 
 @dataclass(frozen=True)
@@ -58,11 +71,49 @@ def _record(event: DeviceEvent, node: str) -> DeviceRecord:
                         auth_mode=d.auth_mode)
 
 
+def is_node_certificate(cert: x509.Certificate) -> bool:
+    """Whether a certificate (verified against the node CA) is a node's: its extended key usage names
+    serverAuth (module docstring)."""
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+    return ExtendedKeyUsageOID.SERVER_AUTH in usages
+
+
+class NodesOnly:
+    """ASGI: pass on the requests of peers whose client certificate is a node's; answer others 403."""
+
+    def __init__(self, app: AsgiApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._from_node(scope):
+            body = b"the internal listener serves cluster nodes only (a node certificate names serverAuth)\n"
+            await send({"type": "http.response.start", "status": 403,
+                        "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _from_node(scope: Scope) -> bool:
+        chain = scope.get("extensions", {}).get("tls", {}).get("client_cert_chain") or []
+        return bool(chain) and is_node_certificate(x509.load_pem_x509_certificate(chain[0].encode("ascii")))
+
+
 @contextlib.asynccontextmanager
 async def join_cluster(cloud: CloudListener, options: ClusterOptions) -> AsyncIterator[NodeRouter]:
     """Run this cloud as a cluster node until the block ends (module docstring)."""
     node_id = check_node_id(options.node_id)
     cert, key, ca = (Path(p).read_bytes() for p in (options.cert, options.key, options.ca))
+    try:
+        own = x509.load_pem_x509_certificate(cert)
+    except ValueError:
+        raise ConfigurationError(f"--internal-cert {options.cert}: not a PEM certificate") from None
+    if not is_node_certificate(own):
+        raise ConfigurationError(f"--internal-cert {options.cert}: a node certificate must name serverAuth "
+                                 "(and clientAuth) in its extended key usage")
     registry_box: list[ClusterRegistry] = []
 
     async def reconnected() -> None:
@@ -108,7 +159,7 @@ async def join_cluster(cloud: CloudListener, options: ClusterOptions) -> AsyncIt
         for info in cloud.devices():
             observe(DeviceEvent("connected", info))
         await registry.start()
-        serving = asyncio.create_task(serve_asgi(UplinkProxy(cloud, trust_forwarded=True), sock,
+        serving = asyncio.create_task(serve_asgi(NodesOnly(UplinkProxy(cloud, trust_forwarded=True)), sock,
                                                  lambda: wait_event(stop), ssl_context=internal_ctx))
         log.info("node %s joined the cluster at %s; internal listener on %s", node_id, options.nats, advertise)
         yield router

@@ -5,12 +5,20 @@ must reach every device); a :class:`NodeRecord` is a node's heartbeat, naming th
 internal HTTP/2 address other nodes forward requests to. Both travel as compact JSON in
 JetStream key-value buckets and on NATS subjects; the key of a device is its identity in
 URL-safe base64 (KV keys allow only ``[-/_=.A-Za-z0-9]``, a device id may hold anything).
+
+Anyone who can write to the buckets can put any bytes there, so decoding a record raises
+:class:`RecordError` and nothing else for bad input: over :data:`MAX_RECORD` bytes, not
+JSON (including nesting too deep for the parser), not an object, a field missing, a text
+field that is not a string, or a time that is not a finite number (``NaN``, ``Infinity``,
+``1e999`` or an integer too large for a float). The registry skips such a record and goes on.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import math
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -23,6 +31,7 @@ __all__ = [
     "NODES_BUCKET",
     "DeviceRecord",
     "NodeRecord",
+    "RecordError",
     "check_node_id",
     "device_key",
 ]
@@ -51,13 +60,36 @@ def device_key(device_id: str) -> str:
     return base64.urlsafe_b64encode(device_id.encode("utf-8")).decode("ascii")
 
 
+class RecordError(ValueError):
+    """A registry record that does not decode (the message names the fault, never the record's text)."""
+
+
 def _load(data: bytes, what: str) -> dict[str, Any]:
     if len(data) > MAX_RECORD:
-        raise ValueError(f"{what} record of {len(data)} bytes is over {MAX_RECORD}")
-    value = json.loads(data)
+        raise RecordError(f"{what} record of {len(data)} bytes is over {MAX_RECORD}")
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise RecordError(f"{what} record is not JSON ({type(exc).__name__})") from None
     if not isinstance(value, dict):
-        raise TypeError(f"{what} record is not a JSON object")
+        raise RecordError(f"{what} record is not a JSON object")
     return value
+
+
+def _text(v: dict[str, Any], name: str, what: str) -> str:
+    text = v.get(name)
+    if not isinstance(text, str):
+        raise RecordError(f"{what} record: {name} is {'missing' if text is None else 'not a string'}")
+    return text
+
+
+def _seconds(v: dict[str, Any], name: str, what: str) -> float:
+    number = v.get(name)
+    if isinstance(number, int | float) and not isinstance(number, bool):
+        with contextlib.suppress(OverflowError):  # an integer too large for a float
+            if math.isfinite(seconds := float(number)):
+                return seconds
+    raise RecordError(f"{what} record: {name} is not a finite number")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,9 +107,10 @@ class DeviceRecord:
 
     @classmethod
     def decode(cls, data: bytes) -> DeviceRecord:
+        """The record in ``data``; :class:`RecordError` if it is not one (module docstring)."""
         v = _load(data, "device")
-        return cls(id=str(v["id"]), node=str(v["node"]), peer=str(v["peer"]),
-                   connected_since=float(v["connected_since"]), auth_mode=str(v["auth_mode"]))
+        return cls(id=_text(v, "id", "device"), node=_text(v, "node", "device"), peer=_text(v, "peer", "device"),
+                   connected_since=_seconds(v, "connected_since", "device"), auth_mode=_text(v, "auth_mode", "device"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,5 +126,7 @@ class NodeRecord:
 
     @classmethod
     def decode(cls, data: bytes) -> NodeRecord:
+        """The record in ``data``; :class:`RecordError` if it is not one (module docstring)."""
         v = _load(data, "node")
-        return cls(node=str(v["node"]), internal=str(v["internal"]), started=float(v["started"]))
+        return cls(node=_text(v, "node", "node"), internal=_text(v, "internal", "node"),
+                   started=_seconds(v, "started", "node"))

@@ -67,6 +67,13 @@ node's own heartbeat (the rest is swept on the next beat, on fresh liveness).
 Connect and disconnect events go out on ``iec62676.device.*`` from one publisher task in
 the order they happened (at most :data:`MAX_EVENTS` waiting; beyond, they are counted in
 ``events_dropped`` and logged, never buffered without end).
+
+A record that does not decode (:class:`~.records.RecordError`: anyone who can write to
+the buckets can write anything) is skipped with one log line naming its key and fault,
+never its text: the watcher goes on with the next entry (a device entry whose record is
+bad counts as removed, so rule 3 applies), a bad node record is not a live node and the
+heartbeat goes on, and a claim overwrites a bad device record by compare-and-set on its
+revision.
 """
 
 from __future__ import annotations
@@ -88,7 +95,7 @@ from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError, KeyW
 from nats.js.errors import Error as JsError
 from nats.js.kv import KeyValue
 
-from .records import DEVICES_BUCKET, EVENTS_SUBJECT, NODES_BUCKET, DeviceRecord, NodeRecord, device_key
+from .records import DEVICES_BUCKET, EVENTS_SUBJECT, NODES_BUCKET, DeviceRecord, NodeRecord, RecordError, device_key
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +133,12 @@ async def read_registry(nc: NatsClient) -> list[DeviceRecord]:
     """The cluster's devices held by live nodes, read once (``iec62676 cloud devices --nats``)."""
     devices, nodes = await open_buckets(nc)
     live = set(await _all_values(nodes))
-    records = [DeviceRecord.decode(v) for v in (await _all_values(devices)).values()]
+    records = []
+    for key, value in (await _all_values(devices)).items():
+        try:
+            records.append(DeviceRecord.decode(value))
+        except RecordError as exc:
+            log.warning("cluster registry: skipped the bad device record of key %.80s: %s", key, exc)
     return sorted((r for r in records if r.node in live), key=lambda r: r.id)
 
 
@@ -183,6 +195,7 @@ class ClusterRegistry:
         self._wake = asyncio.Event()
         self._mirror: dict[str, tuple[DeviceRecord, int]] = {}  # key -> (record, revision)
         self._nodes: dict[str, NodeRecord] = {}
+        self._bad_nodes: set[str] = set()  # keys of node records that did not decode (logged once)
         self._devices_kv: KeyValue | None = None
         self._nodes_kv: KeyValue | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -214,7 +227,7 @@ class ClusterRegistry:
         queue: asyncio.Queue[tuple[str, DeviceRecord]] = asyncio.Queue(maxsize=4096)
 
         async def take(msg: Any) -> None:
-            with contextlib.suppress(ValueError, KeyError, TypeError, asyncio.QueueFull):
+            with contextlib.suppress(RecordError, asyncio.QueueFull):
                 queue.put_nowait((msg.subject.rsplit(".", 1)[1], DeviceRecord.decode(msg.data)))
 
         sub = await self.nc.subscribe(f"{EVENTS_SUBJECT}.*", cb=take)
@@ -310,24 +323,24 @@ class ClusterRegistry:
             if entry is None:  # the initial state is in
                 self.synced.set()
                 continue
-            if entry.operation is not None or entry.value is None:
-                gone = self._mirror.pop(entry.key, None)
-                held = None if gone is None else self._local.get(gone[0].id)
-                if held is not None and gone is not None and gone[0].node == self.node.node:
-                    # rule 3: another node swept our entry (our heartbeat lapsed, e.g. under load)
-                    # while the uplink is still here: claim it again, yielding to a newer claim
-                    log.info("device %s: its registry entry was removed while its uplink is here; "
-                             "claiming it again", gone[0].id)
-                    held.takeover, held.revision = False, None
-                    self._mark(gone[0].id)
-                continue
-            try:
-                record = DeviceRecord.decode(entry.value)
-            except (ValueError, KeyError, TypeError) as exc:
-                log.warning("cluster registry: ignored a bad device record: %s", exc)
-                continue
-            self._mirror[entry.key] = (record, entry.revision)
-            self._supersede(record, entry.revision)
+            if entry.operation is None and entry.value is not None:
+                try:
+                    record = DeviceRecord.decode(entry.value)
+                except RecordError as exc:  # gone as far as this node can tell
+                    log.warning("cluster registry: ignored the bad device record of key %.80s: %s", entry.key, exc)
+                else:
+                    self._mirror[entry.key] = (record, entry.revision)
+                    self._supersede(record, entry.revision)
+                    continue
+            gone = self._mirror.pop(entry.key, None)
+            held = None if gone is None else self._local.get(gone[0].id)
+            if held is not None and gone is not None and gone[0].node == self.node.node:
+                # rule 3: another node swept our entry (our heartbeat lapsed, e.g. under load)
+                # while the uplink is still here: claim it again, yielding to a newer claim
+                log.info("device %s: its registry entry was removed while its uplink is here; "
+                         "claiming it again", gone[0].id)
+                held.takeover, held.revision = False, None
+                self._mark(gone[0].id)
 
     def _supersede(self, record: DeviceRecord, revision: int) -> None:
         """Rule 2: another node's claim written after ours closes our uplink of the device."""
@@ -350,11 +363,15 @@ class ClusterRegistry:
 
     async def _refresh_nodes(self) -> None:
         assert self._nodes_kv is not None
-        nodes = {}
+        nodes, bad = {}, set()
         for key, value in (await _all_values(self._nodes_kv)).items():
-            with contextlib.suppress(ValueError, KeyError, TypeError):
+            try:
                 nodes[key] = NodeRecord.decode(value)
-        self._nodes = nodes
+            except RecordError as exc:
+                bad.add(key)
+                if key not in self._bad_nodes:
+                    log.warning("cluster registry: ignored the bad node record of key %.80s: %s", key, exc)
+        self._nodes, self._bad_nodes = nodes, bad
 
     async def _sweep(self) -> None:
         """Delete the entries of nodes that are not live (compare-and-set on each revision), ``in_flight``
@@ -452,11 +469,12 @@ class ClusterRegistry:
         """The entry of a key in the bucket and its revision; ``(None, 0)`` if there is none."""
         try:
             entry = await kv.get(key)
-            return DeviceRecord.decode(entry.value or b"{}"), entry.revision or 0
         except KeyNotFoundError:
             return None, 0
-        except (ValueError, KeyError, TypeError):
-            return None, 0  # a bad record is replaced
+        try:
+            return DeviceRecord.decode(entry.value or b""), entry.revision or 0
+        except RecordError:
+            return None, entry.revision or 0  # a bad record is replaced (update on its revision)
 
     async def _reconcile(self, device_id: str) -> None:
         """Make the device's entry say what this node wants of it (the rules).
