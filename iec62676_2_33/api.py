@@ -167,7 +167,8 @@ async def serve_cloud(tls: TlsServerConfig, *, listen: tuple[str, int] = ("127.0
             if cluster is not None:  # NATS is needed only here (the optional extra "cluster")
                 from .cluster.node import join_cluster
 
-                router = await stack.enter_async_context(join_cluster(listener, cluster))
+                device_cas = [Path(ca).read_bytes() for ca in client_cas]
+                router = await stack.enter_async_context(join_cluster(listener, cluster, device_cas=device_cas))
                 with contextlib.suppress(TimeoutError):  # know the cluster's devices before the first call
                     async with asyncio.timeout(REGISTRY_SYNC):
                         await router.registry.synced.wait()

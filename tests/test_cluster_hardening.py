@@ -22,6 +22,7 @@ import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from iec62676_2_33 import pki
+from iec62676_2_33.cluster import node as node_module
 from iec62676_2_33.cluster.node import ClusterOptions, NodesOnly, is_node_certificate, join_cluster
 from iec62676_2_33.cluster.records import MAX_RECORD, DeviceRecord, NodeRecord, RecordError
 from iec62676_2_33.errors import ConfigurationError
@@ -122,5 +123,38 @@ async def test_a_node_certificate_without_server_auth_is_refused_at_start_up(tmp
                              ca=ca)
     with pytest.raises(ConfigurationError, match="must name serverAuth") as caught:
         async with join_cluster(CloudListener(), options):
+            pass
+    assert "\n" not in str(caught.value)
+
+
+async def test_a_node_ca_that_also_issues_device_certificates_is_refused_at_start_up(tmp_path: Path) -> None:
+    """SEC-1: a node whose ``--internal-ca`` is also one of the cloud's device CAs (``--client-ca``) does not
+    start (one line): with one CA for both, a device certificate issued with serverAuth would pass as a node's."""
+    certs = NodePki()
+    cert, key = certs.node.write(tmp_path, "n1")
+    ca, _ = certs.ca.write(tmp_path, "ca")
+    options = ClusterOptions(nats="nats://127.0.0.1:1", node_id="n1", internal="127.0.0.1:0", cert=cert, key=key,
+                             ca=ca)
+    other = pki.make_ca("other devices")
+    with pytest.raises(ConfigurationError, match="also issues device certificates") as caught:
+        async with join_cluster(CloudListener(), options, device_cas=[other.cert_pem(), certs.ca.cert_pem()]):
+            pass
+    assert "\n" not in str(caught.value)
+
+
+async def test_a_nats_server_that_is_not_there_is_a_one_line_error_at_start_up(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """GEN-3: ``--nats`` naming no server fails at start-up with one line once the first connection's deadline
+    passed (before, nats-py retried the first connection for ever and the node hung without a word)."""
+    monkeypatch.setattr(node_module, "FIRST_CONNECT", 1.0)
+    certs = NodePki()
+    cert, key = certs.node.write(tmp_path, "n1")
+    ca, _ = certs.ca.write(tmp_path, "ca")
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # a port that refuses: the listener is never accepted
+        port = taken.getsockname()[1]
+    options = ClusterOptions(nats=f"nats://127.0.0.1:{port}", node_id="n1", internal="127.0.0.1:0", cert=cert,
+                             key=key, ca=ca)
+    with pytest.raises(ConfigurationError, match="cannot connect") as caught:
+        async with asyncio.timeout(30), join_cluster(CloudListener(), options):
             pass
     assert "\n" not in str(caught.value)

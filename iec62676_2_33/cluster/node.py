@@ -24,14 +24,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nats
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 
 from ..errors import ConfigurationError
@@ -102,11 +103,28 @@ class NodesOnly:
         return bool(chain) and is_node_certificate(x509.load_pem_x509_certificate(chain[0].encode("ascii")))
 
 
+#: Seconds the first connection to NATS may take (its retries included); reconnects are not bounded.
+FIRST_CONNECT = 30.0
+
+
+def _fingerprints(pem: bytes) -> set[bytes]:
+    """SHA-256 of every certificate in ``pem`` (none when it holds none that parse)."""
+    try:
+        return {c.fingerprint(hashes.SHA256()) for c in x509.load_pem_x509_certificates(pem)}
+    except ValueError:
+        return set()
+
+
 @contextlib.asynccontextmanager
-async def join_cluster(cloud: CloudListener, options: ClusterOptions) -> AsyncIterator[NodeRouter]:
-    """Run this cloud as a cluster node until the block ends (module docstring)."""
+async def join_cluster(cloud: CloudListener, options: ClusterOptions,
+                       device_cas: Sequence[bytes] = ()) -> AsyncIterator[NodeRouter]:
+    """Run this cloud as a cluster node until the block ends (module docstring); ``device_cas``: the PEM
+    certificates of the CAs that issue device certificates, none of which may be the node CA."""
     node_id = check_node_id(options.node_id)
     cert, key, ca = (Path(p).read_bytes() for p in (options.cert, options.key, options.ca))
+    if _fingerprints(ca) & {f for pem in device_cas for f in _fingerprints(pem)}:
+        raise ConfigurationError(f"--internal-ca {options.ca}: this CA also issues device certificates (--client-ca); "
+                                 "the node CA must issue node certificates only")
     try:
         own = x509.load_pem_x509_certificate(cert)
     except ValueError:
@@ -127,12 +145,19 @@ async def join_cluster(cloud: CloudListener, options: ClusterOptions) -> AsyncIt
     async def error(exc: Exception) -> None:
         log.debug("node %s: NATS: %s", node_id, exc)
 
+    # Reconnects go on for ever (a NATS restart must not end the node), but the first connection has a
+    # deadline: nats-py retries that one for ever too, and a wrong --nats would hang the node silently.
+    nc = NatsClient()
     try:
-        nc = await nats.connect(options.nats, name=f"iec62676 node {node_id}", connect_timeout=5,
-                                max_reconnect_attempts=-1, reconnect_time_wait=0.5, allow_reconnect=True,
-                                reconnected_cb=reconnected, disconnected_cb=disconnected, error_cb=error)
+        async with asyncio.timeout(FIRST_CONNECT):
+            await nc.connect(options.nats, name=f"iec62676 node {node_id}", connect_timeout=5,
+                             max_reconnect_attempts=-1, allow_reconnect=True,
+                             reconnect_time_wait=0.5,  # type: ignore[arg-type]  # a float sleep; nats-py says int
+                             reconnected_cb=reconnected, disconnected_cb=disconnected, error_cb=error)
     except (NatsError, OSError, TimeoutError) as exc:
-        raise ConfigurationError(f"--nats {options.nats}: cannot connect ({exc or type(exc).__name__})") from None
+        await nc.close()
+        reason = f"no connection within {FIRST_CONNECT:g} s" if isinstance(exc, TimeoutError) else str(exc)
+        raise ConfigurationError(f"--nats {options.nats}: cannot connect ({reason or type(exc).__name__})") from None
     sock = bind_listen(*parse_listen(options.internal))
     bound = sock.getsockname()
     advertise = options.advertise or f"{parse_listen(options.internal)[0]}:{bound[1]}"

@@ -168,7 +168,7 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
         if options.cluster is not None:  # NATS is needed only here (the optional extra "cluster")
             from ..cluster.node import join_cluster
 
-            cluster = join_cluster(cloud, options.cluster)
+            cluster = join_cluster(cloud, options.cluster, device_cas=cas)
             router = await cluster.__aenter__()
             if port_range is not None:  # one assignment per device for the whole cluster
                 from ..cluster.port_assignments import ClusterPortAssignments
