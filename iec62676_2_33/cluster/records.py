@@ -23,7 +23,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, RemoteProtocolError
 
 __all__ = [
     "DEVICES_BUCKET",
@@ -60,8 +60,9 @@ def device_key(device_id: str) -> str:
     return base64.urlsafe_b64encode(device_id.encode("utf-8")).decode("ascii")
 
 
-class RecordError(ValueError):
-    """A registry record that does not decode (the message names the fault, never the record's text)."""
+class RecordError(RemoteProtocolError, ValueError):
+    """A registry record that does not decode (the message names the fault, never the record's text); a
+    ``ValueError`` too, as decoding errors were before it."""
 
 
 def _load(data: bytes, what: str) -> dict[str, Any]:
