@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -100,7 +101,13 @@ class NodesOnly:
     @staticmethod
     def _from_node(scope: Scope) -> bool:
         chain = scope.get("extensions", {}).get("tls", {}).get("client_cert_chain") or []
-        return bool(chain) and is_node_certificate(x509.load_pem_x509_certificate(chain[0].encode("ascii")))
+        return bool(chain) and _node_pem(chain[0])
+
+
+@functools.lru_cache(maxsize=64)
+def _node_pem(pem: str) -> bool:
+    """:func:`is_node_certificate` of a peer's PEM, remembered: a handful of nodes, a request each time."""
+    return is_node_certificate(x509.load_pem_x509_certificate(pem.encode("ascii")))
 
 
 #: Seconds the first connection to NATS may take (its retries included); reconnects are not bounded.
