@@ -11,6 +11,14 @@ transaction per change, so a process killed at any instant leaves either the
 old or the new state, and a change that was acknowledged is on disk (CFG-6).
 Every write bumps ``generation`` so another process (the running ``device
 serve``) notices changes made by the CLI.
+
+Secrets at rest: private keys, user passwords, media-source (camera)
+passwords and authorization servers' ClientSecrets are sealed under the data
+folder's secret (domain/sealed.py), each bound to its row (``user:<name>``,
+``media:<token>``, ``auth:<token>``), so a copied ``device.db`` without
+``keystore.secret`` gives none of them away. A sealed text is stored as a
+BLOB; a TEXT value in one of those columns is one written by an older version,
+sealed when a store is opened (:meth:`DeviceStore._seal_plaintext_secrets`).
 """
 
 from __future__ import annotations
@@ -132,6 +140,7 @@ class DeviceStore(SqliteFile):
             self._add_uplink_extension_column()
             self._sealer: Sealer | None = None
             self._seal_plaintext_keys()
+            self._seal_plaintext_secrets()
         except (sqlite3.DatabaseError, OSError) as exc:
             raise ConfigurationError(f"{self.data_dir / DB_NAME} is not a usable device store: {exc}") from exc
 
@@ -204,14 +213,14 @@ class DeviceStore(SqliteFile):
         """Add or replace a user; ``roles`` (PROV-4), when given, replace the user's roles in the same change."""
         with self._write() as db:
             db.execute("INSERT OR REPLACE INTO users (name, password, level) VALUES (?, ?, ?)",
-                       (name, password, level))
+                       (name, self._seal_text(f"user:{name}", password), level))
             if roles is not None:
                 _put_roles(db, name, roles)
 
     def get_user(self, name: str) -> tuple[str, str] | None:
         """(password, level) of a user, or None."""
         rows = self._read("SELECT password, level FROM users WHERE name = ?", (name,))
-        return (str(rows[0][0]), str(rows[0][1])) if rows else None
+        return (self._open_text(f"user:{name}", rows[0][0]), str(rows[0][1])) if rows else None
 
     def list_users(self) -> list[tuple[str, str]]:
         """(name, level) pairs; passwords are never listed."""
@@ -238,6 +247,30 @@ class DeviceStore(SqliteFile):
             if self._sealer is None:
                 self._sealer = Sealer(self.data_dir)
             return self._sealer.open(key_id, sealed)
+
+    def _seal_text(self, label: str, text: str) -> bytes:
+        """A secret text sealed for the row ``label`` (stored as a BLOB; module docstring)."""
+        return self._seal(label, text.encode())
+
+    def _open_text(self, label: str, stored: object) -> str:
+        """The secret of row ``label``: a BLOB is opened; a TEXT is one an older version wrote in the clear."""
+        return self._open(label, stored).decode() if isinstance(stored, bytes) else str(stored)
+
+    def _seal_plaintext_secrets(self) -> None:
+        """Seal the secrets an older version kept in the clear, in one transaction (re-checked inside it, so
+        two processes opening one old store seal each value once)."""
+        found = "SELECT {key}, {column} FROM {table} WHERE typeof({column}) = 'text'"
+        columns = (("users", "name", "password", "user"), ("media_sources", "token", "password", "media"),
+                   ("auth_servers", "token", "client_secret", "auth"))
+        if not any(self._read(found.format(key=k, column=c, table=t) + " LIMIT 1") for t, k, c, _ in columns):
+            return
+        with self._write() as db:
+            for table, key, column, kind in columns:
+                for row_key, clear in db.execute(found.format(key=key, column=column, table=table)).fetchall():
+                    db.execute(f"UPDATE {table} SET {column} = ? WHERE {key} = ?",
+                               (self._seal_text(f"{kind}:{row_key}", str(clear)), row_key))
+        with self._lock:  # the pages that held them in the clear leave the write-ahead log now
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _seal_plaintext_keys(self) -> None:
         """Move private keys an older version kept in the clear (``certificates.key_pem``) under seal."""
@@ -443,9 +476,7 @@ class DeviceStore(SqliteFile):
                 raise ConfigurationError(f"no authorization server configuration {cfg.token!r}")
             if not replace:
                 _check_room(db, "auth_servers", max_configurations, "authorization server configurations")
-            db.execute(
-                "INSERT OR REPLACE INTO auth_servers (token, url, client_id, client_secret, policy_id)"
-                " VALUES (?, ?, ?, ?, ?)", (cfg.token, cfg.url, cfg.client_id, cfg.client_secret, cfg.policy_id))
+            self._put_auth_server_row(db, cfg)
             db.execute("INSERT OR REPLACE INTO auth_server_details (token, type, client_auth, scope, certificate_id)"
                        " VALUES (?, ?, ?, ?, ?)",
                        (cfg.token, details.type, details.client_auth, details.scope, details.certificate_id))
@@ -470,9 +501,12 @@ class DeviceStore(SqliteFile):
     # -- authorization servers (UPL-14) ---------------------------------------
     def put_auth_server(self, cfg: AuthServerConfig) -> None:
         with self._write() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO auth_servers (token, url, client_id, client_secret, policy_id)"
-                " VALUES (?, ?, ?, ?, ?)", (cfg.token, cfg.url, cfg.client_id, cfg.client_secret, cfg.policy_id))
+            self._put_auth_server_row(db, cfg)
+
+    def _put_auth_server_row(self, db: sqlite3.Connection, cfg: AuthServerConfig) -> None:
+        db.execute("INSERT OR REPLACE INTO auth_servers (token, url, client_id, client_secret, policy_id)"
+                   " VALUES (?, ?, ?, ?, ?)", (cfg.token, cfg.url, cfg.client_id,
+                                               self._seal_text(f"auth:{cfg.token}", cfg.client_secret), cfg.policy_id))
 
     def get_auth_server(self, token: str) -> AuthServerConfig | None:
         rows = self._read("SELECT token, url, client_id, client_secret, policy_id FROM auth_servers"
@@ -480,7 +514,8 @@ class DeviceStore(SqliteFile):
         if not rows:
             return None
         t, url, cid, secret, policy = rows[0]
-        return AuthServerConfig(token=str(t), url=str(url), client_id=str(cid), client_secret=str(secret),
+        return AuthServerConfig(token=str(t), url=str(url), client_id=str(cid),
+                                client_secret=self._open_text(f"auth:{t}", secret),
                                 policy_id=None if policy is None else str(policy))
 
     def has_auth_server(self, token: str) -> bool:
@@ -534,15 +569,28 @@ class DeviceStore(SqliteFile):
                 "INSERT OR REPLACE INTO media_sources (token, name, rtsp_url, snapshot_url, encoding, width,"
                 " height, username, password) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (src.token, src.name, src.rtsp_url, src.snapshot_url, src.encoding, src.width, src.height,
-                 src.username, src.password))
+                 src.username, None if src.password is None else self._seal_text(f"media:{src.token}", src.password)))
         return not exists
 
     def get_media_source(self, token: str) -> MediaSource | None:
         rows = self._read(f"SELECT {_MEDIA_COLUMNS} FROM media_sources WHERE token = ?", (token,))
-        return _media_source(rows[0]) if rows else None
+        return self._media_source(rows[0]) if rows else None
 
     def list_media_sources(self) -> list[MediaSource]:
-        return [_media_source(r) for r in self._read(f"SELECT {_MEDIA_COLUMNS} FROM media_sources ORDER BY token")]
+        return [self._media_source(r)
+                for r in self._read(f"SELECT {_MEDIA_COLUMNS} FROM media_sources ORDER BY token")]
+
+    def _media_source(self, row: tuple[object, ...]) -> MediaSource:
+        token, name, rtsp_url, snapshot_url, encoding, width, height, username, password = row
+
+        def text(value: object) -> str | None:
+            return None if value is None else str(value)
+
+        return MediaSource(
+            token=str(token), name=str(name), rtsp_url=str(rtsp_url), snapshot_url=text(snapshot_url),
+            encoding=str(encoding), width=None if width is None else int(str(width)),
+            height=None if height is None else int(str(height)), username=text(username),
+            password=None if password is None else self._open_text(f"media:{token}", password))
 
     def delete_media_source(self, token: str) -> bool:
         with self._write() as db:
@@ -571,18 +619,6 @@ def _uplink(row: tuple[object, ...]) -> UplinkConfiguration:
 
 
 _MEDIA_COLUMNS = "token, name, rtsp_url, snapshot_url, encoding, width, height, username, password"
-
-
-def _media_source(row: tuple[object, ...]) -> MediaSource:
-    token, name, rtsp_url, snapshot_url, encoding, width, height, username, password = row
-
-    def text(value: object) -> str | None:
-        return None if value is None else str(value)
-
-    return MediaSource(
-        token=str(token), name=str(name), rtsp_url=str(rtsp_url), snapshot_url=text(snapshot_url),
-        encoding=str(encoding), width=None if width is None else int(str(width)),
-        height=None if height is None else int(str(height)), username=text(username), password=text(password))
 
 
 # -- keystore records and helpers (PROV-1) -------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from iec62676_2_33.domain.media import MediaSource
 from iec62676_2_33.errors import ConfigurationError
-from iec62676_2_33.store import AuthServerConfig, DeviceStore
+from iec62676_2_33.store import DB_NAME, AuthServerConfig, DeviceStore
 from iec62676_2_33.uplinkconfig import UplinkConfigError, UplinkConfiguration
 
 WRITER = textwrap.dedent("""
@@ -85,6 +87,67 @@ def test_store_file_is_private_cfg_6(tmp_path: Path) -> None:
     """CFG-6: the store holds keys and passwords; its file is readable by the owner only."""
     with DeviceStore(tmp_path / "d") as store:
         assert (store.path.stat().st_mode & 0o077) == 0
+
+
+def _raw(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in folder.glob("device.db*"))
+
+
+def test_secrets_are_sealed_at_rest_cfg_6(tmp_path: Path) -> None:
+    """CFG-6: user passwords, camera passwords and a ClientSecret are kept, but not in the clear: the
+    database files do not hold them, and they come back whole after a reopen."""
+    with DeviceStore(tmp_path) as store:
+        store.put_user("admin", "user-password-1", "Administrator")
+        store.put_media_source(MediaSource(token="p0", name="cam", rtsp_url="rtsp://127.0.0.1:8554/cam",
+                                           username="cam", password="camera-password-2"))
+        store.put_auth_server(AuthServerConfig(token="as", url="https://as.example/token", client_id="id",
+                                               client_secret="client-secret-3"))
+    raw = _raw(tmp_path)
+    for secret in (b"user-password-1", b"camera-password-2", b"client-secret-3"):
+        assert secret not in raw
+    with DeviceStore(tmp_path) as store:
+        assert store.get_user("admin") == ("user-password-1", "Administrator")
+        source = store.get_media_source("p0")
+        assert source is not None and source.password == "camera-password-2"
+        assert store.get_auth_server("as").client_secret == "client-secret-3"
+
+
+def test_secrets_an_older_version_kept_in_the_clear_are_sealed_on_open_cfg_6(tmp_path: Path) -> None:
+    """CFG-6: a store written before secrets were sealed keeps every value (nothing lost) and holds none of
+    them in the clear once it has been opened."""
+    DeviceStore(tmp_path).close()
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    with db:
+        db.execute("INSERT INTO users (name, password, level) VALUES ('old', 'old-password-1', 'User')")
+        db.execute("INSERT INTO media_sources (token, name, rtsp_url, encoding, username, password)"
+                   " VALUES ('p0', 'cam', 'rtsp://127.0.0.1:8554/cam', 'H264', 'cam', 'old-camera-2')")
+        db.execute("INSERT INTO auth_servers (token, url, client_id, client_secret)"
+                   " VALUES ('as', 'https://as.example/token', 'id', 'old-secret-3')")
+    db.execute("VACUUM")
+    db.close()
+    assert b"old-password-1" in _raw(tmp_path)
+    with DeviceStore(tmp_path) as store:
+        assert store.get_user("old") == ("old-password-1", "User")
+        source = store.get_media_source("p0")
+        assert source is not None and source.password == "old-camera-2"
+        assert store.get_auth_server("as").client_secret == "old-secret-3"
+        raw = _raw(tmp_path)  # while the store is open (a running device): its write-ahead log too
+    for secret in (b"old-password-1", b"old-camera-2", b"old-secret-3"):
+        assert secret not in raw
+
+
+def test_a_sealed_secret_moved_to_another_row_does_not_open_cfg_6(tmp_path: Path) -> None:
+    """CFG-6: each sealed secret is bound to its row: copied onto another user it is refused, not used."""
+    with DeviceStore(tmp_path) as store:
+        store.put_user("admin", "admin-password", "Administrator")
+        store.put_user("guest", "guest-password", "User")
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    with db:
+        db.execute("UPDATE users SET password = (SELECT password FROM users WHERE name = 'admin')"
+                   " WHERE name = 'guest'")
+    db.close()
+    with DeviceStore(tmp_path) as store, pytest.raises(ConfigurationError, match="does not open"):
+        store.get_user("guest")
 
 
 def test_not_a_database_is_a_clear_error_cfg_6(tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
-"""Layer 6: private keys sealed at rest under a device secret (PROV-1, UPL-13).
+"""Layer 6: secrets sealed at rest under a device secret (PROV-1, UPL-13).
 
-The keystore's private keys are never written in the clear: each is sealed
+The keystore's private keys (and the store's other secrets: passwords, a
+ClientSecret) are never written in the clear: each is sealed
 with AES-256-GCM under a 32-byte device secret kept in ``<data>/keystore.secret``
-(mode 0600 in the 0700 data folder), with the key's ID as associated data, so
-a sealed blob copied onto another row does not open.
+(mode 0600 in the 0700 data folder), with the key's ID (a secret's row label) as associated data,
+so a sealed blob copied onto another row does not open.
 
 Theory of operation
 -------------------
@@ -53,14 +54,14 @@ def _load_or_create(path: Path) -> bytes:
         secret = path.read_bytes()
     if len(secret) != _SECRET_BYTES:
         raise ConfigurationError(f"{path} is damaged ({len(secret)} bytes, expected {_SECRET_BYTES}); "
-                                 "the keystore's private keys cannot be opened without it")
+                                 "the keystore's private keys and the stored secrets cannot be opened without it")
     if path.stat().st_mode & 0o077:
         os.chmod(path, 0o600)
     return secret
 
 
 class Sealer:
-    """Seals and opens private keys with the device secret of one data folder."""
+    """Seals and opens private keys and other secrets with the device secret of one data folder."""
 
     def __init__(self, data_dir: Path) -> None:
         try:
@@ -75,9 +76,9 @@ class Sealer:
 
     def open(self, key_id: str, blob: bytes) -> bytes:
         if blob[:1] != _VERSION:
-            raise ConfigurationError(f"the private key of {key_id!r} is not sealed in a known format")
+            raise ConfigurationError(f"the sealed secret {key_id!r} is not in a known format")
         try:
             return self._aead.decrypt(blob[1:1 + _NONCE], blob[1 + _NONCE:], key_id.encode())
         except InvalidTag:
-            raise ConfigurationError(f"the private key of {key_id!r} does not open with this device's "
+            raise ConfigurationError(f"the sealed secret {key_id!r} does not open with this device's "
                                      f"{SECRET_FILE}") from None
