@@ -12,7 +12,11 @@ Authentication (SEC-2): WS-Security UsernameToken with PasswordDigest. The
 minus local time), so a client can talk to a device whose clock is off.
 
 Any zeep transport can be passed in — the uplink issue's transport calls a
-device through its uplink with the same client code (GEN-2).
+device through its uplink with the same client code (GEN-2). The default one
+bounds each exchange as a whole (:mod:`.bounded_http`): ``timeout`` seconds
+for the whole answer, head included, and at most :data:`MAX_ANSWER` bytes, so
+a server that trickles or floods its answer is a one-line
+:class:`~.errors.TransportError`, never a hang or a full memory.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from zeep.proxy import AsyncServiceProxy
 from zeep.transports import AsyncTransport, Transport
 from zeep.wsse.username import UsernameToken
 
+from .bounded_http import AsyncBoundedTransport, BoundedTransport
 from .errors import TransportError
 from .namespaces import TUP
 from .schemas import wsdl_path
@@ -40,6 +45,8 @@ T = TypeVar("T")
 #: Parser settings: no DTD, no entities, nothing fetched from the network.
 SETTINGS = zeep.Settings(strict=True, forbid_dtd=True, forbid_entities=True, forbid_external=True,
                          xml_huge_tree=False)
+#: The largest answer the library's clients take from a server (their default transports).
+MAX_ANSWER = 4 * 1024 * 1024
 
 
 class OffsetUsernameToken(UsernameToken):  # type: ignore[misc]
@@ -124,7 +131,7 @@ class UplinkClient:
                  timeout: float = 10.0) -> None:
         self.url = url
         self.zeep = zeep.Client(str(wsdl_path("uplink")), settings=SETTINGS,
-                                transport=transport or Transport(timeout=timeout, operation_timeout=timeout),
+                                transport=transport or BoundedTransport(timeout, max_bytes=MAX_ANSWER),
                                 wsse=username_token(username, password, time_offset))
         self.service = self.zeep.create_service(f"{{{TUP}}}UplinkBinding", url)
 
@@ -149,7 +156,7 @@ class AsyncUplinkClient:
                  timeout: float = 10.0) -> None:
         self.url = url
         self.zeep = zeep.AsyncClient(str(wsdl_path("uplink")), settings=SETTINGS,
-                                     transport=transport or AsyncTransport(timeout=timeout),
+                                     transport=transport or AsyncBoundedTransport(timeout, max_bytes=MAX_ANSWER),
                                      wsse=username_token(username, password, time_offset))
         binding = self.zeep.wsdl.bindings[f"{{{TUP}}}UplinkBinding"]
         self.service = AsyncServiceProxy(self.zeep, binding, address=url)

@@ -17,6 +17,10 @@ The end of the enumeration is found without guessing: enumeration pulls ask
 for ``Timeout=PT0S`` (answer at once), and the server fills every answer up to
 MessageLimit while resources remain, so the first short answer ends it.
 
+Each exchange of the default transport has one deadline for its whole answer,
+``max(timeout, pull_timeout + grace)`` seconds, and a byte budget
+(:mod:`.bounded_http`): a server that trickles or floods an answer is a
+:class:`~.errors.TransportError` (during a pull, :class:`ServerDead`).
 Any zeep transport may be passed in (for example
 :class:`~.runtime.zeep_transport.UplinkTransport` to query a device through
 its uplink, GEN-2). SOAP faults become :class:`~.soap.fault.SoapFault`.
@@ -37,14 +41,15 @@ from lxml import etree
 from zeep.transports import Transport
 
 from . import schemas
-from .client import SETTINGS, fault_from_zeep, mapped_errors, username_token
+from .bounded_http import BoundedTransport, NoAnswer
+from .client import MAX_ANSWER, SETTINGS, fault_from_zeep, mapped_errors, username_token
 from .domain.filters import LocationFilter
 from .domain.resources import GeoLocation, PropertyOperation, Resource
 from .domain.subscriptions import format_duration
 from .errors import SchemaError, TransportError
 from .namespaces import TEV, TT, WSNT, WSTOP
 from .schemas import wsdl_path
-from .soap.envelope import body_element
+from .soap.envelope import body_element, excerpt
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +98,12 @@ def parse_message(topic: str, message: etree._Element) -> ResourceChange:
             geo = item.find(f"{{{TT}}}GeoLocation")
             if item.get("Name") == "Location" and geo is not None:
                 elevation = geo.get("elevation")
-                location = GeoLocation(float(geo.get("lon") or 0), float(geo.get("lat") or 0),
-                                       None if elevation is None else float(elevation))
+                try:
+                    location = GeoLocation(float(geo.get("lon") or 0), float(geo.get("lat") or 0),
+                                           None if elevation is None else float(elevation))
+                except ValueError:
+                    raise TransportError(f"a resource event with a malformed GeoLocation "
+                                         f"({excerpt(etree.tostring(geo, encoding='unicode'), 120)})") from None
     if token is None:
         raise TransportError("a resource event without its Source item Token (RQ-3)")
     operation = message.get("PropertyOperation") or "Changed"
@@ -158,8 +167,8 @@ class ResourceQueryClient:
         self.message_limit = message_limit
         self.clock = clock
         self.zeep = zeep.Client(str(wsdl_path("event")), settings=SETTINGS,
-                                transport=transport or Transport(timeout=timeout,
-                                                                 operation_timeout=pull_timeout + grace),
+                                transport=transport or BoundedTransport(max(timeout, pull_timeout + grace),
+                                                                        max_bytes=MAX_ANSWER),
                                 wsse=username_token(username, password, time_offset))
         self.events = self.zeep.create_service(f"{{{TEV}}}EventBinding", url)
 
@@ -232,7 +241,7 @@ class QuerySubscription:
         try:
             answer = self.client.raw(self._pull, "PullMessages", self.address, Timeout=format_duration(wait),
                                      MessageLimit=limit or self.client.message_limit)
-        except OSError as exc:
+        except (OSError, NoAnswer) as exc:
             raise ServerDead(f"{self.address}: PullMessages (Timeout {wait:g} s) got no answer: {exc}; "
                              "the server or the path to it is down") from None
         elapsed = self.client.clock() - started

@@ -23,7 +23,7 @@ each request it works on a copy of the operation element:
    UsernameToken) or sent over the lower system's uplink (the uplink's
    UserLevel applies), with the hop header extended. Every call has one
    deadline for the whole exchange, head included (``VssContext.timeout``,
-   :func:`~.exchange.post`): a lower system that does not answer in time, or
+   :func:`~..bounded_http.post`): a lower system that does not answer in time, or
    trickles its answer, is ``Receiver/Action/LowerSystemTimeout``, never a
    hang; one that cannot be reached ``Receiver/Action/LowerSystemUnreachable``.
    An answer is at most :data:`MAX_ANSWER` bytes and parsed locked down.
@@ -72,6 +72,7 @@ from typing import TYPE_CHECKING, Any
 from lxml import etree
 
 from .. import schemas
+from ..bounded_http import AnswerTooLong, ExchangeTimeout, exchange_client, post
 from ..domain.subscriptions import InvalidTime, parse_datetime
 from ..errors import Iec62676Error, SchemaError, TransportError
 from ..namespaces import SOAP_ENV
@@ -84,7 +85,6 @@ from ..services.recording import RECORDING_HISTORY
 from ..soap.envelope import SoapRequest, body_element, excerpt, parse_request
 from ..soap.fault import SoapFault, fault_response
 from .adaption import adapt_recording_sources, prefix_messages, prefix_response, route_request, token_items
-from .exchange import AnswerTooLong, ExchangeTimeout, lower_client, post
 from .lower import LowerStore, LowerSystem
 from .rtsp import account_for
 from .rtsp_http import ask_rtsp, tunnel_uris
@@ -218,7 +218,7 @@ class Forwarder:
 
     def __init__(self, context: VssContext) -> None:
         self.context = context
-        self._http = lower_client(context.timeout)
+        self._http = exchange_client(context.timeout)
 
     def close(self) -> None:
         self._http.close()

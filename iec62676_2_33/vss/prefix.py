@@ -13,7 +13,7 @@ the system announces it:
   ``serial_number`` on this project's devices and VSSs), asked with the
   account the VSS will use, within ``timeout`` seconds for the whole answer
   (not only per read: a server that sends a byte now and then is cut off),
-  and at most :data:`MAX_ANSWER` bytes of it (:class:`~.exchange.BoundedTransport`).
+  and at most :data:`MAX_ANSWER` bytes of it (:class:`~..bounded_http.BoundedTransport`).
 * **Reached by uplink**: the device ID the cloud listener knows the device by
   (its client certificate's identity). ``cloud enroll`` makes that the
   device's ``SerialNumber`` by default, so both ways give one device the same
@@ -33,13 +33,13 @@ from datetime import timedelta
 import zeep
 import zeep.exceptions
 
+from ..bounded_http import BoundedTransport
 from ..client import SETTINGS, mapped_errors, username_token
 from ..domain.deviceid import DeviceId, InvalidDeviceId
 from ..errors import ConfigurationError, Iec62676Error, TransportError
 from ..namespaces import TDS
 from ..schemas import wsdl_path
 from ..soap.envelope import excerpt
-from .exchange import BoundedTransport
 from .lower import check_prefix, check_url
 
 __all__ = ["MAX_ANSWER", "announced_serial_number", "default_prefix"]

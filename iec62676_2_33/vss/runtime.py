@@ -38,6 +38,7 @@ from typing import Any
 
 from zeep.transports import Transport
 
+from ..bounded_http import BoundedTransport
 from ..domain.registry import REGISTRY_FILE, ResourceRegistry
 from ..errors import ConfigurationError
 from ..query import ResourceQueryClient
@@ -60,7 +61,6 @@ from ..soap.spyne_glue import SoapEndpoint
 from ..store import DeviceStore
 from ..transport.tcp import start_tcp_server
 from .events import EventForwarder
-from .exchange import BoundedTransport
 from .gateway import MAX_ANSWER, Forwarder, Gateway, VssContext
 from .lower import LowerStore, LowerSystem
 from .resources import LowerMirror

@@ -1,23 +1,26 @@
-"""Layer 5: one HTTP exchange of the VSS with a lower system reached by URL, bounded as a whole (SEC-1, GEN-1).
+"""Layer 5: one HTTP exchange of a client, bounded as a whole: one deadline, one byte budget.
 
 Theory of operation
 -------------------
-httpx's and requests' timeouts bound each read only: a lower system that sends
-its answer — the head as much as the body — a byte now and then never trips
-them and would hold the VSS's thread as long as it likes. Every exchange of the
-VSS with a lower system reached by URL therefore goes through :func:`post`:
-the gateway's forwarded operations (:class:`~.gateway.Forwarder`), the
-``SerialNumber`` question of ``vss lower add`` (:mod:`.prefix`) and the zeep
-clients of the resource mirrors and event forwarders (:class:`BoundedTransport`).
+httpx's and requests' timeouts bound each read only: a server that sends its
+answer -- the head as much as the body -- a byte now and then never trips
+them and would hold the caller as long as it likes, and requests reads a body
+whole, however long. Every exchange of the library's clients with a server
+reached by URL therefore goes through :func:`post` (or, on an event loop,
+:class:`AsyncBoundedTransport`): the zeep clients of :mod:`..client` and
+:mod:`..query` by default, the VSS's forwarded operations
+(:class:`~.vss.gateway.Forwarder`), the ``SerialNumber`` question of ``vss
+lower add`` (:mod:`.vss.prefix`) and the VSS's resource mirrors and event
+forwarders (:class:`BoundedTransport`).
 
 * **One deadline for the whole exchange.** A watchdog
   (:class:`threading.Timer`) runs from the start; when it fires it shuts the
-  exchange's socket down, so the read that waits — for the head or the body —
-  fails at once, the lower system sees the connection closed, and the
+  exchange's socket down, so the read that waits -- for the head or the body --
+  fails at once, the server sees the connection closed, and the
   exchange is :class:`ExchangeTimeout`. The socket is the one httpcore's
   ``trace`` extension reports connected (TCP, then TLS); a watchdog that fired
   before it was connected cuts it as soon as it is.
-* **A connection per exchange.** The clients of :func:`lower_client` keep no
+* **A connection per exchange.** The clients of :func:`exchange_client` keep no
   connection alive, so every exchange connects and its socket is its own: a
   cut never hits another thread's exchange (the price is one TCP, or TLS,
   connect per exchange; on loopback a whole small exchange so took 1.7 ms).
@@ -27,11 +30,13 @@ clients of the resource mirrors and event forwarders (:class:`BoundedTransport`)
 
 httpx offers no whole-exchange timeout for its blocking client, and its async
 client under ``asyncio.timeout`` would need an event loop in each caller (WSGI
-worker threads, mirror threads, the CLI); hence the watchdog.
+worker threads, mirror threads, the CLI); hence the watchdog. On an event loop
+(:class:`AsyncBoundedTransport`) ``asyncio.timeout`` is that deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections.abc import Mapping, Sequence
@@ -41,17 +46,21 @@ from typing import Any, Self
 import httpx
 import requests
 from requests.structures import CaseInsensitiveDict
-from zeep.transports import Transport
+from zeep.transports import AsyncTransport, Transport
 
-from ..errors import TransportError
+from .errors import TransportError
 
-__all__ = ["AnswerTooLong", "BoundedTransport", "ExchangeTimeout", "HttpAnswer", "lower_client", "post"]
+__all__ = ["AnswerTooLong", "AsyncBoundedTransport", "BoundedTransport", "ExchangeTimeout", "HttpAnswer", "NoAnswer", "exchange_client", "post"]
 
 #: httpcore trace events whose ``return_value`` is the exchange's connected stream (the last one counts).
 _CONNECTED = frozenset({"connection.connect_tcp.complete", "connection.start_tls.complete"})
 
 
-class ExchangeTimeout(TransportError):
+class NoAnswer(TransportError):
+    """No whole answer came: the server could not be reached, the answer broke off, or the deadline passed."""
+
+
+class ExchangeTimeout(NoAnswer):
     """The whole answer did not arrive within the deadline."""
 
 
@@ -61,14 +70,14 @@ class AnswerTooLong(TransportError):
 
 @dataclass(frozen=True)
 class HttpAnswer:
-    """The status, headers and whole body of a lower system's answer."""
+    """The status, headers and whole body of an answer."""
 
     status: int
     headers: list[tuple[str, str]]
     body: bytes
 
 
-def lower_client(timeout: float) -> httpx.Client:
+def exchange_client(timeout: float) -> httpx.Client:
     """A client for :func:`post`: per-read ``timeout``, no redirects, no connection kept alive."""
     return httpx.Client(timeout=timeout, follow_redirects=False,
                         limits=httpx.Limits(max_keepalive_connections=0))
@@ -119,8 +128,8 @@ def post(client: httpx.Client, url: str, headers: Sequence[tuple[str, str]] | Ma
          timeout: float, max_bytes: int) -> HttpAnswer:
     """POST ``body`` to ``url`` and read the whole answer within ``timeout`` seconds and ``max_bytes`` bytes.
 
-    :class:`ExchangeTimeout`, :class:`AnswerTooLong`, or a :class:`~..errors.TransportError` (cannot connect,
-    the answer broke off), each one line."""
+    :class:`ExchangeTimeout`, :class:`AnswerTooLong`, or :class:`NoAnswer` (cannot connect, the answer broke
+    off), each one line."""
     watchdog = _Watchdog(timeout)
     late = ExchangeTimeout(f"no whole answer within {timeout:g} s")
     try:
@@ -140,25 +149,65 @@ def post(client: httpx.Client, url: str, headers: Sequence[tuple[str, str]] | Ma
         if watchdog.expired:
             raise late from None
         if isinstance(exc, httpx.ConnectError):
-            raise TransportError(f"cannot connect ({type(exc).__name__})") from None
-        raise TransportError(f"the answer broke off ({type(exc).__name__})") from None
+            raise NoAnswer(f"cannot connect ({type(exc).__name__})") from None
+        raise NoAnswer(f"the answer broke off ({type(exc).__name__})") from None
+
+
+def _naming(address: str, exc: TransportError) -> TransportError:
+    """The same failure, its message led by the address (what a client's caller needs; the VSS's faults
+    call :func:`post` itself and name the lower system by its prefix instead)."""
+    return type(exc)(f"{address}: {exc}")
 
 
 class BoundedTransport(Transport):
     """zeep's transport whose answers are read by :func:`post`: within ``timeout`` in all and up to
-    ``max_bytes`` (requests' own timeout bounds each read only, and it reads a body whole)."""
+    ``max_bytes`` (requests' own timeout bounds each read only, and it reads a body whole); a failure's
+    message names the address."""
 
     def __init__(self, timeout: float, *, max_bytes: int) -> None:
         super().__init__(timeout=timeout, operation_timeout=timeout)  # type: ignore[no-untyped-call]
         self.max_bytes = max_bytes
-        self.client = lower_client(timeout)
+        self.client = exchange_client(timeout)
 
     def post(self, address: str, message: Any, headers: Any) -> requests.Response:
-        answer = post(self.client, address, dict(headers), message, timeout=self.operation_timeout,
-                      max_bytes=self.max_bytes)
+        try:
+            answer = post(self.client, address, dict(headers), message, timeout=self.operation_timeout,
+                          max_bytes=self.max_bytes)
+        except TransportError as exc:
+            raise _naming(address, exc) from None
         response = requests.Response()
         response.status_code = answer.status
         response.headers = CaseInsensitiveDict(dict(answer.headers))
         response.url = address
         response._content = answer.body
         return response
+
+
+class AsyncBoundedTransport(AsyncTransport):
+    """zeep's asyncio transport whose answers are read within ``timeout`` in all (``asyncio.timeout``) and up to
+    ``max_bytes``; the exceptions are :func:`post`'s, their messages led by the address."""
+
+    def __init__(self, timeout: float, *, max_bytes: int) -> None:
+        super().__init__(timeout=timeout, operation_timeout=timeout)  # type: ignore[no-untyped-call]
+        self.max_bytes = max_bytes
+        self.deadline = timeout
+
+    async def post(self, address: str, message: Any, headers: Any) -> httpx.Response:
+        try:
+            async with asyncio.timeout(self.deadline), \
+                    self.client.stream("POST", address, content=message, headers=headers) as response:
+                data = bytearray()
+                async for chunk in response.aiter_bytes():
+                    data += chunk
+                    if len(data) > self.max_bytes:
+                        raise AnswerTooLong(f"an answer longer than {self.max_bytes} bytes")
+        except (TimeoutError, httpx.TimeoutException):
+            raise ExchangeTimeout(f"{address}: no whole answer within {self.deadline:g} s") from None
+        except AnswerTooLong as exc:
+            raise _naming(address, exc) from None
+        except httpx.ConnectError as exc:
+            raise NoAnswer(f"{address}: cannot connect ({type(exc).__name__})") from None
+        except httpx.HTTPError as exc:
+            raise NoAnswer(f"{address}: the answer broke off ({type(exc).__name__})") from None
+        return httpx.Response(response.status_code, headers=response.headers, content=bytes(data),
+                              request=response.request)
