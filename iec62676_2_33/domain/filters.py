@@ -48,7 +48,12 @@ rule (``ldap``, ``uuid``, ...) is refused with :class:`InvalidFilter`.
 
 With several ``Scope`` entries, a resource matches when *every* filter scope
 matches *some* scope of the resource — the semantics of a WS-Discovery Probe,
-whose Scopes must all be satisfied by a Target Service.
+whose Scopes must all be satisfied by a Target Service. A filter holds at
+most :data:`MAX_FILTER_SCOPES` entries of :data:`MAX_FILTER_SCOPE`
+characters (a client's text, evaluated against every resource); they are
+parsed once with the filter, while the resources' scopes, a device's few
+shared by all its resources, are parsed once in a process-wide cache that
+never holds a client's text.
 
 *Select (RQ-9).* Each ``Path`` is an XPath expression over the event
 message, in the subset :mod:`.event_filters` parses and evaluates (child and
@@ -95,6 +100,8 @@ __all__ = [
     "MATCH_RFC3986",
     "MATCH_RULES",
     "MATCH_STRCMP0",
+    "MAX_FILTER_SCOPE",
+    "MAX_FILTER_SCOPES",
     "MAX_SELECT_PATH",
     "MAX_SELECT_PATHS",
     "Box",
@@ -260,8 +267,7 @@ class PrefixFilter:
 _Parsed = tuple[str, str, tuple[str, ...]]
 
 
-@lru_cache(maxsize=65536)
-def _parse_rfc3986(uri: str) -> _Parsed | None:
+def _canonical(uri: str) -> _Parsed | None:
     """(scheme, authority, segments) canonicalised for the RFC 3986 rule, or None.
 
     None means the URI can take part in no match: it does not parse, or it
@@ -282,17 +288,27 @@ def _parse_rfc3986(uri: str) -> _Parsed | None:
     return parts.scheme.lower(), unquote(parts.netloc).lower(), segments
 
 
+#: The resources' scopes, parsed once: the resources of a device share a few. A filter's scopes are a client's
+#: text and are parsed with their filter (:class:`ScopeFilter`), never kept here.
+_parse_rfc3986 = lru_cache(maxsize=65536)(_canonical)
+
+
 def scope_matches(filter_scope: str, resource_scope: str, rule: str | None = None) -> bool:
     """Does ``filter_scope`` match ``resource_scope`` under the WS-Discovery ``rule``?"""
-    if rule is None or rule in _RFC3986_RULES:
-        f = _parse_rfc3986(filter_scope)
-        r = _parse_rfc3986(resource_scope)
-        if f is None or r is None:
-            return False
-        return f[0] == r[0] and f[1] == r[1] and r[2][: len(f[2])] == f[2]
-    if rule in MATCH_RULES:  # strcmp0
+    if rule is not None and rule not in MATCH_RULES:
+        raise InvalidFilter(_unknown_rule(rule))
+    rfc3986 = rule is None or rule in _RFC3986_RULES
+    return _entry_matches(filter_scope, _canonical(filter_scope) if rfc3986 else None, rule, resource_scope)
+
+
+def _entry_matches(filter_scope: str, parsed: _Parsed | None, rule: str | None, resource_scope: str) -> bool:
+    """:func:`scope_matches` for a known ``rule`` and the filter scope's RFC 3986 form parsed already."""
+    if rule is not None and rule not in _RFC3986_RULES:  # strcmp0
         return filter_scope == resource_scope
-    raise InvalidFilter(_unknown_rule(rule))
+    r = _parse_rfc3986(resource_scope)
+    if parsed is None or r is None:
+        return False
+    return parsed[0] == r[0] and parsed[1] == r[1] and r[2][: len(parsed[2])] == parsed[2]
 
 
 def _unknown_rule(rule: str) -> str:
@@ -302,14 +318,24 @@ def _unknown_rule(rule: str) -> str:
     )
 
 
+#: Most Scope entries in one scope filter, and the longest Scope (characters): a client's text, evaluated
+#: against every resource of a query.
+MAX_FILTER_SCOPES = 16
+MAX_FILTER_SCOPE = 1024
+
+
 @dataclass(frozen=True)
 class ScopeFilter:
     """RQ-8: every ``(scope, match_rule)`` entry must match some scope of the resource."""
 
     scopes: Sequence[tuple[str, str | None]]
+    #: the RFC 3986 form of each entry (None for strcmp0 and for a scope that matches nothing), parsed once
+    _parsed: tuple[_Parsed | None, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         entries: list[tuple[str, str | None]] = []
+        if len(self.scopes) > MAX_FILTER_SCOPES:
+            raise InvalidFilter(f"a scope filter holds at most {MAX_FILTER_SCOPES} Scope entries, got {len(self.scopes)}")
         for entry in self.scopes:
             if not isinstance(entry, tuple) or len(entry) != 2:
                 raise InvalidFilter(f"a scope filter entry is (scope, match rule), got {entry!r}")
@@ -318,6 +344,9 @@ class ScopeFilter:
                 raise InvalidFilter(
                     f"a scope filter Scope must be a non-empty string, got {scope!r}"
                 )
+            if len(scope.strip()) > MAX_FILTER_SCOPE:
+                raise InvalidFilter(f"a scope filter Scope has at most {MAX_FILTER_SCOPE} characters, "
+                                    f"got {len(scope.strip())} ({scope.strip()[:80]!r}…)")
             if rule is not None:
                 if not isinstance(rule, str):
                     raise InvalidFilter(f"a scope Match rule must be a URI string, got {rule!r}")
@@ -328,11 +357,14 @@ class ScopeFilter:
         if not entries:
             raise InvalidFilter("a scope filter needs at least one Scope")
         object.__setattr__(self, "scopes", tuple(entries))
+        object.__setattr__(self, "_parsed", tuple(_canonical(scope) if rule is None or rule in _RFC3986_RULES
+                                                  else None for scope, rule in entries))
 
     def matches(self, resource: Resource) -> bool:
         have = resource.scopes
         return all(
-            any(scope_matches(scope, own, rule) for own in have) for scope, rule in self.scopes
+            any(_entry_matches(scope, parsed, rule, own) for own in have)
+            for (scope, rule), parsed in zip(self.scopes, self._parsed, strict=True)
         )
 
 

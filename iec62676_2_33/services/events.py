@@ -138,7 +138,11 @@ MaxNotificationProducers) that *pushes*: :class:`PushDelivery` takes its
 messages in batches and POSTs them as ``wsnt:Notify`` to the
 ConsumerReference address (http or https; the runtime drives it, see
 ``runtime/device.py``), retrying a failed batch after 1 s and 2 s and ending
-the subscription when the third try fails too. The ConsumerReference is
+the subscription when the third try fails too. Each POST has one deadline
+for the whole exchange (a consumer that answers a byte at a time is cut off
+then), so a consumer holds a worker thread for a bounded time; an address no
+connection can ever be made to (a port above 65535) is refused at Subscribe,
+one whose host name cannot be encoded fails like an unreachable one. The ConsumerReference is
 client-chosen: the device will POST to any http(s) address a READ_MEDIA user
 names, as WS-BaseNotification implies.
 
@@ -161,6 +165,7 @@ import http.client
 import logging
 import math
 import re
+import socket
 import ssl
 import threading
 import time
@@ -315,8 +320,10 @@ def _base_fault(tag: str, reason: str, now: float) -> etree._Element:
 
 def _fault(subcodes: tuple[str, ...], reason: str, now: float, detail_tag: str | None, *,
            code: str = "Sender") -> EventFault:
-    detail = _base_fault(detail_tag, reason, now) if detail_tag else None
-    return EventFault(code=code, subcodes=subcodes, reason=reason, detail_element=detail)
+    fault = EventFault(code=code, subcodes=subcodes, reason=reason)
+    if detail_tag:  # the Description repeats the reason as the fault cut it (it may quote the client's input)
+        fault.detail_element = _base_fault(detail_tag, fault.reason, now)
+    return fault
 
 
 def _invalid_filter(reason: str, now: float) -> EventFault:
@@ -1218,10 +1225,16 @@ MAX_CONSUMER_ADDRESS = 2048
 
 
 def _consumer_address(text: str | None, now: float) -> str:
-    """EVT-10: the ConsumerReference address: an absolute http or https URL with a host."""
+    """EVT-10: the ConsumerReference address: an absolute http or https URL with a host (and a port that is one)."""
     address = (text or "").strip()
-    parts = urlsplit(address)
-    if len(address) > MAX_CONSUMER_ADDRESS or parts.scheme not in ("http", "https") or not parts.hostname:
+    scheme: str | None
+    host: str | None
+    try:
+        parts = urlsplit(address)
+        scheme, host, _port = parts.scheme, parts.hostname, parts.port  # the port: ValueError above 65535
+    except ValueError:  # a port above 65535 or no number, a malformed IPv6 literal
+        scheme = host = None
+    if len(address) > MAX_CONSUMER_ADDRESS or scheme not in ("http", "https") or not host:
         raise _fault(("InvalidArgVal", "SubscribeCreationFailed"),
                      f"ConsumerReference address {excerpt(address)} is not an http or https URL "
                      f"of at most {MAX_CONSUMER_ADDRESS} characters", now, f"{{{WSNT}}}SubscribeCreationFailedFault")
@@ -1235,7 +1248,13 @@ def notify_envelope(messages: Iterable[Notification | GenericEvent], consumer: s
 
 
 def _post(address: str, data: bytes, timeout: float) -> int:
-    """POST ``data`` to ``address``; the HTTP status (the answer's body is read up to 64 KiB and dropped)."""
+    """POST ``data`` to ``address``; the HTTP status (the answer's body is read up to 64 KiB and dropped).
+
+    ``timeout`` bounds connecting (the TLS handshake is one bounded call) and then, as one deadline, the whole
+    exchange: http.client's timeout holds for each read only, so a consumer answering a byte at a time would
+    keep the worker thread for ever. At the deadline a timer shuts the socket down, which ends a blocked read,
+    and the exchange counts as failed.
+    """
     parts = urlsplit(address)
     connection: http.client.HTTPConnection
     if parts.scheme == "https":
@@ -1244,10 +1263,28 @@ def _post(address: str, data: bytes, timeout: float) -> int:
     else:
         connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
     try:
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        connection.request("POST", target, data, {"Content-Type": SOAP12_CONTENT_TYPE})
-        response = connection.getresponse()
-        response.read(64 * 1024)
+        connection.connect()
+        sock, cut = connection.sock, threading.Event()
+
+        def cut_off() -> None:
+            cut.set()
+            try:
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's, under TLS too
+            except OSError:
+                pass
+
+        watchdog = threading.Timer(timeout, cut_off)
+        watchdog.start()
+        try:
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            connection.request("POST", target, data, {"Content-Type": SOAP12_CONTENT_TYPE})
+            response = connection.getresponse()
+            response.read(64 * 1024)
+        finally:
+            watchdog.cancel()
+            watchdog.join()  # cut_off has finished: the socket is not shut after it is closed
+        if cut.is_set():
+            raise TimeoutError(f"the consumer did not answer within {timeout:g} s")
         return response.status
     finally:
         connection.close()
@@ -1266,7 +1303,9 @@ class PushDelivery:
     """EVT-10: delivers what base-notification subscriptions queue, as ``wsnt:Notify``, to their consumers.
 
     The runtime calls :meth:`due` about every 0.2 s and runs :meth:`deliver` for each id it returns in a
-    worker thread (one at a time per subscription, so a slow consumer holds only its own). A batch (at
+    worker thread (one at a time per subscription, so a slow consumer holds only its own; at most
+    ``max_push`` at once, also while deliveries of subscriptions that ended meanwhile still run, so that
+    subscribing and unsubscribing in a loop cannot take the pool). A batch (at
     most ``batch`` messages, in order) is retried after each ``retry_after`` interval; when the last try
     fails too, the consumer is taken as dead and the subscription ends (logged once): a dead consumer
     costs at most ``len(retry_after) + 1`` POSTs of ``timeout`` seconds each.
@@ -1301,6 +1340,8 @@ class PushDelivery:
                 self._producers.pop(gone, None)
                 self._outboxes.pop(gone, None)
             for sub in pushing:
+                if len(self._busy) >= self.context.manager.max_push:
+                    break  # at most MaxNotificationProducers POSTs at once, counting those of ended subscriptions
                 box = self._outboxes.get(sub.id)
                 if sub.id not in self._busy and (box is None or box.next_try <= now):
                     self._busy.add(sub.id)
@@ -1334,7 +1375,7 @@ class PushDelivery:
         try:
             status = self.post(consumer, data, self.timeout)
             problem = None if 200 <= status < 300 else f"HTTP {status}"
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # ValueError: a host IDNA cannot encode
             problem = f"{type(exc).__name__}: {exc}"
         if problem is None:
             self._outboxes.pop(sub_id, None)
@@ -1378,7 +1419,10 @@ class _EventAddress:
         if not isinstance(request, SoapRequest) or request.operation_name not in _SUBSCRIPTION_OPERATIONS:
             return self.events(environ, start_response)
         to = wsa_header(request, "To") or ""
-        path = urlsplit(to).path
+        try:
+            path = urlsplit(to).path
+        except ValueError:  # not a URL (a malformed IPv6 literal): it names no subscription
+            path = ""
         marker = path.find(SUBSCRIPTION_PATH)
         if not to or marker < 0:
             fault = _fault(("InvalidArgVal", "ResourceUnknown"),
