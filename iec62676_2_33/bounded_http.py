@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -77,9 +78,10 @@ class HttpAnswer:
     body: bytes
 
 
-def exchange_client(timeout: float) -> httpx.Client:
-    """A client for :func:`post`: per-read ``timeout``, no redirects, no connection kept alive."""
-    return httpx.Client(timeout=timeout, follow_redirects=False,
+def exchange_client(timeout: float, *, verify: ssl.SSLContext | bool = True) -> httpx.Client:
+    """A client for :func:`post`: per-read ``timeout``, no redirects, no connection kept alive; ``verify`` as
+    httpx takes it (True: certifi's trust anchors)."""
+    return httpx.Client(timeout=timeout, follow_redirects=False, verify=verify,
                         limits=httpx.Limits(max_keepalive_connections=0))
 
 

@@ -161,11 +161,9 @@ through the proxy pulls through it too.
 
 from __future__ import annotations
 
-import http.client
 import logging
 import math
 import re
-import socket
 import ssl
 import threading
 import time
@@ -176,6 +174,7 @@ from urllib.parse import urlsplit
 
 from lxml import etree
 
+from .. import bounded_http
 from ..domain.event_filters import DIALECT_ITEM_FILTER, InvalidExpression, MessageContentFilter, combine_all
 from ..domain.filters import (
     InvalidFilter,
@@ -208,6 +207,7 @@ from ..domain.subscriptions import (
     parse_duration,
     parse_termination,
 )
+from ..errors import TransportError
 from ..namespaces import SOAP12_CONTENT_TYPE, SOAP_ENV, TEV, TNS1, TT, WSA, WSNT, WSTOP
 from ..security.access import AccessClass
 from ..security.middleware import ENVIRON_REQUEST
@@ -1248,46 +1248,13 @@ def notify_envelope(messages: Iterable[Notification | GenericEvent], consumer: s
 
 
 def _post(address: str, data: bytes, timeout: float) -> int:
-    """POST ``data`` to ``address``; the HTTP status (the answer's body is read up to 64 KiB and dropped).
-
-    ``timeout`` bounds connecting (the TLS handshake is one bounded call) and then, as one deadline, the whole
-    exchange: http.client's timeout holds for each read only, so a consumer answering a byte at a time would
-    keep the worker thread for ever. At the deadline a timer shuts the socket down, which ends a blocked read,
-    and the exchange counts as failed.
-    """
-    parts = urlsplit(address)
-    connection: http.client.HTTPConnection
-    if parts.scheme == "https":
-        connection = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=timeout,
-                                                 context=ssl.create_default_context())
-    else:
-        connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
-    try:
-        connection.connect()
-        sock, cut = connection.sock, threading.Event()
-
-        def cut_off() -> None:
-            cut.set()
-            try:
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's, under TLS too
-            except OSError:
-                pass
-
-        watchdog = threading.Timer(timeout, cut_off)
-        watchdog.start()
-        try:
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            connection.request("POST", target, data, {"Content-Type": SOAP12_CONTENT_TYPE})
-            response = connection.getresponse()
-            response.read(64 * 1024)
-        finally:
-            watchdog.cancel()
-            watchdog.join()  # cut_off has finished: the socket is not shut after it is closed
-        if cut.is_set():
-            raise TimeoutError(f"the consumer did not answer within {timeout:g} s")
-        return response.status
-    finally:
-        connection.close()
+    """POST ``data`` to ``address`` within ``timeout`` seconds for the whole exchange (a consumer that answers a
+    byte at a time is cut off then: :func:`~..bounded_http.post`); the HTTP status. The answer's body is
+    dropped; one over 64 KiB makes the try a failed one."""
+    verify = ssl.create_default_context() if address.startswith("https:") else False
+    with bounded_http.exchange_client(timeout, verify=verify) as client:
+        return bounded_http.post(client, address, {"Content-Type": SOAP12_CONTENT_TYPE}, data, timeout=timeout,
+                    max_bytes=64 * 1024).status
 
 
 @dataclass
@@ -1375,7 +1342,7 @@ class PushDelivery:
         try:
             status = self.post(consumer, data, self.timeout)
             problem = None if 200 <= status < 300 else f"HTTP {status}"
-        except (OSError, ValueError, http.client.HTTPException) as exc:  # ValueError: a host IDNA cannot encode
+        except (TransportError, ValueError) as exc:  # ValueError: a host IDNA cannot encode
             problem = f"{type(exc).__name__}: {exc}"
         if problem is None:
             self._outboxes.pop(sub_id, None)
