@@ -228,7 +228,10 @@ def _client_certificate(dev: _Device, ca: CertKey, identity: str, key_length: in
                         key_timeout: float, created: list[str]) -> tuple[str, str]:
     now = dt.datetime.now(dt.UTC)
     for item in dev.sec("GetAllCertificates") or ():
-        cert = x509.load_der_x509_certificate(item.CertificateContent)
+        try:
+            cert = x509.load_der_x509_certificate(item.CertificateContent)
+        except ValueError:  # whatever the device holds there, it is no certificate of ours
+            continue
         if _issued_to(cert, ca, identity, now) and dev.sec("GetPrivateKeyStatus", KeyID=item.KeyID):
             log.info("reusing certificate %s of %s", item.CertificateID, identity)
             return str(item.CertificateID), str(item.KeyID)

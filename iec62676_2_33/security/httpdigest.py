@@ -195,6 +195,14 @@ def _decode_ext_value(value: str) -> str:
         raise MalformedCredentials("Authorization header username* is not valid UTF-8") from None
 
 
+def _utf8(header: str) -> str:
+    """A header handed over as Latin-1 text, read as the UTF-8 the challenges announce (else unchanged)."""
+    try:
+        return header.encode("latin-1").decode("utf-8")
+    except UnicodeError:  # a character past U+00FF (already decoded) or bytes that are not UTF-8
+        return header
+
+
 # --------------------------------------------------------------------------- digest formula
 def _h(algorithm: str, data: str) -> str:
     return hashlib.new(ALGORITHMS[algorithm], data.encode("utf-8")).hexdigest()
@@ -223,8 +231,11 @@ def _same_target(digest_uri: str, request_uri: str) -> bool:
     """Does the ``uri`` parameter name the request target (origin or absolute form)?"""
     if digest_uri == request_uri:
         return True
-    theirs = urlsplit(digest_uri)
-    ours = urlsplit(request_uri)
+    try:
+        theirs = urlsplit(digest_uri)
+        ours = urlsplit(request_uri)
+    except ValueError:  # e.g. an unclosed IPv6 bracket: names no target of ours
+        return False
     return (
         unquote(theirs.path, encoding="latin-1") == unquote(ours.path, encoding="latin-1")
         and theirs.query == ours.query
@@ -376,9 +387,12 @@ class DigestAuthenticator:
 
         ``request_uri`` (the request target as received) is compared with the
         ``uri`` parameter when given. Raises :class:`StaleNonce` when only the
-        nonce's age is wrong.
+        nonce's age is wrong. The header may be given as servers hand headers
+        over, each byte a Latin-1 character: the challenges say
+        ``charset=UTF-8``, so bytes that read as UTF-8 are taken as UTF-8
+        (RFC 7616 §4: a ``username`` such as ``jörg`` as the client hashed it).
         """
-        scheme, params = parse_auth_header(authorization_header)
+        scheme, params = parse_auth_header(_utf8(authorization_header))
         if scheme.lower() != "digest":
             raise MalformedCredentials(f"Authorization scheme {scheme[:20]!r} is not Digest")
         if "username*" in params:

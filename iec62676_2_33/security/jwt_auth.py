@@ -7,8 +7,10 @@ a WebSocket upgrade the ``access_token`` query parameter (RFC 6750 §2.3;
 both at once is refused) — and validates it as a signed JWT with PyJWT:
 
 * keys from a JWKS (RFC 7517) file or ``https`` URL (:func:`jwks_source`); a
-  URL is fetched with verified TLS, cached, and fetched again (at most every
-  ``min_refetch`` seconds) when a token names an unknown ``kid``;
+  URL is fetched with verified TLS, at most :data:`MAX_JWKS_BYTES` within
+  ``timeout`` seconds in all, cached, and fetched again (at most every
+  ``min_refetch`` seconds) when a token names an unknown ``kid``; an entry
+  that is no usable public key (wrong type, wrong member types) is skipped;
 * an explicit algorithm allow-list (default RS256, PS256, ES256, ES384,
   EdDSA; ``none`` and the HMAC family are refused at configuration time) and
   the algorithm must fit the key (an RSA key never verifies ES256, a public
@@ -65,6 +67,8 @@ log = logging.getLogger(__name__)
 DEFAULT_ALGORITHMS = ("RS256", "PS256", "ES256", "ES384", "EdDSA")
 MAX_LEEWAY = 60.0
 MAX_TOKEN_CHARS = 8192
+#: The largest JWK Set read from a URL (a set of a dozen RSA-4096 keys takes about 10 KiB).
+MAX_JWKS_BYTES = 64 * 1024
 REALM = "iec62676-uplink"
 
 _KEY_ALGORITHMS = {
@@ -132,7 +136,7 @@ def _parse_jwks(data: Any, where: str) -> list[VerificationKey]:
             continue
         try:
             jwk = PyJWK(dict(entry))
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, TypeError, ValueError):  # TypeError: a member of the wrong JSON type ("alg": [...])
             continue
         kid = entry.get("kid")
         keys.append(VerificationKey(jwk=jwk, kid=kid if isinstance(kid, str) else None,
@@ -160,7 +164,7 @@ class FileJwks(StaticJwks):
             data = json.loads(Path(path).read_text("utf-8"))
         except OSError as exc:
             raise ConfigurationError(f"cannot read the JWKS file {path}: {exc.strerror}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep
             raise ConfigurationError(f"the JWKS file {path} is not JSON") from None
         super().__init__(data, where=f"the JWKS file {path}")
 
@@ -185,13 +189,22 @@ class UrlJwks:
         self._lock = asyncio.Lock()
 
     async def _fetch(self) -> None:
+        """One GET within ``timeout`` in all (a trickle holds the lock no longer) and :data:`MAX_JWKS_BYTES`."""
         try:
-            async with httpx.AsyncClient(verify=self._ctx, timeout=self.timeout, trust_env=False) as client:
-                response = await client.get(self.url, headers={"Accept": "application/json"})
-            response.raise_for_status()
-            keys = _parse_jwks(response.json(), f"the JWKS at {self.url}")
-        except (httpx.HTTPError, ValueError, ConfigurationError) as exc:  # ValueError: JSON and UTF-8 errors
-            log.warning("cannot fetch the JWKS at %s: %s", self.url, exc)
+            async with asyncio.timeout(self.timeout), \
+                    httpx.AsyncClient(verify=self._ctx, timeout=self.timeout, trust_env=False) as client, \
+                    client.stream("GET", self.url, headers={"Accept": "application/json"}) as response:
+                response.raise_for_status()
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_JWKS_BYTES:
+                        raise ValueError(f"more than {MAX_JWKS_BYTES} bytes")
+            keys = _parse_jwks(json.loads(body), f"the JWKS at {self.url}")
+        except (TimeoutError, httpx.HTTPError, ValueError, RecursionError, ConfigurationError) as exc:
+            # ValueError: too large, not JSON, not UTF-8; TimeoutError: no complete answer in time
+            log.warning("cannot fetch the JWKS at %s: %s", self.url,
+                        str(exc) or f"{type(exc).__name__} (within {self.timeout:g} s)")
             self._fetched_at = self.clock()  # do not hammer it
             return
         self._keys = keys

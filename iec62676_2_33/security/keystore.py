@@ -14,7 +14,9 @@ transaction) and generates the pair on a worker thread; the pair is written in
 one transaction (status ``ok``, private part sealed under the device secret).
 A generation that fails, or a process that dies meanwhile, leaves no key: the
 placeholder is removed (on failure, or when the next keystore starts).
-At most :data:`GENERATORS` pairs are generated at once; the others wait.
+At most :data:`GENERATORS` pairs are generated at once; the others wait, at
+most MaximumNumberOfKeys of them (a placeholder deleted while it waits is
+skipped, but counts until its turn came).
 
 *Certificates.* An uploaded certificate (DER, at most
 ``max_certificate_bytes``) is matched to a stored key by its
@@ -230,21 +232,32 @@ class Keystore:
 
     def _start(self, kind: str, size: int | str, alias: str | None) -> str:
         key_id = _new_id("key")
+        done = threading.Event()
+        with self._done_lock:  # a placeholder deleted meanwhile still has its generation in flight: count those too
+            if len(self._done) >= self.limits.max_keys:
+                raise KeystoreError(f"{len(self._done)} key pairs are still being generated; wait for them",
+                                    "Action", "MaximumNumberOfKeysReached", code="Receiver")
+            self._done[key_id] = done
+        started = False
         try:
             self.store.add_key(key_id, alias=_alias(alias), public_der=None, private_pem=None,
                                max_keys=self.limits.max_keys, generating=True, external=False)
+            threading.Thread(target=self._generate, args=(key_id, kind, size, done), name=f"keygen {key_id}",
+                             daemon=True).start()
+            started = True
         except CapacityReached as exc:
             raise KeystoreError(str(exc), "Action", "MaximumNumberOfKeysReached", code="Receiver") from None
-        done = threading.Event()
-        with self._done_lock:
-            self._done[key_id] = done
-        threading.Thread(target=self._generate, args=(key_id, kind, size, done), name=f"keygen {key_id}",
-                         daemon=True).start()
+        finally:
+            if not started:
+                with self._done_lock:
+                    self._done.pop(key_id, None)
         return key_id
 
     def _generate(self, key_id: str, kind: str, size: int | str, done: threading.Event) -> None:
         try:
             with self._generators:
+                if self.store.key(key_id) is None:  # deleted while it waited for a generator: nothing to make
+                    return
                 key = generate_key(kind, size)
                 private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                 serialization.NoEncryption())
@@ -337,14 +350,24 @@ class Keystore:
                                        alias: str | None = None, not_before: dt.datetime | None = None,
                                        not_after: dt.datetime | None = None) -> str:
         key, digest = self._signing_key(key_id, algorithm)
-        start = not_before or self._now() - dt.timedelta(minutes=5)
-        end = not_after or start + dt.timedelta(days=365)
-        if end <= start:
-            raise KeystoreError("notValidAfter must be later than notValidBefore", "InvalidArgVal", "InvalidDateTime")
-        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        try:  # a year X.509 cannot write (before 1950, or beyond 9999 once in UTC) is the client's error
+            start = not_before or self._now() - dt.timedelta(minutes=5)
+            end = not_after or start + dt.timedelta(days=365)
+            if end <= start:
+                raise KeystoreError("notValidAfter must be later than notValidBefore", "InvalidArgVal",
+                                    "InvalidDateTime")
+            builder = x509.CertificateBuilder().not_valid_before(start).not_valid_after(end)
+        except (ValueError, OverflowError) as exc:
+            raise KeystoreError(f"the validity period cannot be written in a certificate ({exc})", "InvalidArgVal",
+                                "InvalidDateTime") from None
+        cert = (builder.subject_name(subject).issuer_name(subject)
                 .public_key(key.public_key())  # type: ignore[attr-defined]
-                .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+                .serial_number(x509.random_serial_number())
                 .sign(key, digest))  # type: ignore[arg-type]
+        size = len(cert.public_bytes(serialization.Encoding.DER))
+        if size > self.limits.max_certificate_bytes:  # the bound an uploaded certificate meets (a Subject may be long)
+            raise KeystoreError(f"the certificate would have {size} bytes; at most {self.limits.max_certificate_bytes} "
+                                "are kept", "InvalidArgVal", "InvalidSubject")
         certificate_id = _new_id("cert")
         self._add_certificate(certificate_id, key_id, alias, cert)
         return certificate_id
@@ -427,6 +450,12 @@ class Keystore:
                       require_client_auth_eku: bool | None = None, use_delta_crls: bool | None = None) -> str:
         if not anchors:
             raise KeystoreError("a policy needs at least one trust anchor", "InvalidArgVal", "CertificateID")
+        seen: set[str] = set()
+        for certificate_id in anchors:  # each anchor row keeps a copy of its certificate: no repeats
+            if certificate_id in seen:
+                raise KeystoreError(f"trust anchor {certificate_id[:64]!r} is named more than once", "InvalidArgVal",
+                                    "CertificateID")
+            seen.add(certificate_id)
         for certificate_id in anchors:
             self.certificate(certificate_id)
         policy_id = _new_id("policy")

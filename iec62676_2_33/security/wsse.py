@@ -303,10 +303,10 @@ def parse_created(text: str) -> datetime:
             int(m["s"]),
             micro,
             tz,
-        )
-    except ValueError:
+        ).astimezone(UTC)
+    except (ValueError, OverflowError):  # a year beyond C long, or out of range once moved to UTC
         raise MalformedCredentials("UsernameToken Created is not a valid date and time") from None
-    return value.astimezone(UTC)
+    return value
 
 
 def _format_created(moment: datetime) -> str:

@@ -244,7 +244,11 @@ def GetServiceCapabilities(ks: Keystore, _req: etree._Element, answer: etree._El
 
 
 def CreateRSAKeyPair(ks: Keystore, req: etree._Element, answer: etree._Element) -> None:
-    key_id, seconds = ks.create_rsa_key_pair(int(_text(req, "KeyLength") or 0), _text(req, "Alias"))
+    digits = (_text(req, "KeyLength") or "0").lstrip("+")
+    if len(digits.lstrip("0")) > 9:  # an xs:nonNegativeInteger may have any number of digits; int() stops at 4300
+        raise KeystoreError(f"KeyLength has {len(digits)} digits: no supported RSA key length", "InvalidArgVal",
+                            "KeyLength")
+    key_id, seconds = ks.create_rsa_key_pair(int(digits), _text(req, "Alias"))
     _sub(answer, "KeyID", key_id)
     _sub(answer, "EstimatedCreationTime", f"PT{seconds}S")
 
