@@ -175,7 +175,7 @@ async def serve_cloud(tls: TlsServerConfig, *, listen: tuple[str, int] = ("127.0
             server = await start_tls_server(listener.handle, sock, context,
                                             handshake_timeout=listener.settings.handshake_timeout,
                                             first_byte_timeout=listener.settings.first_byte_timeout,
-                                            admission=listener.settings.admission)
+                                            admission=listener.settings.admission, until_authenticated=True)
         except BaseException:
             sock.close()
             raise

@@ -551,6 +551,18 @@ class TestServer:
             b"HTTP/1.1 403 Go away\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         )
 
+    def test_reject_reason_quoting_a_peer_falls_back_to_the_standard_phrase_upl_13(self) -> None:
+        """UPL-13: the 409 for a device identity held in another mode quotes the identity (a certificate CN,
+        any Unicode); a status line cannot carry it, so the line gets the standard phrase and the body the text."""
+        for reason in ("device identity 'カメラ-1' is connected with mTLS", "line\r\nX-Injected: 1"):
+            server = UpgradeServer()
+            server.receive_data(request())
+            body = f"{reason}\n".encode()
+            raw = server.reject(409, reason, body=body)
+            assert raw.startswith(b"HTTP/1.1 409 Conflict\r\n")
+            assert raw.endswith(body)
+            assert b"X-Injected: 1\r\n" not in raw.split(b"\r\n\r\n", 1)[0]
+
     def test_reject_misuse(self) -> None:
         server = UpgradeServer()
         server.receive_data(request())

@@ -6,7 +6,10 @@ certificate is required (mTLS); with the ``jwt_*`` options only, an access
 token is required (no client certificate is asked for); with both, either
 one is accepted (:class:`~.cloud.EitherAuthenticator`, client certificates
 asked for but optional). The listener takes native and WebSocket upgrades
-(UPL-2, UPL-4) on the same port.
+(UPL-2, UPL-4) on the same port. Admission (:mod:`..sansio.admission`) counts a
+connection until its device authenticated, not only during its TLS handshake
+(``until_authenticated``): a source cannot hold more connections that finished
+TLS and say nothing than it may hold handshakes.
 """
 
 from __future__ import annotations
@@ -178,7 +181,8 @@ async def run_cloud(options: CloudOptions, stop: asyncio.Event, announce: Callab
                                         handshake_timeout=cloud.settings.handshake_timeout,
                                         first_byte_timeout=cloud.settings.first_byte_timeout,
                                         admission=cloud.settings.admission,
-                                        proxy_protocol_from=options.proxy_protocol_from)
+                                        proxy_protocol_from=options.proxy_protocol_from,
+                                        until_authenticated=True)
     except BaseException:
         for s in sockets:
             s.close()

@@ -86,6 +86,7 @@ MAX_REFUSAL_BODY_BYTES = 4096
 
 _DEFAULT_PORT = 443
 _MESSAGE_EXCERPT_CHARS = 300
+_ECHO_CHARS = 100  # most characters of a request's path or tokens an error message repeats
 # Headers the handshake sets itself; callers may not pass them as extras.
 _FRAMING_HEADERS = frozenset({"connection", "content-length", "transfer-encoding"})
 _RESERVED_HEADERS = _FRAMING_HEADERS | {"host", "upgrade"}
@@ -285,6 +286,20 @@ def _sanitise(text: str) -> str:
     return " ".join(_CONTROL_CHARS.sub(" ", text).split())
 
 
+def _excerpt(text: str) -> str:
+    """A short, safe excerpt of peer-supplied text for an error message (a head may be 16 KiB)."""
+    text = _sanitise(text)
+    return text if len(text) <= _ECHO_CHARS else text[:_ECHO_CHARS] + "…"
+
+
+def _safe_reason(exc: h11.RemoteProtocolError) -> str:
+    """h11's reason, unless it quotes the offending bytes (a token, a password, or 16 KiB of them)."""
+    text = str(exc)
+    if "bytearray(" in text or "b'" in text or 'b"' in text or len(text) > 120:
+        return "not valid HTTP/1.1"
+    return text
+
+
 def _check_extra_headers(
     extra: Sequence[tuple[str, str]], what: str, reserved: frozenset[str] = _RESERVED_HEADERS
 ) -> list[tuple[str, str]]:
@@ -443,7 +458,7 @@ class UpgradeClient:
         self._state = _ClientState.FAILED
         assert self._refusal is not None
         status = self._refusal.status_code
-        reason = _sanitise(self._refusal.reason.decode("latin-1"))
+        reason = _excerpt(self._refusal.reason.decode("latin-1"))
         if not reason:
             try:
                 reason = http.HTTPStatus(status).phrase
@@ -463,7 +478,7 @@ class UpgradeClient:
                     raise self._fail(
                         f"the upgrade response head is larger than {MAX_HEAD_BYTES} bytes"
                     ) from None
-                raise self._fail(f"malformed upgrade response: {exc}") from None
+                raise self._fail(f"malformed upgrade response: {_safe_reason(exc)}") from None
             size = self._progress.step()
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 return None
@@ -479,7 +494,7 @@ class UpgradeClient:
                 headers = _decode_headers(event.headers)
                 offered = _tokens(headers, "upgrade")
                 if offered != [UPGRADE_TOKEN]:
-                    named = ", ".join(_sanitise(v) for v in _values(headers, "upgrade"))
+                    named = _excerpt(", ".join(_values(headers, "upgrade")))
                     raise self._fail(
                         "the cloud switched to "
                         + (f"{named!r}" if named else "an unnamed protocol")
@@ -523,14 +538,6 @@ _SERVER_CALLS: dict[str, frozenset[_ServerState]] = {
     "reject": frozenset({_ServerState.RECV_HEAD, _ServerState.REQUEST, _ServerState.ERROR}),
     "trailing_data": frozenset({_ServerState.REQUEST, _ServerState.SWITCHED}),
 }
-
-
-def _safe_reason(exc: h11.RemoteProtocolError) -> str:
-    """h11's reason, unless it quotes the offending bytes (which may hold a token or a password)."""
-    text = str(exc)
-    if "bytearray(" in text or "b'" in text or 'b"' in text or len(text) > 120:
-        return "not valid HTTP/1.1"
-    return text
 
 
 class UpgradeServer:
@@ -659,13 +666,16 @@ class UpgradeServer:
     ) -> bytes:
         """A complete refusal (``Connection: close``, ``Content-Length``); then close.
 
-        ``status`` is 300..599. Nothing is added for 401: pass
+        ``status`` is 300..599. A ``reason`` that is not printable ASCII (it may
+        quote a peer's text) gives way to the status's standard phrase. Nothing is added for 401: pass
         ``WWW-Authenticate`` in ``headers``. A body without a
         ``Content-Type`` in ``headers`` is sent as ``text/plain; charset=utf-8``.
         """
         self._require("reject")
         if not 300 <= status <= 599:
             raise LocalProtocolError(f"reject() needs a status in 300..599, not {status}")
+        if not (reason.isascii() and reason.isprintable()):  # it may quote a peer (a certificate CN): the body has it
+            reason = ""
         if not reason:
             try:
                 reason = http.HTTPStatus(status).phrase
@@ -765,7 +775,7 @@ class UpgradeServer:
             what = (
                 "has no Upgrade header field"
                 if not offered
-                else f"offers {_sanitise(', '.join(offered))!r}"
+                else f"offers {_excerpt(', '.join(offered))!r}"
             )
             raise self._bad(
                 f"the request {what}; this endpoint only upgrades to {UPGRADE_TOKEN} (UPL-2)",
@@ -791,7 +801,7 @@ class UpgradeServer:
                 raise self._bad("the request target must be a path (origin-form)", 400)
             path, query = parts.path or "/", parts.query
         if self._accepted_paths is not None and not self._accepted_paths(path):
-            raise self._bad(f"no uplink endpoint at {_sanitise(path)!r}", 404)
+            raise self._bad(f"no uplink endpoint at {_excerpt(path)!r}", 404)
         return UpgradeRequest(
             method=method,
             target=target,

@@ -59,7 +59,7 @@ PROXY protocol. The two meet at one small interface: the engine calls its
 :class:`TlsAcceptor` (``expects_proxy_header``, ``admit``, ``established``,
 ``handshake_failed`` ...) at each step of a connection, and the acceptor acts
 on the engine only through :attr:`TlsEngine.peer`, :attr:`TlsEngine.label`,
-:meth:`TlsEngine.abandon_handshake` and :meth:`TlsEngine.refuse_proxy`.
+:meth:`TlsEngine.abandon_handshake`, :meth:`TlsEngine.drop` and :meth:`TlsEngine.refuse_proxy`.
 :func:`report_authenticated` passes the cloud's verdict on a stream's peer to
 the acceptor of that stream.
 
@@ -452,6 +452,15 @@ class TlsEngine(asyncio.BufferedProtocol):
         if self._acceptor is not None:
             self._acceptor.forget(self)
         return True
+
+    def drop(self, what: str) -> None:
+        """Abort an established connection the server no longer keeps (evicted before it authenticated):
+        its reader gets a :class:`TransportError` saying *what*. Nothing if it is closing already."""
+        if self._lost or self._closing:
+            return
+        self._error = TransportError(f"TLS connection with {self._label} {what}")
+        self._cipher = None
+        self._abort_transport()
 
     def refuse_proxy(self, reason: str) -> None:
         """Close a balancer connection whose PROXY header is still due: never TLS, and the acceptor

@@ -14,7 +14,12 @@ in :attr:`TlsServer.stats` and summed up in at most one INFO line per
 can fail one at will, so each gets only a DEBUG line). The cloud calls
 :func:`~.tls_engine.report_authenticated` once a device authenticated. An optional
 first-byte deadline closes a connection that sends nothing (no ClientHello)
-sooner than the handshake deadline.
+sooner than the handshake deadline. With ``until_authenticated`` (the cloud)
+a connection keeps its admission slot past its handshake until the handler
+reports that its peer authenticated, so the same per-source and global
+limits bound connections that finished TLS and then say nothing (or trickle
+their upgrade request) until the upgrade deadline; such a connection is
+evicted like a handshake (:meth:`~.tls_engine.TlsEngine.drop`).
 
 Behind a TCP balancer (``proxy_protocol_from``), a connection from a balancer
 address opens with a PROXY protocol v2 header, read under the first-byte
@@ -63,7 +68,8 @@ class TlsServer(HandlerServer):
     refused them (:class:`~iec62676_2_33.sansio.admission.Refusal`):
     ``refused_rate``, ``refused_source``, ``refused_full`` (a connection that
     arrives while the server closes is only ``rejected``); ``evicted``
-    handshakes, closed to make room for another source's;
+    handshakes (and, with ``until_authenticated``, connections not
+    authenticated yet), closed to make room for another source's;
     ``first_byte_timeout`` (the client sent nothing before the first-byte
     deadline), ``handshake_timeout``, ``handshake_failed``,
     ``handler_failed`` (handlers that raised), ``active`` (handlers
@@ -85,8 +91,12 @@ class TlsServer(HandlerServer):
         first_byte_timeout: float | None,
         admission: AdmissionLimits,
         proxy_protocol_from: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
+        until_authenticated: bool = False,
     ) -> None:
         self._handler = handler
+        self._until_authenticated = until_authenticated
+        #: Established connections still holding their admission slot until they authenticate.
+        self._unauthenticated: set[TlsEngine] = set()
         self._balancers = tuple(proxy_protocol_from)
         #: Balancer connections whose PROXY header is still due (at most admission.max_pending).
         self._awaiting_header: set[TlsEngine] = set()
@@ -186,7 +196,12 @@ class TlsServer(HandlerServer):
             self._sum_up_later()
             return None
         if verdict.evict is not None:
-            if verdict.evict.abandon_handshake("evicted to make room for another source", "evicted"):
+            victim = verdict.evict
+            if victim in self._unauthenticated:  # past its handshake, not authenticated yet
+                self._unauthenticated.discard(victim)
+                victim.drop("evicted before it authenticated, to make room for another source")
+                self.stats["evicted"] += 1
+            elif victim.abandon_handshake("evicted to make room for another source", "evicted"):
                 self.stats["evicted"] += 1
             self._sum_up_later()
         first = self._first_byte_timeout
@@ -230,9 +245,12 @@ class TlsServer(HandlerServer):
 
     def forget(self, engine: TlsEngine) -> None:
         self._awaiting_header.discard(engine)
+        self._unauthenticated.discard(engine)
         self._admission.release(engine)
 
     def authenticated(self, engine: TlsEngine) -> None:
+        self._unauthenticated.discard(engine)
+        self._admission.release(engine)
         if engine.peer is not None:
             self._admission.authenticated(self._source(engine.peer), self._loop.time())
 
@@ -255,7 +273,10 @@ class TlsServer(HandlerServer):
                      format_addr(engine.peer))
 
     def established(self, engine: TlsEngine) -> None:
-        self._admission.release(engine)
+        if self._until_authenticated:  # the slot is held until the handler reports the peer authenticated
+            self._unauthenticated.add(engine)
+        else:
+            self._admission.release(engine)
         stream = TlsStream(engine)
         task = self._loop.create_task(self._run(stream))
         self._handlers[task] = stream
@@ -265,6 +286,9 @@ class TlsServer(HandlerServer):
         try:
             try:
                 await self._handler(stream)
+            except TransportError as exc:  # the connection broke under the handler: the peer's doing, no bug
+                logger.info("connection with %s ended: %s", stream.label, exc)
+                stream.abort()
             except Exception as exc:
                 self.stats["handler_failed"] += 1
                 logger.exception(
@@ -314,6 +338,7 @@ async def start_tls_server(
     admission: AdmissionLimits | None = None,
     backlog: int = 1024,
     proxy_protocol_from: Sequence[str] = (),
+    until_authenticated: bool = False,
 ) -> TlsServer:
     """Accept TLS connections and run ``handler(stream)`` for each, as its own task.
 
@@ -340,8 +365,20 @@ async def start_tls_server(
     Connections from other addresses speak TLS at once (a PROXY header from
     them fails the handshake). Empty (the default): no PROXY protocol at all.
 
+    *until_authenticated*: a connection keeps its admission slot after its
+    handshake, until the handler calls
+    :func:`~.tls_engine.report_authenticated` on its stream (or it ends), so
+    the per-source and global limits also bound connections that finished TLS
+    and have not authenticated yet (the cloud's upgrade and authentication
+    phase: without it, one source could hold ``rate`` connections a second
+    for the whole upgrade deadline each); such a connection can be evicted
+    like a handshake. For handlers that report authentication (the cloud).
+
     A handler's exception is logged and counted; it never stops the server.
-    The stream is closed when the handler returns.
+    A :class:`~iec62676_2_33.errors.TransportError` that escapes a handler (the
+    peer closed or broke the connection under it, e.g. right after sending its
+    upgrade request) is one INFO line, not a failure. The stream is closed
+    when the handler returns.
     """
     if ssl_context is None:
         raise ConfigurationError(
@@ -368,6 +405,7 @@ async def start_tls_server(
         first_byte_timeout=first_byte_timeout,
         admission=admission,
         proxy_protocol_from=balancers,
+        until_authenticated=until_authenticated,
     )
     loop = asyncio.get_running_loop()
     try:

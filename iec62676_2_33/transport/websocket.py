@@ -28,7 +28,11 @@ module only moves bytes:
   :func:`websocket_accept` writes the ``101`` and returns the stream.
 * :meth:`WebSocketStream.read` returns the payload of binary frames as it
   arrives (frames are not reassembled: the content is a byte stream). PINGs
-  are answered with PONGs at once. A text frame (1003), a frame or message
+  are answered with PONGs at once (not after our CLOSE), and PING and PONG
+  frames are taken at :data:`CONTROL_FRAME_RATE` at most: a flood (each costs
+  about 15 µs of Python to parse and answer, 300 KB/s of them would take a
+  core) closes 1008, as the HTTP/2 limits do for HTTP/2 PINGs (the same
+  token bucket, :class:`~iec62676_2_33.http2.limits.RateLimiter`). A text frame (1003), a frame or message
   larger than ``max_message`` (1009), and every framing error wsproto finds —
   fragmented or oversized control frames, bad opcodes, unmasked client
   frames, reserved bits (1002), invalid UTF-8 in a close reason (1007) — close
@@ -48,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any, Literal
@@ -60,6 +65,7 @@ from wsproto.events import (
     CloseConnection,
     Event,
     Ping,
+    Pong,
     RejectConnection,
     RejectData,
     Request,
@@ -76,6 +82,7 @@ except ImportError:  # a platform without the C extension: websockets' own Pytho
     from websockets.utils import apply_mask
 
 from ..errors import RemoteProtocolError, TransportError
+from ..http2.limits import Rate, RateLimiter
 from ..sansio.upgrade import (
     MAX_REFUSAL_BODY_BYTES,
     BadUpgradeRequest,
@@ -85,6 +92,7 @@ from ..sansio.upgrade import (
 from .base import ByteStream, PeerClosed
 
 __all__ = [
+    "CONTROL_FRAME_RATE",
     "DEFAULT_MAX_MESSAGE",
     "MAX_SEND_FRAME",
     "SUBPROTOCOL",
@@ -104,8 +112,12 @@ MAX_SEND_FRAME = 256 * 1024
 DEFAULT_MAX_MESSAGE = 1024 * 1024
 """Largest binary frame (or fragmented message) we accept: above it, close 1009."""
 
+CONTROL_FRAME_RATE = Rate(50, 10.0)
+"""PING and PONG frames we take from the peer (a burst of 50, then 5 a second): above it, close 1008."""
+
 _READ = 256 * 1024
 _CLOSE_WAIT = 2.0
+_ECHO_CHARS = 100  # most characters of the peer's input an error message repeats
 
 
 class WebSocketClosed(TransportError):
@@ -134,6 +146,7 @@ class WebSocketStream:
         "_buffer",
         "_closed",
         "_conn",
+        "_controls",
         "_eof",
         "_error",
         "_in_message",
@@ -156,6 +169,7 @@ class WebSocketStream:
         self._closed = False
         self._error: WebSocketClosed | None = None
         self._pending = bytearray()  # bytes not yet handed on: the start of a plain binary frame
+        self._controls = RateLimiter(CONTROL_FRAME_RATE, time.monotonic())
 
     def __repr__(self) -> str:
         return f"<WebSocketStream {self._label}>"
@@ -257,8 +271,12 @@ class WebSocketStream:
             self._fail(CloseReason.UNSUPPORTED_DATA,
                        "text frame on the uplink (h2c-reverse needs binary frames)")
             return True
+        elif isinstance(event, (Ping, Pong)) and not self._controls.allow(time.monotonic()):
+            self._fail(CloseReason.POLICY_VIOLATION, "PING/PONG flood")
+            return True
         elif isinstance(event, Ping):
-            self._send_raw(self._conn.send(event.response()))
+            if self._conn.state is ConnectionState.OPEN:  # after our CLOSE only a CLOSE may follow
+                self._send_raw(self._conn.send(event.response()))
         elif isinstance(event, CloseConnection):
             remote = self._conn.state is ConnectionState.REMOTE_CLOSING
             if remote:  # the peer's CLOSE: answer it, then end of stream
@@ -369,6 +387,7 @@ class WebSocketStream:
             if not chunk:
                 return
             self.receive(chunk)
+            self._buffer.clear()  # nobody reads after close(): data frames before the answer are dropped
 
     def abort(self) -> None:
         self._closed = True
@@ -512,6 +531,9 @@ async def websocket_connect(inner: ByteStream, *, host: str, target: str,
         except WsRemoteProtocolError as exc:
             raise RemoteProtocolError(
                 f"the cloud's WebSocket handshake answer is not valid: {exc} (UPL-4)") from None
+        except UnicodeError:  # wsproto decodes some fields as ASCII (Sec-WebSocket-Protocol …)
+            raise RemoteProtocolError(
+                "the cloud's WebSocket handshake answer is not valid: a header field is not ASCII (UPL-4)") from None
         for event in events:
             if isinstance(event, AcceptConnection):
                 if event.subprotocol != SUBPROTOCOL:
@@ -575,11 +597,17 @@ def check_websocket_request(request: UpgradeRequest) -> H11Handshake:
                    for n, v in (hint.headers if isinstance(hint, RejectConnection) else [])]
         raise BadUpgradeRequest(f"invalid WebSocket upgrade request: {exc} (RFC 6455)",
                                 status_hint=status, response_headers=headers) from None
+    except UnicodeError:  # wsproto decodes Host as IDNA and Connection, Sec-WebSocket-* as ASCII
+        raise BadUpgradeRequest("invalid WebSocket upgrade request: Host, Connection or a Sec-WebSocket "
+                                "header field is not ASCII or not a valid host name (RFC 6455)",
+                                status_hint=400) from None
     ws_request = next((e for e in events if isinstance(e, Request)), None)
     if ws_request is None:
         raise BadUpgradeRequest("invalid WebSocket upgrade request (RFC 6455)", status_hint=400)
     if SUBPROTOCOL not in ws_request.subprotocols:
-        offered = ", ".join(_text(p) for p in ws_request.subprotocols)
+        offered = _text(", ".join(ws_request.subprotocols))
+        if len(offered) > _ECHO_CHARS:
+            offered = offered[:_ECHO_CHARS] + "…"
         raise BadUpgradeRequest(
             "the WebSocket upgrade must offer the subprotocol "
             f"{SUBPROTOCOL!r} in Sec-WebSocket-Protocol (UPL-4); "
