@@ -51,7 +51,7 @@ from zeep.transports import AsyncTransport, Transport
 
 from .errors import TransportError
 
-__all__ = ["AnswerTooLong", "AsyncBoundedTransport", "BoundedTransport", "ExchangeTimeout", "HttpAnswer", "NoAnswer", "exchange_client", "post"]
+__all__ = ["AnswerTooLong", "AsyncBoundedTransport", "BoundedTransport", "ExchangeTimeout", "HttpAnswer", "NoAnswer", "exchange_client", "fetch", "post"]
 
 #: httpcore trace events whose ``return_value`` is the exchange's connected stream (the last one counts).
 _CONNECTED = frozenset({"connection.connect_tcp.complete", "connection.start_tls.complete"})
@@ -185,9 +185,30 @@ class BoundedTransport(Transport):
         return response
 
 
+async def fetch(client: httpx.AsyncClient, method: str, url: str, headers: Sequence[tuple[str, str]] | Mapping[str, str],
+                body: bytes = b"", *, timeout: float, max_bytes: int) -> HttpAnswer:
+    """:func:`post` on an event loop, for any method: the whole answer within ``timeout`` seconds
+    (``asyncio.timeout``) and ``max_bytes`` bytes; the same exceptions, each one line."""
+    try:
+        async with asyncio.timeout(timeout), \
+                client.stream(method, url, content=body or None, headers=headers) as response:
+            data = bytearray()
+            async for chunk in response.aiter_bytes():
+                data += chunk
+                if len(data) > max_bytes:
+                    raise AnswerTooLong(f"an answer longer than {max_bytes} bytes")
+            return HttpAnswer(response.status_code, list(response.headers.multi_items()), bytes(data))
+    except (TimeoutError, httpx.TimeoutException):
+        raise ExchangeTimeout(f"no whole answer within {timeout:g} s") from None
+    except httpx.ConnectError as exc:
+        raise NoAnswer(f"cannot connect ({type(exc).__name__})") from None
+    except httpx.HTTPError as exc:
+        raise NoAnswer(f"the answer broke off ({type(exc).__name__})") from None
+
+
 class AsyncBoundedTransport(AsyncTransport):
-    """zeep's asyncio transport whose answers are read within ``timeout`` in all (``asyncio.timeout``) and up to
-    ``max_bytes``; the exceptions are :func:`post`'s, their messages led by the address."""
+    """zeep's asyncio transport whose answers are read by :func:`fetch`: within ``timeout`` in all and up to
+    ``max_bytes``; a failure's message names the address."""
 
     def __init__(self, timeout: float, *, max_bytes: int) -> None:
         super().__init__(timeout=timeout, operation_timeout=timeout)  # type: ignore[no-untyped-call]
@@ -196,20 +217,9 @@ class AsyncBoundedTransport(AsyncTransport):
 
     async def post(self, address: str, message: Any, headers: Any) -> httpx.Response:
         try:
-            async with asyncio.timeout(self.deadline), \
-                    self.client.stream("POST", address, content=message, headers=headers) as response:
-                data = bytearray()
-                async for chunk in response.aiter_bytes():
-                    data += chunk
-                    if len(data) > self.max_bytes:
-                        raise AnswerTooLong(f"an answer longer than {self.max_bytes} bytes")
-        except (TimeoutError, httpx.TimeoutException):
-            raise ExchangeTimeout(f"{address}: no whole answer within {self.deadline:g} s") from None
-        except AnswerTooLong as exc:
+            answer = await fetch(self.client, "POST", address, headers, message, timeout=self.deadline,
+                                 max_bytes=self.max_bytes)
+        except TransportError as exc:
             raise _naming(address, exc) from None
-        except httpx.ConnectError as exc:
-            raise NoAnswer(f"{address}: cannot connect ({type(exc).__name__})") from None
-        except httpx.HTTPError as exc:
-            raise NoAnswer(f"{address}: the answer broke off ({type(exc).__name__})") from None
-        return httpx.Response(response.status_code, headers=response.headers, content=bytes(data),
-                              request=response.request)
+        return httpx.Response(answer.status, headers=answer.headers, content=answer.body,
+                              request=httpx.Request("POST", address))

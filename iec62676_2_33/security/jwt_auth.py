@@ -44,7 +44,8 @@ import httpx
 import jwt
 from jwt import PyJWK
 
-from ..errors import AuthenticationError, ConfigurationError
+from ..bounded_http import fetch
+from ..errors import AuthenticationError, ConfigurationError, TransportError
 from ..sansio.upgrade import UpgradeRequest
 from ..transport.base import ByteStream
 from ..transport.contexts import client_context
@@ -191,20 +192,14 @@ class UrlJwks:
     async def _fetch(self) -> None:
         """One GET within ``timeout`` in all (a trickle holds the lock no longer) and :data:`MAX_JWKS_BYTES`."""
         try:
-            async with asyncio.timeout(self.timeout), \
-                    httpx.AsyncClient(verify=self._ctx, timeout=self.timeout, trust_env=False) as client, \
-                    client.stream("GET", self.url, headers={"Accept": "application/json"}) as response:
-                response.raise_for_status()
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_JWKS_BYTES:
-                        raise ValueError(f"more than {MAX_JWKS_BYTES} bytes")
-            keys = _parse_jwks(json.loads(body), f"the JWKS at {self.url}")
-        except (TimeoutError, httpx.HTTPError, ValueError, RecursionError, ConfigurationError) as exc:
-            # ValueError: too large, not JSON, not UTF-8; TimeoutError: no complete answer in time
-            log.warning("cannot fetch the JWKS at %s: %s", self.url,
-                        str(exc) or f"{type(exc).__name__} (within {self.timeout:g} s)")
+            async with httpx.AsyncClient(verify=self._ctx, timeout=self.timeout, trust_env=False) as client:
+                answer = await fetch(client, "GET", self.url, {"Accept": "application/json"}, timeout=self.timeout,
+                                     max_bytes=MAX_JWKS_BYTES)
+            if answer.status != 200:
+                raise ConfigurationError(f"HTTP {answer.status}")
+            keys = _parse_jwks(json.loads(answer.body), f"the JWKS at {self.url}")
+        except (TransportError, ValueError, RecursionError, ConfigurationError) as exc:  # ValueError: not JSON
+            log.warning("cannot fetch the JWKS at %s: %s", self.url, exc)
             self._fetched_at = self.clock()  # do not hammer it
             return
         self._keys = keys
