@@ -248,6 +248,9 @@ log = logging.getLogger(__name__)
 
 #: Newest resource change-log entries kept whatever the readers' positions (a late reader's margin).
 CHANGE_LOG_KEEP = 10_000
+#: Most resource change-log entries kept for the slowest subscription: one that is renewed and never pulled
+#: would otherwise hold the log, which then grows with every registry change; past it, it re-enumerates.
+CHANGE_LOG_MAX = 100_000
 #: Seconds between two prunings of the change log (each is one DELETE on an indexed range).
 PRUNE_INTERVAL = 60.0
 
@@ -425,14 +428,16 @@ class EventServiceContext:
     def _prune(self) -> None:
         """Keep the resource change log bounded: at most every :data:`PRUNE_INTERVAL` seconds, drop the
         entries every reader here has passed (each subscription's position, the Offline topic's), keeping
-        the newest :data:`CHANGE_LOG_KEEP` for late readers. This device's event service is the log's only
-        reader; a subscription that still fell behind re-enumerates (ChangesPruned)."""
+        the newest :data:`CHANGE_LOG_KEEP` for late readers, and never more than :data:`CHANGE_LOG_MAX` for a
+        subscription that stopped pulling. This device's event service is the log's only reader; a subscription
+        that fell behind re-enumerates (ChangesPruned)."""
         now = self.clock()
         if now - self._pruned_at < PRUNE_INTERVAL:
             return
         self._pruned_at = now
         positions = [sub.position for sub in self.manager.live(now)]
-        up_to = min([self._offline_seq, *positions, self.registry.last_seq() - CHANGE_LOG_KEEP])
+        last = self.registry.last_seq()
+        up_to = min(self._offline_seq, max(min([*positions, last - CHANGE_LOG_KEEP]), last - CHANGE_LOG_MAX))
         if up_to > self._pruned_seq:
             dropped = self.registry.prune_changes(up_to)
             self._pruned_seq = up_to
