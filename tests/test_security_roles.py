@@ -125,6 +125,48 @@ def test_device_user_holds_roles_prov_4(device: RunningDevice) -> None:
     answer(post(url, READER.replace("keystore-reader", "by-a-user"), user=USER))
 
 
+def test_no_one_hands_out_more_rights_than_it_holds_prov_4_sec_1(device: RunningDevice) -> None:
+    """PROV-4, SEC-1: a User-level account holding a role that lists SetUplink and SetUserRole is no
+    Administrator: SetUplink with UserLevel Administrator, or naming a role with functions it lacks, and a
+    SetUserRole that adds such a function (to any role, its own too) are Sender/NotAuthorized, and nothing is
+    stored; within its own rights it may do both. An Administrator may hand out anything. (Rights are counted
+    in the functions the device serves.)"""
+    url = device.base + "/onvif/device_service"
+    uplink = device.base + "/onvif/uplink_service"
+    editor = ("<tds:SetUserRole><tds:UserRole><tt:Name>uplink-editor</tt:Name><tt:Functions>tup:SetUplink "
+              "tup:GetUplinks tds:SetUserRole</tt:Functions></tds:UserRole></tds:SetUserRole>")
+    answer(post(url, editor))
+    answer(post(url, READER))
+    with DeviceStore(device.data) as store:
+        store.set_roles_of_user(USER[0], ["uplink-editor"])
+        store.put_certificate("cert", b"CERT", b"KEY")
+
+    def set_uplink(level: str, user: tuple[str, str]) -> tuple[int, etree._Element]:
+        address = f"https://cloud.example/{level.replace(' ', '-')}"
+        return post(uplink, f"<tup:SetUplink><tup:Configuration><tup:RemoteAddress>{address}"
+                            f"</tup:RemoteAddress><tup:CertificateID>cert</tup:CertificateID>"
+                            f"<tup:UserLevel>{level}</tup:UserLevel></tup:Configuration>"
+                            "</tup:SetUplink>", user=user)
+
+    for level in ("Administrator", "keystore-reader", "User keystore-reader"):
+        status, root = set_uplink(level, USER)
+        assert (status, fault_chain(root)[:2]) == (400, ["env:Sender", "ter:NotAuthorized"]), level
+        assert "which this account may not call itself" in root.findtext(".//env:Text", namespaces=NS)
+    escalate = editor.replace("tds:SetUserRole</tt:Functions>", "tds:SetUserRole tas:GetAllKeys</tt:Functions>")
+    status, root = post(url, escalate, user=USER)
+    assert (status, fault_chain(root)[:2]) == (400, ["env:Sender", "ter:NotAuthorized"])
+    assert "tas:GetAllKeys" in root.findtext(".//env:Text", namespaces=NS)
+    with DeviceStore(device.data) as store:
+        assert store.list_uplinks() == []
+        assert dict(store.list_user_roles())["uplink-editor"] == ("tup:SetUplink", "tup:GetUplinks",
+                                                                 "tds:SetUserRole")
+    answer(set_uplink("User", USER), "uplink")  # its own level, and a role within its rights:
+    answer(post(url, READER.replace("keystore-reader", "lister").replace(
+        "tas:GetAllCertificates tds:GetUserRoles", "tup:GetUplinks"), user=USER))
+    answer(set_uplink("Administrator", ADMIN), "uplink")
+    answer(post(url, escalate))
+
+
 def test_uplink_user_level_names_roles_through_the_tunnel_prov_4_sec_4(tmp_path: Path) -> None:
     """PROV-4, SEC-4, UPL-12: SetUplink takes UserLevel "onvif:User keystore-reader" (roles the device
     holds; an unknown name is refused); a cloud client calling through the tunnel without credentials gets what

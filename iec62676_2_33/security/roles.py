@@ -29,17 +29,25 @@ Faults are the ones Core lists: ``InvalidArgVal/InvalidUserRole`` (no such
 role; also for a custom name that could not be written in a
 ``tt:StringList``, or that is a user level's name), ``OperationProhibited/OnvifPrefix``,
 ``Action/TooManyUserRoles``, ``Action/FunctionNotImplemented``.
+
+No one hands out more rights than it holds: a SetUserRole whose functions,
+or a SetUplink whose UserLevel, would allow a function the caller may not
+call itself is ``Sender/NotAuthorized`` (:meth:`RoleBook.beyond`), so a custom
+role that lists ``tup:SetUplink`` or ``tds:SetUserRole`` does not make its
+holders Administrators.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import ConfigurationError
 from ..namespaces import TDS, TEV, TUP
+from ..soap.fault import not_authorized
 from .access import PREDEFINED_ROLES, AccessClass, UserLevel, is_allowed
+from .middleware import ENVIRON_LEVELS, ENVIRON_USER
 
 __all__ = [
     "FUNCTION_PREFIXES",
@@ -50,6 +58,7 @@ __all__ = [
     "UserRole",
     "UserRoleError",
     "function_name",
+    "refuse_beyond",
 ]
 
 ONVIF_PREFIX = "onvif:"
@@ -112,16 +121,39 @@ class RoleBook:
     the device serves; a custom role may name only those (as ``prefix:Operation``).
     """
 
-    def __init__(self, store: RoleStore, implemented: Iterable[tuple[str, str]] = (), *,
+    def __init__(self, store: RoleStore, implemented: Mapping[tuple[str, str], AccessClass] | None = None, *,
                  max_roles: int = MAX_USER_ROLES) -> None:
         self.store = store
         self.max_roles = max_roles
-        self.implemented: set[str] = set()
-        self.implement(implemented)
+        #: every function the device serves (``prefix:Operation``) and its access class
+        self.classes: dict[str, AccessClass] = {}
+        self.implement(implemented or {})
 
-    def implement(self, operations: Iterable[tuple[str, str]]) -> None:
-        """Operations the device serves (``(namespace, name)``): roles may name them from now on."""
-        self.implemented.update(f for f in (function_name(ns, op) for ns, op in operations) if f is not None)
+    @property
+    def implemented(self) -> set[str]:
+        """The functions a custom role may name."""
+        return set(self.classes)
+
+    def implement(self, operations: Mapping[tuple[str, str], AccessClass]) -> None:
+        """Operations the device serves (``(namespace, name)`` → access class): roles may name them from now on."""
+        for (namespace, operation), access_class in operations.items():
+            name = function_name(namespace, operation)
+            if name is not None:
+                self.classes[name] = access_class
+
+    def functions_of(self, names: Sequence[str], user: str | None = None) -> set[str]:
+        """The functions ``names`` (levels and roles, plus ``user``'s roles) may call: :meth:`authorize`'s answer
+        for every function the device serves, with the store read once."""
+        held = [*names, *(self.store.roles_of_user(user) if user is not None else ())]
+        custom = self._custom()
+        granted = {f for n in held if n in custom for f in custom[n].functions}
+        return granted | {f for f, access_class in self.classes.items() if is_allowed(held, access_class)}
+
+    def beyond(self, names: Sequence[str], user: str | None, granted: Iterable[str]) -> list[str]:
+        """Of the functions ``granted`` would confer, those the caller (``names``, ``user``) may not call itself,
+        sorted: what a caller may not hand out, to an uplink's UserLevel or a role (no one grants more rights
+        than it holds; a role allowed SetUplink or SetUserRole is no Administrator)."""
+        return sorted(set(granted) - self.functions_of(names, user))
 
     def _custom(self) -> dict[str, UserRole]:
         return {name: UserRole(name, functions) for name, functions in self.store.list_user_roles()}
@@ -180,3 +212,13 @@ class RoleBook:
         custom = self._custom()
         return any(wanted in custom[n].functions for n in held if n in custom)
 
+
+
+def refuse_beyond(book: RoleBook, environ: Mapping[str, Any], granted: Iterable[str], what: str) -> None:
+    """SetUserRole's and SetUplink's check (module docstring): ``Sender/NotAuthorized`` when ``granted`` holds a
+    function the request's caller (its levels and user, as the access-control middleware set them in
+    ``environ``) may not call itself."""
+    extra = book.beyond(environ.get(ENVIRON_LEVELS) or [], environ.get(ENVIRON_USER), granted)
+    if extra:
+        shown = " ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        raise not_authorized(f"{what} would allow {shown}, which this account may not call itself")

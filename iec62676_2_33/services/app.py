@@ -126,6 +126,7 @@ def build_device_app(uplink: UplinkServiceContext, *, clock: Callable[[], float]
     store = uplink.store
     credentials = _Credentials(UsernameTokenVerifier(store.get_user), DigestAuthenticator(store.get_user, REALM),
                                clock, RoleBook(store))
+    uplink.roles = credentials.roles  # PROV-4: SetUplink hands out no more than its caller holds
     routes: dict[str, WsgiApp] = {
         UPLINK_PATH: credentials.protect(uplink_endpoint(uplink), UPLINK_ACCESS),
     }

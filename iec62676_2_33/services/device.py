@@ -78,7 +78,7 @@ from .. import __version__
 from ..errors import ConfigurationError
 from ..namespaces import SOAP_ENV, TDS, TEV, TT, TUP
 from ..security.access import AccessClass
-from ..security.roles import RoleBook, UserRole, UserRoleError
+from ..security.roles import RoleBook, UserRole, UserRoleError, refuse_beyond
 from ..soap.answer_xml import texts
 from ..soap.dispatch import Answer, Handler, QNameDispatcher
 from ..soap.envelope import SoapRequest
@@ -468,12 +468,14 @@ def _get_user_roles(context: DeviceServiceContext, request: SoapRequest, _enviro
     return Answer(action, response)
 
 
-def _set_user_role(context: DeviceServiceContext, request: SoapRequest, _environ: dict[str, Any]) -> Answer:
+def _set_user_role(context: DeviceServiceContext, request: SoapRequest, environ: dict[str, Any]) -> Answer:
     role = request.operation.find(_tds("UserRole"))
     name = "" if role is None else role.findtext(_tt("Name")) or ""
     functions = "" if role is None else role.findtext(_tt("Functions")) or ""
+    book = _roles(context)
+    refuse_beyond(book, environ, [f for f in functions.split() if f in book.classes], f"role {name[:64]!r}")
     with _role_faults():
-        _roles(context).set(UserRole(name, tuple(functions.split())))
+        book.set(UserRole(name, tuple(functions.split())))
     return Answer(*_answer("SetUserRole"))
 
 

@@ -47,6 +47,7 @@ from lxml import etree
 
 from ..namespaces import SOAP_ENV, TUP
 from ..security.access import AccessClass
+from ..security.roles import RoleBook, refuse_beyond
 from ..soap import extension
 from ..soap.answer_xml import xs_boolean
 from ..soap.dispatch import Answer, Handler, QNameDispatcher
@@ -90,6 +91,8 @@ class UplinkServiceContext:
     changed: Callable[[], None] = lambda: None
     #: STR-5: whether media can stream over the uplink now (the application sets it from its media backend).
     streaming: Callable[[], bool] = lambda: False
+    #: PROV-4: the device's roles; SetUplink grants no UserLevel beyond its caller's rights (the application sets it).
+    roles: RoleBook | None = None
 
     def current_capabilities(self) -> UplinkCapabilities:
         """CFG-5 as answered now: StreamingOverUplink is true once a media source exists (STR-5)."""
@@ -195,9 +198,13 @@ def _get_uplinks(context: UplinkServiceContext, _request: SoapRequest, _environ:
     return Answer(action, response)
 
 
-def _set_uplink(context: UplinkServiceContext, request: SoapRequest, _environ: dict[str, Any]) -> Answer:
+def _set_uplink(context: UplinkServiceContext, request: SoapRequest, environ: dict[str, Any]) -> Answer:
     try:
-        context.set_uplink(_from_request(next(request.operation.iterchildren(_CONFIGURATION))))
+        cfg = _from_request(next(request.operation.iterchildren(_CONFIGURATION)))
+        if context.roles is not None:  # the UserLevel given to a cloud is no more than the caller's own rights
+            refuse_beyond(context.roles, environ, context.roles.functions_of(cfg.user_level),
+                          f"UserLevel {' '.join(cfg.user_level)[:100]!r}")
+        context.set_uplink(cfg)
     except UplinkConfigError as exc:
         raise _fault(exc) from None
     return Answer(*_answer("SetUplink"))
