@@ -22,11 +22,15 @@ anywhere in it (``cam1_20260101T120000Z.mp4``) — what recorders such as
 *Searches* (:class:`SearchSessions`) are ONVIF's find/get/end jobs. A Find
 computes the complete result at once (the index is in memory), so the state
 is ``Completed`` as soon as it is created and a Get pages through the result
-(``MaxResults`` per call, bounded by :data:`MAX_RESULTS_PER_CALL`). A session
+(``MaxResults`` per call, bounded by :data:`MAX_RESULTS_PER_CALL`). Its token
+is random (80 bits), like a pull point's address: every READ_MEDIA
+user may search, and only the one who was answered a token can page through,
+or end, that search -- a counter would let one user take another's results. A session
 lives ``KeepAliveTime`` past its last Find/Get; an expired one is purged on
 the next call and its token is then unknown. At most ``max_sessions`` are
 open at once (:class:`SearchError` ``ResourceProblem`` beyond), and a result
-holds at most ``MaxMatches`` (bounded by :data:`MAX_MATCHES`) entries.
+holds at most ``MaxMatches`` (bounded by :data:`MAX_MATCHES`) entries: the
+results are taken from a generator, so no more are ever made.
 
 *Events* (FindEvents) are the ONVIF recording-history events the files
 imply: ``tns1:RecordingHistory/Track/State`` with ``IsDataPresent`` true at
@@ -41,8 +45,10 @@ an instant in a gap maps to the start of the next file.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import re
+import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -63,6 +69,7 @@ __all__ = [
     "RecordingStore",
     "SearchError",
     "SearchSessions",
+    "match_limit",
     "recording_events",
     "start_from_name",
 ]
@@ -78,6 +85,10 @@ MAX_KEEP_ALIVE = 3600.0
 #: tt:Name is at most 64 characters; tt:Description has no limit on the wire, ours is 1024.
 MAX_NAME = 64
 MAX_DESCRIPTION = 1024
+
+#: Random bytes of a search token: 80 bits, short enough that a VSS's ``joint-search-…`` stays a local token
+#: (at most MAX_LOCAL_TOKEN characters, ADR-3) that an upper VSS can prefix.
+_TOKEN_BYTES = 10
 
 _STAMP = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(\.\d{1,6})?Z")
 
@@ -233,23 +244,33 @@ class IndexedRecordingStore:
 # --------------------------------------------------------------------------- searches
 
 def recording_events(recordings: Sequence[Recording], start: float, end: float | None,
-                     include_start_state: bool) -> list[RecordingEvent]:
-    """The track-state events between ``start`` and ``end`` (``None``: no end), in search order."""
+                     include_start_state: bool) -> Iterator[RecordingEvent]:
+    """The track-state events between ``start`` and ``end`` (``None``: no end), in search order, made as they
+    are taken: each track's events are already in time order (its segments neither overlap nor touch out of
+    order), so the tracks are merged, and a search that keeps the first MaxMatches never holds the rest."""
     backward = end is not None and end < start
     low, high = (end, start) if backward and end is not None else (start, end)
-    events: list[RecordingEvent] = []
-    for rec in recordings:
-        for segment in rec.files:
-            for instant, present in ((segment.start, True), (segment.end, False)):
+
+    def track(rec: Recording) -> Iterator[RecordingEvent]:
+        for segment in reversed(rec.files) if backward else rec.files:
+            edges = ((segment.start, True), (segment.end, False))
+            for instant, present in reversed(edges) if backward else edges:
                 if low <= instant and (high is None or instant <= high):
-                    events.append(RecordingEvent(recording_token=rec.token, track_token=TRACK_TOKEN,
-                                                 time=instant, data_present=present))
-    events.sort(key=lambda e: (e.time, e.recording_token, e.data_present), reverse=backward)
+                    yield RecordingEvent(recording_token=rec.token, track_token=TRACK_TOKEN, time=instant,
+                                         data_present=present)
+
     if include_start_state:
-        first = [RecordingEvent(recording_token=rec.token, track_token=TRACK_TOKEN, time=start,
-                                data_present=rec.data_present(start), start_state=True) for rec in recordings]
-        events = first + events
-    return events
+        yield from (RecordingEvent(recording_token=rec.token, track_token=TRACK_TOKEN, time=start,
+                                   data_present=rec.data_present(start), start_state=True) for rec in recordings)
+    yield from heapq.merge(*(track(rec) for rec in recordings), reverse=backward,
+                           key=lambda e: (e.time, e.recording_token, e.data_present))
+
+
+def match_limit(max_matches: int | None) -> int:
+    """How many results a search keeps: its MaxMatches (at least 1), at most :data:`MAX_MATCHES`."""
+    if max_matches is not None and max_matches < 1:
+        raise SearchError("MaxMatches must be at least 1", subcodes=("InvalidArgVal",))
+    return min(max_matches or MAX_MATCHES, MAX_MATCHES)
 
 
 @dataclass
@@ -268,27 +289,26 @@ class SearchSessions:
 
     max_sessions: int = 16
     _sessions: dict[str, _Session] = field(default_factory=dict, init=False, repr=False)
-    _serial: Iterator[int] = field(default_factory=lambda: itertools.count(1), init=False, repr=False)
 
     def _purge(self, now: float) -> None:
         for token in [t for t, s in self._sessions.items() if s.expires <= now]:
             del self._sessions[token]
 
-    def open(self, now: float, kind: str, results: Callable[[], list[object]], *, keep_alive: float,
+    def open(self, now: float, kind: str, results: Callable[[], Iterable[object]], *, keep_alive: float,
              max_matches: int | None, end_point: float | None = None) -> str:
-        """Start a search of ``kind`` whose results ``results()`` computes; answers its SearchToken."""
+        """Start a search of ``kind`` whose results ``results()`` yields (the first ``max_matches`` are
+        taken); answers its SearchToken."""
         if not 0.0 < keep_alive <= MAX_KEEP_ALIVE:
             raise SearchError(f"KeepAliveTime must be in (0, {MAX_KEEP_ALIVE:g}] seconds",
                               subcodes=("InvalidArgVal",))
-        if max_matches is not None and max_matches < 1:
-            raise SearchError("MaxMatches must be at least 1", subcodes=("InvalidArgVal",))
+        limit = match_limit(max_matches)
         self._purge(now)
         if len(self._sessions) >= self.max_sessions:
             raise SearchError(f"all {self.max_sessions} search sessions are in use; end one (EndSearch) or "
                               "let it expire", code="Receiver", subcodes=("Action", "ResourceProblem"))
-        limit = min(max_matches or MAX_MATCHES, MAX_MATCHES)
-        token = f"search-{next(self._serial)}"
-        self._sessions[token] = _Session(kind, results()[:limit], keep_alive, now + keep_alive, end_point)
+        token = f"search-{secrets.token_hex(_TOKEN_BYTES)}"
+        self._sessions[token] = _Session(kind, list(itertools.islice(results(), limit)), keep_alive,
+                                         now + keep_alive, end_point)
         return token
 
     def _session(self, now: float, token: str, kind: str | None) -> _Session:

@@ -9,18 +9,31 @@ rewritten to ``npt=`` before GStreamer seeks.
 
 from __future__ import annotations
 
-import calendar
 import ctypes
 import hashlib
 import json
 import os
 import re
 import sys
+import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
 #: How often the index file is looked at again (seconds).
 RELOAD_INTERVAL = 2.0
+#: Player connections served at once; one more is closed at once. Each costs little until its DESCRIBE,
+#: which prepares a pipeline of its own (measured: 3 threads and about 0.85 MiB each).
+MAX_CLIENTS = 32
+#: Sessions one connection may hold (a player needs one per recording it plays); a SETUP beyond is 503.
+MAX_SESSIONS_PER_CLIENT = 4
+#: Sessions of all players at once (each holds a pipeline); a SETUP beyond is 503 (GStreamer's own check).
+MAX_SESSIONS = 64
+#: Seconds a player connection may go without a session (a player SETUPs right after it connects).
+SESSIONLESS_TIMEOUT = 15.0
+#: Largest request body read (no request a player sends needs one; GStreamer's default is 4 GiB, buffered).
+MAX_BODY = 4096
 
 
 def _clock_instant(text: str) -> float | None:
@@ -29,11 +42,12 @@ def _clock_instant(text: str) -> float | None:
     if match is None:
         return None
     day, clock = match.group(1), match.group(2)
-    try:
-        parts = (int(day[:4]), int(day[4:6]), int(day[6:]), int(clock[:2]), int(clock[2:4]), int(clock[4:]))
-        return calendar.timegm((*parts, 0, 0, 0)) + float(match.group(3) or 0.0)
-    except (ValueError, OverflowError):
+    try:  # datetime checks the fields (calendar.timegm would take 23:59:99 as the next minute)
+        when = datetime(int(day[:4]), int(day[4:6]), int(day[6:]), int(clock[:2]), int(clock[2:4]), int(clock[4:]),
+                        tzinfo=UTC)
+    except ValueError:
         return None
+    return when.timestamp() + float(match.group(3) or 0.0)
 
 
 def _offset(segments: list[dict[str, float]], instant: float) -> float | None:
@@ -58,9 +72,10 @@ def _npt_range(value: str, segments: list[dict[str, float]]) -> str | None:
     if not end.strip():
         return f"npt={first:.3f}-"
     stop = _clock_instant(end)
-    last = None if stop is None else _offset(segments, stop)
-    total = sum(s["duration"] for s in segments)
-    return f"npt={first:.3f}-{(total if last is None else last):.3f}"
+    if stop is None or stop < start:  # not a time, or backwards (no reverse playback)
+        return None
+    last = _offset(segments, stop)
+    return f"npt={first:.3f}-{(sum(s['duration'] for s in segments) if last is None else last):.3f}"
 
 
 def _launch(token: str, segments: list[dict[str, float]], links: Path) -> str | None:
@@ -127,6 +142,8 @@ def _serve(host: str, port: int, index_path: str, mount: str) -> None:
     server.set_address(host)
     server.set_service(str(port))
     mounts = server.get_mount_points()
+    pool = server.get_session_pool()
+    pool.set_max_sessions(MAX_SESSIONS)
     links = Path(index_path).parent / "links"  # inside the starter's folder: removed with it
     links.mkdir(exist_ok=True)
     state: dict[str, object] = {"mtime": None, "index": {}}
@@ -168,13 +185,27 @@ def _serve(host: str, port: int, index_path: str, mount: str) -> None:
                 return list(segments)
         return None
 
+    def nothing_to_play(value: str) -> bool:
+        """A range that ends where (or before) it starts, read as GStreamer reads it: its PLAY would abort
+        the whole process (gst_rtsp_media_get_rates asserts), so it is refused first."""
+        parsed, time_range = GstRtsp.rtsp_range_parse(value)
+        if parsed != GstRtsp.RTSPResult.OK:
+            return False  # GStreamer answers it itself
+        _, start, stop = GstRtsp.rtsp_range_get_times(time_range)
+        return Gst.CLOCK_TIME_NONE not in (start, stop) and stop <= start
+
     def pre_play(client: object, ctx: GstRtspServer.RTSPContext) -> GstRtsp.RTSPStatusCode:
-        result, value = ctx.request.get_header(GstRtsp.RTSPHeaderField.RANGE, 0)
-        if result != GstRtsp.RTSPResult.OK or not value.strip().startswith("clock="):
+        try:
+            result, value = ctx.request.get_header(GstRtsp.RTSPHeaderField.RANGE, 0)
+        except UnicodeDecodeError:  # the binding's str: a Range that is not UTF-8 is no range of ours
+            return GstRtsp.RTSPStatusCode.BAD_REQUEST
+        if result != GstRtsp.RTSPResult.OK:
             return GstRtsp.RTSPStatusCode.OK
+        if not value.strip().startswith("clock="):
+            return GstRtsp.RTSPStatusCode.INVALID_RANGE if nothing_to_play(value) else GstRtsp.RTSPStatusCode.OK
         segments = segments_for(ctx.uri.abspath)
         npt = None if not segments else _npt_range(value, segments)
-        if npt is None:
+        if npt is None or nothing_to_play(npt):
             return GstRtsp.RTSPStatusCode.INVALID_RANGE
         range_field = int(GstRtsp.RTSPHeaderField.RANGE)
         request = _current_request(rtsp_server_lib)
@@ -185,13 +216,84 @@ def _serve(host: str, port: int, index_path: str, mount: str) -> None:
     def check_requirements(client: object, ctx: object, requirements: list[str]) -> str:
         return ", ".join(r for r in requirements if r != "onvif-replay")
 
+    empty: set[str] = set()  # sessions without media at the last sweep
+
+    def expire() -> bool:
+        """GStreamer drops a session past its timeout only when asked to, and keeps the sessions whose
+        player's connection closed (their media gone) until then: both would hold a place among MAX_SESSIONS.
+        A session is dropped when it has no media at two sweeps in a row: the clients' thread adds a new
+        session's media right after creating it, so one sweep may see it empty for a moment."""
+        pool.cleanup()
+        seen: set[str] = set()
+
+        def sweep(_pool: object, session: GstRtspServer.RTSPSession) -> GstRtspServer.RTSPFilterResult:
+            if session.filter(None):
+                return GstRtspServer.RTSPFilterResult.KEEP
+            token = session.get_sessionid()
+            if token in empty:
+                return GstRtspServer.RTSPFilterResult.REMOVE
+            seen.add(token)
+            return GstRtspServer.RTSPFilterResult.KEEP
+
+        pool.filter(sweep)
+        empty.clear()
+        empty.update(seen)
+        reap()
+        return True
+
+    def pre_setup(client: GstRtspServer.RTSPClient, ctx: GstRtspServer.RTSPContext) -> GstRtsp.RTSPStatusCode:
+        result, _ = ctx.request.get_header(GstRtsp.RTSPHeaderField.SESSION, 0)
+        if result != GstRtsp.RTSPResult.OK and len(client.session_filter(None)) >= MAX_SESSIONS_PER_CLIENT:
+            return GstRtsp.RTSPStatusCode.SERVICE_UNAVAILABLE
+        return GstRtsp.RTSPStatusCode.OK
+
+    # Connected players and when each last had a session (or connected); "client-connected" and the sweep
+    # come on this thread, "closed" on the clients' thread.
+    clients: dict[GstRtspServer.RTSPClient, float] = {}
+    counting = threading.Lock()
+
+    def closed(client: GstRtspServer.RTSPClient) -> None:
+        with counting:
+            clients.pop(client, None)
+
+    def close(client: GstRtspServer.RTSPClient) -> bool:
+        client.close()
+        return False
+
+    def reap() -> None:
+        """Close the connections that have held no session for SESSIONLESS_TIMEOUT seconds: idle
+        connections would otherwise hold the MAX_CLIENTS places for good."""
+        now = time.monotonic()
+        with counting:
+            held = list(clients.items())
+        for client, since in held:
+            if client.session_filter(None):
+                with counting:
+                    if client in clients:
+                        clients[client] = now
+            elif now - since > SESSIONLESS_TIMEOUT:
+                print(f"a player connection without a session for {SESSIONLESS_TIMEOUT:g} s closed", file=sys.stderr)
+                client.close()
+
     def connected(_server: object, client: GstRtspServer.RTSPClient) -> None:
+        with counting:
+            admitted = len(clients) < MAX_CLIENTS
+            if admitted:
+                clients[client] = time.monotonic()
+        if not admitted:
+            print(f"{MAX_CLIENTS} players are connected already: one more refused", file=sys.stderr)
+            GLib.idle_add(close, client)  # once the server has attached it
+            return
+        client.connect("closed", closed)
+        client.get_connection().set_content_length_limit(MAX_BODY)  # the client's own setting comes too late
+        client.connect("pre-setup-request", pre_setup)
         client.connect("pre-play-request", pre_play)
         client.connect("check-requirements", check_requirements)
 
     server.connect("client-connected", connected)
     reload()
     GLib.timeout_add(int(RELOAD_INTERVAL * 1000), reload)
+    GLib.timeout_add(int(RELOAD_INTERVAL * 1000), expire)
     server.attach(None)
     print(f"PORT {server.get_bound_port()}", flush=True)
     GLib.MainLoop().run()

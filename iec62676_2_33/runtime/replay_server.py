@@ -39,7 +39,23 @@ accepted). Before GStreamer handles the PLAY, the ``pre-play-request`` hook
 rewrites that header into ``Range: npt=<offset>-[<offset>]`` with the same
 mapping as :meth:`~..domain.recordings.Recording.offset_of` (an instant in a
 gap plays from the next file; after the recording: ``457 Invalid Range``), so
-GStreamer's own seeking does the rest. What remains of the ONVIF replay
+GStreamer's own seeking does the rest. A range with nothing to play (its end
+at or before its start, in any unit: GStreamer would abort the process on it),
+a ``clock=`` time that is no time of day and a Range that is not UTF-8 are
+refused in that hook too (457, 400).
+
+The process is bounded where GStreamer is not: at most ``MAX_CLIENTS`` player
+connections (one more is closed at once; each DESCRIBE prepares a pipeline),
+``MAX_SESSIONS_PER_CLIENT`` sessions per connection and ``MAX_SESSIONS`` in
+all (503 beyond), request bodies of ``MAX_BODY`` bytes (413 and closed;
+GStreamer's default buffers up to 4 GiB). Sessions past their timeout, and
+those whose player's connection closed, are dropped every two seconds
+(GStreamer keeps both until asked), and a connection that has held no session
+for ``SESSIONLESS_TIMEOUT`` seconds is closed, so idle sockets cannot keep
+the places. Request heads have no bound in GStreamer
+(a head of endless header lines grows the process): what reaches this server
+through the uplink's RTSP relay is cut by the relay's own bounds; the direct
+port should stay on loopback. What remains of the ONVIF replay
 profile (the RTP header extension with NTP times, ``Rate-Control: no``,
 reverse playback) is not done.
 """

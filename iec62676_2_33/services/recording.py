@@ -23,7 +23,9 @@ handed to an XPath engine, and this subset has no reader for it.
 
 *Searches* are :class:`~..domain.recordings.SearchSessions` (bounded in
 number, ended by EndSearch or after KeepAliveTime without a Find/Get): the
-whole result is computed by the Find, so every Get answers ``Completed``
+whole result is computed by the Find (FindEvents' scan, which may walk every
+file of a large archive, before the sessions' lock is taken, so it holds up
+no other search), so every Get answers ``Completed``
 once it has handed out the last result (``Searching`` before). A Get's
 ``WaitTime`` and ``MinResults`` never make it wait: the results are there.
 An unknown or expired search token is ``Sender/InvalidArgVal/InvalidToken``;
@@ -49,9 +51,10 @@ relays interleaved RTP only); without that header it faults
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -70,6 +73,7 @@ from ..domain.recordings import (
     RecordingStore,
     SearchError,
     SearchSessions,
+    match_limit,
     recording_events,
 )
 from ..domain.subscriptions import InvalidTime, format_datetime, parse_datetime, parse_duration
@@ -365,11 +369,22 @@ def _seconds(text: str, what: str) -> float:
 
 
 def _instant(text: str, what: str) -> float:
+    """An ``xs:dateTime`` of the request; one whose UTC instant lies outside the years 1 … 9999 (a zone
+    offset can move ``9999-12-31T23:59:59-14:00`` there) is refused: no answer could name it."""
     try:
-        return parse_datetime(text)
+        instant = parse_datetime(text)
+        format_datetime(instant)
     except InvalidTime as exc:
         raise SoapFault(code="Sender", subcodes=("InvalidArgVal",),
                         reason=f"{what}: {excerpt(str(exc), _REASON_LIMIT)}") from None
+    except OverflowError:
+        raise SoapFault(code="Sender", subcodes=("InvalidArgVal",),
+                        reason=f"{what}: {excerpt(text, 64)} lies outside the years 1 to 9999 (UTC)") from None
+    return instant
+
+
+def _fault(exc: SearchError) -> SoapFault:
+    return SoapFault(code=exc.code, subcodes=exc.subcodes, reason=str(exc))
 
 
 def _sessions(ctx: Any, action: Callable[[RecordingServiceContext, float], Any]) -> Any:
@@ -379,7 +394,17 @@ def _sessions(ctx: Any, action: Callable[[RecordingServiceContext, float], Any])
         with context.lock:
             return action(context, context.clock())
     except SearchError as exc:
-        raise SoapFault(code=exc.code, subcodes=exc.subcodes, reason=str(exc)) from None
+        raise _fault(exc) from None
+
+
+def _matches(events: Iterable[object], max_matches: int | None) -> list[object]:
+    """The first MaxMatches ``events``, taken before the sessions' lock: a scan of a large archive (a filter
+    that keeps few of its events) then holds up no other search."""
+    try:
+        limit = match_limit(max_matches)
+    except SearchError as exc:
+        raise _fault(exc) from None
+    return list(itertools.islice(events, limit))
 
 
 def _state(complete: bool) -> str:
@@ -432,8 +457,8 @@ def _event_result(event: RecordingEvent) -> FindEventResult:
                            StartStateEvent=event.start_state)
 
 
-def _filtered(events: Iterable[RecordingEvent], keep: Callable[[RecordingEvent], bool]) -> list[object]:
-    return [e for e in events if keep(e)]
+def _filtered(events: Iterable[RecordingEvent], keep: Callable[[RecordingEvent], bool]) -> Iterator[object]:
+    return (e for e in events if keep(e))
 
 
 # --------------------------------------------------------------------------- the services
@@ -502,10 +527,10 @@ class SearchService(SoapService):
         end_point = None if end is None else _instant(end, "EndPoint")
         keep = _search_filter(ctx)
         recordings = _in_scope(_context(ctx).store, scope)
+        found = _matches(_filtered(recording_events(recordings, start_point, end_point, include_start_state), keep),
+                         max_matches)
         token: str = _sessions(ctx, lambda c, now: c.sessions.open(
-            now, "events", lambda: _filtered(recording_events(recordings, start_point, end_point,
-                                                              include_start_state), keep),
-            keep_alive=seconds, max_matches=max_matches, end_point=end_point))
+            now, "events", lambda: found, keep_alive=seconds, max_matches=max_matches, end_point=end_point))
         return token
 
     @rpc(Unicode(min_occurs=1), Integer, Integer, Unicode,  # type: ignore[misc]

@@ -21,7 +21,9 @@ challenged (401). Too low a level is 403.
 bounded worker pool): no redirects, ``timeout`` for connect and each read, a
 total ``deadline`` checked between chunks, at most ``max_bytes`` of body
 (a larger ``Content-Length`` is refused before reading), and the answer must be
-an ``image/*`` with status 200. The camera's credentials, when the source has
+an ``image/*`` with status 200; it is relayed with a sandboxing
+``Content-Security-Policy`` and ``nosniff``, so an image that is a document
+(SVG) never runs script on the device's origin. The camera's credentials, when the source has
 them, are offered as HTTP Digest (ONVIF cameras' scheme) and never leave the
 device. The image is read whole (bounded) before the answer starts, so a
 camera that fails midway gives a clean 502/504 instead of a truncated JPEG.
@@ -69,6 +71,12 @@ SNAPSHOT_PATH = "/onvif/snapshot/"
 #: Largest image relayed (a 4K JPEG at high quality is a few MiB).
 MAX_SNAPSHOT_BYTES = 8 * 1024 * 1024
 
+#: Headers of every relayed image. The camera's bytes go out from the device's origin, where a browser holds
+#: the user's HTTP Digest credentials: an "image" that is a document (SVG with a script) must be shown there,
+#: never run, whatever the camera sends.
+_IMAGE_HEADERS = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
+                  ("Content-Security-Policy", "default-src 'none'; sandbox"))
+
 StartResponse = Callable[..., Any]
 
 
@@ -114,7 +122,7 @@ class SnapshotRelay:
             log.info("snapshot of media source %s: %s", source.token, exc)
             return _text(start_response, exc.status, str(exc))
         start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(image))),
-                                  ("Cache-Control", "no-store")])
+                                  *_IMAGE_HEADERS])
         return [b"" if method == "HEAD" else image]
 
     # ------------------------------------------------------------------ access (SEC-1, UPL-12)
