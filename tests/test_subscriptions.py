@@ -68,6 +68,16 @@ def test_parse_termination_accepts_relative_and_absolute_times_evt_1() -> None:
             parse_termination(bad, T0)
 
 
+def test_every_parsed_instant_can_be_written_back_as_an_xs_datetime_evt_1() -> None:
+    """EVT-1: a time a zone offset moves out of the years 1 to 9999 in UTC is refused where it is read (it
+    gave tracebacks and 500s where an answer wrote it back); years before 1000 are written in four digits."""
+    for text in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-14:00"):
+        with pytest.raises(InvalidTime, match="outside the years 1 to 9999"):
+            parse_datetime(text)
+    for text in ("0500-01-01T00:00:00Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "0099-06-01T12:00:00.250Z"):
+        assert format_datetime(parse_datetime(text)) == text
+
+
 def test_enumeration_then_changes_in_pages_rq_5_evt_3(registry: ResourceRegistry) -> None:
     """RQ-5, EVT-3: first every match as Initialized, paged by MessageLimit, then only changes."""
     registry.upsert_many([near(i) for i in range(7)])

@@ -189,7 +189,9 @@ def format_duration(seconds: float) -> str:
 
 
 def parse_datetime(text: str) -> float:
-    """An ``xs:dateTime`` as seconds since the epoch; without a zone it is taken as UTC."""
+    """An ``xs:dateTime`` as seconds since the epoch; without a zone it is taken as UTC. One that a zone
+    offset moves out of the years 1 to 9999 in UTC (``0001-01-01T00:00:00+01:00``) is :class:`InvalidTime`,
+    so every instant parsed here can be written back (:func:`format_datetime`)."""
     raw = text.strip()
     if raw.endswith(("Z", "z")):
         raw = raw[:-1] + "+00:00"
@@ -201,14 +203,19 @@ def parse_datetime(text: str) -> float:
         raise InvalidTime(f"{text!r} is not an xs:dateTime: the time part is missing")
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
+    try:  # an instant the answers can name again: in UTC within the years 1 to 9999
+        when.astimezone(UTC)
+    except OverflowError:
+        raise InvalidTime(f"{text!r} lies outside the years 1 to 9999 in UTC") from None
     return when.timestamp()
 
 
 def format_datetime(epoch: float) -> str:
-    """Seconds since the epoch as an ``xs:dateTime`` in UTC with the ``Z`` indicator."""
+    """Seconds since the epoch as an ``xs:dateTime`` in UTC with the ``Z`` indicator (the year in four digits:
+    strftime writes year 500 as ``500``, which no xs:dateTime reader takes)."""
     when = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=epoch)
     millis = when.microsecond // 1000
-    base = when.strftime("%Y-%m-%dT%H:%M:%S")
+    base = f"{when.year:04d}-{when.month:02d}-{when.day:02d}T{when.hour:02d}:{when.minute:02d}:{when.second:02d}"
     return f"{base}.{millis:03d}Z" if millis else f"{base}Z"
 
 
