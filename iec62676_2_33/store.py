@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,13 +181,17 @@ class DeviceStore(SqliteFile):
         rows = self._read(f"SELECT {_UPLINK_COLUMNS} FROM uplinks WHERE remote_address = ?", (remote_address,))
         return _uplink(rows[0]) if rows else None
 
-    def put_uplink(self, cfg: UplinkConfiguration, *, max_uplinks: int) -> bool:
+    def put_uplink(self, cfg: UplinkConfiguration, *, max_uplinks: int,
+                   check: Callable[[UplinkConfiguration], object] | None = None) -> bool:
         """Add or replace the entry keyed by RemoteAddress; True when it was new.
 
-        The MaxUplinks check runs inside the transaction, so concurrent writers
-        cannot exceed it; when it fails nothing is written.
+        The MaxUplinks check, and ``check`` (the references' existence: CertificateID, policy,
+        authorization server), run inside the transaction, so concurrent writers cannot exceed the one nor
+        delete what the other found; when either fails nothing is written.
         """
         with self._write() as db:
+            if check is not None:  # its reads share this connection's open transaction
+                check(cfg)
             exists = db.execute("SELECT 1 FROM uplinks WHERE remote_address = ?",
                                 (cfg.remote_address,)).fetchone() is not None
             if not exists:

@@ -9,11 +9,13 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from iec62676_2_33.domain.media import MediaSource
 from iec62676_2_33.errors import ConfigurationError
+from iec62676_2_33.services.uplink import UplinkServiceContext
 from iec62676_2_33.store import DB_NAME, AuthServerConfig, DeviceStore
 from iec62676_2_33.uplinkconfig import UplinkConfigError, UplinkConfiguration
 
@@ -53,6 +55,26 @@ def test_max_uplinks_checked_inside_the_transaction_cfg_3_cfg_6(tmp_path: Path) 
         assert info.value.subcodes == ("Action", "MaxUplinks")
         assert store.generation() == before
         assert [c.remote_address for c in store.list_uplinks()] == ["https://a.example/"]
+
+
+def test_a_reference_deleted_while_set_uplink_runs_is_not_stored_cfg_3_cfg_6(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CFG-3, CFG-6: SetUplink's references are checked again inside the store's transaction: a certificate
+    deleted by another process between the first check and the write is CertificateID, and nothing dangles."""
+    with DeviceStore(tmp_path) as store, DeviceStore(tmp_path) as other:
+        store.put_certificate("c", b"CERT", b"KEY")
+        context = UplinkServiceContext(store=store)
+        real = store.put_uplink
+
+        def late(*args: Any, **kwargs: Any) -> bool:
+            other.delete_certificate("c")  # after validate() found it, before the write
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(store, "put_uplink", late)
+        with pytest.raises(UplinkConfigError) as info:
+            context.set_uplink(_cfg("https://a.example/"))
+        assert info.value.subcodes == ("InvalidArgVal", "CertificateID")
+        assert store.list_uplinks() == []
 
 
 def test_generation_seen_by_another_connection_cfg_6(tmp_path: Path) -> None:

@@ -103,7 +103,10 @@ class UplinkServiceContext:
     def set_uplink(self, cfg: UplinkConfiguration) -> UplinkConfiguration:
         """Validate and store (CFG-3); shared by SOAP and the CLI."""
         checked = validate(cfg, self.store, self.capabilities)
-        self.store.put_uplink(checked, max_uplinks=self.capabilities.max_uplinks)
+        # again inside the store's transaction: a certificate, policy or authorization server deleted since
+        # the first look must not be referenced by what is stored
+        self.store.put_uplink(checked, max_uplinks=self.capabilities.max_uplinks,
+                              check=lambda stored: validate(stored, self.store, self.capabilities))
         self.changed()
         return checked
 
