@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from iec62676_2_33.domain import registry as registry_module
 from iec62676_2_33.domain.filters import (
     InvalidFilter,
     LocationFilter,
@@ -374,6 +375,27 @@ def test_rq3_load_jsonl_is_all_or_nothing_listing_every_bad_line(reg, tmp_path):
         ("Initialized", "dev1:d", 2),
     ]
     assert reg.load_jsonl(path) == []
+
+
+def test_rq3_load_jsonl_names_a_bounded_number_of_bad_lines_in_one_error(reg, tmp_path, monkeypatch):
+    """RQ-3: a file of bad lines is one error naming the first MAX_REPORTED_LINES and counting the rest; a line
+    nested too deep for the JSON reader, or longer than MAX_LINE_BYTES (read no further than that), is a bad
+    line like any other; the good lines around them are read as usual."""
+    monkeypatch.setattr(registry_module, "MAX_LINE_BYTES", 10_000)
+    good = json.dumps({"token": "dev1:a", "kind": "MediaProfile"})
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(["[" * 5000, "x" * 25_000, good, *["{not json"] * 200]) + "\n", encoding="utf-8")
+    with pytest.raises(InvalidResource) as e:
+        reg.load_jsonl(path)
+    lines = str(e.value).splitlines()
+    assert lines[0] == f"{str(path)!r}: 202 bad line(s), nothing was loaded:"
+    assert lines[1:3] == ["  line 1: JSON nested too deep", "  line 2: longer than 10000 bytes"]
+    assert lines[3].startswith("  line 4: not JSON")
+    assert len(lines) == 1 + registry_module.MAX_REPORTED_LINES + 1
+    assert lines[-1] == f"  … and {202 - registry_module.MAX_REPORTED_LINES} more"
+    path.write_text(good + "\n" + "x" * 9_999 + "\n", encoding="utf-8")  # a line of exactly the bound is read
+    with pytest.raises(InvalidResource, match="line 2: not JSON"):
+        reg.load_jsonl(path)
 
 
 def test_rq3_load_jsonl_reports_unreadable_files(reg, tmp_path):

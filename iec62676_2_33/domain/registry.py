@@ -71,7 +71,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from itertools import groupby, islice
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 from ..errors import ConfigurationError
 from .filters import PrefixFilter, ResourceQuery
@@ -95,6 +95,23 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 _CHUNK = 20_000  # rows per executemany batch in bulk writes
+#: The longest line of a resource file (a resource with its scopes takes well under 64 KiB); a longer one is a
+#: bad line, and no more of it than this is held in memory.
+MAX_LINE_BYTES = 1024 * 1024
+#: Bad lines a load names one by one in its error (the rest are counted).
+MAX_REPORTED_LINES = 50
+def _bounded_lines(handle: BinaryIO) -> Iterator[tuple[bytes | None, int]]:
+    """``(line, bytes read)`` for each line of ``handle``, read at most MAX_LINE_BYTES at a time: a longer line
+    is skipped to its end and given as ``None`` (iterating a file reads a whole line, however long, into
+    memory)."""
+    while raw := handle.readline(MAX_LINE_BYTES + 1):
+        if len(raw) <= MAX_LINE_BYTES or raw.endswith(b"\n"):
+            yield raw, len(raw)
+            continue
+        size = len(raw)
+        while not raw.endswith(b"\n") and (raw := handle.readline(MAX_LINE_BYTES)):
+            size += len(raw)
+        yield None, size
 _CACHE_KIB = 8 * 1024  # page cache per connection; a streamed enumeration of 1M rows fills it
 _BULK_CACHE_KIB = 64 * 1024  # page cache during upsert_many: keeps index upkeep of bulk loads in memory
 
@@ -472,18 +489,23 @@ class ResourceRegistry(SqliteFile):
             finally:
                 self._db.execute("DELETE FROM temp.load_tokens")
             if errors:
+                shown = errors[:MAX_REPORTED_LINES]
+                more = len(errors) - len(shown)
                 raise InvalidResource(
                     f"{str(path)!r}: {len(errors)} bad line(s), nothing was loaded:\n  "
-                    + "\n  ".join(errors)
+                    + "\n  ".join(shown) + (f"\n  … and {more} more" if more else "")
                 )
         log.info("loaded resources from %s", path)
 
-    def _parse_lines(self, handle: Iterable[bytes], errors: list[str],
+    def _parse_lines(self, handle: BinaryIO, errors: list[str],
                      progress: Callable[[int], None] | None) -> Iterator[Resource]:
         """The resources of ``handle``'s lines; bad lines go to ``errors`` (and then nothing more is yielded)."""
-        for number, raw in enumerate(handle, 1):
+        for number, (raw, size) in enumerate(_bounded_lines(handle), 1):
             if progress is not None:
-                progress(len(raw))
+                progress(size)
+            if raw is None:
+                errors.append(f"line {number}: longer than {MAX_LINE_BYTES} bytes")
+                continue
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -496,6 +518,9 @@ class ResourceRegistry(SqliteFile):
                 check_remote_token(resource.token)
             except json.JSONDecodeError as e:
                 errors.append(f"line {number}: not JSON ({e.msg} at column {e.colno})")
+                continue
+            except RecursionError:
+                errors.append(f"line {number}: JSON nested too deep")
                 continue
             except InvalidResource as e:
                 errors.append(f"line {number}: {e}")
