@@ -23,7 +23,7 @@ import nats
 import pytest
 from cluster_env import NatsServer, have
 from helpers import run
-from nats.js.errors import KeyWrongLastSequenceError, ServiceUnavailableError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, ServiceUnavailableError
 
 from iec62676_2_33.cluster.records import DeviceRecord, device_key
 from iec62676_2_33.cluster.registry import ClusterRegistry, read_registry
@@ -152,8 +152,21 @@ async def test_a_swept_entry_of_a_live_uplink_is_claimed_again(server: NatsServe
         await until(lambda: ids(b) == [("cam-1", "a")], "cam-2 released")
         kv = b.registry._devices_kv
         assert kv is not None
+        before = (await kv.get(device_key("cam-1"))).revision or 0
         await kv.delete(device_key("cam-1"))  # what b's sweep does to a node it believes dead
-        await until(lambda: ids(b) == [], "the sweep seen from b")
+        # a claims it again at once (its watcher sees its own entry go), so b may never show the gap: the
+        # claim is told by an entry newer than the one swept
+
+        async def claimed_again() -> None:
+            while True:
+                try:
+                    if ((await kv.get(device_key("cam-1"))).revision or 0) > before:
+                        return
+                except KeyNotFoundError:  # the sweep's delete marker, not claimed yet
+                    pass
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(claimed_again(), BOUND)
         await until(lambda: ids(b) == [("cam-1", "a")], "a claims its live uplink again")
         assert ids(a) == [("cam-1", "a")] and not a.superseded
     finally:
