@@ -13,8 +13,8 @@ The answer is the device's as a local call gives it: the request carries
 ``X-Forwarded-Host: <device id>``, ``-Proto: https`` and an empty ``-Prefix``, so the
 addresses the device builds (GetServices XAddrs, subscription references) are the ones a
 local call sees, and a zeep client following them stays on this transport. The caller's
-budgets hold as on one node: ``timeout`` bounds the answer's head and each of its chunks,
-and an answer longer than ``max_body`` is cut off (the stream reset) with
+budgets hold as on one node: ``timeout`` bounds the whole answer, head and body, and an
+answer longer than ``max_body`` is cut off (the stream reset) with
 :class:`~..runtime.cloud.AnswerTooLarge`.
 
 Failures are one line: no live node holds the device, or its node answers that the device
@@ -67,23 +67,19 @@ async def request_at_node(router: NodeRouter, device_id: str, method: str, path:
     raw_path = f"/devices/{quote(device_id, safe='')}{target}".encode()
     where = f"node {node.node} holding device {device_id!r}"
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout):  # the whole answer, head and body, as on one node
             response = await router.send_to(node, method, raw_path, _headers(device_id, headers, body), body,
                                             timeout=timeout)
-        try:
-            parts, size = [], 0
-            chunks = response.aiter_raw()
-            while True:
-                async with asyncio.timeout(timeout):
-                    chunk = await anext(chunks, None)
-                if chunk is None:
-                    break
-                size += len(chunk)
-                if max_body is not None and size > max_body:
-                    raise AnswerTooLarge(f"the device's answer to {method} {target[:120]} exceeded {max_body} bytes")
-                parts.append(chunk)
-        finally:
-            await response.aclose()
+            try:
+                parts, size = [], 0
+                async for chunk in response.aiter_raw():
+                    size += len(chunk)
+                    if max_body is not None and size > max_body:
+                        raise AnswerTooLarge(f"the device's answer to {method} {target[:120]} exceeded {max_body} "
+                                             "bytes")
+                    parts.append(chunk)
+            finally:
+                await response.aclose()
     except TimeoutError:
         raise TransportError(f"{where} did not answer within {timeout:g} s") from None
     except (httpx.HTTPError, ssl.SSLError, OSError) as exc:

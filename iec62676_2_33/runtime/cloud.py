@@ -21,6 +21,7 @@ VMS code calls :meth:`CloudListener.request` (or uses the zeep transport of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import urllib.parse
@@ -230,7 +231,9 @@ class DeviceChannel:
                 self._capacity.set()
         elif isinstance(event, StreamReset):
             self._fail(event.stream_id, TransportError(
-                f"device {self.device_id} reset the stream (HTTP/2 error {event.error_code})"))
+                f"device {self.device_id} reset the stream (HTTP/2 error {event.error_code})" if event.remote else
+                f"the answer of device {self.device_id} passed {self.role.limits.max_body_size} bytes "
+                "(H2Limits.max_body_size); the stream was reset"))
         elif isinstance(event, ConnectionTerminated):
             self._fail_all(TransportError(f"uplink of device {self.device_id} ended: {event.reason or event.error_code}"))
 
@@ -422,15 +425,20 @@ class DeviceChannel:
 
     async def request(self, method: str, path: str, headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
                       *, timeout: float = 30.0, max_body: int | None = None) -> HttpResponse:
-        """One whole exchange; an answer longer than ``max_body`` bytes resets the stream and raises
-        :class:`AnswerTooLarge` as soon as it passes the limit (nothing more is buffered)."""
-        stream_id, status, head = await self.open(method, path, headers, body, timeout=timeout)
-        parts, size = [], 0
-        async for chunk in self.body(stream_id, timeout=timeout):  # leaving early cancels the stream
-            size += len(chunk)
-            if max_body is not None and size > max_body:
-                raise AnswerTooLarge(f"the device's answer to {method} {path[:120]} exceeded {max_body} bytes")
-            parts.append(chunk)
+        """One whole exchange within ``timeout`` seconds in all, head and body (a device that trickles its
+        answer cannot hold the caller: :class:`TimeoutError`); an answer longer than ``max_body`` bytes
+        resets the stream and raises :class:`AnswerTooLarge` as soon as it passes the limit (nothing more is
+        buffered). Whatever ``max_body``, no answer passes ``H2Limits.max_body_size`` (16 MiB)."""
+        async with asyncio.timeout(timeout):
+            stream_id, status, head = await self.open(method, path, headers, body, timeout=timeout)
+            parts, size = [], 0
+            async with contextlib.aclosing(self.body(stream_id, timeout=timeout)) as chunks:  # closing cancels
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if max_body is not None and size > max_body:
+                        raise AnswerTooLarge(f"the device's answer to {method} {path[:120]} exceeded {max_body} "
+                                             "bytes")
+                    parts.append(chunk)
         return HttpResponse(status=status, headers=head, body=b"".join(parts))
 
 
