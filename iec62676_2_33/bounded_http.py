@@ -11,7 +11,8 @@ reached by URL therefore goes through :func:`post` (or, on an event loop,
 :mod:`..query` by default, the VSS's forwarded operations
 (:class:`~.vss.gateway.Forwarder`), the ``SerialNumber`` question of ``vss
 lower add`` (:mod:`.vss.prefix`) and the VSS's resource mirrors and event
-forwarders (:class:`BoundedTransport`).
+forwarders (:class:`BoundedTransport`), and the snapshot relay's GET from the
+camera (:func:`request`, :mod:`.services.snapshot`).
 
 * **One deadline for the whole exchange.** A watchdog
   (:class:`threading.Timer`) runs from the start; when it fires it shuts the
@@ -51,7 +52,8 @@ from zeep.transports import AsyncTransport, Transport
 
 from .errors import TransportError
 
-__all__ = ["AnswerTooLong", "AsyncBoundedTransport", "BoundedTransport", "ExchangeTimeout", "HttpAnswer", "NoAnswer", "exchange_client", "fetch", "post"]
+__all__ = ["AnswerTooLong", "AsyncBoundedTransport", "BoundedTransport", "ExchangeTimeout", "HttpAnswer", "NoAnswer",
+           "exchange_client", "fetch", "post", "request"]
 
 #: httpcore trace events whose ``return_value`` is the exchange's connected stream (the last one counts).
 _CONNECTED = frozenset({"connection.connect_tcp.complete", "connection.start_tls.complete"})
@@ -78,10 +80,11 @@ class HttpAnswer:
     body: bytes
 
 
-def exchange_client(timeout: float, *, verify: ssl.SSLContext | bool = True) -> httpx.Client:
-    """A client for :func:`post`: per-read ``timeout``, no redirects, no connection kept alive; ``verify`` as
-    httpx takes it (True: certifi's trust anchors)."""
-    return httpx.Client(timeout=timeout, follow_redirects=False, verify=verify,
+def exchange_client(timeout: float, *, verify: ssl.SSLContext | bool = True, trust_env: bool = True) -> httpx.Client:
+    """A client for :func:`post` and :func:`request`: per-read ``timeout``, no redirects, no connection kept alive;
+    ``verify`` and ``trust_env`` (proxy variables, ``.netrc``) as httpx takes them (True: certifi's trust
+    anchors)."""
+    return httpx.Client(timeout=timeout, follow_redirects=False, verify=verify, trust_env=trust_env,
                         limits=httpx.Limits(max_keepalive_connections=0))
 
 
@@ -132,10 +135,16 @@ def post(client: httpx.Client, url: str, headers: Sequence[tuple[str, str]] | Ma
 
     :class:`ExchangeTimeout`, :class:`AnswerTooLong`, or :class:`NoAnswer` (cannot connect, the answer broke
     off), each one line."""
+    return request(client, "POST", url, headers, body, timeout=timeout, max_bytes=max_bytes)
+
+
+def request(client: httpx.Client, method: str, url: str, headers: Sequence[tuple[str, str]] | Mapping[str, str],
+            body: bytes = b"", *, timeout: float, max_bytes: int, auth: httpx.Auth | None = None) -> HttpAnswer:
+    """:func:`post` for any method, with ``auth`` (httpx's: Digest's second request is inside the same deadline)."""
     watchdog = _Watchdog(timeout)
     late = ExchangeTimeout(f"no whole answer within {timeout:g} s")
     try:
-        with watchdog, client.stream("POST", url, headers=headers, content=body,
+        with watchdog, client.stream(method, url, headers=headers, content=body, auth=auth,
                                      extensions={"trace": watchdog.trace}) as response:
             data = bytearray()
             for chunk in response.iter_bytes():

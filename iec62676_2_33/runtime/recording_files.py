@@ -6,10 +6,17 @@ the Media2 profile that made it (ANX-B-5) and a folder. Every ``.mp4`` /
 ``.mkv`` file of the folder whose name carries a UTC stamp
 (:func:`~..domain.recordings.start_from_name`) is a segment; its duration
 comes from ``ffprobe`` (one run per file, bounded by :data:`PROBE_TIMEOUT`,
-cached by size and modification time; a file ffprobe cannot read is left out
-and logged). :class:`FolderRecordingStore` looks at the folders again when
-their modification time changes, so a growing recording is seen without a
+cached by path, size and modification time; a file ffprobe cannot read is
+left out and logged). :class:`FolderRecordingStore` looks at the folders again
+when their modification time changes, so a growing recording is seen without a
 restart.
+
+A new index is built by one thread at a time, outside the lock that hands the
+index out: while it probes a folder of new files, every other search answers
+from the last whole index at once (only the very first index is waited for),
+never from a half-built one, and no file is probed by two threads. The cache
+of durations holds the files of the newest index only (a removed or rewritten
+file leaves it) and at most :data:`MAX_PROBED` of them.
 
 The configuration file is replaced atomically (write a temporary file,
 ``os.replace``): a crash leaves the old or the new list, never a mix.
@@ -44,6 +51,8 @@ RECORDINGS_FILE = "recordings.json"
 PROBE_TIMEOUT = 20.0
 #: Most files indexed per recording folder (a folder is a list the store holds in memory).
 MAX_FILES = 100_000
+#: Most probed durations cached (files past it are probed again at each new index).
+MAX_PROBED = 200_000
 VIDEO_SUFFIXES = (".mp4", ".mkv")
 #: Most recordings one device configures.
 MAX_RECORDINGS = 1_000
@@ -110,8 +119,9 @@ class FolderRecordingStore:
 
     def __init__(self, data_dir: str | Path) -> None:
         self._data_dir = Path(data_dir)
-        self._lock = threading.Lock()
-        self._probed: dict[tuple[str, int, int], float | None] = {}
+        self._lock = threading.Lock()  # guards _seen and _store: held for an instant, never during a probe
+        self._indexing = threading.Lock()  # one index is built at a time, so no file is probed twice at once
+        self._probed: dict[tuple[str, int, int], float | None] = {}  # only the builder reads or writes it
         self._seen: tuple[object, ...] | None = None
         self._store = IndexedRecordingStore(())
 
@@ -124,7 +134,10 @@ class FolderRecordingStore:
         return (mtime(self._data_dir / RECORDINGS_FILE),
                 *((c, mtime(Path(c.folder))) for c in configs))
 
-    def _files(self, config: RecordingConfig) -> list[RecordingFile]:
+    def _files(self, config: RecordingConfig, probed: dict[tuple[str, int, int], float | None]
+               ) -> list[RecordingFile]:
+        """The segments of ``config``'s folder; the durations of the files that are still there are added to
+        ``probed`` (from the last index's cache, or ffprobe)."""
         folder = Path(config.folder)
         try:
             entries = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
@@ -141,22 +154,38 @@ class FolderRecordingStore:
             except OSError:  # removed since the listing
                 continue
             key = (str(path), stat.st_size, stat.st_mtime_ns)
-            if key not in self._probed:
-                self._probed[key] = probe_duration(path)
-            duration = self._probed[key]
+            duration = self._probed[key] if key in self._probed else probe_duration(path)
+            if len(probed) < MAX_PROBED:
+                probed[key] = duration
             if duration is not None:
                 files.append(RecordingFile(path=str(path.resolve()), start=start, duration=duration))
         return files
 
     def _current(self) -> IndexedRecordingStore:
+        """The index, built again when the configuration or a folder changed. It is built outside the lock
+        that answers searches: while one thread probes new files, the others answer from the last whole
+        index (they wait only for the very first one)."""
+        configs = load_recording_configs(self._data_dir)
+        stamp = self._stamp(configs)
         with self._lock:
-            configs = load_recording_configs(self._data_dir)
-            stamp = self._stamp(configs)
-            if stamp != self._seen:
-                self._store = IndexedRecordingStore((c, self._files(c)) for c in configs)
-                self._seen = stamp
-            return self._store
-
+            if stamp == self._seen:
+                return self._store
+            first = self._seen is None
+        if not self._indexing.acquire(blocking=first):
+            with self._lock:
+                return self._store
+        try:
+            with self._lock:
+                if stamp == self._seen:  # built by the thread this one waited for
+                    return self._store
+            probed: dict[tuple[str, int, int], float | None] = {}
+            store = IndexedRecordingStore([(c, self._files(c, probed)) for c in configs])
+            self._probed = probed  # the files of this index only: removed and changed files leave the cache
+            with self._lock:
+                self._store, self._seen = store, stamp
+            return store
+        finally:
+            self._indexing.release()
     def recordings(self) -> list[Recording]:
         return self._current().recordings()
 

@@ -11,6 +11,18 @@ a script on it and waits (bounded) for the ``PORT <n>`` line.
 :data:`REFRESH_INTERVAL` seconds); the server looks at it again every two
 seconds and mounts or unmounts recordings.
 
+The subprocess is supervised: a thread waits for it to end, and when it
+ends before :meth:`ReplayServer.close` (a crash, an assertion in GStreamer,
+``kill -9``) it is started again on the port it had (the replay URIs handed
+out name that port; GStreamer's listener reuses the address, so connections
+of the old process in TIME_WAIT do not block it), after a pause that doubles
+from :data:`RESTART_DELAY` to :data:`MAX_RESTART_DELAY` while restarts keep
+failing (the port taken by another program meanwhile, the process dying at
+start), and is short again once a process served :data:`STABLE_AFTER`
+seconds. Each restart is one warning line. Players connected to the old
+process lose their session and set up again. :meth:`ReplayServer.close` stops
+the supervisor first, so a process it is starting is ended too.
+
 ``device serve`` (:func:`~.device.run_device`) starts it with
 :func:`start_replay_server` when recordings are configured. A host that
 cannot run it (no GStreamer RTSP server: the interpreter or its bindings
@@ -70,6 +82,7 @@ import os
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
@@ -94,6 +107,12 @@ START_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
 #: How often the index is written again for the subprocess (which reads it every two seconds).
 REFRESH_INTERVAL = 2.0
+#: First pause before the subprocess is started again after it ended; it doubles while restarts keep failing.
+RESTART_DELAY = 0.5
+#: Longest pause between two restarts.
+MAX_RESTART_DELAY = 30.0
+#: A process that served this many seconds ended by accident, not at start: the next pause is the first again.
+STABLE_AFTER = 60.0
 #: What a start failure asks the operator to check.
 _NEEDS = "is GStreamer's RTSP server installed (python3-gi, gir1.2-gst-rtsp-server-1.0)?"
 
@@ -154,54 +173,123 @@ def _index(store: RecordingStore) -> dict[str, list[dict[str, object]]]:
             for r in store.recordings()}
 
 
+def _drain(process: subprocess.Popen[str]) -> None:
+    """Log what a subprocess says (its stderr), so its pipe never fills."""
+    assert process.stderr is not None
+    for text in process.stderr:
+        log.info("replay server: %s", text.rstrip()[:300])
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    """End ``process`` (terminate, then kill; each wait bounded) and close its pipes."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(STOP_TIMEOUT)
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
 class ReplayServer:
     """The replay RTSP server subprocess for the recordings of ``store``; ``base`` is the prefix of
     replay URIs (``rtsp://host:port/replay``)."""
 
     def __init__(self, store: RecordingStore, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self._store = store
+        self._host = host
         self._folder = tempfile.TemporaryDirectory(prefix="iec62676-replay-")
         self._index_path = Path(self._folder.name) / "index.json"
+        self._closing = threading.Event()
+        self._lock = threading.Lock()  # guards _process against close() while the supervisor replaces it
         self.refresh()
         try:
-            self._process = subprocess.Popen(  # a fixed argument list, no shell
-                [SYSTEM_PYTHON, str(Path(__file__).with_name("replay_rtsp.py")), "--host", host, "--port", str(port),
-                 "--index", str(self._index_path), "--mount", REPLAY_MOUNT],
+            self._process, bound = self._spawn(port)
+        except ConfigurationError:
+            self._folder.cleanup()
+            raise
+        shown = f"[{host}]" if ":" in host else host
+        self._port = bound
+        self.base = f"rtsp://{shown}:{bound}{REPLAY_MOUNT}"
+        self._refresher = threading.Thread(target=self._refresh_loop, daemon=True)
+        self._refresher.start()
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True)
+        self._supervisor.start()
+
+    def _spawn(self, port: int) -> tuple[subprocess.Popen[str], int]:
+        """Start the subprocess on ``port`` and wait (bounded) for its ``PORT`` line: the process and its
+        port; on failure the process is gone and the reason raised in one line."""
+        try:
+            process = subprocess.Popen(  # a fixed argument list, no shell
+                [SYSTEM_PYTHON, str(Path(__file__).with_name("replay_rtsp.py")), "--host", self._host, "--port",
+                 str(port), "--index", str(self._index_path), "--mount", REPLAY_MOUNT],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         except OSError as exc:
-            self._folder.cleanup()
             raise ReplayUnavailable(f"cannot start the replay server ({SYSTEM_PYTHON}): {exc.strerror or exc}; "
                                     f"{_NEEDS}") from None
         line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(self._process.stdout.readline()  # type: ignore[union-attr]
-                                                             ), daemon=True)
+        reader = threading.Thread(target=lambda: line.append(process.stdout.readline()),  # type: ignore[union-attr]
+                                  daemon=True)
         reader.start()
-        reader.join(START_TIMEOUT)
+        deadline = time.monotonic() + START_TIMEOUT
+        while reader.is_alive() and time.monotonic() < deadline and not self._closing.is_set():
+            reader.join(0.1)  # a close() meanwhile ends the wait
         bound = _announced_port(line[0] if line else "")
         if bound is None or bound <= 0:
-            failure = self._start_failure(host, port, bound)
-            self.close()
+            failure = self._start_failure(process, port, bound)
+            _stop(process)
             raise failure
-        shown = f"[{host}]" if ":" in host else host
-        self.base = f"rtsp://{shown}:{bound}{REPLAY_MOUNT}"
-        threading.Thread(target=self._drain, daemon=True).start()
-        self._closing = threading.Event()
-        self._refresher = threading.Thread(target=self._refresh_loop, daemon=True)
-        self._refresher.start()
+        threading.Thread(target=_drain, args=(process,), daemon=True).start()
+        return process, bound
 
-    def _start_failure(self, host: str, port: int, bound: int | None) -> ConfigurationError:
+    def _start_failure(self, process: subprocess.Popen[str], port: int, bound: int | None) -> ConfigurationError:
         """Why the subprocess announced no port, in one line."""
         if bound is not None:  # GStreamer could not bind: it announces -1 and keeps running
-            return ConfigurationError(f"the replay server cannot listen on {host}:{port} "
+            return ConfigurationError(f"the replay server cannot listen on {self._host}:{port} "
                                       "(in use or not an address of this host)")
-        if self._process.poll() is None:
+        if process.poll() is None:
             return ReplayUnavailable(f"the replay server did not start within {START_TIMEOUT:g} s; {_NEEDS}")
         try:
-            said = self._process.communicate(timeout=STOP_TIMEOUT)[1]
+            said = process.communicate(timeout=STOP_TIMEOUT)[1]
         except subprocess.TimeoutExpired:
             said = ""
         last = next((text.strip() for text in reversed(said.splitlines()) if text.strip()), "no message")
         return ReplayUnavailable(f"the replay server exited at start ({last[:200]}); {_NEEDS}")
+
+    def _supervise(self) -> None:
+        """Start the subprocess again whenever it ends before :meth:`close`, on the same port (the replay URIs
+        handed out name it), after a pause that doubles from :data:`RESTART_DELAY` to :data:`MAX_RESTART_DELAY`
+        while it keeps failing and is :data:`RESTART_DELAY` again once a process served
+        :data:`STABLE_AFTER` seconds. One line is logged per restart."""
+        delay = RESTART_DELAY
+        while True:
+            started = time.monotonic()
+            reason = f"exit status {self._process.wait()}"
+            if time.monotonic() - started >= STABLE_AFTER:
+                delay = RESTART_DELAY
+            process = None
+            while process is None:
+                if self._closing.is_set():
+                    return
+                log.warning("the replay server stopped (%s): starting it again on port %d in %g s",
+                            reason[:300], self._port, delay)
+                if self._closing.wait(delay):
+                    return
+                delay = min(delay * 2, MAX_RESTART_DELAY)
+                try:
+                    process = self._spawn(self._port)[0]
+                except ConfigurationError as exc:
+                    reason = str(exc)
+            with self._lock:
+                if not self._closing.is_set():
+                    self._process = process
+                    continue
+            _stop(process)  # close() came while it started
+            return
 
     def _refresh_loop(self) -> None:
         """New files and recordings reach the subprocess within :data:`REFRESH_INTERVAL` seconds."""
@@ -210,12 +298,6 @@ class ReplayServer:
                 self.refresh()
             except (OSError, ConfigurationError) as exc:
                 log.warning("replay index not refreshed: %s", exc)
-
-    def _drain(self) -> None:
-        """Log what the subprocess says (its stderr), so its pipe never fills."""
-        assert self._process.stderr is not None
-        for text in self._process.stderr:
-            log.info("replay server: %s", text.rstrip()[:300])
 
     def refresh(self) -> None:
         """Write the current index of the store for the subprocess (atomically), when it changed."""
@@ -229,21 +311,13 @@ class ReplayServer:
         self._written = text
 
     def close(self) -> None:
-        closing = getattr(self, "_closing", None)
-        if closing is not None:
-            closing.set()
-            self._refresher.join(STOP_TIMEOUT)
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(STOP_TIMEOUT)
-        for stream in (self._process.stdout, self._process.stderr):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
+        """Stop the supervisor, the refresher and the subprocess (each wait bounded)."""
+        with self._lock:
+            self._closing.set()
+            process = self._process
+        _stop(process)
+        self._supervisor.join(START_TIMEOUT + STOP_TIMEOUT)
+        self._refresher.join(STOP_TIMEOUT)
         self._folder.cleanup()
 
     def __enter__(self) -> Self:

@@ -17,11 +17,14 @@ HTTP Digest (the same :class:`~..security.httpdigest.DigestAuthenticator`, so
 a nonce is shared with the SOAP services); else the caller is Anonymous and is
 challenged (401). Too low a level is 403.
 
-*Fetching* uses httpx (blocking; the WSGI call already runs in the server's
-bounded worker pool): no redirects, ``timeout`` for connect and each read, a
-total ``deadline`` checked between chunks, at most ``max_bytes`` of body
-(a larger ``Content-Length`` is refused before reading), and the answer must be
-an ``image/*`` with status 200; it is relayed with a sandboxing
+*Fetching* is one bounded exchange (:func:`~..bounded_http.request`, blocking:
+the WSGI call already runs in the server's bounded worker pool): no redirects,
+no proxy from the environment, ``timeout`` for connect and each read, and one
+``deadline`` for the whole exchange -- the camera's status line and headers as
+much as its body, and Digest's second request -- so a camera that trickles
+its answer holds a worker ``deadline`` seconds at most; at most ``max_bytes``
+of body (the connection is closed past it), and the answer must be an
+``image/*`` with status 200; it is relayed with a sandboxing
 ``Content-Security-Policy`` and ``nosniff``, so an image that is a document
 (SVG) never runs script on the device's origin. The camera's credentials, when the source has
 them, are offered as HTTP Digest (ONVIF cameras' scheme) and never leave the
@@ -38,7 +41,7 @@ unknown token, or a source without snapshot 404
 method other than GET/HEAD                  405
 camera unreachable, not 200, not an image,  502
 or larger than ``max_bytes``
-camera slower than ``deadline``             504
+whole answer slower than ``deadline``       504
 ==========================================  ======
 
 Error bodies are one line of text and never echo the camera's address.
@@ -56,6 +59,7 @@ from urllib.parse import quote, unquote
 
 import httpx
 
+from ..bounded_http import AnswerTooLong, ExchangeTimeout, NoAnswer, exchange_client, request
 from ..domain.media import MediaBackend, MediaSource
 from ..errors import TransportError
 from ..security.access import AccessClass, CredentialRejected, is_allowed
@@ -163,31 +167,23 @@ class SnapshotRelay:
         another way (the VSS over an uplink). Raises :class:`SnapshotFailed`."""
         assert source.snapshot_url is not None
         auth = httpx.DigestAuth(source.username, source.password or "") if source.username else None
-        end = time.monotonic() + self.deadline
         try:
-            with httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False) as client, \
-                    client.stream("GET", source.snapshot_url, auth=auth) as response:
-                if response.status_code != 200:
-                    raise SnapshotFailed(502, f"the camera answered {response.status_code} to the snapshot request")
-                content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-                if not content_type.startswith("image/"):
-                    raise SnapshotFailed(502, "the camera's snapshot is not an image")
-                length = response.headers.get("content-length", "")
-                if length.isdigit() and int(length) > self.max_bytes:
-                    raise SnapshotFailed(502, f"the camera's snapshot is larger than {self.max_bytes} bytes")
-                chunks, size = [], 0
-                for chunk in response.iter_bytes():
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise SnapshotFailed(502, f"the camera's snapshot is larger than {self.max_bytes} bytes")
-                    if time.monotonic() > end:
-                        raise SnapshotFailed(504, f"the camera took longer than {self.deadline:g} s for the snapshot")
-                    chunks.append(chunk)
-        except httpx.TimeoutException:
-            raise SnapshotFailed(504, f"the camera did not answer within {self.timeout:g} s") from None
-        except httpx.HTTPError as exc:
-            raise SnapshotFailed(502, f"cannot fetch the camera's snapshot ({type(exc).__name__})") from None
-        return content_type, b"".join(chunks)
+            with exchange_client(self.timeout, trust_env=False) as client:
+                answer = request(client, "GET", source.snapshot_url, {}, auth=auth, timeout=self.deadline,
+                                 max_bytes=self.max_bytes)
+        except ExchangeTimeout:
+            raise SnapshotFailed(504, f"the camera took longer than {self.deadline:g} s for the snapshot") from None
+        except AnswerTooLong:
+            raise SnapshotFailed(502, f"the camera's snapshot is larger than {self.max_bytes} bytes") from None
+        except NoAnswer as exc:
+            raise SnapshotFailed(502, f"cannot fetch the camera's snapshot ({exc})") from None
+        if answer.status != 200:
+            raise SnapshotFailed(502, f"the camera answered {answer.status} to the snapshot request")
+        headers = httpx.Headers(answer.headers)
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if not content_type.startswith("image/"):
+            raise SnapshotFailed(502, "the camera's snapshot is not an image")
+        return content_type, answer.body
 
 
 def _text(start_response: StartResponse, status: int, text: str,
