@@ -233,7 +233,8 @@ CORPUS: list[tuple[str, str, dict[str, Any], int, str, Any]] = [
     (get_profiles('<x:Type xmlns:x="urn:x">All</x:Type>'), "", USER, 400, FAULT, INVALID_ARGS),
     (get_profiles(), "", {}, 401, FAULT, ["env:Sender", "ter:NotAuthorized"]),
     (stream("RTSP", "nope"), "", USER, 400, FAULT, NO_PROFILE),
-    (stream("RtspOverHttp"), "", USER, 400, FAULT, STREAM_SETUP),
+    # over an uplink (USER marks the request with its UserLevel): the uplink relays RTSP over HTTP
+    (stream("RtspOverHttp"), "", USER, 200, "GetStreamUriResponse", uri("http://cam.local/onvif/rtsp/main")),
     (stream("RtspsUnicast"), "", USER, 400, FAULT, STREAM_SETUP),
     (stream("RtspMulticast"), "", FRONT, 400, FAULT, STREAM_SETUP),
     (stream(""), "", USER, 400, FAULT, STREAM_SETUP),

@@ -184,14 +184,19 @@ class PtzPreset:
 
 @dataclass(frozen=True)
 class _Motion:
-    """One axis: at ``start`` it was at ``origin``; it then travels at ``rate`` (signed units/s) until ``until``."""
+    """One axis: at ``start`` it was at ``origin``; it then travels at ``rate`` (signed units/s) until ``until``,
+    where it rests at ``end`` (given exactly: ``until`` is rounded to the clock's float, whose step is ~0.2 us
+    at today's epoch seconds, and ``origin + rate * (until - start)`` would overshoot a target or a limit)."""
 
     start: float
     origin: float
     rate: float = 0.0
     until: float = 0.0
+    end: float | None = None
 
     def at(self, now: float) -> float:
+        if self.end is not None and now >= self.until:
+            return self.end
         elapsed = max(0.0, min(now, self.until) - self.start)
         return self.origin + self.rate * elapsed
 
@@ -276,7 +281,10 @@ class SimulatedHead:
             if value is not None and not 0.0 <= value <= 1.0:
                 raise PtzError(f"{what} {value:g} is outside the generic speed space [0, 1]",
                                subcodes=("InvalidArgVal", "InvalidSpeed"))
-            out.append((value or 1.0) * self.node.max_speed)
+            units = (value or 1.0) * self.node.max_speed
+            if units == 0.0:  # a subnormal speed times max_speed underflows: no travel time could be computed
+                raise PtzError(f"{what} {value:g} is too small to move at", subcodes=("InvalidArgVal", "InvalidSpeed"))
+            out.append(units)
         return out
 
     def _travel(self, now: float, targets: tuple[float | None, ...], speeds: list[float]) -> None:
@@ -287,7 +295,7 @@ class SimulatedHead:
             distance = target - here
             duration = abs(distance) / speed
             rate = math.copysign(speed, distance) if distance else 0.0
-            self._axes[i] = _Motion(now, here, rate, now + duration)
+            self._axes[i] = _Motion(now, here, rate, now + duration, target)
 
     def absolute_move(self, now: float, position: PtzPosition, speed: PtzSpeed | None = None) -> None:
         """Travel to ``position``; a coordinate outside the node's limits is refused, nothing moves."""
@@ -326,8 +334,10 @@ class SimulatedHead:
             here = self._axes[i].at(now)
             rate = value * self.node.max_speed
             end = self.node.axes[i].max if rate > 0 else self.node.axes[i].min
-            until = stop_at if rate == 0 else min(stop_at, now + (end - here) / rate)
-            self._axes[i] = _Motion(now, here, rate, until)
+            reach = now + (end - here) / rate if rate else math.inf  # when the limit ends the sweep
+            until = min(stop_at, reach)
+            rest = end if reach <= stop_at else self.node.axes[i].clamp(here + rate * (until - now))
+            self._axes[i] = _Motion(now, here, rate, until, rest)
 
     def stop(self, now: float, *, pan_tilt: bool = True, zoom: bool = True) -> None:
         for i, selected in enumerate((pan_tilt, pan_tilt, zoom)):

@@ -36,7 +36,8 @@ unfinished RTSP message.
 UserLevel (STR-4, UPL-12): tunnelled RTSP carries no credentials; the uplink's
 configured level must allow READ_MEDIA, else every request is answered RTSP 401
 (Anonymous) or 403 and the session ends. The player's ``Authorization`` is never
-passed to the camera; the media source's own credentials are (never logged).
+passed to the camera; the media source's own credentials are (never logged). READ_MEDIA
+reads: a request that publishes (ANNOUNCE, RECORD) is answered 405 and ends the session.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from wsproto import ConnectionType
 from wsproto.connection import Connection
@@ -251,6 +252,9 @@ class CameraAuth:
 
 
 _DIGESTS = {"MD5": "md5", "SHA-256": "sha256"}
+#: Methods that publish media to the server (RFC 2326 §10.3, §10.11): a player holds READ_MEDIA, so they never
+#: reach the camera with its credentials; the player gets 405 and the session ends.
+_PUBLISHING = frozenset({"ANNOUNCE", "RECORD"})
 #: Requests kept per session for a retry after the camera's Digest challenge.
 _KEPT_REQUESTS = 16
 
@@ -344,7 +348,7 @@ class RtspRelay:
         source = await asyncio.get_running_loop().run_in_executor(self.executor, self.media.media_source, token)
         if source is None:
             self.stats.refused += 1
-            await ex.respond(404, [("content-type", "text/plain")], f"no media source {token!r}\n".encode())
+            await ex.respond(404, [("content-type", "text/plain")], f"no media source {token[:64]!r}\n".encode())
             return
         if ex.method == "CONNECT":
             ws = await _accept_websocket(ex)
@@ -434,7 +438,8 @@ class RtspRelay:
             await self._refuse(read, player, 503, "Service Unavailable")
             return
         auth = CameraAuth(source.username, source.password or "") if source.username else None
-        rewriter = UrlRewriter(source.token, source.rtsp_url, authorization=auth)
+        # the player's URL names the token as stream URIs write it (Media2, the fronts): one path segment, quoted
+        rewriter = UrlRewriter(quote(source.token, safe=""), source.rtsp_url, authorization=auth)
         peer = writer.get_extra_info("peername")
         if peer:  # a camera named by host name may write its address: hidden as well
             rewriter.add_alias(str(peer[0]))
@@ -476,6 +481,9 @@ class RtspRelay:
                 if isinstance(unit, Interleaved):
                     out.append(unit.data)
                     continue
+                if unit.method in _PUBLISHING:
+                    await player.write(rtsp_response(405, "Method Not Allowed", unit.header("cseq")))
+                    return
                 try:
                     out.append(session.rewriter.request(unit).encode())
                     session.keep(unit)

@@ -33,8 +33,9 @@ request                     URI of GetStreamUri
 direct, RTSP / RtspUnicast  the source's ``rtsp_url`` (the camera's own server)
 via the cloud proxy, RTSP   ``<x-iec62676-rtsp-base>/<profile token>`` (the
 / RtspUnicast               cloud's RTSP front); without that header: fault
-via the cloud proxy,        ``<forwarded base>/onvif/rtsp/<profile token>``
-RtspOverHttp                (the device's RTSP-over-HTTP path, STR-2)
+via the cloud proxy or      ``<request base>/onvif/rtsp/<profile token>``
+over an uplink,             (the device's RTSP-over-HTTP path on its uplinks,
+RtspOverHttp                STR-2)
 direct, RtspOverHttp        fault (the direct port relays no RTSP)
 ==========================  ===================================================
 
@@ -43,7 +44,9 @@ direct, RtspOverHttp        fault (the direct port relays no RTSP)
 cloud proxy adds ``x-iec62676-rtsp-base`` (e.g.
 ``rtsp://127.0.0.1:8554/devices/<id>``) when the cloud runs an RTSP front; a
 value that is not an ``rtsp://`` URI with a host is ignored, never copied.
-Multicast and RTSPS protocols are refused (``Sender/InvalidArgVal/
+"Over an uplink" is a request straight from the cloud's own HTTP/2 client
+(the runtime marks it with the uplink's UserLevel), whose uplink serves the
+RTSP-over-HTTP path; for RTSP it counts as direct. Multicast and RTSPS protocols are refused (``Sender/InvalidArgVal/
 InvalidStreamSetup``), an unknown profile is ``Sender/InvalidArgVal/
 NoProfile``. GetSnapshotUri answers ``<request base>/onvif/snapshot/<profile
 token>``, the device's own snapshot relay (:mod:`.snapshot`: READ_MEDIA, bounded
@@ -288,7 +291,7 @@ def stream_uri(environ: dict[str, Any], src: MediaSource, protocol: str) -> str:
                                          "ask for RtspOverHttp")
         return f"{base}/{segment}"
     if protocol == _RTSP_HTTP:
-        if not proxied:
+        if not proxied and ENVIRON_UPLINK_LEVEL not in environ:
             raise _unsupported(protocol, "RTSP over HTTP is relayed over the uplink only; ask for RTSP "
                                          "to reach the camera directly")
         return f"{request_base_url(environ)}{RTSP_HTTP_PATH}{segment}"
