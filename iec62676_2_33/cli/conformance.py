@@ -87,9 +87,15 @@ def _common(p: argparse.ArgumentParser) -> None:
 _ID_WIDTH = 20
 
 
+def _printable(text: str) -> str:
+    """``text`` with what a terminal would act on (escape sequences, other control characters) shown as
+    Python escapes: a message can quote what the product under test sent."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _print_result(result: Any) -> None:
     print(f"{result.verdict.value.upper():4}  {result.case.id:<{_ID_WIDTH}} {result.case.title}"
-          + ("" if result.verdict.value == "pass" else f"\n      {result.message}"), flush=True)
+          + ("" if result.verdict.value == "pass" else f"\n      {_printable(result.message)}"), flush=True)
 
 
 def _list(registry: Any) -> int:

@@ -19,6 +19,12 @@ one); without a request it is skipped with that reason. ``CLOUD-HOSTILE``
 sends batches of hostile frames of :mod:`.hostile` (those a device can send:
 malformed frames and floods) on connections of their own, then checks that
 the cloud still takes a well-behaved device.
+
+A cloud under test cannot hold a probe: the upgrade and every ``pump`` --
+its writes included, so a cloud that floods frames and reads nothing back
+cannot block it -- end at the target's ``timeout`` (a cloud that never
+answers the upgrade fails with one line saying so), and a probe keeps at
+most :data:`KEEP_EVENTS` h2 events and answered requests.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +44,7 @@ import h2.events
 import h2.exceptions
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ..errors import ConfigurationError, Iec62676Error, RemoteProtocolError
+from ..errors import ConfigurationError, Iec62676Error, RemoteProtocolError, TransportError
 from ..namespaces import SOAP12_CONTENT_TYPE
 from ..pki import load_certs_pem
 from ..sansio.upgrade import Switched, UpgradeClient, UpgradeRefused, parse_remote_address
@@ -55,6 +62,9 @@ CLOUD_CASES = Registry("cloud")
 case = CLOUD_CASES.case
 
 T = TypeVar("T")
+
+#: h2 events, and answered requests, a probe remembers (the oldest are dropped: a cloud may flood frames).
+KEEP_EVENTS = 4096
 
 #: The answer to every request the cloud sends.
 ANSWER = SoapFault(code="Receiver", subcodes=("ActionNotSupported",),
@@ -118,8 +128,8 @@ class Probe:
     after: bytearray = field(default_factory=bytearray)  # bytes after the 101 (bounded)
     conn: h2.connection.H2Connection | None = None
     scanner: FrameScanner = field(default_factory=FrameScanner)
-    events: list[h2.events.Event] = field(default_factory=list)
-    answered: list[str] = field(default_factory=list)
+    events: deque[h2.events.Event] = field(default_factory=lambda: deque(maxlen=KEEP_EVENTS))
+    answered: deque[str] = field(default_factory=lambda: deque(maxlen=KEEP_EVENTS))
 
     async def open(self, *, with_certificate: bool = True, token: str | None | Literal["session"] = "session",
                    target: str | None = None) -> None:
@@ -133,6 +143,17 @@ class Probe:
         self.tls = await connect_tls(address.host, address.port, s.context if with_certificate else s.anonymous,
                                      server_hostname=address.host, timeout=s.target.timeout)
         self.stream = self.tls
+        try:
+            await self._upgrade(target, headers)
+        except TimeoutError:
+            raise TransportError(f"the cloud sent no whole answer to the upgrade within {s.target.timeout:g} s") \
+                from None
+
+    async def _upgrade(self, target: str | None, headers: list[tuple[str, str]]) -> None:
+        """The upgrade the address asks for, within the target's timeout, then the HTTP/2 server role."""
+        s = self.session
+        address = s.address
+        assert self.tls is not None and self.stream is not None
         trailing = b""
         async with asyncio.timeout(s.target.timeout):
             if s.websocket:
@@ -183,28 +204,24 @@ class Probe:
                     self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
 
     async def pump(self, until: Callable[[], bool], timeout: float) -> bool:
-        """Read, answer and write until ``until()`` holds (True) or ``timeout`` passes (False)."""
+        """Read, answer and write until ``until()`` holds (True) or ``timeout`` passes (False). The deadline
+        covers the writes too: a cloud that stops reading while it floods cannot hold the probe."""
         assert self.stream is not None and self.conn is not None
-        deadline = time.monotonic() + timeout
-        while not until():
-            out = self.conn.data_to_send()
-            if out:
-                await self.stream.write(out)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            try:
-                async with asyncio.timeout(left):
-                    data = await self.stream.read(65536)
-            except TimeoutError:
-                return until()
-            if not data:
-                return until()
-            self._received(data)
-        out = self.conn.data_to_send()
-        if out:
-            await self.stream.write(out)
-        return True
+        stream, conn = self.stream, self.conn
+        try:
+            async with asyncio.timeout(timeout):
+                while not until():
+                    if out := conn.data_to_send():
+                        await stream.write(out)
+                    data = await stream.read(65536)
+                    if not data:
+                        return until()
+                    self._received(data)
+                if out := conn.data_to_send():
+                    await stream.write(out)
+                return True
+        except TimeoutError:
+            return until()
 
     async def close(self, *, goaway: bool = False) -> None:
         if self.stream is None:

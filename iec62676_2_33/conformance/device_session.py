@@ -11,6 +11,15 @@ and calls SetUplink; every later SetUplink reuses those objects. The draft
 predates the MissingAuthentication fault (its cases configure no
 CertificateID); here every uplink names the enrolled certificate.
 
+Every exchange on the device's direct address -- the hand-written SOAP
+requests and the zeep clients alike -- is bounded as a whole by
+:mod:`iec62676_2_33.bounded_http`: one deadline (the target's ``timeout``) for
+the whole answer and at most :data:`~iec62676_2_33.client.MAX_ANSWER` bytes,
+so a device that trickles or floods its answer ends the case with a one-line
+failure instead of holding the run. So is a request through the uplink
+(:meth:`DeviceSession.tunnel`: its stream is reset), and the enrolment's
+(:func:`~iec62676_2_33.enroll.enroll`).
+
 Requests through the uplink carry ``X-Forwarded-Host`` and
 ``X-Forwarded-Proto`` naming the tool's cloud, as a cloud's HTTP front would,
 so the device can build addresses (stream URIs) that lead back through it.
@@ -31,12 +40,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 from urllib.parse import urlsplit
 
-import httpx
 import zeep
 from cryptography.hazmat.primitives import serialization
-from zeep.transports import Transport
 
-from ..client import SETTINGS, UplinkClient, mapped_errors, username_token
+from ..bounded_http import BoundedTransport, ExchangeTimeout, exchange_client
+from ..bounded_http import post as bounded_post
+from ..client import MAX_ANSWER, SETTINGS, UplinkClient, mapped_errors, username_token
 from ..enroll import EnrollmentResult, clock_offset, enroll
 from ..errors import ConfigurationError, Iec62676Error
 from ..namespaces import SOAP12_CONTENT_TYPE, TDS, TUP
@@ -163,7 +172,7 @@ class DeviceSession:
         self._uplink: UplinkClient | None = None
         self._security: Any = None
         self._offset: dt.timedelta | None = None
-        self._http = httpx.Client(timeout=target.timeout)
+        self._http = exchange_client(target.timeout)
         self._token_world: TokenWorld | None = None
 
     def __enter__(self) -> Self:
@@ -186,11 +195,13 @@ class DeviceSession:
 
     # -- the device's direct address ---------------------------------------------
     def post(self, url: str, namespace: str, operation: str, inner: str = "") -> soapcheck.SoapAnswer:
-        """A SOAP request without authentication (PRE_AUTH operations) on the direct address."""
+        """A SOAP request without authentication (PRE_AUTH operations) on the direct address: the whole answer
+        within the target's timeout and :data:`~..client.MAX_ANSWER` bytes."""
         body = soapcheck.envelope(namespace, operation, inner)
-        response = self._http.post(url, content=body, headers={
-            "content-type": f'{SOAP12_CONTENT_TYPE}; action="{namespace}/{operation}"'})
-        return soapcheck.parse(response.status_code, response.content)
+        content_type = f'{SOAP12_CONTENT_TYPE}; action="{namespace}/{operation}"'
+        answer = bounded_post(self._http, url, {"content-type": content_type}, body, timeout=self.target.timeout,
+                              max_bytes=MAX_ANSWER)
+        return soapcheck.parse(answer.status, answer.body)
 
     def get_services(self, include_capability: bool) -> soapcheck.SoapAnswer:
         flag = "true" if include_capability else "false"
@@ -213,7 +224,7 @@ class DeviceSession:
 
     def time_offset(self) -> dt.timedelta:
         if self._offset is None:
-            transport = Transport(timeout=self.target.timeout, operation_timeout=self.target.timeout)
+            transport = BoundedTransport(self.target.timeout, max_bytes=MAX_ANSWER)
             client = zeep.Client(str(wsdl_path("devicemgmt")), settings=SETTINGS, transport=transport)
             device = client.create_service(f"{{{TDS}}}DeviceBinding", self.target.dut)
             with mapped_errors(self.target.dut):
@@ -237,7 +248,7 @@ class DeviceSession:
             address = self.xaddrs().get(TAS)
             if address is None:
                 return None
-            transport = Transport(timeout=self.target.timeout, operation_timeout=self.target.timeout)
+            transport = BoundedTransport(self.target.timeout, max_bytes=MAX_ANSWER)
             client = zeep.Client(str(wsdl_path("security")), settings=SETTINGS, transport=transport,
                                  wsse=username_token(self.target.username, self.target.password, self.time_offset()))
             self._security = client.create_service(f"{{{TAS}}}SecurityBinding", address)
@@ -335,7 +346,8 @@ class DeviceSession:
     def tunnel(self, endpoint: Endpoint, xaddr: str, namespace: str, operation: str, inner: str = "",
                timeout: float | None = None, identity: str | None = None) -> soapcheck.SoapAnswer:
         """A SOAP request through the uplink of ``identity`` (default the enrolled certificate's); no
-        authentication: the UserLevel applies, UPL-12."""
+        authentication: the UserLevel applies, UPL-12. The whole answer within ``timeout`` (default the
+        target's) and :data:`~..client.MAX_ANSWER` bytes."""
         body = soapcheck.envelope(namespace, operation, inner)
         parts = urlsplit(xaddr)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -347,8 +359,11 @@ class DeviceSession:
         fields = soapcheck.headers(namespace, operation, len(body))
         fields += [("x-forwarded-host", urlsplit(endpoint.url()).netloc), ("x-forwarded-proto", "https")]
 
-        async def call() -> HttpResponse:
-            return await listener.request(identity, "POST", path, fields, body, timeout=wait)
+        async def call() -> HttpResponse:  # request(): the whole answer within the deadline; and the byte budget
+            try:
+                return await listener.request(identity, "POST", path, fields, body, timeout=wait, max_body=MAX_ANSWER)
+            except TimeoutError:
+                raise ExchangeTimeout(f"no whole answer through the uplink within {wait:g} s") from None
 
         response = self.cloud.call(call, wait + 5)
         return soapcheck.parse(response.status, response.body)

@@ -5,8 +5,9 @@ IDs it checks. It receives the session (what it tests) and an
 :class:`Evidence` log; it records what was sent and what came back, and ends
 by returning (pass), by :meth:`Evidence.fail` or :meth:`Evidence.skip`. Any
 other error (a deadline passed, the device answered garbage) is a failure
-too, reported as one line that names the exception. Evidence items are
-bounded so a chatty device cannot blow up a report.
+too, reported as one line that names the exception. Evidence items and
+messages are bounded (a message is one line, whatever the product put in
+the fault reason it quotes) so a chatty device cannot blow up a report.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from ..errors import Iec62676Error
 MAX_EVIDENCE_CHARS = 4000
 #: Evidence items one case keeps.
 MAX_EVIDENCE_ITEMS = 60
+#: Characters a verdict's message keeps (it can quote the product: a fault reason, an error text).
+MAX_MESSAGE_CHARS = 500
 
 
 class Verdict(enum.Enum):
@@ -125,9 +128,15 @@ def run_case(case: Case, session: Any) -> Result:
         case.run(session, evidence)
         verdict, message = Verdict.PASS, "passed"
     except CaseSkipped as exc:
-        verdict, message = Verdict.SKIP, str(exc)
+        verdict, message = Verdict.SKIP, _one_line(str(exc))
     except CaseFailed as exc:
-        verdict, message = Verdict.FAIL, str(exc)
+        verdict, message = Verdict.FAIL, _one_line(str(exc))
     except Exception as exc:  # noqa: BLE001 - any error is the case's verdict, reported as one line
-        verdict, message = Verdict.FAIL, f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        verdict, message = Verdict.FAIL, f"{type(exc).__name__}: {exc}".splitlines()[0][:MAX_MESSAGE_CHARS]
     return Result(case, verdict, message, evidence.items, time.monotonic() - started)
+
+
+def _one_line(message: str) -> str:
+    """A case's own message as one line of at most :data:`MAX_MESSAGE_CHARS` (the rest is cut, with a note)."""
+    line = " ".join(message.splitlines())
+    return line if len(line) <= MAX_MESSAGE_CHARS else line[:MAX_MESSAGE_CHARS] + f"... ({len(line)} characters)"

@@ -13,20 +13,30 @@ which requirement ID, and how it went).
 from __future__ import annotations
 
 import html
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from .registry import Result, Verdict
 from .runner import Report
 
+#: What XML 1.0 cannot carry (control characters, U+FFFE, U+FFFF; lone surrogates): a product's answer can hold
+#: them, and ElementTree would write them as they are, leaving a JUnit file no CI system can read.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml(text: str) -> str:
+    """``text`` with every character XML 1.0 cannot carry replaced by U+FFFD."""
+    return _NOT_XML.sub("\ufffd", text)
+
 
 def _evidence_text(result: Result) -> str:
-    return "\n\n".join(f"== {item.label}\n{item.text}" for item in result.evidence)
+    return _xml("\n\n".join(f"== {item.label}\n{item.text}" for item in result.evidence))
 
 
 def junit_xml(report: Report) -> bytes:
     suite = ET.Element("testsuite", {
-        "name": f"iec62676 conformance {report.side}: {report.target}",
+        "name": _xml(f"iec62676 conformance {report.side}: {report.target}"),
         "tests": str(len(report.results)), "failures": str(report.count(Verdict.FAIL)), "errors": "0",
         "skipped": str(report.count(Verdict.SKIP)), "time": f"{report.duration:.3f}",
         "timestamp": report.started.strftime("%Y-%m-%dT%H:%M:%S")})
@@ -38,10 +48,10 @@ def junit_xml(report: Report) -> bytes:
         for req in result.case.requirements:
             ET.SubElement(props, "property", {"name": "requirement", "value": req})
         if result.verdict is Verdict.FAIL:
-            failure = ET.SubElement(case, "failure", {"message": result.message, "type": "ConformanceFailure"})
+            failure = ET.SubElement(case, "failure", {"message": _xml(result.message), "type": "ConformanceFailure"})
             failure.text = _evidence_text(result)
         elif result.verdict is Verdict.SKIP:
-            ET.SubElement(case, "skipped", {"message": result.message})
+            ET.SubElement(case, "skipped", {"message": _xml(result.message)})
         else:
             out = ET.SubElement(case, "system-out")
             out.text = _evidence_text(result)
