@@ -64,9 +64,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from zeep.transports import Transport
 
-from .client import SETTINGS, UplinkClient, mapped_errors, username_token
+from .bounded_http import BoundedTransport
+from .client import MAX_ANSWER, SETTINGS, UplinkClient, mapped_errors, username_token
 from .errors import ConfigurationError, TransportError
 from .namespaces import TDS, TUP
 from .pki import CertKey
@@ -172,7 +172,8 @@ class _Device:
     def __init__(self, device_url: str, username: str, password: str, timeout: float) -> None:
         self.timeout = timeout
         self.device_url = device_url
-        transport = Transport(timeout=timeout, operation_timeout=timeout)
+        # each exchange whole within ``timeout`` and a byte budget: a device that trickles cannot hold the enrolment
+        transport = BoundedTransport(timeout, max_bytes=MAX_ANSWER)
         device = zeep.Client(str(wsdl_path("devicemgmt")), settings=SETTINGS, transport=transport)
         self.device = device.create_service(f"{{{TDS}}}DeviceBinding", device_url)
         # SEC-2: the UsernameToken's Created follows the device's clock (PRE_AUTH, as ONVIF clients do).

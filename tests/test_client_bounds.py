@@ -1,4 +1,5 @@
-"""The library's SOAP clients bound every exchange with a server as a whole (RQ-10 for the pulls).
+"""The library's SOAP clients bound every exchange with a server as a whole (RQ-10 for the pulls, PROV-1 for
+the enrolment).
 
 A server that trickles its answer a byte at a time, or floods it, would hold a
 client built on requests or httpx for as long as it likes (their timeouts bound
@@ -23,7 +24,9 @@ from lxml import etree
 
 from iec62676_2_33.bounded_http import AnswerTooLong, ExchangeTimeout
 from iec62676_2_33.client import MAX_ANSWER, AsyncUplinkClient, UplinkClient
+from iec62676_2_33.enroll import enroll
 from iec62676_2_33.errors import TransportError
+from iec62676_2_33.pki import make_ca
 from iec62676_2_33.query import QuerySubscription, ResourceQueryClient, ServerDead, parse_message
 
 #: No hostile server here runs longer than this, whatever the client does.
@@ -128,3 +131,11 @@ def test_a_malformed_location_in_a_resource_event_is_one_line_rq_3() -> None:
         "</tt:Message>")
     with pytest.raises(TransportError, match="malformed GeoLocation"):
         parse_message("tns1:Resource/VideoSource", message)
+
+
+def test_enrolment_gives_up_on_a_device_that_trickles_its_answer_prov_1() -> None:
+    """PROV-1: ``enroll`` (``cloud enroll``, the conformance kit's first SetUplink) asks the device its clock
+    first; a device that trickles that answer ends the enrolment at its timeout with one line."""
+    with hostile("drip") as url, pytest.raises(ExchangeTimeout, match="no whole answer within 1 s"):
+        enroll(url, username="admin", password="pw", ca=make_ca(), remote_address="https://cloud.example/",
+               timeout=1.0)
