@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from test_edge_dispatch import RecordingExchange
 from test_single_parse import DANGEROUS, HARMLESS, SOAP_CT, variants, wrap
 
+from iec62676_2_33.domain.ptz import SimulatedPtz
 from iec62676_2_33.namespaces import TUP
 from iec62676_2_33.runtime.wsgi_handler import WsgiHandler
 from iec62676_2_33.security import middleware
@@ -196,3 +197,25 @@ def test_nothing_runs_inline_with_a_firmware_media_backend(tmp_path: Path) -> No
         env = environ(body, SOAP_CT)
         assert firmware.runs_inline(env) is False
         assert ENVIRON_PARSED not in env and run(firmware, env) == 200  # body untouched, parsed by the middleware
+
+
+class FirmwarePtz:
+    """A PTZ backend of firmware: its calls may block (a motor controller on a serial line)."""
+
+    def nodes(self) -> list[Any]:
+        return []
+
+    def head(self, token: str) -> None:
+        return None
+
+
+def test_nothing_runs_inline_with_a_firmware_ptz_backend(tmp_path: Path) -> None:
+    """UPL-16, ANX-B-2: the quick operations consult the PTZ backend too (GetProfiles' PTZ configurations,
+    GetServices' PTZ capabilities): with the library's simulated heads GetServiceCapabilities runs inline, with
+    a firmware backend nothing does."""
+    body = wrap(HARMLESS).encode()
+    with DeviceStore(tmp_path / "d") as store:
+        simulated = build_device_app(UplinkServiceContext(store=store), ptz=SimulatedPtz([], 0.0))
+        firmware = build_device_app(UplinkServiceContext(store=store), ptz=FirmwarePtz())  # type: ignore[arg-type]
+        assert simulated.runs_inline(environ(body, SOAP_CT)) is True
+        assert firmware.runs_inline(environ(body, SOAP_CT)) is False

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..domain.media import MediaBackend, ReplayRelayBackend, StoreMediaBackend
-from ..domain.ptz import PtzBackend
+from ..domain.ptz import NoHeads, PtzBackend, SimulatedPtz
 from ..domain.recordings import RecordingStore
 from ..security.access import AccessClass, operation_access_from
 from ..security.httpdigest import DigestAuthenticator
@@ -80,9 +80,10 @@ class DeviceApplication:
     def runs_inline(self, environ: dict[str, Any]) -> bool:
         """The runtime may run this request on its event loop: a quick read-only SOAP operation,
         identified by the one parse access control then uses (:mod:`.inline`). Never with a
-        firmware media backend: the quick operations consult it (profiles, StreamingOverUplink,
-        GetServices), and it may block."""
-        if self.media2 is not None and not isinstance(self.media2.media, StoreMediaBackend):
+        firmware media or PTZ backend: the quick operations consult them (profiles and their PTZ
+        configurations, StreamingOverUplink, GetServices' PTZ capabilities), and they may block."""
+        if self.media2 is not None and (not isinstance(self.media2.media, StoreMediaBackend)
+                                        or not isinstance(self.media2.ptz, (type(None), SimulatedPtz, NoHeads))):
             return False
         return runs_inline(environ, [p for p, a in self.routes.items() if isinstance(a, AccessControlMiddleware)])
 
