@@ -323,6 +323,18 @@ def test_get_services_lists_ptz_anx_b_2(ptz: str) -> None:
     schemas.validate(entry.find("tds:Capabilities/tptz:Capabilities", NS), "ptz")
 
 
+def test_get_capabilities_names_ptz_anx_b_2(ptz: str) -> None:
+    """ANX-B-2: the older GetCapabilities names the PTZ service too: asked for the PTZ category, and among
+    All (clients that bootstrap from it, not from GetServices, find the heads)."""
+    device = ptz.replace(PTZ_PATH, "/onvif/device_service")
+    for categories in ("<tds:Category>PTZ</tds:Category>", "", "<tds:Category>All</tds:Category>"):
+        status, root = soap_call(device, f"<tds:GetCapabilities>{categories}</tds:GetCapabilities>", NS)
+        assert status == 200
+        answer = root.find(".//tds:GetCapabilitiesResponse", NS)
+        schemas.validate(answer, "device")
+        assert answer.findtext("tds:Capabilities/tt:PTZ/tt:XAddr", namespaces=NS) == ptz
+
+
 def test_zeep_client_on_our_wsdl_anx_b_2(ptz: str, clock: FakeClock) -> None:
     """ANX-B-2: strict zeep built from wsdl/ptz.wsdl moves the head and reads status, presets and faults."""
     from zeep.wsse.username import UsernameToken

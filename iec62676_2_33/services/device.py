@@ -403,8 +403,8 @@ def _get_service_capabilities(context: DeviceServiceContext, _request: SoapReque
 
 
 def _get_capabilities(context: DeviceServiceContext, request: SoapRequest, environ: dict[str, Any]) -> Answer:
-    device, events = context.service(TDS), context.service(TEV)
-    available = {"Device": device, "Events": events}
+    device, events, ptz = context.service(TDS), context.service(TEV), context.service(TPTZ)
+    available = {"Device": device, "Events": events, "PTZ": ptz}
     wanted = {c.text or "" for c in request.operation.iterchildren(_tds("Category"))} or {"All"}
     if "All" in wanted:  # all that exist; only a category named explicitly must exist
         wanted = {name for name, entry in available.items() if entry is not None} | (wanted - {"All"})
@@ -425,6 +425,8 @@ def _get_capabilities(context: DeviceServiceContext, request: SoapRequest, envir
                (_tt("WSPullPointSupport"), flags.ws_pull_point_support),
                (_tt("WSPausableSubscriptionManagerInterfaceSupport"),
                 flags.ws_pausable_subscription_manager_interface_support))
+    if "PTZ" in wanted and ptz is not None:
+        texts(etree.SubElement(caps, _tt("PTZ")), (_tt("XAddr"), base + ptz.path))
     return Answer(action, response)
 
 
