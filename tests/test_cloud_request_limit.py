@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +33,20 @@ def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     return [b"small"]
 
 
-def test_an_answer_over_max_body_is_cut_and_the_uplink_keeps_serving_upl_16(tmp_path: Path) -> None:
-    """UPL-16: a 16 MiB answer with max_body = 1 MiB raises AnswerTooLarge; the next request on the same uplink
-    is answered; without max_body the whole answer arrives (the limit is the caller's)."""
+Call = Callable[..., bytes]
+
+
+def with_device(tmp_path: Path, checks: Callable[[Call], None]) -> None:
+    """A cloud and a device serving :func:`app` over its uplink; ``checks(call)`` runs in a thread, where
+    ``call(path, timeout=…, max_body=…)`` is ``cloud.request(...).body`` (each bounded)."""
     certs = UplinkPki(tmp_path / "pki")
     cloud = RunningCloud(certs, proxy=False)
     try:
-        seed_device(tmp_path / "dev", certs, "big-cam", [(cloud.uplink_url(), ("User",))])
+        seed_device(tmp_path / "dev", certs, "cam", [(cloud.uplink_url(), ("User",))])
 
-        def call(path: str, max_body: int | None) -> bytes:
+        def call(path: str, timeout: float = 20.0, **budget: Any) -> bytes:
             future = asyncio.run_coroutine_threadsafe(
-                cloud.cloud.request("big-cam", "GET", path, timeout=20, max_body=max_body), cloud.loop)
+                cloud.cloud.request("cam", "GET", path, timeout=timeout, **budget), cloud.loop)
             return future.result(30).body
 
         async def main() -> None:
@@ -52,11 +55,8 @@ def test_an_answer_over_max_body_is_cut_and_the_uplink_keeps_serving_upl_16(tmp_
                 stop = asyncio.Event()
                 task = asyncio.create_task(agent.run(stop))
                 try:
-                    await asyncio.to_thread(cloud.wait_for, "big-cam")
-                    with pytest.raises(AnswerTooLarge):
-                        await asyncio.to_thread(call, "/big", 1 << 20)
-                    assert await asyncio.to_thread(call, "/small", 1 << 20) == b"small"
-                    assert len(await asyncio.to_thread(call, "/big", None)) == 16 << 20
+                    await asyncio.to_thread(cloud.wait_for, "cam")
+                    await asyncio.to_thread(checks, call)
                 finally:
                     stop.set()
                     await asyncio.wait_for(task, 20)
@@ -64,39 +64,32 @@ def test_an_answer_over_max_body_is_cut_and_the_uplink_keeps_serving_upl_16(tmp_
         asyncio.run(main())
     finally:
         cloud.stop()
+
+
+def test_an_answer_over_max_body_is_cut_and_the_uplink_keeps_serving_upl_16(tmp_path: Path) -> None:
+    """UPL-16: a 16 MiB answer with max_body = 1 MiB raises AnswerTooLarge; the next request on the same uplink
+    is answered; without max_body the whole answer arrives (the limit is the caller's)."""
+
+    def checks(call: Call) -> None:
+        with pytest.raises(AnswerTooLarge):
+            call("/big", max_body=1 << 20)
+        assert call("/small", max_body=1 << 20) == b"small"
+        assert len(call("/big", max_body=None)) == 16 << 20
+
+    with_device(tmp_path, checks)
 
 
 def test_a_whole_answer_has_one_deadline_and_no_answer_passes_16_mib_upl_16(tmp_path: Path) -> None:
     """UPL-16: ``request`` bounds the whole answer: a device that sends a piece every 0.2 s (each well within
     the 1 s timeout) is TimeoutError at 1 s, not answered after 4 s; whatever max_body, an answer over
     H2Limits.max_body_size (16 MiB) is cut, and the error says so (not that the device reset it)."""
-    certs = UplinkPki(tmp_path / "pki")
-    cloud = RunningCloud(certs, proxy=False)
-    try:
-        seed_device(tmp_path / "dev", certs, "drip-cam", [(cloud.uplink_url(), ("User",))])
 
-        def call(path: str, timeout: float) -> bytes:
-            future = asyncio.run_coroutine_threadsafe(
-                cloud.cloud.request("drip-cam", "GET", path, timeout=timeout), cloud.loop)
-            return future.result(30).body
+    def checks(call: Call) -> None:
+        assert call("/drip", 10.0) == DRIP * 20
+        with pytest.raises(TimeoutError):
+            call("/drip", 1.0)
+        with pytest.raises(TransportError, match="passed 16777216 bytes .H2Limits.max_body_size."):
+            call("/bigger")
+        assert call("/small", 5.0) == b"small"
 
-        async def main() -> None:
-            with DeviceStore(tmp_path / "dev") as store:
-                agent = UplinkAgent(store, app, settings=FAST)
-                stop = asyncio.Event()
-                task = asyncio.create_task(agent.run(stop))
-                try:
-                    await asyncio.to_thread(cloud.wait_for, "drip-cam")
-                    assert await asyncio.to_thread(call, "/drip", 10.0) == DRIP * 20
-                    with pytest.raises(TimeoutError):
-                        await asyncio.to_thread(call, "/drip", 1.0)
-                    with pytest.raises(TransportError, match="passed 16777216 bytes .H2Limits.max_body_size."):
-                        await asyncio.to_thread(call, "/bigger", 20.0)
-                    assert await asyncio.to_thread(call, "/small", 5.0) == b"small"
-                finally:
-                    stop.set()
-                    await asyncio.wait_for(task, 20)
-
-        asyncio.run(main())
-    finally:
-        cloud.stop()
+    with_device(tmp_path, checks)
