@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import RunningDevice
 from helpers import fault_chain
+from hostile_http import HostileServer
 from lxml import etree
 from test_events_deviations import with_headers
 from test_events_service import NS, envelope, event_url, registry, topic  # noqa: F401 - registry: a fixture
@@ -58,52 +59,28 @@ def push_subscribe(device: RunningDevice, consumer: str) -> tuple[int, etree._El
     return status, etree.fromstring(body)
 
 
-class DripConsumer:
+class DripConsumer(HostileServer):
     """A Notify consumer that reads the POST, then answers ``HTTP/1.1 200 OK`` and a header one byte every
     0.2 s, for ever; ``cut`` is set when the device closes such a connection."""
 
     def __init__(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.server.settimeout(0.2)
-        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/notify"
         self.posted = threading.Event()
         self.cut = threading.Event()
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._accept, daemon=True)]
-        self.threads[0].start()
+        super().__init__(self._drip, "/notify")
 
-    def _accept(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.server.accept()
-            except TimeoutError:
-                continue
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self.threads.append(thread)
-            thread.start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                conn.settimeout(5)
-                conn.recv(65536)
-                self.posted.set()
-                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-                while not self.stop.wait(0.2):
-                    readable, _, _ = select.select([conn], [], [], 0)
-                    if readable and not conn.recv(65536):
-                        break  # the device shut the connection down
-                    conn.sendall(b"a")
-            except OSError:
-                pass
-            if not self.stop.is_set():
-                self.cut.set()
-
-    def close(self) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(5)
-        self.server.close()
+    def _drip(self, conn: socket.socket, stop: threading.Event, _request: bytes) -> None:
+        self.posted.set()
+        try:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            while not stop.wait(0.2):
+                readable, _, _ = select.select([conn], [], [], 0)
+                if readable and not conn.recv(65536):
+                    break  # the device shut the connection down
+                conn.sendall(b"a")
+        except OSError:
+            pass
+        if not stop.is_set():
+            self.cut.set()
 
 
 @pytest.fixture

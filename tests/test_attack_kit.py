@@ -24,6 +24,7 @@ import h2.connection
 import h2.events
 import pytest
 from helpers import run
+from hostile_http import Behaviour, HostileServer
 
 from iec62676_2_33.conformance import Verdict, junit_xml
 from iec62676_2_33.conformance import run as run_cases
@@ -43,63 +44,6 @@ from iec62676_2_33.transport.tls import connect_tls, start_tls_server
 
 #: The longest any hostile exchange may hold a test before it counts as a hang (a bound, not a speed goal).
 HANG = 30.0
-
-Behaviour = Callable[[socket.socket, threading.Event, bytes], None]
-
-
-class HostileDevice:
-    """A TCP server on loopback that reads a request and then plays ``behaviour`` until told to stop."""
-
-    def __init__(self, behaviour: Behaviour) -> None:
-        self.behaviour = behaviour
-        self.stop = threading.Event()
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/onvif/device_service"
-        self.threads: list[threading.Thread] = []
-        self.acceptor = threading.Thread(target=self._accept, daemon=True)
-        self.acceptor.start()
-
-    def _accept(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self.threads.append(thread)
-            thread.start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(5.0)
-            try:
-                request = bytearray()
-                while b"\r\n\r\n" not in request or len(request) < _length(request):
-                    if not (chunk := conn.recv(65536)):
-                        return
-                    request += chunk
-                self.behaviour(conn, self.stop, bytes(request))
-            except OSError:  # the kit hung up: that is what the bounded kit does
-                pass
-
-    def close(self) -> None:
-        self.stop.set()
-        self.acceptor.join(5)
-        for thread in self.threads:
-            thread.join(5)
-        self.sock.close()
-
-
-def _length(request: bytearray) -> int:
-    """The whole request's length once its head is in (head plus Content-Length), else 0."""
-    head, _, _ = bytes(request).partition(b"\r\n\r\n")
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return len(head) + 4 + int(value)
-    return len(head) + 4
-
 
 def trickle_head(conn: socket.socket, stop: threading.Event, request: bytes) -> None:
     """An answer head that never ends: a header byte every 0.2 s (well inside any per-read timeout)."""
@@ -180,7 +124,7 @@ def _bounded(fn: Callable[[], object]) -> object:
 
 
 def _against(behaviour: Behaviour, fn: Callable[[DeviceSession], object]) -> object:
-    device = HostileDevice(behaviour)
+    device = HostileServer(behaviour, "/onvif/device_service")
     try:
         session = DeviceSession(DeviceTarget(dut=device.url, username="admin", password="pw", timeout=1.0))
         try:
@@ -245,7 +189,7 @@ def test_message_quoting_a_long_fault_reason_is_one_bounded_line() -> None:
 def test_cli_shows_a_device_s_escape_sequences_as_text(capsys: pytest.CaptureFixture[str]) -> None:
     """TEST-1: a failure message quoting what the device sent (here its non-SOAP answer to GetServices) reaches
     the engineer's terminal with control characters shown as escapes, not acted on."""
-    device = HostileDevice(terminal_escapes)
+    device = HostileServer(terminal_escapes, "/onvif/device_service")
     try:
         code, out, err = run(capsys, "conformance", "device", "--dut", device.url, "--user", "admin", "--password",
                              "pw", "--listen", "127.0.0.1:0", "--only", "UPLINK-3-1-1")

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from hostile_http import Behaviour, HostileServer
 from lxml import etree
 
 from iec62676_2_33.bounded_http import AnswerTooLong, ExchangeTimeout
@@ -29,58 +30,37 @@ from iec62676_2_33.errors import TransportError
 from iec62676_2_33.pki import make_ca
 from iec62676_2_33.query import QuerySubscription, ResourceQueryClient, ServerDead, parse_message
 
-#: No hostile server here runs longer than this, whatever the client does.
+#: No hostile answer here lasts longer than this, whatever the client does.
 SERVER_BOUND = 30.0
+
+
+def _answer(mode: str) -> Behaviour:
+    """Trickle (``"drip"``: the head, then a byte every 50 ms of a long body) or flood (``"flood"``: a body far
+    over the clients' budget, as fast as the client reads), for at most SERVER_BOUND seconds."""
+
+    def behaviour(conn: socket.socket, stop: threading.Event, _request: bytes) -> None:
+        end = time.monotonic() + SERVER_BOUND
+        size = 64 * MAX_ANSWER if mode == "flood" else 1_000_000
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/soap+xml; charset=utf-8\r\n"
+                     b"Content-Length: %d\r\n\r\n" % size)
+        sent = 0
+        while sent < size and time.monotonic() < end and not stop.is_set():
+            if mode == "flood":
+                conn.sendall(b" " * 65536)
+                sent += 65536
+            else:
+                conn.sendall(b" ")
+                sent += 1
+                time.sleep(0.05)
+
+    return behaviour
 
 
 @contextmanager
 def hostile(mode: str) -> Iterator[str]:
-    """An HTTP server on loopback that answers every request by trickling (``"drip"``: the head, then a
-    byte every 50 ms of a long body) or flooding (``"flood"``: a body far over the clients' budget as fast
-    as the client reads); yields the URL. Each connection ends when the client goes or after SERVER_BOUND."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-
-    def answer(conn: socket.socket) -> None:
-        end = time.monotonic() + SERVER_BOUND
-        conn.settimeout(SERVER_BOUND)
-        with conn:
-            try:
-                request = b""
-                while b"\r\n\r\n" not in request and len(request) < 65536:
-                    request += conn.recv(4096)
-                size = 64 * MAX_ANSWER if mode == "flood" else 1_000_000
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/soap+xml; charset=utf-8\r\n"
-                             b"Content-Length: %d\r\n\r\n" % size)
-                sent = 0
-                while sent < size and time.monotonic() < end and not stop.is_set():
-                    if mode == "flood":
-                        conn.sendall(b" " * 65536)
-                        sent += 65536
-                    else:
-                        conn.sendall(b" ")
-                        sent += 1
-                        time.sleep(0.05)
-            except OSError:
-                return  # the client closed the connection: what a bounded client does
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=answer, args=(conn,), daemon=True).start()
-
-    server = threading.Thread(target=accept, daemon=True)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}/onvif/service"
-    finally:
-        stop.set()
-        server.join(5)
-        listener.close()
+    """A :class:`HostileServer` answering every request as :func:`_answer` ``mode`` says; yields its URL."""
+    with HostileServer(_answer(mode), "/onvif/service") as server:
+        yield server.url
 
 
 def test_uplink_client_gives_up_on_a_trickled_answer_at_its_deadline() -> None:
