@@ -5,15 +5,23 @@
 *behaviour*: a function that answers badly -- trickles a head, floods a body,
 never ends -- until the server's ``stop`` event is set or the peer hangs up.
 Every connection runs on a thread of its own; :meth:`HostileServer.close` sets
-``stop`` and joins them, each wait bounded.
+``stop`` and joins them, each wait bounded. :func:`tls_serving` is the same
+idea for a cloud under test: a TLS server with the test PKI's cloud
+certificate that runs a (hostile or faulty) handler per connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Self
+
+from iec62676_2_33.testing.harness import UplinkPki
+from iec62676_2_33.transport.base import ByteStream
+from iec62676_2_33.transport.contexts import server_context
+from iec62676_2_33.transport.tls import start_tls_server
 
 #: ``behaviour(conn, stop, request)``: what the server does once a connection's request is in.
 Behaviour = Callable[[socket.socket, threading.Event, bytes], None]
@@ -77,3 +85,22 @@ def _length(request: bytearray) -> int:
         if name.strip().lower() == b"content-length":
             return len(head) + 4 + int(value)
     return len(head) + 4
+
+
+def tls_serving(certs: UplinkPki, handle: Callable[[ByteStream], Awaitable[None]], *, client_certificates: bool = False
+                ) -> Callable[[asyncio.Event, Callable[[str], None]], Awaitable[None]]:
+    """For a :class:`~iec62676_2_33.runtime.background.BackgroundService`: a TLS server with the PKI's cloud
+    certificate (asking for a client certificate when ``client_certificates``) running ``handle`` per
+    connection; announces its port, stops with the service."""
+    async def serve(stop: asyncio.Event, announce: Callable[[str], None]) -> None:
+        context = server_context(certs.cert.read_bytes(), certs.key.read_bytes(),
+                                 client_ca_pems=[certs.ca.cert_pem()] if client_certificates else None,
+                                 require_client_cert=client_certificates)
+        server = await start_tls_server(handle, ("127.0.0.1", 0), context)
+        announce(str(server.sockets[0].getsockname()[1]))
+        try:
+            await stop.wait()
+        finally:
+            server.close()
+
+    return serve

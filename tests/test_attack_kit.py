@@ -24,7 +24,7 @@ import h2.connection
 import h2.events
 import pytest
 from helpers import run
-from hostile_http import Behaviour, HostileServer
+from hostile_http import Behaviour, HostileServer, tls_serving
 
 from iec62676_2_33.conformance import Verdict, junit_xml
 from iec62676_2_33.conformance import run as run_cases
@@ -39,8 +39,8 @@ from iec62676_2_33.runtime.background import BackgroundService
 from iec62676_2_33.sansio.upgrade import Switched, UpgradeClient, UpgradeServer
 from iec62676_2_33.testing.harness import UplinkPki, wait_until
 from iec62676_2_33.transport.base import ByteStream
-from iec62676_2_33.transport.contexts import client_context, server_context
-from iec62676_2_33.transport.tls import connect_tls, start_tls_server
+from iec62676_2_33.transport.contexts import client_context
+from iec62676_2_33.transport.tls import connect_tls
 
 #: The longest any hostile exchange may hold a test before it counts as a hang (a bound, not a speed goal).
 HANG = 30.0
@@ -304,17 +304,7 @@ def _cloud(certs: UplinkPki, flood: bytes, *, read: bool) -> BackgroundService:
             if reader is not None:
                 reader.cancel()
 
-    async def serve(stop: asyncio.Event, announce: Callable[[str], None]) -> None:
-        context = server_context(certs.cert.read_bytes(), certs.key.read_bytes(),
-                                 client_ca_pems=[certs.ca.cert_pem()], require_client_cert=True)
-        server = await start_tls_server(handle, ("127.0.0.1", 0), context)
-        announce(str(server.sockets[0].getsockname()[1]))
-        try:
-            await stop.wait()
-        finally:
-            server.close()
-
-    return BackgroundService(serve, name="hostile cloud").start()
+    return BackgroundService(tls_serving(certs, handle, client_certificates=True), name="hostile cloud").start()
 
 
 def _session(certs: UplinkPki, service: BackgroundService, name: str) -> CloudSession:
@@ -391,17 +381,7 @@ def _silent_cloud(certs: UplinkPki, head: bytes) -> BackgroundService:
         except Iec62676Error:
             pass
 
-    async def serve(stop: asyncio.Event, announce: Callable[[str], None]) -> None:
-        context = server_context(certs.cert.read_bytes(), certs.key.read_bytes(),
-                                 client_ca_pems=[certs.ca.cert_pem()], require_client_cert=True)
-        server = await start_tls_server(handle, ("127.0.0.1", 0), context)
-        announce(str(server.sockets[0].getsockname()[1]))
-        try:
-            await stop.wait()
-        finally:
-            server.close()
-
-    return BackgroundService(serve, name="silent cloud").start()
+    return BackgroundService(tls_serving(certs, handle, client_certificates=True), name="silent cloud").start()
 
 
 @pytest.mark.parametrize("head", [b"", b"HTTP/1.1 101 Switching Protocols\r\nX-Slow: "], ids=["silent", "trickled-101"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import h2.config
@@ -17,6 +17,7 @@ import h2.exceptions
 import httpx
 import pytest
 from helpers import run
+from hostile_http import tls_serving
 from test_enroll import CLIENT_SECRET, TokenWorld
 
 from iec62676_2_33.conformance import Verdict
@@ -133,7 +134,7 @@ def test_a_cloud_that_takes_any_token_fails_cloud_token(tmp_path: Path) -> None:
                 return "anyone", "AccessToken"
             raise UpgradeRejected(401, "a token is required", headers=[("WWW-Authenticate", "Bearer")])
 
-    service = BackgroundService(_serving(certs, CloudListener(AnyBearer()).handle), name="gullible cloud").start()  # type: ignore[arg-type]
+    service = BackgroundService(tls_serving(certs, CloudListener(AnyBearer()).handle), name="gullible cloud").start()  # type: ignore[arg-type]
     target = CloudTarget(url=f"https://localhost:{service.messages[0]}/uplink", cert=None, key=None,
                          ca=certs.ca_file, token=TokenSource(token="eyJhbGciOiJFUzI1NiJ9.e30.c2lnbmF0dXJl"))
     try:
@@ -162,7 +163,7 @@ def test_a_cloud_that_answers_websocket_with_the_native_101_fails_cloud_wss(tmp_
         while await stream.read(65536):
             pass
 
-    service = BackgroundService(_serving(certs, native_only, client_certificates=True), name="native cloud").start()
+    service = BackgroundService(tls_serving(certs, native_only, client_certificates=True), name="native cloud").start()
     cert, key = certs.device_files("probe-w")
     target = CloudTarget(url=f"wss://localhost:{service.messages[0]}/uplink", cert=cert, key=key, ca=certs.ca_file)
     try:
@@ -173,23 +174,6 @@ def test_a_cloud_that_answers_websocket_with_the_native_101_fails_cloud_wss(tmp_
     assert result.verdict is Verdict.FAIL
     assert result.message.startswith("the cloud's answer to the upgrade is not right:"), result.message
     assert "Upgrade: h2c-reverse" in result.evidence[0].text
-
-
-def _serving(certs: UplinkPki, handle: Callable[[ByteStream], Awaitable[None]], *, client_certificates: bool = False
-             ) -> Callable[[asyncio.Event, Callable[[str], None]], Awaitable[None]]:
-    """A TLS server with the Pki's cloud certificate running ``handle`` per connection; announces its port."""
-    async def serve(stop: asyncio.Event, announce: Callable[[str], None]) -> None:
-        context = server_context(certs.cert.read_bytes(), certs.key.read_bytes(),
-                                 client_ca_pems=[certs.ca.cert_pem()] if client_certificates else None,
-                                 require_client_cert=client_certificates)
-        server = await start_tls_server(handle, ("127.0.0.1", 0), context)
-        announce(str(server.sockets[0].getsockname()[1]))
-        try:
-            await stop.wait()
-        finally:
-            server.close()
-
-    return serve
 
 
 def test_cli_skips_the_request_case_without_a_request(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -264,17 +248,8 @@ def test_a_cloud_that_swallows_connection_errors_fails_cloud_hostile(tmp_path: P
                 continue
             await stream.write(conn.data_to_send())
 
-    async def swallowing_cloud(stop: asyncio.Event, announce: Callable[[str], None]) -> None:
-        context = server_context(certs.cert.read_bytes(), certs.key.read_bytes(),
-                                 client_ca_pems=[certs.ca.cert_pem()], require_client_cert=True)
-        server = await start_tls_server(handle, ("127.0.0.1", 0), context)
-        announce(str(server.sockets[0].getsockname()[1]))
-        try:
-            await stop.wait()
-        finally:
-            server.close()
-
-    service = BackgroundService(swallowing_cloud, name="swallowing cloud").start()
+    service = BackgroundService(tls_serving(certs, handle, client_certificates=True),
+                                name="swallowing cloud").start()
     cert, key = certs.device_files("probe-4")
     target = CloudTarget(url=f"https://localhost:{service.messages[0]}/uplink", cert=cert, key=key,
                          ca=certs.ca_file)
