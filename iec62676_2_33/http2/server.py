@@ -20,7 +20,11 @@ a rejected one):
 * decoded header list over ``max_header_list_size`` -> ``431``;
 * ``content-length`` over ``max_body_size`` -> ``413``;
 * an extended CONNECT (``:protocol``, RFC 8441) unless :meth:`enable_connect_protocol`
-  advertised SETTINGS_ENABLE_CONNECT_PROTOCOL -> RST_STREAM PROTOCOL_ERROR.
+  advertised SETTINGS_ENABLE_CONNECT_PROTOCOL -> RST_STREAM PROTOCOL_ERROR;
+* a ``:method`` that is not a token (RFC 9110 §9.1), or a ``:path`` that is neither a path
+  (``/...``) nor ``*`` (RFC 9113 §8.3.1) -> RST_STREAM PROTOCOL_ERROR (a malformed request,
+  §8.1.1): the application sees the request forms HTTP/1.1 would give it, never
+  ``GET /x`` as a method or an absolute URL as a path.
 
 A body that grows past ``max_body_size`` without a declared length is cut
 off when it does: ``413`` if the response has not started (else RST_STREAM
@@ -32,6 +36,7 @@ response; nothing more of the body is buffered.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -47,6 +52,9 @@ if TYPE_CHECKING:
     from hpack.struct import Header
 
 __all__ = ["H2ServerRole"]
+
+#: RFC 9110 §5.6.2 token: what a method is (§9.1).
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class H2ServerRole(H2Role):
@@ -117,6 +125,10 @@ class H2ServerRole(H2Role):
             self._reset(stream_id, ErrorCodes.PROTOCOL_ERROR)  # RFC 8441 §3: not advertised
             self._count_refusal(out)
             return
+        if _malformed_target(headers):
+            self._reset(stream_id, ErrorCodes.PROTOCOL_ERROR)  # RFC 9113 §8.1.1: malformed
+            self._count_refusal(out)
+            return
         if self._conn.open_inbound_streams > limits.max_concurrent_streams:
             self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
             self._count_refusal(out)
@@ -153,6 +165,20 @@ class H2ServerRole(H2Role):
             self._flush()
         else:
             self._reset(stream_id, ErrorCodes.NO_ERROR)
+
+
+def _malformed_target(headers: list[Header]) -> bool:
+    """``:method`` not a token, or ``:path`` neither ``/...`` nor ``*`` (pseudo-header fields come first)."""
+    for name, value in headers:
+        if name == b":method":
+            if not _TOKEN.fullmatch(value):
+                return True
+        elif name == b":path":
+            if value[:1] != b"/" and value != b"*":
+                return True
+        elif name[:1] != b":":
+            return False
+    return False
 
 
 def _content_length(headers: list[Header]) -> int | None:

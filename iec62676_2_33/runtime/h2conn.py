@@ -215,8 +215,10 @@ class H2Streams:
                         length=int(length) if length is not None and length.isdigit() else None,
                         capacity=self.role.limits.initial_window_size, timeout=self.body_timeout,
                         deadline=body_deadline(method, path, self.body_deadline))
+        # The scheme is the connection's, as on HTTP/1.1: a client's :scheme (any text) would otherwise
+        # name the transport, and start every URL the application builds for it (XAddrs, references).
         ex = H2Exchange(self, stream_id, method=method, path=path, query=query,
-                        headers=fields, http_version="2", scheme=pseudo.get(":scheme", self.scheme),
+                        headers=fields, http_version="2", scheme=self.scheme,
                         client=self.client, server=self.server, body=pipe, peercert_chain=self.peercert_chain)
         ex.protocol = pseudo.get(":protocol")
         self._exchanges[stream_id] = ex
