@@ -188,6 +188,9 @@ def test_xaddrs_honour_x_forwarded_headers_gen_2(device: RunningDevice) -> None:
     ({"HTTP_X_FORWARDED_PREFIX": "devices/x"}, "http://cam.local:8080"),
     ({"HTTP_X_FORWARDED_PREFIX": "/a b"}, "http://cam.local:8080"),
     ({"HTTP_X_FORWARDED_PREFIX": '/x"><script>'}, "http://cam.local:8080"),
+    # a malformed Host, and the SERVER_NAME the server made of it, are not copied either
+    ({"HTTP_HOST": "evil.example/x?#:8080", "SERVER_NAME": "evil.example/x?#"}, "http://localhost:8080"),
+    ({"HTTP_HOST": "u@evil.example:8080", "SERVER_NAME": "u@evil.example"}, "http://localhost:8080"),
 ])
 def test_request_base_url_forwarded_rules_gen_2(environ: dict[str, str], expected: str) -> None:
     """GEN-2: scheme, host and prefix of XAddrs — forwarded values first, malformed ones ignored."""

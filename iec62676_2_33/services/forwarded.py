@@ -4,7 +4,9 @@ The cloud's HTTP proxy forwards ``/devices/<id>/…`` over the uplink and sets
 ``X-Forwarded-Proto``, ``-Host`` and ``-Prefix``; every address the device
 hands out (GetServices XAddrs, subscription references) is built here so it
 points back through the proxy. Values that are not well formed are ignored
-rather than copied into an address; the first element of a list wins for
+rather than copied into an address (a malformed ``Host`` too: the server's
+``SERVER_NAME``, which may come from it, is checked the same way, else
+``localhost``); the first element of a list wins for
 proto and host, prefixes of a proxy chain are joined in order.
 """
 
@@ -48,6 +50,8 @@ def request_base_url(environ: dict[str, Any]) -> str:
             port = str(environ.get("SERVER_PORT") or "")
             default = "443" if scheme == "https" else "80"
             host = name if port in ("", default) else f"{name}:{port}"
+            if not _HOST.match(host):  # SERVER_NAME comes from the same Host when it has a port: never copied
+                host = "localhost" if port in ("", default) else f"localhost:{port}"
     prefix = _forwarded_prefix(environ.get("HTTP_X_FORWARDED_PREFIX"))
     script = str(environ.get("SCRIPT_NAME") or "").rstrip("/")
     return f"{scheme}://{host}{prefix}{script}"
