@@ -69,6 +69,7 @@ __all__ = [
     "basic_authorization",
     "cookie_owner",
     "rtsp_response",
+    "stream_key",
 ]
 
 #: The WebSocket subprotocol of RTSP over WebSocket (ONVIF Streaming).
@@ -280,7 +281,7 @@ class UrlRewriter:
         self.camera_url = camera_url.rstrip("/")
         self.authorization = authorization
         self.client_base: str | None = None
-        camera = _stream_key(self.camera_url)
+        camera = stream_key(self.camera_url)
         self._camera_key = camera
         #: Hosts that are the camera's: its URL's, and any :meth:`add_alias` gave.
         self._hosts = {camera[0][1]} if camera is not None else set()
@@ -357,7 +358,7 @@ class UrlRewriter:
 
         def swap(found: re.Match[str]) -> str:
             url = found.group(0)
-            key = _stream_key(url)
+            key = stream_key(url)
             if camera is None or key is None or key[0][1] not in self._hosts:
                 return url
             stem = camera[1].rstrip("/")
@@ -485,7 +486,7 @@ def _host_key(host: str) -> str:
         return host
 
 
-def _stream_key(url: str) -> tuple[tuple[str, str, int], str, str] | None:
+def stream_key(url: str) -> tuple[tuple[str, str, int], str, str] | None:
     """``url`` as ((scheme, host, port), path, query), the forms of one server made equal (host case and
     spelling, default port, user information); None when it is not a URL of a scheme :data:`_URL` finds."""
     try:

@@ -6,9 +6,11 @@ Theory of operation
 A URI a lower system answers (GetStreamUri, GetReplayUri) points at
 that system's RTSP server, which a client of the VSS may not reach. The
 gateway hands each such ``rtsp://`` URI to :meth:`RelayTable.expose`, which
-keeps it under a random id (the same URI keeps its id, so asking twice gives
-one URI) and answers ``rtsp://<front>/relay/<id>``. URIs that already point
-at this front (a lower system on an uplink was told the front's address,
+keeps it under a random id (the same URI of the same lower system keeps its
+id, so asking twice gives one URI; another lower system answering that URI gets
+an id of its own, so it never changes the account the first one's relay uses)
+and answers ``rtsp://<front>/relay/<id>``. URIs that already point at this
+front (a lower system on an uplink was told the front's address,
 :data:`~..services.media2.RTSP_BASE_HEADER`) are kept. When the URI is on the
 host of the lower system's URL, the VSS's account there goes with it
 (:func:`account_for`): the relay logs in with it if that server (another
@@ -48,7 +50,12 @@ The front holds at most ``max_connections`` player connections
 a byte is read), at most ``max_logins`` of them logging in, and at most
 ``max_sessions`` sessions (:data:`MAX_SESSIONS`, counted from the moment the
 first authorized request is dispatched until the session ends; one more is
-answered ``503``), all with :class:`~..runtime.slots.Slots`.
+answered ``503``), all with :class:`~..runtime.slots.Slots`. A relayed session
+ends when its player sends nothing for ``session_idle`` seconds
+(:data:`~..runtime.rtsp_front.SESSION_IDLE`: keep-alives come every 30-60 s)
+or takes nothing for ``stall_timeout`` (:data:`~..runtime.rtsp_front.STALL_TIMEOUT`)
+(:class:`_Bounded`), so neither a silent nor a stalled player holds its slot and
+the upstream connection for ever.
 The table is bounded (:data:`MAX_RELAYS`, least recently exposed dropped
 first) and lives in memory: after a restart clients ask GetStreamUri again,
 as they must anyway when a URI stops working.
@@ -66,6 +73,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from ..domain.media import MediaBackend, MediaSource
+from ..errors import TransportError
+from ..runtime.rtsp_front import SESSION_IDLE, STALL_TIMEOUT
 from ..runtime.rtsp_relay import Replayed, RtspRelay, first_request
 from ..runtime.slots import MAX_CONNECTIONS, Slots
 from ..sansio.rtsp_tunnel import RtspMessage, rtsp_response
@@ -95,16 +104,17 @@ class RelayTable:
 
     The id is 80 random bits, not derived from the upstream URI: a relay URI is only known to whoever was handed
     it by GetStreamUri (which access control decided), also where the front runs without authentication.
-    The same upstream keeps its id while it stays in the table, with the VSS's account at the lower system when
-    the upstream is on that system's host (:func:`account_for`). ``front_base`` is the VSS's RTSP front
-    (``None``: it runs none, and only requests over an uplink that name an RTSP base get relayed URIs)."""
+    The same upstream of the same lower system keeps its id while it stays in the table, with the VSS's account
+    at the lower system when the upstream is on that system's host (:func:`account_for`). ``front_base`` is the
+    VSS's RTSP front (``None``: it runs none, and only requests over an uplink that name an RTSP base get relayed
+    URIs)."""
 
     def __init__(self, front_base: str | None, *, max_entries: int = MAX_RELAYS) -> None:
         self.front_base = None if front_base is None else front_base.rstrip("/")
         self.max_entries = max_entries
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, tuple[str, str, tuple[str, str] | None]] = OrderedDict()
-        self._ids: dict[str, str] = {}
+        self._ids: dict[tuple[str, str], str] = {}  # (prefix, upstream) -> id
 
     def expose(self, upstream: str, prefix: str, account: tuple[str, str] | None = None, *,
                base: str | None = None) -> str:
@@ -115,23 +125,32 @@ class RelayTable:
         if base is None and self.front_base is None:
             raise ValueError("no RTSP front to relay on")
         with self._lock:
-            relay_id = self._ids.get(upstream)
+            relay_id = self._ids.get((prefix, upstream))
             if relay_id is None:
                 relay_id = base64.b32encode(secrets.token_bytes(10)).decode("ascii").lower()
-                self._ids[upstream] = relay_id
+                self._ids[prefix, upstream] = relay_id
             self._entries[relay_id] = (upstream, prefix, account)
             self._entries.move_to_end(relay_id)
             while len(self._entries) > self.max_entries:
-                _, (gone, _, _) = self._entries.popitem(last=False)
-                del self._ids[gone]
+                _, (gone, owner, _) = self._entries.popitem(last=False)
+                del self._ids[owner, gone]
         return f"{base}/{relay_id}" if base is not None else f"{self.front_base}{RELAY_PATH}{relay_id}"
 
     def source(self, relay_id: str) -> MediaSource | None:
+        """The kept stream under ``relay_id``; ``None`` also when its URI names no server to connect to (a lower
+        system's URI without a host, with a port out of range, a broken IPv6 literal): the player gets 404."""
         with self._lock:
             found = self._entries.get(relay_id)
         if found is None:
             return None
         upstream, prefix, account = found
+        try:
+            where = urlsplit(upstream)
+            host, _ = where.hostname, where.port  # .port raises ValueError for a port out of range or not a number
+            if not host:
+                return None
+        except ValueError:
+            return None
         username, password = account if account is not None else (None, None)
         return MediaSource(token=relay_id, name=f"{prefix} stream", rtsp_url=upstream, username=username,
                            password=password)
@@ -164,6 +183,9 @@ class VssRtspFront:
         self.connections = Slots(max_connections)
         self.login_slots = Slots(MAX_LOGINS)
         self.sessions = Slots(max_sessions)
+        #: Seconds a relayed session's player may send nothing, and take nothing (module docstring).
+        self.session_idle = SESSION_IDLE
+        self.stall_timeout = STALL_TIMEOUT
 
     @property
     def logins(self) -> int:
@@ -274,7 +296,37 @@ class VssRtspFront:
         if source is None:
             await player.write(rtsp_response(404, "Not Found", first.header("cseq")))
             return
-        await self.relay.relay(source, replayed.read, player)
+        bounded = _Bounded(replayed, player, self.session_idle, self.stall_timeout)
+        await self.relay.relay(source, bounded.read, bounded)
+
+
+class _Bounded:
+    """A relayed session's player with deadlines: a read waits at most ``idle`` seconds, a write ``stall`` seconds
+    (then :class:`~..errors.TransportError`, which ends the session)."""
+
+    def __init__(self, replayed: Any, player: ByteStream, idle: float, stall: float) -> None:
+        self._replayed = replayed
+        self._player = player
+        self._idle = idle
+        self._stall = stall
+
+    async def read(self, max_bytes: int) -> bytes:
+        try:
+            async with asyncio.timeout(self._idle):
+                data: bytes = await self._replayed.read(max_bytes)
+        except TimeoutError:
+            raise TransportError(f"the player sent nothing for {self._idle:g} s") from None
+        return data
+
+    async def write(self, data: bytes) -> None:
+        try:
+            async with asyncio.timeout(self._stall):
+                await self._player.write(data)
+        except TimeoutError:
+            raise TransportError(f"the player took nothing for {self._stall:g} s") from None
+
+    async def close(self) -> None:
+        await self._player.close()
 
 
 def _peer(stream: ByteStream) -> str:

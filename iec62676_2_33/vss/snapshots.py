@@ -19,8 +19,9 @@ deadline and size budget. A lower system's own prefix cannot name a media
 source of the VSS (the token rule, clause 6), so the two never collide.
 
 A lower system reached by URL is relayed so only for URIs on the server of
-that URL (same scheme, host and port): the VSS's account is never offered to
-another server a lower system names; other URIs stay as it wrote them.
+that URL (same scheme, host and port, the default port written or not): the VSS's
+account is never offered to another server a lower system names; other URIs stay as
+it wrote them.
 
 A lower system on an uplink of the VSS's embedded cloud listener has no HTTP
 server the VSS can reach by URL, but the uplink carries HTTP: its snapshot URI
@@ -51,6 +52,7 @@ from lxml import etree
 from ..domain.media import MediaBackend, MediaSource
 from ..errors import Iec62676Error
 from ..runtime.cloud import AnswerTooLarge
+from ..sansio.rtsp_tunnel import stream_key
 from ..services.snapshot import SNAPSHOT_PATH, SnapshotFailed, SnapshotRelay, snapshot_uri
 from .lower import LowerSystem
 
@@ -75,13 +77,14 @@ class SnapshotTable:
         """Rewrite the ``Uri`` of a GetSnapshotUriResponse from ``lower`` to the VSS's route (module docstring)."""
         if etree.QName(answer).localname != "GetSnapshotUriResponse":
             return
-        own = urlsplit(lower.url) if lower.url is not None else None
+        own = stream_key(lower.url) if lower.url is not None else None
         for uri in answer.iter("{*}Uri"):
             upstream = (uri.text or "").strip()
             try:
                 where = urlsplit(upstream)
-                if own is not None:
-                    taken = (where.scheme, where.hostname, where.port) == (own.scheme, own.hostname, own.port)
+                if lower.url is not None:  # the same server, however written (the default port, the host's case)
+                    key = stream_key(upstream)
+                    taken = own is not None and key is not None and key[0] == own[0]
                 else:
                     taken = where.path.startswith(SNAPSHOT_PATH) and len(where.path) > len(SNAPSHOT_PATH) \
                         and not where.query and "/" not in where.path[len(SNAPSHOT_PATH):]
