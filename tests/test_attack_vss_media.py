@@ -38,7 +38,7 @@ from iec62676_2_33.domain.media import MediaSource
 from iec62676_2_33.runtime.http_server import bind_listen
 from iec62676_2_33.services.media2 import TR2
 from iec62676_2_33.testing.harness import wait_until
-from iec62676_2_33.transport.tcp import start_tcp_server
+from iec62676_2_33.transport.tcp import TcpServer, start_tcp_server
 from iec62676_2_33.vss.lower import LowerSystem
 from iec62676_2_33.vss.rtsp import RelayTable, VssRtspFront
 from iec62676_2_33.vss.snapshots import SnapshotTable
@@ -70,7 +70,19 @@ async def _upstream(flood: bool) -> asyncio.Server:
     return await asyncio.start_server(serve, "127.0.0.1", 0)
 
 
-async def _session_ends(flood: bool, **limits: float) -> None:
+async def _close_all(writer: asyncio.StreamWriter, server: TcpServer, upstream: asyncio.Server) -> None:
+    """The player's connection, the front and the upstream server, closed (each wait bounded by the caller)."""
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    await server.aclose()
+    upstream.close()
+    await upstream.wait_closed()
+
+
+async def _session_ends(flood: bool, **limits: float) -> int:
+    """Play one relayed session that the player lets go silent (``flood``: that stops reading while the upstream
+    streams); the front's sessions in use once it has given the slot back (raises if it never does)."""
     upstream = await _upstream(flood)
     table = RelayTable("rtsp://front")
     relay_id = table.expose(f"rtsp://127.0.0.1:{upstream.sockets[0].getsockname()[1]}/a", "cam").rsplit("/", 1)[1]
@@ -90,25 +102,21 @@ async def _session_ends(flood: bool, **limits: float) -> None:
             await asyncio.to_thread(wait_until, lambda: front.sessions.in_use == 1, WAIT, what="the session")
         await asyncio.to_thread(wait_until, lambda: front.sessions.in_use == 0, WAIT,
                                 what="the session to give its slot back")
+        return front.sessions.in_use
     finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        await server.aclose()
-        upstream.close()
-        await upstream.wait_closed()
+        await _close_all(writer, server, upstream)
 
 
 async def test_silent_player_loses_its_session_str_1() -> None:
     """STR-1, ANX-B-1: a player that sends one request and then nothing, to an upstream server that sends nothing
     either, is closed after ``session_idle`` and the session's slot comes back."""
-    await _session_ends(False, session_idle=0.5)
+    assert await _session_ends(False, session_idle=0.5) == 0
 
 
 async def test_player_that_takes_nothing_loses_its_session_str_1() -> None:
     """STR-1, ANX-B-1: a player that takes nothing of what its upstream server streams is closed after
     ``stall_timeout`` and the session's slot comes back."""
-    await _session_ends(True, stall_timeout=0.5, session_idle=60.0)
+    assert await _session_ends(True, stall_timeout=0.5, session_idle=60.0) == 0
 
 
 @pytest.mark.parametrize("upstream", ["rtsp://127.0.0.1:99999/a", "rtsp://127.0.0.1:x/a", "rtsp://[::1/a",
@@ -213,9 +221,4 @@ async def test_another_lower_system_cannot_take_a_relay_anx_b_1() -> None:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
         assert head.startswith(b"RTSP/1.0 200 OK\r\n"), head[:200]
     finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        await server.aclose()
-        upstream.close()
-        await upstream.wait_closed()
+        await _close_all(writer, server, upstream)
