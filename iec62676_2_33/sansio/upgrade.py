@@ -72,6 +72,7 @@ __all__ = [
     "UpgradeRequest",
     "UpgradeServer",
     "UplinkTarget",
+    "echo_excerpt",
     "parse_remote_address",
 ]
 
@@ -286,8 +287,9 @@ def _sanitise(text: str) -> str:
     return " ".join(_CONTROL_CHARS.sub(" ", text).split())
 
 
-def _excerpt(text: str) -> str:
-    """A short, safe excerpt of peer-supplied text for an error message (a head may be 16 KiB)."""
+def echo_excerpt(text: str) -> str:
+    """A short, safe excerpt of peer-supplied text for an error message (a head may be 16 KiB); the
+    WebSocket handshake (:mod:`..transport.websocket`) quotes its peer with it too."""
     text = _sanitise(text)
     return text if len(text) <= _ECHO_CHARS else text[:_ECHO_CHARS] + "…"
 
@@ -458,7 +460,7 @@ class UpgradeClient:
         self._state = _ClientState.FAILED
         assert self._refusal is not None
         status = self._refusal.status_code
-        reason = _excerpt(self._refusal.reason.decode("latin-1"))
+        reason = echo_excerpt(self._refusal.reason.decode("latin-1"))
         if not reason:
             try:
                 reason = http.HTTPStatus(status).phrase
@@ -494,7 +496,7 @@ class UpgradeClient:
                 headers = _decode_headers(event.headers)
                 offered = _tokens(headers, "upgrade")
                 if offered != [UPGRADE_TOKEN]:
-                    named = _excerpt(", ".join(_values(headers, "upgrade")))
+                    named = echo_excerpt(", ".join(_values(headers, "upgrade")))
                     raise self._fail(
                         "the cloud switched to "
                         + (f"{named!r}" if named else "an unnamed protocol")
@@ -775,7 +777,7 @@ class UpgradeServer:
             what = (
                 "has no Upgrade header field"
                 if not offered
-                else f"offers {_excerpt(', '.join(offered))!r}"
+                else f"offers {echo_excerpt(', '.join(offered))!r}"
             )
             raise self._bad(
                 f"the request {what}; this endpoint only upgrades to {UPGRADE_TOKEN} (UPL-2)",
@@ -801,7 +803,7 @@ class UpgradeServer:
                 raise self._bad("the request target must be a path (origin-form)", 400)
             path, query = parts.path or "/", parts.query
         if self._accepted_paths is not None and not self._accepted_paths(path):
-            raise self._bad(f"no uplink endpoint at {_excerpt(path)!r}", 404)
+            raise self._bad(f"no uplink endpoint at {echo_excerpt(path)!r}", 404)
         return UpgradeRequest(
             method=method,
             target=target,

@@ -88,6 +88,7 @@ from ..sansio.upgrade import (
     BadUpgradeRequest,
     UpgradeRefused,
     UpgradeRequest,
+    echo_excerpt,
 )
 from .base import ByteStream, PeerClosed
 
@@ -117,7 +118,6 @@ CONTROL_FRAME_RATE = Rate(50, 10.0)
 
 _READ = 256 * 1024
 _CLOSE_WAIT = 2.0
-_ECHO_CHARS = 100  # most characters of the peer's input an error message repeats
 
 
 class WebSocketClosed(TransportError):
@@ -605,9 +605,7 @@ def check_websocket_request(request: UpgradeRequest) -> H11Handshake:
     if ws_request is None:
         raise BadUpgradeRequest("invalid WebSocket upgrade request (RFC 6455)", status_hint=400)
     if SUBPROTOCOL not in ws_request.subprotocols:
-        offered = _text(", ".join(ws_request.subprotocols))
-        if len(offered) > _ECHO_CHARS:
-            offered = offered[:_ECHO_CHARS] + "…"
+        offered = echo_excerpt(", ".join(ws_request.subprotocols))
         raise BadUpgradeRequest(
             "the WebSocket upgrade must offer the subprotocol "
             f"{SUBPROTOCOL!r} in Sec-WebSocket-Protocol (UPL-4); "
