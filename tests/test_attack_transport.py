@@ -43,7 +43,7 @@ import h2.config
 import h2.connection
 import pytest
 from test_websocket import RawPeer, _accept_for, masked_frame, raw_cloud, tls_to, ws_server
-from test_websocket_e2e import BOUND, Pki, running_cloud
+from test_websocket_e2e import BOUND, Cloud, Pki, running_cloud
 
 from iec62676_2_33.errors import RemoteProtocolError, TransportError
 from iec62676_2_33.runtime.cloud import CloudListener, DeviceEvent, ListenerSettings, MtlsAuthenticator
@@ -214,16 +214,22 @@ async def _until_close_frame(peer: RawPeer) -> None:
         pass
 
 
+async def _connected_over_wss(material: Pki, cloud: Cloud) -> tuple[RawPeer, asyncio.Queue[DeviceEvent]]:
+    """:func:`_device_over_wss` once the cloud has it connected; the queue then has the cloud's later events."""
+    events: asyncio.Queue[DeviceEvent] = asyncio.Queue()
+    cloud.listener.observers.append(events.put_nowait)
+    peer = await _device_over_wss(material, cloud.port)
+    assert (await asyncio.wait_for(events.get(), BOUND)).kind == "connected"
+    return peer, events
+
+
 async def test_a_ping_after_the_clouds_close_ends_the_uplink_cleanly_upl_4(
         caplog: pytest.LogCaptureFixture) -> None:
     """UPL-4: the cloud closes a device's WebSocket uplink; the device PINGs instead of answering the CLOSE:
     no PONG is built (RFC 6455 §5.5.1: nothing but CLOSE after CLOSE), no traceback, the device disconnects."""
     material = Pki()
     async with running_cloud(material.server_ctx()) as cloud:
-        events: asyncio.Queue[DeviceEvent] = asyncio.Queue()
-        cloud.listener.observers.append(events.put_nowait)
-        peer = await _device_over_wss(material, cloud.port)
-        assert (await asyncio.wait_for(events.get(), BOUND)).kind == "connected"
+        peer, events = await _connected_over_wss(material, cloud)
         cloud.listener.close_all("closed by the test")
         await _until_close_frame(peer)
         await peer.stream.write(masked_frame(0x89, b"are you there?"))  # PING, not the CLOSE answer
@@ -241,10 +247,7 @@ async def test_a_ping_flood_closes_the_uplink_with_1008_upl_4(caplog: pytest.Log
     caplog.set_level(logging.INFO, logger="iec62676_2_33")
     material = Pki()
     async with running_cloud(material.server_ctx()) as cloud:
-        events: asyncio.Queue[DeviceEvent] = asyncio.Queue()
-        cloud.listener.observers.append(events.put_nowait)
-        peer = await _device_over_wss(material, cloud.port)
-        assert (await asyncio.wait_for(events.get(), BOUND)).kind == "connected"
+        peer, events = await _connected_over_wss(material, cloud)
         pings = 20000
         await peer.stream.write(bytes([0x89, 0x80, 0, 0, 0, 0]) * pings)  # empty PINGs, zero mask
         gone = await asyncio.wait_for(events.get(), BOUND)
