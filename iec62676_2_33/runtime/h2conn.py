@@ -35,9 +35,21 @@ Theory of operation
 :class:`H2cConnection` adds what a port open to anyone needs: a server-wide body
 budget (the connection stops reading its socket while the budget is spent
 and none of its applications waits for body bytes: TCP back-pressure does
-the rest), an idle deadline (GOAWAY NO_ERROR after ``idle_timeout`` without a
-live request), and a send deadline (a client that does not read its socket is
-disconnected).
+the rest), a server-wide answer budget (see below), an idle deadline (GOAWAY
+NO_ERROR after ``idle_timeout`` without a live request), and a send deadline (a
+client that does not read its socket is disconnected).
+
+**The answer budget.** An answer waits in the role while its client keeps the
+stream's window shut (up to :data:`SEND_LOW_WATER` a stream for ``send_timeout``)
+or does not read its socket (up to ``max_outbound_buffer`` a connection). Each
+of those is bounded, but their product over every stream of every connection
+was not: 128 streams on each of 1,024 connections held about 1.2 GiB of
+GetServices answers. The connections of one server therefore charge what waits
+in their roles to one :class:`AnswerBudget`; while it is spent, a new request
+stream is refused with RST_STREAM REFUSED_STREAM (RFC 9113 §8.7: not processed,
+safe to retry) and its application never runs. Answers already started finish
+or meet their send deadline, which gives the budget back. A connection keeps
+reading meanwhile: the WINDOW_UPDATEs that drain its answers arrive there.
 """
 
 from __future__ import annotations
@@ -66,7 +78,7 @@ from .deadlines import Deadlines
 from .exchange import ClientDisconnected, Exchange, Handler, RawHeaders, format_addr
 from .h2driver import H2Driver
 
-__all__ = ["SEND_LOW_WATER", "H2Exchange", "H2Streams", "H2cConnection"]
+__all__ = ["SEND_LOW_WATER", "AnswerBudget", "H2Exchange", "H2Streams", "H2cConnection"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +86,33 @@ log = logging.getLogger(__name__)
 SEND_LOW_WATER = 64 * 1024
 #: Seconds a stream's response may wait for the peer's window before the stream is reset.
 SEND_TIMEOUT = 30.0
+
+
+class AnswerBudget:
+    """Answer bytes waiting in the HTTP/2 roles of one server's connections (see the module docstring).
+
+    ``used`` and ``peak`` are live counters; ``refused`` counts the request streams refused while
+    the budget was spent.
+    """
+
+    __slots__ = ("limit", "peak", "refused", "used")
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("an answer budget must be at least 1 byte")
+        self.limit = limit
+        self.used = 0
+        self.peak = 0
+        self.refused = 0
+
+    @property
+    def has_room(self) -> bool:
+        return self.used < self.limit
+
+    def change(self, n: int) -> None:
+        """``n`` more bytes wait (fewer when negative)."""
+        self.used += n
+        self.peak = max(self.peak, self.used)
 
 
 class H2Exchange(Exchange):
@@ -106,7 +145,9 @@ class H2Streams:
     ``on_event``, ``writable`` (the driver's ``on_progress``) and ``cancel``
     (the connection is over) are called by whoever drives the role;
     ``kick()`` must wake that driver's writer. ``idle_changed(idle)`` is told
-    when the last live request ends and when the first one starts.
+    when the last live request ends and when the first one starts. With
+    ``answers``, what waits in the role is charged to that server-wide budget
+    and new request streams are refused while it is spent.
     """
 
     def __init__(self, role: H2ServerRole, handler: Handler, *, kick: Callable[[], None],
@@ -114,7 +155,7 @@ class H2Streams:
                  scheme: str = "https", budget: BodyBudget | None = None, send_timeout: float = SEND_TIMEOUT,
                  body_timeout: float = READ_TIMEOUT, body_deadline: float | None = None,
                  idle_changed: Callable[[bool], None] | None = None,
-                 peercert_chain: tuple[bytes, ...] | None = None) -> None:
+                 peercert_chain: tuple[bytes, ...] | None = None, answers: AnswerBudget | None = None) -> None:
         self.role = role
         self.handler = handler
         self.kick = kick
@@ -128,6 +169,9 @@ class H2Streams:
         self.body_timeout = body_timeout
         self.body_deadline = body_deadline
         self.idle_changed = idle_changed
+        self.answers = answers
+        #: What this connection has charged to ``answers``.
+        self._charged = 0
         self._loop = asyncio.get_running_loop()
         self._exchanges: dict[int, H2Exchange] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -182,6 +226,7 @@ class H2Streams:
 
     def writable(self) -> None:
         """The driver moved bytes: release waiting writers, reset finished uploads."""
+        self._charge()
         role = self.role
         for stream_id in list(self._writers):
             if role.queued_outbound(stream_id) <= SEND_LOW_WATER or role.is_closed:
@@ -194,10 +239,27 @@ class H2Streams:
         self._lose_all("the connection is closed")
         for task in list(self._tasks):
             task.cancel()
+        if self.answers is not None:
+            self.answers.change(-self._charged)
+            self._charged = 0
+
+    def _charge(self) -> None:
+        """Bring this connection's share of the answer budget up to date with its role."""
+        if self.answers is not None:
+            waiting = self.role.queued_outbound() + self.role.outbound_pending
+            if waiting != self._charged:
+                self.answers.change(waiting - self._charged)
+                self._charged = waiting
 
     # ------------------------------------------------------------------ requests
 
     def _start(self, stream_id: int, headers: Sequence[tuple[str, str]]) -> None:
+        if self.answers is not None and not self.answers.has_room:
+            self.answers.refused += 1
+            log.debug("HTTP/2 stream %d refused: %d answer bytes wait for their clients", stream_id, self.answers.used)
+            self.role.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            self.kick()
+            return
         pseudo: dict[str, str] = {}
         fields: list[tuple[str, str]] = []
         for name, value in headers:
@@ -263,6 +325,7 @@ class H2Streams:
     async def sent(self, ex: H2Exchange) -> None:
         """After a response write: wait until the stream's queue is low (bounded by send_timeout)."""
         self.kick()
+        self._charge()
         stream_id = ex.stream_id
         if self.role.queued_outbound(stream_id) <= SEND_LOW_WATER or self.role.is_closed:
             return
@@ -349,6 +412,7 @@ class H2cConnection:
     """One direct HTTP/2 connection (prior knowledge): role, driver, deadlines."""
 
     def __init__(self, stream: ByteStream, handler: Handler, *, limits: H2Limits, budget: BodyBudget,
+                 answers: AnswerBudget,
                  idle_timeout: float, send_timeout: float, body_timeout: float, body_deadline: float | None,
                  client: tuple[str, int] | None,
                  server: tuple[str, int] | None, scheme: str,
@@ -362,7 +426,7 @@ class H2cConnection:
         self.streams = H2Streams(self.role, handler, kick=self._kick, client=client, server=server, scheme=scheme,
                                  budget=budget, send_timeout=send_timeout, body_timeout=body_timeout,
                                  body_deadline=body_deadline,
-                                 idle_changed=self._idle_changed, peercert_chain=peercert_chain)
+                                 idle_changed=self._idle_changed, peercert_chain=peercert_chain, answers=answers)
         self.stream = _GatedStream(stream, self.streams, self.deadlines, send_timeout)
         #: The role cut the connection off for flooding (GOAWAY ENHANCE_YOUR_CALM).
         self.flooded = False

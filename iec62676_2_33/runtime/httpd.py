@@ -37,8 +37,10 @@ check.
 Request bodies stream to the application with back-pressure; all
 connections of one server share one in-flight body budget
 (``body_budget`` bytes received and not yet read by an application, see
-:mod:`.body`). ``budget.used``/``budget.peak`` and ``stats`` are live
-counters.
+:mod:`.body`), and their HTTP/2 connections one answer budget
+(``answer_budget`` bytes of answers waiting for clients that take nothing; new
+HTTP/2 requests are refused while it is spent, see :mod:`.h2conn`).
+``budget``, ``answers`` and ``stats`` are live counters.
 
 Stopping: :meth:`HttpServer.aclose` stops accepting, closes idle
 connections, lets running requests finish for ``grace`` seconds (HTTP/1.1
@@ -66,7 +68,7 @@ from ..transport.tls import TlsServer, start_tls_server
 from .body import BODY_DEADLINE, BodyBudget
 from .exchange import Handler, format_addr
 from .h1conn import H1Connection
-from .h2conn import H2cConnection
+from .h2conn import AnswerBudget, H2cConnection
 
 if TYPE_CHECKING:
     from typing import Self
@@ -93,6 +95,9 @@ class HttpSettings:
     max_header_count: int = 100
     #: Request-body bytes received and not yet read by an application, over all connections.
     body_budget: int = 32 * MIB
+    #: HTTP/2 answer bytes waiting for clients that take nothing (windows shut, socket unread), over
+    #: all connections; while spent, new HTTP/2 requests are refused (RST_STREAM REFUSED_STREAM).
+    answer_budget: int = 64 * MIB
     #: Seconds to send the first bytes (HTTP/2 preface or a complete HTTP/1.1 head).
     header_timeout: float = 10.0
     #: Seconds a connection may wait for its next request (HTTP/1.1 keep-alive, HTTP/2 GOAWAY).
@@ -137,6 +142,7 @@ class HttpServer:
         self.settings = settings
         self.scheme = scheme
         self.budget = BodyBudget(settings.body_budget)
+        self.answers = AnswerBudget(settings.answer_budget)
         self.stats: dict[str, int] = {"accepted": 0, "refused": 0, "http1": 0, "h2": 0, "active": 0, "flooded": 0,
                                       "penalized": 0}
         self.penalties = PenaltyBox(settings.flood_penalty)
@@ -179,6 +185,7 @@ class HttpServer:
         if initial.startswith(PREFACE):
             self.stats["h2"] += 1
             conn = H2cConnection(stream, self.handler, limits=settings.h2_limits, budget=self.budget,
+                                 answers=self.answers,
                                  idle_timeout=settings.idle_timeout, send_timeout=settings.send_timeout,
                                  body_timeout=settings.body_timeout, body_deadline=settings.body_deadline,
                                  client=peer, server=own, scheme=self.scheme, peercert_chain=chain)
