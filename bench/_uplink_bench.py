@@ -16,8 +16,6 @@ import platform
 import resource
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +65,22 @@ class Certs:
 
         return pki.CertKey(pki.load_cert_pem(self.dir / "ca.pem"),
                            load_pem_private_key((self.dir / "ca.key").read_bytes(), None))  # type: ignore[arg-type]
+
+    def seed_device(self, cn: str, cloud_port: int) -> Path:
+        """A device data folder (``<dir>/device``): a client certificate for ``cn``, a policy trusting this CA and
+        one Operator uplink to ``https://localhost:<cloud_port>/uplink``."""
+        from iec62676_2_33.store import DeviceStore
+        from iec62676_2_33.uplinkconfig import UplinkConfiguration
+
+        data = self.dir / "device"
+        leaf = pki.make_leaf(self.ca(), cn, kind="client")
+        with DeviceStore(data) as store:
+            store.put_certificate("c", leaf.cert_pem(), leaf.key_pem())
+            store.put_policy("p", [self.ca_file.read_bytes()])
+            store.put_uplink(UplinkConfiguration(remote_address=f"https://localhost:{cloud_port}/uplink",
+                                                 user_level=("Operator",), certificate_id="c",
+                                                 cert_path_validation_policy_id="p"), max_uplinks=8)
+        return data
 
 
 def free_port() -> int:
@@ -150,17 +164,6 @@ def device_contexts(certs_dir: str, prefix: str, n: int) -> list[object]:
         leaf = pki.make_leaf(ca, f"{prefix}-{i}", kind="client")
         out.append(client_context(cafile_pems=anchors, certfile_pem=leaf.cert_pem(), keyfile_pem=leaf.key_pem()))
     return out
-
-
-def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def sim_main(conn: object, port: int, certs_dir: str, prefix: str, n: int, parallel: int = 48) -> None:

@@ -54,8 +54,9 @@ from _uplink_bench import (
     raise_nofile,
     rss_of,
     sim_main,
-    wait_until,
 )
+
+from iec62676_2_33.testing.harness import wait_until
 
 KIB = 1024
 
@@ -249,7 +250,7 @@ def measure(name: str, target: Callable[..., None], certs: Certs, devices: int, 
         p = ctx.Process(target=sim_main, args=(b, port, str(certs.dir), f"{name}-{i}", n), daemon=True)
         p.start()
         sims.append((p, a))
-    wait_until(lambda: ask()[0] >= devices, 600, f"{devices} devices registered at the {name} cloud", 0.5)
+    wait_until(lambda: ask()[0] >= devices, 600, 0.5, f"{devices} devices registered at the {name} cloud")
     took = time.monotonic() - start
     for _p, a in sims:
         assert a.poll(60) and a.recv()[0] == "up"

@@ -243,10 +243,6 @@ def h2load(url: str, body: Path, n: int, streams: int, *, h1: bool = False, clie
 
 def run(n: int, rounds: int, profile: str | None, only: list[str], all_inline: bool, pin: bool,
         null_app: bool = False) -> None:
-    from iec62676_2_33 import pki
-    from iec62676_2_33.store import DeviceStore
-    from iec62676_2_33.uplinkconfig import UplinkConfiguration
-
     if shutil.which("h2load") is None:
         raise SystemExit("h2load is not installed (Debian: nghttp2-client)")
     cpus = sorted(os.sched_getaffinity(0)) if pin else []
@@ -256,14 +252,7 @@ def run(n: int, rounds: int, profile: str | None, only: list[str], all_inline: b
         os.sched_setaffinity(0, cpus[1:])
     certs = Certs.make()
     cloud = SplicingCloud(certs)
-    data = certs.dir / "device"
-    leaf = pki.make_leaf(certs.ca(), DEVICE, kind="client")
-    with DeviceStore(data) as store:
-        store.put_certificate("c", leaf.cert_pem(), leaf.key_pem())
-        store.put_policy("p", [certs.ca_file.read_bytes()])
-        store.put_uplink(UplinkConfiguration(remote_address=f"https://localhost:{cloud.tls_port}/uplink",
-                                             user_level=("Operator",), certificate_id="c",
-                                             cert_path_validation_policy_id="p"), max_uplinks=8)
+    data = certs.seed_device(DEVICE, cloud.tls_port)
     body = Path(tempfile.mkdtemp(prefix="bench-edge-")) / "envelope.xml"
     body.write_bytes(ENVELOPE)
 

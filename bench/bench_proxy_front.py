@@ -43,9 +43,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import psutil
-from _uplink_bench import free_port, machine, wait_until
+from _uplink_bench import free_port, machine
 from bench_edge import CONTENT_TYPE, Result, h2load
 from bench_proxy_memory import DEVICE, processes, setup
+
+from iec62676_2_33.testing.harness import wait_until
 
 PATH = "/onvif/device_service"
 ENVELOPE = (b'<?xml version="1.0" encoding="utf-8"?>'
@@ -94,7 +96,7 @@ def stack() -> Iterator[Stack]:
                 return False
 
         with processes(d, commands) as pids:
-            wait_until(listed, 60, f"{DEVICE} listed by the proxy", 0.2)
+            wait_until(listed, 60, 0.2, f"{DEVICE} listed by the proxy")
             yield Stack(urls={"direct": f"http://127.0.0.1:{device_port}{PATH}",
                               "proxy": f"{proxy}/devices/{DEVICE}{PATH}"},
                         ports={"direct": device_port, "proxy": proxy_port},

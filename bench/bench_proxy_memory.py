@@ -36,7 +36,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from _uplink_bench import free_port, machine, rss_of, wait_until
+from _uplink_bench import free_port, machine, rss_of
+
+from iec62676_2_33.testing.harness import wait_until
 
 MIB = 1 << 20
 DEVICE = "cam-bench"
@@ -191,7 +193,7 @@ def measure(args: argparse.Namespace, chunked: bool) -> None:
     warm = urllib.request.Request(f"{base}/devices/{DEVICE}/onvif/device_service", data=SOAP,
                                   headers={"Content-Type": "application/soap+xml"})
     with processes(d, commands) as pids:
-        wait_until(listed, 60, f"{DEVICE} listed by the proxy", 0.2)
+        wait_until(listed, 60, 0.2, f"{DEVICE} listed by the proxy")
         with urllib.request.urlopen(warm, timeout=30) as got:
             assert got.status == 200, got.status
         time.sleep(1.0)  # idle: let the start-up settle (measurement, not synchronisation)

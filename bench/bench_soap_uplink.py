@@ -71,8 +71,6 @@ async def run(seconds: float, rounds: int) -> None:
     from iec62676_2_33.client import AsyncUplinkClient
     from iec62676_2_33.runtime.cloud_server import CloudOptions, run_cloud
     from iec62676_2_33.runtime.zeep_transport import AsyncUplinkTransport
-    from iec62676_2_33.store import DeviceStore
-    from iec62676_2_33.uplinkconfig import UplinkConfiguration
 
     certs = Certs.make()
     stop = asyncio.Event()
@@ -86,17 +84,7 @@ async def run(seconds: float, rounds: int) -> None:
             await asyncio.sleep(0.01)
     cloud = holder[0]
     port = int(re.search(r":(\d+)/", messages[0]).group(1))  # type: ignore[union-attr]
-
-    from iec62676_2_33 import pki
-
-    data = certs.dir / "device"
-    leaf = pki.make_leaf(certs.ca(), DEVICE, kind="client")
-    with DeviceStore(data) as store:
-        store.put_certificate("c", leaf.cert_pem(), leaf.key_pem())
-        store.put_policy("p", [certs.ca_file.read_bytes()])
-        store.put_uplink(UplinkConfiguration(remote_address=f"https://localhost:{port}/uplink",
-                                             user_level=("Operator",), certificate_id="c",
-                                             cert_path_validation_policy_id="p"), max_uplinks=8)
+    data = certs.seed_device(DEVICE, port)
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=device_main, args=(child, str(data), {}), daemon=True)
