@@ -72,6 +72,17 @@ def device_xaddr(s: DeviceSession) -> str:
     return s.xaddrs().get(TDS, s.target.dut)
 
 
+def _call_then_delete(s: DeviceSession, ev: Evidence, conn: Connection) -> None:
+    """GetDeviceInformation over the uplink ``conn``, then DeleteUplink: the device must close ``conn`` in time."""
+    answered(ev, s.tunnel(s.main, device_xaddr(s), TDS, "GetDeviceInformation"), "GetDeviceInformation",
+             "GetDeviceInformationResponse")
+    s.delete_uplink(s.main.url())
+    try:
+        s.wait_closed(conn, s.target.notice_timeout)
+    except TimeoutError:
+        ev.fail(f"the device kept the uplink open {s.target.notice_timeout:g} s after DeleteUplink")
+
+
 # ---------------------------------------------------------------- the four draft cases
 
 @case("UPLINK-1-1-1", "connect and disconnect", "TEST-1", "UPL-1", "UPL-2", "UPL-3", "UPL-16", "CFG-3", "CFG-4")
@@ -81,13 +92,7 @@ def connect_and_disconnect(s: DeviceSession, ev: Evidence) -> None:
     ev.note("deleted configurations (Annex A.2)", s.clear_uplinks() or "none")
     conn = s.connect()
     note_connection(ev, conn)
-    answered(ev, s.tunnel(s.main, device_xaddr(s), TDS, "GetDeviceInformation"), "GetDeviceInformation",
-             "GetDeviceInformationResponse")
-    s.delete_uplink(s.main.url())
-    try:
-        s.wait_closed(conn, s.target.notice_timeout)
-    except TimeoutError:
-        ev.fail(f"the device kept the uplink open {s.target.notice_timeout:g} s after DeleteUplink")
+    _call_then_delete(s, ev, conn)
     ev.note("after DeleteUplink", "the device closed the uplink")
 
 
@@ -171,13 +176,7 @@ def client_certificate(s: DeviceSession, ev: Evidence) -> None:
     note_connection(ev, conn)
     ev.check(conn.identity == cn, f"the device connected with CN {conn.identity!r}, not the configured "
                                   f"certificate's {cn!r}")
-    answered(ev, s.tunnel(s.main, device_xaddr(s), TDS, "GetDeviceInformation"), "GetDeviceInformation",
-             "GetDeviceInformationResponse")
-    s.delete_uplink(s.main.url())
-    try:
-        s.wait_closed(conn, s.target.notice_timeout)
-    except TimeoutError:
-        ev.fail(f"the device kept the uplink open {s.target.notice_timeout:g} s after DeleteUplink")
+    _call_then_delete(s, ev, conn)
 
 
 def _capabilities(element: etree._Element | None) -> dict[str, str] | None:

@@ -85,6 +85,12 @@ class InvalidResource(ConfigurationError):
     """A resource (or a file of resources) is malformed; the message says what and where."""
 
 
+def _no_unknown_keys(obj: Mapping[str, object], allowed: tuple[str, ...], what: str) -> None:
+    unknown = [k for k in obj if k not in allowed]
+    if unknown:
+        raise InvalidResource(f"unknown {what} {', '.join(repr(k) for k in unknown)}; allowed: {', '.join(allowed)}")
+
+
 def _number(value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidResource(f"{what} must be a number, got {value!r}")
@@ -125,12 +131,7 @@ class GeoLocation:
             raise InvalidResource(
                 f"location must be an object with lon, lat and optional elevation, got {obj!r}"
             )
-        unknown = [k for k in obj if k not in _LOCATION_KEYS]
-        if unknown:
-            raise InvalidResource(
-                f"unknown location key(s) {', '.join(repr(k) for k in unknown)}; "
-                f"allowed: {', '.join(_LOCATION_KEYS)}"
-            )
+        _no_unknown_keys(obj, _LOCATION_KEYS, "location key(s)")
         missing = [k for k in ("lon", "lat") if k not in obj]
         if missing:
             raise InvalidResource(f"location lacks {' and '.join(missing)}")
@@ -204,12 +205,7 @@ class Resource:
         """Build from the JSON form (see the module docstring); unknown keys are an error."""
         if not isinstance(obj, Mapping):
             raise InvalidResource(f"a resource must be a JSON object, got {type(obj).__name__}")
-        unknown = [k for k in obj if k not in _JSON_KEYS]
-        if unknown:
-            raise InvalidResource(
-                f"unknown key(s) {', '.join(repr(k) for k in unknown)}; "
-                f"allowed: {', '.join(_JSON_KEYS)}"
-            )
+        _no_unknown_keys(obj, _JSON_KEYS, "key(s)")
         missing = [k for k in ("token", "kind") if k not in obj]
         if missing:
             raise InvalidResource(f"missing required key(s): {', '.join(missing)}")

@@ -317,6 +317,14 @@ def _context(ctx: Any) -> PtzServiceContext:
     return context
 
 
+def _node_of(ctx: Any, token: str, subcode: str, what: str) -> PtzNode:
+    """The node with ``token`` (a configuration shares its node's token); else the ``subcode`` fault."""
+    for node in _context(ctx).ptz.nodes():
+        if node.token == token:
+            return node
+    raise SoapFault(code="Sender", subcodes=("InvalidArgVal", subcode), reason=f"no {what} with token {excerpt(token)}")
+
+
 def _head(ctx: Any, profile_token: str) -> PtzHead:
     context = _context(ctx)
     head = context.ptz.head(profile_token)
@@ -384,11 +392,7 @@ class PtzService(SoapService):
     @rpc(Unicode(min_occurs=1), _returns=PTZNode, _out_variable_name="PTZNode",  # type: ignore[misc]
          _in_variable_names={"node_token": "NodeToken"})
     def GetNode(ctx: Any, node_token: str) -> PTZNode:
-        for node in _context(ctx).ptz.nodes():
-            if node.token == node_token:
-                return _node(node)
-        raise SoapFault(code="Sender", subcodes=("InvalidArgVal", "NoEntity"),
-                        reason=f"no PTZ node with token {excerpt(node_token)}")
+        return _node(_node_of(ctx, node_token, "NoEntity", "PTZ node"))
 
     @rpc(_returns=PTZConfiguration.customize(max_occurs="unbounded"),  # type: ignore[misc]
          _out_variable_name="PTZConfiguration")
@@ -398,11 +402,7 @@ class PtzService(SoapService):
     @rpc(Unicode(min_occurs=1), _returns=PTZConfiguration, _out_variable_name="PTZConfiguration",  # type: ignore[misc]
          _in_variable_names={"token": "PTZConfigurationToken"})
     def GetConfiguration(ctx: Any, token: str) -> PTZConfiguration:
-        for node in _context(ctx).ptz.nodes():
-            if node.token == token:
-                return ptz_configuration(node)
-        raise SoapFault(code="Sender", subcodes=("InvalidArgVal", "NoConfig"),
-                        reason=f"no PTZ configuration with token {excerpt(token)}")
+        return ptz_configuration(_node_of(ctx, token, "NoConfig", "PTZ configuration"))
 
     @rpc(Unicode(min_occurs=1), PTZSpeed.customize(min_occurs=1), Unicode,  # type: ignore[misc]
          _in_variable_names={"profile_token": "ProfileToken", "velocity": "Velocity", "timeout": "Timeout"})

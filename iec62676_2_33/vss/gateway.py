@@ -191,6 +191,11 @@ def _fault(code: str, reason: str, *subcodes: str) -> SoapFault:
     return SoapFault(code=code, subcodes=subcodes, reason=reason)
 
 
+def _lower_fault(lower: LowerSystem, what: str, subcode: str) -> SoapFault:
+    """``Receiver/Action/<subcode>``: lower system ``lower`` ``what``."""
+    return _fault("Receiver", f"lower system {lower.prefix} {what}", "Action", subcode)
+
+
 def _envelope(operation: etree._Element, header: etree._Element | None) -> bytes:
     env = etree.Element(f"{{{SOAP_ENV}}}Envelope", nsmap={"env": SOAP_ENV})
     if header is not None:
@@ -239,15 +244,13 @@ class Forwarder:
         try:
             root = schemas.parse_xml(data)
         except SchemaError:
-            raise _fault("Receiver", f"lower system {lower.prefix} answered HTTP {status} without a SOAP envelope",
-                         "Action", "LowerSystemFailed") from None
+            raise _lower_fault(lower, f"answered HTTP {status} without a SOAP envelope", "LowerSystemFailed") from None
         fault = _fault_of(root, lower.prefix)
         if fault is not None:
             return LowerAnswer(None, fault)
         element = body_element(root)
         if status != 200 or element is None:
-            raise _fault("Receiver", f"lower system {lower.prefix} answered HTTP {status} without an answer",
-                         "Action", "LowerSystemFailed")
+            raise _lower_fault(lower, f"answered HTTP {status} without an answer", "LowerSystemFailed")
         # isolation (docs/hierarchy.md): a token of another lower system gets this one's prefix
         known, routes = self.context.lowers.prefixes(), self.context.lowers.routes()
         learnt = (prefix_response(element, lower.prefix, lowers=known, routes=routes)
@@ -280,19 +283,17 @@ class Forwarder:
         except ExchangeTimeout:
             raise self._timeout(lower) from None
         except AnswerTooLong:
-            raise _fault("Receiver", f"lower system {lower.prefix} answered more than {MAX_ANSWER} bytes",
-                         "Action", "LowerSystemFailed") from None
+            raise _lower_fault(lower, f"answered more than {MAX_ANSWER} bytes", "LowerSystemFailed") from None
         except TransportError as exc:
-            raise _fault("Receiver", f"lower system {lower.prefix} cannot be reached: {exc}",
-                         "Action", "LowerSystemUnreachable") from None
+            raise _lower_fault(lower, f"cannot be reached: {exc}", "LowerSystemUnreachable") from None
         return answer.status, answer.body
 
     def _post_uplink(self, lower: LowerSystem, path: str, headers: list[tuple[str, str]], body: bytes,
                      host: str | None) -> tuple[int, bytes]:
         cloud, loop = self.context.cloud, self.context.loop
         if cloud is None or loop is None or lower.uplink is None:
-            raise _fault("Receiver", f"lower system {lower.prefix} is reached by uplink, but this VSS runs no "
-                         "uplink listener (--uplink-listen)", "Action", "LowerSystemUnreachable")
+            raise _lower_fault(lower, "is reached by uplink, but this VSS runs no uplink listener (--uplink-listen)",
+                               "LowerSystemUnreachable")
         extra = [("x-forwarded-host", host or "vss")]  # stream URIs point back the way the request came
         if self.context.rtsp_base is not None:
             extra.append(("x-iec62676-rtsp-base", f"{self.context.rtsp_base}/devices/{lower.uplink}"))
@@ -305,16 +306,13 @@ class Forwarder:
             future.cancel()
             raise self._timeout(lower) from None
         except AnswerTooLarge:
-            raise _fault("Receiver", f"lower system {lower.prefix} answered more than {MAX_ANSWER} bytes",
-                         "Action", "LowerSystemFailed") from None
+            raise _lower_fault(lower, f"answered more than {MAX_ANSWER} bytes", "LowerSystemFailed") from None
         except Iec62676Error as exc:
-            raise _fault("Receiver", f"lower system {lower.prefix} cannot be reached over its uplink: {exc}",
-                         "Action", "LowerSystemUnreachable") from None
+            raise _lower_fault(lower, f"cannot be reached over its uplink: {exc}", "LowerSystemUnreachable") from None
         return result.status, result.body
 
     def _timeout(self, lower: LowerSystem) -> SoapFault:
-        return _fault("Receiver", f"lower system {lower.prefix} did not answer within {self.context.timeout:g} s",
-                      "Action", "LowerSystemTimeout")
+        return _lower_fault(lower, f"did not answer within {self.context.timeout:g} s", "LowerSystemTimeout")
 
 
 class Gateway:
