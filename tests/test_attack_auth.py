@@ -46,7 +46,7 @@ import os
 import re
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -55,7 +55,7 @@ import pytest
 from conftest import ADMIN, RunningDevice
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from helpers import fault_chain
+from helpers import fault_chain, http_serving
 from lxml import etree
 from test_access_token import AUDIENCE, Issuer, matrix_token
 from test_enroll import _serve
@@ -314,18 +314,11 @@ def _jwks_server(material: Pki, body: bytes, *, trickle: bool = False) -> Iterat
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    server.socket = material.server_ctx(client_certs="none").wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://localhost:{server.server_address[1]}/jwks.json"
-    finally:
-        stop.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(BOUND)
+    with http_serving(Handler, material.server_ctx(client_certs="none")) as port:
+        try:
+            yield f"https://localhost:{port}/jwks.json"
+        finally:
+            stop.set()  # ends a trickle before the server shuts down
 
 
 async def _upgrade_head(material: Pki, port: int, token: str) -> bytes:

@@ -23,7 +23,7 @@ import h2.config
 import h2.connection
 import h2.events
 import pytest
-from helpers import run
+from helpers import accept_uplink, run
 from hostile_http import Behaviour, HostileServer, tls_serving
 
 from iec62676_2_33.conformance import Verdict, junit_xml
@@ -36,7 +36,7 @@ from iec62676_2_33.errors import Iec62676Error
 from iec62676_2_33.namespaces import SOAP_ENV, TDS, TUP
 from iec62676_2_33.pki import make_leaf
 from iec62676_2_33.runtime.background import BackgroundService
-from iec62676_2_33.sansio.upgrade import Switched, UpgradeClient, UpgradeServer
+from iec62676_2_33.sansio.upgrade import Switched, UpgradeClient
 from iec62676_2_33.testing.harness import UplinkPki, wait_until
 from iec62676_2_33.transport.base import ByteStream
 from iec62676_2_33.transport.contexts import client_context
@@ -282,12 +282,7 @@ def _cloud(certs: UplinkPki, flood: bytes, *, read: bool) -> BackgroundService:
     """A TLS cloud that switches protocols, sends its preface and then writes ``flood`` endlessly; it reads
     what the device sends only when ``read``."""
     async def handle(stream: ByteStream) -> None:
-        upgrade = UpgradeServer()
-        while upgrade.receive_data(await stream.read(16384)) is None:
-            pass
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-        conn.initiate_connection()
-        await stream.write(upgrade.accept() + conn.data_to_send())
+        await accept_uplink(stream)
 
         async def drain_reads() -> None:
             while await stream.read(65536):

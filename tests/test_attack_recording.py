@@ -40,7 +40,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import ADMIN, USER, RunningDevice, seed_device
-from helpers import fault_chain
+from helpers import fault_chain, http_serving
 from lxml import etree
 from recording_env import T0, make_video, stamp
 from rtsp_env import RawPlayer
@@ -394,15 +394,8 @@ def svg_camera() -> Iterator[str]:
             self.end_headers()
             self.wfile.write(SVG)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/snap.svg"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_serving(Handler) as port:
+        yield f"http://127.0.0.1:{port}/snap.svg"
 
 
 def test_a_snapshot_cannot_run_script_on_the_device_origin_anx_b_1_sec_1(device: RunningDevice,

@@ -26,14 +26,14 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import test_proxy_budgets
-from helpers import rtsp_stub_server
+from helpers import http_serving, rtsp_stub_server
 from test_proxy_budgets import Sink, proxy_env
 
 from iec62676_2_33.errors import ConfigurationError
@@ -297,16 +297,8 @@ class _Answers(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def answering() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with http_serving(_Answers) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_the_prefix_question_reads_a_bounded_answer_adr_4(answering: str) -> None:

@@ -16,7 +16,7 @@ import h2.connection
 import h2.exceptions
 import httpx
 import pytest
-from helpers import run
+from helpers import accept_uplink, run
 from hostile_http import tls_serving
 from test_enroll import CLIENT_SECRET, TokenWorld
 
@@ -26,7 +26,7 @@ from iec62676_2_33.conformance.cloud_cases import CLOUD_CASES, CloudSession, Clo
 from iec62676_2_33.conformance.tokensource import TokenSource
 from iec62676_2_33.runtime.background import BackgroundService
 from iec62676_2_33.runtime.cloud import CloudListener, UpgradeRejected
-from iec62676_2_33.sansio.upgrade import UpgradeRequest, UpgradeServer
+from iec62676_2_33.sansio.upgrade import UpgradeRequest
 from iec62676_2_33.testing.authserver import OAuthClient
 from iec62676_2_33.testing.harness import RunningCloud, UplinkPki, wait_until
 from iec62676_2_33.transport.base import ByteStream
@@ -231,12 +231,7 @@ def test_a_cloud_that_swallows_connection_errors_fails_cloud_hostile(tmp_path: P
     certs = UplinkPki(tmp_path / "pki")
 
     async def handle(stream: ByteStream) -> None:
-        upgrade = UpgradeServer()
-        while upgrade.receive_data(await stream.read(16384)) is None:
-            pass
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-        conn.initiate_connection()
-        await stream.write(upgrade.accept() + conn.data_to_send())
+        conn = await accept_uplink(stream)
         swallowed = False
         while data := await stream.read(65536):
             if swallowed:

@@ -12,14 +12,13 @@ access control parsed, once.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import FAULT, check_dispatched, count_parses, fault_chain
+from helpers import FAULT, call_wsgi, check_dispatched, count_parses, fault_chain, soap_environ
 from lxml import etree
 
 from iec62676_2_33 import schemas
@@ -56,14 +55,8 @@ def envelope(body: str, header: str = "") -> bytes:
 
 
 def call(app: Any, body: str, header: str = "", **environ: str) -> tuple[int, etree._Element]:
-    data = envelope(body, header)
-    env = {"REQUEST_METHOD": "POST", "CONTENT_TYPE": "application/soap+xml; charset=utf-8",
-           "CONTENT_LENGTH": str(len(data)), "wsgi.input": io.BytesIO(data), "wsgi.url_scheme": "http",
-           "HTTP_HOST": "cam.local", "SERVER_NAME": "cam.local", "SERVER_PORT": "80", "SCRIPT_NAME": "",
-           "PATH_INFO": DEVICE_PATH, **environ}
-    got: list[str] = []
-    out = b"".join(app(env, lambda status, headers, exc_info=None: got.append(status)))
-    return int(got[0].split()[0]), etree.fromstring(out)
+    status, root = call_wsgi(app, soap_environ(envelope(body, header), DEVICE_PATH, **environ))
+    return int(status.split()[0]), root
 
 
 @pytest.fixture
@@ -323,15 +316,10 @@ def test_the_operation_run_is_the_one_parsed_once_sec_1(device: DeviceApplicatio
     """SEC-1: a device-service request is parsed once (by the inline decision or by access control) and
     the operation that answers is the one access control decided on."""
     parses = count_parses(monkeypatch)
-    statuses: list[str] = []
     for name, runs_inline in (("GetSystemDateAndTime", True), ("GetUserRoles", False)):
         parses.clear()
-        statuses.clear()
-        data = envelope(f"<tds:{name}/>")
-        env = {"REQUEST_METHOD": "POST", "CONTENT_TYPE": "application/soap+xml", "CONTENT_LENGTH": str(len(data)),
-               "wsgi.input": io.BytesIO(data), "wsgi.url_scheme": "http", "HTTP_HOST": "cam.local",
-               "SERVER_NAME": "cam.local", "SERVER_PORT": "80", "SCRIPT_NAME": "", "PATH_INFO": DEVICE_PATH, **USER}
+        env = soap_environ(envelope(f"<tds:{name}/>"), DEVICE_PATH, **USER)
         assert device.runs_inline(env) is runs_inline
-        out = b"".join(device(env, lambda status, headers, exc_info=None: statuses.append(status)))
-        assert statuses == ["200 OK"] and len(parses) == 1
-        assert etree.fromstring(out).find("env:Body", NS)[0].tag == f"{{{TDS}}}{name}Response"
+        status, root = call_wsgi(device, env)
+        assert status == "200 OK" and len(parses) == 1
+        assert root.find("env:Body", NS)[0].tag == f"{{{TDS}}}{name}Response"

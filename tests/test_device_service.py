@@ -12,7 +12,6 @@ WSDLs it ships.
 from __future__ import annotations
 
 import http.client
-import io
 import json
 import os
 from datetime import UTC, datetime
@@ -22,8 +21,9 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import ADMIN, USER, RunningDevice
-from helpers import fault_chain
+from helpers import call_wsgi, fault_chain, soap_environ
 from lxml import etree
+from served_app import body_of as answer
 
 from iec62676_2_33 import schemas
 from iec62676_2_33.errors import ConfigurationError
@@ -69,12 +69,6 @@ def post(url: str, data: bytes, headers: dict[str, str] | None = None) -> tuple[
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, etree.fromstring(resp.read())
     finally:
         conn.close()
-
-
-def answer(root: etree._Element) -> etree._Element:
-    body = root.find("env:Body", NS)
-    assert body is not None
-    return body[0]
 
 
 def ok(url: str, body: str, *, user: tuple[str, str] | None = None,
@@ -319,14 +313,7 @@ def test_get_capabilities_categories_rejects_ptz_reason_gen_2(device: RunningDev
 # -- in process: injected clock, the served set ---------------------------------------------
 
 def wsgi_call(app: Any, body: str, **environ: str) -> tuple[str, etree._Element]:
-    data = envelope(body)
-    env = {"REQUEST_METHOD": "POST", "CONTENT_TYPE": "application/soap+xml; charset=utf-8",
-           "CONTENT_LENGTH": str(len(data)), "wsgi.input": io.BytesIO(data), "wsgi.url_scheme": "http",
-           "HTTP_HOST": "cam.local", "SERVER_NAME": "cam.local", "SERVER_PORT": "80", "SCRIPT_NAME": "",
-           "PATH_INFO": DEVICE_PATH, **environ}
-    got: dict[str, str] = {}
-    out = b"".join(app(env, lambda status, headers, exc_info=None: got.setdefault("status", status)))
-    return got["status"], etree.fromstring(out)
+    return call_wsgi(app, soap_environ(envelope(body), DEVICE_PATH, **environ))
 
 
 def test_system_date_and_time_from_injected_clock_gen_2(tmp_path: Path) -> None:

@@ -21,11 +21,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from conftest import ADMIN, seed_device
-from helpers import fault_chain
+from helpers import fault_chain, uplinked_registry
 from test_events_push import Consumer, _stock_notification_manager, consumer  # noqa: F401 - fixture
 from test_events_service import NS, answer, envelope, events_of, post, sample, topic
 
-from iec62676_2_33.domain.registry import ResourceRegistry
 from iec62676_2_33.domain.resources import Resource
 from iec62676_2_33.namespaces import WSA, WSNT
 from iec62676_2_33.runtime.background import BackgroundService
@@ -40,43 +39,28 @@ def test_base_notification_push_through_the_cloud_proxy_evt_10_rq_11(
     the SubscriptionReference points back through the proxy, the device pushes the matching resources and a
     change to the consumer, Renew and Unsubscribe through the proxy work, and afterwards Renew faults
     ResourceUnknown."""
-    from iec62676_2_33.testing.harness import RunningCloud, RunningDevice, UplinkPki
-    from iec62676_2_33.testing.harness import seed_device as seed_uplink_device
-
-    certs = UplinkPki(tmp_path / "pki")
-    cloud = RunningCloud(certs)
-    try:
-        seed_uplink_device(tmp_path / "dev", certs, "cam-n", [(cloud.uplink_url(), ("User",))])
-        with ResourceRegistry(tmp_path / "dev" / "resources.db") as registry:
-            sample(registry)
-            device = RunningDevice(tmp_path / "dev", listen=False)
-            try:
-                cloud.wait_for("cam-n")
-                base = f"{cloud.proxy_url}/devices/cam-n"
-                status, root = post(base + "/onvif/event_service", envelope(
-                    f"<wsnt:Subscribe><wsnt:ConsumerReference><wsa:Address>{consumer.url}</wsa:Address>"
-                    f"</wsnt:ConsumerReference><wsnt:Filter>{topic('tns1:Resource/VideoSource')}</wsnt:Filter>"
-                    "<wsnt:InitialTerminationTime>PT60S</wsnt:InitialTerminationTime></wsnt:Subscribe>",
-                    extra_ns=f' xmlns:wsa="{WSA}"'), timeout=TIMEOUT)
-                assert status == 200
-                response = answer(root)
-                assert response.tag == f"{{{WSNT}}}SubscribeResponse"
-                address = response.findtext("wsnt:SubscriptionReference/wsa:Address", namespaces=NS)
-                assert address.startswith(base + "/onvif/event_service/subscription/")
-                assert events_of(consumer.notify()) == [("Initialized", "tns1:Resource/VideoSource", "dev7:vs1")]
-                registry.upsert(Resource("dev7:vs1", "VideoSource", "Sensor (renamed)"))
-                assert events_of(consumer.notify()) == [("Changed", "tns1:Resource/VideoSource", "dev7:vs1")]
-                renew = envelope("<wsnt:Renew><wsnt:TerminationTime>PT60S</wsnt:TerminationTime></wsnt:Renew>")
-                status, root = post(address, renew, timeout=TIMEOUT)
-                assert status == 200 and answer(root).tag == f"{{{WSNT}}}RenewResponse"
-                status, root = post(address, envelope("<wsnt:Unsubscribe/>"), timeout=TIMEOUT)
-                assert status == 200 and answer(root).tag == f"{{{WSNT}}}UnsubscribeResponse"
-                status, root = post(address, renew, timeout=TIMEOUT)
-                assert fault_chain(root) == ["env:Sender", "ter:InvalidArgVal", "ter:ResourceUnknown"]
-            finally:
-                device.stop()
-    finally:
-        cloud.stop()
+    with uplinked_registry(tmp_path, "cam-n", sample) as (cloud, registry):
+        base = f"{cloud.proxy_url}/devices/cam-n"
+        status, root = post(base + "/onvif/event_service", envelope(
+            f"<wsnt:Subscribe><wsnt:ConsumerReference><wsa:Address>{consumer.url}</wsa:Address>"
+            f"</wsnt:ConsumerReference><wsnt:Filter>{topic('tns1:Resource/VideoSource')}</wsnt:Filter>"
+            "<wsnt:InitialTerminationTime>PT60S</wsnt:InitialTerminationTime></wsnt:Subscribe>",
+            extra_ns=f' xmlns:wsa="{WSA}"'), timeout=TIMEOUT)
+        assert status == 200
+        response = answer(root)
+        assert response.tag == f"{{{WSNT}}}SubscribeResponse"
+        address = response.findtext("wsnt:SubscriptionReference/wsa:Address", namespaces=NS)
+        assert address.startswith(base + "/onvif/event_service/subscription/")
+        assert events_of(consumer.notify()) == [("Initialized", "tns1:Resource/VideoSource", "dev7:vs1")]
+        registry.upsert(Resource("dev7:vs1", "VideoSource", "Sensor (renamed)"))
+        assert events_of(consumer.notify()) == [("Changed", "tns1:Resource/VideoSource", "dev7:vs1")]
+        renew = envelope("<wsnt:Renew><wsnt:TerminationTime>PT60S</wsnt:TerminationTime></wsnt:Renew>")
+        status, root = post(address, renew, timeout=TIMEOUT)
+        assert status == 200 and answer(root).tag == f"{{{WSNT}}}RenewResponse"
+        status, root = post(address, envelope("<wsnt:Unsubscribe/>"), timeout=TIMEOUT)
+        assert status == 200 and answer(root).tag == f"{{{WSNT}}}UnsubscribeResponse"
+        status, root = post(address, renew, timeout=TIMEOUT)
+        assert fault_chain(root) == ["env:Sender", "ter:InvalidArgVal", "ter:ResourceUnknown"]
 
 
 def _free_port() -> int:
@@ -216,26 +200,11 @@ def test_stock_notification_manager_through_the_cloud_proxy_evt_10_gen_2(
     subscribes, parses the Notify the device pushes to its consumer and unsubscribes at shutdown. The library
     builds ``http://host:port/onvif/device_service`` itself, so the host it is given ends with ``#`` to keep
     the proxy's ``/devices/<id>`` prefix (docs/interop.md)."""
-    from iec62676_2_33.testing.harness import RunningCloud, RunningDevice, UplinkPki
-    from iec62676_2_33.testing.harness import seed_device as seed_uplink_device
-
-    certs = UplinkPki(tmp_path / "pki")
-    cloud = RunningCloud(certs)
-    try:
-        seed_uplink_device(tmp_path / "dev", certs, "cam-s", [(cloud.uplink_url(), ("User",))])
-        with ResourceRegistry(tmp_path / "dev" / "resources.db") as registry:
-            sample(registry)
-            device = RunningDevice(tmp_path / "dev", listen=False)
-            try:
-                cloud.wait_for("cam-s")
-                assert cloud.proxy_url is not None
-                host = f"{cloud.proxy_url}/devices/cam-s/onvif/device_service#"
-                port = int(urlsplit(cloud.proxy_url).port or 80)
-                seen = asyncio.run(_stock_notification_manager(host, port, consumer))
-            finally:
-                device.stop()
-    finally:
-        cloud.stop()
+    with uplinked_registry(tmp_path, "cam-s", sample) as (cloud, _registry):
+        assert cloud.proxy_url is not None
+        host = f"{cloud.proxy_url}/devices/cam-s/onvif/device_service#"
+        port = int(urlsplit(cloud.proxy_url).port or 80)
+        seen = asyncio.run(_stock_notification_manager(host, port, consumer))
     assert seen == [("Initialized", "tns1:Resource/MediaProfile", "dev7:prof1"),
                     ("Initialized", "tns1:Resource/MediaProfile", "dev7:prof2"),
                     ("Initialized", "tns1:Resource/VideoSource", "dev7:vs1"),

@@ -40,15 +40,16 @@ needs_tools = pytest.mark.skipif(not HAVE_TOOLS, reason="h2load and curl are nee
                                                          "nghttp2-client and curl)")
 
 
-def rapid_reset(port: int, pairs: int = 400, source: str = OTHER_SOURCE) -> list:  # type: ignore[type-arg]
-    """One connection from ``source``: ``pairs`` HEADERS+RST_STREAM in one write; the frames the server
-    sent back (none when it refused the connection)."""
+def rapid_reset(port: int, pairs: int = 400, source: str = OTHER_SOURCE, *, path: str = "/status/204",
+                method: str = "GET", end_stream: bool = True) -> list:  # type: ignore[type-arg]
+    """One connection from ``source``: ``pairs`` HEADERS (``method`` ``path``, ``end_stream``)+RST_STREAM(CANCEL) in
+    one write; the frames the server sent back (none when it refused the connection)."""
     try:
         sock = h2_open(port, source)
     except OSError:
         return []  # refused before the preface was written
     encoder = Encoder()
-    burst = b"".join(h2_request(1 + 2 * i, encoder, "/status/204").serialize()
+    burst = b"".join(h2_request(1 + 2 * i, encoder, path, method, end_stream=end_stream).serialize()
                      + RstStreamFrame(1 + 2 * i, error_code=ErrorCodes.CANCEL).serialize() for i in range(pairs))
     try:
         sock.sendall(burst)

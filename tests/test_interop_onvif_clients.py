@@ -60,6 +60,7 @@ from urllib.parse import urlsplit
 import pytest
 import zeep.exceptions
 from conftest import ADMIN, RunningDevice
+from helpers import soap_post, uplinked_registry
 from lxml import etree
 
 from iec62676_2_33.domain.registry import ResourceRegistry
@@ -216,33 +217,18 @@ async def test_onvif_zeep_async_pull_point_workflow_direct_gen_2_rq_1_rq_3_rq_4_
 def test_onvif_zeep_async_and_raw_soap_through_cloud_proxy_gen_2_gen_3_rq_5_rq_6(tmp_path: Path) -> None:
     """GEN-2, GEN-3, RQ-5, RQ-6: the same library workflow, and a raw location query, through the cloud's
     HTTP proxy to a device that has no listening port at all (reached over its uplink only)."""
-    from iec62676_2_33.testing.harness import RunningCloud, UplinkPki, seed_device
-    from iec62676_2_33.testing.harness import RunningDevice as Device
+    with uplinked_registry(tmp_path, "cam-o", lambda reg: reg.upsert_many(sample("cam-o"))) as (cloud, reg):
+        assert cloud.proxy_url is not None
+        base = f"{cloud.proxy_url}/devices/cam-o"
+        port = int(urlsplit(cloud.proxy_url).port or 80)
+        # the library appends ":<port>/onvif/device_service" itself: see the module docstring
+        host = f"{base}/onvif/device_service#"
+        asyncio.run(check_onvif_zeep_async_workflow(host, port, reg, "cam-o", base))
 
-    certs = UplinkPki(tmp_path / "pki")
-    cloud = RunningCloud(certs)
-    try:
-        seed_device(tmp_path / "dev", certs, "cam-o", [(cloud.uplink_url(), ("User",))])
-        with ResourceRegistry(tmp_path / "dev" / "resources.db") as reg:
-            reg.upsert_many(sample("cam-o"))
-            device = Device(tmp_path / "dev", listen=False)
-            try:
-                cloud.wait_for("cam-o")
-                assert cloud.proxy_url is not None
-                base = f"{cloud.proxy_url}/devices/cam-o"
-                port = int(urlsplit(cloud.proxy_url).port or 80)
-                # the library appends ":<port>/onvif/device_service" itself: see the module docstring
-                host = f"{base}/onvif/device_service#"
-                asyncio.run(check_onvif_zeep_async_workflow(host, port, reg, "cam-o", base))
-
-                address = create_pull_point(base + "/onvif/event_service", LOCATION_100M)
-                assert address.startswith(base + "/onvif/event_service/subscription/")
-                # every kind within 100 m (p040 now stands at 45 m, v250 is gone: see the workflow)
-                assert pull_tokens(address, 10) == ["cam-o:p000", "cam-o:p040", "cam-o:r040", "cam-o:v099"]
-            finally:
-                device.stop()
-    finally:
-        cloud.stop()
+        address = create_pull_point(base + "/onvif/event_service", LOCATION_100M)
+        assert address.startswith(base + "/onvif/event_service/subscription/")
+        # every kind within 100 m (p040 now stands at 45 m, v250 is gone: see the workflow)
+        assert pull_tokens(address, 10) == ["cam-o:p000", "cam-o:p040", "cam-o:r040", "cam-o:v099"]
 
 
 def test_onvif_zeep_async_by_device_host_name_through_cloud_proxy_gen_2_gen_3_rq_5(
@@ -254,39 +240,25 @@ def test_onvif_zeep_async_by_device_host_name_through_cloud_proxy_gen_2_gen_3_rq
     not touched. A host of another domain still gets the ``/devices/<id>`` front, an unknown device 404."""
     import socket
 
-    from iec62676_2_33.testing.harness import RunningCloud, UplinkPki, seed_device
-    from iec62676_2_33.testing.harness import RunningDevice as Device
-
     real = socket.getaddrinfo
 
     def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:  # the wildcard record *.devices.test
         return real("127.0.0.1" if str(host).endswith(".devices.test") else host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", resolve)
-    certs = UplinkPki(tmp_path / "pki")
-    cloud = RunningCloud(certs, device_domain="devices.test")
-    try:
-        seed_device(tmp_path / "dev", certs, "cam-h", [(cloud.uplink_url(), ("User",))])
-        with ResourceRegistry(tmp_path / "dev" / "resources.db") as reg:
-            reg.upsert_many(sample("cam-h"))
-            device = Device(tmp_path / "dev", listen=False)
+    with uplinked_registry(tmp_path, "cam-h", lambda reg: reg.upsert_many(sample("cam-h")),
+                           device_domain="devices.test") as (cloud, reg):
+        assert cloud.proxy_url is not None
+        port = int(urlsplit(cloud.proxy_url).port or 80)
+        asyncio.run(check_onvif_zeep_async_workflow("cam-h.devices.test", port, reg, "cam-h",
+                                                    f"http://cam-h.devices.test:{port}"))
+        for host, status in ((f"nope.devices.test:{port}", 404), (f"127.0.0.1:{port}", 404)):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=CALL_TIMEOUT)
             try:
-                cloud.wait_for("cam-h")
-                assert cloud.proxy_url is not None
-                port = int(urlsplit(cloud.proxy_url).port or 80)
-                asyncio.run(check_onvif_zeep_async_workflow("cam-h.devices.test", port, reg, "cam-h",
-                                                            f"http://cam-h.devices.test:{port}"))
-                for host, status in ((f"nope.devices.test:{port}", 404), (f"127.0.0.1:{port}", 404)):
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=CALL_TIMEOUT)
-                    try:
-                        conn.request("GET", "/onvif/device_service", headers={"Host": host})
-                        assert conn.getresponse().status == status, host
-                    finally:
-                        conn.close()
+                conn.request("GET", "/onvif/device_service", headers={"Host": host})
+                assert conn.getresponse().status == status, host
             finally:
-                device.stop()
-    finally:
-        cloud.stop()
+                conn.close()
 
 
 # -- raw SOAP 1.2, written from the ONVIF documents -----------------------------------------
@@ -328,14 +300,7 @@ def soap(url: str, action: str, body: str) -> bytes:
 
 
 def post(url: str, data: bytes) -> tuple[int, etree._Element]:
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-    try:
-        conn.request("POST", parts.path, data, {"Content-Type": "application/soap+xml; charset=utf-8"})
-        response = conn.getresponse()
-        return response.status, etree.fromstring(response.read())
-    finally:
-        conn.close()
+    return soap_post(url, data, timeout=30)
 
 
 CREATE = "http://www.onvif.org/ver10/events/wsdl/EventPortType/CreatePullPointSubscriptionRequest"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import io
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +25,7 @@ import pytest
 import zeep
 import zeep.exceptions
 from conftest import ADMIN, USER, RunningDevice
-from helpers import fault_chain
+from helpers import call_wsgi, fault_chain, soap_environ
 from lxml import etree
 
 from iec62676_2_33 import schemas
@@ -268,14 +267,7 @@ def test_access_classes_anonymous_user_sec_1_sec_3(media: str) -> None:
 
 
 def wsgi_call(app: Any, body: str, **environ: Any) -> tuple[str, etree._Element]:
-    data = envelope(body)
-    env = {"REQUEST_METHOD": "POST", "CONTENT_TYPE": "application/soap+xml; charset=utf-8",
-           "CONTENT_LENGTH": str(len(data)), "wsgi.input": io.BytesIO(data), "wsgi.url_scheme": "http",
-           "HTTP_HOST": "cam.local", "SERVER_NAME": "cam.local", "SERVER_PORT": "80", "SCRIPT_NAME": "",
-           "PATH_INFO": MEDIA2_PATH, **environ}
-    got: dict[str, str] = {}
-    out = b"".join(app(env, lambda status, headers, exc_info=None: got.setdefault("status", status)))
-    return got["status"], etree.fromstring(out)
+    return call_wsgi(app, soap_environ(envelope(body), MEDIA2_PATH, **environ))
 
 
 def test_uplink_level_decides_without_credentials_sec_4_upl_12(tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from helpers import rtsp_request
 from lxml import etree
 from rtsp_env import DEVICE, TOKEN, needs_camera, video_env
-from test_rtsp_uplink import _complete
 
 from iec62676_2_33.namespaces import SOAP_ENV
 from iec62676_2_33.sansio.rtsp_tunnel import TUNNEL_PATH
@@ -36,16 +36,7 @@ def test_websocket_uri_over_the_uplink_plays_the_profile_its_first_request_names
 
         async def describe(url: str) -> bytes:
             stream = await env.listener.open_rtsp(DEVICE, "")  # the tunnel path of no token: the URI's path
-            try:
-                await stream.write(f"DESCRIBE {url} RTSP/1.0\r\nCSeq: 3\r\nAccept: application/sdp\r\n\r\n".encode())
-                data = b""
-                while not _complete(data):
-                    chunk = await stream.read()
-                    assert chunk, data
-                    data += chunk
-                return data
-            finally:
-                await stream.close()
+            return await rtsp_request(stream, f"DESCRIBE {url} RTSP/1.0\r\nCSeq: 3\r\nAccept: application/sdp\r\n\r\n")
 
         mine = f"rtsp://player.example/site-4/{TOKEN}"
         head, _, sdp = env.cloud.call(lambda: describe(mine), 30).partition(b"\r\n\r\n")

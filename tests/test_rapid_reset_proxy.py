@@ -17,32 +17,20 @@ from pathlib import Path
 
 import httpx
 import pytest
+import test_httpd_h2
 from h2.errors import ErrorCodes
-from hpack import Encoder
-from httpd_env import OTHER_SOURCE, h2_open, h2_request, in_thread, read_frames
-from hyperframe.frame import GoAwayFrame, RstStreamFrame
+from httpd_env import in_thread
+from hyperframe.frame import GoAwayFrame
 from test_proxy_budgets import DEVICE, proxy_env
 
 from iec62676_2_33.runtime.proxy import ProxyLimits
 from iec62676_2_33.testing.harness import wait_until
 
 
-def rapid_reset(port: int, path: str, pairs: int = 400) -> list[int]:
-    """One connection from another loopback address than the legitimate client's: ``pairs``
-    HEADERS+RST_STREAM(CANCEL) in one write; the GOAWAY codes it got back (none: refused)."""
-    try:
-        sock = h2_open(port, OTHER_SOURCE)
-    except OSError:
-        return []
-    encoder = Encoder()
-    burst = b"".join(h2_request(1 + 2 * i, encoder, path, "POST", end_stream=False).serialize()
-                     + RstStreamFrame(1 + 2 * i, error_code=ErrorCodes.CANCEL).serialize() for i in range(pairs))
-    try:
-        sock.sendall(burst)
-    except OSError:
-        pass  # the server may close before it read everything
-    frames = read_frames(sock)
-    sock.close()
+def rapid_reset(port: int, path: str) -> list[int]:
+    """One connection from another loopback address than the legitimate client's: 400 POST HEADERS (no END_STREAM)
+    +RST_STREAM(CANCEL) in one write; the GOAWAY codes it got back (none: refused)."""
+    frames = test_httpd_h2.rapid_reset(port, path=path, method="POST", end_stream=False)
     return [f.error_code for f in frames if isinstance(f, GoAwayFrame)]
 
 

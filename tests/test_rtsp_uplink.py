@@ -4,13 +4,13 @@ and stock players (ffmpeg/ffprobe, RTSP over TCP, interleaved)."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import rtsp_request
 from rtsp_env import (
     DEVICE,
     PLAYER_TIMEOUT,
@@ -231,16 +231,7 @@ def test_python_api_open_rtsp(tmp_path: Path) -> None:
 
         async def describe() -> bytes:
             stream = await env.listener.open_rtsp(DEVICE, TOKEN)
-            try:
-                await stream.write(f"DESCRIBE {mine} RTSP/1.0\r\nCSeq: 7\r\nAccept: application/sdp\r\n\r\n".encode())
-                data = b""
-                while not _complete(data):
-                    chunk = await stream.read()
-                    assert chunk, data
-                    data += chunk
-                return data
-            finally:
-                await stream.close()
+            return await rtsp_request(stream, f"DESCRIBE {mine} RTSP/1.0\r\nCSeq: 7\r\nAccept: application/sdp\r\n\r\n")
 
         answer = env.cloud.call(describe, 30)
         head, _, sdp = answer.partition(b"\r\n\r\n")
@@ -248,13 +239,6 @@ def test_python_api_open_rtsp(tmp_path: Path) -> None:
         assert f"Content-Base: {mine}/".encode() in head
         assert b"m=video" in sdp and b"H264" in sdp
         assert env.camera.url.encode() not in answer
-
-
-def _complete(data: bytes) -> bool:
-    """A whole RTSP response (head and Content-Length body) is in ``data``."""
-    head, sep, body = data.partition(b"\r\n\r\n")
-    length = re.search(rb"(?im)^content-length: *(\d+)", head)
-    return bool(sep) and len(body) >= (int(length[1]) if length else 0)
 
 
 def test_device_refuses_malformed_tunnels(tmp_path: Path) -> None:

@@ -11,21 +11,18 @@ on loopback; answers are validated against the authored ``xsd/device.xsd``.
 
 from __future__ import annotations
 
-import http.client
-from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from conftest import ADMIN, USER, RunningDevice
 from helpers import fault_chain, one_line_error, run
 from lxml import etree
+from served_app import soap_call
 
 from iec62676_2_33 import schemas
 from iec62676_2_33.namespaces import SOAP_ENV, TDS, TT, TUP
 from iec62676_2_33.security.access import AccessClass, is_allowed
 from iec62676_2_33.security.roles import MAX_USER_ROLES, function_name
-from iec62676_2_33.security.wsse import build_username_token
 from iec62676_2_33.services.security import TAS
 from iec62676_2_33.store import DeviceStore
 from iec62676_2_33.testing.harness import RunningCloud, UplinkPki, seed_device
@@ -37,19 +34,7 @@ READER = ("<tds:SetUserRole><tds:UserRole><tt:Name>keystore-reader</tt:Name>"
 
 
 def post(url: str, body: str, user: tuple[str, str] | None = ADMIN) -> tuple[int, etree._Element]:
-    header = ""
-    if user is not None:
-        header = f"<env:Header>{etree.tostring(build_username_token(*user, datetime.now(UTC))).decode()}</env:Header>"
-    data = (f'<env:Envelope xmlns:env="{SOAP_ENV}" xmlns:tds="{TDS}" xmlns:tt="{TT}" xmlns:tas="{TAS}" '
-            f'xmlns:tup="{TUP}">{header}<env:Body>{body}</env:Body></env:Envelope>').encode()
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-    try:
-        conn.request("POST", parts.path, data, {"Content-Type": "application/soap+xml; charset=utf-8"})
-        resp = conn.getresponse()
-        return resp.status, etree.fromstring(resp.read())
-    finally:
-        conn.close()
+    return soap_call(url, body, NS, user=user)
 
 
 def answer(status_root: tuple[int, etree._Element], xsd: str = "device") -> etree._Element:

@@ -8,7 +8,6 @@ refusal is checked for its full subcode chain.
 from __future__ import annotations
 
 import base64
-import http.client
 import os
 import re
 import signal
@@ -26,13 +25,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from helpers import fault_chain
 from lxml import etree
+from served_app import soap_call
 
 from iec62676_2_33 import pki, schemas
 from iec62676_2_33.domain.sealed import SECRET_FILE
 from iec62676_2_33.namespaces import SOAP_ENV, TDS, TER, TUP
 from iec62676_2_33.runtime.device import device_capabilities
 from iec62676_2_33.security.keystore import Keystore, KeystoreError, KeystoreLimits
-from iec62676_2_33.security.wsse import build_username_token
 from iec62676_2_33.services.security import OPERATION_ACCESS, SECURITY_PATH, TAS
 from iec62676_2_33.store import DeviceStore
 from iec62676_2_33.testing.harness import RunningCloud, UplinkPki, seed_device
@@ -45,20 +44,7 @@ WAIT = 30.0
 
 def call(device: RunningDevice, body: str, *, user: tuple[str, str] | None = ADMIN,
          path: str = SECURITY_PATH) -> tuple[int, etree._Element]:
-    header = ""
-    if user is not None:
-        token = build_username_token(user[0], user[1], datetime.now(UTC))
-        header = f"<env:Header>{etree.tostring(token).decode()}</env:Header>"
-    data = (f'<env:Envelope xmlns:env="{SOAP_ENV}" xmlns:tas="{TAS}" xmlns:tds="{TDS}">{header}'
-            f"<env:Body>{body}</env:Body></env:Envelope>").encode()
-    parts = urlsplit(device.base + path)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-    try:
-        conn.request("POST", parts.path, data, {"Content-Type": "application/soap+xml; charset=utf-8"})
-        resp = conn.getresponse()
-        return resp.status, etree.fromstring(resp.read())
-    finally:
-        conn.close()
+    return soap_call(device.base + path, body, NS, user=user)
 
 
 def ok(device: RunningDevice, body: str, **kw: object) -> etree._Element:

@@ -13,14 +13,13 @@ the operation that runs is the one access control parsed, once.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import seed_device
-from helpers import FAULT, check_dispatched, count_parses, fault_chain
+from helpers import FAULT, call_wsgi, check_dispatched, count_parses, fault_chain, soap_environ
 from lxml import etree
 
 from iec62676_2_33 import schemas
@@ -60,18 +59,9 @@ def envelope(body: str, header: str = "") -> bytes:
             f'xmlns:tds="{TDS}" xmlns:wsa="{WSA}">{head}<env:Body>{body}</env:Body></env:Envelope>').encode()
 
 
-def environ_of(data: bytes, path: str = UPLINK_PATH, **extra: str) -> dict[str, Any]:
-    return {"REQUEST_METHOD": "POST", "CONTENT_TYPE": "application/soap+xml; charset=utf-8",
-            "CONTENT_LENGTH": str(len(data)), "wsgi.input": io.BytesIO(data), "wsgi.url_scheme": "http",
-            "HTTP_HOST": "cam.local", "SERVER_NAME": "cam.local", "SERVER_PORT": "80", "SCRIPT_NAME": "",
-            "PATH_INFO": path, **extra}
-
-
 def call(app: Any, body: str, header: str = "", path: str = UPLINK_PATH, **extra: str) -> tuple[int, etree._Element]:
-    got: list[str] = []
-    out = b"".join(app(environ_of(envelope(body, header), path, **extra),
-                       lambda status, headers, exc_info=None: got.append(status)))
-    return int(got[0].split()[0]), etree.fromstring(out)
+    status, root = call_wsgi(app, soap_environ(envelope(body, header), path, **extra))
+    return int(status.split()[0]), root
 
 
 @pytest.fixture
@@ -281,7 +271,7 @@ def test_the_operation_run_is_the_one_parsed_once_sec_1(device: DeviceApplicatio
                                       ("<tup:GetUplinks/>", True, "GetUplinksResponse"),
                                       (delete_uplink("https://none.example/"), False, "Fault")):
         parses.clear()
-        environ = environ_of(envelope(body), **ADMIN)
+        environ = soap_environ(envelope(body), UPLINK_PATH, **ADMIN)
         assert device.runs_inline(environ) is runs_inline
         out = b"".join(device(environ, lambda status, headers, exc_info=None: None))
         assert len(parses) == 1, body

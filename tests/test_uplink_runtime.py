@@ -55,31 +55,17 @@ def statuses(device: RunningDevice) -> dict[str, UplinkConfiguration]:
     return {c.remote_address: c for c in direct_client(device).get_uplinks()}
 
 
-@pytest.fixture
-def certs(tmp_path: Path) -> UplinkPki:
-    return UplinkPki(tmp_path / "pki")
-
-
-@pytest.fixture
-def cloud(certs: UplinkPki) -> Iterator[RunningCloud]:
-    c = RunningCloud(certs)
-    try:
-        yield c
-    finally:
-        c.stop()
-
-
 # -- connecting and calling -----------------------------------------------------------
 
 def test_two_devices_own_certificates_sync_zeep_UPL_1_UPL_13_UPL_16_GEN_3(
-        tmp_path: Path, certs: UplinkPki, cloud: RunningCloud) -> None:
+        tmp_path: Path, uplink_pki: UplinkPki, cloud: RunningCloud) -> None:
     """UPL-1, UPL-13, UPL-16, GEN-3: two devices with their own client certificates dial
     out; the cloud knows each by its certificate and a sync zeep client reaches each
     through its own uplink (UplinkTransport)."""
     devices = []
     try:
         for cn in ("cam-a", "cam-b"):
-            seed_device(tmp_path / cn, certs, cn, [(cloud.uplink_url(), ("Operator",))])
+            seed_device(tmp_path / cn, uplink_pki, cn, [(cloud.uplink_url(), ("Operator",))])
             devices.append(RunningDevice(tmp_path / cn))
         for cn in ("cam-a", "cam-b"):
             cloud.wait_for(cn)
@@ -98,10 +84,10 @@ def test_two_devices_own_certificates_sync_zeep_UPL_1_UPL_13_UPL_16_GEN_3(
             device.stop()
 
 
-def test_async_zeep_through_the_uplink_UPL_16_GEN_3(tmp_path: Path, certs: UplinkPki, cloud: RunningCloud) -> None:
+def test_async_zeep_through_the_uplink_UPL_16_GEN_3(tmp_path: Path, uplink_pki: UplinkPki, cloud: RunningCloud) -> None:
     """UPL-16, GEN-3: ``zeep.AsyncClient`` with AsyncUplinkTransport on the cloud's loop;
     many calls at once share the one HTTP/2 connection."""
-    seed_device(tmp_path / "dev", certs, "cam-async", [(cloud.uplink_url(), ("User",))])
+    seed_device(tmp_path / "dev", uplink_pki, "cam-async", [(cloud.uplink_url(), ("User",))])
     device = RunningDevice(tmp_path / "dev")
     try:
         cloud.wait_for("cam-async")
@@ -119,10 +105,10 @@ def test_async_zeep_through_the_uplink_UPL_16_GEN_3(tmp_path: Path, certs: Uplin
         device.stop()
 
 
-def test_user_level_of_the_uplink_is_applied_UPL_12(tmp_path: Path, certs: UplinkPki, cloud: RunningCloud) -> None:
+def test_user_level_of_the_uplink_is_applied_UPL_12(tmp_path: Path, uplink_pki: UplinkPki, cloud: RunningCloud) -> None:
     """UPL-12: a ``User``-level uplink may read (GetUplinks) but its SetUplink and
     DeleteUplink fault NotAuthorized, whatever the request carries."""
-    seed_device(tmp_path / "dev", certs, "cam-user", [(cloud.uplink_url(), ("User",))])
+    seed_device(tmp_path / "dev", uplink_pki, "cam-user", [(cloud.uplink_url(), ("User",))])
     device = RunningDevice(tmp_path / "dev")
     try:
         cloud.wait_for("cam-user")
@@ -141,11 +127,11 @@ def test_user_level_of_the_uplink_is_applied_UPL_12(tmp_path: Path, certs: Uplin
         device.stop()
 
 
-def test_live_reconfiguration_through_the_uplink_UPL_10_CFG_2(tmp_path: Path, certs: UplinkPki, cloud: RunningCloud) -> None:
+def test_live_reconfiguration_through_the_uplink_UPL_10_CFG_2(tmp_path: Path, uplink_pki: UplinkPki, cloud: RunningCloud) -> None:
     """UPL-10, CFG-2: SetUplink sent *through* an Administrator uplink adds a second uplink,
     which connects at once to a second cloud; DeleteUplink drops it again."""
-    second = RunningCloud(certs, proxy=False)
-    seed_device(tmp_path / "dev", certs, "cam-admin", [(cloud.uplink_url(), ("Administrator",))])
+    second = RunningCloud(uplink_pki, proxy=False)
+    seed_device(tmp_path / "dev", uplink_pki, "cam-admin", [(cloud.uplink_url(), ("Administrator",))])
     device = RunningDevice(tmp_path / "dev")
     try:
         cloud.wait_for("cam-admin")
@@ -191,15 +177,15 @@ def _hanging_tcp() -> tuple[socket.socket, list[socket.socket]]:
     return listener, accepted
 
 
-def test_status_and_error_are_truthful_CFG_2_UPL_10_UPL_11_UPL_13(tmp_path: Path, certs: UplinkPki, cloud: RunningCloud) -> None:
+def test_status_and_error_are_truthful_CFG_2_UPL_10_UPL_11_UPL_13(tmp_path: Path, uplink_pki: UplinkPki, cloud: RunningCloud) -> None:
     """CFG-2, UPL-10, UPL-11, UPL-13: one device with five uplinks in parallel, each
     showing its own truth in GetUplinks: Connected (Error empty); cloud down (Offline,
     connection refused); the cloud's certificate not trusted by the policy (certificate
     verify failed); the cloud refusing our client certificate (authentication);
     a TLS handshake that never ends (Connecting)."""
     other_ca = pki.make_ca("some other CA")
-    other_ca_file, _ = other_ca.write(certs.dir, "other-ca")
-    picky = RunningCloud(certs, client_cas=[other_ca_file], proxy=False)  # does not trust our device's CA
+    other_ca_file, _ = other_ca.write(uplink_pki.dir, "other-ca")
+    picky = RunningCloud(uplink_pki, client_cas=[other_ca_file], proxy=False)  # does not trust our device's CA
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead_port = s.getsockname()[1]  # nothing listens here
@@ -210,7 +196,7 @@ def test_status_and_error_are_truthful_CFG_2_UPL_10_UPL_11_UPL_13(tmp_path: Path
     untrusted, refused = cloud.uplink_url("/untrusted"), picky.uplink_url()
     slow = f"https://localhost:{hang_port}/uplink"
     data = tmp_path / "dev"
-    seed_device(data, certs, "cam-status")
+    seed_device(data, uplink_pki, "cam-status")
     with DeviceStore(data) as store:
         store.put_policy("wrong", [other_ca.cert_pem()])
         for address, policy in ((ok, "policy"), (down, "policy"), (untrusted, "wrong"), (refused, "policy"),
@@ -244,15 +230,15 @@ def test_status_and_error_are_truthful_CFG_2_UPL_10_UPL_11_UPL_13(tmp_path: Path
             conn.close()
 
 
-def test_cloud_restart_devices_come_back_UPL_8_UPL_9_CFG_2(tmp_path: Path, certs: UplinkPki) -> None:
+def test_cloud_restart_devices_come_back_UPL_8_UPL_9_CFG_2(tmp_path: Path, uplink_pki: UplinkPki) -> None:
     """UPL-8, UPL-9, CFG-2: when the cloud goes away both devices show Offline with the
     reason in Error, and reconnect by themselves when it is back on the same address."""
-    cloud = RunningCloud(certs)
+    cloud = RunningCloud(uplink_pki)
     port = cloud.port
     devices = []
     try:
         for cn in ("cam-1", "cam-2"):
-            seed_device(tmp_path / cn, certs, cn, [(cloud.uplink_url(), ("User",))])
+            seed_device(tmp_path / cn, uplink_pki, cn, [(cloud.uplink_url(), ("User",))])
             devices.append(RunningDevice(tmp_path / cn))
         for cn in ("cam-1", "cam-2"):
             cloud.wait_for(cn)
@@ -261,7 +247,7 @@ def test_cloud_restart_devices_come_back_UPL_8_UPL_9_CFG_2(tmp_path: Path, certs
             gone = wait_until(lambda d=device: (c := statuses(d)[f"https://localhost:{port}/uplink"]).error and c,
                               what="the device to see the cloud go")
             assert gone.status in ("Offline", "Connecting")
-        cloud = RunningCloud(certs, port=port)
+        cloud = RunningCloud(uplink_pki, port=port)
         for cn in ("cam-1", "cam-2"):
             cloud.wait_for(cn)
         for device in devices:
@@ -276,17 +262,17 @@ def test_cloud_restart_devices_come_back_UPL_8_UPL_9_CFG_2(tmp_path: Path, certs
 
 # -- the cloud: identity, deadlines, caps ----------------------------------------------------
 
-def _device_ssl(certs: UplinkPki, cn: str) -> ssl.SSLContext:
-    cert, key = certs.device_files(cn)
-    ctx = ssl.create_default_context(cafile=str(certs.ca_file))
+def _device_ssl(uplink_pki: UplinkPki, cn: str) -> ssl.SSLContext:
+    cert, key = uplink_pki.device_files(cn)
+    ctx = ssl.create_default_context(cafile=str(uplink_pki.ca_file))
     ctx.load_cert_chain(str(cert), str(key))
     return ctx
 
 
-async def _mini_device(cloud: RunningCloud, certs: UplinkPki, cn: str, label: bytes, up: asyncio.Event,
+async def _mini_device(cloud: RunningCloud, uplink_pki: UplinkPki, cn: str, label: bytes, up: asyncio.Event,
                        ended: asyncio.Future[bytes]) -> None:
     """A minimal device on stdlib ssl + h2: answers every request with ``label``."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", cloud.port, ssl=_device_ssl(certs, cn),
+    reader, writer = await asyncio.open_connection("127.0.0.1", cloud.port, ssl=_device_ssl(uplink_pki, cn),
                                                    server_hostname="localhost")
     writer.write(b"GET /uplink HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: h2c-reverse\r\n\r\n")
     assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
@@ -307,13 +293,13 @@ async def _mini_device(cloud: RunningCloud, certs: UplinkPki, cn: str, label: by
     ended.set_result(goaway)
 
 
-async def test_reconnect_of_the_same_identity_replaces_the_old_channel_UPL_13(certs: UplinkPki, cloud: RunningCloud) -> None:
+async def test_reconnect_of_the_same_identity_replaces_the_old_channel_UPL_13(uplink_pki: UplinkPki, cloud: RunningCloud) -> None:
     """UPL-13: a second connection with the same certificate replaces the first one: the
     old connection gets GOAWAY and is closed, requests go to the new one."""
     loop = asyncio.get_running_loop()
     first_up, second_up = asyncio.Event(), asyncio.Event()
     first_end, second_end = loop.create_future(), loop.create_future()
-    first = asyncio.create_task(_mini_device(cloud, certs, "same", b"first", first_up, first_end))
+    first = asyncio.create_task(_mini_device(cloud, uplink_pki, "same", b"first", first_up, first_end))
     async with asyncio.timeout(15):
         await first_up.wait()
     await asyncio.to_thread(cloud.wait_for, "same")
@@ -321,7 +307,7 @@ async def test_reconnect_of_the_same_identity_replaces_the_old_channel_UPL_13(ce
     assert got.body == b"first"
     old_channel = cloud.cloud.channel("same")
 
-    second = asyncio.create_task(_mini_device(cloud, certs, "same", b"second", second_up, second_end))
+    second = asyncio.create_task(_mini_device(cloud, uplink_pki, "same", b"second", second_up, second_end))
     async with asyncio.timeout(15):
         await second_up.wait()
         reason = await first_end  # the old connection is over
@@ -340,8 +326,8 @@ SHORT = ListenerSettings(handshake_timeout=1.0, upgrade_timeout=0.5, preface_tim
 
 
 @pytest.fixture
-def strict_cloud(certs: UplinkPki) -> Iterator[RunningCloud]:
-    c = RunningCloud(certs, settings=SHORT, proxy=False)
+def strict_cloud(uplink_pki: UplinkPki) -> Iterator[RunningCloud]:
+    c = RunningCloud(uplink_pki, settings=SHORT, proxy=False)
     try:
         yield c
     finally:
@@ -363,19 +349,19 @@ async def test_silent_tcp_peer_is_closed_at_the_handshake_deadline_UPL_6(strict_
     writer.close()
 
 
-async def test_silent_tls_peer_is_closed_at_the_upgrade_deadline_UPL_2(certs: UplinkPki, strict_cloud: RunningCloud) -> None:
+async def test_silent_tls_peer_is_closed_at_the_upgrade_deadline_UPL_2(uplink_pki: UplinkPki, strict_cloud: RunningCloud) -> None:
     """UPL-2: a device that completes the TLS handshake and then sends nothing is closed
     at the upgrade deadline; it never becomes a device."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", strict_cloud.port, ssl=_device_ssl(certs, "mute"),
+    reader, writer = await asyncio.open_connection("127.0.0.1", strict_cloud.port, ssl=_device_ssl(uplink_pki, "mute"),
                                                    server_hostname="localhost")
     assert await _read_to_eof(reader) == b""
     assert strict_cloud.device_ids() == []
     writer.close()
 
 
-async def test_oversized_upgrade_head_gets_431_UPL_2(certs: UplinkPki, strict_cloud: RunningCloud) -> None:
+async def test_oversized_upgrade_head_gets_431_UPL_2(uplink_pki: UplinkPki, strict_cloud: RunningCloud) -> None:
     """UPL-2: an upgrade request head over 16 KiB (here 20 KiB) is answered 431 and closed."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", strict_cloud.port, ssl=_device_ssl(certs, "big"),
+    reader, writer = await asyncio.open_connection("127.0.0.1", strict_cloud.port, ssl=_device_ssl(uplink_pki, "big"),
                                                    server_hostname="localhost")
     writer.write(b"GET /uplink HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: h2c-reverse\r\n"
                  + b"X-Padding: " + b"a" * (20 << 10) + b"\r\n\r\n")
@@ -386,11 +372,11 @@ async def test_oversized_upgrade_head_gets_431_UPL_2(certs: UplinkPki, strict_cl
 
 
 async def test_device_without_settings_is_dropped_at_the_preface_deadline_UPL_3_UPL_15(
-        certs: UplinkPki, strict_cloud: RunningCloud) -> None:
+        uplink_pki: UplinkPki, strict_cloud: RunningCloud) -> None:
     """UPL-3, UPL-15: after the 101 the cloud sends its preface (SETTINGS) first; a device
     that never answers with its own SETTINGS gets GOAWAY at the preface deadline and is
     never registered."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", strict_cloud.port, ssl=_device_ssl(certs, "no-h2"),
+    reader, writer = await asyncio.open_connection("127.0.0.1", strict_cloud.port, ssl=_device_ssl(uplink_pki, "no-h2"),
                                                    server_hostname="localhost")
     writer.write(b"GET /uplink HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: h2c-reverse\r\n\r\n")
     head = await reader.readuntil(b"\r\n\r\n")
@@ -470,14 +456,14 @@ class FreezableRelay:
 
 
 def test_silent_cloud_makes_the_device_close_and_reconnect_UPL_7_UPL_8(
-        tmp_path: Path, certs: UplinkPki, cloud: RunningCloud) -> None:
+        tmp_path: Path, uplink_pki: UplinkPki, cloud: RunningCloud) -> None:
     """UPL-7, UPL-8: with small idle-PING/dead-link timers, a cloud that stops answering
     (a relay that drops everything the cloud sends) makes the device close the uplink with
     the reason in Error, try again (Connecting) and come back Connected once the path is
     open again."""
     relay = FreezableRelay(cloud.port)
     address = f"https://localhost:{relay.port}/uplink"
-    seed_device(tmp_path / "dev", certs, "cam-live", [(address, ("User",))])
+    seed_device(tmp_path / "dev", uplink_pki, "cam-live", [(address, ("User",))])
     settings = AgentSettings(idle_ping_after=0.2, dead_after=1.0, stable_after=0.5, backoff_first=(0.05, 0.1),
                              backoff_cap=0.2)
     device = RunningDevice(tmp_path / "dev", settings=settings)

@@ -7,14 +7,14 @@ the raw XML, and every answer is validated against the authored XSD.
 
 from __future__ import annotations
 
-import http.client
 from datetime import UTC
-from urllib.parse import urlsplit
 
 import pytest
 from conftest import ADMIN, RunningDevice
 from helpers import fault_chain
+from helpers import soap_post as post
 from lxml import etree
+from served_app import body_of as answer
 
 from iec62676_2_33 import schemas
 from iec62676_2_33.namespaces import SOAP_ENV, TER, TUP
@@ -32,25 +32,6 @@ def envelope(body: str, *, user: tuple[str, str] | None = ADMIN) -> bytes:
         header = f"<env:Header>{etree.tostring(token).decode()}</env:Header>"
     return (f'<?xml version="1.0" encoding="utf-8"?><env:Envelope xmlns:env="{SOAP_ENV}" '
             f'xmlns:tup="{TUP}">{header}<env:Body>{body}</env:Body></env:Envelope>').encode()
-
-
-def post(url: str, data: bytes) -> tuple[int, etree._Element]:
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-    try:
-        conn.request("POST", parts.path, data, {"Content-Type": "application/soap+xml; charset=utf-8"})
-        resp = conn.getresponse()
-        return resp.status, etree.fromstring(resp.read())
-    finally:
-        conn.close()
-
-
-def answer(root: etree._Element) -> etree._Element:
-    body = root.find("env:Body", NS)
-    assert body is not None
-    return body[0]
-
-
 
 
 def set_uplink(address: str, *, cert: str | None = "cert-1", policy: str | None = None,

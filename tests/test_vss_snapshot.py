@@ -16,7 +16,7 @@ import httpx
 import pytest
 from lxml import etree
 from test_media2_snapshot import CameraHttp, camera, source  # noqa: F401 - fixture
-from vss_env import ADMIN, NS, add_lower, answer, seed, soap, start_device, start_vss
+from vss_env import ADMIN, NS, add_lower, seed, snapshot_uri, start_device, start_vss
 
 from iec62676_2_33.services.media2 import TR2
 from iec62676_2_33.store import DeviceStore
@@ -46,15 +46,6 @@ def vss(tmp_path: Path, camera: tuple[CameraHttp, bytes]) -> Iterator[tuple[str,
             service.stop()
     finally:
         device.stop()
-
-
-def snapshot_uri(base: str, token: str) -> str:
-    status, root = soap(base, "/onvif/media2_service",
-                        f"<tr2:GetSnapshotUri><tr2:ProfileToken>{token}</tr2:ProfileToken></tr2:GetSnapshotUri>")
-    assert status == 200, root
-    uri = answer(root).findtext("tr2:Uri", namespaces=NS)
-    assert uri is not None
-    return uri
 
 
 def test_lower_snapshot_is_served_by_the_vss_anx_b_1_sec_1(vss: tuple[str, str],

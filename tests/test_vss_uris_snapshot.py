@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 from rtsp_env import needs_camera
 from test_media2_snapshot import CameraHttp, camera  # noqa: F401 - fixture
-from vss_env import NS, answer, soap
+from vss_env import snapshot_uri
 from vss_uris_env import GUEST, UPLINK_DEVICE, URL_PREFIX, VIEWER, hierarchy
 
 from iec62676_2_33.domain.media import MediaSource
@@ -21,15 +21,6 @@ from iec62676_2_33.domain.media import MediaSource
 pytestmark = needs_camera
 
 TIMEOUT = 20.0
-
-
-def snapshot_uri(base: str, token: str) -> str:
-    status, root = soap(base, "/onvif/media2_service",
-                        f"<tr2:GetSnapshotUri><tr2:ProfileToken>{token}</tr2:ProfileToken></tr2:GetSnapshotUri>")
-    assert status == 200, root
-    uri = answer(root).findtext("tr2:Uri", namespaces=NS)
-    assert uri is not None
-    return uri
 
 
 def test_snapshot_of_a_lower_system_on_an_uplink_anx_b_1_sec_1(tmp_path: Path,

@@ -3,13 +3,13 @@ threads, raw SOAP 1.2 calls with WS-Security, every wait bounded."""
 
 from __future__ import annotations
 
-import http.client
 import re
-from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
+from helpers import soap_post
 from lxml import etree
+from served_app import body_of as answer
+from served_app import envelope
 
 from iec62676_2_33.domain.media import MediaSource
 from iec62676_2_33.domain.registry import REGISTRY_FILE, ResourceRegistry
@@ -17,7 +17,6 @@ from iec62676_2_33.domain.resources import GeoLocation, Resource
 from iec62676_2_33.namespaces import SOAP_ENV, TT
 from iec62676_2_33.runtime.background import BackgroundService
 from iec62676_2_33.runtime.device import run_device
-from iec62676_2_33.security.wsse import build_username_token
 from iec62676_2_33.services.media2 import TR2
 from iec62676_2_33.store import DeviceStore
 from iec62676_2_33.testing.harness import wait_until
@@ -73,25 +72,17 @@ def _base(messages: list[str]) -> str:
 def soap(base: str, path: str, body: str, *, user: tuple[str, str] | None = ADMIN,
          timeout: float = 30.0) -> tuple[int, etree._Element]:
     """POST one operation (``body``: its XML, namespaces tr2/tt/tev/wsnt declared); (status, envelope)."""
-    header = ""
-    if user is not None:
-        header = f"<env:Header>{etree.tostring(build_username_token(*user, datetime.now(UTC))).decode()}</env:Header>"
-    data = (f'<?xml version="1.0" encoding="utf-8"?><env:Envelope xmlns:env="{SOAP_ENV}" xmlns:tr2="{TR2}" '
-            f'xmlns:tt="{TT}">{header}<env:Body>{body}</env:Body></env:Envelope>').encode()
-    parts = urlsplit(base)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    try:
-        conn.request("POST", path, data, {"Content-Type": "application/soap+xml; charset=utf-8"})
-        response = conn.getresponse()
-        return response.status, etree.fromstring(response.read())
-    finally:
-        conn.close()
+    return soap_post(base + path, envelope(body, NS, user), timeout=timeout)
 
 
-def answer(root: etree._Element) -> etree._Element:
-    body = root.find("env:Body", NS)
-    assert body is not None
-    return body[0]
+def snapshot_uri(base: str, token: str) -> str:
+    """The tr2:Uri GetSnapshotUri answers for ``token``."""
+    status, root = soap(base, "/onvif/media2_service",
+                        f"<tr2:GetSnapshotUri><tr2:ProfileToken>{token}</tr2:ProfileToken></tr2:GetSnapshotUri>")
+    assert status == 200, root
+    uri = answer(root).findtext("tr2:Uri", namespaces=NS)
+    assert uri is not None
+    return uri
 
 
 def stream_uri(base: str, token: str, protocol: str = "RTSP") -> tuple[int, etree._Element]:
