@@ -49,11 +49,11 @@ SETTINGS = zeep.Settings(strict=True, forbid_dtd=True, forbid_entities=True, for
 MAX_ANSWER = 4 * 1024 * 1024
 
 
-class OffsetUsernameToken(UsernameToken):  # type: ignore[misc]
+class OffsetUsernameToken(UsernameToken):
     """UsernameToken digest whose Created is ``now + time_offset`` and whose nonce is fresh per call."""
 
     def __init__(self, username: str, password: str, time_offset: timedelta = timedelta(0)) -> None:
-        super().__init__(username, password, use_digest=True, zulu_timestamp=True)
+        super().__init__(username, password, use_digest=True, zulu_timestamp=True)  # type: ignore[no-untyped-call]
         self.time_offset = time_offset
         self._lock = threading.Lock()
 
@@ -61,7 +61,7 @@ class OffsetUsernameToken(UsernameToken):  # type: ignore[misc]
         with self._lock:
             self.created = datetime.now(UTC).replace(tzinfo=None, microsecond=0) + self.time_offset
             self.nonce = None
-            return super().apply(envelope, headers)
+            return super().apply(envelope, headers)  # type: ignore[no-untyped-call]
 
 
 def fault_from_zeep(exc: zeep.exceptions.Fault) -> SoapFault:

@@ -30,6 +30,7 @@ as the standard says.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -253,7 +254,7 @@ def part_uplink(material: Material, tmp: Path, out: Print) -> None:
                 _configure_recording(data)
             devices.append(_start_device(data, name))
         for name in ALL_DEVICES:
-            cloud.call(lambda name=name: listener.wait_for(name, timeout=30), timeout=35)
+            cloud.call(functools.partial(listener.wait_for, name, timeout=30), timeout=35)
         connected = cloud.call(lambda: _devices(listener))
         out("  all devices connected: " + ", ".join(f"{d.device_id} ({d.auth_mode})" for d in connected))
         _show_through_uplink(listener, cloud, out)
@@ -272,7 +273,7 @@ def part_uplink(material: Material, tmp: Path, out: Print) -> None:
         out("  restarting the cloud on the same port …")
         cloud, listener = _start_cloud(material, f"127.0.0.1:{port}", proxy.rsplit("/", 1)[-1].replace("//", ""))
         for name in ALL_DEVICES:
-            cloud.call(lambda name=name: listener.wait_for(name, timeout=60), timeout=65)
+            cloud.call(functools.partial(listener.wait_for, name, timeout=60), timeout=65)
         out("  all devices came back on their own (individual ascending backoff, UPL-9)")
         _show_through_uplink(listener, cloud, out)
         part_resources(listener, cloud, tmp / DEVICES[0], out)
@@ -486,8 +487,10 @@ def _nearby(base: str, kind: str, done: Callable[[list[str]], bool]) -> list[str
 
 def _service(base: str, wsdl: str, binding: str, path: str) -> zeep.proxy.ServiceProxy:
     """A zeep service for ``binding`` of ``wsdl`` at ``base`` + ``path``, as the VSS's Administrator."""
-    return zeep.Client(str(wsdl_path(wsdl)), settings=SETTINGS, wsse=UsernameToken(*ADMIN, use_digest=True),
-                       transport=zeep.Transport(timeout=30, operation_timeout=30)).create_service(binding, base + path)
+    service: zeep.proxy.ServiceProxy = zeep.Client(
+        str(wsdl_path(wsdl)), settings=SETTINGS, wsse=UsernameToken(*ADMIN, use_digest=True),
+        transport=zeep.Transport(timeout=30, operation_timeout=30)).create_service(binding, base + path)
+    return service
 
 
 def _decode(uri: str, frames: int) -> str:

@@ -84,5 +84,5 @@ def validate(element: etree._Element, name: str) -> None:
     compiled = schema(name)
     doc = etree.ElementTree(etree.fromstring(etree.tostring(element)))
     if not compiled.validate(doc):
-        errors = "; ".join(f"line {e.line}: {e.message}" for e in compiled.error_log)  # type: ignore[attr-defined]
+        errors = "; ".join(f"line {e.line}: {e.message}" for e in compiled.error_log)
         raise SchemaError(f"{etree.QName(element).localname} does not validate against {name}.xsd: {errors}")

@@ -28,6 +28,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from .domain.media import MediaSource, validate_media_source
 from .domain.sealed import Sealer
@@ -439,7 +440,7 @@ class DeviceStore(SqliteFile):
             return None
         rows = self._read("SELECT cert_pem FROM policy_anchors WHERE policy_id = ? ORDER BY position",
                           (policy_id,))
-        return [bytes(r[0]) for r in rows]  # type: ignore[arg-type]
+        return [bytes(cast(bytes, r[0])) for r in rows]
 
     def policy(self, policy_id: str) -> PolicyRecord | None:
         rows = self._read("SELECT p.id, d.alias, d.require_client_auth_eku, d.use_delta_crls FROM policies p"

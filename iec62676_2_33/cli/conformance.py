@@ -138,6 +138,7 @@ def demo_command(args: argparse.Namespace) -> int:
     import tempfile
 
     from ..conformance import DEVICE_CASES, DeviceSession, DeviceTarget, run
+    from ..errors import Iec62676Error
     from ..testing.harness import RunningDevice, seed_device
 
     with tempfile.TemporaryDirectory(prefix="iec62676-demo-") as tmp:
@@ -145,6 +146,8 @@ def demo_command(args: argparse.Namespace) -> int:
         seed_device(data)
         device = RunningDevice(data, settings=None)
         try:
+            if device.device_service is None:
+                raise Iec62676Error("the library's own device started without its direct port")
             target = DeviceTarget(dut=device.device_service, username=device.username, password=device.password)
             with DeviceSession(target) as session:
                 print(f"testing the library's own device at {device.device_service}; the tool's cloud listens on "

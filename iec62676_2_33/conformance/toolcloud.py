@@ -24,7 +24,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from ..errors import Iec62676Error
@@ -211,7 +211,7 @@ class ToolCloud:
     def loop(self) -> asyncio.AbstractEventLoop:
         return self.service.loop
 
-    def call(self, fn: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
+    def call(self, fn: Callable[[], Coroutine[Any, Any, T]], timeout: float = 30.0) -> T:
         """Run a coroutine function on the cloud's loop (bounded)."""
         result: T = self.service.call(fn, timeout)
         return result

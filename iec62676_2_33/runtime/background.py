@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..errors import Iec62676Error
@@ -52,7 +52,7 @@ class BackgroundService:
         finally:
             self._ready.set()
 
-    def start(self, timeout: float = 15.0) -> BackgroundService:
+    def start(self, timeout: float = 15.0) -> Self:
         self._thread.start()
         if not self._ready.wait(timeout):
             raise Iec62676Error(f"{self._name} did not start within {timeout} s")
@@ -67,7 +67,7 @@ class BackgroundService:
             raise Iec62676Error(f"{self._name} is not running")
         return self._loop
 
-    def call(self, fn: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
+    def call(self, fn: Callable[[], Coroutine[Any, Any, Any]], timeout: float = 15.0) -> Any:
         """Run a coroutine on the service's loop from another thread (bounded wait)."""
         return asyncio.run_coroutine_threadsafe(fn(), self.loop).result(timeout)
 

@@ -26,7 +26,7 @@ import logging
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -394,7 +394,7 @@ class DeviceChannel:
                 raise
             return stream_id, status, head
 
-    async def body(self, stream_id: int, *, timeout: float = 30.0) -> AsyncIterator[bytes]:
+    async def body(self, stream_id: int, *, timeout: float = 30.0) -> AsyncGenerator[bytes, None]:
         """The response body of an open stream, chunk by chunk (flow control follows the reader)."""
         pending = self._pending[stream_id]
         chunks = pending.chunks

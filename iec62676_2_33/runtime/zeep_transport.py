@@ -46,12 +46,12 @@ def _headers(headers: dict[str, str], body: bytes) -> list[tuple[str, str]]:
     return out
 
 
-class UplinkTransport(Transport):  # type: ignore[misc]
+class UplinkTransport(Transport):
     """Synchronous zeep transport over an uplink; the cloud runs on ``loop`` in another thread."""
 
     def __init__(self, cloud: DeviceCaller, device_id: str, loop: asyncio.AbstractEventLoop, *,
                  timeout: float = 30.0) -> None:
-        super().__init__(timeout=timeout, operation_timeout=timeout)
+        super().__init__(timeout=timeout, operation_timeout=timeout)  # type: ignore[no-untyped-call]
         self.cloud = cloud
         self.device_id = device_id
         self.loop = loop
@@ -75,11 +75,11 @@ class UplinkTransport(Transport):  # type: ignore[misc]
         return response
 
 
-class AsyncUplinkTransport(AsyncTransport):  # type: ignore[misc]
+class AsyncUplinkTransport(AsyncTransport):
     """asyncio zeep transport over an uplink (use it on the cloud's event loop)."""
 
     def __init__(self, cloud: DeviceCaller, device_id: str, *, timeout: float = 30.0) -> None:
-        super().__init__(timeout=timeout)
+        super().__init__(timeout=timeout)  # type: ignore[no-untyped-call]
         self.cloud = cloud
         self.device_id = device_id
         self.timeout = timeout

@@ -551,7 +551,7 @@ class UplinkStatusEvents:
 
 
 def _local(element: etree._Element) -> str:
-    return etree.QName(element).localname
+    return str(etree.QName(element).localname)
 
 
 def _children(element: etree._Element) -> list[etree._Element]:

@@ -381,30 +381,30 @@ class PtzService(SoapService):
     __service_name__ = "PTZService"
     __port_types__ = ["PTZ"]
 
-    @rpc(_returns=PTZServiceCapabilities, _out_variable_name="Capabilities")  # type: ignore[misc]
+    @rpc(_returns=PTZServiceCapabilities, _out_variable_name="Capabilities")
     def GetServiceCapabilities(ctx: Any) -> PTZServiceCapabilities:
         return _capabilities()
 
-    @rpc(_returns=PTZNode.customize(max_occurs="unbounded"), _out_variable_name="PTZNode")  # type: ignore[misc]
+    @rpc(_returns=PTZNode.customize(max_occurs="unbounded"), _out_variable_name="PTZNode")
     def GetNodes(ctx: Any) -> list[PTZNode]:
         return [_node(n) for n in _context(ctx).ptz.nodes()]
 
-    @rpc(Unicode(min_occurs=1), _returns=PTZNode, _out_variable_name="PTZNode",  # type: ignore[misc]
+    @rpc(Unicode(min_occurs=1), _returns=PTZNode, _out_variable_name="PTZNode",
          _in_variable_names={"node_token": "NodeToken"})
     def GetNode(ctx: Any, node_token: str) -> PTZNode:
         return _node(_node_of(ctx, node_token, "NoEntity", "PTZ node"))
 
-    @rpc(_returns=PTZConfiguration.customize(max_occurs="unbounded"),  # type: ignore[misc]
+    @rpc(_returns=PTZConfiguration.customize(max_occurs="unbounded"),
          _out_variable_name="PTZConfiguration")
     def GetConfigurations(ctx: Any) -> list[PTZConfiguration]:
         return [ptz_configuration(n) for n in _context(ctx).ptz.nodes()]
 
-    @rpc(Unicode(min_occurs=1), _returns=PTZConfiguration, _out_variable_name="PTZConfiguration",  # type: ignore[misc]
+    @rpc(Unicode(min_occurs=1), _returns=PTZConfiguration, _out_variable_name="PTZConfiguration",
          _in_variable_names={"token": "PTZConfigurationToken"})
     def GetConfiguration(ctx: Any, token: str) -> PTZConfiguration:
         return ptz_configuration(_node_of(ctx, token, "NoConfig", "PTZ configuration"))
 
-    @rpc(Unicode(min_occurs=1), PTZSpeed.customize(min_occurs=1), Unicode,  # type: ignore[misc]
+    @rpc(Unicode(min_occurs=1), PTZSpeed.customize(min_occurs=1), Unicode,
          _in_variable_names={"profile_token": "ProfileToken", "velocity": "Velocity", "timeout": "Timeout"})
     def ContinuousMove(ctx: Any, profile_token: str, velocity: PTZSpeed, timeout: str | None) -> None:
         head = _head(ctx, profile_token)
@@ -418,28 +418,28 @@ class PtzService(SoapService):
         target = _position(velocity, CONTINUOUS_PAN_TILT_SPACE, CONTINUOUS_ZOOM_SPACE)
         _run(ctx, lambda now: head.continuous_move(now, target, seconds))
 
-    @rpc(Unicode(min_occurs=1), PTZVector.customize(min_occurs=1), PTZSpeed,  # type: ignore[misc]
+    @rpc(Unicode(min_occurs=1), PTZVector.customize(min_occurs=1), PTZSpeed,
          _in_variable_names={"profile_token": "ProfileToken", "position": "Position", "speed": "Speed"})
     def AbsoluteMove(ctx: Any, profile_token: str, position: PTZVector, speed: PTZSpeed | None) -> None:
         head = _head(ctx, profile_token)
         target = _position(position, ABSOLUTE_PAN_TILT_SPACE, ABSOLUTE_ZOOM_SPACE)
         _run(ctx, lambda now: head.absolute_move(now, target, _speed(speed)))
 
-    @rpc(Unicode(min_occurs=1), PTZVector.customize(min_occurs=1), PTZSpeed,  # type: ignore[misc]
+    @rpc(Unicode(min_occurs=1), PTZVector.customize(min_occurs=1), PTZSpeed,
          _in_variable_names={"profile_token": "ProfileToken", "translation": "Translation", "speed": "Speed"})
     def RelativeMove(ctx: Any, profile_token: str, translation: PTZVector, speed: PTZSpeed | None) -> None:
         head = _head(ctx, profile_token)
         delta = _position(translation, RELATIVE_PAN_TILT_SPACE, RELATIVE_ZOOM_SPACE)
         _run(ctx, lambda now: head.relative_move(now, delta, _speed(speed)))
 
-    @rpc(Unicode(min_occurs=1), Boolean, Boolean,  # type: ignore[misc]
+    @rpc(Unicode(min_occurs=1), Boolean, Boolean,
          _in_variable_names={"profile_token": "ProfileToken", "pan_tilt": "PanTilt", "zoom": "Zoom"})
     def Stop(ctx: Any, profile_token: str, pan_tilt: bool | None, zoom: bool | None) -> None:
         head = _head(ctx, profile_token)
         both = pan_tilt is None and zoom is None  # neither given: stop everything
         _run(ctx, lambda now: head.stop(now, pan_tilt=both or bool(pan_tilt), zoom=both or bool(zoom)))
 
-    @rpc(Unicode(min_occurs=1), _returns=PTZStatus, _out_variable_name="PTZStatus",  # type: ignore[misc]
+    @rpc(Unicode(min_occurs=1), _returns=PTZStatus, _out_variable_name="PTZStatus",
          _in_variable_names={"profile_token": "ProfileToken"})
     def GetStatus(ctx: Any, profile_token: str) -> PTZStatus:
         head = _head(ctx, profile_token)
@@ -449,13 +449,13 @@ class PtzService(SoapService):
                                                   Zoom=_moving(status.zoom_moving)),
                          UtcTime=format_datetime(now))
 
-    @rpc(Unicode(min_occurs=1), _returns=PTZPreset.customize(max_occurs="unbounded"),  # type: ignore[misc]
+    @rpc(Unicode(min_occurs=1), _returns=PTZPreset.customize(max_occurs="unbounded"),
          _out_variable_name="Preset", _in_variable_names={"profile_token": "ProfileToken"})
     def GetPresets(ctx: Any, profile_token: str) -> list[PTZPreset]:
         head = _head(ctx, profile_token)
         return [_preset(p) for p in _run(ctx, lambda _now: head.presets())]
 
-    @rpc(Unicode(min_occurs=1), Unicode, Unicode, _returns=Unicode,  # type: ignore[misc]
+    @rpc(Unicode(min_occurs=1), Unicode, Unicode, _returns=Unicode,
          _out_variable_name="PresetToken",
          _in_variable_names={"profile_token": "ProfileToken", "name": "PresetName", "token": "PresetToken"})
     def SetPreset(ctx: Any, profile_token: str, name: str | None, token: str | None) -> str:
@@ -463,13 +463,13 @@ class PtzService(SoapService):
         result: str = _run(ctx, lambda now: head.set_preset(now, name, token))
         return result
 
-    @rpc(Unicode(min_occurs=1), Unicode(min_occurs=1), PTZSpeed,  # type: ignore[misc]
+    @rpc(Unicode(min_occurs=1), Unicode(min_occurs=1), PTZSpeed,
          _in_variable_names={"profile_token": "ProfileToken", "token": "PresetToken", "speed": "Speed"})
     def GotoPreset(ctx: Any, profile_token: str, token: str, speed: PTZSpeed | None) -> None:
         head = _head(ctx, profile_token)
         _run(ctx, lambda now: head.goto_preset(now, token, _speed(speed)))
 
-    @rpc(Unicode(min_occurs=1), Unicode(min_occurs=1),  # type: ignore[misc]
+    @rpc(Unicode(min_occurs=1), Unicode(min_occurs=1),
          _in_variable_names={"profile_token": "ProfileToken", "token": "PresetToken"})
     def RemovePreset(ctx: Any, profile_token: str, token: str) -> None:
         head = _head(ctx, profile_token)

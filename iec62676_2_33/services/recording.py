@@ -468,11 +468,11 @@ class SearchService(SoapService):
     __service_name__ = "SearchService"
     __port_types__ = ["SearchPort"]
 
-    @rpc(_returns=SearchCapabilities, _out_variable_name="Capabilities")  # type: ignore[misc]
+    @rpc(_returns=SearchCapabilities, _out_variable_name="Capabilities")
     def GetServiceCapabilities(ctx: Any) -> SearchCapabilities:
         return _search_capabilities()
 
-    @rpc(_returns=RecordingSummary, _out_variable_name="Summary")  # type: ignore[misc]
+    @rpc(_returns=RecordingSummary, _out_variable_name="Summary")
     def GetRecordingSummary(ctx: Any) -> RecordingSummary:
         context = _context(ctx)
         recordings = context.store.recordings()
@@ -482,7 +482,7 @@ class SearchService(SoapService):
         return RecordingSummary(DataFrom=format_datetime(min(starts, default=now)),
                                 DataUntil=format_datetime(max(ends, default=now)), NumberRecordings=len(recordings))
 
-    @rpc(Unicode(min_occurs=1), _returns=RecordingInformation,  # type: ignore[misc]
+    @rpc(Unicode(min_occurs=1), _returns=RecordingInformation,
          _out_variable_name="RecordingInformation", _in_variable_names={"token": "RecordingToken"})
     def GetRecordingInformation(ctx: Any, token: str) -> RecordingInformation:
         rec = _context(ctx).store.recording(token)
@@ -491,7 +491,7 @@ class SearchService(SoapService):
                             reason=f"no recording with token {excerpt(token)}")
         return _information(rec, request_base_url(ctx.transport.req_env))
 
-    @rpc(SearchScope.customize(min_occurs=1), Integer, Unicode(min_occurs=1),  # type: ignore[misc]
+    @rpc(SearchScope.customize(min_occurs=1), Integer, Unicode(min_occurs=1),
          _returns=Unicode, _out_variable_name="SearchToken",
          _in_variable_names={"scope": "Scope", "max_matches": "MaxMatches", "keep_alive": "KeepAliveTime"})
     def FindRecordings(ctx: Any, scope: SearchScope, max_matches: int | None, keep_alive: str) -> str:
@@ -503,14 +503,14 @@ class SearchService(SoapService):
             max_matches=max_matches))
         return token
 
-    @rpc(Unicode(min_occurs=1), Integer, Integer, Unicode,  # type: ignore[misc]
+    @rpc(Unicode(min_occurs=1), Integer, Integer, Unicode,
          _returns=FindRecordingResultList, _out_variable_name="ResultList", _in_variable_names=_SEARCH_RESULTS_IN)
     def GetRecordingSearchResults(ctx: Any, token: str, min_results: int | None, max_results: int | None,
                                   wait_time: str | None) -> FindRecordingResultList:
         batch, complete = _sessions(ctx, lambda c, now: c.sessions.results(now, token, "recordings", max_results))
         return FindRecordingResultList(SearchState=_state(complete), RecordingInformation=batch)
 
-    @rpc(Unicode(min_occurs=1), Unicode, SearchScope.customize(min_occurs=1), AnyXml,  # type: ignore[misc]
+    @rpc(Unicode(min_occurs=1), Unicode, SearchScope.customize(min_occurs=1), AnyXml,
          Boolean(min_occurs=1), Integer, Unicode(min_occurs=1), _returns=Unicode, _out_variable_name="SearchToken",
          _in_variable_names={"start": "StartPoint", "end": "EndPoint", "scope": "Scope", "search_filter": "SearchFilter",
                              "include_start_state": "IncludeStartState", "max_matches": "MaxMatches",
@@ -528,14 +528,14 @@ class SearchService(SoapService):
             now, "events", lambda: found, keep_alive=seconds, max_matches=max_matches, end_point=end_point))
         return token
 
-    @rpc(Unicode(min_occurs=1), Integer, Integer, Unicode,  # type: ignore[misc]
+    @rpc(Unicode(min_occurs=1), Integer, Integer, Unicode,
          _returns=FindEventResultList, _out_variable_name="ResultList", _in_variable_names=_SEARCH_RESULTS_IN)
     def GetEventSearchResults(ctx: Any, token: str, min_results: int | None, max_results: int | None,
                               wait_time: str | None) -> FindEventResultList:
         batch, complete = _sessions(ctx, lambda c, now: c.sessions.results(now, token, "events", max_results))
         return FindEventResultList(SearchState=_state(complete), Result=[_event_result(e) for e in batch])
 
-    @rpc(Unicode(min_occurs=1), _returns=Unicode, _out_variable_name="Endpoint",  # type: ignore[misc]
+    @rpc(Unicode(min_occurs=1), _returns=Unicode, _out_variable_name="Endpoint",
          _in_variable_names={"token": "SearchToken"})
     def EndSearch(ctx: Any, token: str) -> str:
         return format_datetime(_sessions(ctx, lambda c, now: c.sessions.end(now, token)))
@@ -547,11 +547,11 @@ class ReplayService(SoapService):
     __service_name__ = "ReplayService"
     __port_types__ = ["ReplayPort"]
 
-    @rpc(_returns=ReplayCapabilities, _out_variable_name="Capabilities")  # type: ignore[misc]
+    @rpc(_returns=ReplayCapabilities, _out_variable_name="Capabilities")
     def GetServiceCapabilities(ctx: Any) -> ReplayCapabilities:
         return _replay_capabilities()
 
-    @rpc(StreamSetup.customize(min_occurs=1), Unicode(min_occurs=1), _returns=Unicode,  # type: ignore[misc]
+    @rpc(StreamSetup.customize(min_occurs=1), Unicode(min_occurs=1), _returns=Unicode,
          _out_variable_name="Uri", _in_variable_names={"setup": "StreamSetup", "token": "RecordingToken"})
     def GetReplayUri(ctx: Any, setup: StreamSetup, token: str) -> str:
         context = _context(ctx)

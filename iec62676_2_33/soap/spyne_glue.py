@@ -158,10 +158,10 @@ class SoapEndpoint:
             log.warning("Spyne failed on %s: %s: %s", request.operation.tag, type(exc).__name__, excerpt(str(exc)))
             return fault_response(SoapFault(code="Sender", subcodes=("InvalidArgs",),
                                             reason="the request could not be processed"), start_response)
-        fault = environ.get(FAULT_KEY)
-        if isinstance(fault, SoapFault):
-            log.info("%s", fault)
-            return fault_response(fault, start_response)
+        refused = environ.get(FAULT_KEY)
+        if isinstance(refused, SoapFault):
+            log.info("%s", refused)
+            return fault_response(refused, start_response)
         return _respond(start_response, "200 OK", body)
 
     def _check(self, request: SoapRequest) -> None:

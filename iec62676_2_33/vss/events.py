@@ -144,8 +144,8 @@ class EventForwarder(LowerFollower):
         created = client.raw(client.events, "CreatePullPointSubscription", self.lower.reached_by,
                              Filter={"_value_1": [expression]}, InitialTerminationTime="PT60S")
         address = created.findtext(f"{{{TEV}}}SubscriptionReference/{{{WSA}}}Address") or ""
-        pull = client.zeep.create_service(f"{{{TEV}}}PullPointSubscriptionBinding", address)  # type: ignore[no-untyped-call]
-        manager = client.zeep.create_service(f"{{{TEV}}}SubscriptionManagerBinding", address)  # type: ignore[no-untyped-call]
+        pull = client.zeep.create_service(f"{{{TEV}}}PullPointSubscriptionBinding", address)
+        manager = client.zeep.create_service(f"{{{TEV}}}SubscriptionManagerBinding", address)
         try:
             while not self.stop.is_set():
                 answer = client.raw(pull, "PullMessages", address, Timeout=f"PT{PULL_TIMEOUT:g}S",
