@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from helpers import free_port
 
 from iec62676_2_33 import pki
 
@@ -25,12 +26,6 @@ BOUND = 15.0
 
 #: The domain under which every node's proxy routes Host: <device id>.<domain> (host-based routing).
 DEVICE_DOMAIN = "devices.test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float = BOUND, host: str = "127.0.0.1") -> None:

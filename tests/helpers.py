@@ -1,5 +1,6 @@
 """Helpers shared by the tests: assertions on SOAP faults and one-line CLI errors (CFG-3, CFG-4, SEC-3), SOAP
-calls in process and over HTTP, and stand-in servers, clouds and RTSP exchanges on loopback."""
+calls in process and over HTTP, free loopback ports, and stand-in servers, clouds and RTSP exchanges on
+loopback."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import contextlib
 import http.client
 import io
 import re
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -81,16 +83,33 @@ def call_wsgi(app: Any, environ: dict[str, Any]) -> tuple[str, etree._Element]:
     return status[0], etree.fromstring(out)
 
 
-def soap_post(url: str, data: bytes, *, timeout: float = 10.0) -> tuple[int, etree._Element]:
-    """POST the SOAP 1.2 envelope ``data`` to ``url``: the HTTP status and the parsed answer."""
+def soap_post_raw(url: str, data: bytes, *, headers: dict[str, str] | None = None,
+                  timeout: float = 10.0) -> tuple[int, bytes]:
+    """POST the SOAP 1.2 envelope ``data`` to ``url`` (``headers`` besides its Content-Type): the HTTP status
+    and the answer's bytes as they came."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
-        conn.request("POST", parts.path, data, {"Content-Type": "application/soap+xml; charset=utf-8"})
+        conn.request("POST", parts.path, data, {"Content-Type": "application/soap+xml; charset=utf-8",
+                                                 **(headers or {})})
         response = conn.getresponse()
-        return response.status, etree.fromstring(response.read())
+        return response.status, response.read()
     finally:
         conn.close()
+
+
+def soap_post(url: str, data: bytes, *, headers: dict[str, str] | None = None,
+              timeout: float = 10.0) -> tuple[int, etree._Element]:
+    """:func:`soap_post_raw`, the answer parsed."""
+    status, body = soap_post_raw(url, data, headers=headers, timeout=timeout)
+    return status, etree.fromstring(body)
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now (the OS's pick)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

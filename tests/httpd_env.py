@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from h2.errors import ErrorCodes
 from hpack import Decoder, Encoder
-from hyperframe.frame import Frame, HeadersFrame, SettingsFrame
+from hyperframe.frame import Frame, HeadersFrame, RstStreamFrame, SettingsFrame
 
 from iec62676_2_33.http2.role import PREFACE
 from iec62676_2_33.runtime.background import BackgroundService
@@ -226,6 +227,26 @@ def read_frames(sock: socket.socket, until: Callable[[list[Frame]], bool] | None
             frame.parse_body(memoryview(buf[9:9 + length]))
             frames.append(frame)
             buf = buf[9 + length:]
+    return frames
+
+
+def rapid_reset(port: int, pairs: int = 400, source: str = OTHER_SOURCE, *, path: str = "/status/204",
+                method: str = "GET", end_stream: bool = True) -> list[Frame]:
+    """One connection from ``source``: ``pairs`` HEADERS (``method`` ``path``, ``end_stream``)+RST_STREAM(CANCEL) in
+    one write; the frames the server sent back (none when it refused the connection)."""
+    try:
+        sock = h2_open(port, source)
+    except OSError:
+        return []  # refused before the preface was written
+    encoder = Encoder()
+    burst = b"".join(h2_request(1 + 2 * i, encoder, path, method, end_stream=end_stream).serialize()
+                     + RstStreamFrame(1 + 2 * i, error_code=ErrorCodes.CANCEL).serialize() for i in range(pairs))
+    try:
+        sock.sendall(burst)
+    except OSError:
+        pass  # the server may close before it read everything
+    frames = read_frames(sock)
+    sock.close()
     return frames
 
 

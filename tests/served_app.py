@@ -9,12 +9,11 @@ answer's Body child.
 from __future__ import annotations
 
 import contextlib
-import http.client
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
+from helpers import soap_post
 from lxml import etree
 
 from iec62676_2_33.namespaces import SOAP_ENV
@@ -22,8 +21,6 @@ from iec62676_2_33.runtime.background import BackgroundService
 from iec62676_2_33.runtime.http_server import bind_listen, serve_wsgi, wait_event
 from iec62676_2_33.security.wsse import build_username_token
 from iec62676_2_33.soap.envelope import body_element
-
-CALL_TIMEOUT = 10.0
 
 
 @contextlib.contextmanager
@@ -55,16 +52,8 @@ def envelope(body: str, namespaces: dict[str, str], user: tuple[str, str] | None
 
 
 def soap_call(url: str, body: str, namespaces: dict[str, str], *, user: tuple[str, str] | None = None,
-              headers: dict[str, str] | None = None) -> tuple[int, etree._Element]:
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=CALL_TIMEOUT)
-    try:
-        conn.request("POST", parts.path, envelope(body, namespaces, user),
-                     {"Content-Type": "application/soap+xml; charset=utf-8", **(headers or {})})
-        response = conn.getresponse()
-        return response.status, etree.fromstring(response.read())
-    finally:
-        conn.close()
+              timeout: float = 10.0) -> tuple[int, etree._Element]:
+    return soap_post(url, envelope(body, namespaces, user), timeout=timeout)
 
 
 def body_of(root: etree._Element) -> etree._Element:

@@ -57,17 +57,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from helpers import fault_chain, http_serving
 from lxml import etree
+from served_app import serve_app
 from test_access_token import AUDIENCE, Issuer, matrix_token
-from test_enroll import _serve
 from test_security_service import SHA256_RSA, call, create_key, upload_body, wait_ok
 from test_websocket_e2e import BOUND, Pki, running_cloud
 
 from iec62676_2_33 import pki
 from iec62676_2_33.enroll import enroll
 from iec62676_2_33.namespaces import SOAP_ENV, TUP, WSSE, WSU
-from iec62676_2_33.runtime.background import BackgroundService
 from iec62676_2_33.runtime.device import device_capabilities
-from iec62676_2_33.runtime.http_server import bind_listen
 from iec62676_2_33.security.jwt_auth import TokenAuthenticator, UrlJwks
 from iec62676_2_33.security.keystore import DEVICE_KEYSTORE_LIMITS
 from iec62676_2_33.security.wsse import PASSWORD_DIGEST
@@ -197,15 +195,10 @@ def test_prov1_enroll_passes_over_a_listed_certificate_it_cannot_read(tmp_path: 
             environ["wsgi.input"] = io.BytesIO(body)
             return real(environ, start_response)
 
-        sock = bind_listen("127.0.0.1", 0)
-        service = BackgroundService(lambda stop, announce: _serve(app, sock, stop, announce), name="odd").start()
-        try:
-            result = enroll(f"http://127.0.0.1:{sock.getsockname()[1]}/onvif/device_service", username=ADMIN[0],
-                            password=ADMIN[1], ca=pki.load_ca_dir(UplinkPki(tmp_path / "pki").dir),
+        with serve_app(app) as base:
+            result = enroll(f"{base}/onvif/device_service", username=ADMIN[0], password=ADMIN[1],
+                            ca=pki.load_ca_dir(UplinkPki(tmp_path / "pki").dir),
                             remote_address="https://cloud.example/uplink", identity="odd", timeout=BOUND)
-        finally:
-            service.stop()
-            sock.close()
         assert result.certificate_id is not None and result.certificate_id != "cert-x"
         assert store.list_uplinks()[0].certificate_id == result.certificate_id
 

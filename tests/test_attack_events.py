@@ -15,7 +15,6 @@ for base notification, a real consumer server that the device POSTs its ``wsnt:N
 
 from __future__ import annotations
 
-import http.client
 import logging
 import select
 import socket
@@ -23,11 +22,10 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from conftest import RunningDevice
-from helpers import fault_chain
+from helpers import fault_chain, soap_post, soap_post_raw
 from hostile_http import HostileServer
 from lxml import etree
 from test_events_deviations import with_headers
@@ -39,24 +37,15 @@ from iec62676_2_33.domain.resources import Resource
 
 WSA = "http://www.w3.org/2005/08/addressing"
 WSRF_BF = "http://docs.oasis-open.org/wsrf/bf-2"
-
-
-def post_raw(url: str, data: bytes) -> tuple[int, bytes]:
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=20)
-    try:
-        conn.request("POST", parts.path, data, {"Content-Type": "application/soap+xml; charset=utf-8"})
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+#: The bound of each SOAP POST to the device here.
+POST_TIMEOUT = 20.0
 
 
 def push_subscribe(device: RunningDevice, consumer: str) -> tuple[int, etree._Element]:
-    status, body = post_raw(event_url(device), envelope(
+    return soap_post(event_url(device), envelope(
         f'<wsnt:Subscribe xmlns:wsa="{WSA}"><wsnt:ConsumerReference><wsa:Address>{consumer}</wsa:Address>'
-        "</wsnt:ConsumerReference><wsnt:InitialTerminationTime>PT60S</wsnt:InitialTerminationTime></wsnt:Subscribe>"))
-    return status, etree.fromstring(body)
+        "</wsnt:ConsumerReference><wsnt:InitialTerminationTime>PT60S</wsnt:InitialTerminationTime></wsnt:Subscribe>"),
+        timeout=POST_TIMEOUT)
 
 
 class DripConsumer(HostileServer):
@@ -113,8 +102,8 @@ def test_a_consumer_port_out_of_range_is_refused_at_subscribe_evt_10(device: Run
 def test_a_wsa_to_that_is_no_url_gets_the_resource_unknown_fault_evt_4(device: RunningDevice) -> None:
     """EVT-4: Unsubscribe at the event service with a ``wsa:To`` that does not parse as a URL names no
     subscription: the ResourceUnknown fault, as for any other address."""
-    status, body = post_raw(event_url(device), with_headers("<wsnt:Unsubscribe/>", "<wsa:To>http://[abc/x</wsa:To>"))
-    root = etree.fromstring(body)
+    status, root = soap_post(event_url(device), with_headers("<wsnt:Unsubscribe/>", "<wsa:To>http://[abc/x</wsa:To>"),
+                             timeout=POST_TIMEOUT)
     assert (status, fault_chain(root)) == (400, ["env:Sender", "ter:InvalidArgVal", "ter:ResourceUnknown"])
 
 
@@ -122,9 +111,9 @@ def test_a_fault_echoes_a_short_excerpt_of_a_huge_topic_expression_evt_2(device:
     """EVT-2: a 200,000-character topic expression is refused (InvalidTopicExpression) with at most a short
     excerpt of it, in env:Reason and in the WS-BaseFaults Description of env:Detail alike."""
     expression = "tns1:" + "A" * 200_000 + " x"
-    status, body = post_raw(event_url(device), envelope(
+    status, body = soap_post_raw(event_url(device), envelope(
         f"<tev:CreatePullPointSubscription><tev:Filter>{topic(expression)}</tev:Filter>"
-        "</tev:CreatePullPointSubscription>"))
+        "</tev:CreatePullPointSubscription>"), timeout=POST_TIMEOUT)
     root = etree.fromstring(body)
     assert (status, fault_chain(root)) == (400, ["env:Sender", "ter:InvalidArgVal", "ter:InvalidTopicExpression"])
     description = root.findtext(f".//{{{WSRF_BF}}}Description")
@@ -138,9 +127,9 @@ def _scope_filter(scopes: list[str]) -> str:
 
 
 def _create(device: RunningDevice, filter_xml: str) -> tuple[int, etree._Element]:
-    status, body = post_raw(event_url(device), envelope(
-        f"<tev:CreatePullPointSubscription><tev:Filter>{filter_xml}</tev:Filter></tev:CreatePullPointSubscription>"))
-    return status, etree.fromstring(body)
+    return soap_post(event_url(device), envelope(
+        f"<tev:CreatePullPointSubscription><tev:Filter>{filter_xml}</tev:Filter></tev:CreatePullPointSubscription>"),
+        timeout=POST_TIMEOUT)
 
 
 @pytest.mark.parametrize("scopes", [[f"onvif://www.onvif.org/name/n{i}" for i in range(17)],
@@ -153,8 +142,9 @@ def test_a_scope_filter_is_bounded_rq_8(device: RunningDevice, scopes: list[str]
 
 
 def _pull(address: str) -> etree._Element:
-    status, body = post_raw(address, envelope("<tev:PullMessages><tev:Timeout>PT0S</tev:Timeout>"
-                                              "<tev:MessageLimit>10</tev:MessageLimit></tev:PullMessages>"))
+    status, body = soap_post_raw(address, envelope("<tev:PullMessages><tev:Timeout>PT0S</tev:Timeout>"
+                                                   "<tev:MessageLimit>10</tev:MessageLimit></tev:PullMessages>"),
+                                 timeout=POST_TIMEOUT)
     assert status == 200, body[:300]
     return etree.fromstring(body)
 
@@ -208,7 +198,7 @@ def test_a_consumer_host_no_connection_can_be_made_to_ends_the_subscription_evt_
     address = root.findtext(f".//{{{WSA}}}Address") or ""
     ended = False
     for _ in range(100):  # the retries take 1 s + 2 s
-        status, _body = post_raw(address, envelope("<tev:SetSynchronizationPoint/>"))
+        status, _body = soap_post_raw(address, envelope("<tev:SetSynchronizationPoint/>"), timeout=POST_TIMEOUT)
         if status != 200:
             ended = True
             break
@@ -253,7 +243,8 @@ def test_subscribing_in_a_loop_holds_at_most_max_notification_producers_posts_ev
                     time.sleep(0.05)
                     continue
                 time.sleep(0.3)
-                post_raw(root.findtext(f".//{{{WSA}}}Address") or "", envelope("<wsnt:Unsubscribe/>"))
+                soap_post_raw(root.findtext(f".//{{{WSA}}}Address") or "", envelope("<wsnt:Unsubscribe/>"),
+                              timeout=POST_TIMEOUT)
             except OSError:
                 return  # the device stopped answering
     clients = [threading.Thread(target=churn) for _ in range(8)]

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from helpers import accept_uplink, run
 from hostile_http import tls_serving
-from test_enroll import CLIENT_SECRET, TokenWorld
+from token_env import CLIENT_SECRET, TokenWorld
 
 from iec62676_2_33.conformance import Verdict
 from iec62676_2_33.conformance import run as run_cases

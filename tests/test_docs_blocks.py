@@ -20,12 +20,13 @@ from typing import Any
 
 import pytest
 from cluster_env import NatsServer, NodePki, have
-from test_readme import WAIT, Quickstart, free_port, wait_until
+from helpers import free_port
+from quickstart_env import ROOT, WAIT, Quickstart
+from token_env import CLIENT_SECRET, TokenWorld
 
 from iec62676_2_33.store import DeviceStore
-from iec62676_2_33.testing.harness import ADMIN, RunningCloud, RunningDevice, UplinkPki, seed_device
+from iec62676_2_33.testing.harness import ADMIN, RunningCloud, RunningDevice, UplinkPki, seed_device, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 DOCS = ("docs/api.md", "docs/architecture.md", "docs/cluster.md", "docs/conformance-kit.md", "docs/hierarchy.md",
         "docs/interop.md", "examples/README.md")
@@ -260,7 +261,7 @@ def test_cluster_node_block(tmp_path: Path, shell: Quickstart) -> None:
             def listed() -> bool:
                 devices = json.loads(urllib.request.urlopen(f"http://{proxy}/devices", timeout=5).read())
                 return [(d["id"], d["node"]) for d in devices] == [("cam-1", "n1")]
-            wait_until(listed, "cam-1 listed at n1")
+            wait_until(listed, WAIT, what="cam-1 listed at n1")
         finally:
             device.stop()
     finally:
@@ -294,8 +295,6 @@ def test_conformance_cloud_blocks(tmp_path: Path, shell: Quickstart) -> None:
     """docs/conformance-kit.md "Test a cloud": the mTLS command against our cloud, and the wss command with a
     client-credentials token against our cloud taking tokens only (the authorization server's certificate
     trusted through ``SSL_CERT_FILE``, the system store the tool uses without --token-ca)."""
-    from test_enroll import CLIENT_SECRET, TokenWorld
-
     certs = UplinkPki(tmp_path / "pki")
     device_cert, device_key = certs.device_files("probe-1")
     cloud = RunningCloud(certs)
@@ -362,7 +361,7 @@ def test_hierarchy_block(tmp_path: Path, shell: Quickstart) -> None:
 
     def found() -> bool:
         return "\ncam-device:main\tMediaProfile\tGate camera main stream\t47.376900,8.541700\t" in shell.run("sh", query)
-    wait_until(found, "the device's media profile at the regional VSS")
+    wait_until(found, WAIT, what="the device's media profile at the regional VSS")
 
 
 def test_hierarchy_prefix_error_sample(tmp_path: Path, shell: Quickstart) -> None:

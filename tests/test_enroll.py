@@ -10,34 +10,28 @@ its ONVIF services.
 
 from __future__ import annotations
 
-import asyncio
-import re
-import socket
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from helpers import one_line_error, run
+from served_app import serve_app
+from token_env import CLIENT_SECRET, TokenWorld
 
 from iec62676_2_33.enroll import TokenClient, clock_offset, enroll, sign_csr
 from iec62676_2_33.errors import ConfigurationError
 from iec62676_2_33.pki import load_ca_dir, make_ca
-from iec62676_2_33.runtime.background import BackgroundService
-from iec62676_2_33.runtime.cloud_server import CloudOptions, run_cloud
 from iec62676_2_33.runtime.device import device_capabilities
-from iec62676_2_33.runtime.http_server import bind_listen, serve_wsgi, wait_event
 from iec62676_2_33.security.oauth import METADATA_PATH
 from iec62676_2_33.services.app import build_device_app
 from iec62676_2_33.services.uplink import UplinkServiceContext
 from iec62676_2_33.soap.fault import SoapFault
 from iec62676_2_33.store import DeviceStore
-from iec62676_2_33.testing.authserver import AuthServerApp, AuthServerOptions, OAuthClient, run_authserver
-from iec62676_2_33.testing.harness import ADMIN, RunningCloud, RunningDevice, UplinkPki, seed_device, wait_until
+from iec62676_2_33.testing.harness import ADMIN, RunningCloud, RunningDevice, UplinkPki, seed_device
 
 WAIT = 30.0
 
@@ -165,11 +159,9 @@ def test_enroll_with_a_device_clock_one_hour_ahead_sec_2(tmp_path: Path,
         store.put_user(*ADMIN, "Administrator")
         app = build_device_app(UplinkServiceContext(store=store, capabilities=device_capabilities()),
                                clock=lambda: time.time() + 3600)
-        sock = bind_listen("127.0.0.1", 0)
-        service = BackgroundService(lambda stop, announce: _serve(app, sock, stop, announce), name="skewed").start()
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}/onvif/device_service"
-        certs = UplinkPki(tmp_path / "pki")
-        try:
+        with serve_app(app) as base:
+            url = f"{base}/onvif/device_service"
+            certs = UplinkPki(tmp_path / "pki")
             result = enroll(url, username=ADMIN[0], password=ADMIN[1], ca=load_ca_dir(certs.dir),
                             remote_address="https://cloud.example/uplink", identity="skewed")
             assert result.certificate_id and store.list_uplinks()[0].certificate_id == result.certificate_id
@@ -178,14 +170,6 @@ def test_enroll_with_a_device_clock_one_hour_ahead_sec_2(tmp_path: Path,
                 enroll(url, username=ADMIN[0], password=ADMIN[1], ca=load_ca_dir(certs.dir),
                        remote_address="https://cloud.example/uplink", identity="skewed")
             assert "NotAuthorized" in info.value.subcodes
-        finally:
-            service.stop()
-            sock.close()
-
-
-async def _serve(app: Any, sock: socket.socket, stop: asyncio.Event, announce: Any) -> None:
-    announce("serving")
-    await serve_wsgi(app, sock, lambda: wait_event(stop))
 
 
 def test_clock_offset_follows_the_device_clock_sec_2() -> None:
@@ -224,42 +208,6 @@ def test_enroll_through_a_cloud_proxy_into_a_second_cloud_prov_1_upl_10(tmp_path
 
 
 # --------------------------------------------------------------------------- token variant
-
-AUDIENCE = "iec62676-uplink"
-CLIENT_SECRET = "enrol-s3cret-7"
-
-
-class TokenWorld:
-    """The project's authorization server and a cloud that accepts its tokens (JWKS over HTTPS), on loopback
-    TLS with the Pki's server certificate. The server knows ``cam-t`` by its secret and ``cam-m`` by a
-    client certificate of the Pki's CA with subject ``CN=cam-m`` (tls_client_auth, RFC 8705)."""
-
-    def __init__(self, certs: UplinkPki, tmp: Path) -> None:
-        signing = tmp / "signing.key"
-        signing.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-        apps: list[AuthServerApp] = []
-        options = AuthServerOptions(listen="127.0.0.1:0", cert=certs.cert, key=certs.key, signing_key=signing,
-                                    clients=[OAuthClient("cam-t", CLIENT_SECRET, "cam-t"),
-                                             OAuthClient("cam-m", "", "cam-m", tls_subject_dn="CN=cam-m")],
-                                    audience=AUDIENCE, client_cas=[certs.ca_file])
-        self.authserver = BackgroundService(
-            lambda stop, announce: run_authserver(options, stop, announce, ready=apps.append), name="as").start()
-        self.app = apps[0]
-        self.cloud = BackgroundService(lambda stop, announce: run_cloud(CloudOptions(
-            listen="127.0.0.1:0", cert=certs.cert, key=certs.key, client_cas=[], proxy="127.0.0.1:0",
-            jwt_keys=f"{self.app.issuer}/jwks.json", jwt_issuers=[self.app.issuer], jwt_audience=AUDIENCE,
-            jwt_keys_ca=[certs.ca_file]), stop, announce), name="token cloud").start()
-        messages = self.cloud.messages
-        wait_until(lambda: len(messages) >= 2, 15, what="the cloud's announcements")
-        port = re.search(r":(\d+)/", messages[0]).group(1)  # type: ignore[union-attr]
-        self.uplink_url = f"https://localhost:{port}/uplink"
-        self.proxy_url = re.search(r"(http://\S+)/devices", messages[1]).group(1)  # type: ignore[union-attr]
-
-    def stop(self) -> None:
-        self.cloud.stop()
-        self.authserver.stop()
-
 
 @pytest.mark.parametrize("server_uri", ["metadata", "issuer"])
 def test_enroll_token_variant_end_to_end_prov_3_upl_14(tmp_path: Path, server_uri: str) -> None:

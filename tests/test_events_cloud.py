@@ -15,13 +15,12 @@ import asyncio
 import datetime as dt
 import logging
 import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from conftest import ADMIN, seed_device
-from helpers import fault_chain, uplinked_registry
+from helpers import fault_chain, free_port, uplinked_registry
 from test_events_push import Consumer, _stock_notification_manager, consumer  # noqa: F401 - fixture
 from test_events_service import NS, answer, envelope, events_of, post, sample, topic
 
@@ -61,12 +60,6 @@ def test_base_notification_push_through_the_cloud_proxy_evt_10_rq_11(
         assert status == 200 and answer(root).tag == f"{{{WSNT}}}UnsubscribeResponse"
         status, root = post(address, renew, timeout=TIMEOUT)
         assert fault_chain(root) == ["env:Sender", "ter:InvalidArgVal", "ter:ResourceUnknown"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _start(data: Path, port: int) -> BackgroundService:
@@ -141,7 +134,7 @@ def test_stock_pull_point_manager_resubscribes_after_a_device_restart_evt_4_gen_
     point on the restarted device, which then answers PullMessages."""
     data = tmp_path / "device"
     seed_device(data)
-    port = _free_port()
+    port = free_port()
     services = [_start(data, port)]
 
     def restart() -> None:

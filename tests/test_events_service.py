@@ -10,18 +10,16 @@ from a separate process.
 
 from __future__ import annotations
 
-import http.client
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from conftest import ADMIN, USER, RunningDevice
-from helpers import fault_chain
+from helpers import fault_chain, soap_post
 from lxml import etree
 
 from iec62676_2_33 import schemas
@@ -54,15 +52,8 @@ def envelope(body: str, *, user: tuple[str, str] | None = ADMIN, extra_ns: str =
 
 def post(url: str, data: bytes, headers: dict[str, str] | None = None,
          timeout: float = 20) -> tuple[int, etree._Element]:
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    try:
-        conn.request("POST", parts.path, data, {"Content-Type": "application/soap+xml; charset=utf-8",
-                                                 **(headers or {})})
-        resp = conn.getresponse()
-        return resp.status, etree.fromstring(resp.read())
-    finally:
-        conn.close()
+    """:func:`helpers.soap_post` bounded by 20 s by default (PullMessages waits up to its Timeout)."""
+    return soap_post(url, data, headers=headers, timeout=timeout)
 
 
 def answer(root: etree._Element, *, validate: bool = True) -> etree._Element:

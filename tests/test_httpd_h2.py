@@ -16,13 +16,13 @@ import pytest
 from h2.errors import ErrorCodes
 from hpack import Decoder, Encoder
 from httpd_env import (
-    OTHER_SOURCE,
     SampleApp,
     decode_headers,
     h2_open,
     h2_request,
     h2load_summary,
     in_thread,
+    rapid_reset,
     read_frames,
     running_server,
     wsgi,
@@ -38,26 +38,6 @@ CALM = ErrorCodes.ENHANCE_YOUR_CALM
 HAVE_TOOLS = shutil.which("h2load") is not None and shutil.which("curl") is not None
 needs_tools = pytest.mark.skipif(not HAVE_TOOLS, reason="h2load and curl are needed (.ci/run installs "
                                                          "nghttp2-client and curl)")
-
-
-def rapid_reset(port: int, pairs: int = 400, source: str = OTHER_SOURCE, *, path: str = "/status/204",
-                method: str = "GET", end_stream: bool = True) -> list:  # type: ignore[type-arg]
-    """One connection from ``source``: ``pairs`` HEADERS (``method`` ``path``, ``end_stream``)+RST_STREAM(CANCEL) in
-    one write; the frames the server sent back (none when it refused the connection)."""
-    try:
-        sock = h2_open(port, source)
-    except OSError:
-        return []  # refused before the preface was written
-    encoder = Encoder()
-    burst = b"".join(h2_request(1 + 2 * i, encoder, path, method, end_stream=end_stream).serialize()
-                     + RstStreamFrame(1 + 2 * i, error_code=ErrorCodes.CANCEL).serialize() for i in range(pairs))
-    try:
-        sock.sendall(burst)
-    except OSError:
-        pass  # the server may close before it read everything
-    frames = read_frames(sock)
-    sock.close()
-    return frames
 
 
 def test_rapid_reset_on_the_direct_port_is_cut_off_with_enhance_your_calm(caplog: pytest.LogCaptureFixture) -> None:

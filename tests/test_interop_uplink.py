@@ -34,6 +34,7 @@ import h2.connection
 import h2.events
 import httpx
 import pytest
+from helpers import free_port
 from lxml import etree
 
 from iec62676_2_33.namespaces import SOAP12_CONTENT_TYPE, SOAP_ENV, TUP
@@ -61,12 +62,6 @@ def capabilities(body: bytes) -> dict[str, str]:
     caps = root.find(f"{{{SOAP_ENV}}}Body/{{{TUP}}}GetServiceCapabilitiesResponse/{{{TUP}}}Capabilities")
     assert caps is not None, body[:500]
     return dict(caps.attrib)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_tool(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -13,14 +13,13 @@ is the PTZ service's own, and the operation that runs is the one access control 
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import FAULT, check_dispatched, count_parses, fault_chain
+from helpers import FAULT, call_wsgi, check_dispatched, count_parses, fault_chain, soap_environ
 from lxml import etree
 
 from iec62676_2_33 import schemas
@@ -57,18 +56,12 @@ def envelope(body: str, header: str = "") -> bytes:
 
 
 def wsgi_environ(body: str, header: str = "", **environ: Any) -> dict[str, Any]:
-    data = envelope(body, header)
-    return {"REQUEST_METHOD": "POST", "CONTENT_TYPE": "application/soap+xml; charset=utf-8",
-            "CONTENT_LENGTH": str(len(data)), "wsgi.input": io.BytesIO(data), "wsgi.url_scheme": "http",
-            "HTTP_HOST": "cam.local", "SERVER_NAME": "cam.local", "SERVER_PORT": "80", "SCRIPT_NAME": "",
-            "PATH_INFO": MEDIA2_PATH, **environ}
+    return soap_environ(envelope(body, header), MEDIA2_PATH, **environ)
 
 
 def call(app: Any, body: str, header: str = "", **environ: Any) -> tuple[int, etree._Element]:
-    got: list[str] = []
-    out = b"".join(app(wsgi_environ(body, header, **environ),
-                       lambda status, headers, exc_info=None: got.append(status)))
-    return int(got[0].split()[0]), etree.fromstring(out)
+    status, root = call_wsgi(app, wsgi_environ(body, header, **environ))
+    return int(status.split()[0]), root
 
 
 @pytest.fixture

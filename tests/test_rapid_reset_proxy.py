@@ -17,9 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-import test_httpd_h2
 from h2.errors import ErrorCodes
-from httpd_env import in_thread
+from httpd_env import in_thread, rapid_reset
 from hyperframe.frame import GoAwayFrame
 from test_proxy_budgets import DEVICE, proxy_env
 
@@ -27,10 +26,10 @@ from iec62676_2_33.runtime.proxy import ProxyLimits
 from iec62676_2_33.testing.harness import wait_until
 
 
-def rapid_reset(port: int, path: str) -> list[int]:
+def goaway_codes(port: int, path: str) -> list[int]:
     """One connection from another loopback address than the legitimate client's: 400 POST HEADERS (no END_STREAM)
     +RST_STREAM(CANCEL) in one write; the GOAWAY codes it got back (none: refused)."""
-    frames = test_httpd_h2.rapid_reset(port, path=path, method="POST", end_stream=False)
+    frames = rapid_reset(port, path=path, method="POST", end_stream=False)
     return [f.error_code for f in frames if isinstance(f, GoAwayFrame)]
 
 
@@ -44,7 +43,7 @@ async def test_rapid_reset_on_the_proxy_is_cut_off_without_tracebacks(
     with proxy_env(tmp_path, ProxyLimits(timeout=20)) as env:
         port = int(env.url.rsplit(":", 1)[1])
         path = f"/devices/{DEVICE}/flood"
-        first = await asyncio.to_thread(rapid_reset, port, path)
+        first = await asyncio.to_thread(goaway_codes, port, path)
         assert first == [ErrorCodes.ENHANCE_YOUR_CALM]
 
         stop = threading.Event()
@@ -53,7 +52,7 @@ async def test_rapid_reset_on_the_proxy_is_cut_off_without_tracebacks(
         def flood() -> None:
             give_up = time.monotonic() + 60  # a bound, not a measurement
             while not stop.is_set() and time.monotonic() < give_up:
-                outcomes.append(rapid_reset(port, path))
+                outcomes.append(goaway_codes(port, path))
 
         flooders = [in_thread(flood) for _ in range(3)]
         await asyncio.to_thread(wait_until, lambda: len(outcomes) >= 3, what="the flood to start")
