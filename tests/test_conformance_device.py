@@ -10,6 +10,7 @@ rule that the session is told about (``silence_rule``), so the suite stays fast.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import xml.etree.ElementTree as ET
@@ -23,6 +24,7 @@ from helpers import run
 from iec62676_2_33.conformance import DEVICE_CASES, DeviceSession, DeviceTarget, Verdict
 from iec62676_2_33.conformance import run as run_cases
 from iec62676_2_33.domain.media import MediaSource
+from iec62676_2_33.runtime import agent
 from iec62676_2_33.runtime.agent import AgentSettings
 from iec62676_2_33.store import DeviceStore
 from iec62676_2_33.testing.harness import ADMIN, RunningDevice, seed_device
@@ -215,3 +217,25 @@ def test_cli_demo_leaves_the_ci_report(tmp_path: Path, capsys: pytest.CaptureFix
     assert suite.get("failures") == "0"
     page = (out / "report.html").read_text()
     assert "PASSED" in page and "iec62676 device serve (this library" in page
+
+
+def test_a_device_slow_to_drop_a_replaced_uplink_is_judged_on_its_new_one_upl_12(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TEST-1, UPL-12, SEC-4: a device may close the uplink of a replaced configuration a while after
+    SetUplink. EXT-USERLEVEL sets UserLevel User and must then test the new connection, not the old
+    Administrator one that is still up: a device that drops it one second late still passes."""
+    real_stop = agent._Link.stop
+
+    async def late_stop(self: agent._Link) -> None:
+        await asyncio.sleep(1.0)
+        await real_stop(self)
+
+    monkeypatch.setattr(agent._Link, "stop", late_stop)
+    device = fresh_device(tmp_path / "dut")
+    try:
+        with DeviceSession(quick_target(device)) as session:
+            report = run_cases(DEVICE_CASES, session, target=dut_url(device), only=["EXT-USERLEVEL"])
+    finally:
+        device.stop()
+    (result,) = report.results
+    assert result.verdict is Verdict.PASS, result.message

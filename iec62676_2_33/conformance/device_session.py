@@ -314,23 +314,29 @@ class DeviceSession:
         self.enrolment()  # its own SetUplink comes first, so "since" below follows it
         if self._configured.get(address) == tuple(user_level):
             return self.wait_connected(endpoint, 0.0)
-        # "since" before SetUplink: the device may dial while its answer is still on the way back
+        self.uplink()  # its first use asks the device's time: a round trip that must not widen "since"
+        # "since" before SetUplink: the device may dial while its answer is still on the way back. A connection
+        # up now serves the configuration being replaced: the device closes it, however late that happens.
         since = time.monotonic()
+        replaced = [conn for conn in list(endpoint.connections) if conn.eof_at is None and conn.closed_at is None]
         self.set_uplink(address, user_level)
-        return self.wait_connected(endpoint, since)
+        return self.wait_connected(endpoint, since, replaced=replaced)
 
     def wait_connected(self, endpoint: Endpoint, since: float, timeout: float | None = None,
-                       identity: str | None = None) -> Connection:
-        """The latest connection opened after ``since`` that got its 101, is the device's registered channel
-        (as ``identity``, default the enrolled certificate's) and stayed up for :data:`SETTLE` seconds (a dial
-        the device started before a reconfiguration may still complete, and is then closed at once)."""
+                       identity: str | None = None, replaced: Sequence[Connection] = ()) -> Connection:
+        """The latest connection opened after ``since``, not one of ``replaced``, that got its 101, is the device's
+        registered channel (as ``identity``, default the enrolled certificate's) and stayed up for :data:`SETTLE`
+        seconds (a dial the device started before a reconfiguration may still complete, and is then closed at
+        once)."""
         identity = identity or self.enrolment().device_id
+        gone = {id(conn) for conn in replaced}
 
         def up() -> Connection | None:
             channel = self.cloud.channel(endpoint, identity)
             for conn in reversed(list(endpoint.connections)):
-                if (conn.opened_at >= since and conn.switched_at is not None and conn.eof_at is None
-                        and conn.closed_at is None and channel is not None and channel.info.peer == conn.peer):
+                if (conn.opened_at >= since and id(conn) not in gone and conn.switched_at is not None
+                        and conn.eof_at is None and conn.closed_at is None and channel is not None
+                        and channel.info.peer == conn.peer):
                     return conn if time.monotonic() - conn.switched_at >= SETTLE else None
             return None
 
