@@ -41,7 +41,12 @@ Theory of operation
 * **Refusals.** B answers the GET before any video: 200 opens the session; 404 (the
   device left B, or no such media token) becomes :class:`~..runtime.rtsp_front.TunnelRefused`
   with that status (RTSP 404), anything else RTSP 503 at the front; a node that does not
-  answer within ``OPEN_TIMEOUT`` is a :class:`~..errors.TransportError` (RTSP 503).
+  answer within ``OPEN_TIMEOUT`` is a :class:`~..errors.TransportError` (RTSP 503). The
+  body of a refusal is not read (it is the device's, of any length): the connection closes,
+  as the front cancels a local device's refused stream.
+* **Only the session's headers.** The client sends no header of its own (httpx's
+  ``Accept``, ``Accept-Encoding``, ``User-Agent``: :func:`node_client`), so the device
+  sees what the front sends a local device; the router relays requests on such a client too.
 * **A node that dies** mid-session breaks the connection: the pump's read fails, one
   INFO line names the node and the device, the next read raises ``TransportError`` and
   the front closes the player's connection. A read waits at most ``SESSION_IDLE``
@@ -56,6 +61,7 @@ import logging
 import secrets
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -65,7 +71,7 @@ from ..runtime.chunk_stream import ChunkStream
 from ..runtime.rtsp_front import OPEN_TIMEOUT, SESSION_IDLE, TunnelRefused
 from ..sansio.rtsp_tunnel import TUNNEL_CONTENT_TYPE, TUNNEL_PATH
 
-__all__ = ["KEEPALIVE", "open_node_rtsp"]
+__all__ = ["KEEPALIVE", "node_client", "open_node_rtsp"]
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +85,22 @@ _Item = bytes | Exception
 _SendPost = Callable[[AsyncIterator[bytes]], Awaitable[httpx.Response]]
 
 
+def node_client(context: ssl.SSLContext, **options: Any) -> httpx.AsyncClient:
+    """An httpx client on the node TLS ``context`` that adds no header of its own to a request (module
+    docstring): what goes to the other node is what the caller gives, plus ``Host`` and the body's framing."""
+    client = httpx.AsyncClient(verify=context, **options)
+    for name in list(client.headers):
+        del client.headers[name]
+    return client
+
+
 async def open_node_rtsp(context: ssl.SSLContext, node: str, device_url: httpx.URL, device_id: str, token: str,
                          *, endings: set[asyncio.Task[None]], on_end: Callable[[], None]) -> _NodeTunnel:
     """RTSP over HTTP to media source ``token`` of ``device_id`` through ``node``'s internal listener
     (``device_url``: ``https://<internal>/devices/<id>``) on a connection of its own made with the
     node TLS ``context``; ``endings`` keeps the tasks that close sessions (module docstring),
     ``on_end`` is called once the session is closed."""
-    client = httpx.AsyncClient(http2=True, verify=context, limits=httpx.Limits(max_connections=1))
+    client = node_client(context, http2=True, limits=httpx.Limits(max_connections=1))
     try:
         return await _open(client, node, device_url, device_id, token, endings, on_end)
     except BaseException:
@@ -104,7 +119,6 @@ async def _open(client: httpx.AsyncClient, node: str, device_url: httpx.URL, dev
         async with asyncio.timeout(OPEN_TIMEOUT):
             response = await client.send(get, stream=True)
             if response.status_code != 200:
-                await response.aread()
                 await response.aclose()
     except (httpx.HTTPError, TimeoutError) as exc:
         raise TransportError(f"node {node} holding device {device_id!r} did not open the RTSP tunnel: "

@@ -52,6 +52,15 @@ the client used; so too ``x-iec62676-rtsp-base``, the first node's RTSP front, s
 GetStreamUri relayed across nodes names the front the client asked through (STR-1). A
 client's own copies of these headers are dropped before the hop.
 
+The device sees the request as it would at the first node: the hop adds no header of
+its own (:func:`~.node_rtsp.node_client`), and the fields the client's ``Connection``
+names go no further than the first node, as the proxy drops them for a local device.
+Whether a request has a body, the client's first ASGI message says (an HTTP/2 client
+may send one with neither ``content-length`` nor ``transfer-encoding``), as it does for
+a local device. A request target that is no path (``OPTIONS *`` to a device named by
+its host or port) is refused with 400: after ``/devices/<id>`` it would name another
+device.
+
 The RTSP front relays sessions across nodes to the same internal listeners with the same
 node certificate, each on an HTTP/2 connection of its own (:meth:`NodeRouter.open_rtsp`,
 :mod:`.node_rtsp` says why).
@@ -78,7 +87,7 @@ import httpx
 from ..errors import TransportError
 from ..runtime.proxy import PROXY_ANSWER, RTSP_BASE
 from ..transport.base import ByteStream
-from .node_rtsp import open_node_rtsp
+from .node_rtsp import node_client, open_node_rtsp
 from .records import NodeRecord
 from .registry import ClusterRegistry
 
@@ -116,9 +125,9 @@ class NodeRouter:
         self.timeout = timeout
         self._context = client_context
         # HTTP/1.1 only: a connection per request in flight (module docstring).
-        self._client = httpx.AsyncClient(http1=True, http2=False, verify=client_context, timeout=timeout,
-                                         limits=httpx.Limits(max_connections=MAX_CONNECTIONS,
-                                                             max_keepalive_connections=MAX_IDLE))
+        self._client = node_client(client_context, http1=True, http2=False, timeout=timeout,
+                                   limits=httpx.Limits(max_connections=MAX_CONNECTIONS,
+                                                       max_keepalive_connections=MAX_IDLE))
         #: Ends of RTSP sessions to other nodes still being wound down (:mod:`.node_rtsp`).
         self._endings: set[asyncio.Task[None]] = set()
         #: RTSP sessions relayed now, by node (at most ``MAX_NODE_SESSIONS`` each).
@@ -177,13 +186,30 @@ class NodeRouter:
         if node is None:
             await _plain(send, 404, f"device {device_id!r} is not connected to the cluster\n")
             return
+        if not rest.startswith("/"):
+            await _plain(send, 400, f"the request target {rest[:20]!r} is no path: it cannot be relayed to "
+                                    f"another node\n")
+            return
         query = scope.get("query_string") or b""
         raw_path = f"/devices/{quote(device_id, safe='')}{rest}".encode("latin-1") + (b"?" + query if query else b"")
         host, _, port = node.internal.rpartition(":")
         url = httpx.URL(scheme="https", host=host.strip("[]"), port=int(port), raw_path=raw_path)
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _DROP and k.lower() != RTSP_BASE
-                   and not k.lower().startswith(b"x-forwarded-")] + forwarded
-        body = _body(receive) if _has_body(scope) else None
+        # the fields the client's Connection names, but not the body's framing (the proxy keeps it too)
+        named = {token.strip().lower() for k, v in scope["headers"] if k.lower() == b"connection"
+                 for token in v.split(b",")} - {b"content-length"}
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _DROP and k.lower() not in named
+                   and k.lower() != RTSP_BASE and not k.lower().startswith(b"x-forwarded-")] + forwarded
+        # Whether there is a body, the client's first message says, as for a local device: an HTTP/2
+        # request may carry one without content-length or transfer-encoding.
+        try:
+            async with asyncio.timeout(self.timeout):
+                first = await receive()
+        except TimeoutError:
+            await _plain(send, 408, f"no request body arrived for {self.timeout:g} s\n")
+            return
+        if first["type"] == "http.disconnect":
+            return
+        body = _body(receive, first) if first.get("body") or first.get("more_body") else None
         request = self._client.build_request(scope["method"], url, headers=headers, content=body)
         try:
             response = await self._send(node, request)
@@ -271,18 +297,16 @@ class _Held(httpx.AsyncByteStream):
             self._release()
 
 
-def _has_body(scope: dict[str, Any]) -> bool:
-    return any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
-
-
-async def _body(receive: Receive) -> AsyncIterator[bytes]:
+async def _body(receive: Receive, first: dict[str, Any]) -> AsyncIterator[bytes]:
+    """The request body, from the client's ``first`` message on."""
+    message = first
     while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Broken("the client disconnected")
         yield message.get("body", b"")
         if not message.get("more_body"):
             return
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Broken("the client disconnected")
 
 
 async def _plain(send: Send, status: int, text: str) -> None:
