@@ -16,7 +16,10 @@ the internal listener must come with a certificate naming serverAuth in its exte
 usage (:func:`is_node_certificate`), as a node certificate does (a node serves the
 internal listener with the certificate it relays with, so it needs serverAuth and
 clientAuth). A device certificate (clientAuth only) gets 403 and the proxy never sees
-the request. A node's own certificate without serverAuth is refused at start-up.
+the request. A node's own certificate without serverAuth is refused at start-up, and so
+is an internal address other nodes could not dial: every address (``0.0.0.0``, ``::``)
+without ``--internal-advertise``, or a host that is no host name or IP address (the
+others would refuse its heartbeat record and take the node for dead).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -42,7 +46,7 @@ from ..runtime.cloud import CloudListener, DeviceEvent, UnknownDevice
 from ..runtime.http_server import bind_listen, parse_listen, serve_asgi, wait_event
 from ..runtime.proxy import Receive, Send, UplinkProxy
 from ..transport.contexts import client_context, server_context
-from .records import DeviceRecord, check_node_id
+from .records import DeviceRecord, NodeRecord, RecordError, check_node_id
 from .registry import DEFAULT_TTL, ClusterRegistry
 from .router import NodeRouter
 
@@ -122,12 +126,31 @@ def _fingerprints(pem: bytes) -> set[bytes]:
         return set()
 
 
+def _check_advertised(options: ClusterOptions) -> None:
+    """The address other nodes are told must be one they dial: ``HOST:PORT`` as they decode it (else they
+    would take this node for dead), and not every address (``0.0.0.0``, ``::``: a node would dial itself)."""
+    flag, text = ("--internal-advertise", options.advertise) if options.advertise else ("--internal", options.internal)
+    host, port = parse_listen(text)
+    try:
+        unspecified = ipaddress.ip_address(host).is_unspecified
+    except ValueError:  # a host name
+        unspecified = False
+    if unspecified:
+        raise ConfigurationError(f"{flag} {text}: other nodes cannot reach this node at {host} (every address); "
+                                 "give --internal-advertise HOST:PORT")
+    try:
+        NodeRecord.decode(NodeRecord(node=options.node_id, internal=f"{host}:{port or 1}", started=0.0).encode())
+    except RecordError:
+        raise ConfigurationError(f"{flag} {text}: {host!r} is not a host name or IP address") from None
+
+
 @contextlib.asynccontextmanager
 async def join_cluster(cloud: CloudListener, options: ClusterOptions,
                        device_cas: Sequence[bytes] = ()) -> AsyncIterator[NodeRouter]:
     """Run this cloud as a cluster node until the block ends (module docstring); ``device_cas``: the PEM
     certificates of the CAs that issue device certificates, none of which may be the node CA."""
     node_id = check_node_id(options.node_id)
+    _check_advertised(options)
     cert, key, ca = (Path(p).read_bytes() for p in (options.cert, options.key, options.ca))
     if _fingerprints(ca) & {f for pem in device_cas for f in _fingerprints(pem)}:
         raise ConfigurationError(f"--internal-ca {options.ca}: this CA also issues device certificates (--client-ca); "

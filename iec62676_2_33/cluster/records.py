@@ -9,14 +9,18 @@ URL-safe base64 (KV keys allow only ``[-/_=.A-Za-z0-9]``, a device id may hold a
 Anyone who can write to the buckets can put any bytes there, so decoding a record raises
 :class:`RecordError` and nothing else for bad input: over :data:`MAX_RECORD` bytes, not
 JSON (including nesting too deep for the parser), not an object, a field missing, a text
-field that is not a string, or a time that is not a finite number (``NaN``, ``Infinity``,
-``1e999`` or an integer too large for a float). The registry skips such a record and goes on.
+field that is not a string, a time that is not a finite number (``NaN``, ``Infinity``,
+``1e999`` or an integer too large for a float), a node that is not a node id (what
+:func:`check_node_id` lets a node call itself: it goes into URLs, log lines and answers),
+or an internal address that is not ``HOST:PORT`` (a host name or IP address, a port
+1-65535: other nodes connect there). The registry skips such a record and goes on.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import ipaddress
 import json
 import math
 import re
@@ -46,6 +50,8 @@ EVENTS_SUBJECT = "iec62676.device"
 _NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 #: Longest record accepted from the bucket (a record is about 200 bytes).
 MAX_RECORD = 4096
+#: A DNS name as the host of an internal address.
+_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
 
 
 def check_node_id(node_id: str) -> str:
@@ -84,6 +90,34 @@ def _text(v: dict[str, Any], name: str, what: str) -> str:
     return text
 
 
+def _node(v: dict[str, Any], what: str) -> str:
+    node = _text(v, "node", what)
+    if not _NODE_ID.fullmatch(node):
+        raise RecordError(f"{what} record: node is not a node id")
+    return node
+
+
+def _internal(v: dict[str, Any], what: str) -> str:
+    """``HOST:PORT`` as a node advertises it (an IPv6 host with or without brackets: the router splits at
+    the last colon)."""
+    internal = _text(v, "internal", what)
+    host, _, port = internal.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if port.isascii() and port.isdigit() and 0 < int(port) < 65536 and _host(host):
+        return internal
+    raise RecordError(f"{what} record: internal is not HOST:PORT")
+
+
+def _host(host: str) -> bool:
+    if _HOST_NAME.fullmatch(host):
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _seconds(v: dict[str, Any], name: str, what: str) -> float:
     number = v.get(name)
     if isinstance(number, int | float) and not isinstance(number, bool):
@@ -110,7 +144,7 @@ class DeviceRecord:
     def decode(cls, data: bytes) -> DeviceRecord:
         """The record in ``data``; :class:`RecordError` if it is not one (module docstring)."""
         v = _load(data, "device")
-        return cls(id=_text(v, "id", "device"), node=_text(v, "node", "device"), peer=_text(v, "peer", "device"),
+        return cls(id=_text(v, "id", "device"), node=_node(v, "device"), peer=_text(v, "peer", "device"),
                    connected_since=_seconds(v, "connected_since", "device"), auth_mode=_text(v, "auth_mode", "device"))
 
 
@@ -129,5 +163,4 @@ class NodeRecord:
     def decode(cls, data: bytes) -> NodeRecord:
         """The record in ``data``; :class:`RecordError` if it is not one (module docstring)."""
         v = _load(data, "node")
-        return cls(node=_text(v, "node", "node"), internal=_text(v, "internal", "node"),
-                   started=_seconds(v, "started", "node"))
+        return cls(node=_node(v, "node"), internal=_internal(v, "node"), started=_seconds(v, "started", "node"))

@@ -69,7 +69,9 @@ the order they happened (at most :data:`MAX_EVENTS` waiting; beyond, they are co
 ``events_dropped`` and logged, never buffered without end).
 
 A record that does not decode (:class:`~.records.RecordError`: anyone who can write to
-the buckets can write anything) is skipped with one log line naming its key and fault,
+the buckets can write anything), or that names another device or node than its key (a
+device record under another device's key would close that device's uplink by rule 2, or
+list it twice), is skipped with one log line naming its key and fault,
 never its text: the watcher goes on with the next entry (a device entry whose record is
 bad counts as removed, so rule 3 applies), a bad node record is not a live node and the
 heartbeat goes on, and a claim overwrites a bad device record by compare-and-set on its
@@ -129,14 +131,33 @@ async def open_buckets(nc: NatsClient, ttl: float = DEFAULT_TTL) -> tuple[KeyVal
     return buckets[0], buckets[1]
 
 
+def _device(key: str, value: bytes) -> DeviceRecord:
+    """The device record of a key of the devices bucket (:class:`RecordError`: not one, or another device's)."""
+    record = DeviceRecord.decode(value)
+    if device_key(record.id) != key:
+        raise RecordError("device record: its id is not the device of its key")
+    return record
+
+
+def _node(key: str, value: bytes) -> NodeRecord:
+    """The node record of a key of the nodes bucket (:class:`RecordError`: not one, or another node's)."""
+    record = NodeRecord.decode(value)
+    if record.node != key:
+        raise RecordError("node record: its node is not its key")
+    return record
+
+
 async def read_registry(nc: NatsClient) -> list[DeviceRecord]:
     """The cluster's devices held by live nodes, read once (``iec62676 cloud devices --nats``)."""
     devices, nodes = await open_buckets(nc)
-    live = set(await _all_values(nodes))
+    live: set[str] = set()
+    for key, value in (await _all_values(nodes)).items():
+        with contextlib.suppress(RecordError):
+            live.add(_node(key, value).node)
     records = []
     for key, value in (await _all_values(devices)).items():
         try:
-            records.append(DeviceRecord.decode(value))
+            records.append(_device(key, value))
         except RecordError as exc:
             log.warning("cluster registry: skipped the bad device record of key %.80s: %s", key, exc)
     return sorted((r for r in records if r.node in live), key=lambda r: r.id)
@@ -325,7 +346,7 @@ class ClusterRegistry:
                 continue
             if entry.operation is None and entry.value is not None:
                 try:
-                    record = DeviceRecord.decode(entry.value)
+                    record = _device(entry.key, entry.value)
                 except RecordError as exc:  # gone as far as this node can tell
                     log.warning("cluster registry: ignored the bad device record of key %.80s: %s", entry.key, exc)
                 else:
@@ -366,7 +387,7 @@ class ClusterRegistry:
         nodes, bad = {}, set()
         for key, value in (await _all_values(self._nodes_kv)).items():
             try:
-                nodes[key] = NodeRecord.decode(value)
+                nodes[key] = _node(key, value)
             except RecordError as exc:
                 bad.add(key)
                 if key not in self._bad_nodes:
@@ -472,7 +493,7 @@ class ClusterRegistry:
         except KeyNotFoundError:
             return None, 0
         try:
-            return DeviceRecord.decode(entry.value or b""), entry.revision or 0
+            return _device(key, entry.value or b""), entry.revision or 0
         except RecordError:
             return None, entry.revision or 0  # a bad record is replaced (update on its revision)
 
