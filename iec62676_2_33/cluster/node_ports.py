@@ -25,10 +25,15 @@ Theory of operation
 * **Which port.** :class:`~.port_assignments.ClusterPortAssignments` (one assignment
   per device for the cluster, in NATS). An assignment may cost a round trip, so ports
   are assigned by one task, one device at a time in arrival order (a device appears
-  once in the queue; the queue never holds more devices than the cluster lists). A
-  device that got no port (the range is full, or its port is held by another program)
-  is not tried again until it connects again or a port is released; NATS not answering
-  keeps it queued, retried every second.
+  once in the queue). A device is queued for a new port only while it is connected here
+  or a live node lists it: an announcement alone (anyone who may publish on
+  ``iec62676.device.*`` can announce any id) opens the port of a device that has one and
+  assigns none, since an assignment is kept for good; the next look at the mirror queues
+  an announced device once its claim is listed. So the queue holds at most the devices
+  the cluster lists and those with a port (the range). A device that got no port (the
+  range is full, or its port is held by another program) is not tried again until it
+  connects again or a port is released; NATS not answering keeps it queued, retried
+  every second.
 """
 
 from __future__ import annotations
@@ -82,7 +87,8 @@ class ClusterDevicePorts(DevicePorts):
         self._want(device_id)
 
     def _want(self, device_id: str) -> None:
-        if not self._stay(device_id) and device_id not in self._refused and device_id not in self._queue:
+        if not self._stay(device_id) and device_id not in self._refused and device_id not in self._queue \
+                and (self.table.port(device_id) is not None or self._present(device_id)):
             self._queue[device_id] = None
             self._wake.set()
 
