@@ -490,3 +490,29 @@ async def test_a_proxy_header_trickled_a_byte_at_a_time_is_refused_at_its_deadli
         writer.close()
         async with asyncio.timeout(BOUND):
             await server.aclose()
+
+
+async def test_a_declared_body_over_max_body_is_413_for_a_device_at_another_node_upl_16() -> None:
+    """UPL-16: a body declared over the proxy's max_body for a device at another node is refused 413 at the
+    first node, as for a local device, before a byte of it is read (it was relayed, then reported as the
+    holding node not answering)."""
+    async with asyncio.timeout(30), two_nodes("cam") as nodes:
+        n = 17 << 20
+        scope = {"type": "http", "method": "POST", "path": "/devices/cam/onvif/x", "raw_path": b"/devices/cam/onvif/x",
+                 "query_string": b"", "headers": [(b"host", b"cloud"), (b"content-length", str(n).encode())],
+                 "scheme": "http", "client": ("127.0.0.1", 5000)}
+        left = [n]
+
+        async def receive() -> dict[str, Any]:
+            chunk = min(65536, left[0])
+            left[0] -= chunk
+            return {"type": "http.request", "body": b"x" * chunk, "more_body": left[0] > 0}
+
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await nodes.a(scope, receive, send)
+        assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [413]
+        assert left[0] == n  # nothing of the body was read

@@ -475,7 +475,18 @@ class UplinkProxy:
 
     async def _forward_admitted(self, scope: Scope, receive: Receive, send: Send, device_id: str, rest: str,
                                 prefix: str | None, tunnel_client: str | None) -> None:
-        """``tunnel_client``: the source of an RTSP-over-HTTP channel's client, ``None`` for other requests."""
+        """``tunnel_client``: the source of an RTSP-over-HTTP channel's client, ``None`` for other requests.
+        A malformed content-length or a body declared over ``max_body`` is refused first, wherever the device
+        is (this node or another)."""
+        try:
+            declared = _content_length(scope["headers"])
+            if declared is not None and declared > self.limits.max_body:
+                self.stats.refused_too_large += 1
+                raise _Answer(413, f"request body of {declared} bytes is over the limit of {self.limits.max_body}\n")
+        except _Answer as answer:
+            log.debug("proxy refused %s %s for device %s: %s", scope["method"], rest, device_id, answer.status)
+            await _plain(send, answer.status, str(answer), headers=answer.headers)
+            return
         try:
             channel = self.cloud.channel(device_id)
         except UnknownDevice:
@@ -484,16 +495,9 @@ class UplinkProxy:
                 return
             await _plain(send, 404, f"device {device_id!r} is not connected; GET /devices lists the connected ones\n")
             return
-        try:
-            declared = _content_length(scope["headers"])
-            if declared is not None and declared > self.limits.max_body:
-                self.stats.refused_too_large += 1
-                raise _Answer(413, f"request body of {declared} bytes is over the limit of {self.limits.max_body}\n")
-            if not self._budget.admit():
-                raise _Answer(503, "the proxy is busy; retry later\n", _retry_after(self.limits))
-        except _Answer as answer:
-            log.debug("proxy refused %s %s for device %s: %s", scope["method"], rest, device_id, answer.status)
-            await _plain(send, answer.status, str(answer), headers=answer.headers)
+        if not self._budget.admit():
+            log.debug("proxy refused %s %s for device %s: 503 (busy)", scope["method"], rest, device_id)
+            await _plain(send, 503, "the proxy is busy; retry later\n", headers=_retry_after(self.limits))
             return
         try:
             body = _Body(receive, self._budget, declared,
