@@ -8,6 +8,11 @@ close / connection information), and its implementations:
   (:func:`connect_tls` for the device, :func:`start_tls_server` for the
   cloud); the public face of :mod:`.tls_engine` (the engine and its stream)
   and :mod:`.tls_server` (admission, PROXY v2, accept);
+* :mod:`.tcp` — plain TCP, the same lean design without TLS (the device's
+  direct port, the cloud's proxy front); what it shares with the TLS engine
+  is :mod:`.connection` (the connection's waiters and back-pressure, the
+  stream's ``drain``/``close``/``abort``) and :mod:`.serving` (the listener and
+  a handler task per connection);
 * :mod:`.contexts` — the TLS contexts (:func:`client_context` for the device,
   :func:`server_context` for the cloud); :mod:`.identity` — a peer's identity
   from its certificate (:func:`peer_identity`);

@@ -37,6 +37,11 @@ idle device connections in at most 64 KiB each (TLS and HTTP/2 together). So
   buffer. :meth:`TlsStream.buffer_stats` shows every buffer.
 * :meth:`TlsStream.write` waits while the TCP transport's write buffer is
   above its high-water mark (``pause_writing``/``resume_writing``).
+* What the engine shares with the plain TCP transport (:mod:`.tcp`) is
+  :mod:`.connection`'s: the engine is a :class:`~.connection.Connection`
+  (its waiters, write back-pressure, the shared receive buffer), the stream
+  a :class:`~.connection.ConnectionStream` (``drain``, ``close``, ``abort``,
+  ``extra``); reading, writing and ending a TLS stream are this module's.
 * End of stream: the peer's close_notify answers ours and closes the socket;
   a TCP FIN without close_notify (a "ragged EOF", common in the wild) is an
   end of stream too, except on a client that has not received one byte of
@@ -77,11 +82,20 @@ import ssl
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from ..errors import TransportError
 from ..sansio.proxy_protocol import ProxyHeaderError, ProxyHeaderReader
 from .base import ByteStream, PeerClosed, TlsHandshakeError
+from .connection import (
+    CLOSE_TIMEOUT,
+    WRITE_HIGH_WATER,
+    WRITE_LOW_WATER,
+    Connection,
+    ConnectionStream,
+    format_addr,
+    recv_buffer,
+)
 from .contexts import ssl_text
 
 __all__ = [
@@ -96,7 +110,6 @@ __all__ = [
     "TlsEngine",
     "TlsStream",
     "connect_tls",
-    "format_addr",
     "report_authenticated",
 ]
 
@@ -112,16 +125,10 @@ BIO_CHUNK = 4096
 READ_HIGH_WATER = 256 * 1024
 #: Plaintext level below which a paused socket is resumed.
 READ_LOW_WATER = 64 * 1024
-#: TCP write buffer level above which :meth:`TlsStream.write` waits.
-WRITE_HIGH_WATER = 64 * 1024
-#: TCP write buffer level at which waiting writers are released.
-WRITE_LOW_WATER = 16 * 1024
 #: Plaintext encrypted per :meth:`TlsStream.write` step before it checks back-pressure.
 _WRITE_STEP = 64 * 1024
 #: Largest plaintext of one TLS record.
 _RECORD = 16384
-#: How long :meth:`TlsStream.close` waits for buffered data to leave before it aborts.
-CLOSE_TIMEOUT = 5.0
 
 _RECV = threading.local()
 _AFTER_HANDSHAKE = "closed by peer right after the handshake"
@@ -234,40 +241,29 @@ class TlsAcceptor(Protocol):
         """The peer authenticated above TLS (:func:`report_authenticated`)."""
         ...
 
-class TlsEngine(asyncio.BufferedProtocol):
+class TlsEngine(Connection):
     """One TLS connection: TCP transport + SSLObject + bounded buffers (module docstring)."""
 
     __slots__ = (
         "_acceptor",
         "_app_data_seen",
         "_cipher",
-        "_close_waiter",
         "_closing",
         "_ctx",
         "_deadline",
-        "_drain_waiters",
-        "_eof",
         "_eof_pending",
-        "_error",
         "_handshake_done",
         "_handshake_waiter",
         "_health_check",
         "_incoming",
-        "_label",
-        "_loop",
-        "_lost",
         "_outgoing",
         "_peer",
         "_proxy",
         "_rbuf",
-        "_read_waiter",
-        "_reading_paused",
         "_server_hostname",
         "_server_side",
         "_sslobj",
         "_timer",
-        "_transport",
-        "_writing_paused",
     )
 
     def __init__(
@@ -279,13 +275,11 @@ class TlsEngine(asyncio.BufferedProtocol):
         label: str = "peer",
         acceptor: TlsAcceptor | None = None,
     ) -> None:
-        self._loop = asyncio.get_running_loop()
+        super().__init__(label)
         self._ctx = ctx
         self._server_side = server_side
         self._server_hostname = server_hostname
-        self._label = label
         self._acceptor = acceptor
-        self._transport: asyncio.Transport | None = None
         self._sslobj: ssl.SSLObject | None = None
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
@@ -298,15 +292,7 @@ class TlsEngine(asyncio.BufferedProtocol):
         self._rbuf = bytearray()
         self._cipher: memoryview | None = None
         self._eof_pending = False
-        self._read_waiter: asyncio.Future[None] | None = None
-        self._drain_waiters: list[asyncio.Future[None]] | None = None
-        self._close_waiter: asyncio.Future[None] | None = None
-        self._reading_paused = False
-        self._writing_paused = False
-        self._eof = False
-        self._lost = False
         self._closing = False
-        self._error: TransportError | None = None
         self._app_data_seen = False
         #: The peer's address: the socket's, or the client's from a balancer's PROXY header.
         self._peer: Any = None
@@ -319,9 +305,7 @@ class TlsEngine(asyncio.BufferedProtocol):
     # ------------------------------------------------------------------ asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports do not subclass asyncio.Transport: a cast, not a check.
-        self._transport = transport = cast(asyncio.Transport, transport)
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        super().connection_made(transport)
         self._peer = transport.get_extra_info("peername")
         acceptor = self._acceptor
         if acceptor is not None and acceptor.expects_proxy_header(self._peer):
@@ -360,13 +344,7 @@ class TlsEngine(asyncio.BufferedProtocol):
         self._process()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        # One receive buffer per thread, shared by every connection: the transport
-        # calls buffer_updated() right after recv_into(), before any other protocol
-        # runs, and buffer_updated() copies out whatever it cannot consume at once.
-        buf: memoryview | None = getattr(_RECV, "buf", None)
-        if buf is None:
-            buf = _RECV.buf = memoryview(bytearray(RECV_BUFFER))
-        return buf
+        return recv_buffer(_RECV, RECV_BUFFER)
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._proxy is not None:
@@ -399,9 +377,7 @@ class TlsEngine(asyncio.BufferedProtocol):
         self._lost = True
         if self._proxy is not None:
             self.refuse_proxy("the balancer closed before its PROXY header")
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()
         if not self._handshake_done:
             self._fail_handshake(exc or ssl.SSLEOFError("EOF during the handshake"))
         elif not self._eof and self._error is None:
@@ -418,10 +394,7 @@ class TlsEngine(asyncio.BufferedProtocol):
                 self._eof = True
         if self._eof or self._error is not None:
             self._cipher = None
-        self._wake_reader()
-        self._wake_writers()
-        if self._close_waiter is not None and not self._close_waiter.done():
-            self._close_waiter.set_result(None)
+        self._wake_all()
         if self._acceptor is not None:
             self._acceptor.forget(self)
 
@@ -443,12 +416,10 @@ class TlsEngine(asyncio.BufferedProtocol):
         deadline): never logged, the acceptor forgets it. ``False`` if it had already ended."""
         if self._handshake_done:
             return False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()
         self._handshake_done = True
         self._error = TlsHandshakeError(f"TLS handshake with {self._label} {what}", reason=reason)
-        self._abort_transport()
+        self._abort()
         if self._acceptor is not None:
             self._acceptor.forget(self)
         return True
@@ -459,8 +430,7 @@ class TlsEngine(asyncio.BufferedProtocol):
         if self._lost or self._closing:
             return
         self._error = TransportError(f"TLS connection with {self._label} {what}")
-        self._cipher = None
-        self._abort_transport()
+        self._abort()
 
     def refuse_proxy(self, reason: str) -> None:
         """Close a balancer connection whose PROXY header is still due: never TLS, and the acceptor
@@ -468,9 +438,7 @@ class TlsEngine(asyncio.BufferedProtocol):
         if self._proxy is None:
             return
         self._proxy = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()
         self._refuse(reason)
         if self._acceptor is not None:
             self._acceptor.proxy_refused(self, reason)
@@ -478,9 +446,8 @@ class TlsEngine(asyncio.BufferedProtocol):
     def _refuse(self, reason: str) -> None:
         """Close the connection before any TLS byte (refused by admission or the PROXY rules)."""
         self._handshake_done = True  # never started
-        self._cipher = None
         self._error = TransportError(f"refused {self._label}: {reason}")
-        self._abort_transport()
+        self._abort()
 
     def _arm(self, handshake_at: float, first_byte_at: float | None) -> None:
         """Start the admitted handshake's deadline timer (loop times): the first-byte one when given."""
@@ -504,9 +471,7 @@ class TlsEngine(asyncio.BufferedProtocol):
         if header is None:
             return
         self._proxy = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()
         if header.source is not None:
             self._peer = header.source
         else:  # LOCAL: the balancer's own connection (its health check) keeps its address
@@ -518,13 +483,6 @@ class TlsEngine(asyncio.BufferedProtocol):
     def _on_proxy_timeout(self) -> None:
         self._timer = None
         self.refuse_proxy("no PROXY header before the deadline")
-
-    def pause_writing(self) -> None:
-        self._writing_paused = True
-
-    def resume_writing(self) -> None:
-        self._writing_paused = False
-        self._wake_writers()
 
     # ------------------------------------------------------------------ the engine
 
@@ -567,9 +525,7 @@ class TlsEngine(asyncio.BufferedProtocol):
                 return False
             break
         self._handshake_done = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()
         if self._handshake_waiter is not None and not self._handshake_waiter.done():
             self._handshake_waiter.set_result(None)
         if self._acceptor is not None:
@@ -609,7 +565,7 @@ class TlsEngine(asyncio.BufferedProtocol):
             self._cipher = None
             self._error = self._read_error(exc)
             self._flush()
-            self._abort_transport()
+            self._abort()
         if rbuf or self._eof or self._error is not None:
             self._wake_reader()
 
@@ -630,10 +586,11 @@ class TlsEngine(asyncio.BufferedProtocol):
         if self._transport is not None:
             self._transport.close()
 
-    def _abort_transport(self) -> None:
+    def _abort(self) -> None:
+        """Abort the TCP transport, and drop the ciphertext still waiting to be decrypted."""
         self._closing = True
-        if self._transport is not None:
-            self._transport.abort()
+        self._cipher = None
+        super()._abort()
 
     # ------------------------------------------------------------------ errors
 
@@ -643,9 +600,7 @@ class TlsEngine(asyncio.BufferedProtocol):
         error = _handshake_error(self._label, exc)
         self._handshake_done = True  # no second attempt
         self._error = error
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()
         self._flush()  # our alert, if OpenSSL wrote one
         if self._transport is not None and not self._lost:
             self._closing = True
@@ -657,6 +612,12 @@ class TlsEngine(asyncio.BufferedProtocol):
                 self._acceptor.health_checked(self)
             else:
                 self._acceptor.handshake_failed(self, error)
+
+    def _cancel_timer(self) -> None:
+        """Stop the pending deadline (PROXY header, first byte or handshake), if any."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _first_bytes(self) -> None:
         """The peer spoke: from now on only the whole handshake deadline applies."""
@@ -718,42 +679,11 @@ class TlsEngine(asyncio.BufferedProtocol):
             if self._transport is not None and not self._lost:
                 self._transport.resume_reading()
 
-    def _wake_reader(self) -> None:
-        waiter = self._read_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
-    def _wake_writers(self) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, None
-        for waiter in waiters or ():
-            if not waiter.done():
-                waiter.set_result(None)
-
-
-
-def format_addr(addr: Any) -> str:
-    """An address for messages: ``host:port``, ``[v6]:port``."""
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        host = str(addr[0])
-        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
-    return str(addr)
-
-
-class TlsStream:
+class TlsStream(ConnectionStream[TlsEngine]):
     """A TLS connection as a :class:`~.base.ByteStream` (see the module docstring)."""
 
-    __slots__ = ("_p",)
-
-    def __init__(self, engine: TlsEngine) -> None:
-        self._p = engine
-
-    def __repr__(self) -> str:
-        return f"<TlsStream {self._p._label}>"
-
-    @property
-    def label(self) -> str:
-        """Who is at the other end, for messages: ``"host:port"`` or ``"client addr:port"``."""
-        return self._p._label
+    __slots__ = ()
 
     # ------------------------------------------------------------------ reading
 
@@ -768,9 +698,7 @@ class TlsStream:
                 raise p._error
             if p._eof or (p._lost and not p._reading_paused):
                 return b""
-            if p._read_waiter is not None:
-                raise RuntimeError(f"read() on {p._label} is already waiting in another task")
-            waiter = p._read_waiter = p._loop.create_future()
+            waiter = p._new_read_waiter()
             try:
                 await waiter
             finally:
@@ -820,45 +748,11 @@ class TlsStream:
         if out:
             transport.write(b"".join(out) if len(out) > 1 else out[0])
 
-    async def drain(self) -> None:
-        p = self._p
-        while p._writing_paused and not p._lost:
-            waiter = p._loop.create_future()
-            if p._drain_waiters is None:
-                p._drain_waiters = []
-            p._drain_waiters.append(waiter)
-            await waiter
-        if p._lost and p._error is not None:
-            raise p._error
-
     async def write(self, data: bytes) -> None:
         view = memoryview(data)
         for start in range(0, max(len(view), 1), _WRITE_STEP):
             self._write((view[start : start + _WRITE_STEP],))
             await self.drain()
-
-    # ------------------------------------------------------------------ closing
-
-    async def close(self) -> None:
-        p = self._p
-        if p._lost:
-            return
-        p._shutdown()
-        if p._lost:
-            return
-        if p._close_waiter is None:
-            p._close_waiter = p._loop.create_future()
-        try:
-            await asyncio.wait_for(asyncio.shield(p._close_waiter), CLOSE_TIMEOUT)
-        except TimeoutError:
-            self.abort()
-
-    def abort(self) -> None:
-        p = self._p
-        p._closing = True
-        p._cipher = None
-        if p._transport is not None and not p._lost:
-            p._transport.abort()
 
     # ------------------------------------------------------------------ information
 
@@ -875,9 +769,7 @@ class TlsStream:
             return default if value is None else value
         if name == "peername" and p._peer is not None:
             return p._peer  # the device's address behind a balancer (PROXY protocol)
-        if p._transport is None:
-            return default
-        return p._transport.get_extra_info(name, default)
+        return super().extra(name, default)
 
     def buffer_stats(self) -> dict[str, int | bool]:
         """Bytes held in every buffer of this connection, and the flow-control state.
@@ -889,7 +781,6 @@ class TlsStream:
         TCP write buffer); ``reading_paused``/``writing_paused``.
         """
         p = self._p
-        transport = p._transport
         return {
             "plaintext": len(p._rbuf),
             "plaintext_capacity": sys.getsizeof(p._rbuf) - _EMPTY_BYTEARRAY_SIZE,
@@ -897,11 +788,7 @@ class TlsStream:
             "bio_in": p._incoming.pending,
             "bio_out": p._outgoing.pending,
             "ssl_pending": p._sslobj.pending() if p._sslobj is not None else 0,
-            "transport_write": (
-                transport.get_write_buffer_size() if transport is not None and not p._lost else 0
-            ),
-            "reading_paused": p._reading_paused,
-            "writing_paused": p._writing_paused,
+            **self._flow_stats(),
         }
 
 

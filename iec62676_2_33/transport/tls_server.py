@@ -31,6 +31,9 @@ closed before any TLS byte, it was the balancer's health check: counted in
 
 Each connection is a :class:`~.tls_engine.TlsEngine`; the server is its
 :class:`~.tls_engine.TlsAcceptor` and acts on it only through its public members.
+Listening and the handler tasks are :class:`~.serving.HandlerServer`'s, shared
+with the plain TCP server; a :class:`~iec62676_2_33.errors.TransportError`
+escaping a handler is, here, the peer's doing (``_peer_failures``).
 The server logs under the TLS transport's name, ``iec62676_2_33.transport.tls``
 (the name operators configure), not under this module's.
 """
@@ -48,8 +51,9 @@ from typing import Any
 from ..errors import ConfigurationError, TransportError
 from ..sansio.admission import Admission, AdmissionLimits
 from .base import TlsHandshakeError
+from .connection import format_addr
 from .serving import HandlerServer
-from .tls_engine import TlsEngine, TlsStream, format_addr
+from .tls_engine import TlsEngine, TlsStream
 
 __all__ = ["ADMISSION_LOG_INTERVAL", "TlsServer", "start_tls_server"]
 
@@ -60,7 +64,7 @@ logger = logging.getLogger(f"{__package__}.tls")
 ADMISSION_LOG_INTERVAL = 10.0
 
 
-class TlsServer(HandlerServer):
+class TlsServer(HandlerServer[TlsStream]):
     """A listening TLS server made by :func:`start_tls_server`.
 
     ``stats`` counts ``accepted`` TCP connections; ``rejected`` ones, closed
@@ -82,6 +86,9 @@ class TlsServer(HandlerServer):
     engines call (:class:`~.tls_engine.TlsAcceptor`), not for applications.
     """
 
+    _logger = logger
+    _peer_failures = (TransportError,)
+
     def __init__(
         self,
         handler: Callable[[TlsStream], Awaitable[None]],
@@ -93,7 +100,7 @@ class TlsServer(HandlerServer):
         proxy_protocol_from: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
         until_authenticated: bool = False,
     ) -> None:
-        self._handler = handler
+        super().__init__(handler)
         self._until_authenticated = until_authenticated
         #: Established connections still holding their admission slot until they authenticate.
         self._unauthenticated: set[TlsEngine] = set()
@@ -105,9 +112,6 @@ class TlsServer(HandlerServer):
         self._first_byte_timeout = first_byte_timeout
         self._admission: Admission[TlsEngine] = Admission(admission)
         self._loop = asyncio.get_running_loop()
-        self._server: asyncio.Server | None = None
-        self._handlers: dict[asyncio.Task[None], TlsStream] = {}
-        self._closed = False
         self._summary: asyncio.TimerHandle | None = None
         self._last_failure = ""
         self.stats: dict[str, int] = {
@@ -129,11 +133,6 @@ class TlsServer(HandlerServer):
 
     def _protocol(self) -> TlsEngine:
         return TlsEngine(self._ctx, server_side=True, acceptor=self)
-
-    @property
-    def sockets(self) -> tuple[socket.socket, ...]:
-        """The listening sockets."""
-        return tuple(self._server.sockets) if self._server is not None else ()
 
     @property
     def admission(self) -> Admission[Any]:
@@ -277,33 +276,7 @@ class TlsServer(HandlerServer):
             self._unauthenticated.add(engine)
         else:
             self._admission.release(engine)
-        stream = TlsStream(engine)
-        task = self._loop.create_task(self._run(stream))
-        self._handlers[task] = stream
-
-    async def _run(self, stream: TlsStream) -> None:
-        self.stats["active"] += 1
-        try:
-            try:
-                await self._handler(stream)
-            except TransportError as exc:  # the connection broke under the handler: the peer's doing, no bug
-                logger.info("connection with %s ended: %s", stream.label, exc)
-                stream.abort()
-            except Exception as exc:
-                self.stats["handler_failed"] += 1
-                logger.exception(
-                    "connection handler for %s failed: %s", stream.label, type(exc).__name__
-                )
-                stream.abort()
-            await stream.close()
-        except BaseException:
-            stream.abort()
-            raise
-        finally:
-            self.stats["active"] -= 1
-            task = asyncio.current_task()
-            if task is not None:
-                self._handlers.pop(task, None)
+        self._serve(TlsStream(engine), self._loop)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -407,13 +380,5 @@ async def start_tls_server(
         proxy_protocol_from=balancers,
         until_authenticated=until_authenticated,
     )
-    loop = asyncio.get_running_loop()
-    try:
-        if sock is not None:
-            server._server = await loop.create_server(server._protocol, sock=sock, backlog=backlog)
-        else:
-            server._server = await loop.create_server(server._protocol, host, port, backlog=backlog)
-    except OSError as exc:
-        where = format_addr(sock.getsockname()) if sock is not None else f"{host}:{port}"
-        raise TransportError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+    await server._listen(sock, host, port, backlog=backlog)
     return server
