@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iec62676_2_33 import pki
+from iec62676_2_33.runtime.http_server import bind_listen
 from iec62676_2_33.sansio.admission import AdmissionLimits
 from iec62676_2_33.sansio.proxy_protocol import (
     MAX_HEADER,
@@ -256,3 +257,41 @@ async def test_local_then_close_is_a_health_check(peers: tuple[TlsServer, int, a
             await asyncio.sleep(0.02)
     assert server.stats["health_checks"] == 2 and server.stats["handshake_failed"] == 1
     assert server.stats["refused_proxy"] == 0 and seen.empty()
+
+
+async def test_an_ipv4_balancer_on_a_dual_stack_listener_is_the_balancer() -> None:
+    """A balancer that reaches a dual-stack listener (``--listen [::]:PORT``) over IPv4 is the balancer
+    ``--proxy-protocol-from`` names by its IPv4 address (its socket address is ``::ffff:a.b.c.d``): its
+    header is read, not refused as a bad ClientHello."""
+    ca = pki.make_ca("dual stack CA")
+    leaf = pki.make_leaf(ca, "localhost", kind="server", sans=["IP:127.0.0.1"])
+    seen: asyncio.Queue[object] = asyncio.Queue()
+
+    async def handler(stream: TlsStream) -> None:
+        seen.put_nowait(stream.extra("peername"))
+        report_authenticated(stream)
+        await stream.write(b"ok")
+
+    sock = bind_listen("::", 0)  # as cloud serve --listen [::]:PORT binds it: IPv4 too
+    server = await start_tls_server(handler, sock, server_context(leaf.cert_pem(), leaf.key_pem()),
+                                    first_byte_timeout=2.0, admission=AdmissionLimits(),
+                                    proxy_protocol_from=["127.0.0.1/32"])
+    port = sock.getsockname()[1]
+
+    def dial() -> bytes:
+        ctx = client_context(cafile_pems=[ca.cert_pem()])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(encode(("198.51.100.23", 50000), ("127.0.0.1", port)))
+            try:
+                with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                    return tls.recv(16)
+            except OSError as exc:
+                return f"refused: {type(exc).__name__}".encode()
+
+    try:
+        async with asyncio.timeout(15):
+            assert await asyncio.to_thread(dial) == b"ok"
+            assert await seen.get() == ("198.51.100.23", 50000)
+    finally:
+        async with asyncio.timeout(15):
+            await server.aclose()

@@ -114,6 +114,8 @@ __all__ = [
     "AdmissionDecision",
     "AdmissionLimits",
     "Refusal",
+    "peer_ip",
+    "source_key",
 ]
 
 C = TypeVar("C", bound=Hashable)
@@ -276,16 +278,26 @@ def source_key(address: str | None, ipv6_prefix: int = DEFAULT_ADMISSION.ipv6_pr
     """
     if not address:
         return "?"
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
+    ip = peer_ip(address)
+    if ip is None:
         return address[:_MAX_KEY]
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
         net = ipaddress.IPv6Network((int(ip) >> (128 - ipv6_prefix) << (128 - ipv6_prefix), ipv6_prefix))
         return str(net)
     return str(ip)
+
+
+def peer_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address of a peer *address* as every per-address rule sees it: an IPv4-mapped IPv6
+    address (a dual-stack socket) is its IPv4 address, a scope (``%eth0``) is dropped; ``None`` when
+    it is no IP address."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 class Admission(Generic[C]):

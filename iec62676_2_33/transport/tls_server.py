@@ -49,7 +49,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..errors import ConfigurationError, TransportError
-from ..sansio.admission import Admission, AdmissionLimits
+from ..sansio.admission import Admission, AdmissionLimits, peer_ip
 from .base import TlsHandshakeError
 from .connection import format_addr
 from .serving import HandlerServer
@@ -153,10 +153,8 @@ class TlsServer(HandlerServer[TlsStream]):
         at once; a PROXY header from them fails as a bad ClientHello."""
         if not self._balancers:
             return False
-        try:
-            address = ipaddress.ip_address(peer[0]) if isinstance(peer, tuple) and peer else None
-        except ValueError:
-            address = None
+        # a balancer reaching a dual-stack listener over IPv4 is its IPv4 address, as for admission
+        address = peer_ip(str(peer[0])) if isinstance(peer, tuple) and peer else None
         return address is not None and any(address in net for net in self._balancers)
 
     def proxy_header_wait(self, engine: TlsEngine) -> float | None:
