@@ -85,7 +85,7 @@ from urllib.parse import quote
 import httpx
 
 from ..errors import TransportError
-from ..runtime.proxy import PROXY_ANSWER, RTSP_BASE
+from ..runtime.proxy import PROXY_ANSWER, RTSP_BASE, connection_named
 from ..transport.base import ByteStream
 from .node_rtsp import node_client, open_node_rtsp
 from .records import NodeRecord
@@ -194,9 +194,8 @@ class NodeRouter:
         raw_path = f"/devices/{quote(device_id, safe='')}{rest}".encode("latin-1") + (b"?" + query if query else b"")
         host, _, port = node.internal.rpartition(":")
         url = httpx.URL(scheme="https", host=host.strip("[]"), port=int(port), raw_path=raw_path)
-        # the fields the client's Connection names, but not the body's framing (the proxy keeps it too)
-        named = {token.strip().lower() for k, v in scope["headers"] if k.lower() == b"connection"
-                 for token in v.split(b",")} - {b"content-length"}
+        # the fields the client's Connection names, but not the body's framing: the next node reads the body by it
+        named = connection_named(scope["headers"]) - {b"content-length"}
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _DROP and k.lower() not in named
                    and k.lower() != RTSP_BASE and not k.lower().startswith(b"x-forwarded-")] + forwarded
         # Whether there is a body, the client's first message says, as for a local device: an HTTP/2

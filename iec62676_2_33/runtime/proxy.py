@@ -203,6 +203,12 @@ class ProxyStats:
     refused_too_large: int = 0  # 413s: declared or streamed body over max_body
 
 
+def connection_named(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
+    """The field names a request's ``Connection`` header lists: hop-by-hop by the client's say (RFC 9110
+    §7.6.1), so they go no further than this hop."""
+    return {token.strip().lower() for k, v in headers if k.lower() == b"connection" for token in v.split(b",")}
+
+
 class _Answer(Iec62676Error):
     """The proxy answers the client itself instead of forwarding (a limit, a bad body, a deadline)."""
 
@@ -553,8 +559,7 @@ class UplinkProxy:
         # Names with "_" are dropped: WSGI maps x_forwarded_host and x-forwarded-host to one key.
         # Also dropped: the fields the client's Connection names (hop-by-hop by its say, RFC 9110 §7.6.1) and
         # its credentials for this proxy.
-        named = {token.strip().lower() for k, v in scope["headers"] if k.lower() == b"connection"
-                 for token in v.split(b",")}
+        named = connection_named(scope["headers"])
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
                    if k.lower() not in _HOP_BY_HOP and not k.lower().startswith(b"x-forwarded-") and b"_" not in k
                    and k.lower() != RTSP_BASE and k.lower() != b"proxy-authorization" and k.lower() not in named]
