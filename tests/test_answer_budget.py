@@ -79,7 +79,7 @@ def test_a_new_request_is_refused_while_waiting_answers_fill_the_budget_and_serv
         other.sendall(h2_request(1, encoder, "/refused").serialize())
         frames = frames_of(other, 1, lambda fs: refused(fs) or answered(fs))
         assert [f.error_code for f in frames if isinstance(f, RstStreamFrame)] == [ErrorCodes.REFUSED_STREAM]
-        assert "/refused" not in calls and answers.refused == 1
+        assert "/refused" not in calls
         assert answers.peak < 3 * ANSWER + KIB  # the three answers and their heads, nothing more
 
         # One waiting client reads its answers, the other goes away: the budget is given back.

@@ -112,7 +112,9 @@ def body_deadline(method: str, path: str, seconds: float | None) -> float | None
 
 
 class BodyBudget:
-    """In-flight request-body bytes (received, not yet consumed) of one connection or server.
+    """Body bytes held for others by one connection or server: request bodies received and not yet
+    consumed, or (the HTTP server's answer budget, :mod:`.h2conn`) HTTP/2 answers waiting for clients
+    that take nothing.
 
     ``used`` and ``peak`` are live counters for tests and operators.
     """

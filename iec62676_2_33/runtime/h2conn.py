@@ -45,7 +45,7 @@ or does not read its socket (up to ``max_outbound_buffer`` a connection). Each
 of those is bounded, but their product over every stream of every connection
 was not: 128 streams on each of 1,024 connections held about 1.2 GiB of
 GetServices answers. The connections of one server therefore charge what waits
-in their roles to one :class:`AnswerBudget`; while it is spent, a new request
+in their roles to one answer budget (a :class:`~.body.BodyBudget`); while it is spent, a new request
 stream is refused with RST_STREAM REFUSED_STREAM (RFC 9113 §8.7: not processed,
 safe to retry) and its application never runs. Answers already started finish
 or meet their send deadline, which gives the budget back. A connection keeps
@@ -78,7 +78,7 @@ from .deadlines import Deadlines
 from .exchange import ClientDisconnected, Exchange, Handler, RawHeaders, format_addr
 from .h2driver import H2Driver
 
-__all__ = ["SEND_LOW_WATER", "AnswerBudget", "H2Exchange", "H2Streams", "H2cConnection"]
+__all__ = ["SEND_LOW_WATER", "H2Exchange", "H2Streams", "H2cConnection"]
 
 log = logging.getLogger(__name__)
 
@@ -86,33 +86,6 @@ log = logging.getLogger(__name__)
 SEND_LOW_WATER = 64 * 1024
 #: Seconds a stream's response may wait for the peer's window before the stream is reset.
 SEND_TIMEOUT = 30.0
-
-
-class AnswerBudget:
-    """Answer bytes waiting in the HTTP/2 roles of one server's connections (see the module docstring).
-
-    ``used`` and ``peak`` are live counters; ``refused`` counts the request streams refused while
-    the budget was spent.
-    """
-
-    __slots__ = ("limit", "peak", "refused", "used")
-
-    def __init__(self, limit: int) -> None:
-        if limit < 1:
-            raise ValueError("an answer budget must be at least 1 byte")
-        self.limit = limit
-        self.used = 0
-        self.peak = 0
-        self.refused = 0
-
-    @property
-    def has_room(self) -> bool:
-        return self.used < self.limit
-
-    def change(self, n: int) -> None:
-        """``n`` more bytes wait (fewer when negative)."""
-        self.used += n
-        self.peak = max(self.peak, self.used)
 
 
 class H2Exchange(Exchange):
@@ -155,7 +128,7 @@ class H2Streams:
                  scheme: str = "https", budget: BodyBudget | None = None, send_timeout: float = SEND_TIMEOUT,
                  body_timeout: float = READ_TIMEOUT, body_deadline: float | None = None,
                  idle_changed: Callable[[bool], None] | None = None,
-                 peercert_chain: tuple[bytes, ...] | None = None, answers: AnswerBudget | None = None) -> None:
+                 peercert_chain: tuple[bytes, ...] | None = None, answers: BodyBudget | None = None) -> None:
         self.role = role
         self.handler = handler
         self.kick = kick
@@ -240,22 +213,23 @@ class H2Streams:
         for task in list(self._tasks):
             task.cancel()
         if self.answers is not None:
-            self.answers.change(-self._charged)
+            self.answers.release(self._charged)
             self._charged = 0
 
     def _charge(self) -> None:
         """Bring this connection's share of the answer budget up to date with its role."""
         if self.answers is not None:
             waiting = self.role.queued_outbound() + self.role.outbound_pending
-            if waiting != self._charged:
-                self.answers.change(waiting - self._charged)
-                self._charged = waiting
+            if waiting > self._charged:
+                self.answers.charge(waiting - self._charged)
+            elif waiting < self._charged:
+                self.answers.release(self._charged - waiting)
+            self._charged = waiting
 
     # ------------------------------------------------------------------ requests
 
     def _start(self, stream_id: int, headers: Sequence[tuple[str, str]]) -> None:
         if self.answers is not None and not self.answers.has_room:
-            self.answers.refused += 1
             log.debug("HTTP/2 stream %d refused: %d answer bytes wait for their clients", stream_id, self.answers.used)
             self.role.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             self.kick()
@@ -412,7 +386,7 @@ class H2cConnection:
     """One direct HTTP/2 connection (prior knowledge): role, driver, deadlines."""
 
     def __init__(self, stream: ByteStream, handler: Handler, *, limits: H2Limits, budget: BodyBudget,
-                 answers: AnswerBudget,
+                 answers: BodyBudget,
                  idle_timeout: float, send_timeout: float, body_timeout: float, body_deadline: float | None,
                  client: tuple[str, int] | None,
                  server: tuple[str, int] | None, scheme: str,

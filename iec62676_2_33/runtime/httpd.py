@@ -68,7 +68,7 @@ from ..transport.tls import TlsServer, start_tls_server
 from .body import BODY_DEADLINE, BodyBudget
 from .exchange import Handler, format_addr
 from .h1conn import H1Connection
-from .h2conn import AnswerBudget, H2cConnection
+from .h2conn import H2cConnection
 
 if TYPE_CHECKING:
     from typing import Self
@@ -142,7 +142,7 @@ class HttpServer:
         self.settings = settings
         self.scheme = scheme
         self.budget = BodyBudget(settings.body_budget)
-        self.answers = AnswerBudget(settings.answer_budget)
+        self.answers = BodyBudget(settings.answer_budget)
         self.stats: dict[str, int] = {"accepted": 0, "refused": 0, "http1": 0, "h2": 0, "active": 0, "flooded": 0,
                                       "penalized": 0}
         self.penalties = PenaltyBox(settings.flood_penalty)
