@@ -7,9 +7,9 @@ needs; this module is the part of that design they have in common:
 * :func:`recv_buffer` — the receive buffer all connections of a thread share
   (the transport calls ``buffer_updated()`` right after ``recv_into()``, before
   any other protocol runs, so each protocol copies out only what it keeps);
-* :class:`Connection` — the protocol's common state and callbacks: the
+* :class:`LeanConnection` — the protocol's common state and callbacks: the
   transport, end of stream, the error its stream raises, the one reader's
-  waiter (:meth:`Connection._new_read_waiter`), the writers' waiters and
+  waiter (:meth:`LeanConnection._new_read_waiter`), the writers' waiters and
   ``close()``'s; write back-pressure from the transport's write buffer
   (``pause_writing`` above :data:`WRITE_HIGH_WATER`, ``resume_writing`` at
   :data:`WRITE_LOW_WATER`);
@@ -37,8 +37,8 @@ __all__ = [
     "CLOSE_TIMEOUT",
     "WRITE_HIGH_WATER",
     "WRITE_LOW_WATER",
-    "Connection",
     "ConnectionStream",
+    "LeanConnection",
     "format_addr",
     "recv_buffer",
 ]
@@ -70,7 +70,7 @@ def recv_buffer(local: threading.local, size: int) -> memoryview:
     return buf
 
 
-class Connection(asyncio.BufferedProtocol):
+class LeanConnection(asyncio.BufferedProtocol):
     """The state and callbacks every lean connection has (module docstring); a transport's
     protocol adds its read buffer, and its own ``buffer_updated``/``eof_received``/``connection_lost``."""
 
@@ -159,11 +159,11 @@ class Connection(asyncio.BufferedProtocol):
             self._transport.abort()
 
 
-C = TypeVar("C", bound=Connection)
+C = TypeVar("C", bound=LeanConnection)
 
 
 class ConnectionStream(Generic[C]):
-    """A :class:`Connection` as a :class:`~.base.ByteStream`: the members every transport shares
+    """A :class:`LeanConnection` as a :class:`~.base.ByteStream`: the members every transport shares
     (module docstring); a transport's stream adds ``read``, ``write`` and ``at_eof``."""
 
     __slots__ = ("_p",)

@@ -25,7 +25,7 @@ streams API keeps a growing buffer on top. :class:`_TcpProtocol` is an
   an idle one holds none (:meth:`TcpStream.buffer_stats` shows them);
 * :meth:`TcpStream.drain` waits while the transport's write buffer is above
   :data:`~.connection.WRITE_HIGH_WATER` (``pause_writing``/``resume_writing``,
-  :class:`~.connection.Connection`).
+  :class:`~.connection.LeanConnection`).
 
 OS errors never leave this module: they become
 :class:`~iec62676_2_33.errors.TransportError` or :class:`~.base.PeerClosed`.
@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from ..errors import TransportError
 from .base import PeerClosed
-from .connection import WRITE_HIGH_WATER, WRITE_LOW_WATER, Connection, ConnectionStream, format_addr, recv_buffer
+from .connection import WRITE_HIGH_WATER, WRITE_LOW_WATER, ConnectionStream, LeanConnection, format_addr, recv_buffer
 from .serving import HandlerServer
 
 __all__ = [
@@ -71,7 +71,7 @@ READ_LOW_WATER = 16 * 1024
 _RECV = threading.local()
 
 
-class _TcpProtocol(Connection):
+class _TcpProtocol(LeanConnection):
     """One TCP connection: bounded read chunks, write back-pressure (module docstring)."""
 
     __slots__ = ("_chunks", "_server", "_unread")

@@ -38,7 +38,7 @@ idle device connections in at most 64 KiB each (TLS and HTTP/2 together). So
 * :meth:`TlsStream.write` waits while the TCP transport's write buffer is
   above its high-water mark (``pause_writing``/``resume_writing``).
 * What the engine shares with the plain TCP transport (:mod:`.tcp`) is
-  :mod:`.connection`'s: the engine is a :class:`~.connection.Connection`
+  :mod:`.connection`'s: the engine is a :class:`~.connection.LeanConnection`
   (its waiters, write back-pressure, the shared receive buffer), the stream
   a :class:`~.connection.ConnectionStream` (``drain``, ``close``, ``abort``,
   ``extra``); reading, writing and ending a TLS stream are this module's.
@@ -91,8 +91,8 @@ from .connection import (
     CLOSE_TIMEOUT,
     WRITE_HIGH_WATER,
     WRITE_LOW_WATER,
-    Connection,
     ConnectionStream,
+    LeanConnection,
     format_addr,
     recv_buffer,
 )
@@ -241,7 +241,7 @@ class TlsAcceptor(Protocol):
         """The peer authenticated above TLS (:func:`report_authenticated`)."""
         ...
 
-class TlsEngine(Connection):
+class TlsEngine(LeanConnection):
     """One TLS connection: TCP transport + SSLObject + bounded buffers (module docstring)."""
 
     __slots__ = (
