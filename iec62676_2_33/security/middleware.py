@@ -24,7 +24,10 @@ For each ``POST`` the middleware, *before* the application sees anything:
    mapped by ``operation_access`` to an :class:`~.access.AccessClass`
    (``None`` = unknown operation: the application answers it with its own
    fault, after authentication);
-3. decides the user levels:
+3. decides the user levels as of the moment the body has been read
+   (``clock`` is read then, not when the request began: a body trickled in
+   for a minute would otherwise have its token judged fresh, and its nonce
+   looked up in a replay memory that meanwhile forgot it, as of its head):
 
    * ``environ["iec62676.user_level"]`` set (the uplink runtime marks every
      tunnelled request with the uplink's ``UserLevel``, a list of names) →
@@ -184,7 +187,6 @@ class AccessControlMiddleware:
                 environ[ENVIRON_ACCESS_CLASS] = None
                 return self.app(environ, start_response)
             return _plain(start_response, 405, "Only POST is accepted here.", [("Allow", "POST")])
-        now = self.clock()
         request = environ.pop(ENVIRON_PARSED, None)
         if not isinstance(request, SoapRequest):
             try:
@@ -194,13 +196,14 @@ class AccessControlMiddleware:
                 return fault_response(SoapFault(code="Sender", reason=exc.reason), start_response, status=exc.status)
             if not body.strip() and self.digest is not None and self._no_credentials(environ):
                 # An empty probe (curl --digest sends one) → challenge straight away.
-                return _challenge(start_response, self.digest, now, stale=False)
+                return _challenge(start_response, self.digest, self.clock(), stale=False)
             try:
                 request = parse_request(environ.get("CONTENT_TYPE"), body)
             except SoapFault as fault:
                 log.info("request refused: %s", fault)
                 return fault_response(fault, start_response)
             del body  # from here on only the parsed request exists
+        now = self.clock()  # the time of the decision: the body has arrived (step 3)
         operation = request.operation_name
         root = request.envelope
         access_class = self.operation_access(*operation)

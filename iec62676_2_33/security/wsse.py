@@ -33,7 +33,12 @@ order, so that nothing is remembered for a request that fails:
 
 :class:`NonceCache` is bounded. An entry is needed only while its token could
 still pass the freshness check, so entries whose Created is older than the
-window are dropped. When the cache is full the oldest entry is evicted; if it
+window are dropped. The window is measured back from the latest ``now`` the
+cache was given, and a token created before it is refused: a check whose
+``now`` lags behind another's (a request that waited for a worker or for the
+user store) must not find a nonce forgotten that its own clock would still
+call fresh (a ``now`` more than a window behind is a clock set back, and the
+window follows it). When the cache is full the oldest entry is evicted; if it
 was still inside the window, its Created time becomes a *floor*: tokens
 created at or before the floor are refused as possible replays. A flood of
 valid tokens can thus only cause refusals, never an accepted replay.
@@ -332,6 +337,7 @@ class NonceCache:
         self.window = float(window)
         self._entries: OrderedDict[bytes, float] = OrderedDict()
         self._floor = float("-inf")
+        self._latest = float("-inf")
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -343,16 +349,20 @@ class NonceCache:
         return self._floor
 
     def check_and_add(self, nonce: bytes, created: float, now: float) -> bool:
-        """Remember ``nonce``; False if it was seen before (or may have been: floor)."""
+        """Remember ``nonce``; False if it was seen before (or may have been: floor, or older than the window
+        back from the latest ``now`` given, whose entries are dropped)."""
         key = hashlib.sha256(nonce).digest()
         with self._lock:
-            horizon = now - self.window
+            # A ``now`` more than a window behind the latest is the clock set back, not a late check: it
+            # starts over from there (entries stay, so nothing forgotten is accepted; nobody is locked out).
+            self._latest = now if now < self._latest - self.window else max(self._latest, now)
+            horizon = self._latest - self.window
             while self._entries:
                 oldest_key, oldest_created = next(iter(self._entries.items()))
                 if oldest_created >= horizon:
                     break
                 del self._entries[oldest_key]
-            if key in self._entries or created <= self._floor:
+            if key in self._entries or created <= self._floor or created < horizon:
                 return False
             while len(self._entries) >= self.max_entries:
                 _, evicted_created = self._entries.popitem(last=False)
