@@ -48,7 +48,11 @@ Theory of operation
   traceback and answered 500 (or the stream/connection is aborted when the
   response had started).
 * Header names with ``_`` are not passed: ``X_Forwarded_Host`` and
-  ``X-Forwarded-Host`` would both become ``HTTP_X_FORWARDED_HOST``.
+  ``X-Forwarded-Host`` would both become ``HTTP_X_FORWARDED_HOST``. A
+  repeated field is joined with commas, ``Content-Type`` too: a second one
+  must not silently replace the first (the SOAP reader refuses the joined
+  value rather than take either, so a front that reads the other one cannot
+  disagree with the device about the charset).
 """
 
 from __future__ import annotations
@@ -159,10 +163,8 @@ class WsgiHandler:
         if ex.body.length is not None:
             env["CONTENT_LENGTH"] = str(ex.body.length)
         for name, value in ex.headers:
-            if name == "content-type":
-                env["CONTENT_TYPE"] = value
-            elif name != "content-length" and "_" not in name:
-                key = "HTTP_" + name.upper().replace("-", "_")
+            if name != "content-length" and "_" not in name:
+                key = "CONTENT_TYPE" if name == "content-type" else "HTTP_" + name.upper().replace("-", "_")
                 env[key] = f"{env[key]},{value}" if key in env else value
         if self.extra_environ is not None:
             env.update(self.extra_environ())

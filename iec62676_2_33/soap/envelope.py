@@ -19,7 +19,8 @@ Every rule below refuses rather than guesses, with an ``env:Sender`` fault,
 * **Encoding.** UTF-8 or UTF-16, nothing else (XML 1.0 §4.3.3 obliges every
   processor to read just these two). The encoding is taken from the byte
   order mark (none = UTF-8); a ``charset`` parameter and an XML declaration's
-  ``encoding`` must both agree with it, and UTF-16 needs its BOM. The bytes
+  ``encoding`` must both agree with it, and UTF-16 needs its BOM (one BOM:
+  a second would hide the declaration from the check; one ``charset``). The bytes
   are decoded strictly, once, to text; the declaration is dropped and lxml
   parses the text re-encoded as UTF-8 with its encoding forced, so lxml never
   picks an encoding of its own. (UTF-7, UTF-32, EBCDIC, Latin-1 … are refused:
@@ -149,9 +150,12 @@ def _media_type(content_type: str | None) -> str | None:
             f"media type {excerpt(media)} is not accepted"
         raise UnsupportedMediaType(code="Sender", subcodes=("InvalidArgs",),
                                    reason=f"{what}: send application/soap+xml; charset=utf-8")
-    charset = message.get_param("charset")
-    if charset is None:
+    charsets = [value for name, value in message.get_params(failobj=[])[1:] if name == "charset"]
+    if not charsets:
         return None
+    if len(charsets) > 1:  # the email package takes the first; another reader may take the last
+        raise _sender("the charset parameter is given more than once")
+    charset = charsets[0]
     if not isinstance(charset, str):
         raise _sender("the charset parameter is malformed")
     return charset.strip().lower()
@@ -175,6 +179,8 @@ def _decode(data: bytes, charset: str | None) -> str:
         text = data[skip:].decode(codec)
     except UnicodeDecodeError as exc:
         raise _sender(f"the body is not valid {codec} (byte {exc.start})") from None
+    if text.startswith("\ufeff"):  # lxml would skip it, and with it the declaration check below
+        raise _sender("the body starts with two byte order marks")
     if text.startswith("<?xml"):
         declaration = _DECLARATION.match(text)
         if declaration is None:
