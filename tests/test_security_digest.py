@@ -306,6 +306,19 @@ def test_sec2_nc_memory_bounded_and_eviction_means_stale() -> None:
         auth.verify("POST", header_for(nonce=nonces[0]), T0 + 10)
 
 
+def test_sec2_a_late_check_cannot_replay_a_count_a_later_check_forgot() -> None:
+    """A check whose clock lags another's (it waited for a worker) must not find a nonce's count forgotten
+    that its own clock still calls fresh: the memory counts its lifetime back from the latest time given."""
+    auth = authenticator(nonce_lifetime=300.0)
+    nonce = nonce_of(auth.challenge(T0))
+    captured = header_for(nonce=nonce, nc="00000001")
+    assert auth.verify("POST", captured, T0 + 1)[0] == "admin"
+    other = nonce_of(auth.challenge(T0 + 350))
+    auth.verify("POST", header_for(nonce=other), T0 + 350)  # a later check: the first nonce leaves the memory
+    with pytest.raises(StaleNonce):
+        auth.verify("POST", captured, T0 + 299)  # fresh by its own clock, but its count is forgotten
+
+
 def test_sec2_configuration_errors() -> None:
     with pytest.raises(ConfigurationError, match="algorithms"):
         DigestAuthenticator(lookup, REALM, algorithms=("MD5-sess",))

@@ -255,20 +255,26 @@ class _NonceCounts:
         self.lifetime = lifetime
         self._entries: OrderedDict[str, tuple[float, int]] = OrderedDict()
         self._floor = float("-inf")
+        self._latest = float("-inf")
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def check(self, nonce: str, issued: float, nc: int, now: float) -> int:
+        """``nc`` for ``nonce``: OK, REPLAY (not above the highest seen), or EVICTED (its count may have
+        been forgotten: issued at or before the eviction floor, or before the lifetime counted back from
+        the latest ``now`` given, so a check whose ``now`` lags another's cannot find it forgotten)."""
         with self._lock:
-            horizon = now - self.lifetime
+            # A ``now`` more than a lifetime behind the latest is the clock set back, not a late check.
+            self._latest = now if now < self._latest - self.lifetime else max(self._latest, now)
+            horizon = self._latest - self.lifetime
             while self._entries:
                 key, (first_issued, _) = next(iter(self._entries.items()))
                 if first_issued >= horizon:
                     break
                 del self._entries[key]
-            if issued <= self._floor:
+            if issued <= self._floor or issued < horizon:
                 return self.EVICTED
             known = self._entries.get(nonce)
             if known is not None:
