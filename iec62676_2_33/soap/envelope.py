@@ -37,6 +37,11 @@ Every rule below refuses rather than guesses, with an ``env:Sender`` fault,
   scope at the operation. A header block marked ``mustUnderstand`` outside
   WS-Security and WS-Addressing gets ``env:MustUnderstand`` (SOAP 1.2 §5.2.3):
   a client that relies on, say, a signature header learns it was not checked.
+  A mandatory ``wsse:Security`` is taken as understood whatever it holds (a
+  ``ds:Signature`` or ``wsu:Timestamp`` in it is not checked; only its
+  UsernameToken authenticates), and so is a mandatory WS-Addressing block
+  (a ``ReplyTo`` elsewhere is not followed: the answer goes back on the same
+  connection). Neither grants anything.
 
 The operation is the Body's one element, named by its namespace and local
 name (:attr:`SoapRequest.operation_name`); WS-Addressing ``Action`` and HTTP
