@@ -1,9 +1,10 @@
 """Robustness: the answers that HTTP/2 clients leave waiting on a server's direct port share one budget.
 
 Clients that open no stream window keep their answers in the server's HTTP/2 roles; past
-``HttpSettings.answer_budget`` a new request stream is refused (RST_STREAM REFUSED_STREAM) without
-running the application, and once the waiting answers drain or their connections end the server
-takes requests again. Frames are built by hand; every wait is bounded; durations are never asserted."""
+``HttpSettings.answer_budget`` a new request stream on a connection holding its share of the budget
+is refused (RST_STREAM REFUSED_STREAM) without running the application, while a connection holding
+nothing is served; once the waiting answers drain or their connections end the budget is given back.
+Frames are built by hand; every wait is bounded; durations are never asserted."""
 
 from __future__ import annotations
 
@@ -61,9 +62,9 @@ def refused(frames: list[Frame]) -> bool:
     return any(isinstance(f, RstStreamFrame) for f in frames)
 
 
-def test_a_new_request_is_refused_while_waiting_answers_fill_the_budget_and_served_after() -> None:
+def test_while_waiting_answers_fill_the_budget_their_connections_are_refused_and_others_served() -> None:
     calls: list[str] = []
-    settings = HttpSettings(answer_budget=100 * KIB)
+    settings = HttpSettings(answer_budget=100 * KIB, max_connections=4)  # a share of 25 KiB a connection
     with running_server(big_answers(calls), settings) as srv:
         answers = srv.server.answers
         first, second = shut_window_client(srv.port), shut_window_client(srv.port)
@@ -74,13 +75,20 @@ def test_a_new_request_is_refused_while_waiting_answers_fill_the_budget_and_serv
         wait_until(lambda: answers.used >= 3 * ANSWER, timeout=10.0)
         assert not answers.has_room
 
-        # A well-behaved client now: its request is refused before the application runs.
-        other, encoder = h2_open(srv.port), Encoder()
-        other.sendall(h2_request(1, encoder, "/refused").serialize())
-        frames = frames_of(other, 1, lambda fs: refused(fs) or answered(fs))
-        assert [f.error_code for f in frames if isinstance(f, RstStreamFrame)] == [ErrorCodes.REFUSED_STREAM]
+        # The connections holding the budget: a further request is refused before the application runs.
+        for sock, encoder, stream_id in ((first, encoder_1, 5), (second, encoder_2, 3)):
+            sock.sendall(h2_request(stream_id, encoder, "/refused").serialize())
+            frames = frames_of(sock, stream_id, lambda fs: refused(fs) or answered(fs))
+            assert [f.error_code for f in frames if isinstance(f, RstStreamFrame)] == [ErrorCodes.REFUSED_STREAM]
         assert "/refused" not in calls
-        assert answers.peak < 3 * ANSWER + KIB  # the three answers and their heads, nothing more
+
+        # A client that holds nothing is served meanwhile.
+        other, encoder = h2_open(srv.port), Encoder()
+        other.sendall(h2_request(1, encoder, "/served-while-spent").serialize())
+        frames = frames_of(other, 1, lambda fs: refused(fs) or answered(fs))
+        assert not refused(frames)
+        assert sum(len(f.data) for f in frames if isinstance(f, DataFrame)) == ANSWER
+        assert answers.peak < 4 * ANSWER + KIB  # the three waiting answers, the one served, their heads
 
         # One waiting client reads its answers, the other goes away: the budget is given back.
         first.sendall(WindowUpdateFrame(0, window_increment=2 * ANSWER).serialize()
@@ -91,11 +99,12 @@ def test_a_new_request_is_refused_while_waiting_answers_fill_the_budget_and_serv
         second.close()
         wait_until(lambda: answers.used == 0, timeout=10.0)
 
-        other.sendall(h2_request(3, encoder, "/served").serialize())
+        other.sendall(WindowUpdateFrame(0, window_increment=ANSWER).serialize()  # what its first answer took
+                      + h2_request(3, encoder, "/served").serialize())
         frames = frames_of(other, 3, lambda fs: refused(fs) or answered(fs))
         assert not refused(frames)
         assert sum(len(f.data) for f in frames if isinstance(f, DataFrame)) == ANSWER
-        assert calls == ["/hold-1", "/hold-2", "/hold-3", "/served"]
+        assert calls == ["/hold-1", "/hold-2", "/hold-3", "/served-while-spent", "/served"]
         for sock in (first, other):
             sock.close()
 

@@ -45,11 +45,16 @@ or does not read its socket (up to ``max_outbound_buffer`` a connection). Each
 of those is bounded, but their product over every stream of every connection
 was not: 128 streams on each of 1,024 connections held about 1.2 GiB of
 GetServices answers. The connections of one server therefore charge what waits
-in their roles to one answer budget (a :class:`~.body.BodyBudget`); while it is spent, a new request
-stream is refused with RST_STREAM REFUSED_STREAM (RFC 9113 §8.7: not processed,
-safe to retry) and its application never runs. Answers already started finish
-or meet their send deadline, which gives the budget back. A connection keeps
-reading meanwhile: the WINDOW_UPDATEs that drain its answers arrive there.
+in their roles to one answer budget (a :class:`~.body.BodyBudget`). While it is
+spent, a connection that holds at least its share of it (``answer_share``: the
+budget over the server's connection limit) has each new request stream refused
+with RST_STREAM REFUSED_STREAM (RFC 9113 §8.7: not processed, safe to retry),
+its application never run; a connection holding less is served, so a few
+clients that take nothing cannot refuse everyone else. Answers already started
+finish or meet their send deadline, which gives the budget back. A connection
+keeps reading meanwhile: the WINDOW_UPDATEs that drain its answers arrive there.
+Past the budget, each connection can add its share and what the requests of
+one read produce before it is refused.
 """
 
 from __future__ import annotations
@@ -119,8 +124,9 @@ class H2Streams:
     (the connection is over) are called by whoever drives the role;
     ``kick()`` must wake that driver's writer. ``idle_changed(idle)`` is told
     when the last live request ends and when the first one starts. With
-    ``answers``, what waits in the role is charged to that server-wide budget
-    and new request streams are refused while it is spent.
+    ``answers``, what waits in the role is charged to that server-wide budget,
+    and while it is spent new request streams are refused once this connection
+    holds ``answer_share`` bytes of it.
     """
 
     def __init__(self, role: H2ServerRole, handler: Handler, *, kick: Callable[[], None],
@@ -128,7 +134,8 @@ class H2Streams:
                  scheme: str = "https", budget: BodyBudget | None = None, send_timeout: float = SEND_TIMEOUT,
                  body_timeout: float = READ_TIMEOUT, body_deadline: float | None = None,
                  idle_changed: Callable[[bool], None] | None = None,
-                 peercert_chain: tuple[bytes, ...] | None = None, answers: BodyBudget | None = None) -> None:
+                 peercert_chain: tuple[bytes, ...] | None = None, answers: BodyBudget | None = None,
+                 answer_share: int = 0) -> None:
         self.role = role
         self.handler = handler
         self.kick = kick
@@ -143,6 +150,7 @@ class H2Streams:
         self.body_deadline = body_deadline
         self.idle_changed = idle_changed
         self.answers = answers
+        self.answer_share = answer_share
         #: What this connection has charged to ``answers``.
         self._charged = 0
         self._loop = asyncio.get_running_loop()
@@ -229,8 +237,9 @@ class H2Streams:
     # ------------------------------------------------------------------ requests
 
     def _start(self, stream_id: int, headers: Sequence[tuple[str, str]]) -> None:
-        if self.answers is not None and not self.answers.has_room:
-            log.debug("HTTP/2 stream %d refused: %d answer bytes wait for their clients", stream_id, self.answers.used)
+        if self.answers is not None and not self.answers.has_room and self._charged >= self.answer_share:
+            log.debug("HTTP/2 stream %d refused: %d answer bytes wait for their clients, %d of them for this one",
+                      stream_id, self.answers.used, self._charged)
             self.role.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             self.kick()
             return
@@ -386,7 +395,7 @@ class H2cConnection:
     """One direct HTTP/2 connection (prior knowledge): role, driver, deadlines."""
 
     def __init__(self, stream: ByteStream, handler: Handler, *, limits: H2Limits, budget: BodyBudget,
-                 answers: BodyBudget,
+                 answers: BodyBudget, answer_share: int,
                  idle_timeout: float, send_timeout: float, body_timeout: float, body_deadline: float | None,
                  client: tuple[str, int] | None,
                  server: tuple[str, int] | None, scheme: str,
@@ -400,7 +409,8 @@ class H2cConnection:
         self.streams = H2Streams(self.role, handler, kick=self._kick, client=client, server=server, scheme=scheme,
                                  budget=budget, send_timeout=send_timeout, body_timeout=body_timeout,
                                  body_deadline=body_deadline,
-                                 idle_changed=self._idle_changed, peercert_chain=peercert_chain, answers=answers)
+                                 idle_changed=self._idle_changed, peercert_chain=peercert_chain, answers=answers,
+                                 answer_share=answer_share)
         self.stream = _GatedStream(stream, self.streams, self.deadlines, send_timeout)
         #: The role cut the connection off for flooding (GOAWAY ENHANCE_YOUR_CALM).
         self.flooded = False

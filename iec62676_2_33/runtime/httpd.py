@@ -39,7 +39,8 @@ connections of one server share one in-flight body budget
 (``body_budget`` bytes received and not yet read by an application, see
 :mod:`.body`), and their HTTP/2 connections one answer budget
 (``answer_budget`` bytes of answers waiting for clients that take nothing; new
-HTTP/2 requests are refused while it is spent, see :mod:`.h2conn`).
+HTTP/2 requests are refused while it is spent, on connections holding at least
+their share of it, see :mod:`.h2conn`).
 ``budget``, ``answers`` and ``stats`` are live counters.
 
 Stopping: :meth:`HttpServer.aclose` stops accepting, closes idle
@@ -96,7 +97,8 @@ class HttpSettings:
     #: Request-body bytes received and not yet read by an application, over all connections.
     body_budget: int = 32 * MIB
     #: HTTP/2 answer bytes waiting for clients that take nothing (windows shut, socket unread), over
-    #: all connections; while spent, new HTTP/2 requests are refused (RST_STREAM REFUSED_STREAM).
+    #: all connections; while spent, new HTTP/2 requests on a connection holding at least its share
+    #: (``answer_budget / max_connections``) are refused (RST_STREAM REFUSED_STREAM).
     answer_budget: int = 64 * MIB
     #: Seconds to send the first bytes (HTTP/2 preface or a complete HTTP/1.1 head).
     header_timeout: float = 10.0
@@ -185,7 +187,7 @@ class HttpServer:
         if initial.startswith(PREFACE):
             self.stats["h2"] += 1
             conn = H2cConnection(stream, self.handler, limits=settings.h2_limits, budget=self.budget,
-                                 answers=self.answers,
+                                 answers=self.answers, answer_share=max(1, settings.answer_budget // settings.max_connections),
                                  idle_timeout=settings.idle_timeout, send_timeout=settings.send_timeout,
                                  body_timeout=settings.body_timeout, body_deadline=settings.body_deadline,
                                  client=peer, server=own, scheme=self.scheme, peercert_chain=chain)
