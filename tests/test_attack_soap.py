@@ -144,8 +144,19 @@ def test_sec2_nonce_memory_forgets_nothing_a_late_check_would_accept() -> None:
     assert cache.check_and_add(b"later", 1400.0, 1400.0)  # drops "captured": outside the window of 1400
     assert not cache.check_and_add(b"captured", 1000.0, 1299.0)
     assert cache.check_and_add(b"fresh", 1299.0, 1299.0)  # inside the window of the latest time: accepted
-    assert cache.check_and_add(b"after a step back", 500.0, 500.0)  # the clock was set back: no lock-out
-    assert not cache.check_and_add(b"later", 1400.0, 1400.0)  # and what it remembered stays remembered
+
+
+def test_sec2_a_clock_set_back_locks_nobody_out() -> None:
+    """SEC-2: after the clock is set back by more than two windows (a clock that ran ahead, corrected), new
+    tokens are accepted although the cache was full and had a floor: every token it remembered was created
+    after now + the window, which the freshness check refuses anyway."""
+    cache = NonceCache(max_entries=3, window=305.0)
+    for i in range(5):  # full, and evictions inside the window raised the floor
+        assert cache.check_and_add(b"n%d" % i, 10000.0 + i, 10000.0 + i)
+    assert cache.floor >= 10000.0
+    assert cache.check_and_add(b"new", 6400.0, 6400.0)
+    assert cache.check_and_add(b"newer", 6401.0, 6401.0)
+    assert not cache.check_and_add(b"new", 6400.0, 6402.0)  # replays are caught again from there
 
 
 # --------------------------------------------------------------------------- labels another reader may take

@@ -319,6 +319,19 @@ def test_sec2_a_late_check_cannot_replay_a_count_a_later_check_forgot() -> None:
         auth.verify("POST", captured, T0 + 299)  # fresh by its own clock, but its count is forgotten
 
 
+def test_sec2_a_clock_set_back_locks_nobody_out() -> None:
+    """After the clock is set back by more than two lifetimes, a fresh nonce is not answered stale for
+    ever: the nonce-count memory (full, with a floor, in the old time) starts afresh."""
+    auth = authenticator(nonce_lifetime=300.0, nc_cache_size=2)
+    for i in range(3):  # full, and an eviction inside the lifetime raised the floor
+        late = T0 + 3600 + i
+        assert auth.verify("POST", header_for(nonce=nonce_of(auth.challenge(late))), late)[0] == "admin"
+    nonce = nonce_of(auth.challenge(T0))
+    assert auth.verify("POST", header_for(nonce=nonce, nc="00000001"), T0)[0] == "admin"
+    with pytest.raises(ReplayedNonceCount):
+        auth.verify("POST", header_for(nonce=nonce, nc="00000001"), T0 + 1)
+
+
 def test_sec2_configuration_errors() -> None:
     with pytest.raises(ConfigurationError, match="algorithms"):
         DigestAuthenticator(lookup, REALM, algorithms=("MD5-sess",))

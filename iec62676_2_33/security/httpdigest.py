@@ -266,8 +266,13 @@ class _NonceCounts:
         been forgotten: issued at or before the eviction floor, or before the lifetime counted back from
         the latest ``now`` given, so a check whose ``now`` lags another's cannot find it forgotten)."""
         with self._lock:
-            # A ``now`` more than a lifetime behind the latest is the clock set back, not a late check.
-            self._latest = now if now < self._latest - self.lifetime else max(self._latest, now)
+            if now < self._latest - 2 * self.lifetime:
+                # The clock was set back, not a late check: every nonce remembered was issued after
+                # now + lifetime, which verify() refuses as not ours; kept, they would make every new one stale.
+                self._entries.clear()
+                self._floor = float("-inf")
+                self._latest = now
+            self._latest = max(self._latest, now)
             horizon = self._latest - self.lifetime
             while self._entries:
                 key, (first_issued, _) = next(iter(self._entries.items()))

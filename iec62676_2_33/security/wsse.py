@@ -37,8 +37,9 @@ window are dropped. The window is measured back from the latest ``now`` the
 cache was given, and a token created before it is refused: a check whose
 ``now`` lags behind another's (a request that waited for a worker or for the
 user store) must not find a nonce forgotten that its own clock would still
-call fresh (a ``now`` more than a window behind is a clock set back, and the
-window follows it). When the cache is full the oldest entry is evicted; if it
+call fresh. A ``now`` more than two windows behind the latest is the clock set
+back: the cache starts afresh (entries and floor), since every token it
+remembers was created after ``now`` + the window and fails freshness anyway. When the cache is full the oldest entry is evicted; if it
 was still inside the window, its Created time becomes a *floor*: tokens
 created at or before the floor are refused as possible replays. A flood of
 valid tokens can thus only cause refusals, never an accepted replay.
@@ -353,9 +354,13 @@ class NonceCache:
         back from the latest ``now`` given, whose entries are dropped)."""
         key = hashlib.sha256(nonce).digest()
         with self._lock:
-            # A ``now`` more than a window behind the latest is the clock set back, not a late check: it
-            # starts over from there (entries stay, so nothing forgotten is accepted; nobody is locked out).
-            self._latest = now if now < self._latest - self.window else max(self._latest, now)
+            if now < self._latest - 2 * self.window:
+                # The clock was set back, not a late check: everything remembered was created after
+                # now + window, so freshness refuses it anyway; kept, it would refuse every new token.
+                self._entries.clear()
+                self._floor = float("-inf")
+                self._latest = now
+            self._latest = max(self._latest, now)
             horizon = self._latest - self.window
             while self._entries:
                 oldest_key, oldest_created = next(iter(self._entries.items()))
