@@ -272,15 +272,17 @@ def test_a_record_whose_node_is_not_a_node_id_is_refused(node: str) -> None:
         NodeRecord.decode(NodeRecord(node=node, internal="127.0.0.1:9443", started=1.0).encode())
 
 
-@pytest.mark.parametrize("internal", ["127.0.0.1:9443", "[::1]:9443", "::1:9443", "node-2.cluster.example:1"])
+@pytest.mark.parametrize("internal", ["127.0.0.1:9443", "[::1]:9443", "::1:9443", "node-2.cluster.example:1",
+                                      "cloud_node_1:9443"])
 def test_internal_addresses_nodes_advertise_still_decode(internal: str) -> None:
-    """The forms a node writes (``--internal-advertise``, or the bound address: IPv6 without brackets)."""
+    """The forms a node writes (``--internal-advertise``, or the bound address: IPv6 without brackets), and
+    host names with "_" (Docker's DNS names containers and services so)."""
     assert NodeRecord.decode((NODE % json.dumps(internal)).encode()).internal == internal
 
 
 @pytest.mark.parametrize("internal, advertise, refused", [
     ("0.0.0.0:0", None, "every address"), ("[::]:0", None, "every address"),
-    ("127.0.0.1:0", "0.0.0.0:9443", "every address"), ("127.0.0.1:0", "my_host:9443", "not a host name"),
+    ("127.0.0.1:0", "0.0.0.0:9443", "every address"), ("127.0.0.1:0", "my host:9443", "not a host name"),
     ("127.0.0.1:0", "nonsense", "not HOST:PORT")])
 async def test_a_node_that_others_could_not_dial_is_refused_at_start_up(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, internal: str, advertise: str | None, refused: str) -> None:

@@ -50,8 +50,8 @@ EVENTS_SUBJECT = "iec62676.device"
 _NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 #: Longest record accepted from the bucket (a record is about 200 bytes).
 MAX_RECORD = 4096
-#: A DNS name as the host of an internal address.
-_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
+#: A host name as the host of an internal address ("_" too: Docker's DNS names containers and services so).
+_HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}")
 
 
 def check_node_id(node_id: str) -> str:
