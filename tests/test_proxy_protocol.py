@@ -259,10 +259,24 @@ async def test_local_then_close_is_a_health_check(peers: tuple[TlsServer, int, a
     assert server.stats["refused_proxy"] == 0 and seen.empty()
 
 
-async def test_an_ipv4_balancer_on_a_dual_stack_listener_is_the_balancer() -> None:
+def dual_stack() -> bool:
+    """This machine can bind an IPv6 socket to every address and reach it over IPv4."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(("::", 0))
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not dual_stack(), reason="this machine has no IPv6 (a container without it): no dual-stack "
+                                             "listener to test")
+@pytest.mark.parametrize("balancer", ["127.0.0.1/32", "::ffff:127.0.0.1/128"])
+async def test_an_ipv4_balancer_on_a_dual_stack_listener_is_the_balancer(balancer: str) -> None:
     """A balancer that reaches a dual-stack listener (``--listen [::]:PORT``) over IPv4 is the balancer
-    ``--proxy-protocol-from`` names by its IPv4 address (its socket address is ``::ffff:a.b.c.d``): its
-    header is read, not refused as a bad ClientHello."""
+    ``--proxy-protocol-from`` names by its IPv4 address, or by its IPv4-mapped one (its socket address is
+    ``::ffff:a.b.c.d``): its header is read, not refused as a bad ClientHello."""
     ca = pki.make_ca("dual stack CA")
     leaf = pki.make_leaf(ca, "localhost", kind="server", sans=["IP:127.0.0.1"])
     seen: asyncio.Queue[object] = asyncio.Queue()
@@ -275,7 +289,7 @@ async def test_an_ipv4_balancer_on_a_dual_stack_listener_is_the_balancer() -> No
     sock = bind_listen("::", 0)  # as cloud serve --listen [::]:PORT binds it: IPv4 too
     server = await start_tls_server(handler, sock, server_context(leaf.cert_pem(), leaf.key_pem()),
                                     first_byte_timeout=2.0, admission=AdmissionLimits(),
-                                    proxy_protocol_from=["127.0.0.1/32"])
+                                    proxy_protocol_from=[balancer])
     port = sock.getsockname()[1]
 
     def dial() -> bytes:

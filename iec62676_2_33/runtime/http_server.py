@@ -31,11 +31,17 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def bind_listen(host: str, port: int) -> socket.socket:
-    """A listening TCP socket (port 0 picks a free one); a clear error when it cannot bind."""
+    """A listening TCP socket (port 0 picks a free one); a clear error when it cannot bind. ``::`` is
+    every address, IPv4 too (dual stack, whatever the system's default for IPv6 sockets)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and host == "::":
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind((host, port))
         sock.listen(512)
     except OSError as exc:

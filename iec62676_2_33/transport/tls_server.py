@@ -296,6 +296,18 @@ class TlsServer(HandlerServer[TlsStream]):
             engine.refuse_proxy("the server is closing")
 
 
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _balancer_network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A ``--proxy-protocol-from`` network as a peer's address is compared with it: IPv4-mapped IPv6
+    networks (``::ffff:10.0.0.5``, the form a dual-stack listener once needed) as their IPv4 network."""
+    net = ipaddress.ip_network(cidr, strict=False)
+    if isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96 and net.subnet_of(_MAPPED):
+        return ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96))
+    return net
+
+
 async def start_tls_server(
     handler: Callable[[TlsStream], Awaitable[None]],
     sock: socket.socket | tuple[str, int] | None = None,
@@ -363,7 +375,7 @@ async def start_tls_server(
     if admission is None:
         admission = AdmissionLimits.global_cap(1024 if max_pending_handshakes is None else max_pending_handshakes)
     try:
-        balancers = [ipaddress.ip_network(cidr, strict=False) for cidr in proxy_protocol_from]
+        balancers = [_balancer_network(cidr) for cidr in proxy_protocol_from]
     except ValueError as exc:
         raise ConfigurationError(f"PROXY protocol balancer address: {exc}") from None
     if isinstance(sock, tuple):
