@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import Iec62676Error
-from .options import LOG_LEVELS, configure_logging, split_global_options
+from .options import LOG_LEVELS, check_utf8, configure_logging, split_global_options
 
 #: Modules of this package that contribute command groups, in help order.
 GROUPS = ("demo", "pki", "device", "cloud", "deviceid", "query", "authserver", "vss", "conformance", "recordings")
@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        rest, level = split_global_options(sys.argv[1:] if argv is None else argv)
+        given = sys.argv[1:] if argv is None else argv
+        check_utf8(given)
+        rest, level = split_global_options(given)
         args = parser.parse_args(rest)
     except Iec62676Error as exc:
         print(f"iec62676: error: {exc}", file=sys.stderr)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .enroll import add_parser as add_enroll_parser
-from .options import host_port
+from .options import host_port, seconds, shown_url
 
 
 def register(sub: Any) -> None:
@@ -70,7 +70,7 @@ def register(sub: Any) -> None:
                    help="this node's certificate (serverAuth and clientAuth, issued by --internal-ca)")
     g.add_argument("--internal-key", type=Path, metavar="KEY.pem")
     g.add_argument("--internal-ca", type=Path, metavar="CA.pem", help="the CA that issues node certificates")
-    g.add_argument("--cluster-ttl", type=float, default=15.0, metavar="SECONDS",
+    g.add_argument("--cluster-ttl", type=seconds, default=15.0, metavar="SECONDS",
                    help="a node that stops its heartbeat drops out of the registry after this (default 15)")
     p.set_defaults(handler=serve, log_default=logging.INFO)  # devices connecting, refused and why
     d = csub.add_parser("devices", help="list the devices of a cluster (from its NATS registry) as JSON")
@@ -110,15 +110,23 @@ def _cluster(args: argparse.Namespace) -> Any:
 
 
 async def _nats(url: str) -> Any:
-    """A NATS connection for one command (no reconnects); one line when it cannot be made."""
+    """A NATS connection for one command: two attempts, no reconnects, nothing logged; one line (the last
+    attempt's error, the URL without its password) when it cannot be made."""
     import nats
 
     from ..errors import ConfigurationError
 
+    failed: list[Exception] = []
+
+    async def note(exc: Exception) -> None:  # instead of the client's ERROR log with a traceback per attempt
+        failed.append(exc)
+
     try:
-        return await nats.connect(url, connect_timeout=5, allow_reconnect=False)
+        return await nats.connect(url, connect_timeout=5, allow_reconnect=False, max_reconnect_attempts=1,
+                                  error_cb=note)
     except (nats.errors.Error, OSError, TimeoutError) as exc:
-        raise ConfigurationError(f"--nats {url}: cannot connect ({exc or type(exc).__name__})") from None
+        why = failed[-1] if failed else exc
+        raise ConfigurationError(f"--nats {shown_url(url)}: cannot connect ({str(why) or type(why).__name__})") from None
 
 
 def devices(args: argparse.Namespace) -> int:

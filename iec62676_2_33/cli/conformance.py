@@ -14,6 +14,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigurationError
+from .options import first_line, http_url_error, seconds
+
 
 def register(sub: Any) -> None:
     group = sub.add_parser("conformance", help="test a device or a cloud against the standard")
@@ -69,7 +72,7 @@ def register(sub: Any) -> None:
                    help="trust anchor(s) for --token-server's certificate (default: the system store)")
     c.add_argument("--ca", required=True, type=Path, metavar="CA.pem",
                    help="the trust anchor(s) for the cloud's server certificate")
-    c.add_argument("--wait-request", type=float, default=10.0, metavar="SECONDS",
+    c.add_argument("--wait-request", type=seconds, default=10.0, metavar="SECONDS",
                    help="how long to wait for the cloud to send a request over the uplink (default 10)")
     _common(c)
     c.set_defaults(handler=cloud_command)
@@ -118,11 +121,13 @@ def device_command(args: argparse.Namespace) -> int:
     if args.list:
         return _list(DEVICE_CASES)
     DEVICE_CASES.select(args.only)  # an unknown ID is a usage error before anything starts
-    password = args.password if args.password is not None else _first_line(args.password_file)
-    password2 = args.password2 if args.password2_file is None else _first_line(args.password2_file)
+    for flag, url in (("--dut", args.dut), ("--dut2", args.dut2)):
+        why = None if url is None else http_url_error(url)
+        if why is not None:
+            raise ConfigurationError(f"argument {flag}: {why}")
+    password = args.password if args.password is not None else first_line(args.password_file, "--password-file")
+    password2 = args.password2 if args.password2_file is None else first_line(args.password2_file, "--password2-file")
     if args.dut2 is not None and args.dut2 == args.dut:
-        from ..errors import ConfigurationError
-
         raise ConfigurationError("--dut2 names the same device service as --dut: give a second instance")
     target = DeviceTarget(dut=args.dut, username=args.user, password=password, listen=args.listen,
                           remote_host=args.remote_host, cert=args.cert, key=args.key, ca=args.ca,
@@ -172,10 +177,10 @@ def cloud_command(args: argparse.Namespace) -> int:
     if args.token_file is not None or args.token_server is not None:
         from ..conformance.tokensource import TokenSource
 
-        token = TokenSource(token=None if args.token_file is None else _first_line(args.token_file),
+        token = TokenSource(token=None if args.token_file is None else first_line(args.token_file, "--token-file"),
                             server_uri=args.token_server, client_id=args.client_id,
                             client_secret=None if args.client_secret_file is None else
-                            _first_line(args.client_secret_file), ca=args.token_ca)
+                            first_line(args.client_secret_file, "--client-secret-file"), ca=args.token_ca)
     target = CloudTarget(url=args.cloud, cert=args.cert, key=args.key, ca=args.ca, wait_request=args.wait_request,
                          token=token)
     session = CloudSession(target)
@@ -183,12 +188,3 @@ def cloud_command(args: argparse.Namespace) -> int:
     report = run(CLOUD_CASES, session, target=args.cloud, only=args.only, skip_long=args.skip_long,
                  on_result=_print_result)
     return _finish(report, args)
-
-
-def _first_line(path: Path) -> str:
-    from ..errors import ConfigurationError
-
-    lines = path.read_text().splitlines()
-    if not lines:
-        raise ConfigurationError(f"{path} is empty: put the secret on its first line")
-    return lines[0]

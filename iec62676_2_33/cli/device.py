@@ -7,13 +7,17 @@ Every change goes through the same validation as the SOAP operations
 A running ``device serve`` keeps ``<data>/serve.json`` (mode 0600) up to date:
 its process ID, the URL of its direct services and each uplink's live Status
 and Error. ``uplink list`` reads it, so it shows what the running device sees,
-and says so on stderr when no device is running.
+and says so on stderr when no device is running. One ``device serve`` per data
+folder: it holds ``<data>/serve.lock`` (:func:`fcntl.flock`, released when the
+process ends however it ends), and a second one is refused with one line
+instead of dialling the same uplinks with the same identity.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -43,6 +47,8 @@ LEVELS = [lvl.value for lvl in UserLevel if lvl is not UserLevel.ANONYMOUS]
 
 #: The running device's state file in its data folder (see the module docstring).
 SERVE_STATE = "serve.json"
+#: The file a running ``device serve`` holds locked (see the module docstring).
+SERVE_LOCK = "serve.lock"
 #: How often ``device serve`` refreshes it; older than STALE_AFTER seconds, it is not believed.
 STATE_INTERVAL = 1.0
 STALE_AFTER = 10.0
@@ -316,10 +322,28 @@ async def _serve(args: argparse.Namespace) -> int:
     if not args.init and not has_device_store(args.data):
         raise ConfigurationError(f"--data {args.data} holds no device; give --init to start an empty one, "
                                  "or fix the path")
-    async with serve_device(args.data, listen=args.listen, create=True, replay_listen=args.replay_listen) as device:
-        print(f"device serving {device.url}", flush=True)
-        await _keep_state(device, stop)
+    lock = _lock_folder(args.data)
+    try:
+        async with serve_device(args.data, listen=args.listen, create=True,
+                                replay_listen=args.replay_listen) as device:
+            print(f"device serving {device.url}", flush=True)
+            await _keep_state(device, stop)
+    finally:
+        os.close(lock)
     return 0
+
+
+def _lock_folder(data: Path) -> int:
+    """Lock ``data``'s SERVE_LOCK for this process (created with the folder when missing); the descriptor."""
+    data.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data / SERVE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigurationError(f"a 'device serve' already runs on {data}: stop it first (one process per data "
+                                 "folder)") from None
+    return fd
 
 
 async def _keep_state(device: Device, stop: asyncio.Event) -> None:

@@ -6,8 +6,10 @@ the access-token variant. ``--device`` may be repeated: the devices are enrolled
 line per device on stdout as each finishes and a progress bar on stderr
 (:mod:`.progress`). A device that fails is one line on stderr; the others go
 on, and the command ends with one error line and exit status 2 naming how many
-failed. The password and the client secret come from a flag, a file, an
-environment variable or a prompt (:func:`.options.read_secret`); with
+failed. Ctrl-C begins no further device: it waits only for those being enrolled
+(each call to a device is bounded), then exits 130. The password and the
+client secret come from a flag, a file, an environment variable or a prompt
+(:func:`.options.read_secret`); with
 ``--client-auth tls_client_auth`` there is no secret: the device gets a key and
 a certificate from ``--ca`` for the token endpoint's TLS (RFC 8705).
 """
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, Iec62676Error
-from .options import CLIENT_SECRET_ENV, PASSWORD_ENV, add_secret, read_secret
+from .options import CLIENT_SECRET_ENV, PASSWORD_ENV, add_secret, http_url, read_secret
 from .progress import add_progress, emit, progress_bar
 
 if TYPE_CHECKING:
@@ -36,7 +38,7 @@ def add_parser(csub: Any) -> None:
     """Add ``enroll`` to the ``cloud`` command group."""
     p = csub.add_parser("enroll", help="enrol a device into this cloud over ONVIF: key pair on the device, "
                         "certificate from --ca, trust policy, SetUplink")
-    p.add_argument("--device", required=True, action="append", metavar="URL",
+    p.add_argument("--device", required=True, action="append", type=http_url, metavar="URL",
                    help="the device service, e.g. http://192.0.2.10/onvif/device_service; repeat for several "
                         "devices (the same user and password on each)")
     p.add_argument("--user", required=True, help="a device user with Administrator rights")
@@ -65,7 +67,7 @@ def add_parser(csub: Any) -> None:
     token.add_argument("--scope", help="the scope the device requests")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="with --cloud-proxy: wait this long for the device to show on the cloud")
-    p.add_argument("--cloud-proxy", metavar="URL", help="the cloud's HTTP front (GET /devices), for --wait")
+    p.add_argument("--cloud-proxy", type=http_url, metavar="URL", help="the cloud's HTTP front (GET /devices), for --wait")
     p.add_argument("--jobs", type=int, default=4, metavar="N",
                    help=f"enrol up to N of the --device list at the same time (1 to {MAX_JOBS}, default 4)")
     add_progress(p)
@@ -110,13 +112,17 @@ def enroll_command(args: argparse.Namespace) -> int:
     with progress_bar(args, desc="enrolled", unit=" device", total=len(devices)) as bar, \
             ThreadPoolExecutor(max_workers=min(args.jobs, len(devices)), thread_name_prefix="enroll") as pool:
         futures: dict[Future[EnrollmentResult], str] = {pool.submit(job, url): url for url in devices}
-        for future in as_completed(futures):
-            try:
-                emit(bar, _report(future.result()), sys.stdout)
-            except (Iec62676Error, OSError) as exc:  # what main() would report for one device
-                failed += 1
-                emit(bar, f"iec62676: {futures[future]}: {exc}\n", sys.stderr)
-            bar.update(1)
+        try:
+            for future in as_completed(futures):
+                try:
+                    emit(bar, _report(future.result()), sys.stdout)
+                except (Iec62676Error, OSError) as exc:  # what main() would report for one device
+                    failed += 1
+                    emit(bar, f"iec62676: {futures[future]}: {exc}\n", sys.stderr)
+                bar.update(1)
+        except KeyboardInterrupt:  # Ctrl-C: the devices not yet begun are not begun; the running ones end
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     if failed:
         raise Iec62676Error(f"{failed} of {len(devices)} devices were not enrolled (see above)")
     return 0

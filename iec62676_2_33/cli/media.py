@@ -7,11 +7,14 @@ validation, :func:`~..domain.media.validate_media_source`). A running
 
 * ``add --data DIR --token T --name N --rtsp rtsp://HOST:PORT/path [--snapshot URL]
   [--encoding H264 --width W --height H] [--rtsp-user U --rtsp-password-file F]``
-  — add or replace the source keyed by ``--token``. The camera-side password is
+  — add or replace the source keyed by ``--token`` (a first-run command: it
+  creates the data folder). The camera-side password is
   read from a file (first line), never from the command line, so it stays out
   of shell history and process listings.
 * ``list --data DIR [--format table|json]`` — every source; never a password.
 * ``remove --data DIR --token T`` — remove one source.
+
+``list`` and ``remove`` need an existing device (:func:`.options.add_data`).
 """
 
 from __future__ import annotations
@@ -24,12 +27,9 @@ from typing import Any
 
 from ..domain.media import ENCODINGS, MediaSource
 from ..store import DeviceStore
+from .options import add_data, first_line
 
 __all__ = ["register_media_group"]
-
-
-def _data(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, type=Path, metavar="DIR", help="the device's data folder")
 
 
 def register_media_group(dsub: Any) -> None:
@@ -38,7 +38,7 @@ def register_media_group(dsub: Any) -> None:
     msub = parser.add_subparsers(dest="media_command", required=True, parser_class=type(parser))
 
     p = msub.add_parser("add", help="add or replace the media source keyed by --token")
-    _data(p)
+    add_data(p, creates=True)
     p.add_argument("--token", required=True, metavar="T", help="the Media2 profile token (1..64 characters)")
     p.add_argument("--name", required=True, metavar="N", help="the profile's display name")
     p.add_argument("--rtsp", required=True, metavar="URL", help="the camera-side stream, rtsp://HOST:PORT/path")
@@ -52,27 +52,21 @@ def register_media_group(dsub: Any) -> None:
     p.set_defaults(handler=media_add)
 
     p = msub.add_parser("list", help="list media sources (never their passwords)")
-    _data(p)
+    add_data(p)
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(handler=media_list)
 
     p = msub.add_parser("remove", help="remove a media source")
-    _data(p)
+    add_data(p)
     p.add_argument("--token", required=True, metavar="T")
     p.set_defaults(handler=media_remove)
-
-
-def _password(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return lines[0] if lines else ""
 
 
 def media_add(args: argparse.Namespace) -> int:
     src = MediaSource(token=args.token, name=args.name, rtsp_url=args.rtsp, snapshot_url=args.snapshot,
                       encoding=args.encoding, width=args.width, height=args.height,
-                      username=args.rtsp_user, password=_password(args.rtsp_password_file))
+                      username=args.rtsp_user, password=None if args.rtsp_password_file is None else
+                      first_line(args.rtsp_password_file, "--rtsp-password-file"))
     with DeviceStore(args.data) as store:
         new = store.put_media_source(src)
     print(f"media source {src.token} {'added' if new else 'replaced'} ({src.rtsp_url})")

@@ -13,6 +13,11 @@ from typing import Any
 
 from .. import pki
 
+#: The longest validity ``--days`` accepts (100 years).
+MAX_DAYS = 36525
+#: The longest common name (RFC 5280 ub-common-name).
+MAX_CN = 64
+
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add the ``pki`` command group to the top-level *subparsers*."""
@@ -25,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 def _register_ca(commands: argparse._SubParsersAction[Any]) -> None:
     p = commands.add_parser("ca", help="create a CA directory (ca.pem + ca.key)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="directory to write")
-    p.add_argument("--cn", default="iec62676 test CA", metavar="NAME", help="CA common name")
-    p.add_argument("--days", type=_positive_int, default=3650, metavar="N", help="validity")
+    p.add_argument("--cn", type=_common_name, default="iec62676 test CA", metavar="NAME", help="CA common name")
+    p.add_argument("--days", type=_days, default=3650, metavar="N", help=f"validity (1 to {MAX_DAYS})")
     p.add_argument("--force", action="store_true", help="replace an existing ca.key")
     p.set_defaults(handler=_ca)
 
@@ -34,7 +39,7 @@ def _register_ca(commands: argparse._SubParsersAction[Any]) -> None:
 def _register_issue(commands: argparse._SubParsersAction[Any]) -> None:
     p = commands.add_parser("issue", help="issue a server or client certificate from a CA")
     p.add_argument("--ca", type=Path, required=True, metavar="DIR", help="CA directory")
-    p.add_argument("--cn", required=True, metavar="NAME", help="subject common name")
+    p.add_argument("--cn", type=_common_name, required=True, metavar="NAME", help="subject common name")
     kind = p.add_mutually_exclusive_group(required=True)
     kind.add_argument(
         "--server",
@@ -58,19 +63,28 @@ def _register_issue(commands: argparse._SubParsersAction[Any]) -> None:
         help="subjectAltName (repeatable; bare values: IP if they parse, else DNS)",
     )
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="directory to write")
-    p.add_argument("--days", type=_positive_int, default=825, metavar="N", help="validity")
+    p.add_argument("--days", type=_days, default=825, metavar="N", help=f"validity (1 to {MAX_DAYS})")
     p.set_defaults(handler=_issue)
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: an integer ≥ 1."""
+def _days(text: str) -> int:
+    """argparse type: a validity in days, 1 to MAX_DAYS."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    if value > MAX_DAYS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_DAYS} (100 years), not {value}")
     return value
+
+
+def _common_name(text: str) -> str:
+    """argparse type: an X.509 common name, 1 to MAX_CN characters (RFC 5280 ub-common-name)."""
+    if not 1 <= len(text) <= MAX_CN:
+        raise argparse.ArgumentTypeError(f"a common name has 1 to {MAX_CN} characters, not {len(text)}")
+    return text
 
 
 def _ca(args: argparse.Namespace) -> int:

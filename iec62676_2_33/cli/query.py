@@ -22,7 +22,7 @@ from ..domain.filters import LocationFilter
 from ..domain.resources import RESOURCE_KINDS, Resource
 from ..errors import ConfigurationError
 from ..query import ResourceChange, ResourceQueryClient
-from .options import PASSWORD_ENV, add_secret, read_secret
+from .options import PASSWORD_ENV, add_secret, http_url, read_secret, seconds
 from .progress import add_progress, emit, progress_bar
 
 __all__ = ["register"]
@@ -36,7 +36,7 @@ def register(subparsers: Any) -> None:
         "query", help="resource query: list matching resources, optionally follow changes",
         description="Subscribe to a server's event service with resource filters and print the "
                     "matching resources (RQ-5); --follow keeps printing live changes.")
-    p.add_argument("--url", required=True, help="event service URL, e.g. http://HOST:PORT/onvif/event_service")
+    p.add_argument("--url", required=True, type=http_url, help="event service URL, e.g. http://HOST:PORT/onvif/event_service")
     p.add_argument("--user", help="user name (WS-Security UsernameToken)")
     add_secret(p, "password", PASSWORD_ENV, help_="the password of --user")
     p.add_argument("--topic", action="append", required=True, choices=RESOURCE_KINDS, metavar="KIND",
@@ -52,7 +52,7 @@ def register(subparsers: Any) -> None:
                    help="data item to return, e.g. /Name, /Location, /Scope/location (RQ-9); repeatable")
     p.add_argument("--follow", action="store_true", help="after the list, print live changes until interrupted")
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format")
-    p.add_argument("--timeout", type=float, default=10.0, metavar="S",
+    p.add_argument("--timeout", type=seconds, default=10.0, metavar="S",
                    help="PullMessages timeout while following (the heartbeat interval, RQ-10)")
     add_progress(p)
     p.set_defaults(handler=run_query)

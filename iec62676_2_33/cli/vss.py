@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
+from .options import http_url, seconds
 
 
 def _data(p: argparse.ArgumentParser) -> None:
@@ -32,11 +33,11 @@ def register(sub: Any) -> None:
     _data(p)
     p.add_argument("--prefix", help="the prefix of its remote tokens (default: the system's Annex A device ID: "
                    "the SerialNumber it announces, or the --uplink device ID)")
-    p.add_argument("--url", metavar="http://HOST:PORT/onvif/device_service")
+    p.add_argument("--url", type=http_url, metavar="http://HOST:PORT/onvif/device_service")
     p.add_argument("--user", help="the VSS's account at the lower system (with --url)")
     p.add_argument("--password")
     p.add_argument("--uplink", metavar="DEVICE_ID", help="the lower system dials this VSS (--uplink-listen)")
-    p.add_argument("--timeout", type=float, default=10.0,
+    p.add_argument("--timeout", type=seconds, default=10.0,
                    help="seconds the system at --url has to announce its device ID (default 10)")
     p.set_defaults(handler=lower_add)
     p = lsub.add_parser("list", help="list the lower systems")
@@ -59,7 +60,7 @@ def register(sub: Any) -> None:
     p.add_argument("--key", type=Path, metavar="KEY.pem")
     p.add_argument("--client-ca", action="append", default=[], type=Path, metavar="CA.pem",
                    help="CA(s) that issue the lower systems' client certificates (repeatable)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds a lower system has to answer (default 10)")
+    p.add_argument("--timeout", type=seconds, default=10.0, help="seconds a lower system has to answer (default 10)")
     p.set_defaults(handler=serve, log_default=logging.INFO)  # lower systems on- and offline, uplinks
 
 
