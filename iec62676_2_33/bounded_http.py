@@ -21,6 +21,9 @@ camera (:func:`request`, :mod:`.services.snapshot`).
   exchange is :class:`ExchangeTimeout`. The socket is the one httpcore's
   ``trace`` extension reports connected (TCP, then TLS); a watchdog that fired
   before it was connected cuts it as soon as it is.
+* **The caller's URL is the caller's error.** One httpx cannot send to (an IPv6
+  host without brackets, a scheme other than http and https) is a
+  :class:`~.errors.ConfigurationError` that says so, its user info never shown.
 * **A connection per exchange.** The clients of :func:`exchange_client` keep no
   connection alive, so every exchange connects and its socket is its own: a
   cut never hits another thread's exchange (the price is one TCP, or TLS,
@@ -50,7 +53,7 @@ import requests
 from requests.structures import CaseInsensitiveDict
 from zeep.transports import AsyncTransport, Transport
 
-from .errors import TransportError
+from .errors import ConfigurationError, TransportError, shown_url
 
 __all__ = ["AnswerTooLong", "AsyncBoundedTransport", "BoundedTransport", "ExchangeTimeout", "HttpAnswer", "NoAnswer",
            "exchange_client", "fetch", "post", "request"]
@@ -156,12 +159,21 @@ def request(client: httpx.Client, method: str, url: str, headers: Sequence[tuple
             return HttpAnswer(response.status_code, list(response.headers.multi_items()), bytes(data))
     except httpx.TimeoutException:
         raise late from None
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        raise _unusable(url, exc) from None
     except httpx.HTTPError as exc:
         if watchdog.expired:
             raise late from None
         if isinstance(exc, httpx.ConnectError):
             raise NoAnswer(f"cannot connect ({type(exc).__name__})") from None
         raise NoAnswer(f"the answer broke off ({type(exc).__name__})") from None
+
+
+def _unusable(url: str, exc: Exception) -> ConfigurationError:
+    """The caller's URL, not the server, is wrong: httpx cannot send to it."""
+    why = "only http and https" if isinstance(exc, httpx.UnsupportedProtocol) else str(exc)
+    return ConfigurationError(f"{shown_url(url)} is not a usable URL ({why}); IPv6 hosts go in brackets, "
+                              "e.g. http://[2001:db8::1]/onvif/device_service")
 
 
 def _naming(address: str, exc: TransportError) -> TransportError:
@@ -209,6 +221,8 @@ async def fetch(client: httpx.AsyncClient, method: str, url: str, headers: Seque
             return HttpAnswer(response.status_code, list(response.headers.multi_items()), bytes(data))
     except (TimeoutError, httpx.TimeoutException):
         raise ExchangeTimeout(f"no whole answer within {timeout:g} s") from None
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        raise _unusable(url, exc) from None
     except httpx.ConnectError as exc:
         raise NoAnswer(f"cannot connect ({type(exc).__name__})") from None
     except httpx.HTTPError as exc:

@@ -16,7 +16,16 @@ __all__ = [
     "RemoteProtocolError",
     "SchemaError",
     "TransportError",
+    "shown_url",
 ]
+
+
+def shown_url(url: str) -> str:
+    """``url`` fit for a message: any user info (``user:password@``) replaced by ``…@``, so an error never
+    shows a password someone put in a URL."""
+    scheme, sep, rest = url.partition("://")
+    authority, at, tail = rest.partition("@")
+    return f"{scheme}{sep}…@{tail}" if sep and at and "/" not in authority else url
 
 
 class Iec62676Error(Exception):

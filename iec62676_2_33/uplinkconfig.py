@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, shown_url
 from .security.access import UserLevel
 
 #: tup:ConnectionStatus values (CFG-1).
@@ -119,7 +119,8 @@ def _excerpt(text: str) -> str:
 
 
 def _bad_address(address: str, why: str) -> UplinkConfigError:
-    return UplinkConfigError(f"RemoteAddress {_excerpt(address)} {why}; give e.g. https://cloud.example.com/uplink",
+    return UplinkConfigError(f"RemoteAddress {_excerpt(shown_url(address))} {why}; give e.g. "
+                             "https://cloud.example.com/uplink",
                              "InvalidArgVal", "RemoteAddress")
 
 

@@ -302,6 +302,22 @@ async def test_a_node_that_others_could_not_dial_is_refused_at_start_up(
     assert "\n" not in str(caught.value)
 
 
+async def test_a_nats_url_s_password_is_not_shown_when_nats_cannot_be_reached(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``cloud serve --nats nats://user:password@…`` with NATS unreachable: one line that names the server,
+    never the password."""
+    monkeypatch.setattr(node_module, "FIRST_CONNECT", 1.0)
+    certs = Pki()
+    cert, key = certs.leaf.write(tmp_path, "n1")
+    ca, _ = certs.ca.write(tmp_path, "ca")
+    options = ClusterOptions(nats="nats://u:TOPSECRET@127.0.0.1:1", node_id="n1", internal="127.0.0.1:0", cert=cert,
+                             key=key, ca=ca)
+    with pytest.raises(ConfigurationError, match="cannot connect") as caught:
+        async with asyncio.timeout(BOUND), join_cluster(CloudListener(), options):
+            pass
+    assert "TOPSECRET" not in str(caught.value) and "127.0.0.1:1" in str(caught.value)
+
+
 @dataclass
 class Member:
     registry: ClusterRegistry

@@ -238,3 +238,24 @@ def test_a_second_device_serve_on_one_folder_is_refused(tmp_path: Path) -> None:
     finally:
         again.terminate()
         again.communicate(timeout=WAIT)
+
+
+def test_uplink_set_does_not_echo_a_password_in_remote_address(tmp_path: Path) -> None:
+    """CFG-3: a RemoteAddress with user info is refused, and the message does not show the password (nor does
+    the SOAP fault, which has the same text)."""
+    proc = subprocess.run([*CLI, "device", "uplink", "set", "--data", str(tmp_path / "d"), "--remote",
+                           "https://u:TOPSECRET@cloud.example/up", "--cert-id", "c"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert "TOPSECRET" not in proc.stderr and "user info" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("url", ["http://::1:80/onvif/event_service", "ftp://127.0.0.1/onvif/event_service"])
+def test_the_query_client_names_a_url_it_cannot_use(url: str) -> None:
+    """A library caller's URL that httpx cannot send to (IPv6 without brackets, not http(s)) is one
+    ConfigurationError that says so, not httpx's InvalidURL nor 'the answer broke off'."""
+    from iec62676_2_33.errors import ConfigurationError
+    from iec62676_2_33.query import ResourceQueryClient
+
+    with pytest.raises(ConfigurationError, match="not a usable URL"), ResourceQueryClient(url).subscribe(["MediaProfile"]):
+        pass

@@ -9,8 +9,9 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from ..errors import shown_url
 from .enroll import add_parser as add_enroll_parser
-from .options import host_port, seconds, shown_url
+from .options import host_port, seconds
 
 
 def register(sub: Any) -> None:

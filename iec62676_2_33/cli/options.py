@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, shown_url
 from ..store import DB_NAME
 
 #: The environment variables secrets are read from.
@@ -39,7 +39,7 @@ PASSWORD_ENV = "IEC62676_PASSWORD"
 CLIENT_SECRET_ENV = "IEC62676_CLIENT_SECRET"
 
 __all__ = ["CLIENT_SECRET_ENV", "LOG_LEVELS", "MAX_SECRET_BYTES", "PASSWORD_ENV", "add_data", "add_secret", "check_utf8",
-           "configure_logging", "first_line", "host_port", "http_url", "http_url_error", "read_secret", "seconds", "shown_url",
+           "configure_logging", "first_line", "host_port", "http_url", "http_url_error", "read_secret", "seconds",
            "split_global_options"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -157,13 +157,6 @@ def http_url_error(text: str) -> str | None:
         return None
     return (f"{shown_url(text)!r} is not an http(s) URL ({why}); give e.g. http://192.0.2.10:8080/onvif/device_service "
             "(IPv6: http://[2001:db8::1]/…)")
-
-
-def shown_url(url: str) -> str:
-    """``url`` fit for a message: any user info (``user:password@``) replaced by ``…@``."""
-    scheme, sep, rest = url.partition("://")
-    authority, at, tail = rest.partition("@")
-    return f"{scheme}{sep}…@{tail}" if sep and at and "/" not in authority else url
 
 
 def seconds(text: str) -> float:

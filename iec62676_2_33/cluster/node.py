@@ -40,7 +40,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, shown_url
 from ..runtime.asgi_handler import AsgiApp, Scope
 from ..runtime.cloud import CloudListener, DeviceEvent, UnknownDevice
 from ..runtime.http_server import bind_listen, parse_listen, serve_asgi, wait_event
@@ -187,7 +187,8 @@ async def join_cluster(cloud: CloudListener, options: ClusterOptions,
     except (NatsError, OSError, TimeoutError) as exc:
         await nc.close()
         reason = f"no connection within {FIRST_CONNECT:g} s" if isinstance(exc, TimeoutError) else str(exc)
-        raise ConfigurationError(f"--nats {options.nats}: cannot connect ({reason or type(exc).__name__})") from None
+        raise ConfigurationError(f"--nats {shown_url(options.nats)}: cannot connect ({reason or type(exc).__name__})") \
+            from None
     sock = bind_listen(*parse_listen(options.internal))
     bound = sock.getsockname()
     advertise = options.advertise or f"{parse_listen(options.internal)[0]}:{bound[1]}"
