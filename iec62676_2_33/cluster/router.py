@@ -85,7 +85,7 @@ from urllib.parse import quote
 import httpx
 
 from ..errors import TransportError
-from ..runtime.proxy import PROXY_ANSWER, RTSP_BASE, connection_named
+from ..runtime.proxy import HOP_BY_HOP, PROXY_ANSWER, RTSP_BASE, connection_named
 from ..transport.base import ByteStream
 from .node_rtsp import node_client, open_node_rtsp
 from .records import NodeRecord
@@ -109,8 +109,8 @@ MAX_NODE_REQUESTS = 32
 #: Idle keep-alive connections kept for the next relayed requests, all nodes together.
 MAX_IDLE = 16
 
-_DROP = frozenset({b"host", b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te",
-                   b"proxy-connection", b"http2-settings"})
+#: What the hop drops: the proxy's hop-by-hop fields, but the body's length goes on (the next node reads by it).
+_DROP = HOP_BY_HOP - {b"content-length"}
 
 
 class _Broken(OSError):

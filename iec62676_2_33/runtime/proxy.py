@@ -130,8 +130,9 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 RawHeaders = list[tuple[bytes, bytes]]
 
-_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
-                         b"te", b"host", b"http2-settings", b"content-length"})
+#: Fields of one hop (and the body's framing): never copied from one connection to the next.
+HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
+                        b"te", b"host", b"http2-settings", b"content-length"})
 
 #: Where the cloud's RTSP front serves this device: set by the proxy, and on a node's internal listener
 #: kept as the first node sent it (the front the client asked through), like ``X-Forwarded-*``.
@@ -561,7 +562,7 @@ class UplinkProxy:
         # its credentials for this proxy.
         named = connection_named(scope["headers"])
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
-                   if k.lower() not in _HOP_BY_HOP and not k.lower().startswith(b"x-forwarded-") and b"_" not in k
+                   if k.lower() not in HOP_BY_HOP and not k.lower().startswith(b"x-forwarded-") and b"_" not in k
                    and k.lower() != RTSP_BASE and k.lower() != b"proxy-authorization" and k.lower() not in named]
         forwarded = self._forwarded(scope, device_id, prefix)
         # RTSP over HTTP: a POST joins only a GET channel of the same client address, so a player elsewhere
@@ -637,7 +638,7 @@ class UplinkProxy:
         # under the cloud's origin, shared by every device: a device sets no cookie there, and what it sends
         # is neither sniffed into another type nor run as a page (_CONTAINED).
         out_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in head
-                       if (k.encode() not in _HOP_BY_HOP or k == "content-length")
+                       if (k.encode() not in HOP_BY_HOP or k == "content-length")
                        and k.lower().encode("latin-1") not in _NOT_FROM_DEVICES] + _CONTAINED
 
         async def to_client(message: dict[str, Any]) -> None:
