@@ -63,12 +63,27 @@ def test_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_remove_unknown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, "vss", "lower", "remove", "--data", str(tmp_path / "vss"), "--prefix", "nope")
+    data = str(tmp_path / "vss")
+    assert run(capsys, "vss", "lower", "add", "--data", data, "--uplink", "cam-7", "--prefix", "cam-7")[0] == 0
+    code, _, err = run(capsys, "vss", "lower", "remove", "--data", data, "--prefix", "nope")
     assert code == 2
     assert "nope" in one_line_error(err)
 
 
+@pytest.mark.parametrize(("command", "extra"), [(["lower", "list"], []), (["lower", "remove"], ["--prefix", "p"]),
+                                                (["serve"], ["--listen", "127.0.0.1:0"])])
+def test_a_mistyped_data_folder_is_an_error_not_a_new_vss(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          command: list[str], extra: list[str]) -> None:
+    """A --data folder that holds neither a VSS nor a device is one line, exit 2, and nothing is created."""
+    typo = tmp_path / "typo"
+    code, _, err = run(capsys, "vss", *command, "--data", str(typo), *extra)
+    assert code == 2
+    assert "does not exist" in one_line_error(err)
+    assert not typo.exists()
+
+
 def test_serve_needs_listener_credentials(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "vss", "lower", "add", "--data", str(tmp_path / "vss"), "--uplink", "c", "--prefix", "c")[0] == 0
     code, _, err = run(capsys, "vss", "serve", "--data", str(tmp_path / "vss"), "--listen", "127.0.0.1:0",
                        "--uplink-listen", "127.0.0.1:0")
     assert code == 2

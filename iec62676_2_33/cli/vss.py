@@ -19,8 +19,22 @@ from ..errors import ConfigurationError
 from .options import http_url, seconds
 
 
-def _data(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, type=Path, metavar="DIR", help="the VSS's data folder")
+def _existing_vss(text: str) -> Path:
+    """A data folder that holds a VSS's lower systems or a device (its users): a mistyped folder is an error,
+    not a new, empty VSS."""
+    from ..store import DB_NAME
+    from ..vss.lower import VSS_DB
+
+    path = Path(text)
+    if not any((path / name).is_file() for name in (VSS_DB, DB_NAME)):
+        why = "does not exist" if not path.exists() else f"holds no VSS ({VSS_DB}) and no device ({DB_NAME})"
+        raise argparse.ArgumentTypeError(f"{text} {why}; create it with 'vss lower add' or 'device user add'")
+    return path
+
+
+def _data(p: argparse.ArgumentParser, *, creates: bool = False) -> None:
+    p.add_argument("--data", required=True, type=Path if creates else _existing_vss, metavar="DIR",
+                   help="the VSS's data folder" + (" (created when missing)" if creates else ""))
 
 
 def register(sub: Any) -> None:
@@ -30,7 +44,7 @@ def register(sub: Any) -> None:
     lower = vsub.add_parser("lower", help="the lower systems (devices or VSSs) this VSS exposes")
     lsub = lower.add_subparsers(dest="lower_command", required=True, parser_class=type(lower))
     p = lsub.add_parser("add", help="add or replace a lower system, reached by URL or through an uplink")
-    _data(p)
+    _data(p, creates=True)
     p.add_argument("--prefix", help="the prefix of its remote tokens (default: the system's Annex A device ID: "
                    "the SerialNumber it announces, or the --uplink device ID)")
     p.add_argument("--url", type=http_url, metavar="http://HOST:PORT/onvif/device_service")
