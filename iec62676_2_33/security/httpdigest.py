@@ -43,8 +43,6 @@ import hmac
 import os
 import re
 import struct
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Final
 from urllib.parse import unquote, urlsplit
@@ -58,6 +56,7 @@ from .access import (
     UnknownUser,
     WrongPassword,
 )
+from .replay import ReplayMemory
 
 __all__ = [
     "ALGORITHMS",
@@ -244,57 +243,30 @@ def _same_target(digest_uri: str, request_uri: str) -> bool:
 
 # --------------------------------------------------------------------------- nc cache
 class _NonceCounts:
-    """Bounded ``nonce -> highest nc`` memory with an eviction floor (thread-safe)."""
+    """Bounded ``nonce -> highest nc`` memory (a :class:`~.replay.ReplayMemory` by the nonce's issue time)."""
 
     OK: Final = 0
     REPLAY: Final = 1
     EVICTED: Final = 2
 
     def __init__(self, max_entries: int, lifetime: float) -> None:
-        self.max_entries = max_entries
-        self.lifetime = lifetime
-        self._entries: OrderedDict[str, tuple[float, int]] = OrderedDict()
-        self._floor = float("-inf")
-        self._latest = float("-inf")
-        self._lock = threading.Lock()
+        self._memory: ReplayMemory[str, int] = ReplayMemory(max_entries, lifetime)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._memory)
 
     def check(self, nonce: str, issued: float, nc: int, now: float) -> int:
-        """``nc`` for ``nonce``: OK, REPLAY (not above the highest seen), or EVICTED (its count may have
-        been forgotten: issued at or before the eviction floor, or before the lifetime counted back from
-        the latest ``now`` given, so a check whose ``now`` lags another's cannot find it forgotten)."""
-        with self._lock:
-            if now < self._latest - 2 * self.lifetime:
-                # The clock was set back, not a late check: every nonce remembered was issued after
-                # now + lifetime, which verify() refuses as not ours; kept, they would make every new one stale.
-                self._entries.clear()
-                self._floor = float("-inf")
-                self._latest = now
-            self._latest = max(self._latest, now)
-            horizon = self._latest - self.lifetime
-            while self._entries:
-                key, (first_issued, _) = next(iter(self._entries.items()))
-                if first_issued >= horizon:
-                    break
-                del self._entries[key]
-            if issued <= self._floor or issued < horizon:
+        """``nc`` for ``nonce``: OK, REPLAY (not above the highest seen), or EVICTED (its count may have been
+        forgotten: :meth:`~.replay.ReplayMemory.too_old`)."""
+        memory = self._memory
+        with memory.lock:
+            memory.advance(now)
+            if memory.too_old(issued):
                 return self.EVICTED
-            known = self._entries.get(nonce)
-            if known is not None:
-                if nc <= known[1]:
-                    return self.REPLAY
-                self._entries[nonce] = (issued, nc)
-                return self.OK
-            while len(self._entries) >= self.max_entries:
-                _, (evicted_issued, _) = self._entries.popitem(last=False)
-                if evicted_issued >= horizon:
-                    self._floor = max(self._floor, evicted_issued)
-            if issued <= self._floor:
-                return self.EVICTED
-            self._entries[nonce] = (issued, nc)
-            return self.OK
+            known = memory.get(nonce)
+            if known is not None and nc <= known:
+                return self.REPLAY
+            return self.OK if memory.put(nonce, issued, nc) else self.EVICTED
 
 
 # --------------------------------------------------------------------------- authenticator

@@ -31,18 +31,10 @@ order, so that nothing is remembered for a request that fails:
 5. nonce not seen before (:class:`NonceCache`). Only nonces of tokens that
    passed 1-4 enter the cache, so strangers cannot flood it.
 
-:class:`NonceCache` is bounded. An entry is needed only while its token could
-still pass the freshness check, so entries whose Created is older than the
-window are dropped. The window is measured back from the latest ``now`` the
-cache was given, and a token created before it is refused: a check whose
-``now`` lags behind another's (a request that waited for a worker or for the
-user store) must not find a nonce forgotten that its own clock would still
-call fresh. A ``now`` more than two windows behind the latest is the clock set
-back: the cache starts afresh (entries and floor), since every token it
-remembers was created after ``now`` + the window and fails freshness anyway. When the cache is full the oldest entry is evicted; if it
-was still inside the window, its Created time becomes a *floor*: tokens
-created at or before the floor are refused as possible replays. A flood of
-valid tokens can thus only cause refusals, never an accepted replay.
+:class:`NonceCache` is bounded and keeps a nonce only while its token could
+still pass the freshness check, its window counted back from the latest time it
+was given; when full, an eviction floor refuses possible replays, and a clock
+set back starts it afresh (:mod:`.replay` says how and why).
 
 Every failure raises a :class:`~.access.CredentialRejected` subclass whose text
 is the precise local reason (never the password, digest or nonce); the peer
@@ -57,8 +49,6 @@ import hashlib
 import hmac
 import os
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -77,6 +67,7 @@ from .access import (
     UnknownUser,
     WrongPassword,
 )
+from .replay import ReplayMemory
 
 __all__ = [
     "BASE64_BINARY",
@@ -324,9 +315,8 @@ def _format_created(moment: datetime) -> str:
 class NonceCache:
     """Bounded memory of recently used nonces (replay protection, SEC-2).
 
-    Keys are SHA-256 hashes of the nonce, values the token's Created time
-    (POSIX seconds). Thread-safe. See the module docstring for the
-    eviction floor that keeps a bounded cache replay-proof.
+    Keys are SHA-256 hashes of the nonce, kept with the token's Created time
+    (POSIX seconds) in a :class:`~.replay.ReplayMemory`. Thread-safe.
     """
 
     def __init__(self, max_entries: int = 10000, window: float = 300.0) -> None:
@@ -336,47 +326,26 @@ class NonceCache:
             raise ConfigurationError(f"NonceCache window must be > 0 seconds, not {window}")
         self.max_entries = max_entries
         self.window = float(window)
-        self._entries: OrderedDict[bytes, float] = OrderedDict()
-        self._floor = float("-inf")
-        self._latest = float("-inf")
-        self._lock = threading.Lock()
+        self._memory: ReplayMemory[bytes, None] = ReplayMemory(max_entries, self.window)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._memory)
 
     @property
     def floor(self) -> float:
         """Tokens created at or before this time (POSIX seconds) are refused."""
-        return self._floor
+        return self._memory.floor
 
     def check_and_add(self, nonce: bytes, created: float, now: float) -> bool:
         """Remember ``nonce``; False if it was seen before (or may have been: floor, or older than the window
         back from the latest ``now`` given, whose entries are dropped)."""
         key = hashlib.sha256(nonce).digest()
-        with self._lock:
-            if now < self._latest - 2 * self.window:
-                # The clock was set back, not a late check: everything remembered was created after
-                # now + window, so freshness refuses it anyway; kept, it would refuse every new token.
-                self._entries.clear()
-                self._floor = float("-inf")
-                self._latest = now
-            self._latest = max(self._latest, now)
-            horizon = self._latest - self.window
-            while self._entries:
-                oldest_key, oldest_created = next(iter(self._entries.items()))
-                if oldest_created >= horizon:
-                    break
-                del self._entries[oldest_key]
-            if key in self._entries or created <= self._floor or created < horizon:
+        memory = self._memory
+        with memory.lock:
+            memory.advance(now)
+            if key in memory or memory.too_old(created):
                 return False
-            while len(self._entries) >= self.max_entries:
-                _, evicted_created = self._entries.popitem(last=False)
-                if evicted_created >= horizon:
-                    self._floor = max(self._floor, evicted_created)
-            if created <= self._floor:
-                return False
-            self._entries[key] = created
-            return True
+            return memory.put(key, created, None)
 
 
 # --------------------------------------------------------------------------- verifier
