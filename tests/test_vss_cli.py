@@ -50,7 +50,8 @@ def test_add_list_remove(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     (["--prefix", "p"], "--url"),
     (["--prefix", "p", "--url", URL, "--uplink", "x"], "not both"),
     (["--prefix", "p", "--url", "ftp://h/onvif/device_service", "--user", "u", "--password", "w"], "http"),
-    (["--prefix", "p", "--url", URL, "--user", "u"], "together"),
+    (["--prefix", "p", "--url", URL, "--password", "w"], "together"),
+    (["--prefix", "p", "--url", URL, "--user", "u"], "--password-file"),
     (["--url", URL, "--user", "u", "--password", "w"], "--prefix"),
 ])
 def test_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], why: str) -> None:
@@ -60,6 +61,21 @@ def test_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert why in one_line_error(err)
     with LowerStore(tmp_path / "vss") as store:
         assert store.list() == []
+
+
+def test_the_password_comes_from_a_file_or_the_environment_never_only_the_command_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """ADR-2: the VSS's password at a lower system is read like every secret of the command line: from
+    --password-file's first line or $IEC62676_PASSWORD, so it need not be visible to other local users."""
+    secret = tmp_path / "pw.txt"
+    secret.write_text("from-the-file\n", encoding="utf-8")
+    data = str(tmp_path / "vss")
+    assert run(capsys, "vss", "lower", "add", "--data", data, "--prefix", "a", "--url", URL, "--user", "u",
+               "--password-file", str(secret))[0] == 0
+    monkeypatch.setenv("IEC62676_PASSWORD", "from-the-environment")
+    assert run(capsys, "vss", "lower", "add", "--data", data, "--prefix", "b", "--url", URL, "--user", "u")[0] == 0
+    with LowerStore(tmp_path / "vss") as store:
+        assert {x.prefix: x.password for x in store.list()} == {"a": "from-the-file", "b": "from-the-environment"}
 
 
 def test_remove_unknown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
-from .options import http_url, seconds
+from .options import PASSWORD_ENV, add_secret, http_url, read_secret, seconds
 
 
 def _existing_vss(text: str) -> Path:
@@ -49,7 +49,7 @@ def register(sub: Any) -> None:
                    "the SerialNumber it announces, or the --uplink device ID)")
     p.add_argument("--url", type=http_url, metavar="http://HOST:PORT/onvif/device_service")
     p.add_argument("--user", help="the VSS's account at the lower system (with --url)")
-    p.add_argument("--password")
+    add_secret(p, "password", PASSWORD_ENV, help_="the VSS's password at the lower system (with --user)")
     p.add_argument("--uplink", metavar="DEVICE_ID", help="the lower system dials this VSS (--uplink-listen)")
     p.add_argument("--timeout", type=seconds, default=10.0,
                    help="seconds the system at --url has to announce its device ID (default 10)")
@@ -84,15 +84,18 @@ def lower_add(args: argparse.Namespace) -> int:
 
     if args.url is None and args.uplink is None:
         raise ConfigurationError("give --url (with --user/--password) or --uplink DEVICE_ID")
-    if args.uplink is not None and (args.user is not None or args.password is not None):
+    password_given = args.password is not None or args.password_file is not None
+    if args.uplink is not None and (args.user is not None or password_given):
         raise ConfigurationError("--user/--password go with --url; an uplink carries its own UserLevel")
-    if (args.user is None) != (args.password is None):
+    if args.user is None and password_given:
         raise ConfigurationError("--user and --password go together")
     if args.url is not None and args.uplink is not None:
         raise ConfigurationError("a lower system is reached either by --url or by --uplink, not both")
-    prefix = args.prefix or default_prefix(url=args.url, username=args.user, password=args.password,
+    # the password, like every secret: --password, --password-file, $IEC62676_PASSWORD or a prompt
+    password = read_secret(args, "password", PASSWORD_ENV) if args.user is not None else None
+    prefix = args.prefix or default_prefix(url=args.url, username=args.user, password=password,
                                            uplink=args.uplink, timeout=args.timeout)
-    lower = LowerSystem(prefix=prefix, url=args.url, username=args.user, password=args.password, uplink=args.uplink)
+    lower = LowerSystem(prefix=prefix, url=args.url, username=args.user, password=password, uplink=args.uplink)
     with LowerStore(args.data) as store:
         store.put(lower)
     print(f"lower system {prefix} stored ({lower.reached_by})")
